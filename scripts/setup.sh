@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs what cocolm needs to build and test, idempotently: Debian packages (via apt-get) and a
+# few PyPI packages for the interoperability tests and golden-file generation. Says what it installs.
+# Needs root (or sudo). Fails with a clear message when the CUDA toolkit is absent.
+set -euo pipefail
+
+CUDA_ROOT="${CUDAToolkit_ROOT:-${CUDA_HOME:-/usr/local/cuda}}"
+if [[ ! -x "$CUDA_ROOT/bin/nvcc" || ! -f "$CUDA_ROOT/include/cuda_runtime.h" ]]; then
+  echo "setup: the CUDA toolkit was not found at $CUDA_ROOT (need bin/nvcc and include/cuda_runtime.h)." >&2
+  echo "setup: install CUDA 12.x/13.x there, or point CUDAToolkit_ROOT at it." >&2
+  exit 1
+fi
+
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then
+  if command -v sudo >/dev/null; then SUDO="sudo"; else
+    echo "setup: run as root or install sudo (apt-get is needed for missing packages)" >&2; exit 1
+  fi
+fi
+
+debian_packages=(cmake make g++ pkg-config python3 python3-pip googletest libgtest-dev nlohmann-json3-dev libopenblas-dev)
+missing=()
+for p in "${debian_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+else
+  echo "setup: Debian packages present (${debian_packages[*]})"
+fi
+
+# PyPI packages used by the interop tests (safetensors reference) and the golden-file scripts.
+python_packages=(numpy safetensors tokenizers)
+py_missing=()
+for p in "${python_packages[@]}"; do
+  python3 -c "import $p" 2>/dev/null || py_missing+=("$p")
+done
+if ((${#py_missing[@]})); then
+  echo "setup: installing PyPI packages: ${py_missing[*]}"
+  python3 -m pip install -q "${py_missing[@]}" 2>/dev/null ||
+    python3 -m pip install -q --break-system-packages "${py_missing[@]}"
+else
+  echo "setup: PyPI packages present (${python_packages[*]})"
+fi
+echo "setup: CUDA toolkit $("$CUDA_ROOT/bin/nvcc" --version | sed -n 's/.*release \([0-9.]*\).*/\1/p') at $CUDA_ROOT"

@@ -1,0 +1,150 @@
+// Helpers for cross-backend kernel tests (ggml test-backend-ops style): device buffers with guard
+// bytes after the payload, output poisoning, normalized MSE and NaN/Inf parity.
+#pragma once
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/runtime/check.h"
+
+namespace coco::testing {
+
+inline constexpr size_t kGuardBytes = 64;
+inline constexpr uint8_t kGuardPattern = 0xA5;
+
+// A device allocation of `count` elements followed by kGuardBytes of a known pattern. A kernel that
+// writes past the end of its output is caught by guards_intact().
+template <class T>
+class GuardedDeviceBuffer {
+ public:
+  explicit GuardedDeviceBuffer(size_t count) : count_(count) {
+    COCO_CUDA_CHECK(cudaMalloc(&raw_, bytes() + kGuardBytes));
+    COCO_CUDA_CHECK(cudaMemset(raw_, 0, bytes()));
+    COCO_CUDA_CHECK(cudaMemset(static_cast<uint8_t*>(raw_) + bytes(), kGuardPattern, kGuardBytes));
+  }
+  explicit GuardedDeviceBuffer(const std::vector<T>& host) : GuardedDeviceBuffer(host.size()) { upload(host); }
+  GuardedDeviceBuffer(const GuardedDeviceBuffer&) = delete;
+  GuardedDeviceBuffer& operator=(const GuardedDeviceBuffer&) = delete;
+  ~GuardedDeviceBuffer() { (void)cudaFree(raw_); }
+
+  T* data() { return static_cast<T*>(raw_); }
+  const T* data() const { return static_cast<const T*>(raw_); }
+  size_t size() const { return count_; }
+  size_t bytes() const { return count_ * sizeof(T); }
+
+  void upload(const std::vector<T>& host) {
+    if (host.size() != count_) throw std::invalid_argument("GuardedDeviceBuffer::upload: size mismatch");
+    COCO_CUDA_CHECK(cudaMemcpy(raw_, host.data(), bytes(), cudaMemcpyHostToDevice));
+  }
+  std::vector<T> download() const {
+    std::vector<T> host(count_);
+    COCO_CUDA_CHECK(cudaMemcpy(host.data(), raw_, bytes(), cudaMemcpyDeviceToHost));
+    return host;
+  }
+  // Fills the payload with `byte` so that any element a kernel forgets to write is visible
+  // (0xFF reads as NaN for floats).
+  void poison(uint8_t byte = 0xFF) { COCO_CUDA_CHECK(cudaMemset(raw_, byte, bytes())); }
+  bool guards_intact() const {
+    std::vector<uint8_t> guard(kGuardBytes);
+    COCO_CUDA_CHECK(cudaMemcpy(guard.data(), static_cast<const uint8_t*>(raw_) + bytes(), kGuardBytes,
+                               cudaMemcpyDeviceToHost));
+    for (uint8_t b : guard)
+      if (b != kGuardPattern) return false;
+    return true;
+  }
+  // Raw bytes of the payload, for bitwise comparisons across emulator schedules.
+  std::vector<uint8_t> download_bytes() const {
+    std::vector<uint8_t> host(bytes());
+    COCO_CUDA_CHECK(cudaMemcpy(host.data(), raw_, bytes(), cudaMemcpyDeviceToHost));
+    return host;
+  }
+
+ private:
+  void* raw_ = nullptr;
+  size_t count_ = 0;
+};
+
+template <class T>
+double to_double(T value) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) return static_cast<double>(__bfloat162float(value));
+  else if constexpr (std::is_same_v<T, __half>) return static_cast<double>(__half2float(value));
+  else return static_cast<double>(value);
+}
+
+template <class T>
+std::vector<double> to_f64(const std::vector<T>& values) {
+  std::vector<double> out(values.size());
+  for (size_t i = 0; i < values.size(); ++i) out[i] = to_double(values[i]);
+  return out;
+}
+
+template <class T>
+T from_float(float value) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) return __float2bfloat16(value);
+  else if constexpr (std::is_same_v<T, __half>) return __float2half(value);
+  else return static_cast<T>(value);
+}
+
+template <class T>
+std::vector<T> from_floats(const std::vector<float>& values) {
+  std::vector<T> out(values.size());
+  for (size_t i = 0; i < values.size(); ++i) out[i] = from_float<T>(values[i]);
+  return out;
+}
+
+// Rounds each value to T's precision and back, so a float reference sees exactly the inputs the
+// low-precision kernel sees.
+template <class T>
+std::vector<float> round_through(const std::vector<float>& values) {
+  std::vector<float> out(values.size());
+  for (size_t i = 0; i < values.size(); ++i) out[i] = static_cast<float>(to_double(from_float<T>(values[i])));
+  return out;
+}
+
+inline std::vector<float> random_floats(size_t count, unsigned seed, float lo = -1.0f, float hi = 1.0f) {
+  std::mt19937 generator(seed);
+  std::uniform_real_distribution<float> uniform(lo, hi);
+  std::vector<float> out(count);
+  for (float& v : out) v = uniform(generator);
+  return out;
+}
+
+// Normalized mean squared error: sum (ref - got)^2 / sum ref^2 over finite reference elements
+// (ggml's NMSE). Zero when both are all zero.
+inline double nmse(const std::vector<double>& reference, const std::vector<double>& got) {
+  double error = 0.0, norm = 0.0;
+  for (size_t i = 0; i < reference.size() && i < got.size(); ++i) {
+    if (!std::isfinite(reference[i])) continue;
+    const double d = reference[i] - got[i];
+    error += d * d;
+    norm += reference[i] * reference[i];
+  }
+  if (norm == 0.0) return error == 0.0 ? 0.0 : INFINITY;
+  return error / norm;
+}
+
+// NaN and Inf must appear at the same positions (with the same sign for Inf) in both results, and
+// nowhere else; then NMSE over the finite elements must be at most `threshold`.
+inline ::testing::AssertionResult matches_reference(const std::vector<double>& reference,
+                                                    const std::vector<double>& got, double threshold,
+                                                    const std::string& what) {
+  if (reference.size() != got.size())
+    return ::testing::AssertionFailure() << what << ": size " << got.size() << " vs reference " << reference.size();
+  for (size_t i = 0; i < reference.size(); ++i) {
+    const bool ref_nan = std::isnan(reference[i]), got_nan = std::isnan(got[i]);
+    const bool ref_inf = std::isinf(reference[i]), got_inf = std::isinf(got[i]);
+    if (ref_nan != got_nan || ref_inf != got_inf || (ref_inf && (reference[i] > 0) != (got[i] > 0)))
+      return ::testing::AssertionFailure() << what << ": NaN/Inf parity broken at element " << i << ": reference "
+                                           << reference[i] << ", got " << got[i];
+  }
+  const double error = nmse(reference, got);
+  if (!(error <= threshold))
+    return ::testing::AssertionFailure() << what << ": NMSE " << error << " above threshold " << threshold;
+  return ::testing::AssertionSuccess() << what << ": NMSE " << error;
+}
+
+}  // namespace coco::testing
