@@ -1,0 +1,97 @@
+// The COCO-LM objective: generator MLM, corruption by sampling, the discriminator's corrective loss
+// (replaced-token detection for `lucidrains`, copy + CLM for `paper`) and sequence contrastive
+// learning between the corrupted sequence and a cropped view of the original. Exact semantics:
+// ../shared/reference/coco-spec.md. Every knob is a config key ("objective": {...}) with the spec's
+// default for the chosen preset.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/config.h"
+#include "engine/module.h"
+#include "model/config.h"
+#include "model/encoder.h"
+
+namespace coco::objective {
+
+enum class Preset { lucidrains, paper };
+
+struct ObjectiveConfig {
+  Preset preset = Preset::lucidrains;
+  int32_t pad_id = 0, cls_id = 1, sep_id = -1, mask_id = 2, unk_id = -1;
+  double mask_prob = 0.15;
+  std::vector<int32_t> mask_ignore_token_ids;
+  double replace_prob = 0.85;       // lucidrains
+  double random_token_prob = 0.0;   // lucidrains
+  double crop_percentage = 0.5;     // lucidrains 0.5 (subset), paper 0.9 (contiguous span)
+  double temperature = 1.0;         // sampling temperature (lucidrains Gumbel-max)
+  std::string sampler = "gumbel";   // "gumbel" (lucidrains) | "multinomial" (paper)
+  double gen_weight = 1.0;          // MLM
+  double disc_weight = 50.0;        // rtd (lucidrains) or copy (paper, lambda_copy)
+  double clm_weight = 1.0;          // paper only
+  double cl_weight = 1.0;           // contrastive
+  double cl_initial_theta = 1.0;    // lucidrains learnable log-scale
+  int64_t scl_dim = 768;            // paper SCL head width
+  double scl_temperature = 1.0;     // paper NT-Xent tau (fixed)
+  std::string clm_form = "code";    // paper: "code" (released loss)
+  bool prepend_cls = true;          // lucidrains: x = [CLS] + x[:, :T-1]
+};
+
+ObjectiveConfig parse_objective_config(ConfigObject reader);
+void validate_objective_config(const ObjectiveConfig& objective, const model::ModelConfig& model, int64_t micro_batch,
+                               const std::string& source);
+nlohmann::json objective_config_to_json(const ObjectiveConfig& config);
+
+// Losses are 0-d tensors on the model's device (`loss` is the weighted total, recorded on the tape);
+// metrics are host numbers.
+struct Outputs {
+  Tensor loss, mlm_loss, rtd_loss, clm_loss, cl_loss;  // clm_loss undefined for lucidrains
+  int64_t masked = 0, mlm_correct = 0;
+  int64_t valid_tokens = 0, replaced = 0;
+  int64_t rtd_correct = 0, rtd_count = 0;
+  int64_t cl_correct = 0, cl_count = 0;
+  double mlm_accuracy() const { return masked ? double(mlm_correct) / masked : 0.0; }
+  double replaced_fraction() const { return valid_tokens ? double(replaced) / valid_tokens : 0.0; }
+  double rtd_accuracy() const { return rtd_count ? double(rtd_correct) / rtd_count : 0.0; }
+  double cl_accuracy() const { return cl_count ? double(cl_correct) / cl_count : 0.0; }
+};
+
+// Generator + discriminator + heads. Parameter names: generator.*, discriminator.*, generator_head.*,
+// rtd_head.* (lucidrains) / copy_head.* + clm_head.bias + scl_head.* (paper), cl_theta (lucidrains).
+class CocoModel : public Module {
+ public:
+  // Parameters are stored as `dtype`: f32 for training, f64 for gradient checks on the CPU.
+  CocoModel(const model::ModelConfig& model, const ObjectiveConfig& objective, uint64_t seed, Device device,
+            DType dtype = DType::f32);
+
+  // tokens (B, T) i32 on any device, right-padded with pad_id. `step` keys every random decision.
+  Outputs forward(const Tensor& tokens, uint64_t step, bool training);
+
+  const model::Encoder& generator() const { return *generator_; }
+  const model::Encoder& discriminator() const { return *discriminator_; }
+  Device device() const { return device_; }
+  uint64_t seed() const { return seed_; }
+
+ private:
+  Tensor generator_logits(const Tensor& hidden_rows) const;
+
+  model::ModelConfig model_config_;
+  ObjectiveConfig config_;
+  uint64_t seed_;
+  Device device_;
+  DType dtype_;
+  std::shared_ptr<model::Encoder> generator_, discriminator_;
+  // generator head: "linear": out; "bert": transform + norm + tied embedding + bias
+  std::shared_ptr<model::Linear> gen_out_, gen_transform_;
+  std::shared_ptr<model::LayerNorm> gen_norm_;
+  Tensor gen_bias_;
+  std::shared_ptr<model::Linear> binary_head_;       // Linear(d, 1)
+  Tensor clm_bias_;                                   // (V), paper
+  std::shared_ptr<model::Linear> scl_dense_;          // paper
+  std::shared_ptr<model::LayerNorm> scl_norm_;        // paper
+  Tensor cl_theta_;                                   // lucidrains, (1)
+};
+
+}  // namespace coco::objective
