@@ -269,13 +269,18 @@ Outputs CocoModel::forward(const Tensor& input, uint64_t step, bool training) {
   // 4. Paper: corrective LM at the masked positions, weighted by stopgrad(P(replaced)).
   if (paper) {
     if (masked.count > 0) {
-      std::vector<float> weights;
-      {
+      std::vector<double> weights;
+      if (frozen_clm_weights_) {
+        weights = *frozen_clm_weights_;
+        if (static_cast<int64_t>(weights.size()) != masked.count)
+          throw std::logic_error("CocoModel: frozen CLM weights do not match the masked positions");
+      } else {
         const std::vector<double> copy_logits = binary_logits.detach().to_f64();
         const std::vector<int32_t> positions = masked.positions.to_vector<int32_t>();
         weights.reserve(positions.size());
-        for (int32_t p : positions) weights.push_back(static_cast<float>(1.0 / (1.0 + std::exp(copy_logits[p]))));
+        for (int32_t p : positions) weights.push_back(1.0 / (1.0 + std::exp(copy_logits[p])));
       }
+      out.clm_weights = weights;
       ops::CrossEntropyOptions clm_options;
       clm_options.row_weights = Tensor::from_vector(weights, Shape{masked.count}, device_).to(dtype_);
       const Tensor clm_logits =

@@ -6,6 +6,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -52,6 +53,8 @@ struct Outputs {
   int64_t valid_tokens = 0, replaced = 0;
   int64_t rtd_correct = 0, rtd_count = 0;
   int64_t cl_correct = 0, cl_count = 0;
+  // paper: the stop-gradient CLM row weights 1 - sigmoid(copy logit) at the masked positions.
+  std::vector<double> clm_weights;
   double mlm_accuracy() const { return masked ? double(mlm_correct) / masked : 0.0; }
   double replaced_fraction() const { return valid_tokens ? double(replaced) / valid_tokens : 0.0; }
   double rtd_accuracy() const { return rtd_count ? double(rtd_correct) / rtd_count : 0.0; }
@@ -72,6 +75,9 @@ class CocoModel : public Module {
   const model::Encoder& generator() const { return *generator_; }
   const model::Encoder& discriminator() const { return *discriminator_; }
   Device device() const { return device_; }
+  // Stop-gradient inputs are constants of the function being differentiated: finite-difference checks
+  // freeze the CLM weights at their value in the unperturbed forward (Outputs::clm_weights).
+  void freeze_clm_weights(std::optional<std::vector<double>> weights) { frozen_clm_weights_ = std::move(weights); }
   uint64_t seed() const { return seed_; }
 
  private:
@@ -92,6 +98,7 @@ class CocoModel : public Module {
   std::shared_ptr<model::Linear> scl_dense_;          // paper
   std::shared_ptr<model::LayerNorm> scl_norm_;        // paper
   Tensor cl_theta_;                                   // lucidrains, (1)
+  std::optional<std::vector<double>> frozen_clm_weights_;
 };
 
 }  // namespace coco::objective
