@@ -1,0 +1,225 @@
+#include "coco/train_config.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+
+#include "engine/config.h"
+
+namespace coco::train {
+
+namespace {
+
+DataConfig parse_data(ConfigObject r) {
+  DataConfig d;
+  d.dir = r.get_string("dir", "");
+  if (d.dir.empty()) r.fail("dir", "the path of a directory written by `coco prepare` (data.dir)");
+  d.seq_len = r.get_int("seq_len", d.seq_len, 2, 1 << 20);
+  d.shuffle = r.get_bool("shuffle", d.shuffle);
+  d.prefetch = r.get_int("prefetch", d.prefetch, 1, 1024);
+  r.finish();
+  return d;
+}
+
+// `betas` (two numbers) and `no_decay` (strings) have no typed getter: they are read from the raw JSON
+// and the remaining keys go through a ConfigObject, so unknown keys are still rejected.
+OptimConfig parse_optim(const nlohmann::json& raw, const std::string& source) {
+  OptimConfig o;
+  auto fail = [&](const std::string& key, const std::string& expected) {
+    throw ConfigError(source + ": key 'optim." + key + "': expected " + expected + ", got " + raw.at(key).dump());
+  };
+  if (raw.contains("betas")) {
+    const nlohmann::json& betas = raw.at("betas");
+    if (!betas.is_array() || betas.size() != 2 || !betas[0].is_number() || !betas[1].is_number())
+      fail("betas", "a list of two numbers in [0, 1), e.g. [0.9, 0.98]");
+    o.beta1 = betas[0].get<double>();
+    o.beta2 = betas[1].get<double>();
+    if (!(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1))
+      fail("betas", "a list of two numbers in [0, 1), e.g. [0.9, 0.98]");
+  }
+  if (raw.contains("no_decay")) {
+    const nlohmann::json& list = raw.at("no_decay");
+    if (!list.is_array()) fail("no_decay", "a list of parameter-name substrings");
+    for (const auto& e : list) {
+      if (!e.is_string() || e.get<std::string>().empty()) fail("no_decay", "a list of non-empty strings");
+      o.no_decay.push_back(e.get<std::string>());
+    }
+  }
+  nlohmann::json rest = raw;
+  rest.erase("betas");
+  rest.erase("no_decay");
+  ConfigObject r(rest, source, "optim");
+  o.lr = r.get_double("lr", o.lr, 0.0, 10.0);
+  o.eps = r.get_double("eps", o.eps, 0.0, 1.0);
+  o.weight_decay = r.get_double("weight_decay", o.weight_decay, 0.0, 10.0);
+  o.warmup_steps = r.get_int("warmup_steps", o.warmup_steps, 0, INT64_MAX / 4);
+  o.schedule = r.get_choice("schedule", o.schedule, {"linear", "cosine"});
+  o.clip_norm = r.get_double("clip_norm", o.clip_norm, 0.0, 1e9);
+  r.finish();
+  return o;
+}
+
+LoopConfig parse_loop(ConfigObject r) {
+  LoopConfig t;
+  t.steps = r.get_int("steps", t.steps, 1, INT64_MAX / 4);
+  t.micro_batch = r.get_int("micro_batch", t.micro_batch, 1, 1 << 20);
+  t.grad_accum = r.get_int("grad_accum", t.grad_accum, 1, 1 << 20);
+  t.seed = static_cast<uint64_t>(r.get_int("seed", static_cast<int64_t>(t.seed), 0, INT64_MAX));
+  t.log_every = r.get_int("log_every", t.log_every, 1, INT64_MAX / 4);
+  t.eval_every = r.get_int("eval_every", t.eval_every, 0, INT64_MAX / 4);
+  t.eval_batches = r.get_int("eval_batches", t.eval_batches, 0, INT64_MAX / 4);
+  t.checkpoint_every = r.get_int("checkpoint_every", t.checkpoint_every, 0, INT64_MAX / 4);
+  t.keep_checkpoints = r.get_int("keep_checkpoints", t.keep_checkpoints, 1, 1 << 20);
+  t.max_consecutive_skips = r.get_int("max_consecutive_skips", t.max_consecutive_skips, 0, 1 << 30);
+  r.finish();
+  return t;
+}
+
+uint64_t fnv1a(const std::string& text) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char c : text) {
+    h ^= c;
+    h *= 0x100000001b3ull;
+  }
+  return h;
+}
+
+void collect_differences(const nlohmann::json& a, const nlohmann::json& b, const std::string& path,
+                         std::vector<std::string>& out) {
+  if (a.is_object() && b.is_object()) {
+    for (auto it = a.begin(); it != a.end(); ++it) {
+      const std::string key = path + "." + it.key();
+      if (!b.contains(it.key())) out.push_back(key + ": " + it.value().dump() + " -> (absent)");
+      else collect_differences(it.value(), b.at(it.key()), key, out);
+    }
+    for (auto it = b.begin(); it != b.end(); ++it)
+      if (!a.contains(it.key())) out.push_back(path + "." + it.key() + ": (absent) -> " + it.value().dump());
+    return;
+  }
+  if (a != b) out.push_back(path + ": " + a.dump() + " -> " + b.dump());
+}
+
+nlohmann::json shape_view(const TrainConfig& c) {
+  nlohmann::json model = model::model_config_to_json(c.model);
+  for (const char* encoder : {"generator", "discriminator"}) model[encoder].erase("dropout");
+  return {{"model", model},
+          {"objective",
+           {{"preset", c.objective.preset == objective::Preset::paper ? "paper" : "lucidrains"},
+            {"scl_dim", c.objective.scl_dim}}}};
+}
+
+}  // namespace
+
+Device resolve_device(const std::string& setting) {
+  if (setting == "cpu") return Device::cpu;
+  if (setting == "cuda") return Device::cuda;
+#if defined(COCO_CUDA_GPU)
+  return cuda_available() ? Device::cuda : Device::cpu;
+#else
+  return Device::cpu;  // emulated build: the emulator is for tests, the CPU backend is faster
+#endif
+}
+
+TrainConfig parse_train_config(const nlohmann::json& root, const std::string& source) {
+  ConfigObject r(root, source, "");
+  TrainConfig c;
+  if (!r.has("model")) r.fail("model", "an object describing the model (see configs/demo.json)");
+  c.model = model::parse_model_config(r.get_object("model"));
+  model::validate_model_config(c.model, source);
+  c.objective = objective::parse_objective_config(r.get_object("objective"));
+  if (!r.has("data")) r.fail("data", "an object with at least \"dir\" (a directory written by `coco prepare`)");
+  c.data = parse_data(r.get_object("data"));
+  {
+    (void)r.get_object("optim");  // type check and mark consumed; the keys are read below
+    static const nlohmann::json kEmpty = nlohmann::json::object();
+    c.optim = parse_optim(root.contains("optim") ? root.at("optim") : kEmpty, source);
+  }
+  c.train = parse_loop(r.get_object("train"));
+  c.precision = r.get_choice("precision", c.precision, {"f32", "bf16", "f16"});
+  if (c.precision != "f32")
+    r.fail("precision",
+           "\"f32\" (mixed precision \"bf16\"/\"f16\" training is not implemented in `coco train` yet; use "
+           "--set precision=f32)");
+  {
+    ConfigObject runtime = r.get_object("runtime");
+    c.device_setting = runtime.get_choice("device", c.device_setting, {"auto", "cuda", "cpu"});
+    runtime.finish();
+  }
+  r.finish();
+  c.device = resolve_device(c.device_setting);
+
+  if (c.data.seq_len > c.model.max_positions)
+    throw ConfigError(source + ": key 'data.seq_len': expected at most model.max_positions (" +
+                      std::to_string(c.model.max_positions) + "), got " + std::to_string(c.data.seq_len));
+  if (c.optim.warmup_steps > c.train.steps)
+    throw ConfigError(source + ": key 'optim.warmup_steps': expected at most train.steps (" +
+                      std::to_string(c.train.steps) + "), got " + std::to_string(c.optim.warmup_steps));
+  if (c.objective.preset == objective::Preset::paper && c.objective.sep_id < 0)
+    throw ConfigError(source + ": key 'objective.sep_id': the paper preset packs documents with [SEP]; expected a token id");
+  objective::validate_objective_config(c.objective, c.model, c.train.micro_batch, source);
+  return c;
+}
+
+TrainConfig load_train_config(const std::string& path, const std::vector<std::string>& overrides) {
+  nlohmann::json root = load_json_file(path);
+  if (!root.is_object()) throw ConfigError(path + ": the top level: expected a JSON object");
+  for (const auto& assignment : overrides) apply_override(root, assignment);
+  const std::string source = overrides.empty() ? path : path + " (with --set overrides)";
+  TrainConfig c = parse_train_config(root, source);
+  c.data.dir = std::filesystem::absolute(c.data.dir).lexically_normal().string();
+  return c;
+}
+
+nlohmann::json train_config_to_json(const TrainConfig& c) {
+  nlohmann::json j;
+  j["model"] = model::model_config_to_json(c.model);
+  j["objective"] = objective::objective_config_to_json(c.objective);
+  j["data"] = {{"dir", c.data.dir}, {"seq_len", c.data.seq_len}, {"shuffle", c.data.shuffle}, {"prefetch", c.data.prefetch}};
+  j["optim"] = {{"lr", c.optim.lr},
+                {"betas", {c.optim.beta1, c.optim.beta2}},
+                {"eps", c.optim.eps},
+                {"weight_decay", c.optim.weight_decay},
+                {"no_decay", c.optim.no_decay},
+                {"warmup_steps", c.optim.warmup_steps},
+                {"schedule", c.optim.schedule},
+                {"clip_norm", c.optim.clip_norm}};
+  j["train"] = {{"steps", c.train.steps},
+                {"micro_batch", c.train.micro_batch},
+                {"grad_accum", c.train.grad_accum},
+                {"seed", c.train.seed},
+                {"log_every", c.train.log_every},
+                {"eval_every", c.train.eval_every},
+                {"eval_batches", c.train.eval_batches},
+                {"checkpoint_every", c.train.checkpoint_every},
+                {"keep_checkpoints", c.train.keep_checkpoints},
+                {"max_consecutive_skips", c.train.max_consecutive_skips}};
+  j["precision"] = c.precision;
+  j["runtime"] = {{"device", c.device_setting}};
+  return j;
+}
+
+double learning_rate(const OptimConfig& o, int64_t total_steps, int64_t step) {
+  if (step < o.warmup_steps) return o.lr * static_cast<double>(step + 1) / static_cast<double>(o.warmup_steps);
+  const int64_t decay_steps = total_steps - o.warmup_steps;
+  if (decay_steps <= 0) return o.lr;
+  const double progress = std::min(1.0, static_cast<double>(step - o.warmup_steps) / static_cast<double>(decay_steps));
+  if (o.schedule == "cosine") return o.lr * 0.5 * (1.0 + std::cos(M_PI * progress));
+  return o.lr * (1.0 - progress);
+}
+
+std::vector<std::string> model_shape_differences(const TrainConfig& before, const TrainConfig& after) {
+  std::vector<std::string> out;
+  const nlohmann::json a = shape_view(before), b = shape_view(after);
+  for (const char* section : {"model", "objective"}) collect_differences(a.at(section), b.at(section), section, out);
+  return out;
+}
+
+std::string config_hash(const TrainConfig& config) {
+  char text[19];
+  std::snprintf(text, sizeof text, "0x%016llx",
+                static_cast<unsigned long long>(fnv1a(train_config_to_json(config).dump())));
+  return text;
+}
+
+}  // namespace coco::train

@@ -1,0 +1,92 @@
+// The `coco train` configuration: one JSON file with the sections
+//   "model"      (model/config.h), "objective" (coco/objective.h),
+//   "data"       {"dir": prepared directory, "seq_len": T, "shuffle": true, "prefetch": 4},
+//   "optim"      {"lr", "betas": [b1, b2], "eps", "weight_decay", "no_decay": [name substrings],
+//                 "warmup_steps", "schedule": "linear" | "cosine", "clip_norm"},
+//   "train"      {"steps", "micro_batch", "grad_accum", "seed", "log_every", "eval_every", "eval_batches",
+//                 "checkpoint_every", "keep_checkpoints", "max_consecutive_skips"},
+//   "precision"  "f32" | "bf16" | "f16",
+//   "runtime"    {"device": "cuda" | "cpu" | "auto"}.
+// Read strictly (engine/config.h): unknown keys, wrong types and out-of-range values are ConfigErrors
+// naming the file and the dotted key. `--set key.path=value` overrides are applied to the JSON first.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "coco/objective.h"
+#include "engine/device.h"
+#include "model/config.h"
+
+namespace coco::train {
+
+struct DataConfig {
+  std::string dir;       // prepared directory (coco prepare --out), made absolute when loaded
+  int64_t seq_len = 128;
+  bool shuffle = true;   // a new order of the packed sequences every epoch, from train.seed
+  int64_t prefetch = 4;  // micro-batches prepared ahead by the loader thread
+};
+
+struct OptimConfig {
+  double lr = 1e-3;  // peak
+  double beta1 = 0.9, beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.01;
+  // Parameters whose dotted name contains one of these get no weight decay, in addition to the ones
+  // their module registers without it (biases, LayerNorm parameters).
+  std::vector<std::string> no_decay;
+  int64_t warmup_steps = 0;
+  std::string schedule = "linear";  // decay after warmup: "linear" (to 0 at train.steps) | "cosine"
+  double clip_norm = 1.0;           // 0 disables clipping
+};
+
+struct LoopConfig {
+  int64_t steps = 100;
+  int64_t micro_batch = 8;
+  int64_t grad_accum = 1;
+  uint64_t seed = 1;
+  int64_t log_every = 10;
+  int64_t eval_every = 0;        // 0: only at the end (when a valid split exists)
+  int64_t eval_batches = 20;     // micro-batches of the valid split per evaluation; 0 = all of it
+  int64_t checkpoint_every = 0;  // 0: only at the end
+  int64_t keep_checkpoints = 2;
+  int64_t max_consecutive_skips = 10;
+};
+
+struct TrainConfig {
+  model::ModelConfig model;
+  objective::ObjectiveConfig objective;
+  DataConfig data;
+  OptimConfig optim;
+  LoopConfig train;
+  std::string precision = "f32";
+  std::string device_setting = "auto";
+  Device device = Device::cpu;  // `device_setting` resolved
+};
+
+// Reads `path`, applies `overrides` ("train.steps=200"), parses and validates everything. Throws
+// ConfigError (file, dotted key, expected value) for any problem.
+TrainConfig load_train_config(const std::string& path, const std::vector<std::string>& overrides = {});
+// Parses an already-merged JSON document; `source` names it in messages.
+TrainConfig parse_train_config(const nlohmann::json& root, const std::string& source);
+
+// The complete configuration with every default filled in; parse_train_config(to_json(c)) == c.
+nlohmann::json train_config_to_json(const TrainConfig& config);
+
+// "auto": cuda when this is a gpu build and a device is usable, else cpu.
+Device resolve_device(const std::string& setting);
+
+// The learning rate of optimizer step `step` (0-based): linear warmup to the peak over warmup_steps
+// (step s gets peak * (s + 1) / warmup), then linear or cosine decay to 0 at train.steps.
+double learning_rate(const OptimConfig& optim, int64_t total_steps, int64_t step);
+
+// Differences between the shape-determining parts of two configs (model section except dropout,
+// objective preset and SCL width), as "model.discriminator.depth: 2 -> 3" lines; empty when equal.
+std::vector<std::string> model_shape_differences(const TrainConfig& before, const TrainConfig& after);
+
+// 64-bit FNV-1a of the canonical JSON of the configuration, as "0x%016x".
+std::string config_hash(const TrainConfig& config);
+
+}  // namespace coco::train

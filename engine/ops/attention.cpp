@@ -1,0 +1,128 @@
+#include "engine/ops/attention.h"
+
+#include <string>
+#include <type_traits>
+
+#include "engine/ops/float_dispatch.h"
+#include "engine/tape.h"
+#include "kernels/attention.h"
+
+namespace coco::ops {
+namespace {
+
+using detail::describe;
+using detail::dispatch_float;
+
+constexpr const char* kOp = "attention";
+
+void check_arguments(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_mask, const Tensor& bias,
+                     double dropout_p) {
+  check_defined(kOp, q, "q");
+  check_defined(kOp, k, "k");
+  check_defined(kOp, v, "v");
+  check_rank(kOp, q, 4);
+  for (const Tensor* t : {&k, &v}) {
+    check_same_shape(kOp, q, *t);
+    check_same_dtype(kOp, q, *t);
+    check_same_device(kOp, q, *t);
+  }
+  const int64_t B = q.size(0), H = q.size(1), T = q.size(2);
+  if (key_mask.defined()) {
+    check_same_device(kOp, q, key_mask);
+    if (key_mask.shape() != Shape{B, T} || (key_mask.dtype() != DType::u8 && key_mask.dtype() != DType::i32))
+      throw TensorError(std::string(kOp) + ": key_mask must be (B, T) = " + Shape{B, T}.str() +
+                        " u8 or i32, got " + describe(key_mask) + " for q " + describe(q));
+  }
+  if (bias.defined()) {
+    check_same_device(kOp, q, bias);
+    if (bias.shape() != Shape{H, T, T} || !dtype_is_float(bias.dtype()))
+      throw TensorError(std::string(kOp) + ": bias must be (H, T, T) = " + Shape{H, T, T}.str() +
+                        " floating point, got " + describe(bias) + " for q " + describe(q));
+  }
+  if (!(dropout_p >= 0.0 && dropout_p < 1.0))
+    throw TensorError(std::string(kOp) + ": dropout probability " + std::to_string(dropout_p) + " outside [0, 1)");
+}
+
+kernels::AttentionShape shape_of(const Tensor& q) { return {q.size(0), q.size(1), q.size(2), q.size(3)}; }
+
+// Calls fn(mask_pointer) with the key mask as const uint8_t* or const int32_t* (null when undefined).
+template <class Fn>
+void with_mask(const Tensor& key_mask, Fn&& fn) {
+  if (!key_mask.defined()) fn(static_cast<const uint8_t*>(nullptr));
+  else if (key_mask.dtype() == DType::u8) fn(key_mask.data_as<uint8_t>());
+  else fn(key_mask.data_as<int32_t>());
+}
+
+template <class T>
+constexpr DType accumulator_dtype() {
+  return std::is_same_v<T, double> ? DType::f64 : DType::f32;
+}
+
+}  // namespace
+
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_mask, const Tensor& bias,
+                 double dropout_p, const rng::Stream& stream, bool training) {
+  check_arguments(q, k, v, key_mask, bias, dropout_p);
+  const kernels::AttentionShape shape = shape_of(q);
+  const kernels::AttentionDropout dropout{training ? static_cast<float>(dropout_p) : 0.0f, stream};
+  const Tensor bias_used = bias.defined() ? detail::as_dtype(bias, q.dtype()) : Tensor();
+  const Shape score_shape{shape.batch, shape.heads, shape.seq_len, shape.seq_len};
+  Tensor out = Tensor::empty(q.shape(), q.dtype(), q.device());
+  Tensor probs = Tensor::empty(score_shape, q.dtype(), q.device());
+  dispatch_float(kOp, q, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* bias_data = bias_used.defined() ? bias_used.data_as<T>() : nullptr;
+    with_mask(key_mask, [&](const auto* mask) {
+      if (q.is_cuda()) {
+        using Acc = kernels::AttentionAccumulator<T>;
+        Tensor scores = Tensor::empty(score_shape, accumulator_dtype<T>(), q.device());
+        Tensor dropped = dropout.active() ? Tensor::empty(score_shape, q.dtype(), q.device()) : Tensor();
+        kernels::cuda::attention_forward<T>(q.data_as<T>(), k.data_as<T>(), v.data_as<T>(), mask, bias_data, shape,
+                                            dropout, out.data_as<T>(), probs.data_as<T>(), scores.data_as<Acc>(),
+                                            dropped.defined() ? dropped.data_as<T>() : nullptr, current_stream());
+      } else if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+        kernels::cpu::attention_forward<T>(q.data_as<T>(), k.data_as<T>(), v.data_as<T>(), mask, bias_data, shape,
+                                           dropout, out.data_as<T>(), probs.data_as<T>());
+      }
+    });
+  });
+  if (Tape* tape = Tape::recording_for({&q, &k, &v, &bias})) {
+    tape->record(kOp, {q, k, v, bias}, {out},
+                 [q = q.detach(), k = k.detach(), v = v.detach(), probs, shape, dropout,
+                  bias_grad_dtype = bias.defined() ? bias.grad_dtype() : q.dtype()](BackwardContext& ctx) {
+                   const Tensor dout = detail::as_dtype(ctx.grad_output(0), q.dtype());  // (B, H, T, Dh)
+                   Tensor dq = ctx.needs_grad(0) ? Tensor::empty(q.shape(), q.dtype(), q.device()) : Tensor();
+                   Tensor dk = ctx.needs_grad(1) ? Tensor::empty(q.shape(), q.dtype(), q.device()) : Tensor();
+                   Tensor dv = ctx.needs_grad(2) ? Tensor::empty(q.shape(), q.dtype(), q.device()) : Tensor();
+                   Tensor dbias;
+                   const Shape score_shape = probs.shape();
+                   const Shape bias_shape{shape.heads, shape.seq_len, shape.seq_len};
+                   dispatch_float(kOp, q, [&](auto tag) {
+                     using T = typename decltype(tag)::type;
+                     auto ptr = [](Tensor& t) { return t.defined() ? t.data_as<T>() : nullptr; };
+                     if (q.is_cuda()) {
+                       using Acc = kernels::AttentionAccumulator<T>;
+                       if (ctx.needs_grad(3)) dbias = Tensor::empty(bias_shape, accumulator_dtype<T>(), q.device());
+                       Tensor scores = Tensor::empty(score_shape, accumulator_dtype<T>(), q.device());
+                       Tensor workspace = Tensor::empty(score_shape, q.dtype(), q.device());
+                       kernels::cuda::attention_backward<T>(
+                           q.data_as<T>(), k.data_as<T>(), v.data_as<T>(), probs.data_as<T>(), dout.data_as<T>(), shape,
+                           dropout, ptr(dq), ptr(dk), ptr(dv), dbias.defined() ? dbias.data_as<Acc>() : nullptr, false,
+                           scores.data_as<Acc>(), workspace.data_as<T>(), current_stream());
+                     } else if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+                       if (ctx.needs_grad(3)) dbias = Tensor::empty(bias_shape, q.dtype(), q.device());
+                       kernels::cpu::attention_backward<T>(q.data_as<T>(), k.data_as<T>(), v.data_as<T>(),
+                                                           probs.data_as<T>(), dout.data_as<T>(), shape, dropout,
+                                                           ptr(dq), ptr(dk), ptr(dv), ptr(dbias), false);
+                     }
+                   });
+                   if (dq.defined()) ctx.accumulate(0, dq);
+                   if (dk.defined()) ctx.accumulate(1, dk);
+                   if (dv.defined()) ctx.accumulate(2, dv);
+                   if (dbias.defined()) ctx.accumulate(3, detail::as_dtype(dbias, bias_grad_dtype));
+                 });
+  }
+  return out;
+}
+
+}  // namespace coco::ops

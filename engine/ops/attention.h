@@ -1,0 +1,20 @@
+// Attention core (kernels/attention.h), recorded on the tape:
+//   out = dropout(softmax(q k^T / sqrt(Dh) + bias, keys masked by key_mask)) v
+#pragma once
+#include "engine/rng/philox.h"
+#include "engine/tensor.h"
+
+namespace coco::ops {
+
+// q, k, v: (B, H, T, Dh), same dtype (CPU f32/f64; CUDA f32/f64/bf16/f16) and device.
+// key_mask: (B, T) u8 or i32 on the same device, 1 = attend, 0 = padding; undefined = attend everywhere.
+// bias: (H, T, T) additive bias shared across the batch (the relative-position bias), any float dtype
+//   (used in q's dtype); undefined = none. Its gradient is the batch-ordered sum of dS (deterministic).
+// Dropout on the probabilities with probability `dropout_p` in [0, 1) when `training`, drawn from
+//   `stream` at element index ((b*H + h)*T + i)*T + j: the same mask on every backend.
+// -> (B, H, T, Dh) of q's dtype. A query whose keys are all padded outputs zeros, gradient zero.
+// Saved for the backward: q, k, v and the (B, H, T, T) probabilities.
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_mask, const Tensor& bias,
+                 double dropout_p, const rng::Stream& stream, bool training);
+
+}  // namespace coco::ops

@@ -1,0 +1,141 @@
+// coco/train_config: strict parsing, --set overrides, schedule, shape differences.
+#include "coco/train_config.h"
+
+#include <gtest/gtest.h>
+
+#include "tests/train/train_test_util.h"
+
+namespace coco::train {
+namespace {
+
+using testutil::TempDir;
+
+std::string error_of(const nlohmann::json& config, const std::vector<std::string>& overrides = {}) {
+  TempDir dir("cfg");
+  const auto path = testutil::write_config(dir / "c.json", config);
+  try {
+    load_train_config(path.string(), overrides);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(TrainConfig, ParsesTinyConfigAndRoundTrips) {
+  TempDir dir("cfg");
+  const auto path = testutil::write_config(dir / "c.json", testutil::tiny_paper_config("data"));
+  const TrainConfig c = load_train_config(path.string());
+  EXPECT_EQ(c.model.vocab_size, 64);
+  EXPECT_EQ(c.data.seq_len, 16);
+  EXPECT_EQ(c.train.steps, 30);
+  EXPECT_DOUBLE_EQ(c.optim.beta2, 0.98);
+  EXPECT_EQ(c.device, Device::cpu);
+  EXPECT_TRUE(std::filesystem::path(c.data.dir).is_absolute());
+  const nlohmann::json j = train_config_to_json(c);
+  const TrainConfig again = parse_train_config(j, "round-trip");
+  EXPECT_EQ(train_config_to_json(again), j);
+  EXPECT_EQ(config_hash(again), config_hash(c));
+}
+
+TEST(TrainConfig, ShippedDemoConfigParses) {
+  const TrainConfig c = load_train_config(std::string(COCO_SOURCE_DIR) + "/configs/demo.json");
+  EXPECT_EQ(c.model.discriminator.depth, 4);
+  EXPECT_EQ(c.objective.preset, objective::Preset::paper);
+}
+
+TEST(TrainConfig, OverridesApplyDottedKeys) {
+  TempDir dir("cfg");
+  const auto path = testutil::write_config(dir / "c.json", testutil::tiny_paper_config("data"));
+  const TrainConfig c = load_train_config(path.string(), {"train.steps=200", "runtime.device=cpu", "optim.schedule=cosine"});
+  EXPECT_EQ(c.train.steps, 200);
+  EXPECT_EQ(c.optim.schedule, "cosine");
+}
+
+TEST(TrainConfig, UnknownKeyNamesFileAndDottedKey) {
+  nlohmann::json c = testutil::tiny_paper_config("data");
+  c["train"]["stepz"] = 3;
+  const std::string e = error_of(c);
+  EXPECT_NE(e.find("c.json"), std::string::npos) << e;
+  EXPECT_NE(e.find("train.stepz"), std::string::npos) << e;
+  nlohmann::json top = testutil::tiny_paper_config("data");
+  top["trian"] = nlohmann::json::object();
+  EXPECT_NE(error_of(top).find("'trian'"), std::string::npos);
+  EXPECT_NE(error_of(testutil::tiny_paper_config("data"), {"optim.betaz=1"}).find("optim.betaz"), std::string::npos);
+}
+
+TEST(TrainConfig, WrongTypesAndRangesAreErrors) {
+  nlohmann::json c = testutil::tiny_paper_config("data");
+  c["train"]["micro_batch"] = "eight";
+  std::string e = error_of(c);
+  EXPECT_NE(e.find("train.micro_batch"), std::string::npos) << e;
+  EXPECT_NE(e.find("integer"), std::string::npos) << e;
+
+  e = error_of(testutil::tiny_paper_config("data"), {"train.steps=0"});
+  EXPECT_NE(e.find("train.steps"), std::string::npos) << e;
+  EXPECT_NE(e.find("an integer in [1,"), std::string::npos) << e;
+
+  e = error_of(testutil::tiny_paper_config("data"), {"optim.betas=[0.9, 1.5]"});
+  EXPECT_NE(e.find("optim.betas"), std::string::npos) << e;
+
+  e = error_of(testutil::tiny_paper_config("data"), {"optim.schedule=step"});
+  EXPECT_NE(e.find("\"linear\", \"cosine\""), std::string::npos) << e;
+
+  e = error_of(testutil::tiny_paper_config("data"), {"data.seq_len=64"});
+  EXPECT_NE(e.find("data.seq_len"), std::string::npos) << e;
+  EXPECT_NE(e.find("max_positions"), std::string::npos) << e;
+
+  e = error_of(testutil::tiny_paper_config("data"), {"runtime.device=tpu"});
+  EXPECT_NE(e.find("runtime.device"), std::string::npos) << e;
+
+  e = error_of(testutil::tiny_paper_config("data"), {"train.micro_batch=1"});  // contrastive needs 2 rows
+  EXPECT_NE(e.find("micro_batch"), std::string::npos) << e;
+}
+
+TEST(TrainConfig, MixedPrecisionIsRejectedClearly) {
+  const std::string e = error_of(testutil::tiny_paper_config("data"), {"precision=bf16"});
+  EXPECT_NE(e.find("'precision'"), std::string::npos) << e;
+  EXPECT_NE(e.find("f32"), std::string::npos) << e;
+}
+
+TEST(TrainConfig, MissingAndInvalidFiles) {
+  EXPECT_THROW(load_train_config("/nonexistent/coco-config.json"), ConfigError);
+  TempDir dir("cfg");
+  testutil::write_text(dir / "bad.json", "{\"model\": ");
+  try {
+    load_train_config((dir / "bad.json").string());
+    FAIL() << "expected a ConfigError";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("bad.json"), std::string::npos);
+  }
+  nlohmann::json no_data = testutil::tiny_paper_config("data");
+  no_data.erase("data");
+  EXPECT_NE(error_of(no_data).find("'data'"), std::string::npos);
+}
+
+TEST(TrainConfig, LearningRateSchedule) {
+  OptimConfig o;
+  o.lr = 1.0;
+  o.warmup_steps = 4;
+  EXPECT_DOUBLE_EQ(learning_rate(o, 14, 0), 0.25);
+  EXPECT_DOUBLE_EQ(learning_rate(o, 14, 3), 1.0);
+  EXPECT_DOUBLE_EQ(learning_rate(o, 14, 4), 1.0);
+  EXPECT_DOUBLE_EQ(learning_rate(o, 14, 9), 0.5);
+  o.schedule = "cosine";
+  EXPECT_NEAR(learning_rate(o, 14, 9), 0.5, 1e-12);
+  EXPECT_NEAR(learning_rate(o, 14, 14), 0.0, 1e-12);
+}
+
+TEST(TrainConfig, ShapeDifferencesNameTheKeys) {
+  TempDir dir("cfg");
+  const auto path = testutil::write_config(dir / "c.json", testutil::tiny_paper_config("data"));
+  const TrainConfig a = load_train_config(path.string());
+  const TrainConfig b = load_train_config(path.string(), {"model.discriminator.depth=3", "train.steps=99",
+                                                          "model.discriminator.dropout.attention=0.0"});
+  const auto diff = model_shape_differences(a, b);
+  ASSERT_EQ(diff.size(), 1u);
+  EXPECT_EQ(diff[0], "model.discriminator.depth: 2 -> 3");
+  EXPECT_TRUE(model_shape_differences(a, a).empty());
+}
+
+}  // namespace
+}  // namespace coco::train

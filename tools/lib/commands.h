@@ -1,0 +1,22 @@
+// The `coco` subcommands behind tools/coco.cpp. Each takes the arguments after the subcommand name and
+// returns the exit code; errors are exceptions that main() maps to exit codes (exit_code_for).
+#pragma once
+#include <exception>
+#include <string>
+#include <vector>
+
+namespace coco::tools {
+
+int command_prepare(const std::vector<std::string>& args);
+int command_train(const std::vector<std::string>& args);
+int command_eval(const std::vector<std::string>& args);
+
+// The whole CLI: `coco <command> ...`, `coco --help`. Prints errors to stderr and returns the exit code:
+// 0 success, 2 bad usage / configuration / data (the message names the file, key and expected value),
+// 1 runtime failure.
+int run_cli(const std::vector<std::string>& args);
+
+// 2 for usage, configuration and data errors, 1 for everything else.
+int exit_code_for(const std::exception& error);
+
+}  // namespace coco::tools

@@ -1,0 +1,530 @@
+#include "tools/lib/trainer.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <sstream>
+
+#include "coco/data_loader.h"
+#include "coco/objective.h"
+#include "coco/train_config.h"
+#include "engine/ops/elementwise.h"
+#include "engine/ops/optim.h"
+#include "engine/tape.h"
+#include "tools/lib/checkpoint.h"
+#include "tools/lib/progress.h"
+
+namespace coco::tools {
+
+namespace fs = std::filesystem;
+using objective::CocoModel;
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------------
+// Signals: the first SIGINT/SIGTERM asks for a clean stop after the current step; a second one exits.
+
+std::atomic<int> g_stop_signal{0};
+
+extern "C" void on_stop_signal(int signal_number) {
+  if (g_stop_signal.exchange(signal_number) != 0) ::_exit(128 + signal_number);
+}
+
+class StopSignals {
+ public:
+  StopSignals() {
+    g_stop_signal = 0;
+    struct sigaction action {};
+    action.sa_handler = on_stop_signal;
+    sigemptyset(&action.sa_mask);
+    ::sigaction(SIGINT, &action, &old_int_);
+    ::sigaction(SIGTERM, &action, &old_term_);
+  }
+  ~StopSignals() {
+    ::sigaction(SIGINT, &old_int_, nullptr);
+    ::sigaction(SIGTERM, &old_term_, nullptr);
+  }
+  int received() const { return g_stop_signal.load(); }
+
+ private:
+  struct sigaction old_int_ {}, old_term_ {};
+};
+
+// ---------------------------------------------------------------------------------------------------
+// Metrics
+
+// %.9g (round-trips a float exactly), null when not finite (JSON has no NaN).
+std::string number(double v) { return std::isfinite(v) ? format("%.9g", v) : std::string("null"); }
+
+class JsonRecord {
+ public:
+  JsonRecord& add(const char* key, double value) { return raw(key, number(value)); }
+  JsonRecord& add_int(const char* key, int64_t value) { return raw(key, std::to_string(value)); }
+  JsonRecord& add_string(const char* key, const std::string& value) { return raw(key, nlohmann::json(value).dump()); }
+  std::string str() const { return "{" + text_ + "}"; }
+
+ private:
+  JsonRecord& raw(const char* key, const std::string& value) {
+    text_ += (text_.empty() ? "\"" : ",\"") + std::string(key) + "\":" + value;
+    return *this;
+  }
+  std::string text_;
+};
+
+// Keeps the records of steps <= `last_step` (drops everything when last_step < 0) and any line that
+// does not parse (a torn write of a killed process).
+void truncate_metrics(const fs::path& path, int64_t last_step) {
+  std::error_code error;
+  if (!fs::exists(path, error)) return;
+  std::ifstream in(path);
+  std::string kept, line;
+  while (std::getline(in, line)) {
+    try {
+      const auto j = nlohmann::json::parse(line);
+      if (j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() <= last_step) kept += line + "\n";
+    } catch (const nlohmann::json::exception&) {
+    }
+  }
+  in.close();
+  replace_file_atomically(path, kept);
+}
+
+class MetricsLog {
+ public:
+  explicit MetricsLog(const fs::path& path) : file_(std::fopen(path.c_str(), "a")) {
+    if (!file_) throw std::runtime_error(path.string() + ": cannot open for appending");
+  }
+  ~MetricsLog() { std::fclose(file_); }
+  void write(const std::string& record) {
+    const std::string line = record + "\n";
+    std::fwrite(line.data(), 1, line.size(), file_);
+    std::fflush(file_);
+  }
+
+ private:
+  std::FILE* file_;
+};
+
+// ---------------------------------------------------------------------------------------------------
+// Step statistics (sums over micro-batches)
+
+struct StepStats {
+  double loss = 0, mlm = 0, rtd = 0, clm = 0, cl = 0;
+  bool has_clm = false, has_cl = false;
+  int64_t micro_batches = 0, rows = 0;
+  int64_t masked = 0, mlm_correct = 0, rtd_correct = 0, rtd_count = 0, cl_correct = 0, cl_count = 0;
+  int64_t tokens = 0;
+
+  void add(const objective::Outputs& out, int64_t batch_rows) {
+    const double w = static_cast<double>(batch_rows);
+    loss += w * out.loss.item();
+    if (out.mlm_loss.defined()) mlm += w * out.mlm_loss.item();
+    if (out.rtd_loss.defined()) rtd += w * out.rtd_loss.item();
+    if (out.clm_loss.defined()) {
+      has_clm = true;
+      clm += w * out.clm_loss.item();
+    }
+    if (out.cl_loss.defined()) {
+      has_cl = true;
+      cl += w * out.cl_loss.item();
+    }
+    ++micro_batches;
+    rows += batch_rows;
+    masked += out.masked;
+    mlm_correct += out.mlm_correct;
+    rtd_correct += out.rtd_correct;
+    rtd_count += out.rtd_count;
+    cl_correct += out.cl_correct;
+    cl_count += out.cl_count;
+  }
+  double mean(double sum) const { return rows ? sum / static_cast<double>(rows) : 0.0; }
+  static double ratio(int64_t a, int64_t b) { return b ? static_cast<double>(a) / static_cast<double>(b) : 0.0; }
+
+  void put(JsonRecord& r) const {
+    r.add("loss", mean(loss)).add("mlm_loss", mean(mlm)).add("rtd_loss", mean(rtd));
+    if (has_clm) r.add("clm_loss", mean(clm));
+    r.add("cl_loss", has_cl ? mean(cl) : 0.0);
+    r.add("mlm_acc", ratio(mlm_correct, masked)).add("rtd_acc", ratio(rtd_correct, rtd_count)).add("cl_acc", ratio(cl_correct, cl_count));
+  }
+  std::string summary() const {
+    std::string s = format("loss %.4f (mlm %.4f rtd %.4f", mean(loss), mean(mlm), mean(rtd));
+    if (has_clm) s += format(" clm %.4f", mean(clm));
+    s += format(" cl %.4f)", has_cl ? mean(cl) : 0.0);
+    return s;
+  }
+};
+
+// Evaluation over the first `max_batches` micro-batches (0: all) of `sequences`, in order, with fixed
+// Philox step keys so every evaluation of a run sees the same masks.
+constexpr uint64_t kEvalStepKey = uint64_t{1} << 62;
+
+StepStats evaluate(CocoModel& model, const data::PackedSequences& sequences, int64_t micro_batch, int64_t max_batches,
+                   int64_t min_rows) {
+  StepStats stats;
+  const uint64_t n = sequences.size();
+  data::LoaderOptions options;
+  options.shuffle = false;
+  uint64_t start = 0;
+  for (int64_t b = 0; start < n && (max_batches == 0 || b < max_batches); ++b) {
+    options.micro_batch = static_cast<int64_t>(std::min<uint64_t>(static_cast<uint64_t>(micro_batch), n - start));
+    if (options.micro_batch < min_rows) break;
+    const data::Batch batch = data::make_batch(sequences, options, start);
+    const Tensor tokens = Tensor::from_vector(batch.tokens, Shape{batch.rows, batch.seq_len}, Device::cpu);
+    NoGrad no_grad;
+    stats.add(model.forward(tokens, kEvalStepKey + static_cast<uint64_t>(b), /*training=*/false), batch.rows);
+    stats.tokens += batch.non_pad_tokens;
+    start += static_cast<uint64_t>(options.micro_batch);
+  }
+  return stats;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Data setup
+
+void check_data_against_config(const data::PreparedMeta& meta, const train::TrainConfig& config, const std::string& source) {
+  const std::string meta_path = (meta.dir / "meta.json").string();
+  if (meta.vocab_size != static_cast<uint64_t>(config.model.vocab_size))
+    throw data::DataError(meta_path + ": the prepared data uses a vocabulary of " + std::to_string(meta.vocab_size) +
+                          " tokens, but " + source + " sets model.vocab_size = " + std::to_string(config.model.vocab_size) +
+                          " (expected them to be equal; use --set model.vocab_size=" + std::to_string(meta.vocab_size) + ")");
+  const auto& o = config.objective;
+  struct Check {
+    const char* key;
+    int64_t configured, prepared;
+  };
+  for (const Check& c : {Check{"pad_id", o.pad_id, meta.pad_id}, Check{"cls_id", o.cls_id, meta.cls_id},
+                         Check{"mask_id", o.mask_id, meta.mask_id}, Check{"sep_id", o.sep_id, meta.sep_id},
+                         Check{"unk_id", o.unk_id, meta.unk_id}}) {
+    if (c.configured < 0) continue;  // optional id not used by this preset
+    if (c.configured != c.prepared)
+      throw data::DataError(source + ": key 'objective." + c.key + "' is " + std::to_string(c.configured) +
+                            ", but the vocabulary of " + meta_path + " has it at " + std::to_string(c.prepared) +
+                            " (expected equal ids)");
+  }
+}
+
+data::PackingLayout packing_for(const train::TrainConfig& config) {
+  data::PackingLayout layout;
+  layout.seq_len = config.data.seq_len;
+  layout.cls_id = config.objective.prepend_cls ? -1 : config.objective.cls_id;
+  layout.sep_id = config.objective.sep_id;
+  layout.pad_id = config.objective.pad_id;
+  return layout;
+}
+
+std::vector<NamedParameter> trainable_parameters(const CocoModel& model, const train::OptimConfig& optim) {
+  std::vector<NamedParameter> params = model.named_parameters();
+  for (auto& p : params)
+    for (const auto& pattern : optim.no_decay)
+      if (p.name.find(pattern) != std::string::npos) p.weight_decay = false;
+  return params;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------------
+
+int run_train(const TrainOptions& options) {
+  train::TrainConfig config = train::load_train_config(options.config_path, options.overrides);
+  const std::string source = options.config_path;
+  const fs::path run_dir = options.out_dir;
+  fs::create_directories(run_dir);
+
+  // Resume point.
+  std::optional<fs::path> resume_dir = latest_checkpoint(run_dir);
+  nlohmann::json state;
+  if (resume_dir) {
+    const fs::path saved_config_path = *resume_dir / "config.json";
+    const train::TrainConfig saved = train::parse_train_config(read_json_file(saved_config_path), saved_config_path.string());
+    const auto differences = train::model_shape_differences(saved, config);
+    if (!differences.empty()) {
+      std::string message = source + ": refusing to resume from " + resume_dir->string() +
+                            ": the configuration changes the model's shape (checkpoint -> config):";
+      for (const auto& d : differences) message += "\n  " + d;
+      throw ConfigError(message);
+    }
+    state = read_json_file(*resume_dir / "trainer_state.json");
+  } else if (options.resume) {
+    std::printf("nothing to resume in %s (no checkpoints/latest): starting from step 0\n", run_dir.c_str());
+  }
+  const nlohmann::json resolved = train::train_config_to_json(config);
+  replace_file_atomically(run_dir / "config.json", resolved.dump(2) + "\n");
+
+  // Data.
+  const data::PreparedMeta meta = data::PreparedMeta::read(config.data.dir);
+  check_data_against_config(meta, config, source);
+  auto train_set = std::make_shared<const data::TokenDataset>(
+      data::TokenDataset::open(meta, "train", static_cast<uint64_t>(config.model.vocab_size)));
+  if (train_set->tokens() == 0)
+    throw data::DataError((meta.dir / "meta.json").string() + ": the train split has no tokens: nothing to train on");
+  const data::PackingLayout layout = packing_for(config);
+  auto train_sequences = std::make_shared<const data::PackedSequences>(train_set, layout);
+  std::shared_ptr<const data::PackedSequences> valid_sequences;
+  if (!meta.valid_shards.empty()) {
+    auto valid_set = std::make_shared<const data::TokenDataset>(
+        data::TokenDataset::open(meta, "valid", static_cast<uint64_t>(config.model.vocab_size)));
+    if (valid_set->tokens() > 0) valid_sequences = std::make_shared<const data::PackedSequences>(valid_set, layout);
+  }
+
+  // Model and optimizer.
+  const auto& t = config.train;
+  CocoModel model(config.model, config.objective, t.seed, config.device);
+  const std::vector<NamedParameter> params = trainable_parameters(model, config.optim);
+  optim::AdamWOptions adam;
+  adam.beta1 = config.optim.beta1;
+  adam.beta2 = config.optim.beta2;
+  adam.eps = config.optim.eps;
+  adam.weight_decay = config.optim.weight_decay;
+  optim::AdamW optimizer(params, adam);
+
+  int64_t start_step = 0;
+  uint64_t cursor = 0;
+  int64_t skipped_total = 0, consecutive_skips = 0, tokens_seen = 0;
+  if (resume_dir) {
+    load_weights(*resume_dir, params);
+    load_optimizer(*resume_dir, optimizer);
+    try {
+      start_step = state.at("step").get<int64_t>();
+      cursor = state.at("data").at("cursor").get<uint64_t>();
+      skipped_total = state.at("skipped_steps").get<int64_t>();
+      consecutive_skips = state.at("consecutive_skips").get<int64_t>();
+      tokens_seen = state.at("tokens_seen").get<int64_t>();
+      const uint64_t saved_sequences = state.at("data").at("sequences").get<uint64_t>();
+      if (saved_sequences != train_sequences->size())
+        std::printf("warning: the train split now packs into %llu sequences, the checkpoint saw %llu: the data order "
+                    "after resume differs from the original run's\n",
+                    static_cast<unsigned long long>(train_sequences->size()),
+                    static_cast<unsigned long long>(saved_sequences));
+    } catch (const nlohmann::json::exception& e) {
+      throw std::runtime_error((*resume_dir / "trainer_state.json").string() + ": missing or malformed field: " + e.what());
+    }
+    std::printf("resuming from %s (step %lld)\n", resume_dir->c_str(), static_cast<long long>(start_step));
+  }
+  truncate_metrics(run_dir / "metrics.jsonl", resume_dir ? start_step : -1);
+  if (start_step >= t.steps) {
+    std::printf("nothing to do: the run is at step %lld of train.steps = %lld\n", static_cast<long long>(start_step),
+                static_cast<long long>(t.steps));
+    return 0;
+  }
+
+  const int64_t rows_per_step = t.micro_batch * t.grad_accum;
+  std::printf("model: %zu parameters (%zu tensors) on %s | data: %llu train sequences of %lld tokens (%.2f epochs "
+              "planned)%s | %lld steps x %lld sequences\n",
+              model.parameter_count(), params.size(), device_name(config.device),
+              static_cast<unsigned long long>(train_sequences->size()), static_cast<long long>(layout.seq_len),
+              static_cast<double>(t.steps * rows_per_step) / static_cast<double>(train_sequences->size()),
+              valid_sequences ? format(", %llu valid", static_cast<unsigned long long>(valid_sequences->size())).c_str() : "",
+              static_cast<long long>(t.steps), static_cast<long long>(rows_per_step));
+  std::fflush(stdout);
+
+  data::LoaderOptions loader_options;
+  loader_options.micro_batch = t.micro_batch;
+  loader_options.seed = t.seed;
+  loader_options.shuffle = config.data.shuffle;
+  loader_options.start_cursor = cursor;
+  loader_options.prefetch = config.data.prefetch;
+  data::DataLoader loader(train_sequences, loader_options);
+
+  MetricsLog metrics(run_dir / "metrics.jsonl");
+  ProgressLine progress(stdout);
+  StopSignals signals;
+  const std::string hash = train::config_hash(config);
+  std::optional<fs::path> last_checkpoint = resume_dir;
+  int64_t last_checkpoint_step = resume_dir ? start_step : -1;
+  uint64_t epoch = 0;
+
+  auto save = [&](int64_t completed) {
+    nlohmann::json s;
+    s["format"] = "coco-trainer-state";
+    s["version"] = 1;
+    s["step"] = completed;
+    s["data"] = {{"cursor", loader.cursor()},
+                 {"epoch", loader.cursor() / train_sequences->size()},
+                 {"sequences", train_sequences->size()},
+                 {"dir", config.data.dir}};
+    s["rng"] = {{"seed", t.seed},
+                {"generator", "philox4x32-10 keyed by (seed, step key, purpose); stateless"},
+                {"next_step_key", static_cast<uint64_t>(completed * t.grad_accum)}};
+    s["loss_scale"] = 1.0;
+    s["skipped_steps"] = skipped_total;
+    s["consecutive_skips"] = consecutive_skips;
+    s["tokens_seen"] = tokens_seen;
+    s["config_hash"] = hash;
+    CheckpointData data{params, &optimizer, s, resolved};
+    last_checkpoint = write_checkpoint(run_dir, completed, data, t.keep_checkpoints);
+    last_checkpoint_step = completed;
+    progress.line(format("checkpoint: %s", last_checkpoint->c_str()));
+  };
+
+  auto run_eval_now = [&](int64_t completed) {
+    const StepStats stats = evaluate(model, *valid_sequences, t.micro_batch, t.eval_batches,
+                                     config.objective.cl_weight > 0 ? 2 : 1);
+    if (stats.rows == 0) return;
+    JsonRecord r;
+    r.add_int("step", completed).add_string("split", "valid");
+    stats.put(r);
+    r.add_int("sequences", stats.rows);
+    metrics.write(r.str());
+    progress.line(format("eval  %lld/%lld valid %s mlm_acc %.4f rtd_acc %.4f cl_acc %.4f (%lld sequences)",
+                         static_cast<long long>(completed), static_cast<long long>(t.steps), stats.summary().c_str(),
+                         StepStats::ratio(stats.mlm_correct, stats.masked), StepStats::ratio(stats.rtd_correct, stats.rtd_count),
+                         StepStats::ratio(stats.cl_correct, stats.cl_count), static_cast<long long>(stats.rows)));
+  };
+
+  const auto run_start = std::chrono::steady_clock::now();
+  Tape tape;
+  for (int64_t step = start_step; step < t.steps; ++step) {
+    const auto step_start = std::chrono::steady_clock::now();
+    StepStats stats;
+    for (int64_t micro = 0; micro < t.grad_accum; ++micro) {
+      const data::Batch batch = loader.next();
+      epoch = batch.epoch;
+      const Tensor tokens = Tensor::from_vector(batch.tokens, Shape{batch.rows, batch.seq_len}, Device::cpu);
+      objective::Outputs out;
+      Tensor scaled;
+      {
+        Tape::Recording recording(tape);
+        out = model.forward(tokens, static_cast<uint64_t>(step * t.grad_accum + micro), /*training=*/true);
+        scaled = t.grad_accum == 1 ? out.loss : ops::scale(out.loss, 1.0 / static_cast<double>(t.grad_accum));
+      }
+      tape.backward(scaled);
+      tape.clear();
+      stats.add(out, batch.rows);
+      stats.tokens += batch.non_pad_tokens;
+    }
+
+    const std::vector<Tensor> grads = optimizer.gradients();
+    const double lr = train::learning_rate(config.optim, t.steps, step);
+    const bool nonfinite = !std::isfinite(stats.loss) || optim::has_nonfinite(grads);
+    double grad_norm = std::numeric_limits<double>::quiet_NaN();
+    if (nonfinite) {
+      ++skipped_total;
+      ++consecutive_skips;
+    } else {
+      consecutive_skips = 0;
+      double factor = 1.0;
+      if (config.optim.clip_norm > 0) {
+        const optim::ClipResult clip = optim::clip_grad_norm(grads, config.optim.clip_norm);
+        grad_norm = clip.norm;
+        factor = clip.factor;
+      } else {
+        grad_norm = optim::grad_norm(grads);
+      }
+      optimizer.step(lr, factor);
+    }
+    optimizer.zero_grad();
+    tokens_seen += stats.tokens;
+    const int64_t completed = step + 1;
+    fault_point("after-step:" + std::to_string(completed));
+
+    if (nonfinite && consecutive_skips > t.max_consecutive_skips) {
+      progress.finish();
+      throw std::runtime_error(
+          format("step %lld: non-finite loss or gradients in %lld consecutive steps (train.max_consecutive_skips = %lld); "
+                 "stopping. The last good checkpoint is %s",
+                 static_cast<long long>(completed), static_cast<long long>(consecutive_skips),
+                 static_cast<long long>(t.max_consecutive_skips),
+                 last_checkpoint ? last_checkpoint->c_str() : "(none: no checkpoint was written yet)"));
+    }
+
+    const double step_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
+    const double tokens_per_s = step_seconds > 0 ? static_cast<double>(stats.tokens) / step_seconds : 0.0;
+    const double eta = elapsed / static_cast<double>(completed - start_step) * static_cast<double>(t.steps - completed);
+    const std::string status =
+        format("step %lld/%lld ", static_cast<long long>(completed), static_cast<long long>(t.steps)) + stats.summary() +
+        format(" lr %.3g | %.0f tok/s | ETA %s%s", lr, tokens_per_s, format_duration(eta).c_str(), nonfinite ? " | SKIPPED" : "");
+    progress.status(progress_bar(static_cast<double>(completed), static_cast<double>(t.steps)) + " " + status);
+
+    if (completed % t.log_every == 0 || completed == t.steps || nonfinite) {
+      JsonRecord r;
+      r.add_int("step", completed);
+      stats.put(r);
+      r.add("lr", lr).add("grad_norm", grad_norm).add("tokens_per_s", tokens_per_s).add("loss_scale", 1.0);
+      r.add_int("skipped", nonfinite ? 1 : 0).add_int("epoch", static_cast<int64_t>(epoch));
+      metrics.write(r.str());
+      progress.line(status);
+    }
+    if (valid_sequences && ((t.eval_every > 0 && completed % t.eval_every == 0) || completed == t.steps))
+      run_eval_now(completed);
+    const bool stopping = signals.received() != 0;
+    if ((t.checkpoint_every > 0 && completed % t.checkpoint_every == 0) || completed == t.steps || stopping) {
+      save(completed);  // a skipped step left the weights untouched, so they are still good
+    }
+    if (stopping && completed < t.steps) {
+      progress.finish();
+      std::printf("stopped by %s after step %lld; %s. Continue with: coco train --config %s --out %s --resume\n",
+                  signals.received() == SIGINT ? "SIGINT" : "SIGTERM", static_cast<long long>(completed),
+                  last_checkpoint_step == completed ? ("checkpoint " + last_checkpoint->string() + " written").c_str()
+                                                    : "no checkpoint written for this step",
+                  options.config_path.c_str(), run_dir.c_str());
+      return 0;
+    }
+  }
+  progress.finish();
+  std::printf("done: %lld steps; final checkpoint %s\n", static_cast<long long>(t.steps),
+              last_checkpoint ? last_checkpoint->c_str() : "(none)");
+  return 0;
+}
+
+int run_eval(const EvalOptions& options) {
+  const fs::path checkpoint = resolve_checkpoint_dir(options.checkpoint);
+  const fs::path config_path = checkpoint / "config.json";
+  nlohmann::json config_json = read_json_file(config_path);
+  if (!options.device.empty()) config_json["runtime"]["device"] = options.device;
+  if (!options.data_dir.empty()) config_json["data"]["dir"] = fs::absolute(options.data_dir).lexically_normal().string();
+  if (options.micro_batch > 0) config_json["train"]["micro_batch"] = options.micro_batch;
+  const train::TrainConfig config = train::parse_train_config(config_json, config_path.string());
+
+  const data::PreparedMeta meta = data::PreparedMeta::read(config.data.dir);
+  check_data_against_config(meta, config, config_path.string());
+  if (meta.shards(options.split).empty())
+    throw data::DataError((meta.dir / "meta.json").string() + ": the " + options.split + " split has no shards");
+  auto dataset = std::make_shared<const data::TokenDataset>(
+      data::TokenDataset::open(meta, options.split, static_cast<uint64_t>(config.model.vocab_size)));
+  const data::PackedSequences sequences(dataset, packing_for(config));
+
+  CocoModel model(config.model, config.objective, config.train.seed, config.device);
+  load_weights(checkpoint, model.named_parameters());
+  const int64_t batches = options.batches >= 0 ? options.batches : config.train.eval_batches;
+  const StepStats stats = evaluate(model, sequences, config.train.micro_batch, batches, config.objective.cl_weight > 0 ? 2 : 1);
+  if (stats.rows == 0) throw data::DataError("the " + options.split + " split has too few sequences to evaluate");
+
+  const nlohmann::json state = read_json_file(checkpoint / "trainer_state.json");
+  const double mlm_acc = StepStats::ratio(stats.mlm_correct, stats.masked);
+  const double rtd_acc = StepStats::ratio(stats.rtd_correct, stats.rtd_count);
+  const double cl_acc = StepStats::ratio(stats.cl_correct, stats.cl_count);
+  std::printf("checkpoint  %s (step %lld)\n", checkpoint.c_str(), static_cast<long long>(state.value("step", int64_t{0})));
+  std::printf("data        %s, split %s: %lld sequences in %lld batches\n", config.data.dir.c_str(), options.split.c_str(),
+              static_cast<long long>(stats.rows), static_cast<long long>(stats.micro_batches));
+  std::printf("%-22s %12s\n", "metric", "value");
+  const double rows = static_cast<double>(stats.rows);
+  std::printf("%-22s %12.6f\n", "loss (weighted total)", stats.loss / rows);
+  std::printf("%-22s %12.6f\n", "mlm_loss", stats.mlm / rows);
+  std::printf("%-22s %12.6f\n", "mlm_accuracy", mlm_acc);
+  std::printf("%-22s %12.6f\n", "rtd_loss (binary)", stats.rtd / rows);
+  std::printf("%-22s %12.6f\n", "binary_accuracy", rtd_acc);
+  if (stats.has_clm) std::printf("%-22s %12.6f\n", "clm_loss", stats.clm / rows);
+  std::printf("%-22s %12.6f\n", "cl_loss", stats.cl / rows);
+  std::printf("%-22s %12.6f\n", "contrastive_accuracy", cl_acc);
+
+  JsonRecord r;
+  r.add_string("checkpoint", checkpoint.string()).add_int("step", state.value("step", int64_t{0})).add_string("split", options.split);
+  stats.put(r);
+  r.add_int("sequences", stats.rows).add_int("masked_tokens", stats.masked);
+  const std::string json = r.str();
+  if (!options.json_path.empty()) replace_file_atomically(options.json_path, json + "\n");
+  std::printf("%s\n", json.c_str());
+  return 0;
+}
+
+}  // namespace coco::tools
