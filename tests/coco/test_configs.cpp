@@ -1,0 +1,104 @@
+// The shipped configs load, validate, build their model, and (at reduced sequence length and batch,
+// where the full size would take too long on the CPU) run one training step; the start-up report
+// counts the parameters the research notes compute for the seed README configuration.
+#include <gtest/gtest.h>
+
+#include "coco/model_report.h"
+#include "coco/objective.h"
+#include "engine/config.h"
+#include "engine/tape.h"
+
+namespace coco {
+namespace {
+
+struct Loaded {
+  model::ModelConfig model;
+  objective::ObjectiveConfig objective;
+};
+
+Loaded load(const std::string& name) {
+  const std::string path = std::string(COCO_SOURCE_DIR) + "/configs/" + name;
+  const nlohmann::json root = load_json_file(path);
+  ConfigObject top(root, path, "");
+  Loaded l;
+  l.model = model::parse_model_config(top.get_object("model"));
+  l.objective = objective::parse_objective_config(top.get_object("objective"));
+  model::validate_model_config(l.model, path);
+  objective::validate_objective_config(l.objective, l.model, 2, path);
+  return l;
+}
+
+TEST(Configs, AllShippedConfigsParseAndValidate) {
+  for (const char* name : {"seed-readme.json", "paper-base.json", "paper-small.json", "demo.json"})
+    EXPECT_NO_THROW(load(name)) << name;
+}
+
+TEST(Configs, SeedReadmeParameterCountsMatchTheResearchNotes) {
+  Loaded l = load("seed-readme.json");
+  objective::CocoModel model(l.model, l.objective, 1, Device::cpu);
+  const auto report = objective::describe_model(model, l.model, l.objective, 2, 1024, 4);
+  // coco-lm-research.md section 2.3: shared embeddings 2,691,072; discriminator 171,751,968 of which
+  // to_logits (unused, not built here) 20,500,000; generator 5,699,872; COCO extras 1,025 + 1.
+  EXPECT_EQ(report.discriminator_parameters, 2691072 + 171751968 - 20500000);
+  EXPECT_EQ(report.generator_parameters, 5699872);
+  EXPECT_EQ(report.head_parameters, 1025 + 1);
+  EXPECT_GT(report.activation_bytes, 0.0);
+  EXPECT_NE(report.text().find("parameters"), std::string::npos);
+}
+
+TEST(Configs, EachConfigRunsOneStepAtReducedSize) {
+  for (const char* name : {"seed-readme.json", "paper-base.json", "paper-small.json", "demo.json"}) {
+    Loaded l = load(name);
+    // Full widths, fewer layers and a short sequence: one step in seconds on the CPU.
+    l.model.generator.depth = 1;
+    l.model.discriminator.depth = std::min<int64_t>(l.model.discriminator.depth, 1);
+    objective::CocoModel model(l.model, l.objective, 1, Device::cpu);
+    std::vector<int32_t> ids(2 * 16);
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(200 + i * 37 % 1000);
+    if (l.objective.preset == objective::Preset::paper) ids[0] = ids[16] = l.objective.cls_id;
+    Tape tape;
+    objective::Outputs out;
+    {
+      Tape::Recording recording(tape);
+      out = model.forward(Tensor::from_vector(ids, Shape{2, 16}), 0, true);
+    }
+    tape.backward(out.loss);
+    EXPECT_TRUE(std::isfinite(out.loss.item())) << name;
+  }
+}
+
+TEST(Configs, ImpossibleCombinationsAreRejectedWithTheKey) {
+  auto expect_error = [](const std::string& json, const std::string& fragment) {
+    const nlohmann::json root = nlohmann::json::parse(json);
+    try {
+      ConfigObject top(root, "cfg.json", "");
+      auto m = model::parse_model_config(top.get_object("model"));
+      auto o = objective::parse_objective_config(top.get_object("objective"));
+      model::validate_model_config(m, "cfg.json");
+      objective::validate_objective_config(o, m, 1, "cfg.json");
+      FAIL() << "expected ConfigError containing " << fragment;
+    } catch (const ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+    }
+  };
+  const std::string enc = R"("generator": {"dim": 8, "depth": 1, "heads": 2}, "discriminator": {"dim": 8, "depth": 1, "heads": 2})";
+  expect_error(R"({"model": {"vocab_size": 10, "max_positions": 8, "generator": {"dim": 10, "depth": 1, "heads": 3},
+                   "discriminator": {"dim": 8, "depth": 1, "heads": 2}}, "objective": {}})",
+               "model.generator.heads");
+  expect_error(R"({"model": {"vocab_size": 10, "max_positions": 8, )" + enc + R"(}, "objective": {"cl_weight": 1}})",
+               "micro-batch");
+  expect_error(R"({"model": {"vocab_size": 10, "max_positions": 8, )" + enc + R"(}, "objective": {"mask_prob": 1.5}})",
+               "objective.mask_prob");
+  expect_error(R"({"model": {"vocab_size": 10, "max_positions": 8, )" + enc + R"(}, "objective": {"mask_id": 12, "cl_weight": 0}})",
+               "objective.mask_id");
+  expect_error(R"({"model": {"vocab_size": 10, "max_positions": 8, )" + enc + R"(, "colour": 1}, "objective": {}})",
+               "unknown key 'model.colour'");
+  expect_error(R"({"model": {"vocab_size": "ten", "max_positions": 8, )" + enc + R"(}, "objective": {}})",
+               "model.vocab_size");
+  expect_error(R"({"model": {"vocab_size": 10, "max_positions": 8, "generator": {"dim": 8, "depth": 1, "heads": 2, "embed_dim": 4},
+                   "discriminator": {"dim": 8, "depth": 1, "heads": 2}}, "objective": {"cl_weight": 0}})",
+               "embedding widths differ");
+}
+
+}  // namespace
+}  // namespace coco
