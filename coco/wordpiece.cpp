@@ -195,7 +195,7 @@ void BertPreTokenizer::normalize(std::string_view text, std::u32string& out) con
   // One pass: clean, CJK spacing, NFD + drop Mn (with canonical ordering) and lowercase per code point. tokenizers
   // strips accents over the whole text and lowercases afterwards; doing both per code point is the same because
   // lowercasing never changes a combining class (checked by scripts/gen_unicode_tables.py).
-  out.resize(std::max<size_t>(out.capacity(), text.size() + 16));
+  out.resize(text.size() + 16);  // grows below when decompositions or CJK spacing expand the text
   char32_t* data = out.data();
   size_t n = 0;
   size_t run_start = 0;  // first index of the trailing run of non-starters
@@ -297,7 +297,7 @@ void BertPreTokenizer::split_words(std::string_view text, Scratch& scratch,
   normalize(text, scratch.normalized);
   std::string& word = scratch.word;
   const std::u32string& normalized = scratch.normalized;
-  word.resize(std::max<size_t>(word.capacity(), 64));
+  word.resize(64);
   size_t bytes = 0, code_points = 0;
   auto flush = [&] {
     if (code_points == 0) return;

@@ -16,8 +16,9 @@ namespace coco::kernels {
 void check_attention_arguments(const AttentionShape& s, const AttentionDropout& dropout, const char* op) {
   const std::string where = std::string(op) + ": ";
   if (s.batch < 0 || s.heads < 0 || s.seq_len < 0 || s.head_dim < 0)
-    throw std::invalid_argument(where + "negative size in (B=" + std::to_string(s.batch) + ", H=" + std::to_string(s.heads) +
-                                ", T=" + std::to_string(s.seq_len) + ", Dh=" + std::to_string(s.head_dim) + ")");
+    throw std::invalid_argument(where + "negative size in (B=" + std::to_string(s.batch) +
+                                ", H=" + std::to_string(s.heads) + ", T=" + std::to_string(s.seq_len) +
+                                ", Dh=" + std::to_string(s.head_dim) + ")");
   if (s.head_dim == 0 && s.batch * s.heads * s.seq_len > 0)
     throw std::invalid_argument(where + "head_dim must be at least 1 (B=" + std::to_string(s.batch) +
                                 ", H=" + std::to_string(s.heads) + ", T=" + std::to_string(s.seq_len) + ")");
@@ -72,7 +73,8 @@ void attention_forward(const T* q, const T* k, const T* v, const Mask* key_mask,
             s = -std::numeric_limits<double>::infinity();
           } else {
             s = 0.0;
-            for (int64_t d = 0; d < D; ++d) s += static_cast<double>(qh[i * D + d]) * static_cast<double>(kh[j * D + d]);
+            for (int64_t d = 0; d < D; ++d)
+              s += static_cast<double>(qh[i * D + d]) * static_cast<double>(kh[j * D + d]);
             s *= scale;
             if (bias) s += static_cast<double>(bias[(h * L + i) * L + j]);
           }
@@ -102,7 +104,8 @@ void attention_backward(const T* q, const T* k, const T* v, const T* probs, cons
   const int64_t B = shape.batch, H = shape.heads, L = shape.seq_len, D = shape.head_dim;
   const double scale = attention_scale(D);
   const double keep_scale = dropout.active() ? static_cast<double>(detail::dropout_keep_scale(dropout.p)) : 1.0;
-  std::vector<double> dk_acc(static_cast<size_t>(L * D)), dv_acc(static_cast<size_t>(L * D)), dq_row(static_cast<size_t>(D));
+  std::vector<double> dk_acc(static_cast<size_t>(L * D)), dv_acc(static_cast<size_t>(L * D)),
+      dq_row(static_cast<size_t>(D));
   std::vector<double> g(static_cast<size_t>(L)), ds(static_cast<size_t>(L));
   std::vector<double> dbias_acc(dbias ? static_cast<size_t>(H * L * L) : 0, 0.0);
   if (dbias && accumulate_dbias)
@@ -121,13 +124,17 @@ void attention_backward(const T* q, const T* k, const T* v, const T* probs, cons
         double dot_gp = 0.0;
         for (int64_t j = 0; j < L; ++j) {
           double dp = 0.0;  // dP_drop[i, j] = dO_i . v_j
-          for (int64_t d = 0; d < D; ++d) dp += static_cast<double>(doh[i * D + d]) * static_cast<double>(vh[j * D + d]);
-          const bool keep = !dropout.active() || detail::dropout_keeps(dropout.stream, static_cast<uint64_t>(row * L + j), dropout.p);
+          for (int64_t d = 0; d < D; ++d)
+            dp += static_cast<double>(doh[i * D + d]) * static_cast<double>(vh[j * D + d]);
+          const bool keep =
+              !dropout.active() || detail::dropout_keeps(dropout.stream, static_cast<uint64_t>(row * L + j), dropout.p);
           g[static_cast<size_t>(j)] = keep ? dp * keep_scale : 0.0;
           dot_gp += g[static_cast<size_t>(j)] * static_cast<double>(probs[row * L + j]);
           // dv_j += P_drop[i, j] dO_i
-          const double pd = static_cast<double>(dropped_probability(probs[row * L + j], dropout, static_cast<uint64_t>(row * L + j)));
-          for (int64_t d = 0; d < D; ++d) dv_acc[static_cast<size_t>(j * D + d)] += pd * static_cast<double>(doh[i * D + d]);
+          const double pd =
+              static_cast<double>(dropped_probability(probs[row * L + j], dropout, static_cast<uint64_t>(row * L + j)));
+          for (int64_t d = 0; d < D; ++d)
+            dv_acc[static_cast<size_t>(j * D + d)] += pd * static_cast<double>(doh[i * D + d]);
         }
         std::fill(dq_row.begin(), dq_row.end(), 0.0);
         for (int64_t j = 0; j < L; ++j) {
@@ -153,12 +160,12 @@ void attention_backward(const T* q, const T* k, const T* v, const T* probs, cons
     for (size_t e = 0; e < dbias_acc.size(); ++e) dbias[e] = static_cast<T>(dbias_acc[e]);
 }
 
-#define COCO_INSTANTIATE_ATTENTION_CPU(T)                                                                         \
-  template void attention_forward<T, uint8_t>(const T*, const T*, const T*, const uint8_t*, const T*,            \
-                                              const AttentionShape&, const AttentionDropout&, T*, T*);           \
-  template void attention_forward<T, int32_t>(const T*, const T*, const T*, const int32_t*, const T*,            \
-                                              const AttentionShape&, const AttentionDropout&, T*, T*);           \
-  template void attention_backward<T>(const T*, const T*, const T*, const T*, const T*, const AttentionShape&,   \
+#define COCO_INSTANTIATE_ATTENTION_CPU(T)                                                                      \
+  template void attention_forward<T, uint8_t>(const T*, const T*, const T*, const uint8_t*, const T*,          \
+                                              const AttentionShape&, const AttentionDropout&, T*, T*);         \
+  template void attention_forward<T, int32_t>(const T*, const T*, const T*, const int32_t*, const T*,          \
+                                              const AttentionShape&, const AttentionDropout&, T*, T*);         \
+  template void attention_backward<T>(const T*, const T*, const T*, const T*, const T*, const AttentionShape&, \
                                       const AttentionDropout&, T*, T*, T*, T*, bool);
 COCO_INSTANTIATE_ATTENTION_CPU(float)
 COCO_INSTANTIATE_ATTENTION_CPU(double)

@@ -35,8 +35,8 @@ __device__ __forceinline__ T dropped_probability(T p, const AttentionDropout& dr
 // scores: (B, H, T, T) Acc, already scaled; key_mask: (B, T) or null; bias: (H, T, T) or null
 // -> probs: (B, H, T, T); dropped: (B, H, T, T) or null (written when dropout is active).
 template <class T, class Mask>
-__global__ void attention_probs_forward_kernel(const AccumulatorOf<T>* scores, const Mask* key_mask, const T* bias, T* probs,
-                                               T* dropped, int64_t rows, int64_t heads, int64_t seq_len,
+__global__ void attention_probs_forward_kernel(const AccumulatorOf<T>* scores, const Mask* key_mask, const T* bias,
+                                               T* probs, T* dropped, int64_t rows, int64_t heads, int64_t seq_len,
                                                AttentionDropout dropout, float keep_scale) {
   using Acc = AccumulatorOf<T>;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarpSize;
@@ -62,7 +62,9 @@ __global__ void attention_probs_forward_kernel(const AccumulatorOf<T>* scores, c
   for (int64_t j = lane; j < seq_len; j += kWarpSize) {
     const T p = convert_element<T>(softmax_value(logit(j), st, inv_sum));
     prob_row[j] = p;
-    if (dropped) dropped[row * seq_len + j] = dropped_probability(p, dropout, keep_scale, static_cast<uint64_t>(row * seq_len + j));
+    if (dropped)
+      dropped[row * seq_len + j] =
+          dropped_probability(p, dropout, keep_scale, static_cast<uint64_t>(row * seq_len + j));
   }
 }
 
@@ -80,9 +82,9 @@ __global__ void attention_dropout_kernel(const T* probs, T* dropped, int64_t n, 
 //   -> dscores: (B, H, T, T) (dS, unscaled); dbias: (H, T, T) Acc or null
 template <class T>
 __global__ void attention_probs_backward_kernel(const AccumulatorOf<T>* dprobs_dropped, const T* probs, T* dscores,
-                                                AccumulatorOf<T>* dbias,
-                                                bool accumulate_dbias, int64_t batch, int64_t heads, int64_t seq_len,
-                                                AttentionDropout dropout, float keep_scale) {
+                                                AccumulatorOf<T>* dbias, bool accumulate_dbias, int64_t batch,
+                                                int64_t heads, int64_t seq_len, AttentionDropout dropout,
+                                                float keep_scale) {
   using Acc = AccumulatorOf<T>;
   const int64_t head_row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarpSize;
   if (head_row >= heads * seq_len) return;
@@ -96,8 +98,9 @@ __global__ void attention_probs_backward_kernel(const AccumulatorOf<T>* dprobs_d
     auto grad_of = [&](int64_t j) {
       const Acc g = dprobs_dropped[offset + j];
       if (!use_dropout) return g;
-      return dropout_keeps(dropout.stream, static_cast<uint64_t>(offset + j), dropout.p) ? g * static_cast<Acc>(keep_scale)
-                                                                                        : Acc(0);
+      return dropout_keeps(dropout.stream, static_cast<uint64_t>(offset + j), dropout.p)
+                 ? g * static_cast<Acc>(keep_scale)
+                 : Acc(0);
     };
     Acc partial = Acc(0);
     for (int64_t j = lane; j < seq_len; j += kWarpSize) partial += grad_of(j) * load_as<Acc>(probs + offset + j);
@@ -120,7 +123,7 @@ constexpr int kFlashQueryRows = 16;
 constexpr int kFlashKeyCols = kWarpSize;
 constexpr int kFlashWarps = 4;
 constexpr int kFlashRowsPerWarp = kFlashQueryRows / kFlashWarps;
-constexpr int kFlashDimsPerLane = 4;  // head_dim <= 4 * 32
+constexpr int kFlashDimsPerLane = 4;                // head_dim <= 4 * 32
 constexpr size_t kFlashMaxSharedBytes = 48 * 1024;  // default dynamic shared memory limit per block
 
 template <class Acc>
@@ -206,7 +209,8 @@ __global__ void flash_attention_forward_kernel(const T* q, const T* k, const T* 
         const int64_t d = lane + static_cast<int64_t>(t) * kWarpSize;
         if (d < head_dim) {
           Acc sum = acc[r][t] * rescale;
-          for (int jj = 0; jj < kFlashKeyCols; ++jj) sum += p_rows[warp * kFlashKeyCols + jj] * v_tile[jj * head_dim + d];
+          for (int jj = 0; jj < kFlashKeyCols; ++jj)
+            sum += p_rows[warp * kFlashKeyCols + jj] * v_tile[jj * head_dim + d];
           acc[r][t] = sum;
         }
       }
@@ -261,11 +265,11 @@ void attention_forward(const T* q, const T* k, const T* v, const Mask* key_mask,
 
   // S = scale * Q K^T: per (b, h), (T, Dh) . (T, Dh)^T -> (T, T) in f32.
   gemm_strided_batched<T, Acc>(false, true, L, L, D, scale, q, D, L * D, k, D, L * D, 0.0, score_workspace, L, L * L,
-                                 batches, stream);
+                               batches, stream);
   T* dropped = dropout.active() ? prob_workspace : nullptr;
   COCO_LAUNCH((detail::attention_probs_forward_kernel<T, Mask>), dim3(ceil_div(rows, detail::kRowsPerBlock)),
-              dim3(detail::kRowsPerBlock * detail::kWarpSize), 0, stream, score_workspace, key_mask, bias, probs, dropped,
-              rows, shape.heads, L, dropout, dropout.active() ? detail::dropout_keep_scale(dropout.p) : 1.0f);
+              dim3(detail::kRowsPerBlock * detail::kWarpSize), 0, stream, score_workspace, key_mask, bias, probs,
+              dropped, rows, shape.heads, L, dropout, dropout.active() ? detail::dropout_keep_scale(dropout.p) : 1.0f);
   // O = P_drop V: (T, T) . (T, Dh) -> (T, Dh)
   gemm_strided_batched<T, T>(false, false, L, D, L, 1.0, dropped ? dropped : probs, L, L * L, v, D, L * D, 0.0, out, D,
                              L * D, batches, stream);
@@ -307,7 +311,7 @@ void attention_backward(const T* q, const T* k, const T* v, const T* probs, cons
   if (!dq && !dk && !dbias) return;
   // dP_drop = dO V^T: (T, Dh) . (T, Dh)^T -> (T, T) in f32.
   gemm_strided_batched<T, Acc>(false, true, L, L, D, 1.0, dout, D, L * D, v, D, L * D, 0.0, score_workspace, L, L * L,
-                                 batches, stream);
+                               batches, stream);
   COCO_LAUNCH(detail::attention_probs_backward_kernel<T>, dim3(ceil_div(shape.heads * L, detail::kRowsPerBlock)),
               dim3(detail::kRowsPerBlock * detail::kWarpSize), 0, stream, score_workspace, probs, prob_workspace, dbias,
               accumulate_dbias, shape.batch, shape.heads, L, dropout, keep_scale);
@@ -319,7 +323,6 @@ void attention_backward(const T* q, const T* k, const T* v, const T* probs, cons
     gemm_strided_batched<T, T>(true, false, L, D, L, scale, prob_workspace, L, L * L, q, D, L * D, 0.0, dk, D, L * D,
                                batches, stream);
 }
-
 
 template <class T, class Mask>
 void flash_attention_forward(const T* q, const T* k, const T* v, const Mask* key_mask, const T* bias,
@@ -334,7 +337,8 @@ void flash_attention_forward(const T* q, const T* k, const T* v, const Mask* key
   const int64_t L = shape.seq_len, batches = shape.batch * shape.heads;
   if (batches == 0 || L == 0) return;
   if (batches > 65535)
-    throw std::invalid_argument(std::string(op) + ": B*H = " + std::to_string(batches) + " exceeds the grid limit 65535");
+    throw std::invalid_argument(std::string(op) + ": B*H = " + std::to_string(batches) +
+                                " exceeds the grid limit 65535");
   const size_t smem = detail::flash_forward_smem_bytes<Acc>(shape.head_dim);
   if (smem > detail::kFlashMaxSharedBytes)
     throw std::invalid_argument(std::string(op) + ": head_dim " + std::to_string(shape.head_dim) + " needs " +
@@ -343,25 +347,26 @@ void flash_attention_forward(const T* q, const T* k, const T* v, const Mask* key
   const Acc scale = shape.head_dim > 0 ? Acc(1) / std::sqrt(static_cast<Acc>(shape.head_dim)) : Acc(1);
   COCO_LAUNCH((detail::flash_attention_forward_kernel<T, Mask>),
               dim3(ceil_div(L, detail::kFlashQueryRows), static_cast<unsigned>(batches)),
-              dim3(detail::kFlashWarps * detail::kWarpSize), smem, stream, q, k, v, key_mask, bias, out, lse, shape.heads, L, shape.head_dim, scale, dropout,
+              dim3(detail::kFlashWarps * detail::kWarpSize), smem, stream, q, k, v, key_mask, bias, out, lse,
+              shape.heads, L, shape.head_dim, scale, dropout,
               dropout.active() ? detail::dropout_keep_scale(dropout.p) : 1.0f);
 }
 
 #define COCO_INSTANTIATE_ATTENTION_CUDA(T)                                                                     \
-  template void attention_forward<T, uint8_t>(const T*, const T*, const T*, const uint8_t*, const T*,         \
-                                              const AttentionShape&, const AttentionDropout&, T*, T*,         \
-                                              AttentionAccumulator<T>*, T*, cudaStream_t);                    \
-  template void attention_forward<T, int32_t>(const T*, const T*, const T*, const int32_t*, const T*,         \
-                                              const AttentionShape&, const AttentionDropout&, T*, T*,         \
-                                              AttentionAccumulator<T>*, T*, cudaStream_t);                    \
+  template void attention_forward<T, uint8_t>(const T*, const T*, const T*, const uint8_t*, const T*,          \
+                                              const AttentionShape&, const AttentionDropout&, T*, T*,          \
+                                              AttentionAccumulator<T>*, T*, cudaStream_t);                     \
+  template void attention_forward<T, int32_t>(const T*, const T*, const T*, const int32_t*, const T*,          \
+                                              const AttentionShape&, const AttentionDropout&, T*, T*,          \
+                                              AttentionAccumulator<T>*, T*, cudaStream_t);                     \
   template void attention_backward<T>(const T*, const T*, const T*, const T*, const T*, const AttentionShape&, \
                                       const AttentionDropout&, T*, T*, T*, AttentionAccumulator<T>*, bool,     \
-                                      AttentionAccumulator<T>*, T*, cudaStream_t);                            \
-  template void flash_attention_forward<T, uint8_t>(const T*, const T*, const T*, const uint8_t*, const T*,   \
-                                                    const AttentionShape&, const AttentionDropout&, T*,       \
-                                                    AttentionAccumulator<T>*, cudaStream_t);                  \
-  template void flash_attention_forward<T, int32_t>(const T*, const T*, const T*, const int32_t*, const T*,   \
-                                                    const AttentionShape&, const AttentionDropout&, T*,       \
+                                      AttentionAccumulator<T>*, T*, cudaStream_t);                             \
+  template void flash_attention_forward<T, uint8_t>(const T*, const T*, const T*, const uint8_t*, const T*,    \
+                                                    const AttentionShape&, const AttentionDropout&, T*,        \
+                                                    AttentionAccumulator<T>*, cudaStream_t);                   \
+  template void flash_attention_forward<T, int32_t>(const T*, const T*, const T*, const int32_t*, const T*,    \
+                                                    const AttentionShape&, const AttentionDropout&, T*,        \
                                                     AttentionAccumulator<T>*, cudaStream_t);
 COCO_INSTANTIATE_ATTENTION_CUDA(float)
 COCO_INSTANTIATE_ATTENTION_CUDA(double)

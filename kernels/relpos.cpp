@@ -13,13 +13,13 @@ void check_relative_position_config(const RelativePositionConfig& c, int64_t seq
     throw std::invalid_argument(where + "num_buckets " + std::to_string(c.num_buckets) + " must be at least 4");
   const int max_exact = c.num_buckets / 4;
   if (c.max_distance - 1 <= max_exact)
-    throw std::invalid_argument(where + "max_distance " + std::to_string(c.max_distance) + " must exceed num_buckets/4 + 1 = " +
-                                std::to_string(max_exact + 1));
+    throw std::invalid_argument(where + "max_distance " + std::to_string(c.max_distance) +
+                                " must exceed num_buckets/4 + 1 = " + std::to_string(max_exact + 1));
   if (c.max_positions < 1)
     throw std::invalid_argument(where + "max_positions " + std::to_string(c.max_positions) + " must be at least 1");
   if (seq_len < 1 || seq_len > c.max_positions)
-    throw std::invalid_argument(where + "sequence length " + std::to_string(seq_len) + " must be in [1, max_positions = " +
-                                std::to_string(c.max_positions) + "]");
+    throw std::invalid_argument(where + "sequence length " + std::to_string(seq_len) +
+                                " must be in [1, max_positions = " + std::to_string(c.max_positions) + "]");
   if (seq_len > 46340)
     throw std::invalid_argument(where + "sequence length " + std::to_string(seq_len) + ": T*T must stay below 2^31");
 }
@@ -93,7 +93,8 @@ void relative_position_bias_backward(const T* dbias, const int32_t* offsets, con
                                 std::to_string(count) + " positions of a (T, T) table");
   for (int64_t p = 0; p < count; ++p)
     if (positions[p] < 0 || positions[p] >= count)
-      throw std::invalid_argument(std::string(op) + ": position " + std::to_string(positions[p]) + " outside the table");
+      throw std::invalid_argument(std::string(op) + ": position " + std::to_string(positions[p]) +
+                                  " outside the table");
   for (int64_t h = 0; h < heads; ++h) {
     for (int k = 0; k < num_buckets; ++k) {
       // Double accumulation keeps the float instantiation a tight reference for the CUDA kernel.
@@ -105,11 +106,11 @@ void relative_position_bias_backward(const T* dbias, const int32_t* offsets, con
   }
 }
 
-#define COCO_INSTANTIATE_RELPOS_CPU(T)                                                                      \
-  template void relative_position_bias_forward<T>(const T*, BiasTableLayout, const int32_t*, T*, int64_t,   \
-                                                  int64_t, int);                                            \
-  template void relative_position_bias_backward<T>(const T*, const int32_t*, const int32_t*, T*,            \
-                                                   BiasTableLayout, int64_t, int64_t, int, bool);
+#define COCO_INSTANTIATE_RELPOS_CPU(T)                                                                             \
+  template void relative_position_bias_forward<T>(const T*, BiasTableLayout, const int32_t*, T*, int64_t, int64_t, \
+                                                  int);                                                            \
+  template void relative_position_bias_backward<T>(const T*, const int32_t*, const int32_t*, T*, BiasTableLayout,  \
+                                                   int64_t, int64_t, int, bool);
 COCO_INSTANTIATE_RELPOS_CPU(float)
 COCO_INSTANTIATE_RELPOS_CPU(double)
 #undef COCO_INSTANTIATE_RELPOS_CPU

@@ -29,8 +29,9 @@ __global__ void relative_position_bias_forward_kernel(const T* table, BiasTableL
   if (p >= count) return;
   const int64_t h = blockIdx.y;
   const int32_t bucket = buckets[p];
-  bias[h * count + p] = bucket >= 0 && bucket < num_buckets ? table[bias_table_offset(layout, h, bucket, heads, num_buckets)]
-                                                            : convert_element<T>(NAN);
+  bias[h * count + p] = bucket >= 0 && bucket < num_buckets
+                            ? table[bias_table_offset(layout, h, bucket, heads, num_buckets)]
+                            : convert_element<T>(NAN);
 }
 
 // dbias: (H, T, T) -> dtable: (H, NB) or (NB, H); block (k, h) sums dbias[h, positions[offsets[k] ..
@@ -91,24 +92,23 @@ void relative_position_bias_forward(const T* table, BiasTableLayout layout, cons
 }
 
 template <class TGrad, class TOut>
-void relative_position_bias_backward(const TGrad* dbias, const int32_t* offsets, const int32_t* positions,
-                                     TOut* dtable, BiasTableLayout layout, int64_t heads, int64_t seq_len,
-                                     int num_buckets, bool accumulate, cudaStream_t stream) {
+void relative_position_bias_backward(const TGrad* dbias, const int32_t* offsets, const int32_t* positions, TOut* dtable,
+                                     BiasTableLayout layout, int64_t heads, int64_t seq_len, int num_buckets,
+                                     bool accumulate, cudaStream_t stream) {
   detail::check_sizes(heads, seq_len, num_buckets, "kernels::cuda::relative_position_bias_backward");
   if (heads == 0) return;
   COCO_LAUNCH((detail::relative_position_bias_backward_kernel<TGrad, TOut>),
               dim3(static_cast<unsigned>(num_buckets), static_cast<unsigned>(heads)), dim3(detail::kBucketSumThreads),
-              2 * detail::kWarpSize * sizeof(detail::AccumulatorOf<TOut>), stream, dbias, offsets, positions, dtable, layout,
-              seq_len * seq_len, heads, num_buckets, accumulate);
+              2 * detail::kWarpSize * sizeof(detail::AccumulatorOf<TOut>), stream, dbias, offsets, positions, dtable,
+              layout, seq_len * seq_len, heads, num_buckets, accumulate);
 }
 
-#define COCO_INSTANTIATE_RELPOS_FORWARD(T)                                                                  \
-  template void relative_position_bias_forward<T>(const T*, BiasTableLayout, const int32_t*, T*, int64_t,   \
-                                                  int64_t, int, cudaStream_t);
-#define COCO_INSTANTIATE_RELPOS_BACKWARD(TG, TO)                                                            \
-  template void relative_position_bias_backward<TG, TO>(const TG*, const int32_t*, const int32_t*, TO*,     \
-                                                        BiasTableLayout, int64_t, int64_t, int, bool,       \
-                                                        cudaStream_t);
+#define COCO_INSTANTIATE_RELPOS_FORWARD(T)                                                                         \
+  template void relative_position_bias_forward<T>(const T*, BiasTableLayout, const int32_t*, T*, int64_t, int64_t, \
+                                                  int, cudaStream_t);
+#define COCO_INSTANTIATE_RELPOS_BACKWARD(TG, TO)                                                        \
+  template void relative_position_bias_backward<TG, TO>(const TG*, const int32_t*, const int32_t*, TO*, \
+                                                        BiasTableLayout, int64_t, int64_t, int, bool, cudaStream_t);
 COCO_INSTANTIATE_RELPOS_FORWARD(float)
 COCO_INSTANTIATE_RELPOS_FORWARD(double)
 COCO_INSTANTIATE_RELPOS_FORWARD(__nv_bfloat16)

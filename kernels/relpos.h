@@ -62,8 +62,8 @@ __host__ __device__ inline int relative_position_bucket_signed(int64_t rel, int 
 
 // Bucket index in [0, num_buckets) of key j for query i.
 __host__ __device__ inline int relative_position_bucket(int64_t query, int64_t key, const RelativePositionConfig& c) {
-  const int offset = -relative_position_bucket_signed(-static_cast<int64_t>(c.max_positions - 1), c.num_buckets,
-                                                      c.max_distance);
+  const int offset =
+      -relative_position_bucket_signed(-static_cast<int64_t>(c.max_positions - 1), c.num_buckets, c.max_distance);
   return relative_position_bucket_signed(key - query, c.num_buckets, c.max_distance) + offset;
 }
 
@@ -112,8 +112,8 @@ void relative_position_bias_forward(const T* table, BiasTableLayout layout, cons
 // for 16-bit TGrad so bf16 tables can keep f32 gradients). Sums in float (double for double) with a
 // fixed tree per (h, k): deterministic.
 template <class TGrad, class TOut>
-void relative_position_bias_backward(const TGrad* dbias, const int32_t* offsets, const int32_t* positions,
-                                     TOut* dtable, BiasTableLayout layout, int64_t heads, int64_t seq_len,
-                                     int num_buckets, bool accumulate, cudaStream_t stream);
+void relative_position_bias_backward(const TGrad* dbias, const int32_t* offsets, const int32_t* positions, TOut* dtable,
+                                     BiasTableLayout layout, int64_t heads, int64_t seq_len, int num_buckets,
+                                     bool accumulate, cudaStream_t stream);
 
 }  // namespace coco::kernels::cuda

@@ -81,10 +81,10 @@ void log_softmax_backward(const T* y, const T* dy, T* dx, int64_t rows, int64_t 
   }
 }
 
-#define COCO_INSTANTIATE_SOFTMAX_CPU(T)                                                  \
-  template void softmax_forward<T>(const T*, T*, int64_t, int64_t);                      \
-  template void log_softmax_forward<T>(const T*, T*, int64_t, int64_t);                  \
-  template void softmax_backward<T>(const T*, const T*, T*, int64_t, int64_t);           \
+#define COCO_INSTANTIATE_SOFTMAX_CPU(T)                                        \
+  template void softmax_forward<T>(const T*, T*, int64_t, int64_t);            \
+  template void log_softmax_forward<T>(const T*, T*, int64_t, int64_t);        \
+  template void softmax_backward<T>(const T*, const T*, T*, int64_t, int64_t); \
   template void log_softmax_backward<T>(const T*, const T*, T*, int64_t, int64_t);
 COCO_INSTANTIATE_SOFTMAX_CPU(float)
 COCO_INSTANTIATE_SOFTMAX_CPU(double)

@@ -1,8 +1,8 @@
 // CUDA softmax / log-softmax over the last dimension. Rows up to kSoftmaxWarpRowMaxWidth wide are
 // handled by one warp each (4 rows per 128-thread block); wider rows by one 512-thread block each.
 // Each thread walks its row with a stride of the group size (coalesced), folds the elements into
-// (max, sum) statistics in float (double for double rows), and the group merges them with a fixed tree; a second pass over
-// the row (hot in L1/L2) writes the outputs.
+// (max, sum) statistics in float (double for double rows), and the group merges them with a fixed tree; a second pass
+// over the row (hot in L1/L2) writes the outputs.
 #include <stdexcept>
 #include <string>
 
@@ -31,7 +31,8 @@ __device__ __forceinline__ void write_softmax_row(const T* xr, T* yr, int64_t wi
       store_from(yr + j, log_softmax_value(load_as<Acc>(xr + j), st, log_sum));
   } else {
     const Acc inv_sum = Acc(1) / st.sum;
-    for (int64_t j = first; j < width; j += stride) store_from(yr + j, softmax_value(load_as<Acc>(xr + j), st, inv_sum));
+    for (int64_t j = first; j < width; j += stride)
+      store_from(yr + j, softmax_value(load_as<Acc>(xr + j), st, inv_sum));
   }
 }
 
@@ -73,8 +74,10 @@ __device__ __forceinline__ AccumulatorOf<T> backward_row_partial(const T* yr, co
   using Acc = AccumulatorOf<T>;
   Acc acc = Acc(0);
   for (int64_t j = first; j < width; j += stride) {
-    if constexpr (Log) acc += load_as<Acc>(dyr + j);
-    else acc += load_as<Acc>(yr + j) * load_as<Acc>(dyr + j);
+    if constexpr (Log)
+      acc += load_as<Acc>(dyr + j);
+    else
+      acc += load_as<Acc>(yr + j) * load_as<Acc>(dyr + j);
   }
   return acc;
 }
@@ -87,8 +90,10 @@ __device__ __forceinline__ void write_backward_row(const T* yr, const T* dyr, T*
     const Acc yj = load_as<Acc>(yr + j);
     const Acc dyj = load_as<Acc>(dyr + j);
     Acc dxj;
-    if constexpr (Log) dxj = yj == -static_cast<Acc>(INFINITY) ? Acc(0) : dyj - softmax_exp(yj) * total;
-    else dxj = yj * (dyj - total);
+    if constexpr (Log)
+      dxj = yj == -static_cast<Acc>(INFINITY) ? Acc(0) : dyj - softmax_exp(yj) * total;
+    else
+      dxj = yj * (dyj - total);
     store_from(dxr + j, dxj);
   }
 }
@@ -100,7 +105,8 @@ __global__ void softmax_backward_warp_kernel(const T* y, const T* dy, T* dx, int
   if (row >= rows) return;
   const int lane = static_cast<int>(threadIdx.x % kWarpSize);
   const int64_t offset = row * width;
-  const AccumulatorOf<T> total = warp_sum(backward_row_partial<T, Log>(y + offset, dy + offset, width, lane, kWarpSize));
+  const AccumulatorOf<T> total =
+      warp_sum(backward_row_partial<T, Log>(y + offset, dy + offset, width, lane, kWarpSize));
   write_backward_row<T, Log>(y + offset, dy + offset, dx + offset, width, lane, kWarpSize, total);
 }
 
@@ -137,8 +143,7 @@ void launch_forward(const T* x, T* y, int64_t rows, int64_t width, cudaStream_t 
 }
 
 template <class T, bool Log>
-void launch_backward(const T* y, const T* dy, T* dx, int64_t rows, int64_t width, cudaStream_t stream,
-                     const char* op) {
+void launch_backward(const T* y, const T* dy, T* dx, int64_t rows, int64_t width, cudaStream_t stream, const char* op) {
   check_dims(rows, width, op);
   if (rows == 0 || width == 0) return;
   if (width <= kSoftmaxWarpRowMaxWidth) {
@@ -175,10 +180,10 @@ void log_softmax_backward(const T* y, const T* dy, T* dx, int64_t rows, int64_t 
   detail::launch_backward<T, true>(y, dy, dx, rows, width, stream, "kernels::cuda::log_softmax_backward");
 }
 
-#define COCO_INSTANTIATE_SOFTMAX_CUDA(T)                                                           \
-  template void softmax_forward<T>(const T*, T*, int64_t, int64_t, cudaStream_t);                  \
-  template void log_softmax_forward<T>(const T*, T*, int64_t, int64_t, cudaStream_t);              \
-  template void softmax_backward<T>(const T*, const T*, T*, int64_t, int64_t, cudaStream_t);       \
+#define COCO_INSTANTIATE_SOFTMAX_CUDA(T)                                                     \
+  template void softmax_forward<T>(const T*, T*, int64_t, int64_t, cudaStream_t);            \
+  template void log_softmax_forward<T>(const T*, T*, int64_t, int64_t, cudaStream_t);        \
+  template void softmax_backward<T>(const T*, const T*, T*, int64_t, int64_t, cudaStream_t); \
   template void log_softmax_backward<T>(const T*, const T*, T*, int64_t, int64_t, cudaStream_t);
 COCO_INSTANTIATE_SOFTMAX_CUDA(float)
 COCO_INSTANTIATE_SOFTMAX_CUDA(double)

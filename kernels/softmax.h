@@ -1,8 +1,8 @@
 // Softmax and log-softmax over the last dimension of a (rows, width) array, forward and backward.
 // Special values follow kernels/softmax_math.h (NaN rows, +-Inf, fully -Inf rows give zeros / -Inf
 // and zero gradient). CPU: float and double, reductions in double. CUDA: float, bf16 and half
-// activations with float statistics (and double with double statistics); a warp per row up to kWarpRowMaxWidth, a block per row above.
-// The CUDA kernels are deterministic (fixed reduction trees).
+// activations with float statistics (and double with double statistics); a warp per row up to kWarpRowMaxWidth, a block
+// per row above. The CUDA kernels are deterministic (fixed reduction trees).
 #pragma once
 #include <cstdint>
 

@@ -74,7 +74,8 @@ __device__ __forceinline__ SoftmaxStats<Acc> block_merge_stats(SoftmaxStats<Acc>
   }
   __syncthreads();
   SoftmaxStats<Acc> total = softmax_stats_empty<Acc>();
-  for (int w = 0; w < warps; ++w) total = softmax_stats_merge(total, SoftmaxStats<Acc>{scratch[w], scratch[kWarpSize + w]});
+  for (int w = 0; w < warps; ++w)
+    total = softmax_stats_merge(total, SoftmaxStats<Acc>{scratch[w], scratch[kWarpSize + w]});
   __syncthreads();
   return total;
 }

@@ -30,8 +30,8 @@ void check_arguments(const Tensor& q, const Tensor& k, const Tensor& v, const Te
   if (key_mask.defined()) {
     check_same_device(kOp, q, key_mask);
     if (key_mask.shape() != Shape{B, T} || (key_mask.dtype() != DType::u8 && key_mask.dtype() != DType::i32))
-      throw TensorError(std::string(kOp) + ": key_mask must be (B, T) = " + Shape{B, T}.str() +
-                        " u8 or i32, got " + describe(key_mask) + " for q " + describe(q));
+      throw TensorError(std::string(kOp) + ": key_mask must be (B, T) = " + Shape{B, T}.str() + " u8 or i32, got " +
+                        describe(key_mask) + " for q " + describe(q));
   }
   if (bias.defined()) {
     check_same_device(kOp, q, bias);
@@ -48,9 +48,12 @@ kernels::AttentionShape shape_of(const Tensor& q) { return {q.size(0), q.size(1)
 // Calls fn(mask_pointer) with the key mask as const uint8_t* or const int32_t* (null when undefined).
 template <class Fn>
 void with_mask(const Tensor& key_mask, Fn&& fn) {
-  if (!key_mask.defined()) fn(static_cast<const uint8_t*>(nullptr));
-  else if (key_mask.dtype() == DType::u8) fn(key_mask.data_as<uint8_t>());
-  else fn(key_mask.data_as<int32_t>());
+  if (!key_mask.defined())
+    fn(static_cast<const uint8_t*>(nullptr));
+  else if (key_mask.dtype() == DType::u8)
+    fn(key_mask.data_as<uint8_t>());
+  else
+    fn(key_mask.data_as<int32_t>());
 }
 
 template <class T>

@@ -56,8 +56,9 @@ void scatter_into(const char* op, const Tensor& dbias, const BucketTables& table
     using T = typename decltype(tag)::type;
     if (dbias.is_cuda()) {
       if (dtable.dtype() == dbias.dtype())
-        kernels::cuda::relative_position_bias_backward<T, T>(dbias.data_as<T>(), offsets, positions, dtable.data_as<T>(),
-                                                             kLayout, heads, seq_len, num_buckets, true, current_stream());
+        kernels::cuda::relative_position_bias_backward<T, T>(dbias.data_as<T>(), offsets, positions,
+                                                             dtable.data_as<T>(), kLayout, heads, seq_len, num_buckets,
+                                                             true, current_stream());
       else if constexpr (std::is_same_v<T, __nv_bfloat16> || std::is_same_v<T, __half>)
         kernels::cuda::relative_position_bias_backward<T, float>(dbias.data_as<T>(), offsets, positions,
                                                                  dtable.data_as<float>(), kLayout, heads, seq_len,

@@ -22,11 +22,15 @@ Tensor forward(const char* op, const Tensor& x, bool log) {
   dispatch_float(op, x, [&](auto tag) {
     using T = typename decltype(tag)::type;
     if (x.is_cuda()) {
-      if (log) kernels::cuda::log_softmax_forward<T>(x.data_as<T>(), y.data_as<T>(), rows, width, current_stream());
-      else kernels::cuda::softmax_forward<T>(x.data_as<T>(), y.data_as<T>(), rows, width, current_stream());
+      if (log)
+        kernels::cuda::log_softmax_forward<T>(x.data_as<T>(), y.data_as<T>(), rows, width, current_stream());
+      else
+        kernels::cuda::softmax_forward<T>(x.data_as<T>(), y.data_as<T>(), rows, width, current_stream());
     } else if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
-      if (log) kernels::cpu::log_softmax_forward<T>(x.data_as<T>(), y.data_as<T>(), rows, width);
-      else kernels::cpu::softmax_forward<T>(x.data_as<T>(), y.data_as<T>(), rows, width);
+      if (log)
+        kernels::cpu::log_softmax_forward<T>(x.data_as<T>(), y.data_as<T>(), rows, width);
+      else
+        kernels::cpu::softmax_forward<T>(x.data_as<T>(), y.data_as<T>(), rows, width);
     }
   });
   return y;
@@ -40,11 +44,17 @@ Tensor backward(const char* op, const Tensor& y, const Tensor& dy_in, bool log) 
   dispatch_float(op, y, [&](auto tag) {
     using T = typename decltype(tag)::type;
     if (y.is_cuda()) {
-      if (log) kernels::cuda::log_softmax_backward<T>(y.data_as<T>(), dy.data_as<T>(), dx.data_as<T>(), rows, width, current_stream());
-      else kernels::cuda::softmax_backward<T>(y.data_as<T>(), dy.data_as<T>(), dx.data_as<T>(), rows, width, current_stream());
+      if (log)
+        kernels::cuda::log_softmax_backward<T>(y.data_as<T>(), dy.data_as<T>(), dx.data_as<T>(), rows, width,
+                                               current_stream());
+      else
+        kernels::cuda::softmax_backward<T>(y.data_as<T>(), dy.data_as<T>(), dx.data_as<T>(), rows, width,
+                                           current_stream());
     } else if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
-      if (log) kernels::cpu::log_softmax_backward<T>(y.data_as<T>(), dy.data_as<T>(), dx.data_as<T>(), rows, width);
-      else kernels::cpu::softmax_backward<T>(y.data_as<T>(), dy.data_as<T>(), dx.data_as<T>(), rows, width);
+      if (log)
+        kernels::cpu::log_softmax_backward<T>(y.data_as<T>(), dy.data_as<T>(), dx.data_as<T>(), rows, width);
+      else
+        kernels::cpu::softmax_backward<T>(y.data_as<T>(), dy.data_as<T>(), dx.data_as<T>(), rows, width);
     }
   });
   return dx;

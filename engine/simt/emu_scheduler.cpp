@@ -425,13 +425,27 @@ inline Lane& lane_in_kernel(const char* what) {
 
 // ------------------------------------------------------------------------------------------------
 // Fatal-signal context: which emulated thread crashed.
+// Called from a signal handler or a dying sanitizer: no allocation, a single write().
 void print_crash_context(const char* what) {
   const Worker* w = t_worker;
   const Lane* lane = current_lane();
   if (!w || !lane || !w->launch) return;
-  const std::string context = context_string(*w, lane);
-  std::fprintf(stderr, "[cuda_emu] %s in %s\n", what, context.c_str());
-  std::fflush(stderr);
+  const LaunchRequest& request = *w->launch->request;
+  const uint3 t = thread_index(*lane), b = ::blockIdx;
+  char kernel[128];
+  if (request.kernel_name && *request.kernel_name) {
+    const char* name = request.kernel_name;
+    const size_t length = std::strlen(name);
+    const bool parenthesised = length > 2 && name[0] == '(' && name[length - 1] == ')';
+    std::snprintf(kernel, sizeof kernel, "%.*s", static_cast<int>(parenthesised ? length - 2 : length),
+                  parenthesised ? name + 1 : name);
+  } else {
+    std::snprintf(kernel, sizeof kernel, "<kernel at %p>", request.kernel);
+  }
+  char line[512];
+  const int n = std::snprintf(line, sizeof line, "[cuda_emu] %s in kernel %s block (%u,%u,%u) thread (%u,%u,%u)\n",
+                              what, kernel, b.x, b.y, b.z, t.x, t.y, t.z);
+  if (n > 0) (void)!write(STDERR_FILENO, line, std::min(static_cast<size_t>(n), sizeof line - 1));
 }
 
 #if defined(EMU_ASAN)

@@ -12,9 +12,9 @@
 #include "engine/simt/emu_control.h"
 #endif
 
-namespace {
-
-using coco::testing::GuardedDeviceBuffer;
+// The kernels have external linkage: on a GPU build (where the tests are compiled out) nvcc would
+// otherwise warn that they are unused.
+namespace emu_misuse_test {
 
 // Block 3, thread 5 takes a different __syncthreads() than everyone else.
 __global__ void divergent_barrier_kernel(int* out) {
@@ -47,6 +47,13 @@ __global__ void early_exit_kernel(int* out) {
   __syncthreads();
   out[threadIdx.x] = 1;
 }
+
+}  // namespace emu_misuse_test
+
+namespace {
+
+using coco::testing::GuardedDeviceBuffer;
+using namespace emu_misuse_test;
 
 #if defined(COCO_CUDA_EMULATED)
 

@@ -11,9 +11,8 @@
 #include "engine/simt/emu_control.h"
 #endif
 
-namespace {
-
-using coco::testing::GuardedDeviceBuffer;
+// External linkage: on a GPU build the tests using them are compiled out (no "unused" warning).
+namespace emu_scheduler_test {
 
 // Appends (phase * 1000 + thread) to trace at each step; some threads exit early, the others pass a
 // block barrier and two warp operations. trace: (3 * blockDim.x), counter: (1)
@@ -32,6 +31,13 @@ __global__ void barrier_free_kernel(float* y, const float* x, int n) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i < n) y[i] = 2.0f * x[i];
 }
+
+}  // namespace emu_scheduler_test
+
+namespace {
+
+using coco::testing::GuardedDeviceBuffer;
+using namespace emu_scheduler_test;
 
 #if defined(COCO_CUDA_EMULATED)
 constexpr int kTraceThreads = 96;

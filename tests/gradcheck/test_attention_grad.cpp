@@ -33,8 +33,8 @@ void check_kernel_gradient(const Case& c, unsigned seed) {
   std::vector<double> q = coco::gradcheck_weights(n, seed), k = coco::gradcheck_weights(n, seed + 1),
                       v = coco::gradcheck_weights(n, seed + 2);
   for (double& x : q) x *= 2.0;
-  std::vector<double> bias = c.bias ? coco::gradcheck_weights(static_cast<size_t>(s.bias_elements()), seed + 3)
-                                    : std::vector<double>{};
+  std::vector<double> bias =
+      c.bias ? coco::gradcheck_weights(static_cast<size_t>(s.bias_elements()), seed + 3) : std::vector<double>{};
   std::vector<int32_t> mask(static_cast<size_t>(s.batch * s.seq_len), 0);
   for (int64_t b = 0; b < s.batch; ++b)
     for (int64_t j = 0; j < c.valid_keys[static_cast<size_t>(b)]; ++j) mask[static_cast<size_t>(b * s.seq_len + j)] = 1;
@@ -65,7 +65,7 @@ void check_kernel_gradient(const Case& c, unsigned seed) {
 TEST(AttentionGradcheck, Kernel) {
   check_kernel_gradient({{2, 2, 1, 3}, true, 0.0f, {1, 1}}, 1);
   check_kernel_gradient({{2, 2, 5, 3}, true, 0.0f, {5, 3}}, 2);
-  check_kernel_gradient({{2, 3, 7, 4}, true, 0.3f, {7, 4}}, 3);  // dropout
+  check_kernel_gradient({{2, 3, 7, 4}, true, 0.3f, {7, 4}}, 3);     // dropout
   check_kernel_gradient({{3, 2, 6, 2}, true, 0.2f, {6, 0, 2}}, 4);  // batch row 1 fully padded
   check_kernel_gradient({{1, 2, 9, 5}, false, 0.0f, {8}}, 5);
 }
@@ -83,8 +83,8 @@ TEST(AttentionGradcheck, OpOnTheTape) {
   const int64_t B = 2, H = 2, T = 6, Dh = 3;
   const coco::Tensor q = input({B, H, T, Dh}, 11, "q", 2.0), k = input({B, H, T, Dh}, 12, "k"),
                      v = input({B, H, T, Dh}, 13, "v"), bias = input({H, T, T}, 14, "bias");
-  const coco::Tensor mask_u8 = coco::Tensor::from_vector(std::vector<uint8_t>{1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0},
-                                                         coco::Shape{B, T});
+  const coco::Tensor mask_u8 =
+      coco::Tensor::from_vector(std::vector<uint8_t>{1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0}, coco::Shape{B, T});
   const coco::Tensor mask_i32 = mask_u8.to(coco::DType::i32);
   const coco::rng::Stream stream(5, 1, coco::rng::Purpose::dropout_attention);
   for (const coco::Tensor* mask : {&mask_u8, &mask_i32}) {
@@ -97,7 +97,9 @@ TEST(AttentionGradcheck, OpOnTheTape) {
   }
   // No mask, no bias, evaluation mode (p ignored).
   const coco::GradcheckReport plain = coco::gradcheck(
-      [&](const auto& in) { return coco::ops::attention(in[0], in[1], in[2], coco::Tensor(), coco::Tensor(), 0.5, stream, false); },
+      [&](const auto& in) {
+        return coco::ops::attention(in[0], in[1], in[2], coco::Tensor(), coco::Tensor(), 0.5, stream, false);
+      },
       {q, k, v});
   EXPECT_TRUE(plain.ok) << plain.worst;
 }
@@ -108,8 +110,8 @@ TEST(AttentionGradcheck, RelativePositionBiasThroughAttention) {
   const coco::ops::RelativePositionConfig config{8, 20, 40};
   const coco::Tensor q = input({B, H, T, Dh}, 21, "q", 2.0), k = input({B, H, T, Dh}, 22, "k"),
                      v = input({B, H, T, Dh}, 23, "v"), table = input({8, H}, 24, "table", 2.0);
-  const coco::Tensor mask = coco::Tensor::from_vector(std::vector<int32_t>{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0},
-                                                      coco::Shape{B, T});
+  const coco::Tensor mask =
+      coco::Tensor::from_vector(std::vector<int32_t>{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0}, coco::Shape{B, T});
   const coco::rng::Stream stream(6, 2, coco::rng::Purpose::dropout_attention);
   const coco::GradcheckReport report = coco::gradcheck(
       [&](const auto& in) {

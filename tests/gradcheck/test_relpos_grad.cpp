@@ -32,8 +32,8 @@ void check_kernel_gradient(int64_t heads, int64_t seq_len, const RelativePositio
                                                       heads, seq_len, c.num_buckets, false);
   auto loss = [&] {
     std::vector<double> bias(bias_size);
-    coco::kernels::cpu::relative_position_bias_forward(table.data(), layout, buckets.data(), bias.data(), heads, seq_len,
-                                                       c.num_buckets);
+    coco::kernels::cpu::relative_position_bias_forward(table.data(), layout, buckets.data(), bias.data(), heads,
+                                                       seq_len, c.num_buckets);
     double total = 0.0;
     for (size_t i = 0; i < bias_size; ++i) total += bias[i] * w[i];
     return total;

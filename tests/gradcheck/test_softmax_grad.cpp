@@ -25,13 +25,17 @@ void check_kernel_gradient(const RowShape& s, unsigned seed) {
   for (double& v : x) v *= 3.0;  // logits spread over a few units so probabilities differ
   const std::vector<double> w = coco::gradcheck_weights(n, seed + 1);
   auto forward = [&](std::vector<double>& y) {
-    if constexpr (Log) coco::kernels::cpu::log_softmax_forward(x.data(), y.data(), s.rows, s.width);
-    else coco::kernels::cpu::softmax_forward(x.data(), y.data(), s.rows, s.width);
+    if constexpr (Log)
+      coco::kernels::cpu::log_softmax_forward(x.data(), y.data(), s.rows, s.width);
+    else
+      coco::kernels::cpu::softmax_forward(x.data(), y.data(), s.rows, s.width);
   };
   std::vector<double> y(n), dx(n);
   forward(y);
-  if constexpr (Log) coco::kernels::cpu::log_softmax_backward(y.data(), w.data(), dx.data(), s.rows, s.width);
-  else coco::kernels::cpu::softmax_backward(y.data(), w.data(), dx.data(), s.rows, s.width);
+  if constexpr (Log)
+    coco::kernels::cpu::log_softmax_backward(y.data(), w.data(), dx.data(), s.rows, s.width);
+  else
+    coco::kernels::cpu::softmax_backward(y.data(), w.data(), dx.data(), s.rows, s.width);
   auto loss = [&] {
     std::vector<double> out(n);
     forward(out);
@@ -70,7 +74,8 @@ TEST(SoftmaxGradcheck, OpsOnTheTape) {
     const coco::Tensor x = random_input(shape, 7, "x");
     const coco::GradcheckReport soft = coco::gradcheck([](const auto& in) { return coco::ops::softmax(in[0]); }, {x});
     EXPECT_TRUE(soft.ok) << "softmax " << shape.str() << ": " << soft.worst;
-    const coco::GradcheckReport log = coco::gradcheck([](const auto& in) { return coco::ops::log_softmax(in[0]); }, {x});
+    const coco::GradcheckReport log =
+        coco::gradcheck([](const auto& in) { return coco::ops::log_softmax(in[0]); }, {x});
     EXPECT_TRUE(log.ok) << "log_softmax " << shape.str() << ": " << log.worst;
     // Composition: both recorded ops in one graph.
     const coco::GradcheckReport both = coco::gradcheck(

@@ -34,8 +34,8 @@ struct Case {
 };
 
 std::string describe(const Case& c) {
-  return "B=" + std::to_string(c.shape.batch) + " H=" + std::to_string(c.shape.heads) + " T=" +
-         std::to_string(c.shape.seq_len) + " Dh=" + std::to_string(c.shape.head_dim) + (c.bias ? " bias" : "") +
+  return "B=" + std::to_string(c.shape.batch) + " H=" + std::to_string(c.shape.heads) +
+         " T=" + std::to_string(c.shape.seq_len) + " Dh=" + std::to_string(c.shape.head_dim) + (c.bias ? " bias" : "") +
          " p=" + std::to_string(c.dropout_p) + " pad=" + std::to_string(c.padded_keys);
 }
 
@@ -81,7 +81,8 @@ Results cpu_reference(const Case& c, const Inputs& in, const std::vector<Mask>& 
   coco::kernels::cpu::attention_forward(in.q.data(), in.k.data(), in.v.data(), mask.data(),
                                         c.bias ? in.bias.data() : nullptr, c.shape, dropout, out.data(), probs.data());
   coco::kernels::cpu::attention_backward(in.q.data(), in.k.data(), in.v.data(), probs.data(), in.dout.data(), c.shape,
-                                         dropout, dq.data(), dk.data(), dv.data(), c.bias ? dbias.data() : nullptr, false);
+                                         dropout, dq.data(), dk.data(), dv.data(), c.bias ? dbias.data() : nullptr,
+                                         false);
   return {to_f64(out), to_f64(probs), to_f64(dq), to_f64(dk), to_f64(dv), to_f64(dbias)};
 }
 
@@ -99,9 +100,9 @@ Results cuda_run(const Case& c, const Inputs& in, const std::vector<Mask>& mask)
   for (auto* buffer : {&out, &probs, &dq, &dk, &dv, &prob_ws}) buffer->poison();
   score_ws.poison();
   dbias.poison();
-  coco::kernels::cuda::attention_forward(q.data(), k.data(), v.data(), device_mask.data(), c.bias ? bias.data() : nullptr,
-                                         c.shape, dropout, out.data(), probs.data(), score_ws.data(), prob_ws.data(),
-                                         nullptr);
+  coco::kernels::cuda::attention_forward(q.data(), k.data(), v.data(), device_mask.data(),
+                                         c.bias ? bias.data() : nullptr, c.shape, dropout, out.data(), probs.data(),
+                                         score_ws.data(), prob_ws.data(), nullptr);
   score_ws.poison();
   prob_ws.poison();
   coco::kernels::cuda::attention_backward(q.data(), k.data(), v.data(), probs.data(), dout.data(), c.shape, dropout,
@@ -170,7 +171,8 @@ TEST(AttentionKernels, DropoutMaskIsIdenticalOnBothBackends) {
   Inputs in = make_inputs<float>(c, 5);
   std::fill(in.v.begin(), in.v.end(), 0.0f);
   for (int64_t bh = 0; bh < c.shape.batch * c.shape.heads; ++bh)
-    for (int64_t j = 0; j < c.shape.seq_len; ++j) in.v[static_cast<size_t>((bh * c.shape.seq_len + j) * c.shape.seq_len + j)] = 1.0f;
+    for (int64_t j = 0; j < c.shape.seq_len; ++j)
+      in.v[static_cast<size_t>((bh * c.shape.seq_len + j) * c.shape.seq_len + j)] = 1.0f;
   const std::vector<uint8_t> mask = make_mask<uint8_t>(c);
   const Results ref = cpu_reference(c, in, mask);
   const Results got = cuda_run<float, uint8_t>(c, in, mask);
@@ -213,9 +215,9 @@ TEST(AttentionKernels, FullyPaddedRowsGiveZerosWithoutNan) {
 TEST(AttentionKernels, NanInputsPropagateLikeTheReference) {
   const Case c{{2, 2, 7, 4}, true, 0.1f, 2};
   Inputs in = make_inputs<float>(c, 91);
-  in.q[3] = NAN;                                                   // (b0, h0, i0): its row
+  in.q[3] = NAN;                                                     // (b0, h0, i0): its row
   in.k[static_cast<size_t>(c.shape.qkv_elements() - 1)] = INFINITY;  // (b1, h1, key 6), a padded key
-  in.bias[static_cast<size_t>(c.shape.seq_len + 2)] = NAN;          // bias (h0, i1, j2): row i1 of every batch
+  in.bias[static_cast<size_t>(c.shape.seq_len + 2)] = NAN;           // bias (h0, i1, j2): row i1 of every batch
   const std::vector<uint8_t> mask = make_mask<uint8_t>(c);
   const Results ref = cpu_reference(c, in, mask);
   const Results got = cuda_run<float, uint8_t>(c, in, mask);
@@ -230,16 +232,16 @@ TEST(AttentionKernels, DbiasAccumulates) {
   const Results ref = cpu_reference(c, in, mask);
   const AttentionDropout dropout = make_dropout(0.0f);
   const size_t n = static_cast<size_t>(c.shape.qkv_elements()), scores = static_cast<size_t>(c.shape.score_elements());
-  GuardedDeviceBuffer<float> q(in.q), k(in.k), v(in.v), dout(in.dout), bias(in.bias), out(n), probs(scores), ws_p(scores),
-      ws_s(scores);
+  GuardedDeviceBuffer<float> q(in.q), k(in.k), v(in.v), dout(in.dout), bias(in.bias), out(n), probs(scores),
+      ws_p(scores), ws_s(scores);
   GuardedDeviceBuffer<uint8_t> device_mask(mask);
   const std::vector<float> initial = random_floats(in.bias.size(), 8);
   GuardedDeviceBuffer<float> dbias(initial);
-  coco::kernels::cuda::attention_forward(q.data(), k.data(), v.data(), device_mask.data(), bias.data(), c.shape, dropout,
-                                         out.data(), probs.data(), ws_s.data(), ws_p.data(), nullptr);
-  coco::kernels::cuda::attention_backward<float>(q.data(), k.data(), v.data(), probs.data(), dout.data(), c.shape, dropout,
-                                                 nullptr, nullptr, nullptr, dbias.data(), true, ws_s.data(), ws_p.data(),
-                                                 nullptr);
+  coco::kernels::cuda::attention_forward(q.data(), k.data(), v.data(), device_mask.data(), bias.data(), c.shape,
+                                         dropout, out.data(), probs.data(), ws_s.data(), ws_p.data(), nullptr);
+  coco::kernels::cuda::attention_backward<float>(q.data(), k.data(), v.data(), probs.data(), dout.data(), c.shape,
+                                                 dropout, nullptr, nullptr, nullptr, dbias.data(), true, ws_s.data(),
+                                                 ws_p.data(), nullptr);
   COCO_CUDA_CHECK(cudaDeviceSynchronize());
   std::vector<double> expected = ref.dbias;
   for (size_t e = 0; e < expected.size(); ++e) expected[e] += initial[e];
@@ -340,15 +342,15 @@ TEST(AttentionOps, CudaMatchesCpu) {
     double threshold;
   };
   const Variant variants[] = {
-      {coco::DType::f32, mask_u8, 1e-12},                           // f32 GEMMs vs double loops: rounding only
-      {coco::DType::f32, mask_u8.to(coco::DType::i32), 1e-12},      // i32 mask, same result
-      {coco::DType::bf16, mask_u8, 3e-5},                           // bf16 P, P_drop, dS and outputs
-      {coco::DType::f64, mask_u8, 1e-12},                           // f64 kernels, f32-exact inputs vs f32 CPU outputs
+      {coco::DType::f32, mask_u8, 1e-12},                       // f32 GEMMs vs double loops: rounding only
+      {coco::DType::f32, mask_u8.to(coco::DType::i32), 1e-12},  // i32 mask, same result
+      {coco::DType::bf16, mask_u8, 3e-5},                       // bf16 P, P_drop, dS and outputs
+      {coco::DType::f64, mask_u8, 1e-12},                       // f64 kernels, f32-exact inputs vs f32 CPU outputs
   };
   for (const Variant& variant : variants) {
     const OpRun got = run_op(in, c, variant.mask, coco::Device::cuda, variant.dtype);
-    const std::string what = std::string("cuda ") + coco::dtype_name(variant.dtype) + " mask " +
-                             coco::dtype_name(variant.mask.dtype());
+    const std::string what =
+        std::string("cuda ") + coco::dtype_name(variant.dtype) + " mask " + coco::dtype_name(variant.mask.dtype());
     EXPECT_TRUE(matches_reference(cpu.out, got.out, variant.threshold, what + " out"));
     EXPECT_TRUE(matches_reference(cpu.dq, got.dq, variant.threshold, what + " dq"));
     EXPECT_TRUE(matches_reference(cpu.dk, got.dk, variant.threshold, what + " dk"));
@@ -375,9 +377,11 @@ std::vector<double> reference_lse(const Case& c, const Inputs& in, const std::ve
           if (!mask[static_cast<size_t>(b * s.seq_len + j)]) continue;
           double dot = 0.0;
           for (int64_t d = 0; d < s.head_dim; ++d)
-            dot += static_cast<double>(in.q[static_cast<size_t>(((b * s.heads + h) * s.seq_len + i) * s.head_dim + d)]) *
-                   in.k[static_cast<size_t>(((b * s.heads + h) * s.seq_len + j) * s.head_dim + d)];
-          scores.push_back(dot * scale + (c.bias ? in.bias[static_cast<size_t>((h * s.seq_len + i) * s.seq_len + j)] : 0.0));
+            dot +=
+                static_cast<double>(in.q[static_cast<size_t>(((b * s.heads + h) * s.seq_len + i) * s.head_dim + d)]) *
+                in.k[static_cast<size_t>(((b * s.heads + h) * s.seq_len + j) * s.head_dim + d)];
+          scores.push_back(dot * scale +
+                           (c.bias ? in.bias[static_cast<size_t>((h * s.seq_len + i) * s.seq_len + j)] : 0.0));
         }
         double m = -INFINITY, sum = 0.0;
         for (double x : scores) m = std::max(m, x);
@@ -388,7 +392,8 @@ std::vector<double> reference_lse(const Case& c, const Inputs& in, const std::ve
 }
 
 template <class T>
-std::vector<double> flash_run(const Case& c, const Inputs& in, const std::vector<uint8_t>& mask, std::vector<double>* lse) {
+std::vector<double> flash_run(const Case& c, const Inputs& in, const std::vector<uint8_t>& mask,
+                              std::vector<double>* lse) {
   const size_t n = static_cast<size_t>(c.shape.qkv_elements());
   GuardedDeviceBuffer<T> q(from_floats<T>(in.q)), k(from_floats<T>(in.k)), v(from_floats<T>(in.v));
   GuardedDeviceBuffer<T> bias(c.bias ? from_floats<T>(in.bias) : std::vector<T>(1));
@@ -407,13 +412,13 @@ std::vector<double> flash_run(const Case& c, const Inputs& in, const std::vector
 }
 
 const Case kFlashCases[] = {
-    {{2, 2, 1, 8}, true, 0.0f, 0},      // T = 1
-    {{2, 3, 7, 5}, true, 0.2f, 3},      // odd T and Dh, padding, dropout
-    {{3, 2, 33, 16}, false, 0.1f, 5},   // several key tiles, a partial last one
-    {{2, 1, 33, 12}, true, 0.0f, 33},   // fully padded batch rows
-    {{1, 2, 130, 8}, true, 0.1f, 0},    // many query tiles
-    {{1, 1, 40, 128}, true, 0.1f, 7},   // the largest head_dim (4 dims per lane)
-    {{1, 1, 17, 70}, false, 0.0f, 2},   // head_dim not a multiple of 32
+    {{2, 2, 1, 8}, true, 0.0f, 0},     // T = 1
+    {{2, 3, 7, 5}, true, 0.2f, 3},     // odd T and Dh, padding, dropout
+    {{3, 2, 33, 16}, false, 0.1f, 5},  // several key tiles, a partial last one
+    {{2, 1, 33, 12}, true, 0.0f, 33},  // fully padded batch rows
+    {{1, 2, 130, 8}, true, 0.1f, 0},   // many query tiles
+    {{1, 1, 40, 128}, true, 0.1f, 7},  // the largest head_dim (4 dims per lane)
+    {{1, 1, 17, 70}, false, 0.0f, 2},  // head_dim not a multiple of 32
 };
 
 TEST(FlashAttention, ForwardMatchesCpuReferenceAndGemmPath) {
@@ -447,7 +452,8 @@ TEST(FlashAttention, FullyPaddedRowsAndNanParity) {
   EXPECT_TRUE(matches_reference(ref.out, flash, 1e-12, "flash specials"));
   const size_t per_batch = static_cast<size_t>(c.shape.heads * c.shape.seq_len * c.shape.head_dim);
   for (size_t e = per_batch; e < 2 * per_batch; ++e) EXPECT_EQ(flash[e], 0.0) << e;
-  for (size_t r = static_cast<size_t>(c.shape.heads * c.shape.seq_len); r < lse.size(); ++r) EXPECT_EQ(lse[r], -INFINITY);
+  for (size_t r = static_cast<size_t>(c.shape.heads * c.shape.seq_len); r < lse.size(); ++r)
+    EXPECT_EQ(lse[r], -INFINITY);
   EXPECT_TRUE(std::isnan(flash[0]) && std::isnan(lse[0]));
 }
 

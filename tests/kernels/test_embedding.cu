@@ -5,6 +5,10 @@
 
 #include <cstring>
 #include <random>
+#if defined(COCO_CUDA_EMULATED)
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
 #include <string>
 #include <vector>
 
@@ -228,6 +232,38 @@ TEST(EmbeddingCuda, OutOfRangeIdsAreClampedAndReported) {
                                          nullptr);
   EXPECT_NO_THROW(coco::kernels::cuda::embedding_throw_if_bad_id(d_bad.data(), d_ids.data(), s, nullptr));
 }
+
+#if defined(COCO_CUDA_EMULATED)
+// In emulated mode device memory is host memory: put the token table flush against inaccessible
+// pages on both sides, so any read outside it (an unclamped id) faults.
+TEST(EmbeddingCuda, OutOfRangeIdsNeverReadOutsideTheTable) {
+  const EmbeddingShape s{2, 33, 64, 16};  // table = 64 * 16 * 4 bytes = one 4 KiB page
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  const size_t table_bytes = static_cast<size_t>(s.vocab * s.dim) * sizeof(float);
+  ASSERT_EQ(table_bytes % page, 0u);
+  void* region = mmap(nullptr, table_bytes + 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(region, MAP_FAILED);
+  auto* base = static_cast<uint8_t*>(region);
+  ASSERT_EQ(mprotect(base, page, PROT_NONE), 0);
+  ASSERT_EQ(mprotect(base + page + table_bytes, page, PROT_NONE), 0);
+  float* tok = reinterpret_cast<float*>(base + page);
+  const std::vector<float> values = random_floats(static_cast<size_t>(s.vocab * s.dim), 3);
+  std::memcpy(tok, values.data(), table_bytes);
+  std::vector<int32_t> ids = make_ids(s, 4, -1);
+  ids[0] = -1;
+  ids[5] = static_cast<int32_t>(s.vocab);
+  ids[40] = INT32_MIN;
+  ids[65] = INT32_MAX;
+  GuardedDeviceBuffer<int32_t> d_ids(ids);
+  GuardedDeviceBuffer<float> d_out(static_cast<size_t>(s.positions() * s.dim));
+  GuardedDeviceBuffer<uint32_t> d_bad(1);
+  coco::kernels::cuda::embedding_forward(d_out.data(), d_ids.data(), tok, static_cast<const float*>(nullptr), s,
+                                         d_bad.data(), nullptr);
+  EXPECT_EQ(d_bad.download()[0], 0u);
+  EXPECT_THROW(coco::kernels::cuda::embedding_throw_if_bad_id(d_bad.data(), d_ids.data(), s, nullptr), TokenIdError);
+  munmap(region, table_bytes + 2 * page);
+}
+#endif
 
 TEST(EmbeddingCuda, BackwardIgnoresOutOfRangeIds) {
   // Out-of-range ids (a forward would have reported them) must not write outside dtok.

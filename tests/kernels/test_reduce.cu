@@ -182,7 +182,7 @@ TEST(ReduceKernel, NonFiniteInputsPropagate) {
 // Bitwise-identical results under every emulator schedule and shared-memory poison, and across
 // repeated runs: the reductions use fixed trees and a shape-determined number of partials.
 TEST(ReduceKernel, ScheduleInvariant) {
-  const int64_t n = 9000, rows = 300, cols = 33;  // 5 sum blocks; 3 column chunks
+  const int64_t rows = 300, cols = 33, n = rows * cols;  // 5 sum blocks; 3 column chunks
   const std::vector<float> x = random_floats(n, 77);
   GuardedDeviceBuffer<float> dx(x), sum_out(1), row_out(rows), col_out(cols);
   GuardedDeviceBuffer<__nv_bfloat16> dx16(from_floats<__nv_bfloat16>(x));

@@ -47,14 +47,14 @@ TEST(RelposBuckets, HandComputedValues) {
   EXPECT_EQ(at(0, 9), 24);
   EXPECT_EQ(at(0, 11), 24);
   EXPECT_EQ(at(0, 12), 25);
-  EXPECT_EQ(at(3, 20), 25);   // rel 17
-  EXPECT_EQ(at(2, 20), 26);   // rel 18
+  EXPECT_EQ(at(3, 20), 25);  // rel 17
+  EXPECT_EQ(at(2, 20), 26);  // rel 18
   EXPECT_EQ(at(0, 85), 29);
   EXPECT_EQ(at(0, 86), 30);
   EXPECT_EQ(at(10, 129), 30);  // rel 119, capped
-  EXPECT_EQ(at(5, 0), 10);    // rel -5
-  EXPECT_EQ(at(12, 0), 5);    // rel -12 -> -10
-  EXPECT_EQ(at(100, 0), 0);   // rel -100 -> -15
+  EXPECT_EQ(at(5, 0), 10);     // rel -5
+  EXPECT_EQ(at(12, 0), 5);     // rel -12 -> -10
+  EXPECT_EQ(at(100, 0), 0);    // rel -100 -> -15
   EXPECT_EQ(at(129, 129), 15);
 
   // base++ (64 buckets, max distance 128, offset 31): n = 16 -> 16 (ln 1 = 0), n = 17 -> 17,
@@ -93,9 +93,8 @@ void expect_bucket_starts(const RelativePositionConfig& c, int exact_below, int 
 TEST(RelposBuckets, MatchesResearchTables) {
   expect_bucket_starts(kBase, 8, 8, {9, 12, 18, 27, 39, 58, 86});
   expect_bucket_starts(kBasePlus, 16, 16, {17, 19, 22, 25, 28, 32, 37, 43, 49, 56, 64, 74, 84, 97, 111});
-  expect_bucket_starts(kLargePlus, 32, 32,
-                       {33, 35, 37, 40, 42, 45, 48, 52, 55, 59, 63, 67, 72, 77, 82, 88, 94, 100, 107, 115, 123, 131,
-                        140, 150, 160, 171, 183, 196, 209, 224, 239});
+  expect_bucket_starts(kLargePlus, 32, 32, {33, 35,  37,  40,  42,  45,  48,  52,  55,  59,  63,  67,  72,  77,  82, 88,
+                                            94, 100, 107, 115, 123, 131, 140, 150, 160, 171, 183, 196, 209, 224, 239});
 }
 
 TEST(RelposBuckets, CudaTableMatchesCpuBitwise) {
@@ -253,8 +252,8 @@ TEST(RelposBias, NanGradientStaysInItsBucket) {
   const int64_t heads = 2, t = 7;
   const BucketIndex index = make_index(t, kBase);
   std::vector<float> dbias = random_floats(static_cast<size_t>(heads * t * t), 21);
-  dbias[static_cast<size_t>(t * t + 3)] = NAN;         // head 1, (0, 3)
-  dbias[static_cast<size_t>(2 * t + 2)] = INFINITY;    // head 0, diagonal
+  dbias[static_cast<size_t>(t * t + 3)] = NAN;       // head 1, (0, 3)
+  dbias[static_cast<size_t>(2 * t + 2)] = INFINITY;  // head 0, diagonal
   std::vector<float> expected(static_cast<size_t>(heads * kBase.num_buckets));
   coco::kernels::cpu::relative_position_bias_backward(dbias.data(), index.offsets.data(), index.positions.data(),
                                                       expected.data(), BiasTableLayout::heads_by_buckets, heads, t,
@@ -266,10 +265,9 @@ TEST(RelposBias, NanGradientStaysInItsBucket) {
   GuardedDeviceBuffer<int32_t> device_positions(index.positions);
   GuardedDeviceBuffer<float> device_table(expected.size());
   device_table.poison();
-  coco::kernels::cuda::relative_position_bias_backward(device_dbias.data(), device_offsets.data(),
-                                                       device_positions.data(), device_table.data(),
-                                                       BiasTableLayout::heads_by_buckets, heads, t, kBase.num_buckets,
-                                                       false, nullptr);
+  coco::kernels::cuda::relative_position_bias_backward(
+      device_dbias.data(), device_offsets.data(), device_positions.data(), device_table.data(),
+      BiasTableLayout::heads_by_buckets, heads, t, kBase.num_buckets, false, nullptr);
   COCO_CUDA_CHECK(cudaDeviceSynchronize());
   // f32 against f32 with a different summation order.
   EXPECT_TRUE(matches_reference(to_f64(expected), to_f64(device_table.download()), 1e-11, "NaN/Inf scatter"));
@@ -284,10 +282,9 @@ TEST(RelposBias, ScatterBitwiseInvariantUnderSchedules) {
     GuardedDeviceBuffer<int32_t> device_offsets(index.offsets);
     GuardedDeviceBuffer<int32_t> device_positions(index.positions);
     GuardedDeviceBuffer<float> device_table(static_cast<size_t>(heads * kBase.num_buckets));
-    coco::kernels::cuda::relative_position_bias_backward(device_dbias.data(), device_offsets.data(),
-                                                         device_positions.data(), device_table.data(),
-                                                         BiasTableLayout::buckets_by_heads, heads, t,
-                                                         kBase.num_buckets, false, nullptr);
+    coco::kernels::cuda::relative_position_bias_backward(
+        device_dbias.data(), device_offsets.data(), device_positions.data(), device_table.data(),
+        BiasTableLayout::buckets_by_heads, heads, t, kBase.num_buckets, false, nullptr);
     COCO_CUDA_CHECK(cudaDeviceSynchronize());
     return device_table.download_bytes();
   };
@@ -344,7 +341,9 @@ TEST(RelposOps, CudaMatchesCpu) {
   const OpRun bf16_grad = run_op(table, seq_len, kBase, coco::Device::cuda, coco::DType::bf16, coco::DType::bf16, seed);
   EXPECT_TRUE(matches_reference(cpu.dtable, bf16_grad.dtable, 1e-5, "bf16 dtable"));
   // The cached bucket table on each device.
-  EXPECT_EQ(coco::ops::relative_position_buckets(seq_len, kBase, coco::Device::cuda).to(coco::Device::cpu).to_vector<int32_t>(),
+  EXPECT_EQ(coco::ops::relative_position_buckets(seq_len, kBase, coco::Device::cuda)
+                .to(coco::Device::cpu)
+                .to_vector<int32_t>(),
             cpu_buckets(seq_len, kBase));
 }
 

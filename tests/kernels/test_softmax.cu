@@ -36,29 +36,38 @@ const char* kind_name(Kind kind) { return kind == Kind::softmax ? "softmax" : "l
 
 std::vector<float> cpu_forward(Kind kind, const std::vector<float>& x, const RowShape& s) {
   std::vector<float> y(x.size());
-  if (kind == Kind::softmax) coco::kernels::cpu::softmax_forward(x.data(), y.data(), s.rows, s.width);
-  else coco::kernels::cpu::log_softmax_forward(x.data(), y.data(), s.rows, s.width);
+  if (kind == Kind::softmax)
+    coco::kernels::cpu::softmax_forward(x.data(), y.data(), s.rows, s.width);
+  else
+    coco::kernels::cpu::log_softmax_forward(x.data(), y.data(), s.rows, s.width);
   return y;
 }
 
-std::vector<float> cpu_backward(Kind kind, const std::vector<float>& y, const std::vector<float>& dy, const RowShape& s) {
+std::vector<float> cpu_backward(Kind kind, const std::vector<float>& y, const std::vector<float>& dy,
+                                const RowShape& s) {
   std::vector<float> dx(y.size());
-  if (kind == Kind::softmax) coco::kernels::cpu::softmax_backward(y.data(), dy.data(), dx.data(), s.rows, s.width);
-  else coco::kernels::cpu::log_softmax_backward(y.data(), dy.data(), dx.data(), s.rows, s.width);
+  if (kind == Kind::softmax)
+    coco::kernels::cpu::softmax_backward(y.data(), dy.data(), dx.data(), s.rows, s.width);
+  else
+    coco::kernels::cpu::log_softmax_backward(y.data(), dy.data(), dx.data(), s.rows, s.width);
   return dx;
 }
 
 template <class T>
 void cuda_forward(Kind kind, const T* x, T* y, const RowShape& s) {
-  if (kind == Kind::softmax) coco::kernels::cuda::softmax_forward(x, y, s.rows, s.width, nullptr);
-  else coco::kernels::cuda::log_softmax_forward(x, y, s.rows, s.width, nullptr);
+  if (kind == Kind::softmax)
+    coco::kernels::cuda::softmax_forward(x, y, s.rows, s.width, nullptr);
+  else
+    coco::kernels::cuda::log_softmax_forward(x, y, s.rows, s.width, nullptr);
   COCO_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
 template <class T>
 void cuda_backward(Kind kind, const T* y, const T* dy, T* dx, const RowShape& s) {
-  if (kind == Kind::softmax) coco::kernels::cuda::softmax_backward(y, dy, dx, s.rows, s.width, nullptr);
-  else coco::kernels::cuda::log_softmax_backward(y, dy, dx, s.rows, s.width, nullptr);
+  if (kind == Kind::softmax)
+    coco::kernels::cuda::softmax_backward(y, dy, dx, s.rows, s.width, nullptr);
+  else
+    coco::kernels::cuda::log_softmax_backward(y, dy, dx, s.rows, s.width, nullptr);
   COCO_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
@@ -69,7 +78,8 @@ void check_against_reference(Kind kind, const RowShape& s, unsigned seed, double
   const size_t n = static_cast<size_t>(s.rows * s.width);
   const std::vector<float> x = round_through<T>(random_floats(n, seed, -6.0f, 6.0f));
   const std::vector<float> y_ref = cpu_forward(kind, x, s);
-  const std::string what = std::string(kind_name(kind)) + " rows=" + std::to_string(s.rows) + " width=" + std::to_string(s.width);
+  const std::string what =
+      std::string(kind_name(kind)) + " rows=" + std::to_string(s.rows) + " width=" + std::to_string(s.width);
 
   GuardedDeviceBuffer<T> device_x(from_floats<T>(x));
   GuardedDeviceBuffer<T> device_y(n);
@@ -119,7 +129,8 @@ TEST(SoftmaxKernels, F16MatchesCpuReference) {
 TEST(SoftmaxKernels, SpecialValuesMatchCpuParity) {
   for (int64_t width : {int64_t{7}, int64_t{40}, int64_t{1100}}) {
     const RowShape s{6, width};
-    std::vector<float> x = random_floats(static_cast<size_t>(s.rows * width), 7 + static_cast<unsigned>(width), -3.0f, 3.0f);
+    std::vector<float> x =
+        random_floats(static_cast<size_t>(s.rows * width), 7 + static_cast<unsigned>(width), -3.0f, 3.0f);
     auto at = [&](int64_t r, int64_t j) -> float& { return x[static_cast<size_t>(r * width + j)]; };
     at(0, width / 2) = NAN;
     at(1, width - 1) = INFINITY;
@@ -141,8 +152,10 @@ TEST(SoftmaxKernels, SpecialValuesMatchCpuParity) {
       // The fully masked row: zeros / -Inf, never NaN.
       for (int64_t j = 0; j < width; ++j) {
         const float v = y[static_cast<size_t>(3 * width + j)];
-        if (kind == Kind::softmax) EXPECT_EQ(v, 0.0f) << what << " j=" << j;
-        else EXPECT_EQ(v, -INFINITY) << what << " j=" << j;
+        if (kind == Kind::softmax)
+          EXPECT_EQ(v, 0.0f) << what << " j=" << j;
+        else
+          EXPECT_EQ(v, -INFINITY) << what << " j=" << j;
       }
       // A NaN input makes its row NaN.
       EXPECT_TRUE(std::isnan(y[0])) << what;
@@ -155,7 +168,8 @@ TEST(SoftmaxKernels, SpecialValuesMatchCpuParity) {
       cuda_backward(kind, device_y.data(), device_dy.data(), device_dx.data(), s);
       const std::vector<float> dx = device_dx.download();
       EXPECT_TRUE(matches_reference(to_f64(dx_ref), to_f64(dx), 1e-11, what + " backward"));
-      for (int64_t j = 0; j < width; ++j) EXPECT_EQ(dx[static_cast<size_t>(3 * width + j)], 0.0f) << what << " masked row j=" << j;
+      for (int64_t j = 0; j < width; ++j)
+        EXPECT_EQ(dx[static_cast<size_t>(3 * width + j)], 0.0f) << what << " masked row j=" << j;
     }
   }
 }
@@ -205,7 +219,8 @@ TEST(SoftmaxKernels, BitwiseInvariantUnderSchedules) {
 
 TEST(SoftmaxKernels, RejectsNegativeSizes) {
   EXPECT_THROW(coco::kernels::cuda::softmax_forward<float>(nullptr, nullptr, -1, 4, nullptr), std::invalid_argument);
-  EXPECT_THROW(coco::kernels::cpu::log_softmax_backward<double>(nullptr, nullptr, nullptr, 2, -3), std::invalid_argument);
+  EXPECT_THROW(coco::kernels::cpu::log_softmax_backward<double>(nullptr, nullptr, nullptr, 2, -3),
+               std::invalid_argument);
   // Empty shapes are a no-op.
   EXPECT_NO_THROW(coco::kernels::cuda::softmax_forward<float>(nullptr, nullptr, 0, 4, nullptr));
 }
@@ -238,7 +253,8 @@ OpRun run_op(bool log, const coco::Tensor& x_host, coco::Device device, coco::DT
 
 TEST(SoftmaxOps, CudaMatchesCpu) {
   for (const coco::Shape& shape : {coco::Shape{7}, coco::Shape{3, 33}, coco::Shape{2, 2, 1100}}) {
-    const coco::Tensor x = coco::Tensor::from_vector(random_floats(static_cast<size_t>(shape.numel()), 3, -4.0f, 4.0f), shape);
+    const coco::Tensor x =
+        coco::Tensor::from_vector(random_floats(static_cast<size_t>(shape.numel()), 3, -4.0f, 4.0f), shape);
     const coco::Tensor seed = coco::Tensor::from_vector(random_floats(static_cast<size_t>(shape.numel()), 4), shape);
     for (bool log : {false, true}) {
       const OpRun cpu = run_op(log, x, coco::Device::cpu, coco::DType::f32, seed);
@@ -257,7 +273,8 @@ TEST(SoftmaxOps, CudaMatchesCpu) {
       EXPECT_TRUE(matches_reference(cpu_rounded.dx, bf16.dx, 2e-5, what + " bf16 backward"));
       const OpRun f64 = run_op(log, x, coco::Device::cuda, coco::DType::f64, seed);
       // f64 on both backends: reduction order only.
-      EXPECT_TRUE(matches_reference(run_op(log, x, coco::Device::cpu, coco::DType::f64, seed).y, f64.y, 1e-24, what + " f64"));
+      EXPECT_TRUE(
+          matches_reference(run_op(log, x, coco::Device::cpu, coco::DType::f64, seed).y, f64.y, 1e-24, what + " f64"));
     }
   }
 }

@@ -44,7 +44,9 @@ class Resume : public ::testing::Test {
     const fs::path out = work_->path() / ("run-" + std::to_string(runs_++));
     const RunResult first = run(train_args(out), {{"COCO_FAULT_INJECT", fault}});
     EXPECT_EQ(first.signal, expected_signal) << fault << "\n" << first.err;
-    if (expected_signal == 0) EXPECT_EQ(first.exit_code, expected_exit) << fault << "\n" << first.err;
+    if (expected_signal == 0) {
+      EXPECT_EQ(first.exit_code, expected_exit) << fault << "\n" << first.err;
+    }
     std::vector<std::string> args = train_args(out);
     args.push_back("--resume");
     const RunResult second = run(args);
@@ -55,7 +57,7 @@ class Resume : public ::testing::Test {
   static TempDir* work_;
   static fs::path config_;
   static std::vector<nlohmann::json> reference_;
-  int runs_ = 0;
+  static inline int runs_ = 0;  // run directories are unique across the suite
 };
 
 TempDir* Resume::work_ = nullptr;
@@ -90,6 +92,35 @@ TEST_F(Resume, CleanStopBySignalWritesACheckpointAndExitsZero) {
   EXPECT_EQ(testutil::metrics_without_timing(out), reference_);
 
   EXPECT_EQ(interrupted_then_resumed("sigterm@after-step:10", 0, 0), reference_);  // coincides with a periodic checkpoint
+}
+
+TEST_F(Resume, ConsecutiveNonFiniteStepsAreSkippedThenStopTheRun) {
+  const fs::path out = work_->path() / "nonfinite";
+  std::vector<std::string> args = train_args(out);
+  args.insert(args.end(), {"--set", "train.max_consecutive_skips=2"});
+  const RunResult r = run(args, {{"COCO_FAULT_INJECT", "nonfinite-from-step:13"}});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("max_consecutive_skips"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("step-00000010"), std::string::npos) << r.err;  // the last good checkpoint
+  EXPECT_EQ(testutil::read_text(out / "checkpoints" / "latest"), "step-00000010\n");
+  const auto records = testutil::metrics_without_timing(out);
+  ASSERT_GE(records.size(), 14u);
+  int skipped = 0;
+  for (const auto& j : records) {
+    if (j.contains("split")) continue;
+    const int64_t step = j["step"].get<int64_t>();
+    EXPECT_EQ(j["skipped"].get<int>(), step >= 13 ? 1 : 0) << j.dump();
+    if (step >= 13) {
+      ++skipped;
+      EXPECT_TRUE(j["grad_norm"].is_null());
+    }
+  }
+  EXPECT_EQ(skipped, 3);
+  // Skipped steps leave the weights alone: resuming without the fault reproduces the reference.
+  std::vector<std::string> again = train_args(out);
+  again.push_back("--resume");
+  ASSERT_EQ(run(again).exit_code, 0);
+  EXPECT_EQ(testutil::metrics_without_timing(out), reference_);
 }
 
 TEST_F(Resume, RealSigtermFromOutside) {

@@ -107,7 +107,7 @@ TEST_F(CliTrain, PrepareTrainEvalLossFalls) {
   RunResult r = run_coco({"prepare", "--vocab-size", "64", "--valid-fraction", "0.1", "--out", (dir_ / "cli-data").string(),
                           (dir_ / "corpus.txt").string()},
                          dir_.path());
-  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_EQ(r.exit_code, 0) << "signal " << r.signal << ": " << r.err;
   EXPECT_NE(r.out.find("tokenizing"), std::string::npos) << r.out;
   EXPECT_EQ(r.out.find('\r'), std::string::npos);
   ASSERT_TRUE(fs::exists(dir_ / "cli-data" / "meta.json"));
@@ -118,7 +118,7 @@ TEST_F(CliTrain, PrepareTrainEvalLossFalls) {
   c["train"]["eval_every"] = 30;
   c["train"]["checkpoint_every"] = 30;
   r = train(config(c), "run");
-  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_EQ(r.exit_code, 0) << "signal " << r.signal << ": " << r.err;
   const auto records = testutil::metrics_without_timing(dir_ / "run");
   std::vector<double> train_losses;
   int evals = 0;
@@ -146,7 +146,7 @@ TEST_F(CliTrain, PrepareTrainEvalLossFalls) {
 
   // eval: table + JSON.
   r = run_coco({"eval", "--checkpoint", (dir_ / "run").string(), "--json", (dir_ / "eval.json").string()}, dir_.path());
-  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_EQ(r.exit_code, 0) << "signal " << r.signal << ": " << r.err;
   EXPECT_NE(r.out.find("mlm_accuracy"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("contrastive_accuracy"), std::string::npos) << r.out;
   const nlohmann::json report = nlohmann::json::parse(testutil::read_text(dir_ / "eval.json"));
@@ -170,7 +170,7 @@ TEST_F(CliTrain, LucidrainsPresetTrains) {
   nlohmann::json c = testutil::tiny_lucidrains_config(dir_ / "data");
   c["train"]["steps"] = 10;
   const RunResult r = train(config(c), "run");
-  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_EQ(r.exit_code, 0) << "signal " << r.signal << ": " << r.err;
   const auto records = testutil::metrics_without_timing(dir_ / "run");
   ASSERT_FALSE(records.empty());
   EXPECT_FALSE(records.front().contains("clm_loss"));

@@ -11,13 +11,20 @@ namespace {
 using testutil::TempDir;
 namespace fs = std::filesystem;
 
-struct TwoTensors : Module {
-  explicit TwoTensors(float base) {
-    std::vector<float> w(6), b(3);
+struct Layer : Module {
+  Layer(const Shape& weight_shape, float base) {
+    std::vector<float> w(static_cast<size_t>(weight_shape.numel())), b(3);
     for (size_t i = 0; i < w.size(); ++i) w[i] = base + 0.5f * static_cast<float>(i);
     for (size_t i = 0; i < b.size(); ++i) b[i] = base - static_cast<float>(i);
-    register_parameter("layer.weight", Tensor::from_vector(w, Shape{2, 3}));
-    register_parameter("layer.bias", Tensor::from_vector(b, Shape{3}), /*weight_decay=*/false);
+    register_parameter("weight", Tensor::from_vector(w, weight_shape));
+    register_parameter("bias", Tensor::from_vector(b, Shape{3}), /*weight_decay=*/false);
+  }
+};
+
+// Parameters "layer.weight" (2, 3) and "layer.bias" (3).
+struct TwoTensors : Module {
+  explicit TwoTensors(float base, Shape weight_shape = Shape{2, 3}) {
+    register_module("layer", std::make_shared<Layer>(weight_shape, base));
   }
 };
 
@@ -63,8 +70,7 @@ TEST(Checkpoint, ShapeMismatchNamesTheTensor) {
   TempDir dir("ckpt");
   TwoTensors a(1.0f);
   const fs::path written = write_checkpoint(dir.path(), 1, CheckpointData{a.named_parameters(), nullptr, {}, {}}, 1);
-  Module other;
-  other.register_parameter("layer.weight", Tensor::zeros(Shape{3, 3}, DType::f32));
+  TwoTensors other(0.0f, Shape{3, 3});
   try {
     load_weights(written, other.named_parameters());
     FAIL() << "expected an error";

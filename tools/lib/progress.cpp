@@ -46,8 +46,14 @@ void ProgressLine::finish() {
 
 std::string progress_bar(double done, double total, int width) {
   const double fraction = total > 0 ? std::clamp(done / total, 0.0, 1.0) : 0.0;
-  const int filled = static_cast<int>(std::floor(fraction * width));
-  return "[" + std::string(static_cast<size_t>(filled), '#') + std::string(static_cast<size_t>(width - filled), '.') + "]";
+  const size_t filled = static_cast<size_t>(std::floor(fraction * width));
+  std::string bar;
+  bar.reserve(static_cast<size_t>(width) + 2);
+  bar.push_back('[');
+  bar.append(filled, '#');
+  bar.append(static_cast<size_t>(width) - filled, '.');
+  bar.push_back(']');
+  return bar;
 }
 
 std::string format_duration(double seconds) {

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -212,6 +213,18 @@ void check_data_against_config(const data::PreparedMeta& meta, const train::Trai
   }
 }
 
+// Test hook (reliability tests): COCO_FAULT_INJECT=nonfinite-from-step:N treats the gradients of step N
+// and every later step as non-finite, exercising the skip / stop path without a diverging model.
+bool injected_nonfinite(int64_t step) {
+  static const int64_t from = [] {
+    const char* value = std::getenv("COCO_FAULT_INJECT");
+    const std::string prefix = "nonfinite-from-step:";
+    if (!value || std::string(value).rfind(prefix, 0) != 0) return int64_t{-1};
+    return static_cast<int64_t>(std::stoll(std::string(value).substr(prefix.size())));
+  }();
+  return from >= 0 && step >= from;
+}
+
 data::PackingLayout packing_for(const train::TrainConfig& config) {
   data::PackingLayout layout;
   layout.seq_len = config.data.seq_len;
@@ -404,7 +417,7 @@ int run_train(const TrainOptions& options) {
 
     const std::vector<Tensor> grads = optimizer.gradients();
     const double lr = train::learning_rate(config.optim, t.steps, step);
-    const bool nonfinite = !std::isfinite(stats.loss) || optim::has_nonfinite(grads);
+    const bool nonfinite = !std::isfinite(stats.loss) || optim::has_nonfinite(grads) || injected_nonfinite(step + 1);
     double grad_norm = std::numeric_limits<double>::quiet_NaN();
     if (nonfinite) {
       ++skipped_total;
@@ -426,16 +439,6 @@ int run_train(const TrainOptions& options) {
     const int64_t completed = step + 1;
     fault_point("after-step:" + std::to_string(completed));
 
-    if (nonfinite && consecutive_skips > t.max_consecutive_skips) {
-      progress.finish();
-      throw std::runtime_error(
-          format("step %lld: non-finite loss or gradients in %lld consecutive steps (train.max_consecutive_skips = %lld); "
-                 "stopping. The last good checkpoint is %s",
-                 static_cast<long long>(completed), static_cast<long long>(consecutive_skips),
-                 static_cast<long long>(t.max_consecutive_skips),
-                 last_checkpoint ? last_checkpoint->c_str() : "(none: no checkpoint was written yet)"));
-    }
-
     const double step_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
     const double tokens_per_s = step_seconds > 0 ? static_cast<double>(stats.tokens) / step_seconds : 0.0;
@@ -454,6 +457,17 @@ int run_train(const TrainOptions& options) {
       metrics.write(r.str());
       progress.line(status);
     }
+    // The record of the failing step is written first, so the log shows every skipped step.
+    if (nonfinite && consecutive_skips > t.max_consecutive_skips) {
+      progress.finish();
+      throw std::runtime_error(
+          format("step %lld: non-finite loss or gradients in %lld consecutive steps (train.max_consecutive_skips = %lld); "
+                 "stopping. The last good checkpoint is %s",
+                 static_cast<long long>(completed), static_cast<long long>(consecutive_skips),
+                 static_cast<long long>(t.max_consecutive_skips),
+                 last_checkpoint ? last_checkpoint->c_str() : "(none: no checkpoint was written yet)"));
+    }
+
     if (valid_sequences && ((t.eval_every > 0 && completed % t.eval_every == 0) || completed == t.steps))
       run_eval_now(completed);
     const bool stopping = signals.received() != 0;
