@@ -191,7 +191,6 @@ std::vector<Case> layernorm_cases(const Shapes& s) {
       kernels::cpu::layernorm_backward<float>(expected_dx.data(), expected_dgamma.data(), expected_dbeta.data(),
                                               dout_host->data(), with_residual ? dextra_host->data() : nullptr,
                                               x_host->data(), gamma_host->data(), m.data(), r.data(), rows, C);
-      { auto e = download_floats(dextra); auto g = download_floats(dx); int ne=0, ng=0; for (float f : e) ne += std::isnan(f); for (float f : g) ng += std::isnan(f); std::fprintf(stderr, "DEBUG dextra nan %d dx nan %d of %zu extra=%p\n", ne, ng, g.size(), (const void*)extra); }
       return first_problem({compare("dx", expected_dx, download_floats(dx), kBf16Nmse),
                             compare("dgamma", expected_dgamma, download_floats(dgamma), kBf16GradNmse),
                             compare("dbeta", expected_dbeta, download_floats(dbeta), kBf16GradNmse)});

@@ -286,10 +286,21 @@ struct Worker {
 thread_local Worker* t_worker = nullptr;
 
 // threadIdx of a lane (not stored: it would not fit the Lane's cache line).
+[[gnu::always_inline]] inline void thread_index(const Lane& lane, uint3& out) {
+  const unsigned bx = ::blockDim.x, by = ::blockDim.y;
+  if (by == 1 && ::blockDim.z == 1) {
+    out.x = lane.linear;
+    out.y = out.z = 0;
+  } else {
+    out.x = lane.linear % bx;
+    out.y = lane.linear / bx % by;
+    out.z = lane.linear / (bx * by);
+  }
+}
 uint3 thread_index(const Lane& lane) {
-  const dim3 b = ::blockDim;
-  if (b.y == 1 && b.z == 1) return make_uint3(lane.linear, 0, 0);
-  return make_uint3(lane.linear % b.x, lane.linear / b.x % b.y, lane.linear / (b.x * b.y));
+  uint3 t;
+  thread_index(lane, t);
+  return t;
 }
 
 const char* warp_op_name(WarpOp op) {
@@ -633,7 +644,7 @@ Worker::~Worker() {
 // Threads: start, finish, and the runner loop.
 void enter_lane(Lane& lane) {
   t_thread = &lane;
-  ::threadIdx = thread_index(lane);
+  thread_index(lane, ::threadIdx);  // field by field: no store-forwarding stall in the kernel's reads
 }
 
 void bind(Runner& r, Lane& lane) {
