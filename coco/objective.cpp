@@ -243,6 +243,7 @@ Outputs CocoModel::forward(const Tensor& input, uint64_t step, bool training) {
       sample_logits = generator_logits(ops::gather_rows(generator_->forward(masked.generator_input, key_mask, eval_options),
                                                         masked.positions));
     }
+    if (sample_logits.dtype() == DType::f16) sample_logits = sample_logits.to(DType::f32);  // samplers read f32/bf16
     samples = ops::sample_tokens(sample_logits,
                                  config_.sampler == "gumbel" ? ops::Sampler::gumbel : ops::Sampler::multinomial,
                                  static_cast<float>(config_.temperature), seed_, step);

@@ -137,10 +137,6 @@ TrainConfig parse_train_config(const nlohmann::json& root, const std::string& so
   }
   c.train = parse_loop(r.get_object("train"));
   c.precision = r.get_choice("precision", c.precision, {"f32", "bf16", "f16"});
-  if (c.precision != "f32")
-    r.fail("precision",
-           "\"f32\" (mixed precision \"bf16\"/\"f16\" training is not implemented in `coco train` yet; use "
-           "--set precision=f32)");
   {
     ConfigObject runtime = r.get_object("runtime");
     c.device_setting = runtime.get_choice("device", c.device_setting, {"auto", "cuda", "cpu"});
@@ -148,6 +144,10 @@ TrainConfig parse_train_config(const nlohmann::json& root, const std::string& so
   }
   r.finish();
   c.device = resolve_device(c.device_setting);
+  if (c.precision != "f32" && c.device != Device::cuda)
+    throw ConfigError(source + ": key 'precision': \"" + c.precision +
+                      "\" (16-bit weights and activations) needs runtime.device = cuda; the CPU backend computes in "
+                      "f32: expected \"f32\" on the cpu device");
 
   if (c.data.seq_len > c.model.max_positions)
     throw ConfigError(source + ": key 'data.seq_len': expected at most model.max_positions (" +

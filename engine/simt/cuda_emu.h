@@ -10,8 +10,14 @@
 //  * blocks are spread over a pool of OS threads; a block runs start to end on one OS thread, so
 //    `__shared__` is `thread_local` and the built-in variables are thread-local copies;
 //  * launches are synchronous; atomics are real atomics (blocks run concurrently);
+//  * a fiber whose thread finishes runs the next not-yet-started thread of the pass itself (no
+//    context switch), so barrier-free kernels cost a few ns per thread; the order of execution is
+//    the same as without this fast path;
 //  * misuse (divergent __syncthreads, warp-sync deadlocks, shuffles from lanes outside the mask) is
-//    diagnosed naming the kernel, block and thread; see emu_control.h for the run-time knobs.
+//    diagnosed naming the kernel, block and thread; a crash (SIGSEGV, fiber stack overflow, an ASan
+//    report) prints the emulated kernel, block and thread too. Run-time knobs (schedules, poison,
+//    strictness, OS threads) and counters: emu_control.h; the bitwise schedule oracle for kernel
+//    tests: schedule_oracle.h.
 //
 // Differences from a GPU worth knowing: __activemask() returns all non-exited lanes of the warp (not
 // the converged subset); threads never run concurrently inside a block, so intra-block spin-waits on

@@ -91,10 +91,11 @@ TEST(TrainConfig, WrongTypesAndRangesAreErrors) {
   EXPECT_NE(e.find("micro_batch"), std::string::npos) << e;
 }
 
-TEST(TrainConfig, MixedPrecisionIsRejectedClearly) {
-  const std::string e = error_of(testutil::tiny_paper_config("data"), {"precision=bf16"});
+TEST(TrainConfig, MixedPrecisionNeedsTheCudaDevice) {
+  const std::string e = error_of(testutil::tiny_paper_config("data"), {"precision=bf16", "runtime.device=cpu"});
   EXPECT_NE(e.find("'precision'"), std::string::npos) << e;
-  EXPECT_NE(e.find("f32"), std::string::npos) << e;
+  EXPECT_NE(e.find("cuda"), std::string::npos) << e;
+  EXPECT_NE(error_of(testutil::tiny_paper_config("data"), {"precision=f8"}).find("'precision'"), std::string::npos);
 }
 
 TEST(TrainConfig, MissingAndInvalidFiles) {

@@ -290,20 +290,43 @@ int run_train(const TrainOptions& options) {
 
   // Model and optimizer.
   const auto& t = config.train;
-  CocoModel model(config.model, config.objective, t.seed, config.device);
-  const std::vector<NamedParameter> params = trainable_parameters(model, config.optim);
+  // Mixed precision: the model's registered tensors are 16-bit working copies that the forward and
+  // backward use (with f32 gradient buffers); f32 masters, updated by AdamW, own the values and go
+  // into checkpoints. bf16 copies are rewritten by the AdamW kernel itself, f16 copies after each step.
+  const DType param_dtype = config.precision == "bf16" ? DType::bf16 : config.precision == "f16" ? DType::f16 : DType::f32;
+  CocoModel model(config.model, config.objective, t.seed, config.device, param_dtype);
+  std::vector<NamedParameter> params = trainable_parameters(model, config.optim);
+  std::vector<NamedParameter> masters = params;
+  std::vector<optim::AdamWParam> adam_params;
+  for (size_t i = 0; i < params.size(); ++i) {
+    NamedParameter& p = params[i];
+    if (param_dtype == DType::f32) {
+      adam_params.push_back({p.name, p.tensor, Tensor(), Tensor(), p.weight_decay});
+      continue;
+    }
+    p.tensor.set_grad_dtype(DType::f32);
+    masters[i].tensor = p.tensor.to(DType::f32).set_name(p.name);
+    adam_params.push_back({p.name, masters[i].tensor, param_dtype == DType::bf16 ? p.tensor : Tensor(), p.tensor, p.weight_decay});
+  }
+  auto refresh_working_copies = [&] {
+    if (param_dtype == DType::f32) return;
+    for (size_t i = 0; i < params.size(); ++i) params[i].tensor.copy_from(masters[i].tensor.to(param_dtype));
+  };
   optim::AdamWOptions adam;
   adam.beta1 = config.optim.beta1;
   adam.beta2 = config.optim.beta2;
   adam.eps = config.optim.eps;
   adam.weight_decay = config.optim.weight_decay;
-  optim::AdamW optimizer(params, adam);
+  optim::AdamW optimizer(adam_params, adam);
+  // f16 only: dynamic loss scaling (Megatron/DeepSpeed policy values, see engine/ops/optim.h).
+  optim::GradScaler scaler;
 
   int64_t start_step = 0;
   uint64_t cursor = 0;
   int64_t skipped_total = 0, consecutive_skips = 0, tokens_seen = 0;
   if (resume_dir) {
-    load_weights(*resume_dir, params);
+    load_weights(*resume_dir, masters);
+    refresh_working_copies();
     load_optimizer(*resume_dir, optimizer);
     try {
       start_step = state.at("step").get<int64_t>();
@@ -311,6 +334,11 @@ int run_train(const TrainOptions& options) {
       skipped_total = state.at("skipped_steps").get<int64_t>();
       consecutive_skips = state.at("consecutive_skips").get<int64_t>();
       tokens_seen = state.at("tokens_seen").get<int64_t>();
+      if (state.contains("grad_scaler")) {
+        const auto& g = state.at("grad_scaler");
+        scaler.load_state({g.at("scale").get<double>(), g.at("growth_tracker").get<int64_t>(),
+                           g.at("hysteresis_left").get<int64_t>(), g.at("skipped_steps").get<int64_t>()});
+      }
       const uint64_t saved_sequences = state.at("data").at("sequences").get<uint64_t>();
       if (saved_sequences != train_sequences->size())
         std::printf("warning: the train split now packs into %llu sequences, the checkpoint saw %llu: the data order "
@@ -367,12 +395,17 @@ int run_train(const TrainOptions& options) {
     s["rng"] = {{"seed", t.seed},
                 {"generator", "philox4x32-10 keyed by (seed, step key, purpose); stateless"},
                 {"next_step_key", static_cast<uint64_t>(completed * t.grad_accum)}};
-    s["loss_scale"] = 1.0;
+    s["loss_scale"] = param_dtype == DType::f16 ? scaler.scale() : 1.0;
+    const optim::GradScaler::State scaler_state = scaler.state();
+    s["grad_scaler"] = {{"scale", scaler_state.scale},
+                        {"growth_tracker", scaler_state.growth_tracker},
+                        {"hysteresis_left", scaler_state.hysteresis_left},
+                        {"skipped_steps", scaler_state.skipped_steps}};
     s["skipped_steps"] = skipped_total;
     s["consecutive_skips"] = consecutive_skips;
     s["tokens_seen"] = tokens_seen;
     s["config_hash"] = hash;
-    CheckpointData data{params, &optimizer, s, resolved};
+    CheckpointData data{masters, &optimizer, s, resolved};
     last_checkpoint = write_checkpoint(run_dir, completed, data, t.keep_checkpoints);
     last_checkpoint_step = completed;
     progress.line(format("checkpoint: %s", last_checkpoint->c_str()));
@@ -397,6 +430,7 @@ int run_train(const TrainOptions& options) {
   Tape tape;
   for (int64_t step = start_step; step < t.steps; ++step) {
     const auto step_start = std::chrono::steady_clock::now();
+    const double loss_scale = param_dtype == DType::f16 ? scaler.scale() : 1.0;
     StepStats stats;
     for (int64_t micro = 0; micro < t.grad_accum; ++micro) {
       const data::Batch batch = loader.next();
@@ -407,7 +441,8 @@ int run_train(const TrainOptions& options) {
       {
         Tape::Recording recording(tape);
         out = model.forward(tokens, static_cast<uint64_t>(step * t.grad_accum + micro), /*training=*/true);
-        scaled = t.grad_accum == 1 ? out.loss : ops::scale(out.loss, 1.0 / static_cast<double>(t.grad_accum));
+        const double factor = loss_scale / static_cast<double>(t.grad_accum);
+        scaled = factor == 1.0 ? out.loss : ops::scale(out.loss, factor);
       }
       tape.backward(scaled);
       tape.clear();
@@ -421,19 +456,25 @@ int run_train(const TrainOptions& options) {
     double grad_norm = std::numeric_limits<double>::quiet_NaN();
     if (nonfinite) {
       ++skipped_total;
-      ++consecutive_skips;
+      // f16 overflows while the loss scale is still above its floor are the scaler's normal search,
+      // not a failing run.
+      const bool scaler_searching = param_dtype == DType::f16 && loss_scale > scaler.options().min_scale;
+      if (!scaler_searching) ++consecutive_skips;
     } else {
       consecutive_skips = 0;
+      // Gradients carry the loss scale: unscale inside the norm and the update.
       double factor = 1.0;
       if (config.optim.clip_norm > 0) {
-        const optim::ClipResult clip = optim::clip_grad_norm(grads, config.optim.clip_norm);
+        const optim::ClipResult clip = optim::clip_grad_norm(grads, config.optim.clip_norm, 1.0 / loss_scale);
         grad_norm = clip.norm;
         factor = clip.factor;
       } else {
-        grad_norm = optim::grad_norm(grads);
+        grad_norm = optim::grad_norm(grads, 1.0 / loss_scale);
       }
-      optimizer.step(lr, factor);
+      optimizer.step(lr, factor / loss_scale);
+      if (param_dtype == DType::f16) refresh_working_copies();
     }
+    if (param_dtype == DType::f16) scaler.update(nonfinite);
     optimizer.zero_grad();
     tokens_seen += stats.tokens;
     const int64_t completed = step + 1;
@@ -452,7 +493,7 @@ int run_train(const TrainOptions& options) {
       JsonRecord r;
       r.add_int("step", completed);
       stats.put(r);
-      r.add("lr", lr).add("grad_norm", grad_norm).add("tokens_per_s", tokens_per_s).add("loss_scale", 1.0);
+      r.add("lr", lr).add("grad_norm", grad_norm).add("tokens_per_s", tokens_per_s).add("loss_scale", loss_scale);
       r.add_int("skipped", nonfinite ? 1 : 0).add_int("epoch", static_cast<int64_t>(epoch));
       metrics.write(r.str());
       progress.line(status);
