@@ -5,7 +5,7 @@
 #   3. scripts/get_corpus.sh       English prose from Debian's python3.11-doc package (PSF-2.0), ~7 MB
 #   4. coco prepare                trains an 8192-token WordPiece vocabulary and writes token shards
 #                                  (skipped when inputs and options are unchanged)
-#   5. coco train                  300 steps of configs/demo.json, on the GPU if there is one, else the CPU
+#   5. coco train                  250 steps of configs/demo.json, on the GPU if there is one, else the CPU
 #                                  (resumes from the last checkpoint when re-run)
 # Ends with the first and last logged losses and where the checkpoints and metrics are.
 set -euo pipefail
