@@ -35,7 +35,6 @@ Tensor paper_batch(int64_t batch, int64_t seq_len, int vocab, unsigned seed) {
   return Tensor::from_vector(ids, t.shape());
 }
 
-double total(const objective::Outputs& out) { return out.loss.item(); }
 
 TEST(Objective, BothPresetsReturnEveryComponentAndMetric) {
   for (const char* preset : {"lucidrains", "paper"}) {
