@@ -9,6 +9,7 @@
 #include <string>
 
 #include "engine/runtime/launch.cuh"
+#include "kernels/device_convert.cuh"
 #include "kernels/bce.h"
 
 namespace coco::kernels::detail {
@@ -19,18 +20,6 @@ constexpr int64_t kBceMaxBlocks = 1024;  // partial slots; also the finishing bl
 constexpr int kElementwiseThreads = 256;
 constexpr int64_t kMaxElementwiseBlocks = 4096;
 
-__device__ __forceinline__ float to_f32(float x) { return x; }
-__device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ float to_f32(__half x) { return __half2float(x); }
-
-template <class T>
-__device__ __forceinline__ T from_f32(float x);
-template <>
-__device__ __forceinline__ float from_f32<float>(float x) { return x; }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
-template <>
-__device__ __forceinline__ __half from_f32<__half>(float x) { return __float2half(x); }
 
 __device__ __forceinline__ bool target_is_one(uint8_t replaced, int labels) {
   return labels == static_cast<int>(BceLabels::replaced_is_one) ? replaced != 0 : replaced == 0;

@@ -16,6 +16,8 @@
 #include <string>
 
 #include "engine/runtime/launch.cuh"
+#include "kernels/device_convert.cuh"
+#include "kernels/online_logsumexp.cuh"
 #include "kernels/contrastive.h"
 
 namespace coco::kernels::detail {
@@ -27,18 +29,6 @@ constexpr int kWarpThreads = kWarpsPerBlock * 32;
 constexpr int kFinishThreads = 256;
 constexpr int64_t kMaxBatch = 4096;
 
-__device__ __forceinline__ float to_f32(float x) { return x; }
-__device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ float to_f32(__half x) { return __half2float(x); }
-
-template <class T>
-__device__ __forceinline__ T from_f32(float x);
-template <>
-__device__ __forceinline__ float from_f32<float>(float x) { return x; }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
-template <>
-__device__ __forceinline__ __half from_f32<__half>(float x) { return __float2half(x); }
 
 // Rows of a (rows, dim) matrix, or of the interleaving (first_0, second_0, first_1, second_1, ...).
 template <class T>
@@ -78,54 +68,8 @@ __global__ void __launch_bounds__(kTile* kTile)
   }
 }
 
-// Running softmax statistics and argmax, the same rules as kernels/cross_entropy.cu: the sum of
-// exp(x - max) is 1 + rest (the maximum's own term plus the others), an empty set has rest = -1.
-struct AnchorState {
-  float max;
-  float rest;
-  float best_value;
-  int best_index;
-};
-
-__device__ __forceinline__ bool ranks_before(float v1, int i1, float v2, int i2) {
-  const bool nan1 = v1 != v1, nan2 = v2 != v2;
-  if (nan1 != nan2) return nan1;
-  if (!nan1 && v1 != v2) return v1 > v2;
-  return i1 < i2;
-}
-
-__device__ __forceinline__ void absorb(AnchorState& s, float x, int j) {
-  if (x > s.max) {
-    s.rest = (1.0f + s.rest) * expf(s.max - x);  // the old terms, rescaled; empty: 0 * 0 = 0
-    s.max = x;
-  } else if (x != -INFINITY) {  // -inf adds nothing (and -inf - -inf would be NaN)
-    s.rest += expf(x - s.max);
-  }
-  if (ranks_before(x, j, s.best_value, s.best_index)) {
-    s.best_value = x;
-    s.best_index = j;
-  }
-}
-
-// a <- a (+) b. The side holding the larger maximum keeps its 1; the other side's whole sum is
-// rescaled into rest. An empty side contributes nothing; a NaN rest stays NaN.
-__device__ __forceinline__ void merge(AnchorState& a, const AnchorState& b) {
-  if (b.rest != -1.0f) {
-    if (a.rest == -1.0f) {
-      a.max = b.max;
-      a.rest = b.rest;
-    } else if (a.max >= b.max) {
-      a.rest += (1.0f + b.rest) * expf(b.max - a.max);
-    } else {
-      a.rest = b.rest + (1.0f + a.rest) * expf(a.max - b.max);
-      a.max = b.max;
-    }
-  }
-  if (ranks_before(b.best_value, b.best_index, a.best_value, a.best_index)) {
-    a.best_value = b.best_value;
-    a.best_index = b.best_index;
-  }
-}
+// Running softmax statistics and argmax per anchor (kernels/online_logsumexp.cuh).
+using AnchorState = LogSumExpState;
 
 __device__ __forceinline__ AnchorState warp_reduce(AnchorState s) {
   for (int offset = 16; offset > 0; offset >>= 1) {

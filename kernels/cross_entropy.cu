@@ -14,6 +14,8 @@
 #include <string>
 
 #include "engine/runtime/launch.cuh"
+#include "kernels/device_convert.cuh"
+#include "kernels/online_logsumexp.cuh"
 #include "kernels/cross_entropy.h"
 
 namespace coco::kernels::detail {
@@ -26,18 +28,6 @@ constexpr int kReduceThreads = 256;       // single-block count / loss reduction
 constexpr int kScaleThreads = 256;
 constexpr int64_t kMaxScaleBlocks = 4096;
 
-__device__ __forceinline__ float to_f32(float x) { return x; }
-__device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ float to_f32(__half x) { return __half2float(x); }
-
-template <class T>
-__device__ __forceinline__ T from_f32(float x);
-template <>
-__device__ __forceinline__ float from_f32<float>(float x) { return x; }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
-template <>
-__device__ __forceinline__ __half from_f32<__half>(float x) { return __float2half(x); }
 
 __device__ __forceinline__ bool row_contributes(int32_t target, int32_t ignore_index, int vocab) {
   return target != ignore_index && target >= 0 && target < vocab;
@@ -46,61 +36,9 @@ __device__ __forceinline__ bool row_contributes(int32_t target, int32_t ignore_i
 // Running softmax statistics and argmax of a set of logits. The sum of exp(x - max) is kept as
 // 1 + rest, the 1 being the maximum's own term, so that log(sum) = log1p(rest) stays accurate when
 // one logit dominates (a loss near zero keeps its relative precision). An empty set has rest = -1.
-struct RowState {
-  float max;         // largest non-NaN value seen (-inf when none)
-  float rest;        // sum of exp(x - max) over the other values; -1 when empty; NaN once a NaN was seen
-  float best_value;  // argmax candidate
-  int best_index;
-};
+using RowState = LogSumExpState;
 
-__device__ __forceinline__ RowState empty_row_state() { return RowState{-INFINITY, -1.0f, -INFINITY, INT_MAX}; }
-
-// Argmax order: NaN ranks first, then larger values; ties go to the lower index. A total order, so
-// the tree's result does not depend on the shape of the tree.
-__device__ __forceinline__ bool ranks_before(float v1, int i1, float v2, int i2) {
-  const bool nan1 = v1 != v1, nan2 = v2 != v2;
-  if (nan1 != nan2) return nan1;
-  if (!nan1 && v1 != v2) return v1 > v2;
-  return i1 < i2;
-}
-
-__device__ __forceinline__ void absorb(RowState& s, float x, int j) {
-  if (x > s.max) {
-    s.rest = (1.0f + s.rest) * expf(s.max - x);  // the old terms, rescaled; empty: 0 * 0 = 0
-    s.max = x;
-  } else if (x != -INFINITY) {  // -inf adds nothing (and -inf - -inf would be NaN)
-    s.rest += expf(x - s.max);
-  }
-  if (ranks_before(x, j, s.best_value, s.best_index)) {
-    s.best_value = x;
-    s.best_index = j;
-  }
-}
-
-// a <- a (+) b. The side holding the larger maximum keeps its 1; the other side's whole sum is
-// rescaled into rest. An empty side contributes nothing; a NaN rest stays NaN.
-__device__ __forceinline__ void merge(RowState& a, const RowState& b) {
-  if (b.rest != -1.0f) {
-    if (a.rest == -1.0f) {
-      a.max = b.max;
-      a.rest = b.rest;
-    } else if (a.max >= b.max) {
-      a.rest += (1.0f + b.rest) * expf(b.max - a.max);
-    } else {
-      a.rest = b.rest + (1.0f + a.rest) * expf(a.max - b.max);
-      a.max = b.max;
-    }
-  }
-  if (ranks_before(b.best_value, b.best_index, a.best_value, a.best_index)) {
-    a.best_value = b.best_value;
-    a.best_index = b.best_index;
-  }
-}
-
-__device__ __forceinline__ float logsumexp_of(const RowState& s) {
-  if (s.max == INFINITY || s.rest != s.rest) return NAN;
-  return s.max + log1pf(s.rest);  // empty or all -inf: -inf + log1p(-1) = -inf
-}
+__device__ __forceinline__ RowState empty_row_state() { return empty_logsumexp_state(); }
 
 // Every thread of the block gets the combined state. Contains two __syncthreads (call uniformly).
 __device__ RowState block_reduce_row_state(RowState s, RowState* warp_states, RowState* result) {

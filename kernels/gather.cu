@@ -12,6 +12,7 @@
 #include <string>
 
 #include "engine/runtime/launch.cuh"
+#include "kernels/device_convert.cuh"
 #include "kernels/gather.h"
 
 namespace coco::kernels::detail {
@@ -23,18 +24,6 @@ constexpr int kScanThreads = 1024;
 constexpr int kElementwiseThreads = 256;
 constexpr int64_t kMaxElementwiseBlocks = 4096;
 
-__device__ __forceinline__ float to_f32(float x) { return x; }
-__device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ float to_f32(__half x) { return __half2float(x); }
-
-template <class T>
-__device__ __forceinline__ T from_f32(float x);
-template <>
-__device__ __forceinline__ float from_f32<float>(float x) { return x; }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
-template <>
-__device__ __forceinline__ __half from_f32<__half>(float x) { return __float2half(x); }
 
 // src: (src_rows, dim), index: (count) -> out: (count, dim); a bad index gives a zero row.
 template <class T>

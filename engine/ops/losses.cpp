@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include "engine/ops/activation_dispatch.h"
 #include "engine/ops/float_dispatch.h"
 #include "engine/tape.h"
 #include "kernels/contrastive.h"
@@ -26,17 +27,7 @@ constexpr bool kCudaType = std::is_same_v<T, float> || std::is_same_v<T, __nv_bf
 // f32, bf16 or f16 on CUDA.
 template <class Fn>
 void dispatch_loss_type(const char* op, const Tensor& t, Fn&& fn) {
-  const DType dtype = t.dtype();
-  if (t.is_cuda()) {
-    if (dtype == DType::f32) return fn(std::type_identity<float>{});
-    if (dtype == DType::bf16) return fn(std::type_identity<__nv_bfloat16>{});
-    if (dtype == DType::f16) return fn(std::type_identity<__half>{});
-    throw TensorError(std::string(op) + ": CUDA tensors must be f32, bf16 or f16, got " + describe(t));
-  }
-  if (dtype == DType::f32) return fn(std::type_identity<float>{});
-  if (dtype == DType::f64) return fn(std::type_identity<double>{});
-  throw TensorError(std::string(op) + ": CPU tensors must be f32 or f64 (convert 16-bit tensors with to(DType)), got " +
-                    describe(t));
+  detail::dispatch_activation(op, t, std::forward<Fn>(fn));
 }
 
 // dtype of scalar results and statistics: f32 on CUDA, the input's dtype on the CPU.

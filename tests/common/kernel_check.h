@@ -4,12 +4,14 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <functional>
 #include <cstring>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "engine/runtime/check.h"
+#include "engine/simt/schedule_oracle.h"
 
 namespace coco::testing {
 
@@ -145,6 +147,13 @@ inline ::testing::AssertionResult matches_reference(const std::vector<double>& r
   if (!(error <= threshold))
     return ::testing::AssertionFailure() << what << ": NMSE " << error << " above threshold " << threshold;
   return ::testing::AssertionSuccess() << what << ": NMSE " << error;
+}
+
+// The output bytes of `run` must be bitwise identical under the emulator's forward, reverse and random
+// schedules and its shared-memory poison patterns (a single run in gpu mode).
+inline void expect_schedule_invariant(const std::function<std::vector<uint8_t>()>& run, int random_seeds = 4) {
+  const emu::OracleResult result = emu::check_schedule_invariance(run, random_seeds);
+  EXPECT_TRUE(result.identical) << result.message;
 }
 
 }  // namespace coco::testing

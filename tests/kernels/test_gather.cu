@@ -18,11 +18,7 @@
 
 namespace {
 
-// Bitwise-identical outputs under the emulator's schedules and shared-memory poison patterns.
-void expect_schedule_invariant(const std::function<std::vector<uint8_t>()>& run, int random_seeds) {
-  const emu::OracleResult result = emu::check_schedule_invariance(run, random_seeds);
-  EXPECT_TRUE(result.identical) << result.message;
-}
+using coco::testing::expect_schedule_invariant;
 
 using coco::testing::from_floats;
 using coco::testing::GuardedDeviceBuffer;
