@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "coco/data_loader.h"
+#include "coco/model_report.h"
 #include "coco/objective.h"
 #include "coco/train_config.h"
 #include "engine/ops/elementwise.h"
@@ -358,6 +359,10 @@ int run_train(const TrainOptions& options) {
   }
 
   const int64_t rows_per_step = t.micro_batch * t.grad_accum;
+  std::printf("%s\n", objective::describe_model(model, config.model, config.objective, t.micro_batch, layout.seq_len,
+                                                param_dtype == DType::f32 ? 4 : 2)
+                          .text()
+                          .c_str());
   std::printf("model: %zu parameters (%zu tensors) on %s | data: %llu train sequences of %lld tokens (%.2f epochs "
               "planned)%s | %lld steps x %lld sequences\n",
               model.parameter_count(), params.size(), device_name(config.device),
