@@ -56,11 +56,14 @@ std::vector<Case> attention_cases(const Shapes& s) {
   ref_shape.batch = ref_batch;
   const size_t ref_qkv = static_cast<size_t>(ref_shape.qkv_elements());
   const size_t ref_scores = static_cast<size_t>(ref_shape.score_elements());
-  auto head = [](const std::vector<float>& all, size_t count) { return std::vector<float>(all.begin(), all.begin() + count); };
+  auto head = [](const std::vector<float>& all, size_t count) {
+    return std::vector<float>(all.begin(), all.begin() + count);
+  };
 
   // Reference forward of the first ref_batch sequences: {out, probs}.
   auto reference_forward = [=](const AttentionDropout& drop) {
-    std::pair<std::vector<float>, std::vector<float>> result{std::vector<float>(ref_qkv), std::vector<float>(ref_scores)};
+    std::pair<std::vector<float>, std::vector<float>> result{std::vector<float>(ref_qkv),
+                                                             std::vector<float>(ref_scores)};
     kernels::cpu::attention_forward<float, uint8_t>(q_host->data(), k_host->data(), v_host->data(), mask_host->data(),
                                                     bias_host->data(), ref_shape, drop, result.first.data(),
                                                     result.second.data());
@@ -200,9 +203,8 @@ std::vector<Case> relpos_cases(const Shapes& s) {
     Case c = make_case("relpos.bias_scatter", "coco", shape_text + "f32");
     c.bytes = H * T * T * 4.0 + T * T * 4.0;  // dbias and the inverse index read
     c.run = [=] {
-      kernels::cuda::relative_position_bias_backward<float, float>(dbias.get(), offsets.get(), positions.get(),
-                                                                   dtable.get(), layout, H, T, K, false,
-                                                                   current_stream());
+      kernels::cuda::relative_position_bias_backward<float, float>(
+          dbias.get(), offsets.get(), positions.get(), dtable.get(), layout, H, T, K, false, current_stream());
     };
     c.validate = [=, run = c.run] {
       dtable.poison();
@@ -210,8 +212,8 @@ std::vector<Case> relpos_cases(const Shapes& s) {
       std::vector<int32_t> offs(K + 1), pos(T * T);
       kernels::cpu::relative_position_bucket_index(buckets_ref->data(), T, K, offs.data(), pos.data());
       std::vector<float> expected(K * H);
-      kernels::cpu::relative_position_bias_backward<float>(dbias_host->data(), offs.data(), pos.data(),
-                                                           expected.data(), layout, H, T, K, false);
+      kernels::cpu::relative_position_bias_backward<float>(dbias_host->data(), offs.data(), pos.data(), expected.data(),
+                                                           layout, H, T, K, false);
       return compare("dtable", expected, dtable.download(), kF32Nmse);
     };
     cases.push_back(c);

@@ -16,9 +16,9 @@ namespace coco::bench {
 
 // Training shapes of one configuration.
 struct Shapes {
-  std::string config;      // "paper-base", "seed-readme", or "emulated-small"
-  int64_t batch = 32;      // sequences per micro-batch
-  int64_t seq_len = 512;   // T
+  std::string config;     // "paper-base", "seed-readme", or "emulated-small"
+  int64_t batch = 32;     // sequences per micro-batch
+  int64_t seq_len = 512;  // T
   int64_t d_model = 768;
   int64_t heads = 12;
   int64_t dim_head = 64;
@@ -31,13 +31,13 @@ struct Shapes {
 };
 
 struct Case {
-  std::string op;       // "layernorm.forward"
-  std::string variant;  // "coco", "naive", "cublaslt", "cudnn"
-  std::string shape;    // human-readable shape, e.g. "N=16384 C=768 bf16"
-  double bytes = 0;     // bytes moved by one run (memory-bound ops), 0 if not meaningful
-  double flops = 0;     // floating-point operations of one run (GEMM, attention), 0 otherwise
-  std::function<void()> run;                // enqueues one run on the current stream
-  std::function<std::string()> validate;    // runs the case and compares with a reference: "" when correct
+  std::string op;                         // "layernorm.forward"
+  std::string variant;                    // "coco", "naive", "cublaslt", "cudnn"
+  std::string shape;                      // human-readable shape, e.g. "N=16384 C=768 bf16"
+  double bytes = 0;                       // bytes moved by one run (memory-bound ops), 0 if not meaningful
+  double flops = 0;                       // floating-point operations of one run (GEMM, attention), 0 otherwise
+  std::function<void()> run;              // enqueues one run on the current stream
+  std::function<std::string()> validate;  // runs the case and compares with a reference: "" when correct
 };
 
 using Factory = std::function<std::vector<Case>(const Shapes&)>;

@@ -63,16 +63,22 @@ class DeviceArray {
 
 template <class T>
 float to_float(T value) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) return __bfloat162float(value);
-  else if constexpr (std::is_same_v<T, __half>) return __half2float(value);
-  else return static_cast<float>(value);
+  if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    return __bfloat162float(value);
+  else if constexpr (std::is_same_v<T, __half>)
+    return __half2float(value);
+  else
+    return static_cast<float>(value);
 }
 
 template <class T>
 T from_float(float value) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) return __float2bfloat16(value);
-  else if constexpr (std::is_same_v<T, __half>) return __float2half(value);
-  else return static_cast<T>(value);
+  if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    return __float2bfloat16(value);
+  else if constexpr (std::is_same_v<T, __half>)
+    return __float2half(value);
+  else
+    return static_cast<T>(value);
 }
 
 template <class T>
@@ -141,8 +147,9 @@ inline std::string compare(const std::string& what, const std::vector<float>& re
     const double r = reference[i], g = got[i];
     if (!std::isfinite(r) || !std::isfinite(g)) {
       const bool same = (std::isnan(r) && std::isnan(g)) || r == g;
-      if (!same) return what + ": element " + std::to_string(i) + " is " + std::to_string(g) + ", reference " +
-                        std::to_string(r);
+      if (!same)
+        return what + ": element " + std::to_string(i) + " is " + std::to_string(g) + ", reference " +
+               std::to_string(r);
       continue;
     }
     error += (r - g) * (r - g);

@@ -42,18 +42,23 @@ std::vector<Case> gelu_cases(const Shapes& s) {
     return c;
   };
   return {
-      make("gelu.forward", "coco", bytes2,
-           [=] { kernels::cuda::gelu_forward<bf16>(out.get(), x.get(), n, GeluApproximation::erf, current_stream()); },
-           false),
-      make("gelu.forward", "naive", bytes2, [=] { naive::gelu_forward(out.get(), x.get(), n, current_stream()); }, false),
-      make("gelu.backward", "coco", bytes3,
-           [=] {
-             kernels::cuda::gelu_backward<bf16>(out.get(), dout.get(), x.get(), n, GeluApproximation::erf,
-                                                current_stream());
-           },
-           true),
-      make("gelu.backward", "naive", bytes3,
-           [=] { naive::gelu_backward(out.get(), dout.get(), x.get(), n, current_stream()); }, true),
+      make(
+          "gelu.forward", "coco", bytes2,
+          [=] { kernels::cuda::gelu_forward<bf16>(out.get(), x.get(), n, GeluApproximation::erf, current_stream()); },
+          false),
+      make(
+          "gelu.forward", "naive", bytes2, [=] { naive::gelu_forward(out.get(), x.get(), n, current_stream()); },
+          false),
+      make(
+          "gelu.backward", "coco", bytes3,
+          [=] {
+            kernels::cuda::gelu_backward<bf16>(out.get(), dout.get(), x.get(), n, GeluApproximation::erf,
+                                               current_stream());
+          },
+          true),
+      make(
+          "gelu.backward", "naive", bytes3,
+          [=] { naive::gelu_backward(out.get(), dout.get(), x.get(), n, current_stream()); }, true),
   };
 }
 
@@ -72,13 +77,14 @@ std::vector<Case> softmax_cases(const Shapes& s) {
     const auto x_host = std::make_shared<std::vector<float>>(random_floats<bf16>(n, ++seed, -6.0f, 6.0f));
     const auto dy_host = std::make_shared<std::vector<float>>(random_floats<bf16>(n, ++seed));
     DeviceArray<bf16> x = device_from<bf16>(*x_host), dy = device_from<bf16>(*dy_host), y(n), dx(n);
-    const std::string shape_text =
-        std::string(problem.name) + " " + dims({{"rows", rows}, {"width", width}}, "bf16");
+    const std::string shape_text = std::string(problem.name) + " " + dims({{"rows", rows}, {"width", width}}, "bf16");
     for (const bool log : {false, true}) {
       // The backward consumes the reference output of the same inputs, rounded to bf16.
       std::vector<float> y_ref(n);
-      if (log) kernels::cpu::log_softmax_forward<float>(x_host->data(), y_ref.data(), rows, width);
-      else kernels::cpu::softmax_forward<float>(x_host->data(), y_ref.data(), rows, width);
+      if (log)
+        kernels::cpu::log_softmax_forward<float>(x_host->data(), y_ref.data(), rows, width);
+      else
+        kernels::cpu::softmax_forward<float>(x_host->data(), y_ref.data(), rows, width);
       const auto y_saved_host = std::make_shared<std::vector<float>>(to_floats(from_floats<bf16>(y_ref)));
       DeviceArray<bf16> y_saved = device_from<bf16>(*y_saved_host);
       const auto forward_reference = std::make_shared<std::vector<float>>(std::move(y_ref));
@@ -87,8 +93,10 @@ std::vector<Case> softmax_cases(const Shapes& s) {
         Case c = make_case(op + ".forward", "coco", shape_text);
         c.bytes = 2.0 * n * sizeof(bf16);
         c.run = [=] {
-          if (log) kernels::cuda::log_softmax_forward<bf16>(x.get(), y.get(), rows, width, current_stream());
-          else kernels::cuda::softmax_forward<bf16>(x.get(), y.get(), rows, width, current_stream());
+          if (log)
+            kernels::cuda::log_softmax_forward<bf16>(x.get(), y.get(), rows, width, current_stream());
+          else
+            kernels::cuda::softmax_forward<bf16>(x.get(), y.get(), rows, width, current_stream());
         };
         c.validate = [=, run = c.run] {
           y.poison();
@@ -112,15 +120,20 @@ std::vector<Case> softmax_cases(const Shapes& s) {
         Case c = make_case(op + ".backward", "coco", shape_text);
         c.bytes = 3.0 * n * sizeof(bf16);
         c.run = [=] {
-          if (log) kernels::cuda::log_softmax_backward<bf16>(y_saved.get(), dy.get(), dx.get(), rows, width, current_stream());
-          else kernels::cuda::softmax_backward<bf16>(y_saved.get(), dy.get(), dx.get(), rows, width, current_stream());
+          if (log)
+            kernels::cuda::log_softmax_backward<bf16>(y_saved.get(), dy.get(), dx.get(), rows, width, current_stream());
+          else
+            kernels::cuda::softmax_backward<bf16>(y_saved.get(), dy.get(), dx.get(), rows, width, current_stream());
         };
         c.validate = [=, run = c.run] {
           dx.poison();
           run();
           std::vector<float> expected(n);
-          if (log) kernels::cpu::log_softmax_backward<float>(y_saved_host->data(), dy_host->data(), expected.data(), rows, width);
-          else kernels::cpu::softmax_backward<float>(y_saved_host->data(), dy_host->data(), expected.data(), rows, width);
+          if (log)
+            kernels::cpu::log_softmax_backward<float>(y_saved_host->data(), dy_host->data(), expected.data(), rows,
+                                                      width);
+          else
+            kernels::cpu::softmax_backward<float>(y_saved_host->data(), dy_host->data(), expected.data(), rows, width);
           return compare("dx", expected, download_floats(dx), kBf16Nmse);
         };
         cases.push_back(c);

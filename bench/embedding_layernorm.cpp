@@ -34,7 +34,8 @@ std::vector<Case> embedding_cases(const Shapes& s) {
 
   auto forward_reference = [=] {
     std::vector<float> expected(BT * E);
-    kernels::cpu::embedding_forward<float>(expected.data(), ids_host->data(), tok_host->data(), pos_host->data(), shape);
+    kernels::cpu::embedding_forward<float>(expected.data(), ids_host->data(), tok_host->data(), pos_host->data(),
+                                           shape);
     return expected;
   };
 
@@ -57,7 +58,9 @@ std::vector<Case> embedding_cases(const Shapes& s) {
   {
     Case c = make_case("embedding.forward", "naive", shape_text);
     c.bytes = BT * 4.0 + 3.0 * BT * E * sizeof(bf16);
-    c.run = [=] { naive::embedding_forward(out.get(), ids.get(), tok.get(), pos.get(), s.batch, T, E, current_stream()); };
+    c.run = [=] {
+      naive::embedding_forward(out.get(), ids.get(), tok.get(), pos.get(), s.batch, T, E, current_stream());
+    };
     c.validate = [=, run = c.run] {
       out.poison();
       run();
@@ -137,7 +140,9 @@ std::vector<Case> layernorm_cases(const Shapes& s) {
   {
     Case c = make_case("layernorm.forward", "naive", shape_text);
     c.bytes = 2 * act;
-    c.run = [=] { naive::layernorm_forward(out.get(), x.get(), gamma.get(), beta.get(), rows, C, eps, current_stream()); };
+    c.run = [=] {
+      naive::layernorm_forward(out.get(), x.get(), gamma.get(), beta.get(), rows, C, eps, current_stream());
+    };
     c.validate = [=, run = c.run] {
       out.poison();
       run();
@@ -171,7 +176,8 @@ std::vector<Case> layernorm_cases(const Shapes& s) {
     cases.push_back(c);
   }
   for (const bool with_residual : {false, true}) {
-    Case c = make_case(with_residual ? "layernorm.backward+residual" : "layernorm.backward", "coco", shape_text + " f32 dgamma");
+    Case c = make_case(with_residual ? "layernorm.backward+residual" : "layernorm.backward", "coco",
+                       shape_text + " f32 dgamma");
     c.bytes = (with_residual ? 4 : 3) * act + rows * 8.0;  // dout, x, (dextra), dx, statistics
     const bf16* extra = with_residual ? dextra.get() : nullptr;
     c.run = [=] {

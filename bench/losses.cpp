@@ -32,10 +32,11 @@ std::vector<Case> cross_entropy_cases(const Shapes& s) {
     std::vector<int32_t> counts;
   };
   auto reference = [=] {
-    Reference ref{0.0f, std::vector<float>(rows), std::vector<float>(rows), std::vector<int32_t>(kernels::kCrossEntropyCounts)};
-    kernels::cpu::cross_entropy_forward<float>(logits_host->data(), targets_host->data(), nullptr, rows, V, kIgnoreIndex,
-                                               LossReduction::mean, &ref.loss, ref.row_loss.data(), ref.row_lse.data(),
-                                               ref.counts.data());
+    Reference ref{0.0f, std::vector<float>(rows), std::vector<float>(rows),
+                  std::vector<int32_t>(kernels::kCrossEntropyCounts)};
+    kernels::cpu::cross_entropy_forward<float>(logits_host->data(), targets_host->data(), nullptr, rows, V,
+                                               kIgnoreIndex, LossReduction::mean, &ref.loss, ref.row_loss.data(),
+                                               ref.row_lse.data(), ref.counts.data());
     return ref;
   };
   auto reference_grad = [=](float g) {
@@ -100,7 +101,8 @@ std::vector<Case> cross_entropy_cases(const Shapes& s) {
     c.validate = [=, run = c.run] {
       dlogits.poison();
       run();
-      return first_problem({check_forward(), compare("dlogits", reference_grad(1.0f), download_floats(dlogits), kBf16Nmse)});
+      return first_problem(
+          {check_forward(), compare("dlogits", reference_grad(1.0f), download_floats(dlogits), kBf16Nmse)});
     };
     cases.push_back(c);
   }
@@ -161,8 +163,8 @@ std::vector<Case> bce_cases(const Shapes& s) {
   DeviceArray<int32_t> counts(kernels::kBceCounts);
   const auto ref_counts = std::make_shared<std::vector<int32_t>>(kernels::kBceCounts);
   const auto ref_loss = std::make_shared<float>(0.0f);
-  kernels::cpu::bce_with_logits_forward<float>(logits_host->data(), replaced_host->data(), valid_host->data(), n, labels,
-                                               ref_loss.get(), ref_counts->data());
+  kernels::cpu::bce_with_logits_forward<float>(logits_host->data(), replaced_host->data(), valid_host->data(), n,
+                                               labels, ref_loss.get(), ref_counts->data());
   const std::string shape_text = dims({{"n", n}}, "bf16");
   std::vector<Case> cases;
   {
@@ -221,8 +223,10 @@ std::vector<Case> l2norm_cases(const Shapes& s) {
     Case c = make_case("l2norm.forward", naive_variant ? "naive" : "coco", shape_text);
     c.bytes = 2 * act + rows * 4.0;
     c.run = [=] {
-      if (naive_variant) naive::l2_normalize_forward(y.get(), norms.get(), x.get(), rows, dim, eps, current_stream());
-      else kernels::cuda::l2_normalize_forward<bf16>(x.get(), rows, dim, eps, y.get(), norms.get(), current_stream());
+      if (naive_variant)
+        naive::l2_normalize_forward(y.get(), norms.get(), x.get(), rows, dim, eps, current_stream());
+      else
+        kernels::cuda::l2_normalize_forward<bf16>(x.get(), rows, dim, eps, y.get(), norms.get(), current_stream());
     };
     c.validate = [=, run = c.run] {
       y.poison();
@@ -266,13 +270,15 @@ std::vector<Case> contrastive_cases(const Shapes& s) {
     for (int64_t r = 0; r < B; ++r) {
       double sum = 0;
       for (int64_t c = 0; c < D; ++c) sum += double(x[r * D + c]) * x[r * D + c];
-      for (int64_t c = 0; c < D; ++c) x[r * D + c] = to_float(from_float<bf16>(static_cast<float>(x[r * D + c] / std::sqrt(sum))));
+      for (int64_t c = 0; c < D; ++c)
+        x[r * D + c] = to_float(from_float<bf16>(static_cast<float>(x[r * D + c] / std::sqrt(sum))));
     }
     return std::make_shared<std::vector<float>>(std::move(x));
   };
   const auto a_host = unit_rows(231), b_host = unit_rows(232);
   // Make the positives more similar than the negatives: b_i leans towards a_i.
-  for (int64_t i = 0; i < B * D; ++i) (*b_host)[i] = to_float(from_float<bf16>(0.5f * (*b_host)[i] + 0.05f * (*a_host)[i]));
+  for (int64_t i = 0; i < B * D; ++i)
+    (*b_host)[i] = to_float(from_float<bf16>(0.5f * (*b_host)[i] + 0.05f * (*a_host)[i]));
   const float theta_value = std::log(1.0f / 0.07f);
   DeviceArray<bf16> a = device_from<bf16>(*a_host), b = device_from<bf16>(*b_host), da(B * D), db(B * D);
   DeviceArray<float> theta(std::vector<float>{theta_value}), loss(1), dloss(std::vector<float>{1.0f}), dtheta(1);
@@ -325,8 +331,8 @@ std::vector<Case> contrastive_cases(const Shapes& s) {
       c.flops = 2 * gemm_flops;
       auto run_backward = [=] {
         if (info)
-          kernels::cuda::info_nce_backward<bf16>(a.get(), b.get(), theta.get(), saved.get(), B, D, dloss.get(), da.get(),
-                                                 db.get(), dtheta.get(), workspace.get(), current_stream());
+          kernels::cuda::info_nce_backward<bf16>(a.get(), b.get(), theta.get(), saved.get(), B, D, dloss.get(),
+                                                 da.get(), db.get(), dtheta.get(), workspace.get(), current_stream());
         else
           kernels::cuda::nt_xent_backward<bf16>(a.get(), b.get(), saved.get(), B, D, tau, dloss.get(), da.get(),
                                                 db.get(), workspace.get(), current_stream());

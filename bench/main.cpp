@@ -54,19 +54,23 @@ Options parse(int argc, char** argv) {
       if (i + 1 >= argc) usage_error("option " + arg + " needs a value");
       return argv[++i];
     };
-    if (arg == "--config") o.config = value();
-    else if (arg == "--filter") o.filter = value();
+    if (arg == "--config")
+      o.config = value();
+    else if (arg == "--filter")
+      o.filter = value();
     else if (arg == "--repeats") {
       const std::string v = value();
       char* end = nullptr;
       const long n = std::strtol(v.c_str(), &end, 10);
       if (!end || *end || n < 20 || n > 100000) usage_error("--repeats expects an integer >= 20, got '" + v + "'");
       o.repeats = static_cast<int>(n);
-    } else if (arg == "--out") o.out = value();
+    } else if (arg == "--out")
+      o.out = value();
     else if (arg == "--help" || arg == "-h") {
       std::printf("coco-bench: times every kernel at training shapes (see bench/README.md)\n");
       std::exit(0);
-    } else usage_error("unknown option '" + arg + "'");
+    } else
+      usage_error("unknown option '" + arg + "'");
   }
   if (o.config != "paper-base" && o.config != "seed-readme" && o.config != "all")
     usage_error("--config expects paper-base, seed-readme or all, got '" + o.config + "'");
@@ -147,7 +151,8 @@ int main(int argc, char** argv) {
   int driver = 0;
   if (timing) COCO_CUDA_CHECK(cudaDriverGetVersion(&driver));
   std::vector<Shapes> shape_sets;
-  if (!timing) shape_sets.push_back(emulated_small());
+  if (!timing)
+    shape_sets.push_back(emulated_small());
   else {
     if (options.config != "seed-readme") shape_sets.push_back(paper_base());
     if (options.config != "paper-base") shape_sets.push_back(seed_readme());
@@ -173,9 +178,10 @@ int main(int argc, char** argv) {
     std::printf("device %s, driver %d: copy bandwidth %.0f GB/s, cuBLAS bf16 GEMM %.1f TFLOP/s\n", props.name, driver,
                 copy_gbps, gemm_tflops);
   } else {
-    std::printf("emulated mode (%s): validating every case through the SIMT emulator at reduced shapes; "
-                "NO TIMING is done without a GPU\n",
-                props.name);
+    std::printf(
+        "emulated mode (%s): validating every case through the SIMT emulator at reduced shapes; "
+        "NO TIMING is done without a GPU\n",
+        props.name);
   }
 
   int failures = 0, cases = 0;
@@ -190,14 +196,18 @@ int main(int argc, char** argv) {
       for (Case& c : family.factory(shapes)) {
         if (!options.filter.empty() && (c.op + " " + c.variant).find(options.filter) == std::string::npos) continue;
         ++cases;
-        nlohmann::json row = {{"config", shapes.config}, {"family", family.name}, {"op", c.op},
-                              {"variant", c.variant},    {"shape", c.shape}};
+        nlohmann::json row = {{"config", shapes.config},
+                              {"family", family.name},
+                              {"op", c.op},
+                              {"variant", c.variant},
+                              {"shape", c.shape}};
         const std::string problem = c.validate ? c.validate() : std::string("no validation defined");
         row["valid"] = problem.empty();
         if (!problem.empty()) {
           ++failures;
           row["error"] = problem;
-          std::printf("%-34s %-10s %-34s INVALID: %s\n", c.op.c_str(), c.variant.c_str(), c.shape.c_str(), problem.c_str());
+          std::printf("%-34s %-10s %-34s INVALID: %s\n", c.op.c_str(), c.variant.c_str(), c.shape.c_str(),
+                      problem.c_str());
           report["results"].push_back(row);
           continue;
         }
@@ -229,8 +239,8 @@ int main(int argc, char** argv) {
     }
   }
   if (flush) COCO_CUDA_CHECK(cudaFree(flush));
-  const std::string out = !options.out.empty() ? options.out
-                                               : std::string("coco-bench-") + report["date"].get<std::string>() + ".json";
+  const std::string out =
+      !options.out.empty() ? options.out : std::string("coco-bench-") + report["date"].get<std::string>() + ".json";
   std::ofstream(out) << report.dump(2) << "\n";
   std::printf("\n%d cases, %d invalid; results written to %s\n", cases, failures, out.c_str());
   return failures ? 1 : 0;

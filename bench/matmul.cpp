@@ -169,7 +169,8 @@ std::vector<Case> matmul_cases(const Shapes& s) {
       const auto pre_host = std::make_shared<std::vector<float>>(random_floats<bf16>(M * N, ++seed, -3.0f, 3.0f));
       DeviceArray<bf16> pre_in = device_from<bf16>(*pre_host);
       c.run = [=] {
-        kernels::cuda::activation_backward<bf16>(layer.act, dy.get(), pre_in.get(), dpre.get(), M * N, current_stream());
+        kernels::cuda::activation_backward<bf16>(layer.act, dy.get(), pre_in.get(), dpre.get(), M * N,
+                                                 current_stream());
       };
       c.validate = [=, run = c.run] {
         dpre.poison();
@@ -188,7 +189,8 @@ std::vector<Case> matmul_cases(const Shapes& s) {
     const auto k_host = std::make_shared<std::vector<float>>(random_floats<bf16>(batch * T * Dh, ++seed));
     DeviceArray<bf16> q = device_from<bf16>(*q_host), k = device_from<bf16>(*k_host);
     DeviceArray<float> scores(batch * T * T);
-    Case c = make_case("gemm_strided_batched(q.k^T)", "coco-lt", dims({{"batch", batch}, {"T", T}, {"Dh", Dh}}, "bf16->f32"));
+    Case c = make_case("gemm_strided_batched(q.k^T)", "coco-lt",
+                       dims({{"batch", batch}, {"T", T}, {"Dh", Dh}}, "bf16->f32"));
     c.flops = 2.0 * batch * T * T * Dh;
     c.run = [=] {
       kernels::cuda::gemm_strided_batched<bf16, float>(false, true, T, T, Dh, 1.0, q.get(), Dh, T * Dh, k.get(), Dh,

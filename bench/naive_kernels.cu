@@ -211,8 +211,8 @@ void cast_bf16_to_f32(float* out, const bf16* in, int64_t n, cudaStream_t stream
   COCO_LAUNCH(cast_kernel, dim3(blocks_for(n)), dim3(kBlock), 0, stream, out, in, n);
 }
 
-void embedding_forward(bf16* out, const int32_t* ids, const bf16* tok, const bf16* pos, int64_t B, int64_t T,
-                       int64_t E, cudaStream_t stream) {
+void embedding_forward(bf16* out, const int32_t* ids, const bf16* tok, const bf16* pos, int64_t B, int64_t T, int64_t E,
+                       cudaStream_t stream) {
   COCO_LAUNCH(embedding_forward_kernel, dim3(blocks_for(B * T * E)), dim3(kBlock), 0, stream, out, ids, tok, pos, B, T,
               E);
 }
@@ -240,8 +240,8 @@ void adamw_flat(float* param, const float* grad, float* exp_avg, float* exp_avg_
 
 void attention_forward(bf16* out, float* scores, const bf16* q, const bf16* k, const bf16* v, const uint8_t* key_mask,
                        const bf16* bias, int64_t B, int64_t H, int64_t T, int64_t Dh, cudaStream_t stream) {
-  COCO_LAUNCH(attention_scores_kernel, dim3(blocks_for(B * H * T * T)), dim3(kBlock), 0, stream, scores, q, k,
-              key_mask, bias, B, H, T, Dh);
+  COCO_LAUNCH(attention_scores_kernel, dim3(blocks_for(B * H * T * T)), dim3(kBlock), 0, stream, scores, q, k, key_mask,
+              bias, B, H, T, Dh);
   COCO_LAUNCH(attention_softmax_kernel, dim3(blocks_for(B * H * T)), dim3(kBlock), 0, stream, scores, B * H * T, T);
   COCO_LAUNCH(attention_pv_kernel, dim3(blocks_for(B * H * T * Dh)), dim3(kBlock), 0, stream, out, scores, v, B * H, T,
               Dh);

@@ -44,8 +44,8 @@ void cross_entropy_rows(float* row_loss, float* row_lse, const __nv_bfloat16* lo
                         int64_t rows, int64_t V, cudaStream_t stream);
 
 // One thread per row: y = x / max(||x||, eps), norms: (rows) f32. x, y: (rows, dim)
-void l2_normalize_forward(__nv_bfloat16* y, float* norms, const __nv_bfloat16* x, int64_t rows, int64_t dim,
-                          float eps, cudaStream_t stream);
+void l2_normalize_forward(__nv_bfloat16* y, float* norms, const __nv_bfloat16* x, int64_t rows, int64_t dim, float eps,
+                          cudaStream_t stream);
 
 // One thread per element: out[m, :] = src[index[m], :] (index assumed valid).
 void gather_rows(__nv_bfloat16* out, const __nv_bfloat16* src, const int32_t* index, int64_t count, int64_t dim,
@@ -53,9 +53,8 @@ void gather_rows(__nv_bfloat16* out, const __nv_bfloat16* src, const int32_t* in
 
 // One thread per element of one flat buffer (torch.optim.AdamW with f32 master weights and grads).
 // decay_factor = 1 - lr*wd, step_size = lr / (1 - beta1^t), bc2_sqrt = sqrt(1 - beta2^t).
-void adamw_flat(float* param, const float* grad, float* exp_avg, float* exp_avg_sq, int64_t n,
-                float decay_factor, float beta1, float beta2, float step_size, float bc2_sqrt, float eps,
-                cudaStream_t stream);
+void adamw_flat(float* param, const float* grad, float* exp_avg, float* exp_avg_sq, int64_t n, float decay_factor,
+                float beta1, float beta2, float step_size, float bc2_sqrt, float eps, cudaStream_t stream);
 
 // The naive three-kernel attention forward without dropout (the baseline that stands in for cuDNN's
 // fused SDPA): S = scale * q k^T + bias (-inf where key_mask == 0), one thread per score; row softmax,
@@ -63,7 +62,7 @@ void adamw_flat(float* param, const float* grad, float* exp_avg, float* exp_avg_
 // q, k, v, out: (B, H, T, Dh) bf16; key_mask: (B, T) u8 or null; bias: (H, T, T) bf16 or null;
 // scores: (B, H, T, T) f32 scratch, holding P afterwards.
 void attention_forward(__nv_bfloat16* out, float* scores, const __nv_bfloat16* q, const __nv_bfloat16* k,
-                       const __nv_bfloat16* v, const uint8_t* key_mask, const __nv_bfloat16* bias, int64_t B,
-                       int64_t H, int64_t T, int64_t Dh, cudaStream_t stream);
+                       const __nv_bfloat16* v, const uint8_t* key_mask, const __nv_bfloat16* bias, int64_t B, int64_t H,
+                       int64_t T, int64_t Dh, cudaStream_t stream);
 
 }  // namespace coco::bench::naive

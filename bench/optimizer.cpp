@@ -21,12 +21,22 @@ struct ParameterShape {
 std::vector<ParameterShape> model_parameters(const Shapes& s) {
   const int64_t d = s.d_model, E = s.embed_dim, FF = s.d_ff;
   const int64_t layers = s.config == "emulated-small" ? 2 : 12;
-  std::vector<ParameterShape> p = {{s.vocab * E, true}, {std::max<int64_t>(s.seq_len, 512) * E, true}, {E, false},
-                                   {E, false}};
+  std::vector<ParameterShape> p = {
+      {s.vocab * E, true}, {std::max<int64_t>(s.seq_len, 512) * E, true}, {E, false}, {E, false}};
   if (E != d) p.insert(p.end(), {{E * d, true}, {d, false}});
   for (int64_t l = 0; l < layers; ++l)
-    p.insert(p.end(), {{3 * d * d, true}, {3 * d, false}, {d * d, true}, {d, false}, {d, false}, {d, false},
-                       {FF * d, true}, {FF, false}, {d * FF, true}, {d, false}, {d, false}, {d, false}});
+    p.insert(p.end(), {{3 * d * d, true},
+                       {3 * d, false},
+                       {d * d, true},
+                       {d, false},
+                       {d, false},
+                       {d, false},
+                       {FF * d, true},
+                       {FF, false},
+                       {d * FF, true},
+                       {d, false},
+                       {d, false},
+                       {d, false}});
   p.insert(p.end(), {{d * d, true}, {d, false}, {d, false}, {d, false}, {s.vocab, false}});
   return p;
 }
@@ -99,11 +109,11 @@ std::vector<Case> optimizer_cases(const Shapes& s) {
   };
   auto check_step = [=](bool per_tensor_decay, bool check_working_copy) {
     const auto [expected, working] = reference_step(per_tensor_decay);
-    return first_problem({compare("param", expected[0], param.download(), kF32Nmse),
-                          compare("exp_avg", expected[1], m.download(), kF32Nmse),
-                          compare("exp_avg_sq", expected[2], v.download(), kF32Nmse),
-                          check_working_copy ? compare("param_bf16", to_floats(working), download_floats(param_bf16), 1e-5)
-                                             : ""});
+    return first_problem(
+        {compare("param", expected[0], param.download(), kF32Nmse),
+         compare("exp_avg", expected[1], m.download(), kF32Nmse),
+         compare("exp_avg_sq", expected[2], v.download(), kF32Nmse),
+         check_working_copy ? compare("param_bf16", to_floats(working), download_floats(param_bf16), 1e-5) : ""});
   };
 
   const std::string shape_text = dims({{"params", total}, {"tensors", num_tensors}}, "f32");

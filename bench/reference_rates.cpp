@@ -38,7 +38,8 @@ double measure_copy_bandwidth_gbps() {
   COCO_CUDA_CHECK(cudaMalloc(&a, bytes));
   COCO_CUDA_CHECK(cudaMalloc(&b, bytes));
   COCO_CUDA_CHECK(cudaMemset(a, 1, bytes));
-  const double ms = median_ms([&] { COCO_CUDA_CHECK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, current_stream())); }, 20);
+  const double ms =
+      median_ms([&] { COCO_CUDA_CHECK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, current_stream())); }, 20);
   COCO_CUDA_CHECK(cudaFree(a));
   COCO_CUDA_CHECK(cudaFree(b));
   return 2.0 * static_cast<double>(bytes) / (ms * 1e-3) / 1e9;
@@ -62,9 +63,9 @@ double measure_bf16_gemm_tflops() {
   const float alpha = 1.0f, beta = 0.0f;
   const double ms = median_ms(
       [&] {
-        const cublasStatus_t status = cublasGemmEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &alpha, a, CUDA_R_16BF, n, b,
-                                                   CUDA_R_16BF, n, &beta, c, CUDA_R_16BF, n, CUBLAS_COMPUTE_32F,
-                                                   CUBLAS_GEMM_DEFAULT);
+        const cublasStatus_t status =
+            cublasGemmEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &alpha, a, CUDA_R_16BF, n, b, CUDA_R_16BF, n, &beta,
+                         c, CUDA_R_16BF, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
         if (status != CUBLAS_STATUS_SUCCESS) throw CudaError("cublasGemmEx (bf16 reference GEMM) failed");
       },
       20);

@@ -57,14 +57,18 @@ std::vector<Case> gather_cases(const Shapes& s) {
     Case c = make_case("gather_rows", naive_variant ? "naive" : "coco", shape_text);
     c.bytes = 2.0 * count * dim * sizeof(bf16) + count * 4.0;
     c.run = [=] {
-      if (naive_variant) naive::gather_rows(out.get(), src.get(), index.get(), count, dim, current_stream());
-      else kernels::cuda::gather_rows<bf16>(src.get(), rows, dim, index.get(), count, out.get(), invalid.get(), current_stream());
+      if (naive_variant)
+        naive::gather_rows(out.get(), src.get(), index.get(), count, dim, current_stream());
+      else
+        kernels::cuda::gather_rows<bf16>(src.get(), rows, dim, index.get(), count, out.get(), invalid.get(),
+                                         current_stream());
     };
     c.validate = [=, run = c.run] {
       out.poison();
       run();
       std::string problem = compare("out", gather_reference(), download_floats(out), 0.0);
-      if (problem.empty() && !naive_variant) problem = compare_exact("invalid", std::vector<int32_t>{0}, invalid.download());
+      if (problem.empty() && !naive_variant)
+        problem = compare_exact("invalid", std::vector<int32_t>{0}, invalid.download());
       return problem;
     };
     cases.push_back(c);
@@ -180,7 +184,8 @@ std::vector<Case> masking_cases(const Shapes& s) {
 
 std::vector<Case> sampling_cases(const Shapes& s) {
   const int64_t N = s.masked_rows(), V = s.vocab;
-  const auto logits_host = std::make_shared<std::vector<bf16>>(from_floats<bf16>(random_floats<bf16>(N * V, 321, -5.0f, 5.0f)));
+  const auto logits_host =
+      std::make_shared<std::vector<bf16>>(from_floats<bf16>(random_floats<bf16>(N * V, 321, -5.0f, 5.0f)));
   DeviceArray<bf16> logits(*logits_host);
   DeviceArray<int32_t> samples(N);
   const std::string shape_text = dims({{"rows", N}, {"V", V}}, "bf16");
@@ -190,15 +195,19 @@ std::vector<Case> sampling_cases(const Shapes& s) {
     Case c = make_case(gumbel ? "sampling.gumbel" : "sampling.multinomial", "coco", shape_text);
     c.bytes = N * V * 2.0 + N * 4.0;
     c.run = [=] {
-      if (gumbel) kernels::cuda::gumbel_sample<bf16>(logits.get(), N, V, 1.0f, stream, samples.get(), current_stream());
-      else kernels::cuda::multinomial_sample<bf16>(logits.get(), N, V, 1.0f, stream, samples.get(), current_stream());
+      if (gumbel)
+        kernels::cuda::gumbel_sample<bf16>(logits.get(), N, V, 1.0f, stream, samples.get(), current_stream());
+      else
+        kernels::cuda::multinomial_sample<bf16>(logits.get(), N, V, 1.0f, stream, samples.get(), current_stream());
     };
     c.validate = [=, run = c.run] {
       samples.poison();
       run();
       std::vector<int32_t> expected(N);
-      if (gumbel) kernels::cpu::gumbel_sample<bf16>(logits_host->data(), N, V, 1.0f, stream, expected.data());
-      else kernels::cpu::multinomial_sample<bf16>(logits_host->data(), N, V, 1.0f, stream, expected.data());
+      if (gumbel)
+        kernels::cpu::gumbel_sample<bf16>(logits_host->data(), N, V, 1.0f, stream, expected.data());
+      else
+        kernels::cpu::multinomial_sample<bf16>(logits_host->data(), N, V, 1.0f, stream, expected.data());
       return compare_exact("samples", expected, samples.download());
     };
     cases.push_back(c);

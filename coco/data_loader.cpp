@@ -126,7 +126,8 @@ TokenDataset TokenDataset::from_shards(const std::vector<fs::path>& shard_paths,
 
 PackedSequences::PackedSequences(std::shared_ptr<const TokenDataset> dataset, PackingLayout layout)
     : dataset_(std::move(dataset)), layout_(layout) {
-  if (layout_.seq_len < 2) throw DataError("packing: sequence length must be at least 2, got " + std::to_string(layout_.seq_len));
+  if (layout_.seq_len < 2)
+    throw DataError("packing: sequence length must be at least 2, got " + std::to_string(layout_.seq_len));
   body_ = static_cast<uint64_t>(layout_.seq_len) - (layout_.cls_id >= 0 ? 1 : 0);
   const uint64_t documents = dataset_->documents();
   const uint64_t separators = layout_.sep_id >= 0 && documents > 0 ? documents - 1 : 0;
@@ -136,7 +137,8 @@ PackedSequences::PackedSequences(std::shared_ptr<const TokenDataset> dataset, Pa
 
 void PackedSequences::fill(uint64_t index, int32_t* out) const {
   if (index >= sequences_)
-    throw std::out_of_range("PackedSequences::fill: sequence " + std::to_string(index) + " of " + std::to_string(sequences_));
+    throw std::out_of_range("PackedSequences::fill: sequence " + std::to_string(index) + " of " +
+                            std::to_string(sequences_));
   int32_t* write = out;
   if (layout_.cls_id >= 0) *write++ = layout_.cls_id;
   const bool separated = layout_.sep_id >= 0;
@@ -150,8 +152,10 @@ void PackedSequences::fill(uint64_t index, int32_t* out) const {
   uint64_t lo = 0, hi = dataset_->documents();  // invariant: stream_start(lo) <= position < stream_start(hi)
   while (hi - lo > 1) {
     const uint64_t mid = (lo + hi) / 2;
-    if (stream_start(mid) <= position) lo = mid;
-    else hi = mid;
+    if (stream_start(mid) <= position)
+      lo = mid;
+    else
+      hi = mid;
   }
   uint64_t d = lo;
   while (position < end) {
@@ -226,8 +230,8 @@ DataLoader::DataLoader(std::shared_ptr<const PackedSequences> sequences, LoaderO
     : sequences_(std::move(sequences)), options_(options), cursor_(options.start_cursor) {
   if (options_.micro_batch < 1) throw DataError("data loader: micro_batch must be >= 1");
   if (options_.world_size < 1 || options_.rank < 0 || options_.rank >= options_.world_size)
-    throw DataError("data loader: rank " + std::to_string(options_.rank) + " is not in [0, world_size = " +
-                    std::to_string(options_.world_size) + ")");
+    throw DataError("data loader: rank " + std::to_string(options_.rank) +
+                    " is not in [0, world_size = " + std::to_string(options_.world_size) + ")");
   if (sequences_->size() == 0) throw DataError("the data split has no tokens: nothing to train on");
   if (options_.prefetch > 0) thread_ = std::thread([this] { run(); });
 }

@@ -71,9 +71,9 @@ class TokenDataset {
 };
 
 struct PackingLayout {
-  int64_t seq_len = 0;    // T
-  int32_t cls_id = -1;    // < 0: no [CLS] written by the loader
-  int32_t sep_id = -1;    // < 0: documents follow each other directly
+  int64_t seq_len = 0;  // T
+  int32_t cls_id = -1;  // < 0: no [CLS] written by the loader
+  int32_t sep_id = -1;  // < 0: documents follow each other directly
   int32_t pad_id = 0;
 };
 
@@ -90,7 +90,7 @@ class PackedSequences {
  private:
   std::shared_ptr<const TokenDataset> dataset_;
   PackingLayout layout_;
-  uint64_t body_ = 0;         // stream tokens per sequence (T or T - 1)
+  uint64_t body_ = 0;  // stream tokens per sequence (T or T - 1)
   uint64_t stream_length_ = 0;
   uint64_t sequences_ = 0;
 };
@@ -99,8 +99,8 @@ struct Batch {
   std::vector<int32_t> tokens;  // (rows, T) row-major
   int64_t rows = 0;
   int64_t seq_len = 0;
-  uint64_t cursor_before = 0;   // data position of this batch
-  uint64_t cursor_after = 0;    // data position of the next batch
+  uint64_t cursor_before = 0;  // data position of this batch
+  uint64_t cursor_after = 0;   // data position of the next batch
   uint64_t epoch = 0;
   int64_t non_pad_tokens = 0;
 };

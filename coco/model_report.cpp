@@ -15,12 +15,12 @@ double layer_activation_bytes(const model::EncoderConfig& e, int64_t batch, int6
   const double hidden = tokens * e.dim * bytes;
   const double inner = tokens * e.inner_dim() * bytes;
   const double probs = static_cast<double>(batch) * e.heads * seq_len * seq_len;
-  double total = 4 * hidden             // block input, attention output, LayerNorm inputs/outputs
-                 + 3 * inner + 3 * inner  // qkv and q, k, v
-                 + inner                  // merged context
-                 + probs * bytes          // softmax probabilities
+  double total = 4 * hidden                          // block input, attention output, LayerNorm inputs/outputs
+                 + 3 * inner + 3 * inner             // qkv and q, k, v
+                 + inner                             // merged context
+                 + probs * bytes                     // softmax probabilities
                  + 2 * tokens * e.ff_dim() * bytes;  // GELU pre-activation and output
-  if (e.dropout.attention > 0) total += probs;        // u8 keep mask
+  if (e.dropout.attention > 0) total += probs;       // u8 keep mask
   if (e.dropout.residual > 0) total += 2 * tokens * e.dim;
   if (e.dropout.activation > 0) total += tokens * e.ff_dim();
   return total;
@@ -41,9 +41,12 @@ ModelReport describe_model(const CocoModel& model, const model::ModelConfig& con
   for (const auto& p : model.named_parameters()) {
     const int64_t n = p.tensor.numel();
     report.total_parameters += n;
-    if (p.name.rfind("generator", 0) == 0) report.generator_parameters += n;
-    else if (p.name.rfind("discriminator.", 0) == 0) report.discriminator_parameters += n;
-    else report.head_parameters += n;
+    if (p.name.rfind("generator", 0) == 0)
+      report.generator_parameters += n;
+    else if (p.name.rfind("discriminator.", 0) == 0)
+      report.discriminator_parameters += n;
+    else
+      report.head_parameters += n;
   }
   const double masked = static_cast<double>(micro_batch) * seq_len * objective.mask_prob;
   double activations = encoder_activation_bytes(config.generator, micro_batch, seq_len, bytes);
@@ -62,8 +65,8 @@ std::string ModelReport::text() const {
   std::snprintf(buffer, sizeof buffer,
                 "parameters: %.2fM total (generator %.2fM, discriminator %.2fM incl. shared embeddings, heads %.2fM)\n"
                 "activation memory per micro-batch (estimate): %.1f MiB",
-                total_parameters / 1e6, generator_parameters / 1e6, discriminator_parameters / 1e6, head_parameters / 1e6,
-                activation_bytes / (1024.0 * 1024.0));
+                total_parameters / 1e6, generator_parameters / 1e6, discriminator_parameters / 1e6,
+                head_parameters / 1e6, activation_bytes / (1024.0 * 1024.0));
   return buffer;
 }
 

@@ -15,7 +15,8 @@ namespace coco::objective {
 
 ObjectiveConfig parse_objective_config(ConfigObject r) {
   ObjectiveConfig c;
-  c.preset = r.get_choice("preset", "lucidrains", {"lucidrains", "paper"}) == "paper" ? Preset::paper : Preset::lucidrains;
+  c.preset =
+      r.get_choice("preset", "lucidrains", {"lucidrains", "paper"}) == "paper" ? Preset::paper : Preset::lucidrains;
   const bool paper = c.preset == Preset::paper;
   const int32_t max_id = INT32_MAX;
   c.pad_id = static_cast<int32_t>(r.get_int("pad_id", paper ? 0 : 0, 0, max_id));
@@ -55,8 +56,8 @@ void validate_objective_config(const ObjectiveConfig& c, const model::ModelConfi
   auto check_id = [&](const char* key, int32_t id, bool optional) {
     if (optional && id < 0) return;
     if (id < 0 || id >= v)
-      fail(std::string("key 'objective.") + key + "': token id " + std::to_string(id) + " is outside the vocabulary [0, " +
-           std::to_string(v) + ")");
+      fail(std::string("key 'objective.") + key + "': token id " + std::to_string(id) +
+           " is outside the vocabulary [0, " + std::to_string(v) + ")");
   };
   check_id("pad_id", c.pad_id, false);
   check_id("cls_id", c.cls_id, false);
@@ -71,8 +72,9 @@ void validate_objective_config(const ObjectiveConfig& c, const model::ModelConfi
   if (c.preset == Preset::paper) {
     if (m.generator_head != "bert") fail("the paper preset needs model.generator_head = \"bert\" (tied output)");
     if (m.generator.dim != m.discriminator.dim)
-      fail("the paper preset ties the generator's output and the CLM head to the token embedding, so "
-           "model.generator.dim must equal model.discriminator.dim");
+      fail(
+          "the paper preset ties the generator's output and the CLM head to the token embedding, so "
+          "model.generator.dim must equal model.discriminator.dim");
   }
   if (m.discriminator.embed_dim != m.discriminator.dim && c.preset == Preset::paper)
     fail("the paper preset's CLM head uses the tied token embedding: model.discriminator.embed_dim must equal dim");
@@ -143,9 +145,9 @@ CocoModel::CocoModel(const model::ModelConfig& m, const ObjectiveConfig& c, uint
   model::Initializer gen_init(seed ^ 0x67656E00ull, m.generator.init, dtype);
   model::Initializer disc_init(seed ^ 0x64697300ull, m.discriminator.init, dtype);
   model::Initializer head_init(seed ^ 0x68656164ull, m.discriminator.init, dtype);
-  discriminator_ = register_module("discriminator",
-                                   std::make_shared<model::Encoder>(m.discriminator, m.vocab_size, m.max_positions, c.pad_id,
-                                                                    model::SharedEmbeddings{}, disc_init, device));
+  discriminator_ = register_module(
+      "discriminator", std::make_shared<model::Encoder>(m.discriminator, m.vocab_size, m.max_positions, c.pad_id,
+                                                        model::SharedEmbeddings{}, disc_init, device));
   model::SharedEmbeddings shared;
   if (m.tie_token_embedding) shared.token = discriminator_->embeddings().token;
   if (m.tie_position_embedding) shared.position = discriminator_->embeddings().position;
@@ -157,7 +159,8 @@ CocoModel::CocoModel(const model::ModelConfig& m, const ObjectiveConfig& c, uint
                                                                              c.pad_id, shared, gen_init, device));
   auto gen_head = register_module("generator_head", std::make_shared<Module>());
   if (m.generator_head == "linear") {
-    gen_out_ = gen_head->register_module("out", std::make_shared<model::Linear>(m.generator.dim, m.vocab_size, true, head_init, device));
+    gen_out_ = gen_head->register_module(
+        "out", std::make_shared<model::Linear>(m.generator.dim, m.vocab_size, true, head_init, device));
   } else {
     gen_transform_ = gen_head->register_module(
         "dense", std::make_shared<model::Linear>(m.generator.dim, m.generator.dim, true, head_init, device));
@@ -171,17 +174,19 @@ CocoModel::CocoModel(const model::ModelConfig& m, const ObjectiveConfig& c, uint
     auto clm = register_module("clm_head", std::make_shared<Module>());
     clm_bias_ = clm->register_parameter("bias", head_init.constant(Shape{m.vocab_size}, 0.0, device), false);
     auto scl = register_module("scl_head", std::make_shared<Module>());
-    scl_dense_ = scl->register_module("dense", std::make_shared<model::Linear>(m.discriminator.dim, c.scl_dim, true, head_init, device));
-    scl_norm_ = scl->register_module("norm", std::make_shared<model::LayerNorm>(c.scl_dim, m.discriminator.layer_norm_eps, head_init, device));
+    scl_dense_ = scl->register_module(
+        "dense", std::make_shared<model::Linear>(m.discriminator.dim, c.scl_dim, true, head_init, device));
+    scl_norm_ = scl->register_module(
+        "norm", std::make_shared<model::LayerNorm>(c.scl_dim, m.discriminator.layer_norm_eps, head_init, device));
   } else {
     cl_theta_ = register_parameter("cl_theta", head_init.constant(Shape{1}, c.cl_initial_theta, device), false);
   }
 }
 
 Tensor CocoModel::generator_logits(const Tensor& rows) const {
-  if (gen_out_) return gen_out_->forward(rows);                                  // (M, V)
+  if (gen_out_) return gen_out_->forward(rows);  // (M, V)
   Tensor h = gen_norm_->forward(gen_transform_->forward(rows, ops::Activation::gelu_erf));
-  return ops::linear(h, generator_->embeddings().token, gen_bias_);              // tied: (M, d) x (V, d)^T
+  return ops::linear(h, generator_->embeddings().token, gen_bias_);  // tied: (M, d) x (V, d)^T
 }
 
 Outputs CocoModel::forward(const Tensor& input, uint64_t step, bool training) {
@@ -190,8 +195,8 @@ Outputs CocoModel::forward(const Tensor& input, uint64_t step, bool training) {
   const bool paper = config_.preset == Preset::paper;
   const int64_t batch = input.size(0), seq_len = input.size(1);
   if (seq_len > model_config_.max_positions)
-    throw TensorError("CocoModel::forward: sequence length " + std::to_string(seq_len) + " exceeds model.max_positions (" +
-                      std::to_string(model_config_.max_positions) + ")");
+    throw TensorError("CocoModel::forward: sequence length " + std::to_string(seq_len) +
+                      " exceeds model.max_positions (" + std::to_string(model_config_.max_positions) + ")");
   std::vector<int32_t> host = input.to_vector<int32_t>();
   for (size_t i = 0; i < host.size(); ++i)
     if (host[i] < 0 || host[i] >= model_config_.vocab_size)
@@ -240,8 +245,8 @@ Outputs CocoModel::forward(const Tensor& input, uint64_t step, bool training) {
     Tensor sample_logits = gen_logits.detach();
     if (paper && training && any_dropout(model_config_.generator)) {
       model::ForwardOptions eval_options{false, seed_, step, kGeneratorEvalPass};
-      sample_logits = generator_logits(ops::gather_rows(generator_->forward(masked.generator_input, key_mask, eval_options),
-                                                        masked.positions));
+      sample_logits = generator_logits(
+          ops::gather_rows(generator_->forward(masked.generator_input, key_mask, eval_options), masked.positions));
     }
     if (sample_logits.dtype() == DType::f16) sample_logits = sample_logits.to(DType::f32);  // samplers read f32/bf16
     samples = ops::sample_tokens(sample_logits,
@@ -276,10 +281,10 @@ Outputs CocoModel::forward(const Tensor& input, uint64_t step, bool training) {
         if (static_cast<int64_t>(weights.size()) != masked.count)
           throw std::logic_error("CocoModel: frozen CLM weights do not match the masked positions");
       } else {
-        const std::vector<double> copy_logits = binary_logits.detach().to_f64();
-        const std::vector<int32_t> positions = masked.positions.to_vector<int32_t>();
-        weights.reserve(positions.size());
-        for (int32_t p : positions) weights.push_back(1.0 / (1.0 + std::exp(copy_logits[p])));
+        // Only the M masked copy logits leave the device, gathered there.
+        const std::vector<double> copy_logits = ops::gather_rows(binary_logits.detach(), masked.positions).to_f64();
+        weights.reserve(copy_logits.size());
+        for (double logit : copy_logits) weights.push_back(1.0 / (1.0 + std::exp(logit)));
       }
       out.clm_weights = weights;
       ops::CrossEntropyOptions clm_options;
@@ -306,8 +311,11 @@ Outputs CocoModel::forward(const Tensor& input, uint64_t step, bool training) {
     Tensor corrupted_cls = ops::gather_rows(disc_hidden, cls), crop_cls = ops::gather_rows(crop_hidden, cls);  // (B, d)
     ops::LossResult cl;
     if (paper) {
-      auto head = [&](const Tensor& h) { return scl_norm_->forward(scl_dense_->forward(h, ops::Activation::gelu_erf)); };
-      cl = ops::nt_xent(ops::l2_normalize(head(crop_cls)), ops::l2_normalize(head(corrupted_cls)), config_.scl_temperature);
+      auto head = [&](const Tensor& h) {
+        return scl_norm_->forward(scl_dense_->forward(h, ops::Activation::gelu_erf));
+      };
+      cl = ops::nt_xent(ops::l2_normalize(head(crop_cls)), ops::l2_normalize(head(corrupted_cls)),
+                        config_.scl_temperature);
     } else {
       cl = ops::info_nce(ops::l2_normalize(corrupted_cls), ops::l2_normalize(crop_cls), cl_theta_);
     }

@@ -24,20 +24,20 @@ struct ObjectiveConfig {
   int32_t pad_id = 0, cls_id = 1, sep_id = -1, mask_id = 2, unk_id = -1;
   double mask_prob = 0.15;
   std::vector<int32_t> mask_ignore_token_ids;
-  double replace_prob = 0.85;       // lucidrains
-  double random_token_prob = 0.0;   // lucidrains
-  double crop_percentage = 0.5;     // lucidrains 0.5 (subset), paper 0.9 (contiguous span)
-  double temperature = 1.0;         // sampling temperature (lucidrains Gumbel-max)
-  std::string sampler = "gumbel";   // "gumbel" (lucidrains) | "multinomial" (paper)
-  double gen_weight = 1.0;          // MLM
-  double disc_weight = 50.0;        // rtd (lucidrains) or copy (paper, lambda_copy)
-  double clm_weight = 1.0;          // paper only
-  double cl_weight = 1.0;           // contrastive
-  double cl_initial_theta = 1.0;    // lucidrains learnable log-scale
-  int64_t scl_dim = 768;            // paper SCL head width
-  double scl_temperature = 1.0;     // paper NT-Xent tau (fixed)
-  std::string clm_form = "code";    // paper: "code" (released loss)
-  bool prepend_cls = true;          // lucidrains: x = [CLS] + x[:, :T-1]
+  double replace_prob = 0.85;      // lucidrains
+  double random_token_prob = 0.0;  // lucidrains
+  double crop_percentage = 0.5;    // lucidrains 0.5 (subset), paper 0.9 (contiguous span)
+  double temperature = 1.0;        // sampling temperature (lucidrains Gumbel-max)
+  std::string sampler = "gumbel";  // "gumbel" (lucidrains) | "multinomial" (paper)
+  double gen_weight = 1.0;         // MLM
+  double disc_weight = 50.0;       // rtd (lucidrains) or copy (paper, lambda_copy)
+  double clm_weight = 1.0;         // paper only
+  double cl_weight = 1.0;          // contrastive
+  double cl_initial_theta = 1.0;   // lucidrains learnable log-scale
+  int64_t scl_dim = 768;           // paper SCL head width
+  double scl_temperature = 1.0;    // paper NT-Xent tau (fixed)
+  std::string clm_form = "code";   // paper: "code" (released loss)
+  bool prepend_cls = true;         // lucidrains: x = [CLS] + x[:, :T-1]
 };
 
 ObjectiveConfig parse_objective_config(ConfigObject reader);
@@ -93,11 +93,11 @@ class CocoModel : public Module {
   std::shared_ptr<model::Linear> gen_out_, gen_transform_;
   std::shared_ptr<model::LayerNorm> gen_norm_;
   Tensor gen_bias_;
-  std::shared_ptr<model::Linear> binary_head_;       // Linear(d, 1)
-  Tensor clm_bias_;                                   // (V), paper
-  std::shared_ptr<model::Linear> scl_dense_;          // paper
-  std::shared_ptr<model::LayerNorm> scl_norm_;        // paper
-  Tensor cl_theta_;                                   // lucidrains, (1)
+  std::shared_ptr<model::Linear> binary_head_;  // Linear(d, 1)
+  Tensor clm_bias_;                             // (V), paper
+  std::shared_ptr<model::Linear> scl_dense_;    // paper
+  std::shared_ptr<model::LayerNorm> scl_norm_;  // paper
+  Tensor cl_theta_;                             // lucidrains, (1)
   std::optional<std::vector<double>> frozen_clm_weights_;
 };
 

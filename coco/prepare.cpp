@@ -80,7 +80,7 @@ class DocumentReader {
     std::ifstream in(file, std::ios::binary);
     if (!in) throw std::runtime_error(path_string(file) + ": cannot open input file");
     name_ = path_string(file);
-    std::string buffer;           // unprocessed bytes, starting at file offset buffer_offset
+    std::string buffer;  // unprocessed bytes, starting at file offset buffer_offset
     uint64_t buffer_offset = 0;
     std::vector<char> chunk(std::max<size_t>(options_.read_bytes, 4096));
     for (;;) {
@@ -360,8 +360,8 @@ std::vector<std::pair<std::string, uint64_t>> listed_outputs(const nlohmann::jso
 }
 
 bool safe_output_name(const std::string& name) {
-  return !name.empty() && name.find('/') == std::string::npos && name.find('\\') == std::string::npos &&
-         name != "." && name != "..";
+  return !name.empty() && name.find('/') == std::string::npos && name.find('\\') == std::string::npos && name != "." &&
+         name != "..";
 }
 
 void write_text_atomically(const fs::path& path, const std::string& text) {
@@ -415,14 +415,16 @@ std::vector<fs::path> list_input_files(const std::vector<fs::path>& inputs, cons
   for (const auto& input : inputs) {
     const auto status = fs::status(input, error);
     if (error || !fs::exists(status)) {
-      throw std::invalid_argument("prepare: input " + path_string(input) + " does not exist; expected a file or directory");
+      throw std::invalid_argument("prepare: input " + path_string(input) +
+                                  " does not exist; expected a file or directory");
     }
     if (fs::is_regular_file(status)) {
       files.push_back(input);
       continue;
     }
     if (!fs::is_directory(status)) {
-      throw std::invalid_argument("prepare: input " + path_string(input) + " is neither a regular file nor a directory");
+      throw std::invalid_argument("prepare: input " + path_string(input) +
+                                  " is neither a regular file nor a directory");
     }
     for (auto it = fs::recursive_directory_iterator(input, fs::directory_options::skip_permission_denied);
          it != fs::recursive_directory_iterator(); ++it) {
@@ -434,7 +436,8 @@ std::vector<fs::path> list_input_files(const std::vector<fs::path>& inputs, cons
       if (it->is_regular_file()) files.push_back(path);
     }
   }
-  std::sort(files.begin(), files.end(), [](const fs::path& a, const fs::path& b) { return path_string(a) < path_string(b); });
+  std::sort(files.begin(), files.end(),
+            [](const fs::path& a, const fs::path& b) { return path_string(a) < path_string(b); });
   files.erase(std::unique(files.begin(), files.end()), files.end());
   return files;
 }
@@ -474,8 +477,9 @@ PrepareResult prepare(const PrepareOptions& options) {
         result.vocab_path = out_dir / old_meta.at("vocab_file").get<std::string>();
         result.vocab_size = old_meta.at("vocab_size").get<size_t>();
         const auto& ids = old_meta.at("special_ids");
-        result.special_ids = {ids.at("pad").get<uint32_t>(), ids.at("unk").get<uint32_t>(), ids.at("cls").get<uint32_t>(),
-                              ids.at("sep").get<uint32_t>(), ids.at("mask").get<uint32_t>()};
+        result.special_ids = {ids.at("pad").get<uint32_t>(), ids.at("unk").get<uint32_t>(),
+                              ids.at("cls").get<uint32_t>(), ids.at("sep").get<uint32_t>(),
+                              ids.at("mask").get<uint32_t>()};
         for (auto* split : {&result.train, &result.valid}) {
           const auto& j = old_meta.at("splits").at(split == &result.train ? "train" : "valid");
           split->documents = j.at("documents").get<uint64_t>();
@@ -514,11 +518,12 @@ PrepareResult prepare(const PrepareOptions& options) {
   if (options.vocab_file) {
     const fs::path& source = *options.vocab_file;
     const bool is_json = source.extension() == ".json";
-    tokenizer = is_json ? WordPieceTokenizer::from_tokenizer_json(source) : WordPieceTokenizer::from_vocab_txt(source, normalizer);
+    tokenizer = is_json ? WordPieceTokenizer::from_tokenizer_json(source)
+                        : WordPieceTokenizer::from_vocab_txt(source, normalizer);
     if (is_json && options.lowercase && *options.lowercase != tokenizer->normalizer().lowercase) {
-      throw std::invalid_argument("prepare: lowercase=" + std::string(*options.lowercase ? "true" : "false") + " but " +
-                                  path_string(source) + " has lowercase=" +
-                                  (tokenizer->normalizer().lowercase ? "true" : "false") + "; expected them to agree");
+      throw std::invalid_argument(
+          "prepare: lowercase=" + std::string(*options.lowercase ? "true" : "false") + " but " + path_string(source) +
+          " has lowercase=" + (tokenizer->normalizer().lowercase ? "true" : "false") + "; expected them to agree");
     }
     vocab_name = is_json ? "tokenizer.json" : "vocab.txt";
     vocab_source = path_string(source);
@@ -545,7 +550,8 @@ PrepareResult prepare(const PrepareOptions& options) {
         },
         [&](Batch& batch) {
           counted_documents += batch.documents();
-          if (options.progress) options.progress({"counting words", batch.input_bytes, total_bytes, counted_documents, 0});
+          if (options.progress)
+            options.progress({"counting words", batch.input_bytes, total_bytes, counted_documents, 0});
         });
     WordCounter total(normalizer, trainer.max_word_chars);
     for (const auto& counter : counters) total.merge(counter);
@@ -606,7 +612,8 @@ PrepareResult prepare(const PrepareOptions& options) {
           }
           SplitWriter& split = splits[is_valid_document(batch.doc_indices[i], options.seed, options.valid_fraction)];
           if (!split.writer) {
-            split.writer = std::make_unique<ShardWriter>(out_dir / shard_file(split), result.vocab_size, vocab_hash_value);
+            split.writer =
+                std::make_unique<ShardWriter>(out_dir / shard_file(split), result.vocab_size, vocab_hash_value);
           }
           split.writer->add_document(std::span<const uint32_t>(batch.ids.data() + begin, count));
           ++split.summary.documents;
@@ -615,7 +622,8 @@ PrepareResult prepare(const PrepareOptions& options) {
           if (split.writer->token_count() >= options.shard_tokens) close_shard(split);
         }
         documents_done += batch.documents();
-        if (options.progress) options.progress({"tokenizing", batch.input_bytes, total_bytes, documents_done, tokens_done});
+        if (options.progress)
+          options.progress({"tokenizing", batch.input_bytes, total_bytes, documents_done, tokens_done});
       });
   for (auto& split : splits) close_shard(split);
   result.train = splits[0].summary;
@@ -633,11 +641,16 @@ PrepareResult prepare(const PrepareOptions& options) {
   meta["vocab_size"] = result.vocab_size;
   meta["vocab_hash"] = hex64(vocab_hash_value);
   meta["token_bytes"] = token_bytes_for_vocab(result.vocab_size);
-  meta["special_ids"] = {{"pad", result.special_ids.pad}, {"unk", result.special_ids.unk}, {"cls", result.special_ids.cls},
-                         {"sep", result.special_ids.sep}, {"mask", result.special_ids.mask}};
+  meta["special_ids"] = {{"pad", result.special_ids.pad},
+                         {"unk", result.special_ids.unk},
+                         {"cls", result.special_ids.cls},
+                         {"sep", result.special_ids.sep},
+                         {"mask", result.special_ids.mask}};
   meta["lowercase"] = norm.lowercase;
-  meta["normalizer"] = {{"clean_text", norm.clean_text}, {"handle_chinese_chars", norm.handle_chinese_chars},
-                        {"strip_accents", norm.strip_accents}, {"lowercase", norm.lowercase}};
+  meta["normalizer"] = {{"clean_text", norm.clean_text},
+                        {"handle_chinese_chars", norm.handle_chinese_chars},
+                        {"strip_accents", norm.strip_accents},
+                        {"lowercase", norm.lowercase}};
   meta["document_rule"] = kDocumentRule;
   meta["valid_split_rule"] = "document d is valid iff splitmix64(seed ^ splitmix64(d)) / 2^64 < valid_fraction";
   meta["splits"] = nlohmann::ordered_json::object();

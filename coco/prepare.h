@@ -47,7 +47,7 @@ struct PrepareOptions {
   std::optional<std::filesystem::path> vocab_file;
   size_t vocab_size = 0;
   SpecialLayout special_layout = SpecialLayout::first;  // trained vocabularies only
-  uint64_t min_pair_frequency = 2;                       // trained vocabularies only
+  uint64_t min_pair_frequency = 2;                      // trained vocabularies only
   // Uncased (lowercase + strip accents) unless false. A tokenizer.json decides itself; a value given here must
   // then agree with it.
   std::optional<bool> lowercase;
@@ -58,11 +58,11 @@ struct PrepareOptions {
   size_t max_document_bytes = size_t{32} << 20;
 
   // Throughput knobs: they never change the output.
-  size_t threads = 0;                // tokenizer threads; 0 = hardware concurrency
+  size_t threads = 0;                    // tokenizer threads; 0 = hardware concurrency
   size_t batch_bytes = size_t{1} << 20;  // text per work item
   size_t read_bytes = size_t{4} << 20;   // read chunk
 
-  bool force = false;  // rebuild even if meta.json says the output is up to date
+  bool force = false;                                    // rebuild even if meta.json says the output is up to date
   std::function<void(const PrepareProgress&)> progress;  // called from the calling thread
 };
 

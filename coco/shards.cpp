@@ -21,7 +21,9 @@ uint64_t load64(const unsigned char* p) {
   return v;
 }
 
-uint32_t load32(const unsigned char* p) { return p[0] | (p[1] << 8) | (p[2] << 16) | (static_cast<uint32_t>(p[3]) << 24); }
+uint32_t load32(const unsigned char* p) {
+  return p[0] | (p[1] << 8) | (p[2] << 16) | (static_cast<uint32_t>(p[3]) << 24);
+}
 
 void store64(unsigned char* p, uint64_t v) {
   for (int i = 0; i < 8; ++i) p[i] = static_cast<unsigned char>(v >> (8 * i));
@@ -259,7 +261,8 @@ ShardHeader parse_header(const std::string& name, const unsigned char* bytes, ui
   ShardHeader h;
   h.version = load32(bytes + 8);
   if (h.version != kShardVersion) {
-    throw fail("unsupported shard version " + std::to_string(h.version) + ", expected " + std::to_string(kShardVersion));
+    throw fail("unsupported shard version " + std::to_string(h.version) + ", expected " +
+               std::to_string(kShardVersion));
   }
   h.header_checksum = load64(bytes + 56);
   const uint64_t computed = xxh64(bytes, 56);
@@ -313,7 +316,8 @@ TokenShard TokenShard::read(const std::filesystem::path& path, const ShardExpect
   const uint64_t size = std::filesystem::file_size(path, error);
   if (error) throw ShardError(name + ": cannot stat token shard: " + error.message());
   unsigned char header_bytes[kShardHeaderBytes] = {};
-  in.read(reinterpret_cast<char*>(header_bytes), static_cast<std::streamsize>(std::min<uint64_t>(size, kShardHeaderBytes)));
+  in.read(reinterpret_cast<char*>(header_bytes),
+          static_cast<std::streamsize>(std::min<uint64_t>(size, kShardHeaderBytes)));
   TokenShard shard;
   shard.header_ = parse_header(name, header_bytes, size);
   const ShardHeader& h = shard.header_;
@@ -366,8 +370,8 @@ TokenShard TokenShard::read(const std::filesystem::path& path, const ShardExpect
 
 uint32_t TokenShard::token(uint64_t index) const {
   if (index >= header_.token_count) {
-    throw std::out_of_range("TokenShard::token: index " + std::to_string(index) + " >= " +
-                            std::to_string(header_.token_count) + " tokens");
+    throw std::out_of_range("TokenShard::token: index " + std::to_string(index) +
+                            " >= " + std::to_string(header_.token_count) + " tokens");
   }
   return token_unchecked(index);
 }
@@ -380,7 +384,8 @@ uint32_t TokenShard::token_unchecked(uint64_t index) const {
 void TokenShard::copy_tokens(uint64_t first, uint64_t count, uint32_t* out) const {
   if (first > header_.token_count || count > header_.token_count - first) {
     throw std::out_of_range("TokenShard::copy_tokens: range [" + std::to_string(first) + ", " +
-                            std::to_string(first + count) + ") exceeds " + std::to_string(header_.token_count) + " tokens");
+                            std::to_string(first + count) + ") exceeds " + std::to_string(header_.token_count) +
+                            " tokens");
   }
   for (uint64_t i = 0; i < count; ++i) out[i] = token_unchecked(first + i);
 }

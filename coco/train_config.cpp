@@ -90,8 +90,10 @@ void collect_differences(const nlohmann::json& a, const nlohmann::json& b, const
   if (a.is_object() && b.is_object()) {
     for (auto it = a.begin(); it != a.end(); ++it) {
       const std::string key = path + "." + it.key();
-      if (!b.contains(it.key())) out.push_back(key + ": " + it.value().dump() + " -> (absent)");
-      else collect_differences(it.value(), b.at(it.key()), key, out);
+      if (!b.contains(it.key()))
+        out.push_back(key + ": " + it.value().dump() + " -> (absent)");
+      else
+        collect_differences(it.value(), b.at(it.key()), key, out);
     }
     for (auto it = b.begin(); it != b.end(); ++it)
       if (!a.contains(it.key())) out.push_back(path + "." + it.key() + ": (absent) -> " + it.value().dump());
@@ -156,7 +158,8 @@ TrainConfig parse_train_config(const nlohmann::json& root, const std::string& so
     throw ConfigError(source + ": key 'optim.warmup_steps': expected at most train.steps (" +
                       std::to_string(c.train.steps) + "), got " + std::to_string(c.optim.warmup_steps));
   if (c.objective.preset == objective::Preset::paper && c.objective.sep_id < 0)
-    throw ConfigError(source + ": key 'objective.sep_id': the paper preset packs documents with [SEP]; expected a token id");
+    throw ConfigError(source +
+                      ": key 'objective.sep_id': the paper preset packs documents with [SEP]; expected a token id");
   objective::validate_objective_config(c.objective, c.model, c.train.micro_batch, source);
   return c;
 }
@@ -175,7 +178,8 @@ nlohmann::json train_config_to_json(const TrainConfig& c) {
   nlohmann::json j;
   j["model"] = model::model_config_to_json(c.model);
   j["objective"] = objective::objective_config_to_json(c.objective);
-  j["data"] = {{"dir", c.data.dir}, {"seq_len", c.data.seq_len}, {"shuffle", c.data.shuffle}, {"prefetch", c.data.prefetch}};
+  j["data"] = {
+      {"dir", c.data.dir}, {"seq_len", c.data.seq_len}, {"shuffle", c.data.shuffle}, {"prefetch", c.data.prefetch}};
   j["optim"] = {{"lr", c.optim.lr},
                 {"betas", {c.optim.beta1, c.optim.beta2}},
                 {"eps", c.optim.eps},

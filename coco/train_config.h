@@ -23,7 +23,7 @@
 namespace coco::train {
 
 struct DataConfig {
-  std::string dir;       // prepared directory (coco prepare --out), made absolute when loaded
+  std::string dir;  // prepared directory (coco prepare --out), made absolute when loaded
   int64_t seq_len = 128;
   bool shuffle = true;   // a new order of the packed sequences every epoch, from train.seed
   int64_t prefetch = 4;  // micro-batches prepared ahead by the loader thread

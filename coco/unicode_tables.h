@@ -10,13 +10,13 @@ namespace coco::text::unicode {
 
 // Flag bits of one code point.
 enum CharFlag : uint8_t {
-  kDropped = 1,          // removed by clean_text: control/format/private-use (not \t \n \r), U+0000, U+FFFD
-  kWhitespace = 2,       // mapped to ' ' by clean_text and split on by the pre-tokenizer
-  kPunctuation = 4,      // a token of its own: ASCII punctuation or Unicode P*
-  kChinese = 8,          // CJK ideograph: surrounded by spaces
-  kStripDrops = 16,      // NFD + drop Mn leaves nothing (a nonspacing mark)
-  kStripMaps = 32,       // NFD + drop Mn gives other code points (kStripMappings)
-  kLowerMaps = 64,       // lowercase differs (kLowerMappings)
+  kDropped = 1,             // removed by clean_text: control/format/private-use (not \t \n \r), U+0000, U+FFFD
+  kWhitespace = 2,          // mapped to ' ' by clean_text and split on by the pre-tokenizer
+  kPunctuation = 4,         // a token of its own: ASCII punctuation or Unicode P*
+  kChinese = 8,             // CJK ideograph: surrounded by spaces
+  kStripDrops = 16,         // NFD + drop Mn leaves nothing (a nonspacing mark)
+  kStripMaps = 32,          // NFD + drop Mn gives other code points (kStripMappings)
+  kLowerMaps = 64,          // lowercase differs (kLowerMappings)
   kCombiningNonzero = 128,  // canonical combining class != 0 (kCombiningClasses): a non-starter in NFD
 };
 
@@ -34,8 +34,8 @@ struct CombiningClass {
   uint8_t value;
 };
 
-extern const uint16_t kBlockIndex[];  // [0x110000 / kBlockSize]
-extern const uint8_t kBlocks[];       // [blocks * kBlockSize]
+extern const uint16_t kBlockIndex[];             // [0x110000 / kBlockSize]
+extern const uint8_t kBlocks[];                  // [blocks * kBlockSize]
 extern const CodepointMapping kStripMappings[];  // sorted by code_point
 extern const size_t kStripMappingCount;
 extern const CodepointMapping kLowerMappings[];  // sorted by code_point

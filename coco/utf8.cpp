@@ -23,7 +23,8 @@ std::string describe_invalid(std::string_view bytes, size_t pos) {
   if (b0 == 0xC0 || b0 == 0xC1 || b0 >= 0xF5) return std::string("byte ") + hex + " never appears in UTF-8";
   const size_t length = b0 <= 0xDF ? 2 : b0 <= 0xEF ? 3 : 4;
   for (size_t k = 1; k < length; ++k) {
-    if (pos + k >= bytes.size()) return std::string("sequence starting with ") + hex + " is truncated by the end of input";
+    if (pos + k >= bytes.size())
+      return std::string("sequence starting with ") + hex + " is truncated by the end of input";
     if ((s[pos + k] & 0xC0) != 0x80) return std::string("sequence starting with ") + hex + " lacks a continuation byte";
   }
   return std::string("sequence starting with ") + hex + " is overlong, a surrogate or above U+10FFFF";

@@ -25,18 +25,16 @@ constexpr char32_t kHangulFirst = 0xAC00, kHangulLast = 0xD7A3;
 
 const unicode::CodepointMapping* find_mapping(const unicode::CodepointMapping* table, size_t count, char32_t cp) {
   const auto* end = table + count;
-  const auto* it = std::lower_bound(table, end, cp, [](const unicode::CodepointMapping& m, char32_t c) {
-    return m.code_point < c;
-  });
+  const auto* it =
+      std::lower_bound(table, end, cp, [](const unicode::CodepointMapping& m, char32_t c) { return m.code_point < c; });
   return it != end && it->code_point == cp ? it : nullptr;
 }
 
 uint8_t combining_class(char32_t cp) {
   const auto* begin = unicode::kCombiningClasses;
   const auto* end = begin + unicode::kCombiningClassCount;
-  const auto* it = std::lower_bound(begin, end, cp, [](const unicode::CombiningClass& c, char32_t v) {
-    return c.code_point < v;
-  });
+  const auto* it =
+      std::lower_bound(begin, end, cp, [](const unicode::CombiningClass& c, char32_t v) { return c.code_point < v; });
   return it != end && it->code_point == cp ? it->value : 0;
 }
 
@@ -389,8 +387,9 @@ WordPieceTokenizer WordPieceTokenizer::from_tokenizer_json(const std::filesystem
     for (const auto& [token, id_json] : vocab_json.items()) {
       const auto id = id_json.get<int64_t>();
       if (id < 0 || static_cast<size_t>(id) >= tokens.size() || seen[id]) {
-        throw fail("model.vocab id " + std::to_string(id) + " of '" + token + "' is out of range or repeated; expected ids 0.." +
-                   std::to_string(tokens.size() - 1) + " each once");
+        throw fail("model.vocab id " + std::to_string(id) + " of '" + token +
+                   "' is out of range or repeated; expected ids 0.." + std::to_string(tokens.size() - 1) +
+                   " each once");
       }
       seen[id] = true;
       tokens[id] = token;
@@ -405,7 +404,8 @@ WordPieceTokenizer WordPieceTokenizer::from_tokenizer_json(const std::filesystem
       config.normalizer = {false, false, false, false};
     } else {
       if (normalizer.value("type", std::string()) != "BertNormalizer") {
-        throw fail("normalizer.type is '" + normalizer.value("type", std::string()) + "', expected 'BertNormalizer' or null");
+        throw fail("normalizer.type is '" + normalizer.value("type", std::string()) +
+                   "', expected 'BertNormalizer' or null");
       }
       config.normalizer.clean_text = normalizer.value("clean_text", true);
       config.normalizer.handle_chinese_chars = normalizer.value("handle_chinese_chars", true);
@@ -542,7 +542,8 @@ void WordPieceTokenizer::encode(std::string_view text, std::vector<uint32_t>& ou
       for (;;) {
         size_t cursor = match_end;
         char32_t cp;
-        if (cursor >= text.size() || !decode_utf8(text, cursor, cp) || !(unicode::flags(cp) & unicode::kWhitespace)) break;
+        if (cursor >= text.size() || !decode_utf8(text, cursor, cp) || !(unicode::flags(cp) & unicode::kWhitespace))
+          break;
         match_end = cursor;
       }
     }

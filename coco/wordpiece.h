@@ -72,7 +72,8 @@ class Vocab {
     void build(const std::vector<std::string>& tokens, std::string_view required_prefix);
     std::optional<uint32_t> find(std::string_view key, const std::vector<std::string>& tokens) const;
     // `hash` = 64-bit FNV-1a of `key`.
-    std::optional<uint32_t> find_hashed(std::string_view key, uint64_t hash, const std::vector<std::string>& tokens) const;
+    std::optional<uint32_t> find_hashed(std::string_view key, uint64_t hash,
+                                        const std::vector<std::string>& tokens) const;
   };
   void build_tables(std::string_view continuing_prefix);
 
@@ -179,4 +180,3 @@ class WordPieceTokenizer {
 };
 
 }  // namespace coco::text
-

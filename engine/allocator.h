@@ -14,8 +14,8 @@
 namespace coco {
 
 struct AllocatorStats {
-  size_t bytes_in_use = 0;        // sum of the size classes of live blocks
-  size_t bytes_reserved = 0;      // live + cached, i.e. everything obtained from cudaMalloc
+  size_t bytes_in_use = 0;    // sum of the size classes of live blocks
+  size_t bytes_reserved = 0;  // live + cached, i.e. everything obtained from cudaMalloc
   size_t peak_bytes_in_use = 0;
   uint64_t backing_allocations = 0;  // cudaMalloc calls
   uint64_t backing_frees = 0;        // cudaFree calls

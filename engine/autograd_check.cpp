@@ -7,8 +7,8 @@
 
 namespace coco {
 
-GradcheckReport gradcheck(const std::function<Tensor(const std::vector<Tensor>&)>& fn, const std::vector<Tensor>& inputs,
-                          const GradcheckOptions& options, unsigned weight_seed) {
+GradcheckReport gradcheck(const std::function<Tensor(const std::vector<Tensor>&)>& fn,
+                          const std::vector<Tensor>& inputs, const GradcheckOptions& options, unsigned weight_seed) {
   for (size_t i = 0; i < inputs.size(); ++i) {
     check_defined("gradcheck", inputs[i], "an input");
     if (inputs[i].dtype() != DType::f64 || inputs[i].device() != Device::cpu)

@@ -12,7 +12,8 @@ namespace coco {
 // `fn` maps the inputs to one output tensor. Every input must be an f64 CPU tensor; those that
 // require grad are checked. The scalar checked is sum(fn(inputs) * W) for a fixed pseudo-random W,
 // so every output element contributes with its own weight. Input names (set_name) appear in the report.
-GradcheckReport gradcheck(const std::function<Tensor(const std::vector<Tensor>&)>& fn, const std::vector<Tensor>& inputs,
-                          const GradcheckOptions& options = {}, unsigned weight_seed = 1234);
+GradcheckReport gradcheck(const std::function<Tensor(const std::vector<Tensor>&)>& fn,
+                          const std::vector<Tensor>& inputs, const GradcheckOptions& options = {},
+                          unsigned weight_seed = 1234);
 
 }  // namespace coco

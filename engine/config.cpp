@@ -48,12 +48,15 @@ int64_t ConfigObject::get_int(const std::string& key, int64_t fallback, int64_t 
   const auto* v = find(key);
   if (!v) return fallback;
   int64_t value = 0;
-  if (v->is_number_integer()) value = v->get<int64_t>();
-  else if (v->is_number_float() && std::floor(v->get<double>()) == v->get<double>() && std::fabs(v->get<double>()) < 9e15)
+  if (v->is_number_integer())
+    value = v->get<int64_t>();
+  else if (v->is_number_float() && std::floor(v->get<double>()) == v->get<double>() &&
+           std::fabs(v->get<double>()) < 9e15)
     value = static_cast<int64_t>(v->get<double>());
-  else fail(key, "an integer");
+  else
+    fail(key, "an integer");
   if (value < min || value > max) {
-    std::string range = min == INT64_MIN ? "<= " + std::to_string(max)
+    std::string range = min == INT64_MIN   ? "<= " + std::to_string(max)
                         : max == INT64_MAX ? ">= " + std::to_string(min)
                                            : "in [" + std::to_string(min) + ", " + std::to_string(max) + "]";
     fail(key, "an integer " + range);
@@ -120,8 +123,7 @@ std::optional<ConfigObject> ConfigObject::get_optional_object(const std::string&
 
 void ConfigObject::finish() const {
   for (auto it = json_.begin(); it != json_.end(); ++it) {
-    if (!consumed_.count(it.key()))
-      throw ConfigError(source_ + ": unknown key '" + key_path(it.key()) + "'");
+    if (!consumed_.count(it.key())) throw ConfigError(source_ + ": unknown key '" + key_path(it.key()) + "'");
   }
 }
 
@@ -137,8 +139,7 @@ nlohmann::json load_json_file(const std::string& path) {
 
 void apply_override(nlohmann::json& root, const std::string& assignment) {
   const size_t eq = assignment.find('=');
-  if (eq == std::string::npos || eq == 0)
-    throw ConfigError("--set '" + assignment + "': expected key.path=value");
+  if (eq == std::string::npos || eq == 0) throw ConfigError("--set '" + assignment + "': expected key.path=value");
   const std::string key = assignment.substr(0, eq), text = assignment.substr(eq + 1);
   nlohmann::json value;
   try {
@@ -152,7 +153,8 @@ void apply_override(nlohmann::json& root, const std::string& assignment) {
     const size_t dot = key.find('.', start);
     const std::string part = key.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
     if (part.empty()) throw ConfigError("--set '" + assignment + "': empty component in key '" + key + "'");
-    if (!node->is_object()) throw ConfigError("--set '" + assignment + "': '" + key.substr(0, start - 1) + "' is not an object");
+    if (!node->is_object())
+      throw ConfigError("--set '" + assignment + "': '" + key.substr(0, start - 1) + "' is not an object");
     if (dot == std::string::npos) {
       (*node)[part] = value;
       return;

@@ -36,7 +36,8 @@ GradcheckReport gradcheck_raw(const std::vector<GradcheckInput>& inputs, const s
       if (excess > worst_excess) {
         worst_excess = excess;
         char buffer[256];
-        std::snprintf(buffer, sizeof buffer, "input '%s'[%zu]: analytic %.10g vs finite difference %.10g (abs err %.3g, allowed %.3g)",
+        std::snprintf(buffer, sizeof buffer,
+                      "input '%s'[%zu]: analytic %.10g vs finite difference %.10g (abs err %.3g, allowed %.3g)",
                       input.name.c_str(), i, analytic, numeric, abs_err, allowed);
         report.worst = buffer;
       }

@@ -8,7 +8,8 @@ namespace coco {
 namespace {
 void check_name(const std::string& name, const char* what) {
   if (name.empty() || name.find('.') != std::string::npos)
-    throw std::invalid_argument(std::string("Module: ") + what + " name '" + name + "' must be non-empty and contain no '.'");
+    throw std::invalid_argument(std::string("Module: ") + what + " name '" + name +
+                                "' must be non-empty and contain no '.'");
 }
 }  // namespace
 
@@ -35,7 +36,8 @@ void Module::add_child(const std::string& name, std::shared_ptr<Module> module) 
   children_.emplace_back(name, std::move(module));
 }
 
-void Module::collect(const std::string& prefix, std::vector<NamedParameter>& out, std::vector<const void*>& seen) const {
+void Module::collect(const std::string& prefix, std::vector<NamedParameter>& out,
+                     std::vector<const void*>& seen) const {
   for (const auto& p : parameters_) {
     const void* id = p.tensor.storage().get();
     if (std::find(seen.begin(), seen.end(), id) != seen.end()) continue;
@@ -78,7 +80,8 @@ Tensor Module::parameter(const std::string& dotted_name) const {
   for (const auto& p : all)
     if (p.name.find(dotted_name.substr(0, dotted_name.rfind('.') + 1)) == 0 && hint.size() < 200)
       hint += (hint.empty() ? "" : ", ") + p.name;
-  throw std::out_of_range("Module: no parameter named '" + dotted_name + "'" + (hint.empty() ? "" : " (near: " + hint + ")"));
+  throw std::out_of_range("Module: no parameter named '" + dotted_name + "'" +
+                          (hint.empty() ? "" : " (near: " + hint + ")"));
 }
 
 size_t Module::parameter_count() const {

@@ -11,8 +11,9 @@ Shape::Shape(std::span<const int64_t> dims) {
     throw std::invalid_argument("Shape: " + std::to_string(dims.size()) + " dimensions given, at most " +
                                 std::to_string(kMaxDims) + " supported");
   for (size_t i = 0; i < dims.size(); ++i) {
-    if (dims[i] < 0) throw std::invalid_argument("Shape: dimension " + std::to_string(i) + " is negative (" +
-                                                 std::to_string(dims[i]) + ")");
+    if (dims[i] < 0)
+      throw std::invalid_argument("Shape: dimension " + std::to_string(i) + " is negative (" + std::to_string(dims[i]) +
+                                  ")");
     dims_[i] = dims[i];
   }
   rank_ = static_cast<int>(dims.size());

@@ -6,9 +6,9 @@ namespace coco {
 
 struct Tape::Node {
   const char* op = "";
-  std::vector<std::shared_ptr<AutogradMeta>> inputs;   // null where the input needs no gradient
+  std::vector<std::shared_ptr<AutogradMeta>> inputs;  // null where the input needs no gradient
   std::vector<std::shared_ptr<AutogradMeta>> outputs;
-  std::vector<Tensor> materialized_grads;              // zeros for outputs no gradient reached
+  std::vector<Tensor> materialized_grads;  // zeros for outputs no gradient reached
   BackwardFn backward;
 };
 
@@ -59,8 +59,9 @@ void Tape::record(const char* op, const std::vector<Tensor>& inputs, const std::
 void Tape::backward(const Tensor& root, const Tensor& seed) {
   check_defined("Tape::backward", root, "the root tensor");
   if (backward_done_)
-    throw std::logic_error("Tape::backward: called twice on the same tape (saved tensors are already released); "
-                           "clear() the tape and record the step again");
+    throw std::logic_error(
+        "Tape::backward: called twice on the same tape (saved tensors are already released); "
+        "clear() the tape and record the step again");
   if (!root.requires_grad())
     throw std::logic_error("Tape::backward: the root tensor of shape " + root.shape().str() +
                            " does not require grad (no recorded op produced it from a tensor requiring grad)");
@@ -76,8 +77,10 @@ void Tape::backward(const Tensor& root, const Tensor& seed) {
                              "; a non-scalar root needs an explicit seed gradient");
     root_grad = Tensor::full(root.shape(), 1.0, root_meta->grad_dtype, root.device());
   }
-  if (root_meta->grad.defined()) ops::add_inplace(root_meta->grad, root_grad);
-  else root_meta->grad = root_grad;
+  if (root_meta->grad.defined())
+    ops::add_inplace(root_meta->grad, root_grad);
+  else
+    root_meta->grad = root_grad;
 
   NoGrad no_grad;
   backward_done_ = true;
@@ -139,9 +142,12 @@ void BackwardContext::accumulate(size_t i, Tensor grad) {
     throw TensorError(std::string("backward of '") + node_.op + "': gradient on " + device_name(grad.device()) +
                       " for input #" + std::to_string(i) + " on " + device_name(meta.device));
   if (!meta.grad.defined()) {
-    if (grad.dtype() != meta.grad_dtype) meta.grad = grad.to(meta.grad_dtype);
-    else if (grad.exclusively_owned()) meta.grad = std::move(grad);
-    else meta.grad = grad.clone();
+    if (grad.dtype() != meta.grad_dtype)
+      meta.grad = grad.to(meta.grad_dtype);
+    else if (grad.exclusively_owned())
+      meta.grad = std::move(grad);
+    else
+      meta.grad = grad.clone();
     return;
   }
   ops::add_inplace(meta.grad, grad);

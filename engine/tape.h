@@ -54,7 +54,8 @@ class Tape {
   static Tape* current();
 
   // Pushes a node. Marks the outputs as requiring grad and as non-leaves.
-  void record(const char* op, const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs, BackwardFn backward);
+  void record(const char* op, const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
+              BackwardFn backward);
 
   // Reverse pass from `root`. A scalar (single-element) root is seeded with 1; otherwise `seed`
   // (same shape) is required. Throws on a second backward over the same nodes, a root that does not

@@ -22,8 +22,10 @@ struct Tensor::Impl {
 
 Storage::~Storage() {
   if (!data) return;
-  if (device == Device::cuda) CachingAllocator::instance().deallocate(data);
-  else std::free(data);
+  if (device == Device::cuda)
+    CachingAllocator::instance().deallocate(data);
+  else
+    std::free(data);
 }
 
 namespace {
@@ -120,8 +122,10 @@ Tensor Tensor::to(DType dtype) const {
   const Impl& i = impl("to(dtype)");
   if (dtype == i.dtype) return clone();
   Tensor out = empty(i.shape, dtype, i.device);
-  if (i.device == Device::cpu) kernels::cpu::cast(data(), i.dtype, out.data(), dtype, numel());
-  else kernels::cuda::cast(data(), i.dtype, out.data(), dtype, numel(), current_stream());
+  if (i.device == Device::cpu)
+    kernels::cpu::cast(data(), i.dtype, out.data(), dtype, numel());
+  else
+    kernels::cuda::cast(data(), i.dtype, out.data(), dtype, numel(), current_stream());
   return out;
 }
 
@@ -171,14 +175,18 @@ void Tensor::copy_from(const Tensor& source) {
 void Tensor::zero_() {
   const Impl& i = impl("zero_");
   if (nbytes() == 0) return;
-  if (i.device == Device::cpu) std::memset(data(), 0, nbytes());
-  else COCO_CUDA_CHECK(cudaMemsetAsync(data(), 0, nbytes(), current_stream()));
+  if (i.device == Device::cpu)
+    std::memset(data(), 0, nbytes());
+  else
+    COCO_CUDA_CHECK(cudaMemsetAsync(data(), 0, nbytes(), current_stream()));
 }
 
 void Tensor::fill_(double value) {
   const Impl& i = impl("fill_");
-  if (i.device == Device::cpu) kernels::cpu::fill(data(), i.dtype, value, numel());
-  else kernels::cuda::fill(data(), i.dtype, value, numel(), current_stream());
+  if (i.device == Device::cpu)
+    kernels::cpu::fill(data(), i.dtype, value, numel());
+  else
+    kernels::cuda::fill(data(), i.dtype, value, numel(), current_stream());
 }
 
 void Tensor::copy_to_host(void* out) const {
@@ -196,8 +204,9 @@ std::vector<double> Tensor::to_f64() const {
 }
 
 double Tensor::item() const {
-  if (numel() != 1) throw TensorError("item: tensor of shape " + shape().str() + " has " + std::to_string(numel()) +
-                                      " elements, expected exactly 1");
+  if (numel() != 1)
+    throw TensorError("item: tensor of shape " + shape().str() + " has " + std::to_string(numel()) +
+                      " elements, expected exactly 1");
   return to_f64()[0];
 }
 
@@ -220,8 +229,9 @@ bool Tensor::requires_grad() const { return impl_ && impl_->requires_grad; }
 Tensor& Tensor::set_requires_grad(bool required) {
   Impl& i = const_cast<Impl&>(impl("set_requires_grad"));
   if (required && !dtype_is_float(i.dtype))
-    throw TensorError(std::string("set_requires_grad: only floating-point tensors can require gradients, this one is ") +
-                      dtype_name(i.dtype));
+    throw TensorError(
+        std::string("set_requires_grad: only floating-point tensors can require gradients, this one is ") +
+        dtype_name(i.dtype));
   i.requires_grad = required;
   if (required && !i.meta) i.meta = make_meta(i.shape, i.dtype, i.device, i.name);
   return *this;
@@ -249,7 +259,8 @@ DType Tensor::grad_dtype() const {
 
 Tensor& Tensor::set_grad_dtype(DType dtype) {
   Impl& i = const_cast<Impl&>(impl("set_grad_dtype"));
-  if (!dtype_is_float(dtype)) throw TensorError(std::string("set_grad_dtype: ") + dtype_name(dtype) + " is not a floating-point dtype");
+  if (!dtype_is_float(dtype))
+    throw TensorError(std::string("set_grad_dtype: ") + dtype_name(dtype) + " is not a floating-point dtype");
   if (!i.meta) i.meta = make_meta(i.shape, i.dtype, i.device, i.name);
   if (i.meta->grad.defined() && i.meta->grad.dtype() != dtype) i.meta->grad = i.meta->grad.to(dtype);
   i.meta->grad_dtype = dtype;
@@ -285,9 +296,7 @@ const std::shared_ptr<AutogradMeta>& Tensor::autograd_meta() const {
 
 const std::shared_ptr<Storage>& Tensor::storage() const { return impl("storage").storage; }
 
-bool Tensor::exclusively_owned() const {
-  return impl_ && impl_.use_count() == 1 && impl_->storage.use_count() == 1;
-}
+bool Tensor::exclusively_owned() const { return impl_ && impl_.use_count() == 1 && impl_->storage.use_count() == 1; }
 
 // ---- checks
 

@@ -34,13 +34,34 @@ struct AutogradMeta;
 
 template <class T>
 constexpr DType dtype_of();
-template <> constexpr DType dtype_of<float>() { return DType::f32; }
-template <> constexpr DType dtype_of<double>() { return DType::f64; }
-template <> constexpr DType dtype_of<__nv_bfloat16>() { return DType::bf16; }
-template <> constexpr DType dtype_of<__half>() { return DType::f16; }
-template <> constexpr DType dtype_of<int32_t>() { return DType::i32; }
-template <> constexpr DType dtype_of<int64_t>() { return DType::i64; }
-template <> constexpr DType dtype_of<uint8_t>() { return DType::u8; }
+template <>
+constexpr DType dtype_of<float>() {
+  return DType::f32;
+}
+template <>
+constexpr DType dtype_of<double>() {
+  return DType::f64;
+}
+template <>
+constexpr DType dtype_of<__nv_bfloat16>() {
+  return DType::bf16;
+}
+template <>
+constexpr DType dtype_of<__half>() {
+  return DType::f16;
+}
+template <>
+constexpr DType dtype_of<int32_t>() {
+  return DType::i32;
+}
+template <>
+constexpr DType dtype_of<int64_t>() {
+  return DType::i64;
+}
+template <>
+constexpr DType dtype_of<uint8_t>() {
+  return DType::u8;
+}
 
 class Tensor {
  public:
@@ -105,8 +126,8 @@ class Tensor {
   Tensor& set_requires_grad(bool required = true);
   // Gradient accumulated by Tape::backward (undefined before the first backward reaches it).
   Tensor grad() const;
-  void zero_grad();      // sets the accumulated gradient to zeros (keeps the buffer)
-  void clear_grad();     // drops the gradient buffer
+  void zero_grad();   // sets the accumulated gradient to zeros (keeps the buffer)
+  void clear_grad();  // drops the gradient buffer
   // dtype of this tensor's gradient buffer (default: the tensor's dtype). Lets bf16 working weights
   // accumulate f32 gradients.
   DType grad_dtype() const;
@@ -136,9 +157,9 @@ class Tensor {
 
 // Per-tensor autograd state, shared by the tensor and the tape nodes that produce or consume it.
 struct AutogradMeta {
-  Tensor grad;                 // accumulated gradient (leaves: kept after backward)
+  Tensor grad;  // accumulated gradient (leaves: kept after backward)
   DType grad_dtype = DType::f32;
-  bool is_leaf = true;         // false once an op recorded on a tape produced it
+  bool is_leaf = true;  // false once an op recorded on a tape produced it
   Shape shape;
   DType dtype = DType::f32;
   Device device = Device::cpu;

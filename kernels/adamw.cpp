@@ -64,9 +64,12 @@ namespace {
 
 template <class T, class G>
 T widen_grad(G g) {
-  if constexpr (std::is_same_v<G, __nv_bfloat16>) return static_cast<T>(__bfloat162float(g));
-  else if constexpr (std::is_same_v<G, __half>) return static_cast<T>(__half2float(g));
-  else return static_cast<T>(g);
+  if constexpr (std::is_same_v<G, __nv_bfloat16>)
+    return static_cast<T>(__bfloat162float(g));
+  else if constexpr (std::is_same_v<G, __half>)
+    return static_cast<T>(__half2float(g));
+  else
+    return static_cast<T>(g);
 }
 
 }  // namespace
@@ -95,8 +98,8 @@ void adamw_update(T* param, const G* grad, T* exp_avg, T* exp_avg_sq, __nv_bfloa
 
 template void adamw_update<float, float>(float*, const float*, float*, float*, __nv_bfloat16*, int64_t, bool,
                                          const AdamWScalars&);
-template void adamw_update<float, __nv_bfloat16>(float*, const __nv_bfloat16*, float*, float*, __nv_bfloat16*,
-                                                 int64_t, bool, const AdamWScalars&);
+template void adamw_update<float, __nv_bfloat16>(float*, const __nv_bfloat16*, float*, float*, __nv_bfloat16*, int64_t,
+                                                 bool, const AdamWScalars&);
 template void adamw_update<float, __half>(float*, const __half*, float*, float*, __nv_bfloat16*, int64_t, bool,
                                           const AdamWScalars&);
 template void adamw_update<double, double>(double*, const double*, double*, double*, __nv_bfloat16*, int64_t, bool,
@@ -116,12 +119,12 @@ void adamw_multi_tensor(const std::vector<AdamWTensorDesc>& descs, const AdamWSc
                      scalars);
         break;
       case DType::bf16:
-        adamw_update(d.param, static_cast<const __nv_bfloat16*>(d.grad), d.exp_avg, d.exp_avg_sq, d.param_bf16,
-                     d.numel, decay, scalars);
+        adamw_update(d.param, static_cast<const __nv_bfloat16*>(d.grad), d.exp_avg, d.exp_avg_sq, d.param_bf16, d.numel,
+                     decay, scalars);
         break;
       case DType::f16:
-        adamw_update(d.param, static_cast<const __half*>(d.grad), d.exp_avg, d.exp_avg_sq, d.param_bf16, d.numel,
-                     decay, scalars);
+        adamw_update(d.param, static_cast<const __half*>(d.grad), d.exp_avg, d.exp_avg_sq, d.param_bf16, d.numel, decay,
+                     scalars);
         break;
       default:
         throw std::invalid_argument("kernels::cpu::adamw_multi_tensor: tensor " + std::to_string(i) + ": grad dtype " +

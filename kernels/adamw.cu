@@ -19,9 +19,12 @@ struct AdamWScalarsF32 {
 
 template <class G>
 __device__ inline float load_grad(const void* grad, int64_t i) {
-  if constexpr (std::is_same_v<G, __nv_bfloat16>) return __bfloat162float(static_cast<const __nv_bfloat16*>(grad)[i]);
-  else if constexpr (std::is_same_v<G, __half>) return __half2float(static_cast<const __half*>(grad)[i]);
-  else return static_cast<const float*>(grad)[i];
+  if constexpr (std::is_same_v<G, __nv_bfloat16>)
+    return __bfloat162float(static_cast<const __nv_bfloat16*>(grad)[i]);
+  else if constexpr (std::is_same_v<G, __half>)
+    return __half2float(static_cast<const __half*>(grad)[i]);
+  else
+    return static_cast<const float*>(grad)[i];
 }
 
 template <class G>
@@ -49,16 +52,24 @@ __global__ void __launch_bounds__(kAdamWBlock)
   int lo = 0, hi = num_tensors - 1;  // last descriptor whose first_chunk <= chunk
   while (lo < hi) {
     const int mid = (lo + hi + 1) / 2;
-    if (descs[mid].first_chunk <= chunk) lo = mid;
-    else hi = mid - 1;
+    if (descs[mid].first_chunk <= chunk)
+      lo = mid;
+    else
+      hi = mid - 1;
   }
   const AdamWTensorDesc d = descs[lo];
   const int64_t begin = (chunk - d.first_chunk) * kAdamWChunk;
   const int64_t end = begin + kAdamWChunk < d.numel ? begin + kAdamWChunk : d.numel;
   switch (d.grad_dtype) {
-    case DType::bf16: adamw_chunk<__nv_bfloat16>(d, begin, end, s); break;
-    case DType::f16: adamw_chunk<__half>(d, begin, end, s); break;
-    default: adamw_chunk<float>(d, begin, end, s); break;
+    case DType::bf16:
+      adamw_chunk<__nv_bfloat16>(d, begin, end, s);
+      break;
+    case DType::f16:
+      adamw_chunk<__half>(d, begin, end, s);
+      break;
+    default:
+      adamw_chunk<float>(d, begin, end, s);
+      break;
   }
 }
 
@@ -79,10 +90,11 @@ void adamw_multi_tensor(const AdamWTensorDesc* device_descs, int num_tensors, in
   if (total_chunks > 0x7fffffffLL)
     throw std::invalid_argument("kernels::cuda::adamw_multi_tensor: " + std::to_string(total_chunks) +
                                 " chunks exceed the grid limit 2^31-1");
-  const detail::AdamWScalarsF32 s{static_cast<float>(scalars.decay_factor), static_cast<float>(scalars.lerp_weight),
-                                  static_cast<float>(scalars.beta2),        static_cast<float>(scalars.one_minus_beta2),
-                                  static_cast<float>(scalars.step_size),    static_cast<float>(scalars.bias_correction2_sqrt),
-                                  static_cast<float>(scalars.eps),          static_cast<float>(scalars.grad_scale)};
+  const detail::AdamWScalarsF32 s{
+      static_cast<float>(scalars.decay_factor), static_cast<float>(scalars.lerp_weight),
+      static_cast<float>(scalars.beta2),        static_cast<float>(scalars.one_minus_beta2),
+      static_cast<float>(scalars.step_size),    static_cast<float>(scalars.bias_correction2_sqrt),
+      static_cast<float>(scalars.eps),          static_cast<float>(scalars.grad_scale)};
   COCO_LAUNCH(detail::adamw_multi_tensor_kernel, dim3(static_cast<unsigned>(total_chunks)), dim3(detail::kAdamWBlock),
               0, stream, device_descs, num_tensors, s);
 }

@@ -33,8 +33,8 @@ struct AdamWHyper {
 
 // Scalars of one step, derived in double from AdamWHyper (the kernels round them to their type).
 struct AdamWScalars {
-  double decay_factor;           // 1 - lr * weight_decay
-  double lerp_weight;            // 1 - beta1
+  double decay_factor;  // 1 - lr * weight_decay
+  double lerp_weight;   // 1 - beta1
   double beta2;
   double one_minus_beta2;
   double step_size;              // lr / (1 - beta1^step)
@@ -49,13 +49,13 @@ AdamWScalars adamw_scalars(const AdamWHyper& hyper);
 
 // One parameter tensor of a multi-tensor update. Device pointers for the CUDA path.
 struct AdamWTensorDesc {
-  float* param = nullptr;              // (numel) f32 master weights, updated in place
-  const void* grad = nullptr;          // (numel) gradient of dtype grad_dtype (f32, bf16 or f16)
-  float* exp_avg = nullptr;            // (numel) first moment m
-  float* exp_avg_sq = nullptr;         // (numel) second moment v
-  __nv_bfloat16* param_bf16 = nullptr; // (numel) optional working copy written in the same pass
+  float* param = nullptr;               // (numel) f32 master weights, updated in place
+  const void* grad = nullptr;           // (numel) gradient of dtype grad_dtype (f32, bf16 or f16)
+  float* exp_avg = nullptr;             // (numel) first moment m
+  float* exp_avg_sq = nullptr;          // (numel) second moment v
+  __nv_bfloat16* param_bf16 = nullptr;  // (numel) optional working copy written in the same pass
   int64_t numel = 0;
-  int64_t first_chunk = 0;             // set by plan_adamw_chunks
+  int64_t first_chunk = 0;  // set by plan_adamw_chunks
   DType grad_dtype = DType::f32;
   uint8_t apply_weight_decay = 1;
 };

@@ -67,7 +67,7 @@ void bce_with_logits_backward(const T* logits, const uint8_t* replaced, const ui
 }
 
 #define COCO_INSTANTIATE_BCE(T)                                                                                \
-  template void bce_with_logits_forward<T>(const T*, const uint8_t*, const uint8_t*, int64_t, BceLabels, T*,  \
+  template void bce_with_logits_forward<T>(const T*, const uint8_t*, const uint8_t*, int64_t, BceLabels, T*,   \
                                            int32_t*);                                                          \
   template void bce_with_logits_backward<T>(const T*, const uint8_t*, const uint8_t*, const int32_t*, int64_t, \
                                             BceLabels, const T*, T*);

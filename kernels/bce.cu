@@ -20,7 +20,6 @@ constexpr int64_t kBceMaxBlocks = 1024;  // partial slots; also the finishing bl
 constexpr int kElementwiseThreads = 256;
 constexpr int64_t kMaxElementwiseBlocks = 4096;
 
-
 __device__ __forceinline__ bool target_is_one(uint8_t replaced, int labels) {
   return labels == static_cast<int>(BceLabels::replaced_is_one) ? replaced != 0 : replaced == 0;
 }
@@ -173,10 +172,10 @@ void bce_with_logits_backward(const T* logits, const uint8_t* replaced, const ui
               replaced, valid, counts, n, static_cast<int>(labels), dloss, dlogits);
 }
 
-#define COCO_INSTANTIATE_BCE(T)                                                                                \
-  template void bce_with_logits_forward<T>(const T*, const uint8_t*, const uint8_t*, int64_t, BceLabels,      \
-                                           float*, int32_t*, void*, cudaStream_t);                             \
-  template void bce_with_logits_backward<T>(const T*, const uint8_t*, const uint8_t*, const int32_t*, int64_t, \
+#define COCO_INSTANTIATE_BCE(T)                                                                                  \
+  template void bce_with_logits_forward<T>(const T*, const uint8_t*, const uint8_t*, int64_t, BceLabels, float*, \
+                                           int32_t*, void*, cudaStream_t);                                       \
+  template void bce_with_logits_backward<T>(const T*, const uint8_t*, const uint8_t*, const int32_t*, int64_t,   \
                                             BceLabels, const float*, T*, cudaStream_t);
 COCO_INSTANTIATE_BCE(float)
 COCO_INSTANTIATE_BCE(__nv_bfloat16)

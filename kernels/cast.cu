@@ -16,7 +16,8 @@ constexpr int kElementwiseBlock = 256;
 constexpr int64_t kMaxElementwiseBlocks = 8192;
 
 unsigned elementwise_blocks(int64_t n) {
-  return static_cast<unsigned>(std::min<int64_t>(kMaxElementwiseBlocks, (n + kElementwiseBlock - 1) / kElementwiseBlock));
+  return static_cast<unsigned>(
+      std::min<int64_t>(kMaxElementwiseBlocks, (n + kElementwiseBlock - 1) / kElementwiseBlock));
 }
 
 // src: (n), dst: (n)
@@ -48,8 +49,8 @@ void cast(const void* src, DType src_dtype, void* dst, DType dst_dtype, int64_t 
   if (n == 0) return;
   if (src_dtype == dst_dtype) {
     if (src != dst)
-      COCO_CUDA_CHECK(cudaMemcpyAsync(dst, src, static_cast<size_t>(n) * dtype_size(src_dtype),
-                                      cudaMemcpyDeviceToDevice, stream));
+      COCO_CUDA_CHECK(
+          cudaMemcpyAsync(dst, src, static_cast<size_t>(n) * dtype_size(src_dtype), cudaMemcpyDeviceToDevice, stream));
     return;
   }
   detail::visit_dtype(src_dtype, "kernels::cuda::cast", [&](auto src_tag) {
@@ -68,8 +69,8 @@ void fill(void* dst, DType dtype, double value, int64_t n, cudaStream_t stream) 
   detail::visit_dtype(dtype, "kernels::cuda::fill", [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T element = detail::convert_from_f64<T>(value);
-    COCO_LAUNCH(detail::fill_kernel<T>, dim3(detail::elementwise_blocks(n)), dim3(detail::kElementwiseBlock), 0,
-                stream, static_cast<T*>(dst), element, n);
+    COCO_LAUNCH(detail::fill_kernel<T>, dim3(detail::elementwise_blocks(n)), dim3(detail::kElementwiseBlock), 0, stream,
+                static_cast<T*>(dst), element, n);
   });
 }
 

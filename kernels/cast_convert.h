@@ -51,21 +51,31 @@ __host__ __device__ inline Int saturating_truncate(double value) {
 // Dst from a value whose exact representation is a float (f32, bf16 and f16 widen exactly).
 template <class Dst>
 __host__ __device__ inline Dst convert_from_f32(float value) {
-  if constexpr (std::is_same_v<Dst, float>) return value;
-  else if constexpr (std::is_same_v<Dst, double>) return static_cast<double>(value);
-  else if constexpr (std::is_same_v<Dst, __nv_bfloat16>) return __float2bfloat16(value);
-  else if constexpr (std::is_same_v<Dst, __half>) return __float2half(value);
-  else return saturating_truncate<Dst>(static_cast<double>(value));
+  if constexpr (std::is_same_v<Dst, float>)
+    return value;
+  else if constexpr (std::is_same_v<Dst, double>)
+    return static_cast<double>(value);
+  else if constexpr (std::is_same_v<Dst, __nv_bfloat16>)
+    return __float2bfloat16(value);
+  else if constexpr (std::is_same_v<Dst, __half>)
+    return __float2half(value);
+  else
+    return saturating_truncate<Dst>(static_cast<double>(value));
 }
 
 // Dst from a double (f64 sources, and integers that are exact in double).
 template <class Dst>
 __host__ __device__ inline Dst convert_from_f64(double value) {
-  if constexpr (std::is_same_v<Dst, float>) return static_cast<float>(value);
-  else if constexpr (std::is_same_v<Dst, double>) return value;
-  else if constexpr (std::is_same_v<Dst, __nv_bfloat16>) return __double2bfloat16(value);
-  else if constexpr (std::is_same_v<Dst, __half>) return __double2half(value);
-  else return saturating_truncate<Dst>(value);
+  if constexpr (std::is_same_v<Dst, float>)
+    return static_cast<float>(value);
+  else if constexpr (std::is_same_v<Dst, double>)
+    return value;
+  else if constexpr (std::is_same_v<Dst, __nv_bfloat16>)
+    return __double2bfloat16(value);
+  else if constexpr (std::is_same_v<Dst, __half>)
+    return __double2half(value);
+  else
+    return saturating_truncate<Dst>(value);
 }
 
 template <class Dst, class Src>
@@ -82,8 +92,7 @@ __host__ __device__ inline Dst convert_element(Src value) {
     return convert_from_f64<Dst>(value);
   } else if constexpr (!is_float_element_v<Dst>) {
     return static_cast<Dst>(value);  // integer -> integer
-  } else if constexpr (std::is_same_v<Src, int64_t> &&
-                       (std::is_same_v<Dst, float> || std::is_same_v<Dst, double>)) {
+  } else if constexpr (std::is_same_v<Src, int64_t> && (std::is_same_v<Dst, float> || std::is_same_v<Dst, double>)) {
     return static_cast<Dst>(value);  // one rounding step; going through double would be two
   } else {
     return convert_from_f64<Dst>(static_cast<double>(value));
@@ -102,16 +111,22 @@ namespace coco::kernels::detail {
 template <class Visitor>
 decltype(auto) visit_dtype(DType dtype, const char* op, Visitor&& visitor) {
   switch (dtype) {
-    case DType::f32: return visitor(std::type_identity<float>{});
-    case DType::f64: return visitor(std::type_identity<double>{});
-    case DType::bf16: return visitor(std::type_identity<__nv_bfloat16>{});
-    case DType::f16: return visitor(std::type_identity<__half>{});
-    case DType::i32: return visitor(std::type_identity<int32_t>{});
-    case DType::i64: return visitor(std::type_identity<int64_t>{});
-    case DType::u8: return visitor(std::type_identity<uint8_t>{});
+    case DType::f32:
+      return visitor(std::type_identity<float>{});
+    case DType::f64:
+      return visitor(std::type_identity<double>{});
+    case DType::bf16:
+      return visitor(std::type_identity<__nv_bfloat16>{});
+    case DType::f16:
+      return visitor(std::type_identity<__half>{});
+    case DType::i32:
+      return visitor(std::type_identity<int32_t>{});
+    case DType::i64:
+      return visitor(std::type_identity<int64_t>{});
+    case DType::u8:
+      return visitor(std::type_identity<uint8_t>{});
   }
-  throw std::invalid_argument(std::string(op) + ": unknown dtype code " +
-                              std::to_string(static_cast<int>(dtype)));
+  throw std::invalid_argument(std::string(op) + ": unknown dtype code " + std::to_string(static_cast<int>(dtype)));
 }
 
 }  // namespace coco::kernels::detail

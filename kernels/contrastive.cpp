@@ -52,8 +52,10 @@ AnchorLogSumExp<T> anchor_logsumexp(const AnchorView<T>& v) {
   for (int64_t j = 0; j < v.count; ++j) {
     if (j == v.excluded) continue;
     const T x = v.at(j);
-    if (std::isnan(x)) has_nan = true;
-    else if (x > max_value) max_value = x;
+    if (std::isnan(x))
+      has_nan = true;
+    else if (x > max_value)
+      max_value = x;
   }
   if (has_nan || max_value == inf) {
     const T nan = std::numeric_limits<T>::quiet_NaN();
@@ -165,7 +167,8 @@ template <class T>
 void nt_xent_forward(const T* a, const T* b, int64_t batch, int64_t dim, double tau, T* loss, T* saved,
                      int32_t* counts) {
   check_sizes(batch, dim, "kernels::cpu::nt_xent_forward");
-  if (!(tau > 0.0)) throw std::invalid_argument("kernels::cpu::nt_xent_forward: tau must be > 0, got " + std::to_string(tau));
+  if (!(tau > 0.0))
+    throw std::invalid_argument("kernels::cpu::nt_xent_forward: tau must be > 0, got " + std::to_string(tau));
   const int64_t m = 2 * batch;
   T* S = saved;
   T* lse = saved + m * m;
@@ -207,11 +210,10 @@ void nt_xent_backward(const T* a, const T* b, const T* saved, int64_t batch, int
   }
 }
 
-#define COCO_INSTANTIATE_CONTRASTIVE(T)                                                                          \
-  template void info_nce_forward<T>(const T*, const T*, const T*, int64_t, int64_t, T*, T*, int32_t*);          \
-  template void info_nce_backward<T>(const T*, const T*, const T*, const T*, int64_t, int64_t, const T*, T*, T*, \
-                                     T*);                                                                        \
-  template void nt_xent_forward<T>(const T*, const T*, int64_t, int64_t, double, T*, T*, int32_t*);             \
+#define COCO_INSTANTIATE_CONTRASTIVE(T)                                                                               \
+  template void info_nce_forward<T>(const T*, const T*, const T*, int64_t, int64_t, T*, T*, int32_t*);                \
+  template void info_nce_backward<T>(const T*, const T*, const T*, const T*, int64_t, int64_t, const T*, T*, T*, T*); \
+  template void nt_xent_forward<T>(const T*, const T*, int64_t, int64_t, double, T*, T*, int32_t*);                   \
   template void nt_xent_backward<T>(const T*, const T*, const T*, int64_t, int64_t, double, const T*, T*, T*);
 COCO_INSTANTIATE_CONTRASTIVE(float)
 COCO_INSTANTIATE_CONTRASTIVE(double)

@@ -29,7 +29,6 @@ constexpr int kWarpThreads = kWarpsPerBlock * 32;
 constexpr int kFinishThreads = 256;
 constexpr int64_t kMaxBatch = 4096;
 
-
 // Rows of a (rows, dim) matrix, or of the interleaving (first_0, second_0, first_1, second_1, ...).
 template <class T>
 struct RowSource {
@@ -207,17 +206,17 @@ __global__ void __launch_bounds__(kWarpThreads)
 // Block (kTile, kTile), grid (ceil(dim / kTile), ceil(rows / kTile)).
 template <class T>
 __global__ void __launch_bounds__(kTile* kTile)
-    weighted_rows_kernel(const float* __restrict__ W, int64_t w_row_stride, int64_t w_col_stride,
-                         RowSource<const T> y, int rows, int inner, int dim, const float* __restrict__ log_scale,
-                         float fixed_scale, RowSource<T> out) {
+    weighted_rows_kernel(const float* __restrict__ W, int64_t w_row_stride, int64_t w_col_stride, RowSource<const T> y,
+                         int rows, int inner, int dim, const float* __restrict__ log_scale, float fixed_scale,
+                         RowSource<T> out) {
   __shared__ float w_tile[kTile][kTile + 1];
   __shared__ float y_tile[kTile][kTile + 1];
   const int tx = threadIdx.x, ty = threadIdx.y;
   const int row0 = blockIdx.y * kTile, d0 = blockIdx.x * kTile;
   float acc = 0.0f;
   for (int s0 = 0; s0 < inner; s0 += kTile) {
-    w_tile[ty][tx] = (row0 + ty < rows && s0 + tx < inner) ? W[(row0 + ty) * w_row_stride + (s0 + tx) * w_col_stride]
-                                                           : 0.0f;
+    w_tile[ty][tx] =
+        (row0 + ty < rows && s0 + tx < inner) ? W[(row0 + ty) * w_row_stride + (s0 + tx) * w_col_stride] : 0.0f;
     y_tile[ty][tx] = (s0 + ty < inner && d0 + tx < dim) ? to_f32(y.row(s0 + ty, dim)[d0 + tx]) : 0.0f;
     __syncthreads();
     for (int kk = 0; kk < kTile; ++kk) acc += w_tile[ty][kk] * y_tile[kk][tx];
@@ -309,7 +308,7 @@ void nt_xent_forward(const T* a, const T* b, int64_t batch, int64_t dim, float t
   COCO_LAUNCH(similarity_kernel<T>, tile_grid(m, m), dim3(kTile, kTile), 0, stream, z, z, m, m, d,
               static_cast<const float*>(nullptr), 1.0f / tau, saved);
   launch_anchor_stages(saved, saved + static_cast<int64_t>(m) * m, static_cast<int>(batch), ContrastiveKind::nt_xent,
-                          loss, counts, workspace, stream);
+                       loss, counts, workspace, stream);
 }
 
 template <class T>
@@ -329,15 +328,15 @@ void nt_xent_backward(const T* a, const T* b, const float* saved, int64_t batch,
               static_cast<const float*>(nullptr), 1.0f / tau, RowSource<T>{da, db, 1});
 }
 
-#define COCO_INSTANTIATE_CONTRASTIVE(T)                                                                           \
-  template void info_nce_forward<T>(const T*, const T*, const float*, int64_t, int64_t, float*, float*, int32_t*, \
-                                    float*, cudaStream_t);                                                        \
-  template void info_nce_backward<T>(const T*, const T*, const float*, const float*, int64_t, int64_t,            \
-                                     const float*, T*, T*, float*, float*, cudaStream_t);                         \
-  template void nt_xent_forward<T>(const T*, const T*, int64_t, int64_t, float, float*, float*, int32_t*, float*, \
-                                   cudaStream_t);                                                                 \
-  template void nt_xent_backward<T>(const T*, const T*, const float*, int64_t, int64_t, float, const float*, T*,  \
-                                    T*, float*, cudaStream_t);
+#define COCO_INSTANTIATE_CONTRASTIVE(T)                                                                              \
+  template void info_nce_forward<T>(const T*, const T*, const float*, int64_t, int64_t, float*, float*, int32_t*,    \
+                                    float*, cudaStream_t);                                                           \
+  template void info_nce_backward<T>(const T*, const T*, const float*, const float*, int64_t, int64_t, const float*, \
+                                     T*, T*, float*, float*, cudaStream_t);                                          \
+  template void nt_xent_forward<T>(const T*, const T*, int64_t, int64_t, float, float*, float*, int32_t*, float*,    \
+                                   cudaStream_t);                                                                    \
+  template void nt_xent_backward<T>(const T*, const T*, const float*, int64_t, int64_t, float, const float*, T*, T*, \
+                                    float*, cudaStream_t);
 COCO_INSTANTIATE_CONTRASTIVE(float)
 COCO_INSTANTIATE_CONTRASTIVE(__nv_bfloat16)
 COCO_INSTANTIATE_CONTRASTIVE(__half)

@@ -90,8 +90,8 @@ void gather_tokens(const int32_t* tokens, int64_t total, const int32_t* position
                    cudaStream_t stream) {
   detail::check_sizes(total, N, "kernels::cuda::gather_tokens");
   if (N == 0) return;
-  COCO_LAUNCH(detail::gather_tokens_kernel, dim3(detail::blocks_for(N)), dim3(detail::kCorruptBlock), 0, stream,
-              tokens, total, positions, N, targets);
+  COCO_LAUNCH(detail::gather_tokens_kernel, dim3(detail::blocks_for(N)), dim3(detail::kCorruptBlock), 0, stream, tokens,
+              total, positions, N, targets);
 }
 
 }  // namespace coco::kernels::cuda

@@ -35,8 +35,10 @@ RowLogSumExp<T> row_logsumexp(const T* x, int64_t vocab) {
   T max_value = -inf;
   bool has_nan = false;
   for (int64_t j = 0; j < vocab; ++j) {
-    if (std::isnan(x[j])) has_nan = true;
-    else if (x[j] > max_value) max_value = x[j];
+    if (std::isnan(x[j]))
+      has_nan = true;
+    else if (x[j] > max_value)
+      max_value = x[j];
   }
   if (has_nan || max_value == inf) {
     const T nan = std::numeric_limits<T>::quiet_NaN();
@@ -84,8 +86,10 @@ void cross_entropy_forward(const T* logits, const int32_t* targets, const T* row
   int32_t correct = 0, contributing = 0, invalid = 0;
   for (int64_t i = 0; i < rows; ++i) {
     const int32_t t = targets[i];
-    if (contributes(t, ignore_index, vocab)) ++contributing;
-    else if (t != ignore_index) ++invalid;
+    if (contributes(t, ignore_index, vocab))
+      ++contributing;
+    else if (t != ignore_index)
+      ++invalid;
   }
   const T denom = mean_denominator<T>(reduction, contributing);
   double total = 0.0;
@@ -99,8 +103,7 @@ void cross_entropy_forward(const T* logits, const int32_t* targets, const T* row
     const T weight = row_weights ? row_weights[i] : T(1);
     if (counted) {
       // (max - x_t) + log(sum): exact cancellation when x_t is the maximum (as the CUDA kernel).
-      const T ce = std::isnan(lse) ? lse
-                                   : static_cast<T>(static_cast<double>(stats.max - x[t]) + stats.log_sum);
+      const T ce = std::isnan(lse) ? lse : static_cast<T>(static_cast<double>(stats.max - x[t]) + stats.log_sum);
       row_loss[i] = ce;
       total += static_cast<double>(weight) * static_cast<double>(ce);
       if (row_argmax(x, vocab) == t) ++correct;
@@ -109,7 +112,8 @@ void cross_entropy_forward(const T* logits, const int32_t* targets, const T* row
     }
     if (dlogits) {
       T* dx = dlogits + i * vocab;
-      if (counted) write_row_gradient(x, vocab, t, lse, dlogits_scale * weight / denom, dx);
+      if (counted)
+        write_row_gradient(x, vocab, t, lse, dlogits_scale * weight / denom, dx);
       else
         for (int64_t j = 0; j < vocab; ++j) dx[j] = T(0);
     }
@@ -139,10 +143,10 @@ void cross_entropy_backward(const T* logits, const int32_t* targets, const T* ro
   }
 }
 
-#define COCO_INSTANTIATE_CE(T)                                                                                    \
-  template void cross_entropy_forward<T>(const T*, const int32_t*, const T*, int64_t, int64_t, int32_t,          \
-                                         LossReduction, T*, T*, T*, int32_t*, T*, T);                             \
-  template void cross_entropy_backward<T>(const T*, const int32_t*, const T*, const T*, const int32_t*, int64_t, \
+#define COCO_INSTANTIATE_CE(T)                                                                                         \
+  template void cross_entropy_forward<T>(const T*, const int32_t*, const T*, int64_t, int64_t, int32_t, LossReduction, \
+                                         T*, T*, T*, int32_t*, T*, T);                                                 \
+  template void cross_entropy_backward<T>(const T*, const int32_t*, const T*, const T*, const int32_t*, int64_t,       \
                                           int64_t, int32_t, LossReduction, const T*, T*);
 COCO_INSTANTIATE_CE(float)
 COCO_INSTANTIATE_CE(double)

@@ -28,7 +28,6 @@ constexpr int kReduceThreads = 256;       // single-block count / loss reduction
 constexpr int kScaleThreads = 256;
 constexpr int64_t kMaxScaleBlocks = 4096;
 
-
 __device__ __forceinline__ bool row_contributes(int32_t target, int32_t ignore_index, int vocab) {
   return target != ignore_index && target >= 0 && target < vocab;
 }
@@ -90,8 +89,10 @@ __global__ void count_targets_kernel(const int32_t* __restrict__ targets, int64_
   int32_t valid = 0, invalid = 0;
   for (int64_t i = threadIdx.x; i < rows; i += blockDim.x) {
     const int32_t t = targets[i];
-    if (row_contributes(t, ignore_index, vocab)) ++valid;
-    else if (t != ignore_index) ++invalid;
+    if (row_contributes(t, ignore_index, vocab))
+      ++valid;
+    else if (t != ignore_index)
+      ++invalid;
   }
   valid_partial[threadIdx.x] = valid;
   invalid_partial[threadIdx.x] = invalid;
@@ -117,8 +118,8 @@ template <class T, bool kWriteGrad>
 __global__ void __launch_bounds__(kRowThreads)
     cross_entropy_rows_kernel(const T* logits, const int32_t* __restrict__ targets,
                               const float* __restrict__ row_weights, int64_t rows, int vocab, int32_t ignore_index,
-                              int reduction, float* __restrict__ row_loss, float* __restrict__ row_lse,
-                              int32_t* counts, T* dlogits, float dlogits_scale) {
+                              int reduction, float* __restrict__ row_loss, float* __restrict__ row_lse, int32_t* counts,
+                              T* dlogits, float dlogits_scale) {
   __shared__ RowState warp_states[kRowWarps];
   __shared__ RowState row_state;
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
@@ -261,12 +262,11 @@ void scale_by_device_scalar(T* values, int64_t n, const float* scale, cudaStream
   COCO_LAUNCH(detail::scale_kernel<T>, dim3(blocks), dim3(detail::kScaleThreads), 0, stream, values, n, scale);
 }
 
-#define COCO_INSTANTIATE_CE(T)                                                                                      \
-  template void cross_entropy_forward<T>(const T*, const int32_t*, const float*, int64_t, int64_t, int32_t,        \
-                                         LossReduction, float*, float*, float*, int32_t*, T*, float, cudaStream_t); \
-  template void cross_entropy_backward<T>(const T*, const int32_t*, const float*, const float*, const int32_t*,    \
-                                          int64_t, int64_t, int32_t, LossReduction, const float*, T*,              \
-                                          cudaStream_t);                                                            \
+#define COCO_INSTANTIATE_CE(T)                                                                                       \
+  template void cross_entropy_forward<T>(const T*, const int32_t*, const float*, int64_t, int64_t, int32_t,          \
+                                         LossReduction, float*, float*, float*, int32_t*, T*, float, cudaStream_t);  \
+  template void cross_entropy_backward<T>(const T*, const int32_t*, const float*, const float*, const int32_t*,      \
+                                          int64_t, int64_t, int32_t, LossReduction, const float*, T*, cudaStream_t); \
   template void scale_by_device_scalar<T>(T*, int64_t, const float*, cudaStream_t);
 COCO_INSTANTIATE_CE(float)
 COCO_INSTANTIATE_CE(__nv_bfloat16)

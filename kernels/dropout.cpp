@@ -8,8 +8,7 @@ namespace coco::kernels::detail {
 
 float dropout_threshold(const char* op, double p, int64_t n) {
   if (!(p >= 0.0 && p <= 1.0))
-    throw std::invalid_argument(std::string(op) + ": dropout probability " + std::to_string(p) +
-                                " is outside [0, 1]");
+    throw std::invalid_argument(std::string(op) + ": dropout probability " + std::to_string(p) + " is outside [0, 1]");
   if (n < 0) throw std::invalid_argument(std::string(op) + ": negative element count " + std::to_string(n));
   return static_cast<float>(p);
 }

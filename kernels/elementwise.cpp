@@ -8,7 +8,8 @@ namespace coco::kernels::cpu {
 namespace {
 
 void check_count(int64_t n, const char* op) {
-  if (n < 0) throw std::invalid_argument(std::string("kernels::cpu::") + op + ": negative element count " + std::to_string(n));
+  if (n < 0)
+    throw std::invalid_argument(std::string("kernels::cpu::") + op + ": negative element count " + std::to_string(n));
 }
 
 }  // namespace
@@ -60,11 +61,11 @@ void mul_backward(const T* dout, const T* a, const T* b, T* da, T* db, int64_t n
   }
 }
 
-#define COCO_INSTANTIATE_ELEMENTWISE_CPU(T)                                            \
-  template void binary<T>(BinaryOp, const T*, const T*, T*, int64_t);                \
-  template void scale<T>(const T*, double, T*, int64_t);                             \
-  template void add_scaled<T>(const T*, const T*, double, T*, int64_t);              \
-  template void add_inplace<T>(T*, const T*, int64_t);                               \
+#define COCO_INSTANTIATE_ELEMENTWISE_CPU(T)                             \
+  template void binary<T>(BinaryOp, const T*, const T*, T*, int64_t);   \
+  template void scale<T>(const T*, double, T*, int64_t);                \
+  template void add_scaled<T>(const T*, const T*, double, T*, int64_t); \
+  template void add_inplace<T>(T*, const T*, int64_t);                  \
   template void mul_backward<T>(const T*, const T*, const T*, T*, T*, int64_t);
 
 COCO_INSTANTIATE_ELEMENTWISE_CPU(float)

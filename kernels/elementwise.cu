@@ -35,9 +35,12 @@ __global__ void binary_kernel(const T* a, const T* b, T* out, int64_t n) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
     const A x = load<A>(a, i), y = load<A>(b, i);
     A r;
-    if constexpr (Op == BinaryOp::add) r = x + y;
-    else if constexpr (Op == BinaryOp::sub) r = x - y;
-    else r = x * y;
+    if constexpr (Op == BinaryOp::add)
+      r = x + y;
+    else if constexpr (Op == BinaryOp::sub)
+      r = x - y;
+    else
+      r = x * y;
     out[i] = convert_element<T>(r);
   }
 }
@@ -75,7 +78,8 @@ __global__ void mul_backward_kernel(const T* dout, const T* a, const T* b, T* da
 }
 
 bool check_count(int64_t n, const char* op) {
-  if (n < 0) throw std::invalid_argument(std::string("kernels::cuda::") + op + ": negative element count " + std::to_string(n));
+  if (n < 0)
+    throw std::invalid_argument(std::string("kernels::cuda::") + op + ": negative element count " + std::to_string(n));
   return n > 0;
 }
 
@@ -89,9 +93,15 @@ void binary(BinaryOp op, const T* a, const T* b, T* out, int64_t n, cudaStream_t
   if (!detail::check_count(n, binary_op_name(op))) return;
   const dim3 grid(detail::grid_for(n)), block(detail::kBlock);
   switch (op) {
-    case BinaryOp::add: COCO_LAUNCH((detail::binary_kernel<T, BinaryOp::add>), grid, block, 0, stream, a, b, out, n); return;
-    case BinaryOp::sub: COCO_LAUNCH((detail::binary_kernel<T, BinaryOp::sub>), grid, block, 0, stream, a, b, out, n); return;
-    case BinaryOp::mul: COCO_LAUNCH((detail::binary_kernel<T, BinaryOp::mul>), grid, block, 0, stream, a, b, out, n); return;
+    case BinaryOp::add:
+      COCO_LAUNCH((detail::binary_kernel<T, BinaryOp::add>), grid, block, 0, stream, a, b, out, n);
+      return;
+    case BinaryOp::sub:
+      COCO_LAUNCH((detail::binary_kernel<T, BinaryOp::sub>), grid, block, 0, stream, a, b, out, n);
+      return;
+    case BinaryOp::mul:
+      COCO_LAUNCH((detail::binary_kernel<T, BinaryOp::mul>), grid, block, 0, stream, a, b, out, n);
+      return;
   }
   throw std::invalid_argument("kernels::cuda::binary: unknown op code " + std::to_string(static_cast<int>(op)));
 }
@@ -125,11 +135,11 @@ void mul_backward(const T* dout, const T* a, const T* b, T* da, T* db, int64_t n
               da, db, n);
 }
 
-#define COCO_INSTANTIATE_ELEMENTWISE_CUDA(T)                                                     \
-  template void binary<T>(BinaryOp, const T*, const T*, T*, int64_t, cudaStream_t);            \
-  template void scale<T>(const T*, double, T*, int64_t, cudaStream_t);                         \
-  template void add_scaled<T>(const T*, const T*, double, T*, int64_t, cudaStream_t);          \
-  template void add_inplace<T, T>(T*, const T*, int64_t, cudaStream_t);                        \
+#define COCO_INSTANTIATE_ELEMENTWISE_CUDA(T)                                          \
+  template void binary<T>(BinaryOp, const T*, const T*, T*, int64_t, cudaStream_t);   \
+  template void scale<T>(const T*, double, T*, int64_t, cudaStream_t);                \
+  template void add_scaled<T>(const T*, const T*, double, T*, int64_t, cudaStream_t); \
+  template void add_inplace<T, T>(T*, const T*, int64_t, cudaStream_t);               \
   template void mul_backward<T>(const T*, const T*, const T*, T*, T*, int64_t, cudaStream_t);
 
 COCO_INSTANTIATE_ELEMENTWISE_CUDA(float)

@@ -280,8 +280,8 @@ void embedding_backward(GradT* dtok, GradT* dpos, const T* dout, const int32_t* 
   uint32_t* run_count = base + layout.run_count;
   const uint32_t n = layout.n;
 
-  COCO_LAUNCH(detail::sort_init_kernel, dim3(ceil_div(n, 256)), dim3(256), 0, stream, keys, vals, ids, n,
-              shape.vocab, padding_id);
+  COCO_LAUNCH(detail::sort_init_kernel, dim3(ceil_div(n, 256)), dim3(256), 0, stream, keys, vals, ids, n, shape.vocab,
+              padding_id);
   // Keys are at most `vocab` (the skip sentinel): sort only the digits that can be non-zero.
   const int key_bits = std::bit_width(static_cast<uint64_t>(shape.vocab));
   for (int shift = 0; shift < key_bits; shift += detail::kRadixBits) {
@@ -294,8 +294,8 @@ void embedding_backward(GradT* dtok, GradT* dpos, const T* dout, const int32_t* 
     std::swap(keys, keys_spare);
     std::swap(vals, vals_spare);
   }
-  COCO_LAUNCH(detail::find_runs_kernel, dim3(1), dim3(detail::kScanThreads), 0, stream, run_starts, run_count, keys,
-              n, static_cast<uint32_t>(shape.vocab));
+  COCO_LAUNCH(detail::find_runs_kernel, dim3(1), dim3(detail::kScanThreads), 0, stream, run_starts, run_count, keys, n,
+              static_cast<uint32_t>(shape.vocab));
   const dim3 grid(ceil_div(shape.dim, detail::kGradTileColumns),
                   static_cast<unsigned>(std::min<int64_t>(n, detail::kMaxRunBlocks)));
   COCO_LAUNCH((detail::embedding_token_grad_kernel<T, GradT>), grid,
@@ -303,12 +303,12 @@ void embedding_backward(GradT* dtok, GradT* dpos, const T* dout, const int32_t* 
               run_count, shape.dim);
 }
 
-#define COCO_INSTANTIATE_EMBEDDING_CUDA(T)                                                                    \
+#define COCO_INSTANTIATE_EMBEDDING_CUDA(T)                                                                     \
   template void embedding_forward<T>(T*, const int32_t*, const T*, const T*, const EmbeddingShape&, uint32_t*, \
                                      cudaStream_t);
-#define COCO_INSTANTIATE_EMBEDDING_BACKWARD_CUDA(T, GradT)                                                     \
-  template void embedding_backward<T, GradT>(GradT*, GradT*, const T*, const int32_t*, const EmbeddingShape&, \
-                                             int64_t, void*, cudaStream_t);
+#define COCO_INSTANTIATE_EMBEDDING_BACKWARD_CUDA(T, GradT)                                                             \
+  template void embedding_backward<T, GradT>(GradT*, GradT*, const T*, const int32_t*, const EmbeddingShape&, int64_t, \
+                                             void*, cudaStream_t);
 COCO_INSTANTIATE_EMBEDDING_CUDA(float)
 COCO_INSTANTIATE_EMBEDDING_CUDA(__nv_bfloat16)
 COCO_INSTANTIATE_EMBEDDING_CUDA(__half)

@@ -24,7 +24,6 @@ constexpr int kScanThreads = 1024;
 constexpr int kElementwiseThreads = 256;
 constexpr int64_t kMaxElementwiseBlocks = 4096;
 
-
 // src: (src_rows, dim), index: (count) -> out: (count, dim); a bad index gives a zero row.
 template <class T>
 __global__ void __launch_bounds__(kRowThreads)
@@ -62,8 +61,10 @@ __global__ void histogram_kernel(const int32_t* __restrict__ index, int64_t coun
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t m = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; m < count; m += stride) {
     const int32_t n = index[m];
-    if (n >= 0 && n < out_rows) atomicAdd(&rows_count[n], 1);
-    else atomicAdd(invalid, 1);
+    if (n >= 0 && n < out_rows)
+      atomicAdd(&rows_count[n], 1);
+    else
+      atomicAdd(invalid, 1);
   }
 }
 
@@ -151,9 +152,9 @@ __global__ void __launch_bounds__(kRowThreads)
 
 void check_sizes(int64_t count, int64_t rows, int64_t dim, const char* op) {
   if (count < 0 || count > INT_MAX || rows < 0 || rows > INT_MAX || dim < 1 || dim > INT_MAX)
-    throw std::invalid_argument(std::string(op) + ": expected 0 <= count, rows <= 2^31-1 and 1 <= dim <= 2^31-1; got count " +
-                                std::to_string(count) + ", rows " + std::to_string(rows) + ", dim " +
-                                std::to_string(dim));
+    throw std::invalid_argument(
+        std::string(op) + ": expected 0 <= count, rows <= 2^31-1 and 1 <= dim <= 2^31-1; got count " +
+        std::to_string(count) + ", rows " + std::to_string(rows) + ", dim " + std::to_string(dim));
 }
 
 unsigned elementwise_blocks(int64_t n) {
@@ -195,12 +196,12 @@ void scatter_add_rows(const Src* src, const int32_t* index, int64_t count, int64
               s.placed);
   COCO_LAUNCH(detail::place_kernel, dim3(blocks), dim3(detail::kElementwiseThreads), 0, stream, index, count, out_rows,
               s.cursor, s.order);
-  COCO_LAUNCH(detail::sort_buckets_kernel, dim3(detail::elementwise_blocks(out_rows)), dim3(detail::kElementwiseThreads),
-              0, stream, static_cast<const int32_t*>(s.bucket_start), static_cast<const int32_t*>(s.cursor), out_rows,
-              s.order);
+  COCO_LAUNCH(detail::sort_buckets_kernel, dim3(detail::elementwise_blocks(out_rows)),
+              dim3(detail::kElementwiseThreads), 0, stream, static_cast<const int32_t*>(s.bucket_start),
+              static_cast<const int32_t*>(s.cursor), out_rows, s.order);
   COCO_LAUNCH((detail::accumulate_kernel<Src, Dst>),
-              dim3(static_cast<unsigned>(std::min(count, detail::kMaxRowBlocks))), dim3(detail::kRowThreads), 0,
-              stream, src, index, static_cast<int>(dim), static_cast<const int32_t*>(s.bucket_start),
+              dim3(static_cast<unsigned>(std::min(count, detail::kMaxRowBlocks))), dim3(detail::kRowThreads), 0, stream,
+              src, index, static_cast<int>(dim), static_cast<const int32_t*>(s.bucket_start),
               static_cast<const int32_t*>(s.cursor), static_cast<const int32_t*>(s.order),
               static_cast<const int32_t*>(s.placed), out);
 }
@@ -212,7 +213,7 @@ template void gather_rows<__nv_bfloat16>(const __nv_bfloat16*, int64_t, int64_t,
 template void gather_rows<__half>(const __half*, int64_t, int64_t, const int32_t*, int64_t, __half*, int32_t*,
                                   cudaStream_t);
 
-#define COCO_INSTANTIATE_SCATTER(Src, Dst)                                                                    \
+#define COCO_INSTANTIATE_SCATTER(Src, Dst)                                                                        \
   template void scatter_add_rows<Src, Dst>(const Src*, const int32_t*, int64_t, int64_t, Dst*, int64_t, int32_t*, \
                                            void*, cudaStream_t);
 COCO_INSTANTIATE_SCATTER(float, float)

@@ -29,8 +29,8 @@ __global__ void gelu_forward_kernel(T* __restrict__ out, const T* __restrict__ x
 
 // dx, dout, x: (n)
 template <class T>
-__global__ void gelu_backward_kernel(T* __restrict__ dx, const T* __restrict__ dout, const T* __restrict__ x,
-                                     int64_t n, GeluApproximation approximation) {
+__global__ void gelu_backward_kernel(T* __restrict__ dx, const T* __restrict__ dout, const T* __restrict__ x, int64_t n,
+                                     GeluApproximation approximation) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
     dx[i] = convert_from_f32<T>(convert_element<float>(dout[i]) *
@@ -53,21 +53,20 @@ template <class T>
 void gelu_forward(T* out, const T* x, int64_t n, GeluApproximation approximation, cudaStream_t stream) {
   detail::check_gelu_args("kernels::cuda::gelu_forward", n, approximation);
   if (n == 0) return;
-  COCO_LAUNCH(detail::gelu_forward_kernel<T>, dim3(detail::gelu_blocks(n)), dim3(detail::kGeluBlock), 0, stream, out,
-              x, n, approximation);
+  COCO_LAUNCH(detail::gelu_forward_kernel<T>, dim3(detail::gelu_blocks(n)), dim3(detail::kGeluBlock), 0, stream, out, x,
+              n, approximation);
 }
 
 template <class T>
-void gelu_backward(T* dx, const T* dout, const T* x, int64_t n, GeluApproximation approximation,
-                   cudaStream_t stream) {
+void gelu_backward(T* dx, const T* dout, const T* x, int64_t n, GeluApproximation approximation, cudaStream_t stream) {
   detail::check_gelu_args("kernels::cuda::gelu_backward", n, approximation);
   if (n == 0) return;
   COCO_LAUNCH(detail::gelu_backward_kernel<T>, dim3(detail::gelu_blocks(n)), dim3(detail::kGeluBlock), 0, stream, dx,
               dout, x, n, approximation);
 }
 
-#define COCO_INSTANTIATE_GELU_CUDA(T)                                                                   \
-  template void gelu_forward<T>(T*, const T*, int64_t, GeluApproximation, cudaStream_t);                \
+#define COCO_INSTANTIATE_GELU_CUDA(T)                                                    \
+  template void gelu_forward<T>(T*, const T*, int64_t, GeluApproximation, cudaStream_t); \
   template void gelu_backward<T>(T*, const T*, const T*, int64_t, GeluApproximation, cudaStream_t);
 COCO_INSTANTIATE_GELU_CUDA(float)
 COCO_INSTANTIATE_GELU_CUDA(__nv_bfloat16)

@@ -34,7 +34,6 @@ namespace coco::kernels::cuda {
 template <class T>
 void gelu_forward(T* out, const T* x, int64_t n, GeluApproximation approximation, cudaStream_t stream);
 template <class T>
-void gelu_backward(T* dx, const T* dout, const T* x, int64_t n, GeluApproximation approximation,
-                   cudaStream_t stream);
+void gelu_backward(T* dx, const T* dout, const T* x, int64_t n, GeluApproximation approximation, cudaStream_t stream);
 
 }  // namespace coco::kernels::cuda

@@ -34,8 +34,8 @@ __host__ __device__ inline F gelu_derivative(F x, GeluApproximation approximatio
   const F t = tanh(K::sqrt_2_over_pi * (x + K::cubic * x * x * x));
   const F sech2 = K::one - t * t;
   // For |x| > ~10 sech2 is exactly 0 while x^2 may overflow; skip the term rather than form 0 * inf.
-  const F slope_term = sech2 == F(0) ? F(0)
-                                     : K::half * x * sech2 * K::sqrt_2_over_pi * (K::one + F(3) * K::cubic * x * x);
+  const F slope_term =
+      sech2 == F(0) ? F(0) : K::half * x * sech2 * K::sqrt_2_over_pi * (K::one + F(3) * K::cubic * x * x);
   return K::half * (K::one + t) + slope_term;
 }
 

@@ -35,26 +35,42 @@ double clip_factor(double norm, double max_norm) {
 
 namespace coco::kernels::cpu {
 
-double sum_of_squares(const std::vector<NormTensorDesc>& descs) {
-  double total = 0.0;
+void for_each_value(const char* op, const std::vector<NormTensorDesc>& descs,
+                    const std::function<bool(double)>& visit) {
   for (size_t t = 0; t < descs.size(); ++t) {
     const NormTensorDesc& d = descs[t];
     if (d.numel < 0)
-      throw std::invalid_argument("kernels::cpu::sum_of_squares: tensor " + std::to_string(t) + ": negative numel");
+      throw std::invalid_argument(std::string(op) + ": tensor " + std::to_string(t) + ": negative numel");
     for (int64_t i = 0; i < d.numel; ++i) {
       double x = 0.0;
       switch (d.dtype) {
-        case DType::f32: x = static_cast<const float*>(d.data)[i]; break;
-        case DType::bf16: x = __bfloat162float(static_cast<const __nv_bfloat16*>(d.data)[i]); break;
-        case DType::f16: x = __half2float(static_cast<const __half*>(d.data)[i]); break;
-        case DType::f64: x = static_cast<const double*>(d.data)[i]; break;
+        case DType::f32:
+          x = static_cast<const float*>(d.data)[i];
+          break;
+        case DType::bf16:
+          x = __bfloat162float(static_cast<const __nv_bfloat16*>(d.data)[i]);
+          break;
+        case DType::f16:
+          x = __half2float(static_cast<const __half*>(d.data)[i]);
+          break;
+        case DType::f64:
+          x = static_cast<const double*>(d.data)[i];
+          break;
         default:
-          throw std::invalid_argument("kernels::cpu::sum_of_squares: tensor " + std::to_string(t) + ": dtype " +
+          throw std::invalid_argument(std::string(op) + ": tensor " + std::to_string(t) + ": dtype " +
                                       dtype_name(d.dtype) + ", expected f32, bf16, f16 or f64");
       }
-      total += x * x;
+      if (!visit(x)) return;
     }
   }
+}
+
+double sum_of_squares(const std::vector<NormTensorDesc>& descs) {
+  double total = 0.0;
+  for_each_value("kernels::cpu::sum_of_squares", descs, [&](double x) {
+    total += x * x;
+    return true;
+  });
   return total;
 }
 

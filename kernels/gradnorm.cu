@@ -15,9 +15,12 @@ constexpr int kNormBlock = 256;  // power of two (tree reduction)
 
 template <class G>
 __device__ inline float load_element(const void* data, int64_t i) {
-  if constexpr (std::is_same_v<G, __nv_bfloat16>) return __bfloat162float(static_cast<const __nv_bfloat16*>(data)[i]);
-  else if constexpr (std::is_same_v<G, __half>) return __half2float(static_cast<const __half*>(data)[i]);
-  else return static_cast<const float*>(data)[i];
+  if constexpr (std::is_same_v<G, __nv_bfloat16>)
+    return __bfloat162float(static_cast<const __nv_bfloat16*>(data)[i]);
+  else if constexpr (std::is_same_v<G, __half>)
+    return __half2float(static_cast<const __half*>(data)[i]);
+  else
+    return static_cast<const float*>(data)[i];
 }
 
 template <class G>
@@ -48,17 +51,25 @@ __global__ void __launch_bounds__(kNormBlock)
   int lo = 0, hi = num_tensors - 1;  // last descriptor whose first_chunk <= chunk
   while (lo < hi) {
     const int mid = (lo + hi + 1) / 2;
-    if (descs[mid].first_chunk <= chunk) lo = mid;
-    else hi = mid - 1;
+    if (descs[mid].first_chunk <= chunk)
+      lo = mid;
+    else
+      hi = mid - 1;
   }
   const NormTensorDesc d = descs[lo];
   const int64_t begin = (chunk - d.first_chunk) * kGradNormChunk;
   const int64_t end = begin + kGradNormChunk < d.numel ? begin + kGradNormChunk : d.numel;
   float acc;
   switch (d.dtype) {
-    case DType::bf16: acc = strided_sum_sq<__nv_bfloat16>(d.data, begin, end); break;
-    case DType::f16: acc = strided_sum_sq<__half>(d.data, begin, end); break;
-    default: acc = strided_sum_sq<float>(d.data, begin, end); break;
+    case DType::bf16:
+      acc = strided_sum_sq<__nv_bfloat16>(d.data, begin, end);
+      break;
+    case DType::f16:
+      acc = strided_sum_sq<__half>(d.data, begin, end);
+      break;
+    default:
+      acc = strided_sum_sq<float>(d.data, begin, end);
+      break;
   }
   values[threadIdx.x] = acc;
   block_tree_sum(values);

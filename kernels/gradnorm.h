@@ -6,6 +6,7 @@
 // block adds the partials in f64 (each thread a strided f64 sum, then a fixed tree) into the total.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "engine/dtype.h"
@@ -17,7 +18,7 @@ namespace coco::kernels {
 struct NormTensorDesc {
   const void* data = nullptr;  // (numel) of dtype (f32, bf16 or f16)
   int64_t numel = 0;
-  int64_t first_chunk = 0;     // set by plan_norm_chunks
+  int64_t first_chunk = 0;  // set by plan_norm_chunks
   DType dtype = DType::f32;
 };
 
@@ -39,6 +40,10 @@ namespace coco::kernels::cpu {
 // Sum of squares of all elements of all tensors (host pointers; f32, bf16, f16 or f64), accumulated
 // in f64 in element order. Any NaN/Inf element makes the result NaN/Inf.
 double sum_of_squares(const std::vector<NormTensorDesc>& descs);
+
+// Calls visit(value) with every element of every tensor widened to f64, in order; stops early when
+// visit returns false. Throws std::invalid_argument naming `op` for a negative numel or another dtype.
+void for_each_value(const char* op, const std::vector<NormTensorDesc>& descs, const std::function<bool(double)>& visit);
 
 }  // namespace coco::kernels::cpu
 

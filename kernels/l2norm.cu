@@ -16,7 +16,6 @@ constexpr int kWarpsPerBlock = 4;
 constexpr int kThreads = kWarpsPerBlock * 32;
 constexpr int64_t kMaxBlocks = 16384;  // more rows loop inside the kernel
 
-
 __device__ __forceinline__ float warp_sum(float v) {
   for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
   return v;
@@ -90,8 +89,8 @@ template <class T>
 void l2_normalize_forward(const T* x, int64_t rows, int64_t dim, float eps, T* y, float* norms, cudaStream_t stream) {
   detail::check_sizes(rows, dim, eps, "kernels::cuda::l2_normalize_forward");
   if (rows == 0) return;
-  COCO_LAUNCH(detail::l2_normalize_forward_kernel<T>, dim3(detail::blocks_for(rows)), dim3(detail::kThreads), 0,
-              stream, x, rows, static_cast<int>(dim), eps, y, norms);
+  COCO_LAUNCH(detail::l2_normalize_forward_kernel<T>, dim3(detail::blocks_for(rows)), dim3(detail::kThreads), 0, stream,
+              x, rows, static_cast<int>(dim), eps, y, norms);
 }
 
 template <class T>
@@ -103,10 +102,9 @@ void l2_normalize_backward(const T* x, const float* norms, const T* dy, int64_t 
               stream, x, norms, dy, rows, static_cast<int>(dim), eps, dx);
 }
 
-#define COCO_INSTANTIATE_L2NORM(T)                                                                             \
-  template void l2_normalize_forward<T>(const T*, int64_t, int64_t, float, T*, float*, cudaStream_t);          \
-  template void l2_normalize_backward<T>(const T*, const float*, const T*, int64_t, int64_t, float, T*,        \
-                                         cudaStream_t);
+#define COCO_INSTANTIATE_L2NORM(T)                                                                    \
+  template void l2_normalize_forward<T>(const T*, int64_t, int64_t, float, T*, float*, cudaStream_t); \
+  template void l2_normalize_backward<T>(const T*, const float*, const T*, int64_t, int64_t, float, T*, cudaStream_t);
 COCO_INSTANTIATE_L2NORM(float)
 COCO_INSTANTIATE_L2NORM(__nv_bfloat16)
 COCO_INSTANTIATE_L2NORM(__half)

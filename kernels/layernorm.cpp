@@ -55,7 +55,8 @@ void layernorm_backward(T* dx, T* dgamma, T* dbeta, const T* dout, const T* dx_e
     if (dgamma || dbeta) {
       for (int64_t c = 0; c < C; ++c) {
         const double xhat = (static_cast<double>(x_row[c]) - row_mean) * row_rstd;
-        if (dgamma) dgamma[c] = static_cast<T>(static_cast<double>(dgamma[c]) + static_cast<double>(dout_row[c]) * xhat);
+        if (dgamma)
+          dgamma[c] = static_cast<T>(static_cast<double>(dgamma[c]) + static_cast<double>(dout_row[c]) * xhat);
         if (dbeta) dbeta[c] = static_cast<T>(static_cast<double>(dbeta[c]) + static_cast<double>(dout_row[c]));
       }
     }
@@ -79,12 +80,12 @@ void layernorm_backward(T* dx, T* dgamma, T* dbeta, const T* dout, const T* dx_e
   }
 }
 
-#define COCO_INSTANTIATE_LAYERNORM_CPU(T)                                                                        \
-  template void layernorm_forward<T>(T*, T*, T*, const T*, const T*, const T*, int64_t, int64_t, double);        \
-  template void residual_layernorm_forward<T>(T*, T*, T*, T*, const T*, const T*, const T*, const T*, int64_t,   \
-                                              int64_t, double);                                                  \
-  template void layernorm_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, const T*,    \
-                                      int64_t, int64_t);
+#define COCO_INSTANTIATE_LAYERNORM_CPU(T)                                                                              \
+  template void layernorm_forward<T>(T*, T*, T*, const T*, const T*, const T*, int64_t, int64_t, double);              \
+  template void residual_layernorm_forward<T>(T*, T*, T*, T*, const T*, const T*, const T*, const T*, int64_t,         \
+                                              int64_t, double);                                                        \
+  template void layernorm_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, const T*, int64_t, \
+                                      int64_t);
 COCO_INSTANTIATE_LAYERNORM_CPU(float)
 COCO_INSTANTIATE_LAYERNORM_CPU(double)
 #undef COCO_INSTANTIATE_LAYERNORM_CPU

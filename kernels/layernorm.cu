@@ -191,9 +191,8 @@ void layernorm_forward(T* out, float* mean, float* rstd, const T* x, const T* ga
 }
 
 template <class T>
-void residual_layernorm_forward(T* out, T* sum, float* mean, float* rstd, const T* x, const T* residual,
-                                const T* gamma, const T* beta, int64_t rows, int64_t C, float eps,
-                                cudaStream_t stream) {
+void residual_layernorm_forward(T* out, T* sum, float* mean, float* rstd, const T* x, const T* residual, const T* gamma,
+                                const T* beta, int64_t rows, int64_t C, float eps, cudaStream_t stream) {
   detail::check_layernorm_shape("kernels::cuda::residual_layernorm_forward", rows, C);
   if (rows == 0) return;
   COCO_LAUNCH(detail::layernorm_forward_kernel<T>, dim3(ceil_div(rows, detail::kRowsPerBlock)),
@@ -208,8 +207,8 @@ size_t layernorm_backward_workspace_bytes(int64_t rows, int64_t C) {
 
 template <class T, class GradT>
 void layernorm_backward(T* dx, GradT* dgamma, GradT* dbeta, const T* dout, const T* dx_extra, const T* x,
-                        const T* gamma, const float* mean, const float* rstd, int64_t rows, int64_t C,
-                        void* workspace, cudaStream_t stream) {
+                        const T* gamma, const float* mean, const float* rstd, int64_t rows, int64_t C, void* workspace,
+                        cudaStream_t stream) {
   detail::check_layernorm_shape("kernels::cuda::layernorm_backward", rows, C);
   if (rows == 0) return;
   if (dx != nullptr)
@@ -225,20 +224,20 @@ void layernorm_backward(T* dx, GradT* dgamma, GradT* dbeta, const T* dout, const
   float* partial_beta = partial_gamma + chunking.chunks * C;
   COCO_LAUNCH(detail::layernorm_param_partials_kernel<T>,
               dim3(ceil_div(C, detail::kParamTileColumns), static_cast<unsigned>(chunking.chunks)),
-              dim3(detail::kParamTileColumns, detail::kParamTileRows), 0, stream, partial_gamma, partial_beta, dout,
-              x, mean, rstd, rows, static_cast<int>(C), chunking.rows_per_chunk);
-  COCO_LAUNCH(detail::layernorm_param_finish_kernel<GradT>, dim3(ceil_div(C, 256)), dim3(256), 0, stream, dgamma,
-              dbeta, partial_gamma, partial_beta, chunking.chunks, static_cast<int>(C));
+              dim3(detail::kParamTileColumns, detail::kParamTileRows), 0, stream, partial_gamma, partial_beta, dout, x,
+              mean, rstd, rows, static_cast<int>(C), chunking.rows_per_chunk);
+  COCO_LAUNCH(detail::layernorm_param_finish_kernel<GradT>, dim3(ceil_div(C, 256)), dim3(256), 0, stream, dgamma, dbeta,
+              partial_gamma, partial_beta, chunking.chunks, static_cast<int>(C));
 }
 
-#define COCO_INSTANTIATE_LAYERNORM_CUDA(T)                                                                          \
-  template void layernorm_forward<T>(T*, float*, float*, const T*, const T*, const T*, int64_t, int64_t, float,     \
-                                     cudaStream_t);                                                                 \
-  template void residual_layernorm_forward<T>(T*, T*, float*, float*, const T*, const T*, const T*, const T*,       \
-                                              int64_t, int64_t, float, cudaStream_t);
-#define COCO_INSTANTIATE_LAYERNORM_BACKWARD_CUDA(T, GradT)                                                         \
-  template void layernorm_backward<T, GradT>(T*, GradT*, GradT*, const T*, const T*, const T*, const T*,           \
-                                             const float*, const float*, int64_t, int64_t, void*, cudaStream_t);
+#define COCO_INSTANTIATE_LAYERNORM_CUDA(T)                                                                             \
+  template void layernorm_forward<T>(T*, float*, float*, const T*, const T*, const T*, int64_t, int64_t, float,        \
+                                     cudaStream_t);                                                                    \
+  template void residual_layernorm_forward<T>(T*, T*, float*, float*, const T*, const T*, const T*, const T*, int64_t, \
+                                              int64_t, float, cudaStream_t);
+#define COCO_INSTANTIATE_LAYERNORM_BACKWARD_CUDA(T, GradT)                                                             \
+  template void layernorm_backward<T, GradT>(T*, GradT*, GradT*, const T*, const T*, const T*, const T*, const float*, \
+                                             const float*, int64_t, int64_t, void*, cudaStream_t);
 COCO_INSTANTIATE_LAYERNORM_CUDA(float)
 COCO_INSTANTIATE_LAYERNORM_CUDA(__nv_bfloat16)
 COCO_INSTANTIATE_LAYERNORM_CUDA(__half)

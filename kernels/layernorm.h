@@ -47,9 +47,8 @@ void layernorm_forward(T* out, float* mean, float* rstd, const T* x, const T* ga
                        int64_t C, float eps, cudaStream_t stream);
 
 template <class T>
-void residual_layernorm_forward(T* out, T* sum, float* mean, float* rstd, const T* x, const T* residual,
-                                const T* gamma, const T* beta, int64_t rows, int64_t C, float eps,
-                                cudaStream_t stream);
+void residual_layernorm_forward(T* out, T* sum, float* mean, float* rstd, const T* x, const T* residual, const T* gamma,
+                                const T* beta, int64_t rows, int64_t C, float eps, cudaStream_t stream);
 
 // Bytes of device scratch layernorm_backward needs for the dgamma/dbeta partials (0 when neither
 // dgamma nor dbeta is wanted is also accepted by passing workspace = nullptr then).
@@ -59,7 +58,7 @@ size_t layernorm_backward_workspace_bytes(int64_t rows, int64_t C);
 // bytes of device memory (contents ignored), needed when dgamma or dbeta is given.
 template <class T, class GradT>
 void layernorm_backward(T* dx, GradT* dgamma, GradT* dbeta, const T* dout, const T* dx_extra, const T* x,
-                        const T* gamma, const float* mean, const float* rstd, int64_t rows, int64_t C,
-                        void* workspace, cudaStream_t stream);
+                        const T* gamma, const float* mean, const float* rstd, int64_t rows, int64_t C, void* workspace,
+                        cudaStream_t stream);
 
 }  // namespace coco::kernels::cuda

@@ -42,17 +42,25 @@ __global__ void __launch_bounds__(kFlagBlock)
   int lo = 0, hi = num_tensors - 1;  // last descriptor whose first_chunk <= chunk
   while (lo < hi) {
     const int mid = (lo + hi + 1) / 2;
-    if (descs[mid].first_chunk <= chunk) lo = mid;
-    else hi = mid - 1;
+    if (descs[mid].first_chunk <= chunk)
+      lo = mid;
+    else
+      hi = mid - 1;
   }
   const NormTensorDesc d = descs[lo];
   const int64_t begin = (chunk - d.first_chunk) * kGradNormChunk;
   const int64_t end = begin + kGradNormChunk < d.numel ? begin + kGradNormChunk : d.numel;
   int found;
   switch (d.dtype) {
-    case DType::bf16: found = strided_any_nonfinite<__nv_bfloat16>(d.data, begin, end); break;
-    case DType::f16: found = strided_any_nonfinite<__half>(d.data, begin, end); break;
-    default: found = strided_any_nonfinite<float>(d.data, begin, end); break;
+    case DType::bf16:
+      found = strided_any_nonfinite<__nv_bfloat16>(d.data, begin, end);
+      break;
+    case DType::f16:
+      found = strided_any_nonfinite<__half>(d.data, begin, end);
+      break;
+    default:
+      found = strided_any_nonfinite<float>(d.data, begin, end);
+      break;
   }
   if (__syncthreads_or(found) && threadIdx.x == 0) atomicOr(reinterpret_cast<int*>(flag), 1);
 }

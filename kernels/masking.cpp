@@ -34,7 +34,8 @@ uint64_t to_fixed_fraction(double p, const char* what) {
 
 MaskKernelParams make_mask_params(const MaskingConfig& c, uint64_t seed, uint64_t step) {
   const auto require_id = [](int32_t id, const char* what) {
-    if (id < 0) throw std::invalid_argument(std::string("masking: ") + what + " must be >= 0, got " + std::to_string(id));
+    if (id < 0)
+      throw std::invalid_argument(std::string("masking: ") + what + " must be >= 0, got " + std::to_string(id));
   };
   require_id(c.pad_id, "pad_id");
   require_id(c.cls_id, "cls_id");
@@ -184,8 +185,8 @@ void crop_view(const int32_t* tokens, int64_t B, int64_t T, const MaskKernelPara
       std::sort(chosen.begin(), chosen.end());
       for (int64_t pos : chosen) kept.push_back(tok[pos]);
     } else {
-      const int32_t span = std::min<int32_t>(std::min(fraction_floor(p.crop_fraction, n_row), n_row),
-                                             static_cast<int32_t>(T - 1));
+      const int32_t span =
+          std::min<int32_t>(std::min(fraction_floor(p.crop_fraction, n_row), n_row), static_cast<int32_t>(T - 1));
       const uint32_t start =
           p.crop_stream.below(static_cast<uint32_t>(n_row - span + 1), static_cast<uint64_t>(row * T), 1);
       for (int32_t j = 0; j < span; ++j) kept.push_back(tok[start + j]);

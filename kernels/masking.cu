@@ -81,8 +81,9 @@ __global__ void __launch_bounds__(kMaskBlock)
       if (p.replace_stream.u32(static_cast<uint64_t>(i), 0) < p.replace_threshold) {
         shown = p.mask_id;
       } else if (p.replace_stream.u32(static_cast<uint64_t>(i), 1) < p.random_token_threshold) {
-        shown = allowed_token(p.token_stream.below(static_cast<uint32_t>(p.allowed_token_count), static_cast<uint64_t>(i), 0),
-                              p.random_token_excluded);
+        shown = allowed_token(
+            p.token_stream.below(static_cast<uint32_t>(p.allowed_token_count), static_cast<uint64_t>(i), 0),
+            p.random_token_excluded);
       }
     }
     selected[i] = sel ? 1 : 0;

@@ -105,8 +105,8 @@ struct MaskKernelParams {
   uint64_t replace_threshold;       // P([MASK]) * 2^32
   uint64_t random_token_threshold;  // P(random token | not [MASK]) * 2^32
   int32_t vocab_size;
-  int32_t allowed_token_count;      // vocab_size minus the excluded ids below vocab_size
-  TokenIdSet random_token_excluded; // sorted: special_ids + ignore_ids + pad + cls + mask
+  int32_t allowed_token_count;       // vocab_size minus the excluded ids below vocab_size
+  TokenIdSet random_token_excluded;  // sorted: special_ids + ignore_ids + pad + cls + mask
   uint64_t crop_fraction;
   rng::Stream select_stream, replace_stream, token_stream, crop_stream;
 };

@@ -25,7 +25,8 @@ std::string gemm_shape(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t
 void check_gemm_arguments(const char* op, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, int64_t lda,
                           int64_t ldb, int64_t ldc) {
   const auto fail = [&](const std::string& why) {
-    throw std::invalid_argument(std::string(op) + ": " + why + " " + gemm_shape(trans_a, trans_b, M, N, K, lda, ldb, ldc));
+    throw std::invalid_argument(std::string(op) + ": " + why + " " +
+                                gemm_shape(trans_a, trans_b, M, N, K, lda, ldb, ldc));
   };
   constexpr int64_t kIntMax = std::numeric_limits<int>::max();
   if (M < 0 || N < 0 || K < 0) fail("negative dimension");
@@ -76,10 +77,11 @@ void gemm_unchecked(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
     const std::vector<float> a = widen(A, trans_a ? K : M, trans_a ? M : K, lda);
     const std::vector<float> b = widen(B, trans_b ? N : K, trans_b ? K : N, ldb);
     std::vector<float> c = beta == 0.0 ? std::vector<float>(static_cast<size_t>(M * N), 0.0f) : widen(C, M, N, ldc);
-    gemm_unchecked<float, float>(trans_a, trans_b, M, N, K, alpha, a.data(), trans_a ? M : K, b.data(),
-                                 trans_b ? K : N, beta, c.data(), N);
+    gemm_unchecked<float, float>(trans_a, trans_b, M, N, K, alpha, a.data(), trans_a ? M : K, b.data(), trans_b ? K : N,
+                                 beta, c.data(), N);
     for (int64_t r = 0; r < M; ++r)
-      for (int64_t col = 0; col < N; ++col) C[r * ldc + col] = detail::convert_element<Out>(c[static_cast<size_t>(r * N + col)]);
+      for (int64_t col = 0; col < N; ++col)
+        C[r * ldc + col] = detail::convert_element<Out>(c[static_cast<size_t>(r * N + col)]);
   }
 }
 
@@ -94,16 +96,16 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double al
 
 template <class In, class Out>
 void gemm_strided_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha, const In* A,
-                          int64_t lda, int64_t stride_a, const In* B, int64_t ldb, int64_t stride_b, double beta, Out* C,
-                          int64_t ldc, int64_t stride_c, int64_t batch) {
+                          int64_t lda, int64_t stride_a, const In* B, int64_t ldb, int64_t stride_b, double beta,
+                          Out* C, int64_t ldc, int64_t stride_c, int64_t batch) {
   check_gemm_arguments("kernels::cpu::gemm_strided_batched", trans_a, trans_b, M, N, K, lda, ldb, ldc);
   if (batch < 0 || stride_a < 0 || stride_b < 0 || stride_c < 0)
     throw std::invalid_argument("kernels::cpu::gemm_strided_batched: negative batch " + std::to_string(batch) +
                                 " or stride (" + std::to_string(stride_a) + ", " + std::to_string(stride_b) + ", " +
                                 std::to_string(stride_c) + ")");
   for (int64_t i = 0; i < batch; ++i)
-    gemm_unchecked(trans_a, trans_b, M, N, K, alpha, A + i * stride_a, lda, B + i * stride_b, ldb, beta, C + i * stride_c,
-                   ldc);
+    gemm_unchecked(trans_a, trans_b, M, N, K, alpha, A + i * stride_a, lda, B + i * stride_b, ldb, beta,
+                   C + i * stride_c, ldc);
 }
 
 template <class T>
@@ -125,7 +127,8 @@ void linear_forward(const T* x, const T* W, const T* bias, Activation act, int64
 
 template <class T>
 void activation_backward(Activation act, const T* dy, const T* pre, T* dpre, int64_t n) {
-  if (n < 0) throw std::invalid_argument("kernels::cpu::activation_backward: negative element count " + std::to_string(n));
+  if (n < 0)
+    throw std::invalid_argument("kernels::cpu::activation_backward: negative element count " + std::to_string(n));
   for (int64_t i = 0; i < n; ++i) dpre[i] = dy[i] * detail::activation_derivative<T>(act, pre[i]);
 }
 
@@ -134,7 +137,8 @@ template void gemm<float, float>(bool, bool, int64_t, int64_t, int64_t, double, 
 template void gemm<double, double>(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t, const double*,
                                    int64_t, double, double*, int64_t);
 template void gemm<__nv_bfloat16, __nv_bfloat16>(bool, bool, int64_t, int64_t, int64_t, double, const __nv_bfloat16*,
-                                                 int64_t, const __nv_bfloat16*, int64_t, double, __nv_bfloat16*, int64_t);
+                                                 int64_t, const __nv_bfloat16*, int64_t, double, __nv_bfloat16*,
+                                                 int64_t);
 template void gemm<__half, __half>(bool, bool, int64_t, int64_t, int64_t, double, const __half*, int64_t, const __half*,
                                    int64_t, double, __half*, int64_t);
 template void gemm<__nv_bfloat16, float>(bool, bool, int64_t, int64_t, int64_t, double, const __nv_bfloat16*, int64_t,
@@ -142,8 +146,8 @@ template void gemm<__nv_bfloat16, float>(bool, bool, int64_t, int64_t, int64_t, 
 template void gemm<__half, float>(bool, bool, int64_t, int64_t, int64_t, double, const __half*, int64_t, const __half*,
                                   int64_t, double, float*, int64_t);
 
-#define COCO_INSTANTIATE_BATCHED_CPU(In, Out)                                                                         \
-  template void gemm_strided_batched<In, Out>(bool, bool, int64_t, int64_t, int64_t, double, const In*, int64_t,       \
+#define COCO_INSTANTIATE_BATCHED_CPU(In, Out)                                                                       \
+  template void gemm_strided_batched<In, Out>(bool, bool, int64_t, int64_t, int64_t, double, const In*, int64_t,    \
                                               int64_t, const In*, int64_t, int64_t, double, Out*, int64_t, int64_t, \
                                               int64_t);
 COCO_INSTANTIATE_BATCHED_CPU(float, float)

@@ -125,16 +125,22 @@ LtContext lt_context(cudaStream_t stream) {
 
 template <class T>
 constexpr cudaDataType_t cuda_type() {
-  if constexpr (std::is_same_v<T, float>) return CUDA_R_32F;
-  else if constexpr (std::is_same_v<T, double>) return CUDA_R_64F;
-  else if constexpr (std::is_same_v<T, __nv_bfloat16>) return CUDA_R_16BF;
-  else return CUDA_R_16F;
+  if constexpr (std::is_same_v<T, float>)
+    return CUDA_R_32F;
+  else if constexpr (std::is_same_v<T, double>)
+    return CUDA_R_64F;
+  else if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    return CUDA_R_16BF;
+  else
+    return CUDA_R_16F;
 }
 
 // Owning wrappers so that a failing call does not leak descriptors.
 struct MatmulDesc {
   cublasLtMatmulDesc_t desc = nullptr;
-  ~MatmulDesc() { if (desc) (void)cublasLtMatmulDescDestroy(desc); }
+  ~MatmulDesc() {
+    if (desc) (void)cublasLtMatmulDescDestroy(desc);
+  }
   template <class V>
   void set(cublasLtMatmulDescAttributes_t attribute, const V& value) {
     COCO_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, attribute, &value, sizeof(value)));
@@ -142,11 +148,15 @@ struct MatmulDesc {
 };
 struct Layout {
   cublasLtMatrixLayout_t layout = nullptr;
-  ~Layout() { if (layout) (void)cublasLtMatrixLayoutDestroy(layout); }
+  ~Layout() {
+    if (layout) (void)cublasLtMatrixLayoutDestroy(layout);
+  }
 };
 struct Preference {
   cublasLtMatmulPreference_t preference = nullptr;
-  ~Preference() { if (preference) (void)cublasLtMatmulPreferenceDestroy(preference); }
+  ~Preference() {
+    if (preference) (void)cublasLtMatmulPreferenceDestroy(preference);
+  }
   template <class V>
   void set(cublasLtMatmulPreferenceAttributes_t attribute, const V& value) {
     COCO_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(preference, attribute, &value, sizeof(value)));
@@ -155,11 +165,12 @@ struct Preference {
 
 void make_layout(Layout& out, cudaDataType_t type, int64_t rows, int64_t cols, int64_t ld, int64_t batch,
                  int64_t stride) {
-  COCO_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&out.layout, type, static_cast<uint64_t>(rows),
-                                               static_cast<uint64_t>(cols), ld));
+  COCO_CUBLAS_CHECK(
+      cublasLtMatrixLayoutCreate(&out.layout, type, static_cast<uint64_t>(rows), static_cast<uint64_t>(cols), ld));
   if (batch > 1) {
     const int32_t count = static_cast<int32_t>(batch);
-    COCO_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(out.layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof(count)));
+    COCO_CUBLAS_CHECK(
+        cublasLtMatrixLayoutSetAttribute(out.layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof(count)));
     COCO_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(out.layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride,
                                                        sizeof(stride)));
   }
@@ -192,9 +203,12 @@ struct LtGemm {
 
 size_t type_bytes(cudaDataType_t type) {
   switch (type) {
-    case CUDA_R_64F: return 8;
-    case CUDA_R_32F: return 4;
-    default: return 2;
+    case CUDA_R_64F:
+      return 8;
+    case CUDA_R_32F:
+      return 4;
+    default:
+      return 2;
   }
 }
 
@@ -223,7 +237,8 @@ bool lt_matmul(const LtGemm& g, cudaStream_t stream) {
   Preference preference;
   COCO_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&preference.preference));
   preference.set(CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, static_cast<uint64_t>(kWorkspaceBytes));
-  const int64_t in_bytes = static_cast<int64_t>(type_bytes(g.in_type)), out_bytes = static_cast<int64_t>(type_bytes(g.out_type));
+  const int64_t in_bytes = static_cast<int64_t>(type_bytes(g.in_type)),
+                out_bytes = static_cast<int64_t>(type_bytes(g.out_type));
   preference.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, alignment_of(g.B, g.stride_b * in_bytes));
   preference.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, alignment_of(g.A, g.stride_a * in_bytes));
   preference.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, alignment_of(g.C, g.stride_c * out_bytes));
@@ -237,7 +252,8 @@ bool lt_matmul(const LtGemm& g, cudaStream_t stream) {
   if (status == CUBLAS_STATUS_SUCCESS && found == 0) return false;
   // Some type / epilogue combinations are refused with INVALID_VALUE rather than NOT_SUPPORTED; an
   // epilogue request is allowed to fail either way (the caller retries without it).
-  if (status == CUBLAS_STATUS_NOT_SUPPORTED || (status != CUBLAS_STATUS_SUCCESS && g.epilogue != CUBLASLT_EPILOGUE_DEFAULT))
+  if (status == CUBLAS_STATUS_NOT_SUPPORTED ||
+      (status != CUBLAS_STATUS_SUCCESS && g.epilogue != CUBLASLT_EPILOGUE_DEFAULT))
     return false;
   COCO_CUBLAS_CHECK(status);
 
@@ -300,7 +316,8 @@ void gpu_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, doubl
 #endif  // !COCO_CUDA_EMULATED
 
 void check_gemm_arguments(const char* op, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, int64_t lda,
-                          int64_t ldb, int64_t ldc, int64_t batch, int64_t stride_a, int64_t stride_b, int64_t stride_c) {
+                          int64_t ldb, int64_t ldc, int64_t batch, int64_t stride_a, int64_t stride_b,
+                          int64_t stride_c) {
   const auto fail = [&](const char* why) {
     throw std::invalid_argument(std::string(op) + ": " + why + " " +
                                 gemm_description(trans_a, trans_b, M, N, K, lda, ldb, ldc, batch));
@@ -332,8 +349,8 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double al
 
 template <class In, class Out>
 void gemm_strided_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha, const In* A,
-                          int64_t lda, int64_t stride_a, const In* B, int64_t ldb, int64_t stride_b, double beta, Out* C,
-                          int64_t ldc, int64_t stride_c, int64_t batch, cudaStream_t stream) {
+                          int64_t lda, int64_t stride_a, const In* B, int64_t ldb, int64_t stride_b, double beta,
+                          Out* C, int64_t ldc, int64_t stride_c, int64_t batch, cudaStream_t stream) {
   detail::check_gemm_arguments("kernels::cuda::gemm_strided_batched", trans_a, trans_b, M, N, K, lda, ldb, ldc, batch,
                                stride_a, stride_b, stride_c);
 #if defined(COCO_CUDA_EMULATED)
@@ -341,8 +358,8 @@ void gemm_strided_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int6
   cpu::gemm_strided_batched<In, Out>(trans_a, trans_b, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C, ldc,
                                      stride_c, batch);
 #else
-  detail::gpu_gemm<In, Out>(trans_a, trans_b, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C, ldc, stride_c,
-                            batch, stream);
+  detail::gpu_gemm<In, Out>(trans_a, trans_b, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C, ldc,
+                            stride_c, batch, stream);
 #endif
 }
 
@@ -403,8 +420,8 @@ void linear_forward(const T* x, const T* W, const T* bias, Activation act, int64
     g.bias = nullptr;
     bias_done = false;
     if (!detail::lt_matmul(g, stream))
-      throw std::runtime_error("kernels::cuda::linear_forward: cuBLASLt has no algorithm for rows=" + std::to_string(rows) +
-                               ", in=" + std::to_string(in) + ", out=" + std::to_string(out));
+      throw std::runtime_error("kernels::cuda::linear_forward: cuBLASLt has no algorithm for rows=" +
+                               std::to_string(rows) + ", in=" + std::to_string(in) + ", out=" + std::to_string(out));
   }
   // Without the bias epilogue the saved pre-activation still lacks the bias: the kernel rewrites it
   // in place (each element is read before it is written, by the same thread).
@@ -416,10 +433,11 @@ void linear_forward(const T* x, const T* W, const T* bias, Activation act, int64
 
 template <class T>
 void activation_backward(Activation act, const T* dy, const T* pre, T* dpre, int64_t n, cudaStream_t stream) {
-  if (n < 0) throw std::invalid_argument("kernels::cuda::activation_backward: negative element count " + std::to_string(n));
+  if (n < 0)
+    throw std::invalid_argument("kernels::cuda::activation_backward: negative element count " + std::to_string(n));
   if (n == 0) return;
-  COCO_LAUNCH(detail::activation_backward_kernel<T>, dim3(detail::grid_for(n)), dim3(detail::kBlock), 0, stream, act, dy,
-              pre, dpre, n);
+  COCO_LAUNCH(detail::activation_backward_kernel<T>, dim3(detail::grid_for(n)), dim3(detail::kBlock), 0, stream, act,
+              dy, pre, dpre, n);
 }
 
 void release_gemm_resources() {
@@ -433,11 +451,11 @@ void release_gemm_resources() {
 #endif
 }
 
-#define COCO_INSTANTIATE_GEMM_CUDA(In, Out)                                                                             \
-  template void gemm<In, Out>(bool, bool, int64_t, int64_t, int64_t, double, const In*, int64_t, const In*, int64_t,     \
-                              double, Out*, int64_t, cudaStream_t);                                                     \
-  template void gemm_strided_batched<In, Out>(bool, bool, int64_t, int64_t, int64_t, double, const In*, int64_t,         \
-                                              int64_t, const In*, int64_t, int64_t, double, Out*, int64_t, int64_t,   \
+#define COCO_INSTANTIATE_GEMM_CUDA(In, Out)                                                                          \
+  template void gemm<In, Out>(bool, bool, int64_t, int64_t, int64_t, double, const In*, int64_t, const In*, int64_t, \
+                              double, Out*, int64_t, cudaStream_t);                                                  \
+  template void gemm_strided_batched<In, Out>(bool, bool, int64_t, int64_t, int64_t, double, const In*, int64_t,     \
+                                              int64_t, const In*, int64_t, int64_t, double, Out*, int64_t, int64_t,  \
                                               int64_t, cudaStream_t);
 COCO_INSTANTIATE_GEMM_CUDA(float, float)
 COCO_INSTANTIATE_GEMM_CUDA(double, double)
@@ -447,8 +465,8 @@ COCO_INSTANTIATE_GEMM_CUDA(__nv_bfloat16, float)
 COCO_INSTANTIATE_GEMM_CUDA(__half, float)
 #undef COCO_INSTANTIATE_GEMM_CUDA
 
-#define COCO_INSTANTIATE_LINEAR_CUDA(T)                                                                            \
-  template void linear_forward<T>(const T*, const T*, const T*, Activation, int64_t, int64_t, int64_t, T*, T*,  \
+#define COCO_INSTANTIATE_LINEAR_CUDA(T)                                                                        \
+  template void linear_forward<T>(const T*, const T*, const T*, Activation, int64_t, int64_t, int64_t, T*, T*, \
                                   cudaStream_t);                                                               \
   template void activation_backward<T>(Activation, const T*, const T*, T*, int64_t, cudaStream_t);
 COCO_INSTANTIATE_LINEAR_CUDA(float)

@@ -26,9 +26,12 @@ enum class Activation : uint8_t { none, gelu_erf, gelu_tanh };
 
 constexpr const char* activation_name(Activation act) {
   switch (act) {
-    case Activation::none: return "none";
-    case Activation::gelu_erf: return "gelu_erf";
-    case Activation::gelu_tanh: return "gelu_tanh";
+    case Activation::none:
+      return "none";
+    case Activation::gelu_erf:
+      return "gelu_erf";
+    case Activation::gelu_tanh:
+      return "gelu_tanh";
   }
   return "?";
 }
@@ -44,14 +47,18 @@ template <class C>
 __host__ __device__ inline C apply_activation(Activation act, C x) {
   if (act == Activation::gelu_erf) {
     const C inv_sqrt2 = C(0.70710678118654752440);
-    if constexpr (std::is_same_v<C, float>) return C(0.5) * x * (C(1) + erff(x * inv_sqrt2));
-    else return C(0.5) * x * (C(1) + erf(x * inv_sqrt2));
+    if constexpr (std::is_same_v<C, float>)
+      return C(0.5) * x * (C(1) + erff(x * inv_sqrt2));
+    else
+      return C(0.5) * x * (C(1) + erf(x * inv_sqrt2));
   }
   if (act == Activation::gelu_tanh) {
     const C sqrt_2_over_pi = C(0.79788456080286535588), cubic = C(0.044715);
     const C inner = sqrt_2_over_pi * (x + cubic * x * x * x);
-    if constexpr (std::is_same_v<C, float>) return C(0.5) * x * (C(1) + tanhf(inner));
-    else return C(0.5) * x * (C(1) + tanh(inner));
+    if constexpr (std::is_same_v<C, float>)
+      return C(0.5) * x * (C(1) + tanhf(inner));
+    else
+      return C(0.5) * x * (C(1) + tanh(inner));
   }
   return x;
 }
@@ -63,14 +70,17 @@ __host__ __device__ inline C activation_derivative(Activation act, C x) {
     const C inv_sqrt2 = C(0.70710678118654752440), inv_sqrt_2pi = C(0.39894228040143267794);
     if constexpr (std::is_same_v<C, float>)
       return C(0.5) * (C(1) + erff(x * inv_sqrt2)) + x * inv_sqrt_2pi * expf(C(-0.5) * x * x);
-    else return C(0.5) * (C(1) + erf(x * inv_sqrt2)) + x * inv_sqrt_2pi * exp(C(-0.5) * x * x);
+    else
+      return C(0.5) * (C(1) + erf(x * inv_sqrt2)) + x * inv_sqrt_2pi * exp(C(-0.5) * x * x);
   }
   if (act == Activation::gelu_tanh) {
     const C sqrt_2_over_pi = C(0.79788456080286535588), cubic = C(0.044715);
     const C inner = sqrt_2_over_pi * (x + cubic * x * x * x);
     C t;
-    if constexpr (std::is_same_v<C, float>) t = tanhf(inner);
-    else t = tanh(inner);
+    if constexpr (std::is_same_v<C, float>)
+      t = tanhf(inner);
+    else
+      t = tanh(inner);
     const C sech2 = C(1) - t * t;
     // For large |x| sech2 is exactly 0 while x^2 may overflow: skip the term rather than form 0 * inf.
     const C slope = sech2 == C(0) ? C(0) : C(0.5) * x * sech2 * sqrt_2_over_pi * (C(1) + C(3) * cubic * x * x);
@@ -93,8 +103,8 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double al
 // `batch` independent GEMMs; matrix i of A starts at A + i * stride_a (likewise B, C).
 template <class In, class Out>
 void gemm_strided_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha, const In* A,
-                          int64_t lda, int64_t stride_a, const In* B, int64_t ldb, int64_t stride_b, double beta, Out* C,
-                          int64_t ldc, int64_t stride_c, int64_t batch);
+                          int64_t lda, int64_t stride_a, const In* B, int64_t ldb, int64_t stride_b, double beta,
+                          Out* C, int64_t ldc, int64_t stride_c, int64_t batch);
 
 // Linear forward, PyTorch nn.Linear layout:
 //   pre = x . W^T + bias, y = act(pre).
@@ -120,8 +130,8 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double al
 
 template <class In, class Out>
 void gemm_strided_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha, const In* A,
-                          int64_t lda, int64_t stride_a, const In* B, int64_t ldb, int64_t stride_b, double beta, Out* C,
-                          int64_t ldc, int64_t stride_c, int64_t batch, cudaStream_t stream);
+                          int64_t lda, int64_t stride_a, const In* B, int64_t ldb, int64_t stride_b, double beta,
+                          Out* C, int64_t ldc, int64_t stride_c, int64_t batch, cudaStream_t stream);
 
 // Fused linear forward (bias and GELU in the GEMM epilogue where cuBLASLt supports it; the result
 // is rounded to T once). Instantiated for float, double, __nv_bfloat16, __half.

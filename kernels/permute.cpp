@@ -24,7 +24,8 @@ void for_each_run(int64_t token_stride, int64_t offset, const HeadShape& s, Copy
   for (int64_t b = 0; b < s.batch; ++b)
     for (int64_t h = 0; h < s.heads; ++h)
       for (int64_t t = 0; t < s.seq; ++t)
-        copy_run((b * s.seq + t) * token_stride + offset + h * s.head_dim, ((b * s.heads + h) * s.seq + t) * s.head_dim);
+        copy_run((b * s.seq + t) * token_stride + offset + h * s.head_dim,
+                 ((b * s.heads + h) * s.seq + t) * s.head_dim);
 }
 
 // tokens (B, T, token_stride) at column `offset` -> heads (B, H, T, Dh)
@@ -77,10 +78,10 @@ void merge_qkv(T* qkv, const T* q, const T* k, const T* v, const HeadShape& shap
   scatter_heads(qkv, v, 3 * width, 2 * width, shape);
 }
 
-#define COCO_INSTANTIATE_PERMUTE_CPU(T)                                             \
-  template void split_heads<T>(T*, const T*, const HeadShape&);                     \
-  template void merge_heads<T>(T*, const T*, const HeadShape&);                     \
-  template void split_qkv<T>(T*, T*, T*, const T*, const HeadShape&);               \
+#define COCO_INSTANTIATE_PERMUTE_CPU(T)                               \
+  template void split_heads<T>(T*, const T*, const HeadShape&);       \
+  template void merge_heads<T>(T*, const T*, const HeadShape&);       \
+  template void split_qkv<T>(T*, T*, T*, const T*, const HeadShape&); \
   template void merge_qkv<T>(T*, const T*, const T*, const T*, const HeadShape&);
 COCO_INSTANTIATE_PERMUTE_CPU(float)
 COCO_INSTANTIATE_PERMUTE_CPU(double)

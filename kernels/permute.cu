@@ -39,9 +39,8 @@ __global__ void gather_heads_kernel(T* __restrict__ heads0, T* __restrict__ head
 
 // heads0..heads{parts-1} (B, H, T, Dh) -> tokens (B, T, parts*H*Dh). Grid-stride over the tokens.
 template <class T, class Index>
-__global__ void scatter_heads_kernel(T* __restrict__ tokens, const T* __restrict__ heads0,
-                                     const T* __restrict__ heads1, const T* __restrict__ heads2,
-                                     PermuteDims<Index> dims) {
+__global__ void scatter_heads_kernel(T* __restrict__ tokens, const T* __restrict__ heads0, const T* __restrict__ heads1,
+                                     const T* __restrict__ heads2, PermuteDims<Index> dims) {
   const Index total = dims.head_numel * dims.parts;
   const Index stride = static_cast<Index>(gridDim.x) * blockDim.x;
   for (Index i = static_cast<Index>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride) {
@@ -63,9 +62,9 @@ void check_shape(const char* op, const HeadShape& s) {
 
 template <class Index>
 PermuteDims<Index> make_dims(const HeadShape& s, int parts) {
-  return PermuteDims<Index>{static_cast<Index>(s.seq),         static_cast<Index>(s.heads),
-                            static_cast<Index>(s.head_dim),    static_cast<Index>(parts),
-                            static_cast<Index>(s.numel()),     static_cast<Index>(parts * s.heads * s.head_dim)};
+  return PermuteDims<Index>{static_cast<Index>(s.seq),      static_cast<Index>(s.heads),
+                            static_cast<Index>(s.head_dim), static_cast<Index>(parts),
+                            static_cast<Index>(s.numel()),  static_cast<Index>(parts * s.heads * s.head_dim)};
 }
 
 unsigned permute_blocks(int64_t total) {
@@ -78,11 +77,11 @@ void gather(T* heads0, T* heads1, T* heads2, const T* tokens, const HeadShape& s
   if (total == 0) return;
   // 32-bit indices while the largest intermediate (index + one grid stride) stays below 2^32.
   if (total < (int64_t{1} << 31))
-    COCO_LAUNCH((gather_heads_kernel<T, uint32_t>), dim3(permute_blocks(total)), dim3(kPermuteBlock), 0, stream,
-                heads0, heads1, heads2, tokens, make_dims<uint32_t>(s, parts));
+    COCO_LAUNCH((gather_heads_kernel<T, uint32_t>), dim3(permute_blocks(total)), dim3(kPermuteBlock), 0, stream, heads0,
+                heads1, heads2, tokens, make_dims<uint32_t>(s, parts));
   else
-    COCO_LAUNCH((gather_heads_kernel<T, uint64_t>), dim3(permute_blocks(total)), dim3(kPermuteBlock), 0, stream,
-                heads0, heads1, heads2, tokens, make_dims<uint64_t>(s, parts));
+    COCO_LAUNCH((gather_heads_kernel<T, uint64_t>), dim3(permute_blocks(total)), dim3(kPermuteBlock), 0, stream, heads0,
+                heads1, heads2, tokens, make_dims<uint64_t>(s, parts));
 }
 
 template <class T>
@@ -127,10 +126,10 @@ void merge_qkv(T* qkv, const T* q, const T* k, const T* v, const HeadShape& shap
   detail::scatter<T>(qkv, q, k, v, shape, 3, stream);
 }
 
-#define COCO_INSTANTIATE_PERMUTE_CUDA(T)                                                           \
-  template void split_heads<T>(T*, const T*, const HeadShape&, cudaStream_t);                      \
-  template void merge_heads<T>(T*, const T*, const HeadShape&, cudaStream_t);                      \
-  template void split_qkv<T>(T*, T*, T*, const T*, const HeadShape&, cudaStream_t);                \
+#define COCO_INSTANTIATE_PERMUTE_CUDA(T)                                            \
+  template void split_heads<T>(T*, const T*, const HeadShape&, cudaStream_t);       \
+  template void merge_heads<T>(T*, const T*, const HeadShape&, cudaStream_t);       \
+  template void split_qkv<T>(T*, T*, T*, const T*, const HeadShape&, cudaStream_t); \
   template void merge_qkv<T>(T*, const T*, const T*, const T*, const HeadShape&, cudaStream_t);
 COCO_INSTANTIATE_PERMUTE_CUDA(float)
 COCO_INSTANTIATE_PERMUTE_CUDA(double)

@@ -10,7 +10,8 @@ namespace {
 
 void check_nonnegative(int64_t value, const char* what, const char* op) {
   if (value < 0)
-    throw std::invalid_argument(std::string("kernels::cpu::") + op + ": negative " + what + " " + std::to_string(value));
+    throw std::invalid_argument(std::string("kernels::cpu::") + op + ": negative " + what + " " +
+                                std::to_string(value));
 }
 
 }  // namespace
@@ -62,11 +63,11 @@ void row_sum_backward(const T* dy, int64_t rows, int64_t cols, T* dx) {
     for (int64_t c = 0; c < cols; ++c) dx[r * cols + c] = dy[r];
 }
 
-#define COCO_INSTANTIATE_REDUCE_CPU(T)                                  \
-  template void sum<T>(const T*, int64_t, double, T*);                  \
-  template void row_sum<T>(const T*, int64_t, int64_t, T*);             \
-  template void column_sum<T>(const T*, int64_t, int64_t, double, T*);  \
-  template void sum_backward<T>(const T*, int64_t, double, T*);         \
+#define COCO_INSTANTIATE_REDUCE_CPU(T)                                 \
+  template void sum<T>(const T*, int64_t, double, T*);                 \
+  template void row_sum<T>(const T*, int64_t, int64_t, T*);            \
+  template void column_sum<T>(const T*, int64_t, int64_t, double, T*); \
+  template void sum_backward<T>(const T*, int64_t, double, T*);        \
   template void row_sum_backward<T>(const T*, int64_t, int64_t, T*);
 
 COCO_INSTANTIATE_REDUCE_CPU(float)

@@ -36,8 +36,8 @@ __device__ void block_tree_sum(A* buffer) {
 
 // x: (n) -> partials: (gridDim.x)
 template <class T>
-__global__ void __launch_bounds__(kSumBlock) sum_partials_kernel(const T* __restrict__ x, int64_t n,
-                                                                 Acc<T>* __restrict__ partials) {
+__global__ void __launch_bounds__(kSumBlock)
+    sum_partials_kernel(const T* __restrict__ x, int64_t n, Acc<T>* __restrict__ partials) {
   using A = Acc<T>;
   __shared__ A buffer[kSumBlock];
   COCO_POISON_SHARED(buffer);
@@ -52,8 +52,8 @@ __global__ void __launch_bounds__(kSumBlock) sum_partials_kernel(const T* __rest
 
 // partials: (count) -> out: (1) = scale * sum. One block.
 template <class T>
-__global__ void __launch_bounds__(kSumBlock) sum_finalize_kernel(const Acc<T>* __restrict__ partials, int count,
-                                                                 Acc<T> scale, T* __restrict__ out) {
+__global__ void __launch_bounds__(kSumBlock)
+    sum_finalize_kernel(const Acc<T>* __restrict__ partials, int count, Acc<T> scale, T* __restrict__ out) {
   using A = Acc<T>;
   __shared__ A buffer[kSumBlock];
   COCO_POISON_SHARED(buffer);
@@ -69,8 +69,8 @@ constexpr int kRowsPerBlock = 8;
 
 // x: (rows, cols) -> out: (rows)
 template <class T>
-__global__ void __launch_bounds__(32 * kRowsPerBlock) row_sum_kernel(const T* __restrict__ x, int64_t rows,
-                                                                      int64_t cols, T* __restrict__ out) {
+__global__ void __launch_bounds__(32 * kRowsPerBlock)
+    row_sum_kernel(const T* __restrict__ x, int64_t rows, int64_t cols, T* __restrict__ out) {
   using A = Acc<T>;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.y;
   if (row >= rows) return;  // uniform across the warp: every lane of a warp shares threadIdx.y
@@ -113,11 +113,13 @@ __global__ void __launch_bounds__(kColumnTile* kColumnThreadsY)
   const int64_t end = begin + rows_per_chunk < rows ? begin + rows_per_chunk : rows;
   A total = A(0);
   if (column < cols)
-    for (int64_t r = begin + threadIdx.y; r < end; r += kColumnThreadsY) total += convert_element<A>(x[r * cols + column]);
+    for (int64_t r = begin + threadIdx.y; r < end; r += kColumnThreadsY)
+      total += convert_element<A>(x[r * cols + column]);
   buffer[threadIdx.y][threadIdx.x] = total;
   __syncthreads();
   for (int half = kColumnThreadsY / 2; half > 0; half >>= 1) {
-    if (static_cast<int>(threadIdx.y) < half) buffer[threadIdx.y][threadIdx.x] += buffer[threadIdx.y + half][threadIdx.x];
+    if (static_cast<int>(threadIdx.y) < half)
+      buffer[threadIdx.y][threadIdx.x] += buffer[threadIdx.y + half][threadIdx.x];
     __syncthreads();
   }
   if (threadIdx.y != 0 || column >= cols) return;
@@ -160,12 +162,14 @@ __global__ void sum_backward_kernel(const T* __restrict__ dy, int64_t n, Acc<T> 
 template <class T>
 __global__ void row_broadcast_kernel(const T* __restrict__ dy, int64_t n, int64_t cols, T* __restrict__ dx) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) dx[i] = dy[i / cols];
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
+    dx[i] = dy[i / cols];
 }
 
 void check_nonnegative(int64_t value, const char* what, const char* op) {
   if (value < 0)
-    throw std::invalid_argument(std::string("kernels::cuda::") + op + ": negative " + what + " " + std::to_string(value));
+    throw std::invalid_argument(std::string("kernels::cuda::") + op + ": negative " + what + " " +
+                                std::to_string(value));
 }
 
 void check_workspace(const void* workspace, size_t needed, const char* op) {
@@ -247,11 +251,11 @@ void row_sum_backward(const T* dy, int64_t rows, int64_t cols, T* dx, cudaStream
               dx);
 }
 
-#define COCO_INSTANTIATE_REDUCE_CUDA(T)                                                                \
-  template void sum<T>(const T*, int64_t, double, T*, void*, cudaStream_t);                          \
-  template void row_sum<T>(const T*, int64_t, int64_t, T*, cudaStream_t);                            \
-  template void column_sum<T, T>(const T*, int64_t, int64_t, double, T*, void*, cudaStream_t);       \
-  template void sum_backward<T>(const T*, int64_t, double, T*, cudaStream_t);                        \
+#define COCO_INSTANTIATE_REDUCE_CUDA(T)                                                        \
+  template void sum<T>(const T*, int64_t, double, T*, void*, cudaStream_t);                    \
+  template void row_sum<T>(const T*, int64_t, int64_t, T*, cudaStream_t);                      \
+  template void column_sum<T, T>(const T*, int64_t, int64_t, double, T*, void*, cudaStream_t); \
+  template void sum_backward<T>(const T*, int64_t, double, T*, cudaStream_t);                  \
   template void row_sum_backward<T>(const T*, int64_t, int64_t, T*, cudaStream_t);
 
 COCO_INSTANTIATE_REDUCE_CUDA(float)

@@ -17,8 +17,10 @@ namespace {
 
 template <class L>
 float load(const L& x) {
-  if constexpr (std::is_same_v<L, __nv_bfloat16>) return __bfloat162float(x);
-  else return x;
+  if constexpr (std::is_same_v<L, __nv_bfloat16>)
+    return __bfloat162float(x);
+  else
+    return x;
 }
 
 void check_args(int64_t N, int64_t V, float temperature, const char* op) {
@@ -70,8 +72,10 @@ void multinomial_sample(const L* logits, int64_t N, int64_t V, float temperature
     float row_max = -INFINITY;
     for (int64_t v = 0; v < V; ++v) {
       scaled[v] = load(x[v]) / temperature;
-      if (scaled[v] != scaled[v]) any_nan = true;
-      else if (scaled[v] > row_max) row_max = scaled[v];
+      if (scaled[v] != scaled[v])
+        any_nan = true;
+      else if (scaled[v] > row_max)
+        row_max = scaled[v];
     }
     if (any_nan || row_max == INFINITY || row_max == -INFINITY) {
       samples[n] = argmax_index(scaled);

@@ -16,8 +16,10 @@ static_assert((kSampleThreads & (kSampleThreads - 1)) == 0, "tree reductions nee
 
 template <class L>
 __device__ inline float load_logit(const L* x, int64_t v) {
-  if constexpr (std::is_same_v<L, __nv_bfloat16>) return __bfloat162float(x[v]);
-  else return x[v];
+  if constexpr (std::is_same_v<L, __nv_bfloat16>)
+    return __bfloat162float(x[v]);
+  else
+    return x[v];
 }
 
 // Block-wide argmax of one (value, index) candidate per thread; returns the winner's index to every
@@ -89,8 +91,10 @@ __global__ void __launch_bounds__(kSampleThreads)
   int local_nan = 0;
   for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
     const float s = load_logit(x, v) / temperature;
-    if (s != s) local_nan = 1;
-    else if (s > local_max) local_max = s;
+    if (s != s)
+      local_nan = 1;
+    else if (s > local_max)
+      local_max = s;
   }
   values[threadIdx.x] = local_max;
   for (int width = kSampleThreads / 2; width > 0; width /= 2) {
@@ -162,7 +166,8 @@ void check_args(int64_t N, int64_t V, float temperature, const char* op) {
   if (!(temperature > 0.0f) || !(temperature < INFINITY))
     throw std::invalid_argument(std::string(op) + ": temperature must be finite and > 0, got " +
                                 std::to_string(temperature));
-  if (N > 0x7fffffffLL) throw std::invalid_argument(std::string(op) + ": " + std::to_string(N) + " rows exceed the grid");
+  if (N > 0x7fffffffLL)
+    throw std::invalid_argument(std::string(op) + ": " + std::to_string(N) + " rows exceed the grid");
 }
 
 }  // namespace

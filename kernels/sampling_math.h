@@ -41,7 +41,7 @@ __host__ __device__ inline float det_log(float x) {
   const uint32_t bits = float_bits(x);
   int e = static_cast<int>(bits >> 23) - 127;
   uint32_t mantissa = (bits & 0x007fffffu) | 0x3f800000u;  // m in [1, 2)
-  if (mantissa > 0x3fb504f3u) {                           // m > sqrt(2): use m / 2 (exact)
+  if (mantissa > 0x3fb504f3u) {                            // m > sqrt(2): use m / 2 (exact)
     mantissa -= 0x00800000u;
     e += 1;
   }
@@ -61,7 +61,7 @@ __host__ __device__ inline float det_log(float x) {
 // under 5e-38 of the maximum's weight, and the result would approach the subnormal range).
 // Cody-Waite reduction x = k ln2 + r, |r| <= ln2/2, and a degree-7 Taylor polynomial for exp(r).
 __host__ __device__ inline float det_exp_nonpositive(float x) {
-  if (!(x >= -86.0f)) return 0.0f;  // also -Inf
+  if (!(x >= -86.0f)) return 0.0f;            // also -Inf
   constexpr float kRoundMagic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
   const float shifted = fmaf(x, 1.44269504088896341f, kRoundMagic);
   const float k = shifted - kRoundMagic;

@@ -103,7 +103,8 @@ void validate_model_config(const ModelConfig& m, const std::string& source) {
     fail("model.tie.embedding_norm is true but only one encoder has an embedding LayerNorm");
   if (m.generator_head == "bert" && m.generator.dim != m.generator.embed_dim)
     fail("model.generator_head \"bert\" ties the output to the token embedding, so the generator's dim (" +
-         std::to_string(m.generator.dim) + ") must equal its embed_dim (" + std::to_string(m.generator.embed_dim) + ")");
+         std::to_string(m.generator.dim) + ") must equal its embed_dim (" + std::to_string(m.generator.embed_dim) +
+         ")");
 }
 
 nlohmann::json model_config_to_json(const ModelConfig& m) {

@@ -32,9 +32,9 @@ struct EncoderConfig {
   int64_t dim = 0;        // d
   int64_t depth = 0;
   int64_t heads = 0;
-  int64_t dim_head = 0;   // Dh; attention inner width = heads * dim_head
+  int64_t dim_head = 0;  // Dh; attention inner width = heads * dim_head
   int64_t ff_mult = 4;
-  bool pre_norm = true;   // "pre": x += f(LN(x)); "post": x = LN(x + f(x))
+  bool pre_norm = true;  // "pre": x += f(LN(x)); "post": x = LN(x + f(x))
   bool embedding_norm = false;
   bool qkv_bias = false;
   bool out_bias = true;
@@ -44,7 +44,7 @@ struct EncoderConfig {
   DropoutConfig dropout;
   double layer_norm_eps = 1e-5;
   std::string init = "xtransformers";  // or "bert"
-  bool final_norm = true;  // a LayerNorm after the last layer (pre-norm stacks need it)
+  bool final_norm = true;              // a LayerNorm after the last layer (pre-norm stacks need it)
 
   int64_t inner_dim() const { return heads * dim_head; }
   int64_t ff_dim() const { return ff_mult * dim; }

@@ -30,18 +30,21 @@ Tensor maybe_dropout(const Tensor& x, double p, const ForwardOptions& o, rng::Pu
 }  // namespace
 
 Attention::Attention(const EncoderConfig& config, Initializer& init, Device device) : config_(config) {
-  qkv_ = register_module("qkv", std::make_shared<Linear>(config.dim, 3 * config.inner_dim(), config.qkv_bias, init, device));
-  out_ = register_module("out", std::make_shared<Linear>(config.inner_dim(), config.dim, config.out_bias, init, device));
+  qkv_ = register_module("qkv",
+                         std::make_shared<Linear>(config.dim, 3 * config.inner_dim(), config.qkv_bias, init, device));
+  out_ =
+      register_module("out", std::make_shared<Linear>(config.inner_dim(), config.dim, config.out_bias, init, device));
 }
 
 Tensor Attention::forward(const Tensor& x, const Tensor& key_mask, const Tensor& bias, const ForwardOptions& options,
                           uint32_t layer) const {
-  const Tensor qkv = qkv_->forward(x);                                    // (B, T, 3 H Dh)
-  auto [q, k, v] = ops::split_qkv(qkv, config_.heads);                    // 3 x (B, H, T, Dh)
+  const Tensor qkv = qkv_->forward(x);                  // (B, T, 3 H Dh)
+  auto [q, k, v] = ops::split_qkv(qkv, config_.heads);  // 3 x (B, H, T, Dh)
   const double p = options.training ? config_.dropout.attention : 0.0;
-  const Tensor context = ops::attention(q, k, v, key_mask, bias, p, dropout_stream(options, rng::Purpose::dropout_attention, layer),
-                                        options.training);                // (B, H, T, Dh)
-  return out_->forward(ops::merge_heads(context));                        // (B, T, d)
+  const Tensor context =
+      ops::attention(q, k, v, key_mask, bias, p, dropout_stream(options, rng::Purpose::dropout_attention, layer),
+                     options.training);             // (B, H, T, Dh)
+  return out_->forward(ops::merge_heads(context));  // (B, T, d)
 }
 
 FeedForward::FeedForward(const EncoderConfig& config, Initializer& init, Device device) : config_(config) {
@@ -52,7 +55,7 @@ FeedForward::FeedForward(const EncoderConfig& config, Initializer& init, Device 
 Tensor FeedForward::forward(const Tensor& x, const ForwardOptions& options, uint32_t layer) const {
   Tensor h = fc1_->forward(x, ops::Activation::gelu_erf);  // (B, T, ff)
   h = maybe_dropout(h, config_.dropout.activation, options, rng::Purpose::dropout_activation, layer);
-  return fc2_->forward(h);                                 // (B, T, d)
+  return fc2_->forward(h);  // (B, T, d)
 }
 
 EncoderLayer::EncoderLayer(const EncoderConfig& config, Initializer& init, Device device) : config_(config) {
@@ -96,17 +99,20 @@ Encoder::Encoder(const EncoderConfig& config, int64_t vocab_size, int64_t max_po
     norm->register_parameter("bias", embeddings_.norm_beta, /*weight_decay=*/false);
   }
   if (config.embed_dim != config.dim)
-    project_ = register_module("embedding_projection", std::make_shared<Linear>(config.embed_dim, config.dim, true, init, device));
+    project_ = register_module("embedding_projection",
+                               std::make_shared<Linear>(config.embed_dim, config.dim, true, init, device));
   if (config.relative_position)
     relative_bias_table_ = register_parameter(
-        "relative_position_bias",
-        init.scheme() == "bert" ? init.normal(Shape{config.rel_buckets, config.heads}, 0.02, device)
-                                : init.constant(Shape{config.rel_buckets, config.heads}, 0.0, device));
+        "relative_position_bias", init.scheme() == "bert"
+                                      ? init.normal(Shape{config.rel_buckets, config.heads}, 0.02, device)
+                                      : init.constant(Shape{config.rel_buckets, config.heads}, 0.0, device));
   auto layers = register_module("layers", std::make_shared<Module>());
   for (int64_t i = 0; i < config.depth; ++i)
-    layers_.push_back(layers->register_module(std::to_string(i), std::make_shared<EncoderLayer>(config_, init, device)));
+    layers_.push_back(
+        layers->register_module(std::to_string(i), std::make_shared<EncoderLayer>(config_, init, device)));
   if (config.final_norm)
-    final_norm_ = register_module("final_norm", std::make_shared<LayerNorm>(config.dim, config.layer_norm_eps, init, device));
+    final_norm_ =
+        register_module("final_norm", std::make_shared<LayerNorm>(config.dim, config.layer_norm_eps, init, device));
 }
 
 Tensor Encoder::forward(const Tensor& ids, const Tensor& key_mask, const ForwardOptions& options) const {
@@ -115,15 +121,17 @@ Tensor Encoder::forward(const Tensor& ids, const Tensor& key_mask, const Forward
   // The bert scheme (paper) keeps the padding row at zero: it gets no gradient, like nn.Embedding(padding_idx).
   const int64_t padding_id = config_.init == "bert" ? pad_id_ : -1;
   Tensor x = ops::embedding(ids, embeddings_.token, embeddings_.position, padding_id);  // (B, T, E)
-  if (config_.embedding_norm) x = ops::layernorm(x, embeddings_.norm_gamma, embeddings_.norm_beta, config_.layer_norm_eps);
+  if (config_.embedding_norm)
+    x = ops::layernorm(x, embeddings_.norm_gamma, embeddings_.norm_beta, config_.layer_norm_eps);
   x = maybe_dropout(x, config_.dropout.embedding, options, rng::Purpose::dropout_embedding, 0);
   if (project_) x = project_->forward(x);  // (B, T, d)
   Tensor bias;
   if (config_.relative_position)
     bias = ops::relative_position_bias(relative_bias_table_, seq_len,
-                                       {static_cast<int>(config_.rel_buckets), static_cast<int>(config_.rel_max_distance),
-                                        static_cast<int>(max_positions_)});
-  for (size_t i = 0; i < layers_.size(); ++i) x = layers_[i]->forward(x, key_mask, bias, options, static_cast<uint32_t>(i));
+                                       {static_cast<int>(config_.rel_buckets),
+                                        static_cast<int>(config_.rel_max_distance), static_cast<int>(max_positions_)});
+  for (size_t i = 0; i < layers_.size(); ++i)
+    x = layers_[i]->forward(x, key_mask, bias, options, static_cast<uint32_t>(i));
   if (final_norm_) x = final_norm_->forward(x);
   return x;
 }

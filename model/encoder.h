@@ -32,8 +32,8 @@ struct ForwardOptions {
 
 // Token and position tables (and the embedding LayerNorm), possibly shared by two encoders.
 struct SharedEmbeddings {
-  Tensor token;     // (V, E)
-  Tensor position;  // (T_max, E)
+  Tensor token;                  // (V, E)
+  Tensor position;               // (T_max, E)
   Tensor norm_gamma, norm_beta;  // (E), defined when the embedding LayerNorm is on
 };
 

@@ -9,7 +9,8 @@ namespace coco::model {
 Initializer::Initializer(uint64_t seed, std::string scheme, DType dtype)
     : stream_(seed, 0, rng::Purpose::init), scheme_(std::move(scheme)), dtype_(dtype) {
   if (scheme_ != "xtransformers" && scheme_ != "bert")
-    throw std::invalid_argument("Initializer: unknown scheme '" + scheme_ + "' (expected \"xtransformers\" or \"bert\")");
+    throw std::invalid_argument("Initializer: unknown scheme '" + scheme_ +
+                                "' (expected \"xtransformers\" or \"bert\")");
 }
 
 Tensor Initializer::normal(const Shape& shape, double stddev, Device device) {

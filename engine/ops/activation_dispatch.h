@@ -1,6 +1,6 @@
 // Dtype dispatch for ops whose kernels exist for f32/f64 on the CPU and f32/bf16/f16 on CUDA
-// (embedding, layernorm, gelu, dropout, the losses, gather/scatter), plus the parameter-gradient buffer dispatch (an f32 buffer
-// for 16-bit parameters, or one of the parameter's own dtype).
+// (embedding, layernorm, gelu, dropout, the losses, gather/scatter), plus the parameter-gradient buffer dispatch (an
+// f32 buffer for 16-bit parameters, or one of the parameter's own dtype).
 #pragma once
 #include <string>
 #include <type_traits>

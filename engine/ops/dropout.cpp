@@ -38,8 +38,8 @@ Tensor dropout(const Tensor& x, double p, const rng::Stream& stream, bool traini
   if (Tape* tape = Tape::recording_for({&x})) {
     // Saved: the stream, p and the offset; the mask is regenerated.
     tape->record(op, {x}, {out}, [p, stream, index_offset, dtype = x.dtype()](BackwardContext& ctx) {
-      ctx.accumulate(0, apply_mask("dropout backward", detail::as_dtype(ctx.grad_output(0), dtype), p, stream,
-                                   index_offset));
+      ctx.accumulate(
+          0, apply_mask("dropout backward", detail::as_dtype(ctx.grad_output(0), dtype), p, stream, index_offset));
     });
   }
   return out;

@@ -41,11 +41,15 @@ Tensor axpy_forward(const char* op, const Tensor& a, const Tensor& b, double s) 
     using T = typename decltype(tag)::type;
     const T* a_data = a.defined() ? a.data_as<T>() : nullptr;
     if (b.is_cuda()) {
-      if (a_data) kernels::cuda::add_scaled<T>(a_data, b.data_as<T>(), s, out.data_as<T>(), b.numel(), current_stream());
-      else kernels::cuda::scale<T>(b.data_as<T>(), s, out.data_as<T>(), b.numel(), current_stream());
+      if (a_data)
+        kernels::cuda::add_scaled<T>(a_data, b.data_as<T>(), s, out.data_as<T>(), b.numel(), current_stream());
+      else
+        kernels::cuda::scale<T>(b.data_as<T>(), s, out.data_as<T>(), b.numel(), current_stream());
     } else if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
-      if (a_data) kernels::cpu::add_scaled<T>(a_data, b.data_as<T>(), s, out.data_as<T>(), b.numel());
-      else kernels::cpu::scale<T>(b.data_as<T>(), s, out.data_as<T>(), b.numel());
+      if (a_data)
+        kernels::cpu::add_scaled<T>(a_data, b.data_as<T>(), s, out.data_as<T>(), b.numel());
+      else
+        kernels::cpu::scale<T>(b.data_as<T>(), s, out.data_as<T>(), b.numel());
     }
   });
   return out;
@@ -116,7 +120,8 @@ void add_inplace(Tensor& dst, const Tensor& src) {
   }
   const cudaStream_t stream = current_stream();
   if (dst.dtype() == DType::f32 && src.dtype() == DType::bf16) {
-    kernels::cuda::add_inplace<float, __nv_bfloat16>(dst.data_as<float>(), src.data_as<__nv_bfloat16>(), dst.numel(), stream);
+    kernels::cuda::add_inplace<float, __nv_bfloat16>(dst.data_as<float>(), src.data_as<__nv_bfloat16>(), dst.numel(),
+                                                     stream);
     return;
   }
   if (dst.dtype() == DType::f32 && src.dtype() == DType::f16) {
@@ -154,7 +159,8 @@ Tensor sub(const Tensor& a, const Tensor& b) {
     tape->record("sub", {a, b}, {out}, [dtype = a.dtype()](BackwardContext& ctx) {
       const Tensor& dout = ctx.grad_output(0);
       ctx.accumulate(0, dout);
-      if (ctx.needs_grad(1)) ctx.accumulate(1, axpy_forward("sub backward", Tensor(), detail::as_dtype(dout, dtype), -1.0));
+      if (ctx.needs_grad(1))
+        ctx.accumulate(1, axpy_forward("sub backward", Tensor(), detail::as_dtype(dout, dtype), -1.0));
     });
   }
   return out;

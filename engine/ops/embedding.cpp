@@ -57,9 +57,9 @@ void accumulate_table_grads(const Tensor& dout, const Tensor& ids, const Embeddi
         const Tensor& probe = tok_target.defined() ? tok_target : pos_target;
         detail::dispatch_cuda_grad_buffer<T>(probe, [&](auto grad_tag) {
           using G = typename decltype(grad_tag)::type;
-          Tensor workspace =
-              tok_target.defined() ? detail::cuda_workspace(kernels::cuda::embedding_backward_workspace_bytes(shape))
-                                   : Tensor();
+          Tensor workspace = tok_target.defined()
+                                 ? detail::cuda_workspace(kernels::cuda::embedding_backward_workspace_bytes(shape))
+                                 : Tensor();
           kernels::cuda::embedding_backward<T, G>(tok_target.defined() ? tok_target.data_as<G>() : nullptr,
                                                   pos_target.defined() ? pos_target.data_as<G>() : nullptr,
                                                   dout.data_as<T>(), ids.data_as<int32_t>(), shape, padding_id,
@@ -89,8 +89,8 @@ Tensor embedding(const Tensor& ids, const Tensor& token_table, const Tensor& pos
       if constexpr (detail::is_cuda_activation_v<T>) {
         Tensor bad_position = Tensor::empty(Shape{1}, DType::i32, Device::cuda);
         uint32_t* flag = static_cast<uint32_t*>(bad_position.data());
-        kernels::cuda::embedding_forward<T>(out.data_as<T>(), ids.data_as<int32_t>(), token_table.data_as<T>(), position,
-                                            shape, flag, current_stream());
+        kernels::cuda::embedding_forward<T>(out.data_as<T>(), ids.data_as<int32_t>(), token_table.data_as<T>(),
+                                            position, shape, flag, current_stream());
         kernels::cuda::embedding_throw_if_bad_id(flag, ids.data_as<int32_t>(), shape, current_stream());
       }
     } else if constexpr (detail::is_cpu_activation_v<T>) {
@@ -103,7 +103,8 @@ Tensor embedding(const Tensor& ids, const Tensor& token_table, const Tensor& pos
     const Tensor dout = detail::as_dtype(ctx.grad_output(0), dtype);
     Tensor dtok = ctx.needs_grad(0) ? ctx.grad_buffer(0) : Tensor();
     Tensor dpos = has_position && ctx.needs_grad(1) ? ctx.grad_buffer(1) : Tensor();
-    if (dtok.defined() || dpos.defined()) accumulate_table_grads(dout, ids, shape, padding_id, std::move(dtok), std::move(dpos));
+    if (dtok.defined() || dpos.defined())
+      accumulate_table_grads(dout, ids, shape, padding_id, std::move(dtok), std::move(dpos));
   };
   if (position_table.defined()) {
     if (Tape* tape = Tape::recording_for({&token_table, &position_table}))

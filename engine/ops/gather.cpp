@@ -32,7 +32,8 @@ struct RowView {
 
 RowView row_view(const char* op, const Tensor& t) {
   if (t.rank() < 2 || t.shape().last() < 1)
-    throw TensorError(std::string(op) + ": expected rows of a non-empty last dimension (rank >= 2), got " + describe(t));
+    throw TensorError(std::string(op) + ": expected rows of a non-empty last dimension (rank >= 2), got " +
+                      describe(t));
   return RowView{t.numel() / t.shape().last(), t.shape().last()};
 }
 

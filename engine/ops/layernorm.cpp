@@ -27,8 +27,8 @@ RowShape check_layernorm_args(const char* op, const Tensor& x, const Tensor* res
     throw TensorError(std::string(op) + ": the input needs a non-empty last dimension, got " + describe(x));
   const int64_t C = x.shape().last();
   if (gamma.shape() != Shape{C} || beta.shape() != Shape{C})
-    throw TensorError(std::string(op) + ": gamma and beta must be (" + std::to_string(C) + ") for input " + describe(x) +
-                      ", got gamma " + describe(gamma) + " and beta " + describe(beta));
+    throw TensorError(std::string(op) + ": gamma and beta must be (" + std::to_string(C) + ") for input " +
+                      describe(x) + ", got gamma " + describe(gamma) + " and beta " + describe(beta));
   for (const Tensor* t : {&gamma, &beta}) {
     check_same_device(op, x, *t);
     check_same_dtype(op, x, *t);
@@ -68,9 +68,9 @@ ForwardResult run_forward(const char* op, const Tensor& x, const Tensor& residua
         float* mean = save_statistics ? r.mean.data_as<float>() : nullptr;
         float* rstd = save_statistics ? r.rstd.data_as<float>() : nullptr;
         if (residual.defined())
-          kernels::cuda::residual_layernorm_forward<T>(r.out.data_as<T>(), r.sum.data_as<T>(), mean, rstd, x.data_as<T>(),
-                                                       residual.data_as<T>(), gamma.data_as<T>(), beta.data_as<T>(),
-                                                       shape.rows, shape.C, static_cast<float>(eps), current_stream());
+          kernels::cuda::residual_layernorm_forward<T>(
+              r.out.data_as<T>(), r.sum.data_as<T>(), mean, rstd, x.data_as<T>(), residual.data_as<T>(),
+              gamma.data_as<T>(), beta.data_as<T>(), shape.rows, shape.C, static_cast<float>(eps), current_stream());
         else
           kernels::cuda::layernorm_forward<T>(r.out.data_as<T>(), mean, rstd, x.data_as<T>(), gamma.data_as<T>(),
                                               beta.data_as<T>(), shape.rows, shape.C, static_cast<float>(eps),
@@ -108,14 +108,15 @@ Tensor run_backward(const char* op, const Tensor& dout, const Tensor& dsum, cons
     T* dx_data = dx.defined() ? dx.data_as<T>() : nullptr;
     if (normalized.is_cuda()) {
       if constexpr (detail::is_cuda_activation_v<T>) {
-        const bool direct = (!dgamma_buffer.defined() || !dbeta_buffer.defined() ||
-                             dgamma_buffer.dtype() == dbeta_buffer.dtype());
+        const bool direct =
+            (!dgamma_buffer.defined() || !dbeta_buffer.defined() || dgamma_buffer.dtype() == dbeta_buffer.dtype());
         const Tensor& probe = dgamma_buffer.defined() ? dgamma_buffer : dbeta_buffer;
         bool done = false;
         if (direct && probe.defined()) {
           done = detail::dispatch_cuda_grad_buffer<T>(probe, [&](auto grad_tag) {
             using G = typename decltype(grad_tag)::type;
-            Tensor workspace = detail::cuda_workspace(kernels::cuda::layernorm_backward_workspace_bytes(shape.rows, shape.C));
+            Tensor workspace =
+                detail::cuda_workspace(kernels::cuda::layernorm_backward_workspace_bytes(shape.rows, shape.C));
             kernels::cuda::layernorm_backward<T, G>(
                 dx_data, dgamma_buffer.defined() ? dgamma_buffer.data_as<G>() : nullptr,
                 dbeta_buffer.defined() ? dbeta_buffer.data_as<G>() : nullptr, dout.data_as<T>(), dsum_data,

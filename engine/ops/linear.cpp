@@ -38,7 +38,8 @@ void gemm_tensors(const char* op, bool trans_a, bool trans_b, const GemmDims& d,
       Out* c = C.data_as<Out>();
       if (A.is_cuda()) {
         if (d.batch == 1)
-          kernels::cuda::gemm<In, Out>(trans_a, trans_b, d.M, d.N, d.K, 1.0, a, lda, b, ldb, beta, c, ldc, current_stream());
+          kernels::cuda::gemm<In, Out>(trans_a, trans_b, d.M, d.N, d.K, 1.0, a, lda, b, ldb, beta, c, ldc,
+                                       current_stream());
         else
           kernels::cuda::gemm_strided_batched<In, Out>(trans_a, trans_b, d.M, d.N, d.K, 1.0, a, lda, stride_a, b, ldb,
                                                        stride_b, beta, c, ldc, stride_c, d.batch, current_stream());
@@ -217,14 +218,14 @@ Tensor linear(const Tensor& x, const Tensor& W, const Tensor& bias, Activation a
                    const Tensor dpre = act == Activation::none ? dy : activation_backward(dy, pre, act);
                    if (ctx.needs_grad(0)) {  // dx (rows, in) = dpre (rows, out) . W (out, in)
                      Tensor dx = Tensor::empty(x.shape(), x.dtype(), x.device());
-                     gemm_tensors("linear backward (input)", false, false, {1, rows, in_features, out_features}, dpre, W,
-                                  0.0, dx);
+                     gemm_tensors("linear backward (input)", false, false, {1, rows, in_features, out_features}, dpre,
+                                  W, 0.0, dx);
                      ctx.accumulate(0, std::move(dx));
                    }
                    if (ctx.needs_grad(1)) {  // dW (out, in) += dpre^T (out, rows) . x (rows, in)
                      const Tensor dW = ctx.grad_buffer(1);
-                     gemm_tensors("linear backward (weight)", true, false, {1, out_features, in_features, rows}, dpre, x,
-                                  1.0, dW);
+                     gemm_tensors("linear backward (weight)", true, false, {1, out_features, in_features, rows}, dpre,
+                                  x, 1.0, dW);
                    }
                    if (ctx.needs_grad(2)) accumulate_bias_grad(dpre, rows, out_features, ctx.grad_buffer(2));
                  });

@@ -119,11 +119,10 @@ LossResult cross_entropy(const Tensor& logits, const Tensor& targets, const Cros
             row_lse.data_as<float>(), counts.data_as<int32_t>(), fused ? dlogits.data_as<T>() : nullptr, 1.0f,
             current_stream());
     } else if constexpr (kCpuType<T>) {
-      kernels::cpu::cross_entropy_forward<T>(logits.data_as<T>(), targets.data_as<int32_t>(),
-                                             weights.defined() ? weights.data_as<T>() : nullptr, rows, vocab,
-                                             ignore_index, reduction, loss.data_as<T>(), row_loss.data_as<T>(),
-                                             row_lse.data_as<T>(), counts.data_as<int32_t>(),
-                                             fused ? dlogits.data_as<T>() : nullptr, T(1));
+      kernels::cpu::cross_entropy_forward<T>(
+          logits.data_as<T>(), targets.data_as<int32_t>(), weights.defined() ? weights.data_as<T>() : nullptr, rows,
+          vocab, ignore_index, reduction, loss.data_as<T>(), row_loss.data_as<T>(), row_lse.data_as<T>(),
+          counts.data_as<int32_t>(), fused ? dlogits.data_as<T>() : nullptr, T(1));
     }
   });
   const std::vector<int32_t> host_counts = counts.to_vector<int32_t>();
@@ -143,36 +142,35 @@ LossResult cross_entropy(const Tensor& logits, const Tensor& targets, const Cros
       });
     } else {
       // Saved: logits, targets, weights, per-row log-sum-exp and the counts (the mean's denominator).
-      tape->record(op, {logits}, {loss},
-                   [logits = logits.detach(), targets = targets.detach(), weights, row_lse, counts, ignore_index,
-                    reduction, rows, vocab, stat_dtype](BackwardContext& ctx) mutable {
-                     const Tensor upstream = as_dtype(ctx.grad_output(0), stat_dtype);
-                     Tensor source = std::move(logits);
-                     // When nothing else references the logits, the gradient overwrites them (the
-                     // kernels allow dlogits == logits) and the buffer is handed to the gradient.
-                     Tensor dlogits = source.exclusively_owned()
-                                          ? source
-                                          : Tensor::empty(source.shape(), source.dtype(), source.device());
-                     dispatch_loss_type("cross_entropy backward", source, [&](auto tag) {
-                       using T = typename decltype(tag)::type;
-                       if (source.is_cuda()) {
-                         if constexpr (kCudaType<T>)
-                           kernels::cuda::cross_entropy_backward<T>(
-                               source.data_as<T>(), targets.data_as<int32_t>(),
-                               weights.defined() ? weights.data_as<float>() : nullptr, row_lse.data_as<float>(),
-                               counts.data_as<int32_t>(), rows, vocab, ignore_index, reduction,
-                               upstream.data_as<float>(), dlogits.data_as<T>(), current_stream());
-                       } else if constexpr (kCpuType<T>) {
-                         kernels::cpu::cross_entropy_backward<T>(
-                             source.data_as<T>(), targets.data_as<int32_t>(),
-                             weights.defined() ? weights.data_as<T>() : nullptr, row_lse.data_as<T>(),
-                             counts.data_as<int32_t>(), rows, vocab, ignore_index, reduction, upstream.data_as<T>(),
-                             dlogits.data_as<T>());
-                       }
-                     });
-                     source = Tensor();
-                     ctx.accumulate(0, std::move(dlogits));
-                   });
+      tape->record(
+          op, {logits}, {loss},
+          [logits = logits.detach(), targets = targets.detach(), weights, row_lse, counts, ignore_index, reduction,
+           rows, vocab, stat_dtype](BackwardContext& ctx) mutable {
+            const Tensor upstream = as_dtype(ctx.grad_output(0), stat_dtype);
+            Tensor source = std::move(logits);
+            // When nothing else references the logits, the gradient overwrites them (the
+            // kernels allow dlogits == logits) and the buffer is handed to the gradient.
+            Tensor dlogits =
+                source.exclusively_owned() ? source : Tensor::empty(source.shape(), source.dtype(), source.device());
+            dispatch_loss_type("cross_entropy backward", source, [&](auto tag) {
+              using T = typename decltype(tag)::type;
+              if (source.is_cuda()) {
+                if constexpr (kCudaType<T>)
+                  kernels::cuda::cross_entropy_backward<T>(source.data_as<T>(), targets.data_as<int32_t>(),
+                                                           weights.defined() ? weights.data_as<float>() : nullptr,
+                                                           row_lse.data_as<float>(), counts.data_as<int32_t>(), rows,
+                                                           vocab, ignore_index, reduction, upstream.data_as<float>(),
+                                                           dlogits.data_as<T>(), current_stream());
+              } else if constexpr (kCpuType<T>) {
+                kernels::cpu::cross_entropy_backward<T>(
+                    source.data_as<T>(), targets.data_as<int32_t>(), weights.defined() ? weights.data_as<T>() : nullptr,
+                    row_lse.data_as<T>(), counts.data_as<int32_t>(), rows, vocab, ignore_index, reduction,
+                    upstream.data_as<T>(), dlogits.data_as<T>());
+              }
+            });
+            source = Tensor();
+            ctx.accumulate(0, std::move(dlogits));
+          });
     }
   }
   return LossResult{loss, host_counts[kernels::kCountCorrect], host_counts[kernels::kCountRows]};
@@ -324,7 +322,8 @@ LossResult contrastive(const char* op, kernels::ContrastiveKind kind, const Tens
     using T = typename decltype(tag)::type;
     if (a.is_cuda()) {
       if constexpr (kCudaType<T>) {
-        Tensor workspace = Tensor::empty(Shape{kernels::cuda::contrastive_workspace_size(kind, batch)}, DType::f32, device);
+        Tensor workspace =
+            Tensor::empty(Shape{kernels::cuda::contrastive_workspace_size(kind, batch)}, DType::f32, device);
         if (info_nce)
           kernels::cuda::info_nce_forward<T>(a.data_as<T>(), b.data_as<T>(), theta.data_as<float>(), batch, dim,
                                              loss.data_as<float>(), saved.data_as<float>(), counts.data_as<int32_t>(),
@@ -350,46 +349,45 @@ LossResult contrastive(const char* op, kernels::ContrastiveKind kind, const Tens
     std::vector<Tensor> inputs = {a, b};
     if (info_nce) inputs.push_back(theta_input);
     // Saved: both views, theta, the similarity matrix and the anchors' log-sum-exp.
-    tape->record(op, inputs, {loss},
-                 [a = a.detach(), b = b.detach(), theta, saved, kind, batch, dim, tau, stat_dtype,
-                  info_nce](BackwardContext& ctx) {
-                   const Tensor upstream = as_dtype(ctx.grad_output(0), stat_dtype);
-                   Tensor da = Tensor::empty(a.shape(), a.dtype(), a.device());
-                   Tensor db = Tensor::empty(b.shape(), b.dtype(), b.device());
-                   Tensor dtheta = info_nce ? Tensor::empty(theta.shape(), stat_dtype, a.device()) : Tensor();
-                   dispatch_loss_type(info_nce ? "info_nce backward" : "nt_xent backward", a, [&](auto tag) {
-                     using T = typename decltype(tag)::type;
-                     if (a.is_cuda()) {
-                       if constexpr (kCudaType<T>) {
-                         Tensor workspace = Tensor::empty(Shape{kernels::cuda::contrastive_workspace_size(kind, batch)},
-                                                          DType::f32, a.device());
-                         if (info_nce)
-                           kernels::cuda::info_nce_backward<T>(
-                               a.data_as<T>(), b.data_as<T>(), theta.data_as<float>(), saved.data_as<float>(), batch,
-                               dim, upstream.data_as<float>(), da.data_as<T>(), db.data_as<T>(),
-                               dtheta.data_as<float>(), workspace.data_as<float>(), current_stream());
-                         else
-                           kernels::cuda::nt_xent_backward<T>(a.data_as<T>(), b.data_as<T>(), saved.data_as<float>(),
-                                                              batch, dim, static_cast<float>(tau),
-                                                              upstream.data_as<float>(), da.data_as<T>(),
-                                                              db.data_as<T>(), workspace.data_as<float>(),
-                                                              current_stream());
-                       }
-                     } else if constexpr (kCpuType<T>) {
-                       if (info_nce)
-                         kernels::cpu::info_nce_backward<T>(a.data_as<T>(), b.data_as<T>(), theta.data_as<T>(),
-                                                            saved.data_as<T>(), batch, dim, upstream.data_as<T>(),
-                                                            da.data_as<T>(), db.data_as<T>(), dtheta.data_as<T>());
-                       else
-                         kernels::cpu::nt_xent_backward<T>(a.data_as<T>(), b.data_as<T>(), saved.data_as<T>(), batch,
-                                                           dim, tau, upstream.data_as<T>(), da.data_as<T>(),
-                                                           db.data_as<T>());
-                     }
-                   });
-                   ctx.accumulate(0, std::move(da));
-                   ctx.accumulate(1, std::move(db));
-                   if (info_nce) ctx.accumulate(2, std::move(dtheta));
-                 });
+    tape->record(
+        op, inputs, {loss},
+        [a = a.detach(), b = b.detach(), theta, saved, kind, batch, dim, tau, stat_dtype,
+         info_nce](BackwardContext& ctx) {
+          const Tensor upstream = as_dtype(ctx.grad_output(0), stat_dtype);
+          Tensor da = Tensor::empty(a.shape(), a.dtype(), a.device());
+          Tensor db = Tensor::empty(b.shape(), b.dtype(), b.device());
+          Tensor dtheta = info_nce ? Tensor::empty(theta.shape(), stat_dtype, a.device()) : Tensor();
+          dispatch_loss_type(info_nce ? "info_nce backward" : "nt_xent backward", a, [&](auto tag) {
+            using T = typename decltype(tag)::type;
+            if (a.is_cuda()) {
+              if constexpr (kCudaType<T>) {
+                Tensor workspace = Tensor::empty(Shape{kernels::cuda::contrastive_workspace_size(kind, batch)},
+                                                 DType::f32, a.device());
+                if (info_nce)
+                  kernels::cuda::info_nce_backward<T>(a.data_as<T>(), b.data_as<T>(), theta.data_as<float>(),
+                                                      saved.data_as<float>(), batch, dim, upstream.data_as<float>(),
+                                                      da.data_as<T>(), db.data_as<T>(), dtheta.data_as<float>(),
+                                                      workspace.data_as<float>(), current_stream());
+                else
+                  kernels::cuda::nt_xent_backward<T>(a.data_as<T>(), b.data_as<T>(), saved.data_as<float>(), batch, dim,
+                                                     static_cast<float>(tau), upstream.data_as<float>(),
+                                                     da.data_as<T>(), db.data_as<T>(), workspace.data_as<float>(),
+                                                     current_stream());
+              }
+            } else if constexpr (kCpuType<T>) {
+              if (info_nce)
+                kernels::cpu::info_nce_backward<T>(a.data_as<T>(), b.data_as<T>(), theta.data_as<T>(),
+                                                   saved.data_as<T>(), batch, dim, upstream.data_as<T>(),
+                                                   da.data_as<T>(), db.data_as<T>(), dtheta.data_as<T>());
+              else
+                kernels::cpu::nt_xent_backward<T>(a.data_as<T>(), b.data_as<T>(), saved.data_as<T>(), batch, dim, tau,
+                                                  upstream.data_as<T>(), da.data_as<T>(), db.data_as<T>());
+            }
+          });
+          ctx.accumulate(0, std::move(da));
+          ctx.accumulate(1, std::move(db));
+          if (info_nce) ctx.accumulate(2, std::move(dtheta));
+        });
   }
   return LossResult{loss, host_counts[kernels::kContrastiveCountCorrect],
                     host_counts[kernels::kContrastiveCountAnchors]};

@@ -98,7 +98,8 @@ namespace {
 std::vector<AdamWParam> from_named(const std::vector<NamedParameter>& named) {
   std::vector<AdamWParam> params;
   params.reserve(named.size());
-  for (const NamedParameter& n : named) params.push_back(AdamWParam{n.name, n.tensor, Tensor(), Tensor(), n.weight_decay});
+  for (const NamedParameter& n : named)
+    params.push_back(AdamWParam{n.name, n.tensor, Tensor(), Tensor(), n.weight_decay});
   return params;
 }
 }  // namespace
@@ -150,10 +151,9 @@ void AdamW::step(double lr, double grad_scale) {
       const AdamWParam& p = params_[i];
       const Tensor grad = grad_source(i).grad();
       if (p.master.dtype() == DType::f64) {  // CPU-only f64 reference path
-        kernels::cpu::adamw_update<double, double>(p.master.data_as<double>(), grad.data_as<double>(),
-                                                   state_[i].exp_avg.data_as<double>(),
-                                                   state_[i].exp_avg_sq.data_as<double>(), nullptr, p.master.numel(),
-                                                   p.weight_decay, scalars);
+        kernels::cpu::adamw_update<double, double>(
+            p.master.data_as<double>(), grad.data_as<double>(), state_[i].exp_avg.data_as<double>(),
+            state_[i].exp_avg_sq.data_as<double>(), nullptr, p.master.numel(), p.weight_decay, scalars);
         continue;
       }
       kernels::AdamWTensorDesc d;
@@ -244,8 +244,7 @@ bool has_nonfinite(const std::vector<Tensor>& gradients) {
   const Tensor device_descs = upload_descriptors(descs.cuda);
   Tensor flag = Tensor::zeros(Shape{1}, DType::i32, Device::cuda);
   kernels::cuda::mark_nonfinite(static_cast<const kernels::NormTensorDesc*>(device_descs.data()),
-                                static_cast<int>(descs.cuda.size()), chunks, flag.data_as<int32_t>(),
-                                current_stream());
+                                static_cast<int>(descs.cuda.size()), chunks, flag.data_as<int32_t>(), current_stream());
   return flag.to_vector<int32_t>()[0] != 0;
 }
 

@@ -132,9 +132,9 @@ class GradScaler {
 
   struct State {
     double scale;
-    int64_t growth_tracker;     // consecutive good steps since the last growth or overflow
-    int64_t hysteresis_left;    // overflows tolerated before the next backoff
-    int64_t skipped_steps;      // total steps skipped for overflow
+    int64_t growth_tracker;   // consecutive good steps since the last growth or overflow
+    int64_t hysteresis_left;  // overflows tolerated before the next backoff
+    int64_t skipped_steps;    // total steps skipped for overflow
   };
   State state() const { return {scale_, growth_tracker_, hysteresis_left_, skipped_steps_}; }
   // Restores a checkpointed state; throws std::invalid_argument for an inconsistent one.

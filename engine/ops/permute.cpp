@@ -18,11 +18,16 @@ using kernels::HeadShape;
 template <class Fn>
 void dispatch_element(const char* op, const Tensor& t, Fn&& fn) {
   switch (t.dtype()) {
-    case DType::f32: return fn(std::type_identity<float>{});
-    case DType::f64: return fn(std::type_identity<double>{});
-    case DType::bf16: return fn(std::type_identity<__nv_bfloat16>{});
-    case DType::f16: return fn(std::type_identity<__half>{});
-    default: throw TensorError(std::string(op) + ": expected an f32, f64, bf16 or f16 tensor, got " + describe(t));
+    case DType::f32:
+      return fn(std::type_identity<float>{});
+    case DType::f64:
+      return fn(std::type_identity<double>{});
+    case DType::bf16:
+      return fn(std::type_identity<__nv_bfloat16>{});
+    case DType::f16:
+      return fn(std::type_identity<__half>{});
+    default:
+      throw TensorError(std::string(op) + ": expected an f32, f64, bf16 or f16 tensor, got " + describe(t));
   }
 }
 
@@ -49,8 +54,10 @@ Tensor split_forward(const char* op, const Tensor& x, const HeadShape& s) {
   Tensor out = Tensor::empty(heads_shape(s), x.dtype(), x.device());
   dispatch_element(op, x, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    if (x.is_cuda()) kernels::cuda::split_heads<T>(out.data_as<T>(), x.data_as<T>(), s, current_stream());
-    else kernels::cpu::split_heads<T>(out.data_as<T>(), x.data_as<T>(), s);
+    if (x.is_cuda())
+      kernels::cuda::split_heads<T>(out.data_as<T>(), x.data_as<T>(), s, current_stream());
+    else
+      kernels::cpu::split_heads<T>(out.data_as<T>(), x.data_as<T>(), s);
   });
   return out;
 }
@@ -59,8 +66,10 @@ Tensor merge_forward(const char* op, const Tensor& x, const HeadShape& s) {
   Tensor out = Tensor::empty(tokens_shape(s, 1), x.dtype(), x.device());
   dispatch_element(op, x, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    if (x.is_cuda()) kernels::cuda::merge_heads<T>(out.data_as<T>(), x.data_as<T>(), s, current_stream());
-    else kernels::cpu::merge_heads<T>(out.data_as<T>(), x.data_as<T>(), s);
+    if (x.is_cuda())
+      kernels::cuda::merge_heads<T>(out.data_as<T>(), x.data_as<T>(), s, current_stream());
+    else
+      kernels::cpu::merge_heads<T>(out.data_as<T>(), x.data_as<T>(), s);
   });
   return out;
 }

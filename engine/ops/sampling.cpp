@@ -28,20 +28,28 @@ Tensor sample_tokens(const Tensor& logits, Sampler sampler, float temperature, u
   if (input.is_cuda()) {
     const cudaStream_t cuda_stream = current_stream();
     if (sampler == Sampler::gumbel) {
-      if (bf16) kernels::cuda::gumbel_sample(input.data_as<__nv_bfloat16>(), N, V, temperature, stream, samples, cuda_stream);
-      else kernels::cuda::gumbel_sample(input.data_as<float>(), N, V, temperature, stream, samples, cuda_stream);
+      if (bf16)
+        kernels::cuda::gumbel_sample(input.data_as<__nv_bfloat16>(), N, V, temperature, stream, samples, cuda_stream);
+      else
+        kernels::cuda::gumbel_sample(input.data_as<float>(), N, V, temperature, stream, samples, cuda_stream);
     } else {
       if (bf16)
-        kernels::cuda::multinomial_sample(input.data_as<__nv_bfloat16>(), N, V, temperature, stream, samples, cuda_stream);
-      else kernels::cuda::multinomial_sample(input.data_as<float>(), N, V, temperature, stream, samples, cuda_stream);
+        kernels::cuda::multinomial_sample(input.data_as<__nv_bfloat16>(), N, V, temperature, stream, samples,
+                                          cuda_stream);
+      else
+        kernels::cuda::multinomial_sample(input.data_as<float>(), N, V, temperature, stream, samples, cuda_stream);
     }
   } else {
     if (sampler == Sampler::gumbel) {
-      if (bf16) kernels::cpu::gumbel_sample(input.data_as<__nv_bfloat16>(), N, V, temperature, stream, samples);
-      else kernels::cpu::gumbel_sample(input.data_as<float>(), N, V, temperature, stream, samples);
+      if (bf16)
+        kernels::cpu::gumbel_sample(input.data_as<__nv_bfloat16>(), N, V, temperature, stream, samples);
+      else
+        kernels::cpu::gumbel_sample(input.data_as<float>(), N, V, temperature, stream, samples);
     } else {
-      if (bf16) kernels::cpu::multinomial_sample(input.data_as<__nv_bfloat16>(), N, V, temperature, stream, samples);
-      else kernels::cpu::multinomial_sample(input.data_as<float>(), N, V, temperature, stream, samples);
+      if (bf16)
+        kernels::cpu::multinomial_sample(input.data_as<__nv_bfloat16>(), N, V, temperature, stream, samples);
+      else
+        kernels::cpu::multinomial_sample(input.data_as<float>(), N, V, temperature, stream, samples);
     }
   }
   return out;

@@ -13,11 +13,12 @@ class CudaError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-[[noreturn]] void throw_cuda_error(const char* library, const char* call, const char* file, int line,
-                                   int code, const char* what);
+[[noreturn]] void throw_cuda_error(const char* library, const char* call, const char* file, int line, int code,
+                                   const char* what);
 
 inline void check_cuda(cudaError_t status, const char* call, const char* file, int line) {
-  if (status != cudaSuccess) throw_cuda_error("CUDA", call, file, line, static_cast<int>(status), cudaGetErrorString(status));
+  if (status != cudaSuccess)
+    throw_cuda_error("CUDA", call, file, line, static_cast<int>(status), cudaGetErrorString(status));
 }
 
 // cuBLAS / cuBLASLt status (a cublasStatus_t passed as int, so this header needs no cuBLAS include

@@ -8,7 +8,8 @@
 namespace coco {
 
 inline void check_nccl(ncclResult_t status, const char* call, const char* file, int line) {
-  if (status != ncclSuccess) throw_cuda_error("NCCL", call, file, line, static_cast<int>(status), ncclGetErrorString(status));
+  if (status != ncclSuccess)
+    throw_cuda_error("NCCL", call, file, line, static_cast<int>(status), ncclGetErrorString(status));
 }
 
 }  // namespace coco

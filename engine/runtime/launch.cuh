@@ -68,7 +68,7 @@ __host__ __device__ constexpr inline unsigned ceil_div(long long n, long long d)
 #define COCO_POISON_SHARED(array) EMU_POISON_SHARED(array)
 #endif
 
-#define COCO_LAUNCH(kernel, grid, block, shared_bytes, stream, ...)                                              \
-  ::coco::check_cuda(::coco::launch_named(#kernel, (kernel), (grid), (block), (shared_bytes), (stream),          \
-                                          ##__VA_ARGS__),                                                        \
-                     "launch of " #kernel, __FILE__, __LINE__)
+#define COCO_LAUNCH(kernel, grid, block, shared_bytes, stream, ...)                                      \
+  ::coco::check_cuda(                                                                                    \
+      ::coco::launch_named(#kernel, (kernel), (grid), (block), (shared_bytes), (stream), ##__VA_ARGS__), \
+      "launch of " #kernel, __FILE__, __LINE__)

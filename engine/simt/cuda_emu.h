@@ -99,8 +99,25 @@ int block_barrier(BarrierOp op, int predicate, const std::source_location& where
 
 // One value per intrinsic (the four shuffles behave alike), so diagnostics can name it.
 enum class WarpOp : uint8_t {
-  Sync, ShflIdx, ShflUp, ShflDown, ShflXor, Ballot, Any, All, MatchAny, MatchAll,
-  AddI32, AddU32, MinI32, MinU32, MaxI32, MaxU32, AndU32, OrU32, XorU32,
+  Sync,
+  ShflIdx,
+  ShflUp,
+  ShflDown,
+  ShflXor,
+  Ballot,
+  Any,
+  All,
+  MatchAny,
+  MatchAll,
+  AddI32,
+  AddU32,
+  MinI32,
+  MinU32,
+  MaxI32,
+  MaxU32,
+  AndU32,
+  OrU32,
+  XorU32,
 };
 // Waits until every non-exited lane in `mask` reaches a warp operation, then writes `result`
 // computed from the lanes' `value`s (src_lane: the lane a shuffle reads).
@@ -129,8 +146,8 @@ cudaError_t launch_named(const char* kernel_name, void (*kernel)(KernelArgs...),
   static_assert(sizeof...(KernelArgs) == sizeof...(Args), "wrong number of kernel arguments");
   std::tuple<std::decay_t<KernelArgs>...> parameters(std::forward<Args>(args)...);
   auto body = [&] { std::apply(kernel, parameters); };
-  const detail::LaunchRequest request{kernel_name, reinterpret_cast<const void*>(kernel), grid, block, shared_bytes,
-                                      stream, &detail::invoke_closure<decltype(body)>, &body};
+  const detail::LaunchRequest request{kernel_name, reinterpret_cast<const void*>(kernel),   grid, block, shared_bytes,
+                                      stream,      &detail::invoke_closure<decltype(body)>, &body};
   return detail::launch_grid(request);
 }
 
@@ -155,11 +172,9 @@ struct ExternSharedRegistrar {
 // Storage for kernels written with `extern __shared__ T name[];` (one line per name, in one .cpp of
 // the program; such TUs need -fno-extern-tls-init with g++). Project kernels use
 // coco::dynamic_smem<T>() instead, which needs nothing.
-#define EMU_DEFINE_EXTERN_SHARED(name)                                                        \
-  alignas(128) thread_local unsigned char name[::emu::kMaxSharedBytesPerBlockOptin];           \
-  static ::emu::ExternSharedRegistrar emu_extern_shared_registrar_##name([]() -> unsigned char* { \
-    return name;                                                                               \
-  })
+#define EMU_DEFINE_EXTERN_SHARED(name)                                               \
+  alignas(128) thread_local unsigned char name[::emu::kMaxSharedBytesPerBlockOptin]; \
+  static ::emu::ExternSharedRegistrar emu_extern_shared_registrar_##name([]() -> unsigned char* { return name; })
 
 // Static __shared__ arrays are not poisoned unless registered: put EMU_POISON_SHARED(tile) (or the
 // portable COCO_POISON_SHARED from launch.cuh) right after the declaration. The first thread of each
@@ -184,19 +199,22 @@ inline cudaError_t cudaFuncSetCacheConfig(T* func, cudaFuncCache cache_config) {
 template <class T>
 inline cudaError_t cudaMemcpyToSymbol(const T& symbol, const void* src, size_t count, size_t offset = 0,
                                       cudaMemcpyKind kind = cudaMemcpyHostToDevice) {
-  if (offset > sizeof(T) || count > sizeof(T) - offset) return ::cudaMemcpyToSymbol(static_cast<const void*>(nullptr), src, count, offset, kind);
+  if (offset > sizeof(T) || count > sizeof(T) - offset)
+    return ::cudaMemcpyToSymbol(static_cast<const void*>(nullptr), src, count, offset, kind);
   return ::cudaMemcpyToSymbol(static_cast<const void*>(&symbol), src, count, offset, kind);
 }
 template <class T>
 inline cudaError_t cudaMemcpyToSymbolAsync(const T& symbol, const void* src, size_t count, size_t offset = 0,
                                            cudaMemcpyKind kind = cudaMemcpyHostToDevice, cudaStream_t stream = 0) {
-  if (offset > sizeof(T) || count > sizeof(T) - offset) return ::cudaMemcpyToSymbol(static_cast<const void*>(nullptr), src, count, offset, kind);
+  if (offset > sizeof(T) || count > sizeof(T) - offset)
+    return ::cudaMemcpyToSymbol(static_cast<const void*>(nullptr), src, count, offset, kind);
   return ::cudaMemcpyToSymbolAsync(static_cast<const void*>(&symbol), src, count, offset, kind, stream);
 }
 template <class T>
 inline cudaError_t cudaMemcpyFromSymbol(void* dst, const T& symbol, size_t count, size_t offset = 0,
                                         cudaMemcpyKind kind = cudaMemcpyDeviceToHost) {
-  if (offset > sizeof(T) || count > sizeof(T) - offset) return ::cudaMemcpyFromSymbol(dst, static_cast<const void*>(nullptr), count, offset, kind);
+  if (offset > sizeof(T) || count > sizeof(T) - offset)
+    return ::cudaMemcpyFromSymbol(dst, static_cast<const void*>(nullptr), count, offset, kind);
   return ::cudaMemcpyFromSymbol(dst, static_cast<const void*>(&symbol), count, offset, kind);
 }
 template <class T>
@@ -265,7 +283,8 @@ inline unsigned reduce(WarpOp op, unsigned mask, T value, const std::source_loca
 }
 }  // namespace emu::detail
 
-inline unsigned __ballot_sync(unsigned mask, int predicate, std::source_location where = std::source_location::current()) {
+inline unsigned __ballot_sync(unsigned mask, int predicate,
+                              std::source_location where = std::source_location::current()) {
   return ::emu::detail::vote(::emu::detail::WarpOp::Ballot, mask, predicate, where);
 }
 inline int __any_sync(unsigned mask, int predicate, std::source_location where = std::source_location::current()) {
@@ -278,29 +297,36 @@ inline int __all_sync(unsigned mask, int predicate, std::source_location where =
 template <class T>
 inline T __shfl_sync(unsigned mask, T var, int src_lane, int width = warpSize,
                      std::source_location where = std::source_location::current()) {
-  const unsigned w = ::emu::detail::checked_width(width, "__shfl_sync with a width that is not a power of two in [1, 32]", where);
+  const unsigned w =
+      ::emu::detail::checked_width(width, "__shfl_sync with a width that is not a power of two in [1, 32]", where);
   const unsigned lane = ::emu::t_thread->lane;
-  return ::emu::detail::shuffle(::emu::detail::WarpOp::ShflIdx, mask, var, (lane & ~(w - 1)) + (static_cast<unsigned>(src_lane) & (w - 1)), where);
+  return ::emu::detail::shuffle(::emu::detail::WarpOp::ShflIdx, mask, var,
+                                (lane & ~(w - 1)) + (static_cast<unsigned>(src_lane) & (w - 1)), where);
 }
 template <class T>
 inline T __shfl_up_sync(unsigned mask, T var, unsigned delta, int width = warpSize,
                         std::source_location where = std::source_location::current()) {
-  const unsigned w = ::emu::detail::checked_width(width, "__shfl_up_sync with a width that is not a power of two in [1, 32]", where);
+  const unsigned w =
+      ::emu::detail::checked_width(width, "__shfl_up_sync with a width that is not a power of two in [1, 32]", where);
   const unsigned lane = ::emu::t_thread->lane;
-  return ::emu::detail::shuffle(::emu::detail::WarpOp::ShflUp, mask, var, (lane & (w - 1)) < delta ? lane : lane - delta, where);
+  return ::emu::detail::shuffle(::emu::detail::WarpOp::ShflUp, mask, var,
+                                (lane & (w - 1)) < delta ? lane : lane - delta, where);
 }
 template <class T>
 inline T __shfl_down_sync(unsigned mask, T var, unsigned delta, int width = warpSize,
                           std::source_location where = std::source_location::current()) {
-  const unsigned w = ::emu::detail::checked_width(width, "__shfl_down_sync with a width that is not a power of two in [1, 32]", where);
+  const unsigned w =
+      ::emu::detail::checked_width(width, "__shfl_down_sync with a width that is not a power of two in [1, 32]", where);
   const unsigned lane = ::emu::t_thread->lane;
-  return ::emu::detail::shuffle(::emu::detail::WarpOp::ShflDown, mask, var, (lane & (w - 1)) + delta >= w ? lane : lane + delta, where);
+  return ::emu::detail::shuffle(::emu::detail::WarpOp::ShflDown, mask, var,
+                                (lane & (w - 1)) + delta >= w ? lane : lane + delta, where);
 }
 // Lanes may read from earlier width-groups but not later ones (those read their own value).
 template <class T>
 inline T __shfl_xor_sync(unsigned mask, T var, int lane_mask, int width = warpSize,
                          std::source_location where = std::source_location::current()) {
-  const unsigned w = ::emu::detail::checked_width(width, "__shfl_xor_sync with a width that is not a power of two in [1, 32]", where);
+  const unsigned w =
+      ::emu::detail::checked_width(width, "__shfl_xor_sync with a width that is not a power of two in [1, 32]", where);
   const unsigned lane = ::emu::t_thread->lane;
   unsigned src = lane ^ static_cast<unsigned>(lane_mask);
   if (src >= (lane & ~(w - 1)) + w) src = lane;
@@ -320,31 +346,37 @@ inline unsigned __match_all_sync(unsigned mask, T value, int* predicate,
   *predicate = result != 0;
   return result;
 }
-inline unsigned __reduce_add_sync(unsigned mask, unsigned value, std::source_location where = std::source_location::current()) {
+inline unsigned __reduce_add_sync(unsigned mask, unsigned value,
+                                  std::source_location where = std::source_location::current()) {
   return ::emu::detail::reduce(::emu::detail::WarpOp::AddU32, mask, value, where);
 }
 inline int __reduce_add_sync(unsigned mask, int value, std::source_location where = std::source_location::current()) {
   return static_cast<int>(::emu::detail::reduce(::emu::detail::WarpOp::AddI32, mask, value, where));
 }
-inline unsigned __reduce_min_sync(unsigned mask, unsigned value, std::source_location where = std::source_location::current()) {
+inline unsigned __reduce_min_sync(unsigned mask, unsigned value,
+                                  std::source_location where = std::source_location::current()) {
   return ::emu::detail::reduce(::emu::detail::WarpOp::MinU32, mask, value, where);
 }
 inline int __reduce_min_sync(unsigned mask, int value, std::source_location where = std::source_location::current()) {
   return static_cast<int>(::emu::detail::reduce(::emu::detail::WarpOp::MinI32, mask, value, where));
 }
-inline unsigned __reduce_max_sync(unsigned mask, unsigned value, std::source_location where = std::source_location::current()) {
+inline unsigned __reduce_max_sync(unsigned mask, unsigned value,
+                                  std::source_location where = std::source_location::current()) {
   return ::emu::detail::reduce(::emu::detail::WarpOp::MaxU32, mask, value, where);
 }
 inline int __reduce_max_sync(unsigned mask, int value, std::source_location where = std::source_location::current()) {
   return static_cast<int>(::emu::detail::reduce(::emu::detail::WarpOp::MaxI32, mask, value, where));
 }
-inline unsigned __reduce_and_sync(unsigned mask, unsigned value, std::source_location where = std::source_location::current()) {
+inline unsigned __reduce_and_sync(unsigned mask, unsigned value,
+                                  std::source_location where = std::source_location::current()) {
   return ::emu::detail::reduce(::emu::detail::WarpOp::AndU32, mask, value, where);
 }
-inline unsigned __reduce_or_sync(unsigned mask, unsigned value, std::source_location where = std::source_location::current()) {
+inline unsigned __reduce_or_sync(unsigned mask, unsigned value,
+                                 std::source_location where = std::source_location::current()) {
   return ::emu::detail::reduce(::emu::detail::WarpOp::OrU32, mask, value, where);
 }
-inline unsigned __reduce_xor_sync(unsigned mask, unsigned value, std::source_location where = std::source_location::current()) {
+inline unsigned __reduce_xor_sync(unsigned mask, unsigned value,
+                                  std::source_location where = std::source_location::current()) {
   return ::emu::detail::reduce(::emu::detail::WarpOp::XorU32, mask, value, where);
 }
 

@@ -18,7 +18,8 @@
 namespace emu::detail {
 
 template <class T>
-using atomic_word_t = std::conditional_t<sizeof(T) == 2, uint16_t, std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>>;
+using atomic_word_t =
+    std::conditional_t<sizeof(T) == 2, uint16_t, std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>>;
 
 // Compare-and-swap loop applying `op(old, value)`; returns the old value.
 template <class T, class Op>
@@ -38,21 +39,21 @@ inline T atomic_update(T* address, T value, Op op) {
 
 }  // namespace emu::detail
 
-#define EMU_INTEGER_ATOMICS(T)                                                                                    \
-  inline T atomicAdd(T* address, T value) { return __atomic_fetch_add(address, value, __ATOMIC_RELAXED); }        \
-  inline T atomicAnd(T* address, T value) { return __atomic_fetch_and(address, value, __ATOMIC_RELAXED); }        \
-  inline T atomicOr(T* address, T value) { return __atomic_fetch_or(address, value, __ATOMIC_RELAXED); }          \
-  inline T atomicXor(T* address, T value) { return __atomic_fetch_xor(address, value, __ATOMIC_RELAXED); }        \
-  inline T atomicExch(T* address, T value) { return __atomic_exchange_n(address, value, __ATOMIC_RELAXED); }      \
-  inline T atomicMax(T* address, T value) {                                                                       \
-    return ::emu::detail::atomic_update(address, value, [](T a, T b) { return a > b ? a : b; });                  \
-  }                                                                                                               \
-  inline T atomicMin(T* address, T value) {                                                                       \
-    return ::emu::detail::atomic_update(address, value, [](T a, T b) { return a < b ? a : b; });                  \
-  }                                                                                                               \
-  inline T atomicCAS(T* address, T compare, T value) {                                                            \
-    __atomic_compare_exchange_n(address, &compare, value, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);             \
-    return compare;                                                                                               \
+#define EMU_INTEGER_ATOMICS(T)                                                                               \
+  inline T atomicAdd(T* address, T value) { return __atomic_fetch_add(address, value, __ATOMIC_RELAXED); }   \
+  inline T atomicAnd(T* address, T value) { return __atomic_fetch_and(address, value, __ATOMIC_RELAXED); }   \
+  inline T atomicOr(T* address, T value) { return __atomic_fetch_or(address, value, __ATOMIC_RELAXED); }     \
+  inline T atomicXor(T* address, T value) { return __atomic_fetch_xor(address, value, __ATOMIC_RELAXED); }   \
+  inline T atomicExch(T* address, T value) { return __atomic_exchange_n(address, value, __ATOMIC_RELAXED); } \
+  inline T atomicMax(T* address, T value) {                                                                  \
+    return ::emu::detail::atomic_update(address, value, [](T a, T b) { return a > b ? a : b; });             \
+  }                                                                                                          \
+  inline T atomicMin(T* address, T value) {                                                                  \
+    return ::emu::detail::atomic_update(address, value, [](T a, T b) { return a < b ? a : b; });             \
+  }                                                                                                          \
+  inline T atomicCAS(T* address, T compare, T value) {                                                       \
+    __atomic_compare_exchange_n(address, &compare, value, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);        \
+    return compare;                                                                                          \
   }
 EMU_INTEGER_ATOMICS(int)
 EMU_INTEGER_ATOMICS(unsigned int)
@@ -99,18 +100,17 @@ inline __nv_bfloat16 atomicAdd(__nv_bfloat16* address, __nv_bfloat16 value) {
   return ::emu::detail::atomic_update(address, value, [](__nv_bfloat16 a, __nv_bfloat16 b) { return __hadd(a, b); });
 }
 inline __nv_bfloat162 atomicAdd(__nv_bfloat162* address, __nv_bfloat162 value) {
-  return ::emu::detail::atomic_update(address, value,
-                                      [](__nv_bfloat162 a, __nv_bfloat162 b) { return __hadd2(a, b); });
+  return ::emu::detail::atomic_update(address, value, [](__nv_bfloat162 a, __nv_bfloat162 b) { return __hadd2(a, b); });
 }
 // Scoped variants: every scope is the whole (host) memory system here.
-#define EMU_SCOPED_ATOMIC(name)                                        \
-  template <class... A>                                                \
-  inline auto name##_block(A... a) -> decltype(name(a...)) {           \
-    return name(a...);                                                 \
-  }                                                                    \
-  template <class... A>                                                \
-  inline auto name##_system(A... a) -> decltype(name(a...)) {          \
-    return name(a...);                                                 \
+#define EMU_SCOPED_ATOMIC(name)                             \
+  template <class... A>                                     \
+  inline auto name##_block(A... a)->decltype(name(a...)) {  \
+    return name(a...);                                      \
+  }                                                         \
+  template <class... A>                                     \
+  inline auto name##_system(A... a)->decltype(name(a...)) { \
+    return name(a...);                                      \
   }
 EMU_SCOPED_ATOMIC(atomicAdd)
 EMU_SCOPED_ATOMIC(atomicSub)
@@ -131,16 +131,46 @@ inline void __threadfence_system() { std::atomic_thread_fence(std::memory_order_
 
 // ------------------------------------------------------------------------------------------------
 // Cache-hinted loads and stores.
-template <class T> inline T __ldg(const T* p) { return *p; }
-template <class T> inline T __ldca(const T* p) { return *p; }
-template <class T> inline T __ldcg(const T* p) { return *p; }
-template <class T> inline T __ldcs(const T* p) { return *p; }
-template <class T> inline T __ldlu(const T* p) { return *p; }
-template <class T> inline T __ldcv(const T* p) { return *p; }
-template <class T> inline void __stwb(T* p, T v) { *p = v; }
-template <class T> inline void __stcg(T* p, T v) { *p = v; }
-template <class T> inline void __stcs(T* p, T v) { *p = v; }
-template <class T> inline void __stwt(T* p, T v) { *p = v; }
+template <class T>
+inline T __ldg(const T* p) {
+  return *p;
+}
+template <class T>
+inline T __ldca(const T* p) {
+  return *p;
+}
+template <class T>
+inline T __ldcg(const T* p) {
+  return *p;
+}
+template <class T>
+inline T __ldcs(const T* p) {
+  return *p;
+}
+template <class T>
+inline T __ldlu(const T* p) {
+  return *p;
+}
+template <class T>
+inline T __ldcv(const T* p) {
+  return *p;
+}
+template <class T>
+inline void __stwb(T* p, T v) {
+  *p = v;
+}
+template <class T>
+inline void __stcg(T* p, T v) {
+  *p = v;
+}
+template <class T>
+inline void __stcs(T* p, T v) {
+  *p = v;
+}
+template <class T>
+inline void __stwt(T* p, T v) {
+  *p = v;
+}
 
 // ------------------------------------------------------------------------------------------------
 // Single-precision intrinsics (rounding-mode suffixes map to round-to-nearest here).
@@ -152,8 +182,14 @@ inline float __log10f(float x) { return std::log10(x); }
 inline float __sinf(float x) { return std::sin(x); }
 inline float __cosf(float x) { return std::cos(x); }
 inline float __tanf(float x) { return std::tan(x); }
-inline void __sincosf(float x, float* s, float* c) { *s = std::sin(x); *c = std::cos(x); }
-inline void sincosf(float x, float* s, float* c) { *s = std::sin(x); *c = std::cos(x); }
+inline void __sincosf(float x, float* s, float* c) {
+  *s = std::sin(x);
+  *c = std::cos(x);
+}
+inline void sincosf(float x, float* s, float* c) {
+  *s = std::sin(x);
+  *c = std::cos(x);
+}
 inline float __powf(float x, float y) { return std::pow(x, y); }
 inline float exp10f(float x) { return std::pow(10.0f, x); }
 inline float __fdividef(float a, float b) { return a / b; }
@@ -183,17 +219,41 @@ inline float cospif(float x) { return std::cos(x * 3.14159265358979323846f); }
 
 // ------------------------------------------------------------------------------------------------
 // Conversions and reinterpretation.
-inline int __float_as_int(float x) { int i; std::memcpy(&i, &x, 4); return i; }
-inline unsigned __float_as_uint(float x) { unsigned i; std::memcpy(&i, &x, 4); return i; }
-inline float __int_as_float(int i) { float x; std::memcpy(&x, &i, 4); return x; }
-inline float __uint_as_float(unsigned i) { float x; std::memcpy(&x, &i, 4); return x; }
-inline long long __double_as_longlong(double x) { long long i; std::memcpy(&i, &x, 8); return i; }
-inline double __longlong_as_double(long long i) { double x; std::memcpy(&x, &i, 8); return x; }
+inline int __float_as_int(float x) {
+  int i;
+  std::memcpy(&i, &x, 4);
+  return i;
+}
+inline unsigned __float_as_uint(float x) {
+  unsigned i;
+  std::memcpy(&i, &x, 4);
+  return i;
+}
+inline float __int_as_float(int i) {
+  float x;
+  std::memcpy(&x, &i, 4);
+  return x;
+}
+inline float __uint_as_float(unsigned i) {
+  float x;
+  std::memcpy(&x, &i, 4);
+  return x;
+}
+inline long long __double_as_longlong(double x) {
+  long long i;
+  std::memcpy(&i, &x, 8);
+  return i;
+}
+inline double __longlong_as_double(long long i) {
+  double x;
+  std::memcpy(&x, &i, 8);
+  return x;
+}
 inline int __double2hiint(double x) { return static_cast<int>(__double_as_longlong(x) >> 32); }
 inline int __double2loint(double x) { return static_cast<int>(static_cast<uint32_t>(__double_as_longlong(x))); }
 inline double __hiloint2double(int hi, int lo) {
-  return __longlong_as_double(static_cast<long long>((static_cast<uint64_t>(static_cast<uint32_t>(hi)) << 32) |
-                                                     static_cast<uint32_t>(lo)));
+  return __longlong_as_double(
+      static_cast<long long>((static_cast<uint64_t>(static_cast<uint32_t>(hi)) << 32) | static_cast<uint32_t>(lo)));
 }
 inline int __float2int_rn(float x) { return static_cast<int>(std::nearbyint(x)); }
 inline int __float2int_rz(float x) { return static_cast<int>(std::trunc(x)); }
@@ -225,7 +285,8 @@ inline unsigned __brev(unsigned x) {
   return (x >> 16) | (x << 16);
 }
 inline unsigned long long __brevll(unsigned long long x) {
-  return (static_cast<unsigned long long>(__brev(static_cast<unsigned>(x))) << 32) | __brev(static_cast<unsigned>(x >> 32));
+  return (static_cast<unsigned long long>(__brev(static_cast<unsigned>(x))) << 32) |
+         __brev(static_cast<unsigned>(x >> 32));
 }
 // Result byte i = byte (selector nibble i & 7) of the 8-byte value {y:x}.
 inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
@@ -250,19 +311,23 @@ inline unsigned __funnelshift_rc(unsigned lo, unsigned hi, unsigned shift) {
   const unsigned long long v = (static_cast<unsigned long long>(hi) << 32) | lo;
   return static_cast<unsigned>(v >> (shift > 32 ? 32 : shift));
 }
-inline unsigned __umulhi(unsigned a, unsigned b) { return static_cast<unsigned>((static_cast<unsigned long long>(a) * b) >> 32); }
+inline unsigned __umulhi(unsigned a, unsigned b) {
+  return static_cast<unsigned>((static_cast<unsigned long long>(a) * b) >> 32);
+}
 inline int __mulhi(int a, int b) { return static_cast<int>((static_cast<long long>(a) * b) >> 32); }
 inline unsigned long long __umul64hi(unsigned long long a, unsigned long long b) {
   return static_cast<unsigned long long>((static_cast<unsigned __int128>(a) * b) >> 64);
 }
-inline long long __mul64hi(long long a, long long b) { return static_cast<long long>((static_cast<__int128>(a) * b) >> 64); }
-inline int __mul24(int a, int b) {
-  return static_cast<int>(static_cast<long long>((a << 8) >> 8) * ((b << 8) >> 8));
+inline long long __mul64hi(long long a, long long b) {
+  return static_cast<long long>((static_cast<__int128>(a) * b) >> 64);
 }
+inline int __mul24(int a, int b) { return static_cast<int>(static_cast<long long>((a << 8) >> 8) * ((b << 8) >> 8)); }
 inline unsigned __umul24(unsigned a, unsigned b) { return (a & 0xFFFFFFu) * (b & 0xFFFFFFu); }
 inline int __hadd(int a, int b) { return static_cast<int>((static_cast<long long>(a) + b) >> 1); }
 inline int __rhadd(int a, int b) { return static_cast<int>((static_cast<long long>(a) + b + 1) >> 1); }
-inline unsigned __uhadd(unsigned a, unsigned b) { return static_cast<unsigned>((static_cast<unsigned long long>(a) + b) >> 1); }
+inline unsigned __uhadd(unsigned a, unsigned b) {
+  return static_cast<unsigned>((static_cast<unsigned long long>(a) + b) >> 1);
+}
 inline unsigned __urhadd(unsigned a, unsigned b) {
   return static_cast<unsigned>((static_cast<unsigned long long>(a) + b + 1) >> 1);
 }
@@ -270,7 +335,7 @@ inline unsigned __sad(int a, int b, unsigned c) { return c + static_cast<unsigne
 inline unsigned __usad(unsigned a, unsigned b, unsigned c) { return c + (a > b ? a - b : b - a); }
 
 // CUDA device code calls unqualified min/max on scalars (mixed signedness goes unsigned, like CUDA).
-#define EMU_MIN_MAX(R, A, B)                                                              \
+#define EMU_MIN_MAX(R, A, B)                                                                                       \
   inline R max(A a, B b) { return static_cast<R>(a) > static_cast<R>(b) ? static_cast<R>(a) : static_cast<R>(b); } \
   inline R min(A a, B b) { return static_cast<R>(a) < static_cast<R>(b) ? static_cast<R>(a) : static_cast<R>(b); }
 EMU_MIN_MAX(int, int, int)
@@ -350,18 +415,18 @@ inline __nv_bfloat162 __hcmadd(__nv_bfloat162 a, __nv_bfloat162 b, __nv_bfloat16
 }
 
 // Element-wise math through float: h<fn>(half), h<fn>(bf16), h2<fn>(half2), h2<fn>(bf162).
-#define EMU_HALF_MATH(name, expr)                                                                             \
-  inline __half h##name(__half a) {                                                                           \
-    const float x = __half2float(a);                                                                          \
-    return __float2half(expr);                                                                                \
-  }                                                                                                           \
-  inline __nv_bfloat16 h##name(__nv_bfloat16 a) {                                                             \
-    const float x = __bfloat162float(a);                                                                      \
-    return __float2bfloat16(expr);                                                                            \
-  }                                                                                                           \
+#define EMU_HALF_MATH(name, expr)                                                                                \
+  inline __half h##name(__half a) {                                                                              \
+    const float x = __half2float(a);                                                                             \
+    return __float2half(expr);                                                                                   \
+  }                                                                                                              \
+  inline __nv_bfloat16 h##name(__nv_bfloat16 a) {                                                                \
+    const float x = __bfloat162float(a);                                                                         \
+    return __float2bfloat16(expr);                                                                               \
+  }                                                                                                              \
   inline __half2 h2##name(__half2 a) { return __halves2half2(h##name(__low2half(a)), h##name(__high2half(a))); } \
-  inline __nv_bfloat162 h2##name(__nv_bfloat162 a) {                                                          \
-    return __halves2bfloat162(h##name(__low2bfloat16(a)), h##name(__high2bfloat16(a)));                      \
+  inline __nv_bfloat162 h2##name(__nv_bfloat162 a) {                                                             \
+    return __halves2bfloat162(h##name(__low2bfloat16(a)), h##name(__high2bfloat16(a)));                          \
   }
 EMU_HALF_MATH(exp, std::exp(x))
 EMU_HALF_MATH(exp2, std::exp2(x))
@@ -382,16 +447,16 @@ EMU_HALF_MATH(trunc, std::trunc(x))
 #undef EMU_HALF_MATH
 
 // Narrow float -> integer with an explicit rounding direction (exact: the narrow value is exact in float).
-#define EMU_NARROW_TO_INT(prefix, Narrow, to_float, suffix, T)                                                  \
-  inline T prefix##2##suffix##_rn(Narrow a) { return static_cast<T>(std::nearbyint(to_float(a))); }               \
-  inline T prefix##2##suffix##_rd(Narrow a) { return static_cast<T>(std::floor(to_float(a))); }                   \
+#define EMU_NARROW_TO_INT(prefix, Narrow, to_float, suffix, T)                                      \
+  inline T prefix##2##suffix##_rn(Narrow a) { return static_cast<T>(std::nearbyint(to_float(a))); } \
+  inline T prefix##2##suffix##_rd(Narrow a) { return static_cast<T>(std::floor(to_float(a))); }     \
   inline T prefix##2##suffix##_ru(Narrow a) { return static_cast<T>(std::ceil(to_float(a))); }
-#define EMU_NARROW_TO_INTS(prefix, Narrow, to_float)                        \
-  EMU_NARROW_TO_INT(prefix, Narrow, to_float, int, int)                     \
-  EMU_NARROW_TO_INT(prefix, Narrow, to_float, uint, unsigned)               \
-  EMU_NARROW_TO_INT(prefix, Narrow, to_float, short, short)                 \
-  EMU_NARROW_TO_INT(prefix, Narrow, to_float, ushort, unsigned short)       \
-  EMU_NARROW_TO_INT(prefix, Narrow, to_float, ll, long long)                \
+#define EMU_NARROW_TO_INTS(prefix, Narrow, to_float)                  \
+  EMU_NARROW_TO_INT(prefix, Narrow, to_float, int, int)               \
+  EMU_NARROW_TO_INT(prefix, Narrow, to_float, uint, unsigned)         \
+  EMU_NARROW_TO_INT(prefix, Narrow, to_float, short, short)           \
+  EMU_NARROW_TO_INT(prefix, Narrow, to_float, ushort, unsigned short) \
+  EMU_NARROW_TO_INT(prefix, Narrow, to_float, ll, long long)          \
   EMU_NARROW_TO_INT(prefix, Narrow, to_float, ull, unsigned long long)
 EMU_NARROW_TO_INTS(__half, __half, __half2float)
 EMU_NARROW_TO_INTS(__bfloat16, __nv_bfloat16, __bfloat162float)

@@ -250,37 +250,37 @@ cudaError_t fill(void* dst, int value, size_t bytes) {
   return cudaSuccess;
 }
 
-#define EMU_ERRORS(X)                                                                                 \
-  X(cudaSuccess, "no error")                                                                          \
-  X(cudaErrorInvalidValue, "invalid argument")                                                        \
-  X(cudaErrorMemoryAllocation, "out of memory")                                                       \
-  X(cudaErrorInitializationError, "initialization error")                                             \
-  X(cudaErrorCudartUnloading, "driver shutting down")                                                 \
-  X(cudaErrorMissingConfiguration, "__global__ function call is not configured")                      \
-  X(cudaErrorInvalidConfiguration, "invalid configuration argument")                                  \
-  X(cudaErrorInvalidPitchValue, "invalid pitch argument")                                             \
-  X(cudaErrorInvalidSymbol, "invalid device symbol")                                                  \
-  X(cudaErrorInvalidDevicePointer, "invalid device pointer")                                          \
-  X(cudaErrorInvalidMemcpyDirection, "invalid copy direction for memcpy")                             \
-  X(cudaErrorInsufficientDriver, "CUDA driver version is insufficient for CUDA runtime version")      \
-  X(cudaErrorNoDevice, "no CUDA-capable device is detected")                                          \
-  X(cudaErrorInvalidDevice, "invalid device ordinal")                                                 \
-  X(cudaErrorInvalidKernelImage, "device kernel image is invalid")                                    \
-  X(cudaErrorNoKernelImageForDevice, "no kernel image is available for execution on the device")      \
-  X(cudaErrorInvalidResourceHandle, "invalid resource handle")                                        \
-  X(cudaErrorIllegalState, "the operation cannot be performed in the present state")                  \
-  X(cudaErrorNotReady, "device not ready")                                                            \
-  X(cudaErrorIllegalAddress, "an illegal memory access was encountered")                              \
-  X(cudaErrorLaunchOutOfResources, "too many resources requested for launch")                         \
-  X(cudaErrorLaunchTimeout, "the launch timed out and was terminated")                                \
-  X(cudaErrorAssert, "device-side assert triggered")                                                  \
-  X(cudaErrorIllegalInstruction, "an illegal instruction was encountered")                            \
-  X(cudaErrorMisalignedAddress, "misaligned address")                                                 \
-  X(cudaErrorInvalidDeviceFunction, "invalid device function")                                        \
-  X(cudaErrorLaunchFailure, "unspecified launch failure")                                             \
-  X(cudaErrorCooperativeLaunchTooLarge, "too many blocks in cooperative launch")                      \
-  X(cudaErrorNotPermitted, "operation not permitted")                                                 \
-  X(cudaErrorNotSupported, "operation not supported")                                                 \
+#define EMU_ERRORS(X)                                                                            \
+  X(cudaSuccess, "no error")                                                                     \
+  X(cudaErrorInvalidValue, "invalid argument")                                                   \
+  X(cudaErrorMemoryAllocation, "out of memory")                                                  \
+  X(cudaErrorInitializationError, "initialization error")                                        \
+  X(cudaErrorCudartUnloading, "driver shutting down")                                            \
+  X(cudaErrorMissingConfiguration, "__global__ function call is not configured")                 \
+  X(cudaErrorInvalidConfiguration, "invalid configuration argument")                             \
+  X(cudaErrorInvalidPitchValue, "invalid pitch argument")                                        \
+  X(cudaErrorInvalidSymbol, "invalid device symbol")                                             \
+  X(cudaErrorInvalidDevicePointer, "invalid device pointer")                                     \
+  X(cudaErrorInvalidMemcpyDirection, "invalid copy direction for memcpy")                        \
+  X(cudaErrorInsufficientDriver, "CUDA driver version is insufficient for CUDA runtime version") \
+  X(cudaErrorNoDevice, "no CUDA-capable device is detected")                                     \
+  X(cudaErrorInvalidDevice, "invalid device ordinal")                                            \
+  X(cudaErrorInvalidKernelImage, "device kernel image is invalid")                               \
+  X(cudaErrorNoKernelImageForDevice, "no kernel image is available for execution on the device") \
+  X(cudaErrorInvalidResourceHandle, "invalid resource handle")                                   \
+  X(cudaErrorIllegalState, "the operation cannot be performed in the present state")             \
+  X(cudaErrorNotReady, "device not ready")                                                       \
+  X(cudaErrorIllegalAddress, "an illegal memory access was encountered")                         \
+  X(cudaErrorLaunchOutOfResources, "too many resources requested for launch")                    \
+  X(cudaErrorLaunchTimeout, "the launch timed out and was terminated")                           \
+  X(cudaErrorAssert, "device-side assert triggered")                                             \
+  X(cudaErrorIllegalInstruction, "an illegal instruction was encountered")                       \
+  X(cudaErrorMisalignedAddress, "misaligned address")                                            \
+  X(cudaErrorInvalidDeviceFunction, "invalid device function")                                   \
+  X(cudaErrorLaunchFailure, "unspecified launch failure")                                        \
+  X(cudaErrorCooperativeLaunchTooLarge, "too many blocks in cooperative launch")                 \
+  X(cudaErrorNotPermitted, "operation not permitted")                                            \
+  X(cudaErrorNotSupported, "operation not supported")                                            \
   X(cudaErrorUnknown, "unknown error")
 
 }  // namespace
@@ -300,10 +300,12 @@ size_t max_dynamic_shared_bytes(const void* kernel) {
 const char* error_name(cudaError_t status) {
   switch (status) {
 #define EMU_ERROR_NAME(code, text) \
-  case code: return #code;
+  case code:                       \
+    return #code;
     EMU_ERRORS(EMU_ERROR_NAME)
 #undef EMU_ERROR_NAME
-    default: return "unrecognized error code";
+    default:
+      return "unrecognized error code";
   }
 }
 
@@ -325,10 +327,12 @@ const char* cudaGetErrorName(cudaError_t error) { return emu::detail::error_name
 const char* cudaGetErrorString(cudaError_t error) {
   switch (error) {
 #define EMU_ERROR_TEXT(code, text) \
-  case code: return text;
+  case code:                       \
+    return text;
     EMU_ERRORS(EMU_ERROR_TEXT)
 #undef EMU_ERROR_TEXT
-    default: return "unrecognized error code";
+    default:
+      return "unrecognized error code";
   }
 }
 
@@ -368,50 +372,137 @@ cudaError_t cudaDeviceGetAttribute(int* value, enum cudaDeviceAttr attr, int dev
   if (device != 0) return record_error(cudaErrorInvalidDevice);
   const cudaDeviceProp& p = emu::detail::device_properties();
   switch (attr) {
-    case cudaDevAttrMaxThreadsPerBlock: *value = p.maxThreadsPerBlock; break;
-    case cudaDevAttrMaxBlockDimX: *value = p.maxThreadsDim[0]; break;
-    case cudaDevAttrMaxBlockDimY: *value = p.maxThreadsDim[1]; break;
-    case cudaDevAttrMaxBlockDimZ: *value = p.maxThreadsDim[2]; break;
-    case cudaDevAttrMaxGridDimX: *value = p.maxGridSize[0]; break;
-    case cudaDevAttrMaxGridDimY: *value = p.maxGridSize[1]; break;
-    case cudaDevAttrMaxGridDimZ: *value = p.maxGridSize[2]; break;
-    case cudaDevAttrMaxSharedMemoryPerBlock: *value = static_cast<int>(p.sharedMemPerBlock); break;
-    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = static_cast<int>(p.sharedMemPerBlockOptin); break;
-    case cudaDevAttrMaxSharedMemoryPerMultiprocessor: *value = static_cast<int>(p.sharedMemPerMultiprocessor); break;
-    case cudaDevAttrReservedSharedMemoryPerBlock: *value = static_cast<int>(p.reservedSharedMemPerBlock); break;
-    case cudaDevAttrTotalConstantMemory: *value = static_cast<int>(p.totalConstMem); break;
-    case cudaDevAttrWarpSize: *value = p.warpSize; break;
-    case cudaDevAttrMaxPitch: *value = static_cast<int>(p.memPitch); break;
-    case cudaDevAttrMaxRegistersPerBlock: *value = p.regsPerBlock; break;
-    case cudaDevAttrMaxRegistersPerMultiprocessor: *value = p.regsPerMultiprocessor; break;
-    case cudaDevAttrClockRate: *value = 1980000; break;        // kHz
-    case cudaDevAttrMemoryClockRate: *value = 2619000; break;  // kHz
-    case cudaDevAttrGlobalMemoryBusWidth: *value = p.memoryBusWidth; break;
-    case cudaDevAttrL2CacheSize: *value = p.l2CacheSize; break;
-    case cudaDevAttrTextureAlignment: *value = static_cast<int>(p.textureAlignment); break;
-    case cudaDevAttrMultiProcessorCount: *value = p.multiProcessorCount; break;
-    case cudaDevAttrMaxThreadsPerMultiProcessor: *value = p.maxThreadsPerMultiProcessor; break;
-    case cudaDevAttrMaxBlocksPerMultiprocessor: *value = p.maxBlocksPerMultiProcessor; break;
-    case cudaDevAttrComputeCapabilityMajor: *value = p.major; break;
-    case cudaDevAttrComputeCapabilityMinor: *value = p.minor; break;
-    case cudaDevAttrIntegrated: *value = p.integrated; break;
-    case cudaDevAttrCanMapHostMemory: *value = p.canMapHostMemory; break;
-    case cudaDevAttrComputeMode: *value = cudaComputeModeDefault; break;
-    case cudaDevAttrConcurrentKernels: *value = p.concurrentKernels; break;
-    case cudaDevAttrEccEnabled: *value = p.ECCEnabled; break;
-    case cudaDevAttrAsyncEngineCount: *value = p.asyncEngineCount; break;
-    case cudaDevAttrUnifiedAddressing: *value = p.unifiedAddressing; break;
-    case cudaDevAttrStreamPrioritiesSupported: *value = p.streamPrioritiesSupported; break;
-    case cudaDevAttrManagedMemory: *value = p.managedMemory; break;
-    case cudaDevAttrPageableMemoryAccess: *value = 0; break;
-    case cudaDevAttrCooperativeLaunch: *value = p.cooperativeLaunch; break;
-    case cudaDevAttrMemoryPoolsSupported: *value = p.memoryPoolsSupported; break;
-    case cudaDevAttrClusterLaunch: *value = p.clusterLaunch; break;
-    case cudaDevAttrKernelExecTimeout: *value = 0; break;
-    case cudaDevAttrPciBusId: *value = p.pciBusID; break;
-    case cudaDevAttrPciDeviceId: *value = p.pciDeviceID; break;
-    case cudaDevAttrPciDomainId: *value = p.pciDomainID; break;
-    default: return record_error(cudaErrorInvalidValue);
+    case cudaDevAttrMaxThreadsPerBlock:
+      *value = p.maxThreadsPerBlock;
+      break;
+    case cudaDevAttrMaxBlockDimX:
+      *value = p.maxThreadsDim[0];
+      break;
+    case cudaDevAttrMaxBlockDimY:
+      *value = p.maxThreadsDim[1];
+      break;
+    case cudaDevAttrMaxBlockDimZ:
+      *value = p.maxThreadsDim[2];
+      break;
+    case cudaDevAttrMaxGridDimX:
+      *value = p.maxGridSize[0];
+      break;
+    case cudaDevAttrMaxGridDimY:
+      *value = p.maxGridSize[1];
+      break;
+    case cudaDevAttrMaxGridDimZ:
+      *value = p.maxGridSize[2];
+      break;
+    case cudaDevAttrMaxSharedMemoryPerBlock:
+      *value = static_cast<int>(p.sharedMemPerBlock);
+      break;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin:
+      *value = static_cast<int>(p.sharedMemPerBlockOptin);
+      break;
+    case cudaDevAttrMaxSharedMemoryPerMultiprocessor:
+      *value = static_cast<int>(p.sharedMemPerMultiprocessor);
+      break;
+    case cudaDevAttrReservedSharedMemoryPerBlock:
+      *value = static_cast<int>(p.reservedSharedMemPerBlock);
+      break;
+    case cudaDevAttrTotalConstantMemory:
+      *value = static_cast<int>(p.totalConstMem);
+      break;
+    case cudaDevAttrWarpSize:
+      *value = p.warpSize;
+      break;
+    case cudaDevAttrMaxPitch:
+      *value = static_cast<int>(p.memPitch);
+      break;
+    case cudaDevAttrMaxRegistersPerBlock:
+      *value = p.regsPerBlock;
+      break;
+    case cudaDevAttrMaxRegistersPerMultiprocessor:
+      *value = p.regsPerMultiprocessor;
+      break;
+    case cudaDevAttrClockRate:
+      *value = 1980000;
+      break;  // kHz
+    case cudaDevAttrMemoryClockRate:
+      *value = 2619000;
+      break;  // kHz
+    case cudaDevAttrGlobalMemoryBusWidth:
+      *value = p.memoryBusWidth;
+      break;
+    case cudaDevAttrL2CacheSize:
+      *value = p.l2CacheSize;
+      break;
+    case cudaDevAttrTextureAlignment:
+      *value = static_cast<int>(p.textureAlignment);
+      break;
+    case cudaDevAttrMultiProcessorCount:
+      *value = p.multiProcessorCount;
+      break;
+    case cudaDevAttrMaxThreadsPerMultiProcessor:
+      *value = p.maxThreadsPerMultiProcessor;
+      break;
+    case cudaDevAttrMaxBlocksPerMultiprocessor:
+      *value = p.maxBlocksPerMultiProcessor;
+      break;
+    case cudaDevAttrComputeCapabilityMajor:
+      *value = p.major;
+      break;
+    case cudaDevAttrComputeCapabilityMinor:
+      *value = p.minor;
+      break;
+    case cudaDevAttrIntegrated:
+      *value = p.integrated;
+      break;
+    case cudaDevAttrCanMapHostMemory:
+      *value = p.canMapHostMemory;
+      break;
+    case cudaDevAttrComputeMode:
+      *value = cudaComputeModeDefault;
+      break;
+    case cudaDevAttrConcurrentKernels:
+      *value = p.concurrentKernels;
+      break;
+    case cudaDevAttrEccEnabled:
+      *value = p.ECCEnabled;
+      break;
+    case cudaDevAttrAsyncEngineCount:
+      *value = p.asyncEngineCount;
+      break;
+    case cudaDevAttrUnifiedAddressing:
+      *value = p.unifiedAddressing;
+      break;
+    case cudaDevAttrStreamPrioritiesSupported:
+      *value = p.streamPrioritiesSupported;
+      break;
+    case cudaDevAttrManagedMemory:
+      *value = p.managedMemory;
+      break;
+    case cudaDevAttrPageableMemoryAccess:
+      *value = 0;
+      break;
+    case cudaDevAttrCooperativeLaunch:
+      *value = p.cooperativeLaunch;
+      break;
+    case cudaDevAttrMemoryPoolsSupported:
+      *value = p.memoryPoolsSupported;
+      break;
+    case cudaDevAttrClusterLaunch:
+      *value = p.clusterLaunch;
+      break;
+    case cudaDevAttrKernelExecTimeout:
+      *value = 0;
+      break;
+    case cudaDevAttrPciBusId:
+      *value = p.pciBusID;
+      break;
+    case cudaDevAttrPciDeviceId:
+      *value = p.pciDeviceID;
+      break;
+    case cudaDevAttrPciDomainId:
+      *value = p.pciDomainID;
+      break;
+    default:
+      return record_error(cudaErrorInvalidValue);
   }
   return cudaSuccess;
 }
@@ -438,7 +529,8 @@ cudaError_t cudaFuncSetAttribute(const void* func, enum cudaFuncAttribute attr, 
     }
     case cudaFuncAttributePreferredSharedMemoryCarveout:
       return value >= -1 && value <= 100 ? cudaSuccess : record_error(cudaErrorInvalidValue);
-    default: return cudaSuccess;  // scheduling hints without an effect here
+    default:
+      return cudaSuccess;  // scheduling hints without an effect here
   }
 }
 cudaError_t cudaFuncGetAttributes(struct cudaFuncAttributes* attr, const void* func) {
@@ -520,8 +612,7 @@ cudaError_t cudaMemcpyToSymbol(const void* symbol, const void* src, size_t count
   if (!symbol) return record_error(cudaErrorInvalidSymbol);
   return emu::detail::copy(static_cast<char*>(const_cast<void*>(symbol)) + offset, src, count, kind);
 }
-cudaError_t cudaMemcpyFromSymbol(void* dst, const void* symbol, size_t count, size_t offset,
-                                 enum cudaMemcpyKind kind) {
+cudaError_t cudaMemcpyFromSymbol(void* dst, const void* symbol, size_t count, size_t offset, enum cudaMemcpyKind kind) {
   if (!symbol) return record_error(cudaErrorInvalidSymbol);
   return emu::detail::copy(dst, static_cast<const char*>(symbol) + offset, count, kind);
 }

@@ -108,20 +108,25 @@ Config config_from_environment() {
   Config c;
   if (const char* s = std::getenv("EMU_SCHEDULE"); s && *s) {
     const std::string v = s;
-    if (v == "forward") c.schedule = Schedule::Forward;
-    else if (v == "reverse") c.schedule = Schedule::Reverse;
-    else if (v == "random") c.schedule = Schedule::Random;
-    else throw std::invalid_argument("EMU_SCHEDULE='" + v + "': expected forward, reverse or random");
+    if (v == "forward")
+      c.schedule = Schedule::Forward;
+    else if (v == "reverse")
+      c.schedule = Schedule::Reverse;
+    else if (v == "random")
+      c.schedule = Schedule::Random;
+    else
+      throw std::invalid_argument("EMU_SCHEDULE='" + v + "': expected forward, reverse or random");
   }
   if (const char* s = std::getenv("EMU_SEED"); s && *s)
     c.seed = static_cast<uint32_t>(parse_long("EMU_SEED", s, 0, 0xFFFFFFFFL));
   if (const char* s = std::getenv("EMU_POISON"); s && *s) {
     const std::string v = s;
     c.poison = (v == "off" || v == "none" || v == "-1") ? Config::kPoisonOff
-                                                         : static_cast<int>(parse_long("EMU_POISON", s, 0, 255));
+                                                        : static_cast<int>(parse_long("EMU_POISON", s, 0, 255));
   }
   if (const char* s = std::getenv("EMU_STRICT"); s && *s) c.strict = parse_long("EMU_STRICT", s, 0, 1) != 0;
-  if (const char* s = std::getenv("EMU_THREADS"); s && *s) c.threads = static_cast<int>(parse_long("EMU_THREADS", s, 0, 1024));
+  if (const char* s = std::getenv("EMU_THREADS"); s && *s)
+    c.threads = static_cast<int>(parse_long("EMU_THREADS", s, 0, 1024));
   if (const char* s = std::getenv("EMU_STACK_KB"); s && *s)
     c.stack_bytes = static_cast<size_t>(parse_long("EMU_STACK_KB", s, 16, 1 << 20)) * 1024;
   if (const char* s = std::getenv("EMU_FAST_PATH"); s && *s) c.fast_path = parse_long("EMU_FAST_PATH", s, 0, 1) != 0;
@@ -156,17 +161,22 @@ std::string last_diagnostic() {
 
 std::string describe_schedule(Schedule schedule, uint32_t seed) {
   switch (schedule) {
-    case Schedule::Forward: return "forward";
-    case Schedule::Reverse: return "reverse";
-    case Schedule::Random: return "random(seed " + std::to_string(seed) + ")";
+    case Schedule::Forward:
+      return "forward";
+    case Schedule::Reverse:
+      return "reverse";
+    case Schedule::Random:
+      return "random(seed " + std::to_string(seed) + ")";
   }
   return "?";
 }
 
 std::string describe(const Config& c) {
   char poison[32];
-  if (c.poison == Config::kPoisonOff) std::snprintf(poison, sizeof poison, "no poison");
-  else std::snprintf(poison, sizeof poison, "poison 0x%02X", c.poison);
+  if (c.poison == Config::kPoisonOff)
+    std::snprintf(poison, sizeof poison, "no poison");
+  else
+    std::snprintf(poison, sizeof poison, "poison 0x%02X", c.poison);
   return describe_schedule(c.schedule, c.seed) + ", " + poison;
 }
 
@@ -249,7 +259,7 @@ struct Worker {
   size_t sched_stack_bytes = 0;
   void* sched_asan_fake_stack = nullptr;
 
-  std::deque<Runner> runners;  // stable addresses, adjacent in memory
+  std::deque<Runner> runners;                    // stable addresses, adjacent in memory
   std::vector<std::pair<char*, size_t>> arenas;  // mappings holding the runners' stacks
   std::vector<Runner*> idle_runners;
   size_t runner_stack_bytes = 0;
@@ -305,25 +315,41 @@ uint3 thread_index(const Lane& lane) {
 
 const char* warp_op_name(WarpOp op) {
   switch (op) {
-    case WarpOp::Sync: return "__syncwarp";
-    case WarpOp::ShflIdx: return "__shfl_sync";
-    case WarpOp::ShflUp: return "__shfl_up_sync";
-    case WarpOp::ShflDown: return "__shfl_down_sync";
-    case WarpOp::ShflXor: return "__shfl_xor_sync";
-    case WarpOp::Ballot: return "__ballot_sync";
-    case WarpOp::Any: return "__any_sync";
-    case WarpOp::All: return "__all_sync";
-    case WarpOp::MatchAny: return "__match_any_sync";
-    case WarpOp::MatchAll: return "__match_all_sync";
+    case WarpOp::Sync:
+      return "__syncwarp";
+    case WarpOp::ShflIdx:
+      return "__shfl_sync";
+    case WarpOp::ShflUp:
+      return "__shfl_up_sync";
+    case WarpOp::ShflDown:
+      return "__shfl_down_sync";
+    case WarpOp::ShflXor:
+      return "__shfl_xor_sync";
+    case WarpOp::Ballot:
+      return "__ballot_sync";
+    case WarpOp::Any:
+      return "__any_sync";
+    case WarpOp::All:
+      return "__all_sync";
+    case WarpOp::MatchAny:
+      return "__match_any_sync";
+    case WarpOp::MatchAll:
+      return "__match_all_sync";
     case WarpOp::AddI32:
-    case WarpOp::AddU32: return "__reduce_add_sync";
+    case WarpOp::AddU32:
+      return "__reduce_add_sync";
     case WarpOp::MinI32:
-    case WarpOp::MinU32: return "__reduce_min_sync";
+    case WarpOp::MinU32:
+      return "__reduce_min_sync";
     case WarpOp::MaxI32:
-    case WarpOp::MaxU32: return "__reduce_max_sync";
-    case WarpOp::AndU32: return "__reduce_and_sync";
-    case WarpOp::OrU32: return "__reduce_or_sync";
-    case WarpOp::XorU32: return "__reduce_xor_sync";
+    case WarpOp::MaxU32:
+      return "__reduce_max_sync";
+    case WarpOp::AndU32:
+      return "__reduce_and_sync";
+    case WarpOp::OrU32:
+      return "__reduce_or_sync";
+    case WarpOp::XorU32:
+      return "__reduce_xor_sync";
   }
   return "?";
 }
@@ -397,7 +423,8 @@ void complain(const Worker& w, const Lane* lane, const std::string& what) {
   record_diagnostic(message);
   ++stats().warnings;
   if (w.launch->cfg.strict) {
-    std::fprintf(stderr, "[cuda_emu] error: %s\n[cuda_emu] (EMU_STRICT=0 turns this into a warning)\n", message.c_str());
+    std::fprintf(stderr, "[cuda_emu] error: %s\n[cuda_emu] (EMU_STRICT=0 turns this into a warning)\n",
+                 message.c_str());
     std::fflush(stderr);
     std::abort();
   }
@@ -406,10 +433,14 @@ void complain(const Worker& w, const Lane* lane, const std::string& what) {
 
 const char* barrier_name(BarrierOp op) {
   switch (op) {
-    case BarrierOp::Sync: return "__syncthreads()";
-    case BarrierOp::Count: return "__syncthreads_count()";
-    case BarrierOp::And: return "__syncthreads_and()";
-    case BarrierOp::Or: return "__syncthreads_or()";
+    case BarrierOp::Sync:
+      return "__syncthreads()";
+    case BarrierOp::Count:
+      return "__syncthreads_count()";
+    case BarrierOp::And:
+      return "__syncthreads_and()";
+    case BarrierOp::Or:
+      return "__syncthreads_or()";
   }
   return "?";
 }
@@ -476,8 +507,9 @@ void crash_handler(int signal_number, siginfo_t* info, void*) {
     const Runner* r = lane->runner;
     if (address >= r->mapping && address < r->stack_lo) {
       char what[160];
-      std::snprintf(what, sizeof what, "%s: stack overflow (the guard page below this thread's %zu KB stack; raise EMU_STACK_KB)",
-                    name, r->stack_bytes / 1024);
+      std::snprintf(what, sizeof what,
+                    "%s: stack overflow (the guard page below this thread's %zu KB stack; raise EMU_STACK_KB)", name,
+                    r->stack_bytes / 1024);
       print_crash_context(what);
     } else {
       char what[96];
@@ -582,7 +614,8 @@ Runner& acquire_runner(Worker& w) {
   const size_t index = w.runners.size();
   if (index % kRunnersPerArena == 0) {
     const size_t bytes = slot_bytes * kRunnersPerArena;
-    void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+    void* p =
+        mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
     if (p == MAP_FAILED) fatal("mmap of " + std::to_string(bytes) + " bytes of fiber stacks failed");
     char* base = static_cast<char*>(p);
     // guard pages: a stack overflow faults instead of corrupting the neighbouring stack
@@ -700,11 +733,20 @@ Lane* claim_next_unstarted(Worker& w) {
 // memcpy with the sizes warp values have, so that the common ones compile to plain moves.
 inline void copy_value(void* to, const void* from, unsigned size) {
   switch (size) {
-    case 4: std::memcpy(to, from, 4); break;
-    case 8: std::memcpy(to, from, 8); break;
-    case 2: std::memcpy(to, from, 2); break;
-    case 16: std::memcpy(to, from, 16); break;
-    default: std::memcpy(to, from, size);
+    case 4:
+      std::memcpy(to, from, 4);
+      break;
+    case 8:
+      std::memcpy(to, from, 8);
+      break;
+    case 2:
+      std::memcpy(to, from, 2);
+      break;
+    case 16:
+      std::memcpy(to, from, 16);
+      break;
+    default:
+      std::memcpy(to, from, size);
   }
 }
 
@@ -715,8 +757,10 @@ std::string describe_lane_wait(const Lane& lane) {
     case LaneState::AtWarpOp:
       return std::string("waiting at ") + warp_op_name(lane.warp_op) + " at " + where_string(lane.where) +
              format(" with mask 0x%08x", lane.warp_mask);
-    case LaneState::Done: return "exited";
-    default: return "running";
+    case LaneState::Done:
+      return "exited";
+    default:
+      return "running";
   }
 }
 
@@ -758,12 +802,13 @@ void complete_warp_ops(Worker& w, unsigned warp_index, unsigned ready) {
         complain(w, &a,
                  format("%s at %s with mask 0x%08x names lane %u, which is at %s at %s with mask 0x%08x; the lanes "
                         "named by a mask must all execute the same warp operation with the same mask",
-                        warp_op_name(a.warp_op), where_string(a.where).c_str(), a.warp_mask, k,
-                        warp_op_name(b.warp_op), where_string(b.where).c_str(), b.warp_mask));
+                        warp_op_name(a.warp_op), where_string(a.where).c_str(), a.warp_mask, k, warp_op_name(b.warp_op),
+                        where_string(b.where).c_str(), b.warp_mask));
       }
     }
     switch (a.warp_op) {
-      case WarpOp::Sync: break;
+      case WarpOp::Sync:
+        break;
       case WarpOp::ShflIdx:
       case WarpOp::ShflUp:
       case WarpOp::ShflDown:
@@ -777,13 +822,12 @@ void complete_warp_ops(Worker& w, unsigned warp_index, unsigned ready) {
             copy_value(lane.warp_result, base[src].warp_in, lane.warp_size);
           } else {
             const char* why = src >= 32 || !(lane.warp_mask >> src & 1) ? "is not in the mask"
-                              : !(ws.exist >> src & 1)                      ? "does not exist (partial warp)"
-                              : (ws.done >> src & 1)                        ? "has exited"
-                                                                            : "is not at this operation";
+                              : !(ws.exist >> src & 1)                  ? "does not exist (partial warp)"
+                              : (ws.done >> src & 1)                    ? "has exited"
+                                                                        : "is not at this operation";
             complain(w, &lane,
                      format("%s at %s (mask 0x%08x) reads lane %u, which %s; the value is undefined on a GPU",
-                            warp_op_name(lane.warp_op), where_string(lane.where).c_str(),
-                            lane.warp_mask, src, why));
+                            warp_op_name(lane.warp_op), where_string(lane.where).c_str(), lane.warp_mask, src, why));
             copy_value(lane.warp_result, lane.warp_in, lane.warp_size);
           }
         }
@@ -798,25 +842,52 @@ void complete_warp_ops(Worker& w, unsigned warp_index, unsigned ready) {
           if (predicate) ballot |= 1u << k;
         }
         switch (a.warp_op) {
-          case WarpOp::Ballot: result = ballot; break;
-          case WarpOp::Any: result = ballot != 0; break;
-          case WarpOp::All: result = ballot == participants; break;
-          case WarpOp::AddI32: result = reduce_lanes<int>(base, participants, [](int x, int y) { return static_cast<int>(static_cast<unsigned>(x) + static_cast<unsigned>(y)); }); break;
-          case WarpOp::AddU32: result = reduce_lanes<unsigned>(base, participants, [](unsigned x, unsigned y) { return x + y; }); break;
-          case WarpOp::MinI32: result = reduce_lanes<int>(base, participants, [](int x, int y) { return std::min(x, y); }); break;
-          case WarpOp::MinU32: result = reduce_lanes<unsigned>(base, participants, [](unsigned x, unsigned y) { return std::min(x, y); }); break;
-          case WarpOp::MaxI32: result = reduce_lanes<int>(base, participants, [](int x, int y) { return std::max(x, y); }); break;
-          case WarpOp::MaxU32: result = reduce_lanes<unsigned>(base, participants, [](unsigned x, unsigned y) { return std::max(x, y); }); break;
-          case WarpOp::AndU32: result = reduce_lanes<unsigned>(base, participants, [](unsigned x, unsigned y) { return x & y; }); break;
-          case WarpOp::OrU32: result = reduce_lanes<unsigned>(base, participants, [](unsigned x, unsigned y) { return x | y; }); break;
-          case WarpOp::XorU32: result = reduce_lanes<unsigned>(base, participants, [](unsigned x, unsigned y) { return x ^ y; }); break;
+          case WarpOp::Ballot:
+            result = ballot;
+            break;
+          case WarpOp::Any:
+            result = ballot != 0;
+            break;
+          case WarpOp::All:
+            result = ballot == participants;
+            break;
+          case WarpOp::AddI32:
+            result = reduce_lanes<int>(base, participants, [](int x, int y) {
+              return static_cast<int>(static_cast<unsigned>(x) + static_cast<unsigned>(y));
+            });
+            break;
+          case WarpOp::AddU32:
+            result = reduce_lanes<unsigned>(base, participants, [](unsigned x, unsigned y) { return x + y; });
+            break;
+          case WarpOp::MinI32:
+            result = reduce_lanes<int>(base, participants, [](int x, int y) { return std::min(x, y); });
+            break;
+          case WarpOp::MinU32:
+            result = reduce_lanes<unsigned>(base, participants, [](unsigned x, unsigned y) { return std::min(x, y); });
+            break;
+          case WarpOp::MaxI32:
+            result = reduce_lanes<int>(base, participants, [](int x, int y) { return std::max(x, y); });
+            break;
+          case WarpOp::MaxU32:
+            result = reduce_lanes<unsigned>(base, participants, [](unsigned x, unsigned y) { return std::max(x, y); });
+            break;
+          case WarpOp::AndU32:
+            result = reduce_lanes<unsigned>(base, participants, [](unsigned x, unsigned y) { return x & y; });
+            break;
+          case WarpOp::OrU32:
+            result = reduce_lanes<unsigned>(base, participants, [](unsigned x, unsigned y) { return x | y; });
+            break;
+          case WarpOp::XorU32:
+            result = reduce_lanes<unsigned>(base, participants, [](unsigned x, unsigned y) { return x ^ y; });
+            break;
           case WarpOp::MatchAll: {
             result = participants;
             for (unsigned bits = participants; bits; bits &= bits - 1)
               if (std::memcmp(base[__builtin_ctz(bits)].warp_in, a.warp_in, a.warp_size) != 0) result = 0;
             break;
           }
-          default: break;
+          default:
+            break;
         }
         for (unsigned bits = group; bits; bits &= bits - 1) {
           Lane& lane = base[__builtin_ctz(bits)];
@@ -873,8 +944,8 @@ void report_and_break_warp_deadlock(Worker& w) {
     complain(w, &stuck,
              format("deadlock: %s at %s (mask 0x%08x) waits for lanes 0x%08x of warp %u, which can never arrive: "
                     "lane %u is %s",
-                    warp_op_name(stuck.warp_op), where_string(stuck.where).c_str(), stuck.warp_mask,
-                    missing, wi, other.lane, describe_lane_wait(other).c_str()));
+                    warp_op_name(stuck.warp_op), where_string(stuck.where).c_str(), stuck.warp_mask, missing, wi,
+                    other.lane, describe_lane_wait(other).c_str()));
     break;
   }
   // Not strict: let the waiting lanes proceed with what has arrived.
@@ -912,9 +983,9 @@ std::vector<unsigned char* (*)()>& extern_shared_registry() {
 void run_block(Worker& w, unsigned long long linear_block) {
   const LaunchState& launch = *w.launch;
   const dim3 grid = launch.request->grid;
-  ::blockIdx = make_uint3(static_cast<unsigned>(linear_block % grid.x),
-                          static_cast<unsigned>(linear_block / grid.x % grid.y),
-                          static_cast<unsigned>(linear_block / (static_cast<unsigned long long>(grid.x) * grid.y)));
+  ::blockIdx =
+      make_uint3(static_cast<unsigned>(linear_block % grid.x), static_cast<unsigned>(linear_block / grid.x % grid.y),
+                 static_cast<unsigned>(linear_block / (static_cast<unsigned long long>(grid.x) * grid.y)));
   ++w.block_epoch;
   const unsigned n = w.n;
   for (Lane& lane : w.lanes) lane.state = LaneState::Unstarted;
@@ -1000,8 +1071,8 @@ void run_blocks(LaunchState& launch) {
     const unsigned long long k = launch.next_block.fetch_add(1, std::memory_order_relaxed);
     if (k >= launch.blocks) break;
     const unsigned long long b = launch.cfg.schedule == Schedule::Reverse ? launch.blocks - 1 - k
-                                 : launch.block_order.empty()              ? k
-                                                                           : launch.block_order[k];
+                                 : launch.block_order.empty()             ? k
+                                                                          : launch.block_order[k];
     run_block(w, b);
     ++blocks_run;
   }
@@ -1170,10 +1241,14 @@ int block_barrier(BarrierOp op, int predicate, const std::source_location& where
   ++w.barrier_count;
   suspend(w, *lane.runner);
   switch (op) {
-    case BarrierOp::Sync: return 0;
-    case BarrierOp::Count: return w.barrier_result_true;
-    case BarrierOp::And: return w.barrier_result_true == w.barrier_result_arrivals;
-    case BarrierOp::Or: return w.barrier_result_true != 0;
+    case BarrierOp::Sync:
+      return 0;
+    case BarrierOp::Count:
+      return w.barrier_result_true;
+    case BarrierOp::And:
+      return w.barrier_result_true == w.barrier_result_arrivals;
+    case BarrierOp::Or:
+      return w.barrier_result_true != 0;
   }
   return 0;
 }

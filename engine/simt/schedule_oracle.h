@@ -33,11 +33,11 @@ namespace emu {
 
 struct OracleResult {
   bool identical = true;
-  int runs = 0;                 // configurations executed
-  std::string reference_run;    // the first configuration, e.g. "forward, poison 0xFF"
-  std::string differing_run;    // the first configuration whose output differed ("" if none)
-  size_t byte_offset = 0;       // first differing byte (or the shorter size if the sizes differ)
-  std::string message;          // human-readable summary
+  int runs = 0;               // configurations executed
+  std::string reference_run;  // the first configuration, e.g. "forward, poison 0xFF"
+  std::string differing_run;  // the first configuration whose output differed ("" if none)
+  size_t byte_offset = 0;     // first differing byte (or the shorter size if the sizes differ)
+  std::string message;        // human-readable summary
   explicit operator bool() const { return identical; }
 };
 
@@ -67,8 +67,7 @@ inline bool compare_outputs(const std::vector<uint8_t>& reference, const std::ve
   return true;
 }
 
-inline OracleResult check_schedule_invariance(const std::function<std::vector<uint8_t>()>& run,
-                                              int random_seeds = 4) {
+inline OracleResult check_schedule_invariance(const std::function<std::vector<uint8_t>()>& run, int random_seeds = 4) {
   OracleResult result;
 #if defined(COCO_CUDA_EMULATED)
   struct Variant {

@@ -81,7 +81,8 @@ TEST(Configs, ImpossibleCombinationsAreRejectedWithTheKey) {
       EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
     }
   };
-  const std::string enc = R"("generator": {"dim": 8, "depth": 1, "heads": 2}, "discriminator": {"dim": 8, "depth": 1, "heads": 2})";
+  const std::string enc =
+      R"("generator": {"dim": 8, "depth": 1, "heads": 2}, "discriminator": {"dim": 8, "depth": 1, "heads": 2})";
   expect_error(R"({"model": {"vocab_size": 10, "max_positions": 8, "generator": {"dim": 10, "depth": 1, "heads": 3},
                    "discriminator": {"dim": 8, "depth": 1, "heads": 2}}, "objective": {}})",
                "model.generator.heads");
@@ -89,15 +90,17 @@ TEST(Configs, ImpossibleCombinationsAreRejectedWithTheKey) {
                "micro-batch");
   expect_error(R"({"model": {"vocab_size": 10, "max_positions": 8, )" + enc + R"(}, "objective": {"mask_prob": 1.5}})",
                "objective.mask_prob");
-  expect_error(R"({"model": {"vocab_size": 10, "max_positions": 8, )" + enc + R"(}, "objective": {"mask_id": 12, "cl_weight": 0}})",
+  expect_error(R"({"model": {"vocab_size": 10, "max_positions": 8, )" + enc +
+                   R"(}, "objective": {"mask_id": 12, "cl_weight": 0}})",
                "objective.mask_id");
   expect_error(R"({"model": {"vocab_size": 10, "max_positions": 8, )" + enc + R"(, "colour": 1}, "objective": {}})",
                "unknown key 'model.colour'");
   expect_error(R"({"model": {"vocab_size": "ten", "max_positions": 8, )" + enc + R"(}, "objective": {}})",
                "model.vocab_size");
-  expect_error(R"({"model": {"vocab_size": 10, "max_positions": 8, "generator": {"dim": 8, "depth": 1, "heads": 2, "embed_dim": 4},
+  expect_error(
+      R"({"model": {"vocab_size": 10, "max_positions": 8, "generator": {"dim": 8, "depth": 1, "heads": 2, "embed_dim": 4},
                    "discriminator": {"dim": 8, "depth": 1, "heads": 2}}, "objective": {"cl_weight": 0}})",
-               "embedding widths differ");
+      "embedding widths differ");
 }
 
 }  // namespace

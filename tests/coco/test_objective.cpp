@@ -35,7 +35,6 @@ Tensor paper_batch(int64_t batch, int64_t seq_len, int vocab, unsigned seed) {
   return Tensor::from_vector(ids, t.shape());
 }
 
-
 TEST(Objective, BothPresetsReturnEveryComponentAndMetric) {
   for (const char* preset : {"lucidrains", "paper"}) {
     auto setup = testing::tiny_setup(preset);
@@ -61,7 +60,8 @@ TEST(Objective, BothPresetsReturnEveryComponentAndMetric) {
     EXPECT_LE(out.replaced_fraction(), 1.0);
     // The total is the configured weighted sum.
     const auto& c = setup.objective;
-    double expected = c.gen_weight * out.mlm_loss.item() + c.disc_weight * out.rtd_loss.item() + c.cl_weight * out.cl_loss.item();
+    double expected =
+        c.gen_weight * out.mlm_loss.item() + c.disc_weight * out.rtd_loss.item() + c.cl_weight * out.cl_loss.item();
     if (out.clm_loss.defined()) expected += c.clm_weight * out.clm_loss.item();
     EXPECT_NEAR(out.loss.item(), expected, 1e-5 * std::fabs(expected)) << preset;
     tape.backward(out.loss);
@@ -97,7 +97,8 @@ TEST_P(ObjectiveGradcheck, WholeModelF64) {
   analytic.reserve(params.size());
   for (auto& p : params) {
     analytic.push_back(p.tensor.grad().to_f64());
-    inputs.push_back({p.name, std::span<double>(static_cast<double*>(p.tensor.data()), p.tensor.numel()), analytic.back()});
+    inputs.push_back(
+        {p.name, std::span<double>(static_cast<double*>(p.tensor.data()), p.tensor.numel()), analytic.back()});
   }
   auto loss = [&] {
     NoGrad no_grad;
@@ -116,7 +117,7 @@ INSTANTIATE_TEST_SUITE_P(Presets, ObjectiveGradcheck, ::testing::Values("lucidra
 
 // Gradients of a loss subset, for routing checks.
 std::map<std::string, std::vector<double>> grads_with_weights(const std::string& preset, double gen, double disc,
-                                                             double cl, double clm) {
+                                                              double cl, double clm) {
   auto setup = testing::tiny_setup(preset, false);
   setup.objective.gen_weight = gen;
   setup.objective.disc_weight = disc;
@@ -221,7 +222,9 @@ TEST(Objective, CrossBackendTrainingStep) {
     EXPECT_EQ(cpu.rtd_correct, cuda.rtd_correct) << preset;
     EXPECT_EQ(cpu.cl_correct, cuda.cl_correct) << preset;
     // f32 on both sides, different summation orders: a few ulps per op, through 3 layers.
-    for (auto [a, b] : {std::pair{&cpu.loss, &cuda.loss}, {&cpu.mlm_loss, &cuda.mlm_loss}, {&cpu.rtd_loss, &cuda.rtd_loss},
+    for (auto [a, b] : {std::pair{&cpu.loss, &cuda.loss},
+                        {&cpu.mlm_loss, &cuda.mlm_loss},
+                        {&cpu.rtd_loss, &cuda.rtd_loss},
                         {&cpu.cl_loss, &cuda.cl_loss}})
       EXPECT_NEAR(a->item(), b->item(), 1e-4 * std::max(1.0, std::fabs(a->item()))) << preset;
     for (const auto& [name, values] : params_after[0]) {

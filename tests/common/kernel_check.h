@@ -52,8 +52,8 @@ class GuardedDeviceBuffer {
   void poison(uint8_t byte = 0xFF) { COCO_CUDA_CHECK(cudaMemset(raw_, byte, bytes())); }
   bool guards_intact() const {
     std::vector<uint8_t> guard(kGuardBytes);
-    COCO_CUDA_CHECK(cudaMemcpy(guard.data(), static_cast<const uint8_t*>(raw_) + bytes(), kGuardBytes,
-                               cudaMemcpyDeviceToHost));
+    COCO_CUDA_CHECK(
+        cudaMemcpy(guard.data(), static_cast<const uint8_t*>(raw_) + bytes(), kGuardBytes, cudaMemcpyDeviceToHost));
     for (uint8_t b : guard)
       if (b != kGuardPattern) return false;
     return true;
@@ -72,9 +72,12 @@ class GuardedDeviceBuffer {
 
 template <class T>
 double to_double(T value) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) return static_cast<double>(__bfloat162float(value));
-  else if constexpr (std::is_same_v<T, __half>) return static_cast<double>(__half2float(value));
-  else return static_cast<double>(value);
+  if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    return static_cast<double>(__bfloat162float(value));
+  else if constexpr (std::is_same_v<T, __half>)
+    return static_cast<double>(__half2float(value));
+  else
+    return static_cast<double>(value);
 }
 
 template <class T>
@@ -86,9 +89,12 @@ std::vector<double> to_f64(const std::vector<T>& values) {
 
 template <class T>
 T from_float(float value) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) return __float2bfloat16(value);
-  else if constexpr (std::is_same_v<T, __half>) return __float2half(value);
-  else return static_cast<T>(value);
+  if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    return __float2bfloat16(value);
+  else if constexpr (std::is_same_v<T, __half>)
+    return __float2half(value);
+  else
+    return static_cast<T>(value);
 }
 
 template <class T>

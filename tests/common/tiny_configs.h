@@ -23,16 +23,22 @@ inline TinySetup tiny_setup(const std::string& preset, bool dropout = true, int 
     const std::string encoder = R"("dim": )" + std::to_string(dim) + R"(, "heads": 2, "ff_mult": 2, "norm": "post",
         "embedding_norm": true, "qkv_bias": true, "out_bias": true, "init": "bert", "final_norm": false,
         "relative_position": {"buckets": 8, "max_distance": 16},
-        "dropout": {"embedding": )" + drop + R"(, "attention": )" + drop + R"(, "residual": )" + drop + R"(, "activation": 0.0})";
+        "dropout": {"embedding": )" +
+                                drop + R"(, "attention": )" + drop + R"(, "residual": )" + drop +
+                                R"(, "activation": 0.0})";
     json = R"({"model": {"vocab_size": )" + std::to_string(vocab) + R"(, "max_positions": 16, "generator_head": "bert",
-      "generator": {"depth": 1, )" + encoder + R"(}, "discriminator": {"depth": 2, )" + encoder + R"(}},
+      "generator": {"depth": 1, )" +
+           encoder + R"(}, "discriminator": {"depth": 2, )" + encoder + R"(}},
       "objective": {"preset": "paper", "pad_id": 0, "unk_id": 1, "cls_id": 2, "sep_id": 3, "mask_id": 4, "scl_dim": 6,
                     "mask_prob": 0.3}})";
   } else {
-    json = R"({"model": {"vocab_size": )" + std::to_string(vocab) + R"(, "max_positions": 16, "generator_head": "linear",
+    json = R"({"model": {"vocab_size": )" + std::to_string(vocab) +
+           R"(, "max_positions": 16, "generator_head": "linear",
       "tie": {"embedding_norm": false},
-      "generator": {"embed_dim": 6, "dim": )" + std::to_string(dim) + R"(, "depth": 1, "heads": 2, "ff_mult": 2},
-      "discriminator": {"embed_dim": 6, "dim": )" + std::to_string(dim + 4) + R"(, "depth": 2, "heads": 2, "ff_mult": 2}},
+      "generator": {"embed_dim": 6, "dim": )" +
+           std::to_string(dim) + R"(, "depth": 1, "heads": 2, "ff_mult": 2},
+      "discriminator": {"embed_dim": 6, "dim": )" +
+           std::to_string(dim + 4) + R"(, "depth": 2, "heads": 2, "ff_mult": 2}},
       "objective": {"preset": "lucidrains", "pad_id": 0, "cls_id": 1, "mask_id": 2, "mask_prob": 0.3,
                     "disc_weight": 2.0}})";
   }

@@ -79,7 +79,8 @@ int main() {
   {
     const int n = 1 << 21;
     std::vector<float> x(n, 1.0f), y(n, 2.0f);
-    const double t = best_of(5, [&] { BENCH_LAUNCH(axpy_kernel, dim3((n + 255) / 256), dim3(256), 0, y.data(), x.data(), 3.0f, n); });
+    const double t = best_of(
+        5, [&] { BENCH_LAUNCH(axpy_kernel, dim3((n + 255) / 256), dim3(256), 0, y.data(), x.data(), 3.0f, n); });
     std::printf("barrier-free axpy, 2M threads:       %6.1f ns per emulated thread\n", t / n * 1e9);
   }
   for (int block : {32, 256, 1024}) {
@@ -90,7 +91,8 @@ int main() {
   }
   {
     const int blocks = 16, block = 256, iterations = 200;
-    const double t = best_of(5, [&] { BENCH_LAUNCH(shuffle_kernel, dim3(blocks), dim3(block), 0, iterations, &fsink); });
+    const double t =
+        best_of(5, [&] { BENCH_LAUNCH(shuffle_kernel, dim3(blocks), dim3(block), 0, iterations, &fsink); });
     std::printf("__shfl_xor_sync, block 256:          %6.1f ns per thread-shuffle\n",
                 t / (static_cast<double>(blocks) * block * iterations) * 1e9);
   }
@@ -98,7 +100,8 @@ int main() {
     const int rows = 2048, cols = 768;
     std::vector<float> in(static_cast<size_t>(rows) * cols), out(in.size());
     for (size_t i = 0; i < in.size(); ++i) in[i] = static_cast<float>(i % 97) * 0.01f;
-    const double t = best_of(5, [&] { BENCH_LAUNCH(row_norm_kernel, dim3(rows / 8), dim3(256), 0, out.data(), in.data(), rows, cols); });
+    const double t = best_of(
+        5, [&] { BENCH_LAUNCH(row_norm_kernel, dim3(rows / 8), dim3(256), 0, out.data(), in.data(), rows, cols); });
     std::printf("warp-per-row norm 2048x768:          %6.1f ms\n", t * 1e3);
   }
   return 0;

@@ -112,9 +112,8 @@ TEST(Control, OracleReportsTheFirstDifferingRunAndByte) {
   EXPECT_EQ(result.byte_offset, 37u);
   EXPECT_NE(result.message.find("at byte 37 (0x7F vs 0xFF"), std::string::npos) << result.message;
 
-  const emu::OracleResult sizes = emu::check_schedule_invariance([] {
-    return std::vector<uint8_t>(emu::config().schedule == emu::Schedule::Reverse ? 9 : 10, 5);
-  });
+  const emu::OracleResult sizes = emu::check_schedule_invariance(
+      [] { return std::vector<uint8_t>(emu::config().schedule == emu::Schedule::Reverse ? 9 : 10, 5); });
   EXPECT_FALSE(sizes.identical);
   EXPECT_EQ(sizes.byte_offset, 9u);
   EXPECT_EQ(sizes.differing_run, "reverse, poison 0xFF");

@@ -57,7 +57,8 @@ TEST(Intrinsics, ShufflesHonourDeltaAndWidth) {
                                            l < 16 ? l : l - 16,
                                            (l + 33) % 32,
                                            1000 + (l ^ 31)};
-    for (int k = 0; k < kShuffleOutputs; ++k) EXPECT_EQ(r[t * kShuffleOutputs + k], expected[k]) << "thread " << t << " output " << k;
+    for (int k = 0; k < kShuffleOutputs; ++k)
+      EXPECT_EQ(r[t * kShuffleOutputs + k], expected[k]) << "thread " << t << " output " << k;
     EXPECT_EQ(rf[t], (l ^ 4) * 0.5f) << t;
     EXPECT_EQ(rd[t], (l + 1 < 32 ? l + 1 : l) + 0.25) << t;
   }
@@ -80,8 +81,10 @@ __global__ void vote_kernel(unsigned* out) {
   o[7] = __syncthreads_or(t == 77);
   o[8] = __syncthreads_or(0);
   // disjoint half-warp masks in divergent branches
-  if (lane < 16) o[9] = __ballot_sync(0x0000ffffu, lane & 1);
-  else o[9] = __ballot_sync(0xffff0000u, lane & 1);
+  if (lane < 16)
+    o[9] = __ballot_sync(0x0000ffffu, lane & 1);
+  else
+    o[9] = __ballot_sync(0xffff0000u, lane & 1);
   o[10] = __match_any_sync(kFull, lane / 4);
   o[11] = __reduce_add_sync(kFull, lane);
   o[12] = static_cast<unsigned>(__reduce_min_sync(kFull, static_cast<int>(lane) - 5));
@@ -100,9 +103,22 @@ TEST(Intrinsics, WarpAndBlockVotesMatchAndReduce) {
   for (unsigned l = 0; l < 32; l += 3) every_third |= 1u << l;
   for (int t = 0; t < threads; ++t) {
     const unsigned l = t % 32;
-    const unsigned expected[kVoteOutputs] = {every_third, 1, 0, 1, 20, 1, 0, 1, 0,
+    const unsigned expected[kVoteOutputs] = {every_third,
+                                             1,
+                                             0,
+                                             1,
+                                             20,
+                                             1,
+                                             0,
+                                             1,
+                                             0,
                                              l < 16 ? 0x0000aaaau : 0xaaaa0000u,
-                                             0xFu << (l / 4 * 4), 496, static_cast<unsigned>(-5), 0xFF, kFull, 3};
+                                             0xFu << (l / 4 * 4),
+                                             496,
+                                             static_cast<unsigned>(-5),
+                                             0xFF,
+                                             kFull,
+                                             3};
     for (int k = 0; k < kVoteOutputs; ++k)
       EXPECT_EQ(r[t * kVoteOutputs + k], expected[k]) << "thread " << t << " output " << k;
   }
@@ -242,9 +258,9 @@ TEST(Intrinsics, HalfAndBfloat16Helpers) {
   GuardedDeviceBuffer<float> out(kHalfOutputs), shuffled(32 * 4);
   COCO_LAUNCH(half_kernel, dim3(1), dim3(32), 0, nullptr, out.data(), shuffled.data());
   const std::vector<float> r = out.download();
-  const float expected[kHalfOutputs] = {1.75f, -3.0f, 1.25f, -2.75f, 1.0f, 0.0f, 2.0f, 0.25f,
-                                        1.0f,  1.015625f, 1.75f, -3.0f, -2.75f, 1.0f, 3.0f, 2.25f,
-                                        4.0f,  3.5f, 8.5f, 2.0f, 1.5f, 0.0f, 0.0f, -1.5f};
+  const float expected[kHalfOutputs] = {1.75f, -3.0f,     1.25f, -2.75f, 1.0f,   0.0f, 2.0f, 0.25f,
+                                        1.0f,  1.015625f, 1.75f, -3.0f,  -2.75f, 1.0f, 3.0f, 2.25f,
+                                        4.0f,  3.5f,      8.5f,  2.0f,   1.5f,   0.0f, 0.0f, -1.5f};
   for (int k = 0; k < kHalfOutputs; ++k) EXPECT_EQ(r[k], expected[k]) << "output " << k;
   const std::vector<float> s = shuffled.download();
   for (int l = 0; l < 32; ++l) {
@@ -282,9 +298,22 @@ TEST(Intrinsics, FastMathAgreesWithTheStandardFunctions) {
   GuardedDeviceBuffer<float> out(kMathOutputs);
   COCO_LAUNCH(math_kernel, dim3(1), dim3(1), 0, nullptr, out.data(), x);
   const std::vector<float> r = out.download();
-  const double expected[kMathOutputs] = {std::exp(1.25), std::log(1.25), 0.3125, 1.0 / std::sqrt(1.25), 0.8,
-                                         std::erf(1.25), std::erfc(1.25), std::tanh(1.25), 1.25, -1.25, 1.0, 0.0,
-                                         0.5, std::sin(1.25), 1.5625, 3.5};
+  const double expected[kMathOutputs] = {std::exp(1.25),
+                                         std::log(1.25),
+                                         0.3125,
+                                         1.0 / std::sqrt(1.25),
+                                         0.8,
+                                         std::erf(1.25),
+                                         std::erfc(1.25),
+                                         std::tanh(1.25),
+                                         1.25,
+                                         -1.25,
+                                         1.0,
+                                         0.0,
+                                         0.5,
+                                         std::sin(1.25),
+                                         1.5625,
+                                         3.5};
   // GPU fast-math intrinsics are approximate (a few ulp); the emulator is exact.
   for (int k = 0; k < kMathOutputs; ++k)
     EXPECT_NEAR(r[k], expected[k], 4e-6 * std::max(1.0, std::fabs(expected[k]))) << "output " << k;

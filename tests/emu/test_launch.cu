@@ -88,15 +88,14 @@ TEST(Launch, EveryDimensionLimitAndZeroSizesAreConfigurationErrors) {
   const struct {
     dim3 grid, block;
   } bad[] = {
-      {dim3(1), dim3(1025)},          {dim3(1), dim3(1, 1025)},   {dim3(1), dim3(1, 1, 65)},
-      {dim3(1), dim3(32, 32, 2)},     {dim3(1, 65536), dim3(32)}, {dim3(1, 1, 65536), dim3(32)},
-      {dim3(0), dim3(32)},            {dim3(4, 0), dim3(32)},     {dim3(1), dim3(0)},
-      {dim3(2147483648u), dim3(32)},
+      {dim3(1), dim3(1025)},      {dim3(1), dim3(1, 1025)},      {dim3(1), dim3(1, 1, 65)}, {dim3(1), dim3(32, 32, 2)},
+      {dim3(1, 65536), dim3(32)}, {dim3(1, 1, 65536), dim3(32)}, {dim3(0), dim3(32)},       {dim3(4, 0), dim3(32)},
+      {dim3(1), dim3(0)},         {dim3(2147483648u), dim3(32)},
   };
   for (const auto& c : bad) {
     EXPECT_EQ(coco::launch(axpy_kernel, c.grid, c.block, 0, nullptr, 1.0f, dy, dy, 1), cudaErrorInvalidConfiguration)
-        << "grid (" << c.grid.x << "," << c.grid.y << "," << c.grid.z << ") block (" << c.block.x << ","
-        << c.block.y << "," << c.block.z << ")";
+        << "grid (" << c.grid.x << "," << c.grid.y << "," << c.grid.z << ") block (" << c.block.x << "," << c.block.y
+        << "," << c.block.z << ")";
     (void)cudaGetLastError();
   }
   // The largest legal shapes launch (the kernel's bounds check keeps them harmless).

@@ -29,8 +29,10 @@ __global__ void divergent_barrier_kernel(int* out) {
 // Lanes 0..15 wait for the whole block while lanes 16..31 wait for the whole warp.
 __global__ void warp_deadlock_kernel(float* out) {
   float v = static_cast<float>(threadIdx.x);
-  if (threadIdx.x % 32 < 16) __syncthreads();
-  else v = __shfl_xor_sync(0xffffffffu, v, 1);
+  if (threadIdx.x % 32 < 16)
+    __syncthreads();
+  else
+    v = __shfl_xor_sync(0xffffffffu, v, 1);
   out[threadIdx.x] = v;
 }
 

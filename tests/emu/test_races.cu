@@ -75,7 +75,10 @@ constexpr int kRows = 8, kCols = 300, kBlock = 128;
 
 class SoftmaxRaces : public ::testing::Test {
  protected:
-  SoftmaxRaces() : input_(coco::testing::random_floats(static_cast<size_t>(kRows) * kCols, 31, -6.0f, 6.0f)), in_(input_), out_(input_.size()) {}
+  SoftmaxRaces()
+      : input_(coco::testing::random_floats(static_cast<size_t>(kRows) * kCols, 31, -6.0f, 6.0f)),
+        in_(input_),
+        out_(input_.size()) {}
 
   template <int VARIANT>
   std::vector<uint8_t> run() {
@@ -97,7 +100,8 @@ TEST_F(SoftmaxRaces, CorrectKernelIsScheduleInvariantAndAccurate) {
     double m = -INFINITY, s = 0;
     for (int c = 0; c < kCols; ++c) m = std::max(m, static_cast<double>(input_[r * kCols + c]));
     for (int c = 0; c < kCols; ++c) s += std::exp(input_[r * kCols + c] - m);
-    for (int c = 0; c < kCols; ++c) ASSERT_NEAR(y[r * kCols + c], std::exp(input_[r * kCols + c] - m) / s, 1e-6) << r << "," << c;
+    for (int c = 0; c < kCols; ++c)
+      ASSERT_NEAR(y[r * kCols + c], std::exp(input_[r * kCols + c] - m) / s, 1e-6) << r << "," << c;
   }
 }
 

@@ -145,8 +145,8 @@ TEST(RuntimeApi, ErrorNamesStringsAndLastErrorSemantics) {
   EXPECT_EQ(cudaGetDeviceProperties(nullptr, 0), cudaErrorInvalidValue);
   EXPECT_EQ(cudaPeekAtLastError(), cudaErrorInvalidValue);  // peeking keeps it
   int count = 0;
-  COCO_CUDA_CHECK(cudaGetDeviceCount(&count));               // a later success does not clear it
-  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidValue);      // reading clears it
+  COCO_CUDA_CHECK(cudaGetDeviceCount(&count));           // a later success does not clear it
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidValue);  // reading clears it
   EXPECT_EQ(cudaGetLastError(), cudaSuccess);
   try {
     COCO_CUDA_CHECK(cudaSetDevice(12345));

@@ -85,8 +85,10 @@ TEST(Scheduler, FastPathRunsBarrierFreeBlocksWithoutPerThreadSwitches) {
     COCO_LAUNCH(barrier_free_kernel, dim3(blocks), dim3(threads), 0, nullptr, y.data(), x.data(), n);
     EXPECT_EQ(s.launches - launches, 1u);
     EXPECT_EQ(s.threads - executed, static_cast<uint64_t>(n));
-    if (fast_path) EXPECT_EQ(s.fiber_switches - switches, static_cast<uint64_t>(blocks));
-    else EXPECT_EQ(s.fiber_switches - switches, static_cast<uint64_t>(n));
+    if (fast_path)
+      EXPECT_EQ(s.fiber_switches - switches, static_cast<uint64_t>(blocks));
+    else
+      EXPECT_EQ(s.fiber_switches - switches, static_cast<uint64_t>(n));
   }
   const std::vector<float> xs = x.download(), ys = y.download();
   for (int i = 0; i < n; ++i) ASSERT_EQ(ys[i], 2.0f * xs[i]);

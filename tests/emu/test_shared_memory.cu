@@ -43,7 +43,8 @@ TEST(SharedMemory, StaticTileTransposeIn2DBlocks) {
   EXPECT_TRUE(oracle.identical) << oracle.message;
   const std::vector<float> t = out.download();
   for (int i = 0; i < rows; ++i)
-    for (int j = 0; j < cols; ++j) ASSERT_EQ(t[static_cast<size_t>(j) * rows + i], a[static_cast<size_t>(i) * cols + j]) << i << "," << j;
+    for (int j = 0; j < cols; ++j)
+      ASSERT_EQ(t[static_cast<size_t>(j) * rows + i], a[static_cast<size_t>(i) * cols + j]) << i << "," << j;
   EXPECT_TRUE(out.guards_intact());
 }
 

@@ -61,11 +61,12 @@ Result run(const OpFn& fn, const std::vector<std::vector<float>>& values, const 
 
 // Runs `fn` on cuda in `dtype` (gradients in `grad_dtype`) and on cpu in f32 over the same rounded
 // inputs, and compares outputs and every gradient.
-void cross_check(const std::string& what, const OpFn& fn, const std::vector<Shape>& shapes, DType dtype, DType grad_dtype,
-                 double threshold) {
+void cross_check(const std::string& what, const OpFn& fn, const std::vector<Shape>& shapes, DType dtype,
+                 DType grad_dtype, double threshold) {
   std::vector<std::vector<float>> values;
   unsigned seed = 7;
-  for (const Shape& shape : shapes) values.push_back(rounded(random_floats(static_cast<size_t>(shape.numel()), seed++), dtype));
+  for (const Shape& shape : shapes)
+    values.push_back(rounded(random_floats(static_cast<size_t>(shape.numel()), seed++), dtype));
   const Result reference = run(fn, values, shapes, DType::f32, Device::cpu, DType::f32);
   const Result got = run(fn, values, shapes, dtype, Device::cuda, grad_dtype);
   const std::string tag = what + " [" + dtype_name(dtype) + ", grads " + dtype_name(grad_dtype) + "]";
@@ -95,13 +96,18 @@ TEST(OpsBasic, ElementwiseCudaMatchesCpu) {
   for (const Precision& p : kPrecisions) {
     for (const Shape& shape : {Shape{1}, Shape{130}, Shape{3, 33}}) {
       const std::vector<Shape> two = {shape, shape};
-      cross_check("add", [](const auto& in) { return ops::add(in[0], in[1]); }, two, p.dtype, p.grad_dtype, p.threshold);
-      cross_check("sub", [](const auto& in) { return ops::sub(in[0], in[1]); }, two, p.dtype, p.grad_dtype, p.threshold);
-      cross_check("mul", [](const auto& in) { return ops::mul(in[0], in[1]); }, two, p.dtype, p.grad_dtype, p.threshold);
-      cross_check("scale", [](const auto& in) { return ops::scale(in[0], 0.625); }, {shape}, p.dtype, p.grad_dtype,
-                  p.threshold);
-      cross_check("add_scaled", [](const auto& in) { return ops::add_scaled(in[0], in[1], -1.5); }, two, p.dtype,
-                  p.grad_dtype, p.threshold);
+      cross_check(
+          "add", [](const auto& in) { return ops::add(in[0], in[1]); }, two, p.dtype, p.grad_dtype, p.threshold);
+      cross_check(
+          "sub", [](const auto& in) { return ops::sub(in[0], in[1]); }, two, p.dtype, p.grad_dtype, p.threshold);
+      cross_check(
+          "mul", [](const auto& in) { return ops::mul(in[0], in[1]); }, two, p.dtype, p.grad_dtype, p.threshold);
+      cross_check(
+          "scale", [](const auto& in) { return ops::scale(in[0], 0.625); }, {shape}, p.dtype, p.grad_dtype,
+          p.threshold);
+      cross_check(
+          "add_scaled", [](const auto& in) { return ops::add_scaled(in[0], in[1], -1.5); }, two, p.dtype, p.grad_dtype,
+          p.threshold);
     }
   }
 }
@@ -110,12 +116,14 @@ TEST(OpsBasic, ReductionsCudaMatchCpu) {
   for (const Precision& p : kPrecisions) {
     for (const Shape& shape : {Shape{1}, Shape{7, 33}, Shape{2, 3, 130}}) {
       // Full sums of squares: no cancellation, so one output's relative error is meaningful.
-      cross_check("sum", [](const auto& in) { return ops::sum(ops::mul(in[0], in[0])); }, {shape}, p.dtype,
-                  p.grad_dtype, p.threshold);
-      cross_check("mean", [](const auto& in) { return ops::mean(ops::mul(in[0], in[0])); }, {shape}, p.dtype,
-                  p.grad_dtype, p.threshold);
-      cross_check("row_sum", [](const auto& in) { return ops::row_sum(in[0]); }, {shape}, p.dtype, p.grad_dtype,
-                  p.threshold);
+      cross_check(
+          "sum", [](const auto& in) { return ops::sum(ops::mul(in[0], in[0])); }, {shape}, p.dtype, p.grad_dtype,
+          p.threshold);
+      cross_check(
+          "mean", [](const auto& in) { return ops::mean(ops::mul(in[0], in[0])); }, {shape}, p.dtype, p.grad_dtype,
+          p.threshold);
+      cross_check(
+          "row_sum", [](const auto& in) { return ops::row_sum(in[0]); }, {shape}, p.dtype, p.grad_dtype, p.threshold);
     }
   }
 }
@@ -127,11 +135,13 @@ TEST(OpsBasic, MatmulAndBmmCudaMatchCpu) {
       for (bool tb : {false, true}) {
         const Shape a = ta ? Shape{K, M} : Shape{M, K}, b = tb ? Shape{N, K} : Shape{K, N};
         const std::string suffix = " ta=" + std::to_string(ta) + " tb=" + std::to_string(tb);
-        cross_check("matmul" + suffix, [ta, tb](const auto& in) { return ops::matmul(in[0], in[1], ta, tb); }, {a, b},
-                    p.dtype, p.grad_dtype, p.threshold);
+        cross_check(
+            "matmul" + suffix, [ta, tb](const auto& in) { return ops::matmul(in[0], in[1], ta, tb); }, {a, b}, p.dtype,
+            p.grad_dtype, p.threshold);
         const Shape ba = ta ? Shape{B, K, M} : Shape{B, M, K}, bb = tb ? Shape{B, N, K} : Shape{B, K, N};
-        cross_check("bmm" + suffix, [ta, tb](const auto& in) { return ops::bmm(in[0], in[1], ta, tb); }, {ba, bb},
-                    p.dtype, p.grad_dtype, p.threshold);
+        cross_check(
+            "bmm" + suffix, [ta, tb](const auto& in) { return ops::bmm(in[0], in[1], ta, tb); }, {ba, bb}, p.dtype,
+            p.grad_dtype, p.threshold);
       }
     }
   }
@@ -143,12 +153,14 @@ TEST(OpsBasic, LinearCudaMatchesCpu) {
       const std::string name = std::string("linear ") + kernels::activation_name(act);
       // x (2, 7, 33) -> 14 rows; out = 130 and out = 7 (not a multiple of 8: no fused GELU aux on a GPU).
       for (int64_t out : {130, 7}) {
-        cross_check(name + " bias out=" + std::to_string(out),
-                    [act](const auto& in) { return ops::linear(in[0], in[1], in[2], act); },
-                    {Shape{2, 7, 33}, Shape{out, 33}, Shape{out}}, p.dtype, p.grad_dtype, p.threshold);
+        cross_check(
+            name + " bias out=" + std::to_string(out),
+            [act](const auto& in) { return ops::linear(in[0], in[1], in[2], act); },
+            {Shape{2, 7, 33}, Shape{out, 33}, Shape{out}}, p.dtype, p.grad_dtype, p.threshold);
       }
-      cross_check(name + " no bias", [act](const auto& in) { return ops::linear(in[0], in[1], Tensor(), act); },
-                  {Shape{5, 33}, Shape{16, 33}}, p.dtype, p.grad_dtype, p.threshold);
+      cross_check(
+          name + " no bias", [act](const auto& in) { return ops::linear(in[0], in[1], Tensor(), act); },
+          {Shape{5, 33}, Shape{16, 33}}, p.dtype, p.grad_dtype, p.threshold);
     }
   }
 }

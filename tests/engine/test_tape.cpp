@@ -180,9 +180,8 @@ TEST(Tape, WrongGradientShapeNamesTheOp) {
   Tensor out = Tensor::full(Shape{}, 0.0, DType::f64);
   {
     Tape::Recording recording(tape);
-    tape.record("broken_op", {x}, {out}, [](BackwardContext& ctx) {
-      ctx.accumulate(0, Tensor::zeros(Shape{3}, DType::f64));
-    });
+    tape.record("broken_op", {x}, {out},
+                [](BackwardContext& ctx) { ctx.accumulate(0, Tensor::zeros(Shape{3}, DType::f64)); });
   }
   try {
     tape.backward(out);
@@ -207,7 +206,8 @@ TEST(Tape, NonScalarRootWithSeed) {
 TEST(Gradcheck, PassesForCorrectBackwardAndCatchesAWrongOne) {
   Tensor a = param({0.3, -1.2, 2.0}).set_name("a");
   Tensor b = param({1.5, 0.7, -0.4}).set_name("b");
-  GradcheckReport good = gradcheck([](const std::vector<Tensor>& in) { return square(multiply(in[0], in[1])); }, {a, b});
+  GradcheckReport good =
+      gradcheck([](const std::vector<Tensor>& in) { return square(multiply(in[0], in[1])); }, {a, b});
   EXPECT_TRUE(good.ok) << good.worst;
   EXPECT_EQ(good.elements_checked, 6);
 

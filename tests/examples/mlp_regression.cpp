@@ -90,7 +90,8 @@ std::pair<double, double> train(Device device) {
     const double value = loss.item();
     if (step == 0) first = value;
     last = value;
-    if (step % 50 == 0 || step == kSteps - 1) std::printf("  [%s] step %3d  loss %.6f\n", coco::device_name(device), step, value);
+    if (step % 50 == 0 || step == kSteps - 1)
+      std::printf("  [%s] step %3d  loss %.6f\n", coco::device_name(device), step, value);
   }
   return {first, last};
 }

@@ -77,7 +77,9 @@ TEST(BceGradcheck, OpOnTheTape) {
     const Tensor replaced = Tensor::from_vector(flags.replaced, Shape{4, 6});
     const Tensor valid = Tensor::from_vector(flags.valid, Shape{24});
     const coco::GradcheckReport report = coco::gradcheck(
-        [&](const std::vector<Tensor>& in) { return coco::ops::bce_with_logits(in[0], replaced, {valid, labels}).loss; },
+        [&](const std::vector<Tensor>& in) {
+          return coco::ops::bce_with_logits(in[0], replaced, {valid, labels}).loss;
+        },
         {logits});
     EXPECT_TRUE(report.ok) << report.worst;
   }
@@ -90,8 +92,9 @@ TEST(BceGradcheck, RejectsMismatchedFlags) {
   EXPECT_THROW(coco::ops::bce_with_logits(logits, Tensor::from_vector(std::vector<int32_t>(6, 1), Shape{6})),
                coco::TensorError);
   const Tensor replaced = Tensor::from_vector(std::vector<uint8_t>(6, 1), Shape{6});
-  EXPECT_THROW(coco::ops::bce_with_logits(logits, replaced, {Tensor::from_vector(std::vector<uint8_t>(3, 1), Shape{3})}),
-               coco::TensorError);
+  EXPECT_THROW(
+      coco::ops::bce_with_logits(logits, replaced, {Tensor::from_vector(std::vector<uint8_t>(3, 1), Shape{3})}),
+      coco::TensorError);
 }
 
 TEST(BceOps, CudaMatchesCpu) {
@@ -130,8 +133,8 @@ TEST(BceOps, CudaMatchesCpu) {
       const Out reference = run(Device::cpu, DType::f32, labels, input);
       const Out cuda = run(Device::cuda, dtype, labels, input);
       EXPECT_TRUE(coco::testing::matches_reference(reference.loss, cuda.loss, 1e-10, "loss"));
-      EXPECT_TRUE(coco::testing::matches_reference(reference.grad, cuda.grad, dtype == DType::f32 ? 1e-10 : 2e-5,
-                                                   "dlogits"));
+      EXPECT_TRUE(
+          coco::testing::matches_reference(reference.grad, cuda.grad, dtype == DType::f32 ? 1e-10 : 2e-5, "dlogits"));
       EXPECT_EQ(reference.correct, cuda.correct);
       EXPECT_EQ(reference.count, cuda.count);
     }

@@ -130,8 +130,8 @@ TEST(ContrastiveGradcheck, ThetaAloneGetsItsGradient) {
   const Tensor a = Tensor::from_vector(a_values, Shape{3, 4});
   const Tensor b = Tensor::from_vector(b_values, Shape{3, 4});
   Tensor theta = input({0.3}, Shape{}, "theta");
-  const coco::GradcheckReport report = coco::gradcheck(
-      [&](const std::vector<Tensor>& in) { return coco::ops::info_nce(a, b, in[0]).loss; }, {theta});
+  const coco::GradcheckReport report =
+      coco::gradcheck([&](const std::vector<Tensor>& in) { return coco::ops::info_nce(a, b, in[0]).loss; }, {theta});
   EXPECT_TRUE(report.ok) << report.worst;
   EXPECT_EQ(report.elements_checked, 1);
   // The gradient is large enough for the check to mean something.
@@ -161,8 +161,8 @@ struct Out {
   int64_t correct = 0, count = 0;
 };
 
-Out run_op(bool info, Device device, DType dtype, const std::vector<float>& a_values, const std::vector<float>& b_values,
-           const Case& c) {
+Out run_op(bool info, Device device, DType dtype, const std::vector<float>& a_values,
+           const std::vector<float>& b_values, const Case& c) {
   Tensor a = Tensor::from_vector(a_values, Shape{c.batch, c.dim}).to(dtype).to(device);
   Tensor b = Tensor::from_vector(b_values, Shape{c.batch, c.dim}).to(dtype).to(device);
   Tensor theta = Tensor::from_vector(std::vector<float>{1.0f}, Shape{1}).to(device);

@@ -47,7 +47,9 @@ TEST(DropoutGradcheck, OpOnTheTape) {
   x.set_requires_grad(true).set_name("x");
   const Stream rng(1, 2, Purpose::dropout_residual);
   const coco::GradcheckReport report = coco::gradcheck(
-      [&](const std::vector<Tensor>& in) { return coco::ops::dropout(coco::ops::mul(in[0], in[0]), 0.3, rng, true, 5); },
+      [&](const std::vector<Tensor>& in) {
+        return coco::ops::dropout(coco::ops::mul(in[0], in[0]), 0.3, rng, true, 5);
+      },
       {x});
   EXPECT_TRUE(report.ok) << report.worst;
 }
@@ -62,8 +64,8 @@ TEST(DropoutOps, IdentityInEvalModeAndForZeroProbability) {
 }
 
 std::pair<std::vector<double>, std::vector<double>> run_dropout(Device device, DType dtype,
-                                                                 const std::vector<float>& values,
-                                                                 const std::vector<float>& seed, const Stream& rng) {
+                                                                const std::vector<float>& values,
+                                                                const std::vector<float>& seed, const Stream& rng) {
   Tensor x = Tensor::from_vector(values, Shape{3, 7, 33}).to(dtype).to(device);
   x.set_requires_grad(true);
   coco::Tape tape;

@@ -122,7 +122,8 @@ TEST(ElementwiseGrad, CompositionsThroughTape) {
   expect_gradcheck("row_sum(scale(x)) . sum",
                    [](const std::vector<Tensor>& in) { return ops::sum(ops::row_sum(ops::scale(in[0], 3.0))); }, {x});
   Tensor constant = Tensor::from_vector(random_values(24, 9), {4, 6});
-  expect_gradcheck("x * constant", [constant](const std::vector<Tensor>& in) { return ops::mul(in[0], constant); }, {x});
+  expect_gradcheck("x * constant", [constant](const std::vector<Tensor>& in) { return ops::mul(in[0], constant); },
+                   {x});
 }
 
 }  // namespace

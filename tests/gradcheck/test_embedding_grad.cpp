@@ -79,7 +79,7 @@ TEST(EmbeddingGradcheck, OpOnTheTapeWithATiedTable) {
   coco::GradcheckReport report = coco::gradcheck(
       [&](const std::vector<Tensor>& in) {
         const Tensor h = coco::ops::embedding(ids, in[0], in[1]);  // (2, 7, 4)
-        return coco::ops::linear(h, in[0]);                         // (2, 7, 6)
+        return coco::ops::linear(h, in[0]);                        // (2, 7, 6)
       },
       {tok, pos});
   EXPECT_TRUE(report.ok) << report.worst;

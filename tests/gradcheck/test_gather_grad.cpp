@@ -61,8 +61,8 @@ TEST(GatherGradcheck, OpsOnTheTape) {
 
   Tensor rows = Tensor::from_vector(coco::gradcheck_weights(8 * 3, 6), Shape{8, 3});
   rows.set_requires_grad(true).set_name("rows");
-  report = coco::gradcheck([&](const std::vector<Tensor>& in) { return coco::ops::scatter_rows(in[0], index, 10); },
-                           {rows});
+  report =
+      coco::gradcheck([&](const std::vector<Tensor>& in) { return coco::ops::scatter_rows(in[0], index, 10); }, {rows});
   EXPECT_TRUE(report.ok) << "scatter: " << report.worst;
 }
 
@@ -80,9 +80,9 @@ TEST(GatherOps, OutOfRangeIndicesThrow) {
 
 // gather on `device` in `dtype` with a gradient buffer of `grad_dtype`; returns (out, src grad).
 std::pair<std::vector<double>, std::vector<double>> run_gather(Device device, DType dtype, DType grad_dtype,
-                                                                const std::vector<float>& src_values,
-                                                                const std::vector<int32_t>& index,
-                                                                const std::vector<float>& seed_values) {
+                                                               const std::vector<float>& src_values,
+                                                               const std::vector<int32_t>& index,
+                                                               const std::vector<float>& seed_values) {
   Tensor src = Tensor::from_vector(src_values, Shape{9, 2, 17}).to(dtype).to(device);
   src.set_requires_grad(true).set_grad_dtype(grad_dtype);
   const Tensor idx = Tensor::from_vector(index, Shape{static_cast<int64_t>(index.size())}).to(device);
@@ -99,7 +99,8 @@ std::pair<std::vector<double>, std::vector<double>> run_gather(Device device, DT
 
 TEST(GatherOps, CudaMatchesCpu) {
   const std::vector<int32_t> index = index_with_repeats(25, 18, 7);
-  const std::vector<float> src = coco::testing::round_through<__nv_bfloat16>(coco::testing::random_floats(9 * 2 * 17, 8));
+  const std::vector<float> src =
+      coco::testing::round_through<__nv_bfloat16>(coco::testing::random_floats(9 * 2 * 17, 8));
   const std::vector<float> dy = coco::testing::round_through<__nv_bfloat16>(coco::testing::random_floats(25 * 17, 9));
   const auto cpu = run_gather(Device::cpu, DType::f32, DType::f32, src, index, dy);
   // f32 on CUDA: a copy and f32 sums of the same terms in the same order: exact.

@@ -51,8 +51,8 @@ TEST(GeluGradcheck, OpOnTheTape) {
 }
 
 std::pair<std::vector<double>, std::vector<double>> run_gelu(Device device, DType dtype, GeluApproximation a,
-                                                              const std::vector<float>& x_values,
-                                                              const std::vector<float>& seed) {
+                                                             const std::vector<float>& x_values,
+                                                             const std::vector<float>& seed) {
   Tensor x = Tensor::from_vector(x_values, Shape{7, 33}).to(dtype).to(device);
   x.set_requires_grad(true);
   coco::Tape tape;

@@ -146,7 +146,8 @@ OpResult run_residual(Device device, DType dtype, DType grad_dtype, const std::v
     auto [out, sum] = coco::ops::residual_layernorm_with_sum(x, residual, gamma, beta, 1e-5);
     r.out = out.to_f64();
     r.sum = sum.to_f64();
-    const Tensor loss = coco::ops::add(coco::ops::sum(coco::ops::mul(out, w_out)), coco::ops::sum(coco::ops::mul(sum, w_sum)));
+    const Tensor loss =
+        coco::ops::add(coco::ops::sum(coco::ops::mul(out, w_out)), coco::ops::sum(coco::ops::mul(sum, w_sum)));
     tape.backward(loss);
   }
   r.dx = x.grad().to_f64();
@@ -167,27 +168,30 @@ TEST(LayerNormOps, CudaMatchesCpu) {
   const auto beta = round_through<__nv_bfloat16>(random_floats(37, 4));
   const auto seed_out = round_through<__nv_bfloat16>(random_floats(n, 5));
   const auto seed_sum = round_through<__nv_bfloat16>(random_floats(n, 6));
-  const OpResult cpu = run_residual(Device::cpu, DType::f32, DType::f32, x, residual, gamma, beta, seed_out, seed_sum, shape);
+  const OpResult cpu =
+      run_residual(Device::cpu, DType::f32, DType::f32, x, residual, gamma, beta, seed_out, seed_sum, shape);
   // f32 on CUDA: the same f32 math in another summation order: NMSE ~1e-13.
-  const OpResult cuda = run_residual(Device::cuda, DType::f32, DType::f32, x, residual, gamma, beta, seed_out, seed_sum, shape);
+  const OpResult cuda =
+      run_residual(Device::cuda, DType::f32, DType::f32, x, residual, gamma, beta, seed_out, seed_sum, shape);
   using coco::testing::matches_reference;
-  for (auto [name, a, b] : {std::tuple<const char*, const std::vector<double>*, const std::vector<double>*>{
-                                "out", &cpu.out, &cuda.out},
-                            {"sum", &cpu.sum, &cuda.sum},
-                            {"dx", &cpu.dx, &cuda.dx},
-                            {"dresidual", &cpu.dresidual, &cuda.dresidual},
-                            {"dgamma", &cpu.dgamma, &cuda.dgamma},
-                            {"dbeta", &cpu.dbeta, &cuda.dbeta}})
+  for (auto [name, a, b] :
+       {std::tuple<const char*, const std::vector<double>*, const std::vector<double>*>{"out", &cpu.out, &cuda.out},
+        {"sum", &cpu.sum, &cuda.sum},
+        {"dx", &cpu.dx, &cuda.dx},
+        {"dresidual", &cpu.dresidual, &cuda.dresidual},
+        {"dgamma", &cpu.dgamma, &cuda.dgamma},
+        {"dbeta", &cpu.dbeta, &cuda.dbeta}})
     EXPECT_TRUE(matches_reference(*a, *b, 1e-10, std::string("f32 ") + name));
   // bf16 activations, f32 parameter gradients: activations and their gradients carry bf16 roundings
   // (<= 2^-8 relative each, NMSE ~1e-5; the loss itself is bf16, so allow 1e-4); dgamma/dbeta sum
   // many such terms in f32.
-  const OpResult mixed = run_residual(Device::cuda, DType::bf16, DType::f32, x, residual, gamma, beta, seed_out, seed_sum, shape);
-  for (auto [name, a, b] : {std::tuple<const char*, const std::vector<double>*, const std::vector<double>*>{
-                                "out", &cpu.out, &mixed.out},
-                            {"dx", &cpu.dx, &mixed.dx},
-                            {"dgamma", &cpu.dgamma, &mixed.dgamma},
-                            {"dbeta", &cpu.dbeta, &mixed.dbeta}})
+  const OpResult mixed =
+      run_residual(Device::cuda, DType::bf16, DType::f32, x, residual, gamma, beta, seed_out, seed_sum, shape);
+  for (auto [name, a, b] :
+       {std::tuple<const char*, const std::vector<double>*, const std::vector<double>*>{"out", &cpu.out, &mixed.out},
+        {"dx", &cpu.dx, &mixed.dx},
+        {"dgamma", &cpu.dgamma, &mixed.dgamma},
+        {"dbeta", &cpu.dbeta, &mixed.dbeta}})
     EXPECT_TRUE(matches_reference(*a, *b, 1e-4, std::string("bf16 ") + name));
   // The f32 sum of two bf16 values is exact; the bf16 op rounds it once: identical after rounding.
   std::vector<float> cpu_sum(cpu.sum.begin(), cpu.sum.end());
@@ -200,7 +204,8 @@ TEST(LayerNormOps, RejectsMismatchedArguments) {
   EXPECT_THROW(coco::ops::layernorm(x, Tensor::zeros(Shape{4}, DType::f32), beta), coco::TensorError);
   EXPECT_THROW(coco::ops::layernorm(x, gamma.to(DType::f64), beta), coco::TensorError);
   EXPECT_THROW(coco::ops::layernorm(x, gamma, beta, 0.0), coco::TensorError);
-  EXPECT_THROW(coco::ops::residual_layernorm(x, Tensor::zeros(Shape{5, 2}, DType::f32), gamma, beta), coco::TensorError);
+  EXPECT_THROW(coco::ops::residual_layernorm(x, Tensor::zeros(Shape{5, 2}, DType::f32), gamma, beta),
+               coco::TensorError);
   EXPECT_THROW(coco::ops::layernorm(x.to(DType::bf16), gamma.to(DType::bf16), beta.to(DType::bf16)), coco::TensorError);
   EXPECT_THROW(coco::ops::layernorm(x.to(DType::f64).to(Device::cuda), gamma.to(DType::f64).to(Device::cuda),
                                     beta.to(DType::f64).to(Device::cuda)),

@@ -43,7 +43,8 @@ TEST(LinearGrad, KernelLevelBackward) {
       const std::vector<double> w = gradcheck_weights(s.rows * s.out, 4);
       std::vector<double> y(s.rows * s.out), pre(s.rows * s.out);
       auto loss = [&] {
-        kernels::cpu::linear_forward<double>(x.data(), W.data(), b.data(), act, s.rows, s.in, s.out, y.data(), pre.data());
+        kernels::cpu::linear_forward<double>(x.data(), W.data(), b.data(), act, s.rows, s.in, s.out, y.data(),
+                                             pre.data());
         double total = 0.0;
         for (size_t i = 0; i < y.size(); ++i) total += y[i] * w[i];
         return total;
@@ -52,8 +53,8 @@ TEST(LinearGrad, KernelLevelBackward) {
       std::vector<double> dpre(y.size());
       kernels::cpu::activation_backward<double>(act, w.data(), pre.data(), dpre.data(), static_cast<int64_t>(y.size()));
       std::vector<double> dx(x.size()), dW(W.size(), 0.25), db(b.size(), -0.5);
-      kernels::cpu::gemm<double, double>(false, false, s.rows, s.in, s.out, 1.0, dpre.data(), s.out, W.data(), s.in, 0.0,
-                                         dx.data(), s.in);
+      kernels::cpu::gemm<double, double>(false, false, s.rows, s.in, s.out, 1.0, dpre.data(), s.out, W.data(), s.in,
+                                         0.0, dx.data(), s.in);
       kernels::cpu::gemm<double, double>(true, false, s.out, s.in, s.rows, 1.0, dpre.data(), s.out, x.data(), s.in, 1.0,
                                          dW.data(), s.in);
       kernels::cpu::column_sum<double>(dpre.data(), s.rows, s.out, 1.0, db.data());
@@ -83,10 +84,14 @@ TEST(LinearGrad, KernelLevelMatmulTransposes) {
         return total;
       };
       std::vector<double> dA(A.size()), dB(B.size());
-      if (!ta) kernels::cpu::gemm<double, double>(false, !tb, M, K, N, 1.0, w.data(), N, B.data(), ldb, 0.0, dA.data(), K);
-      else kernels::cpu::gemm<double, double>(tb, true, K, M, N, 1.0, B.data(), ldb, w.data(), N, 0.0, dA.data(), M);
-      if (!tb) kernels::cpu::gemm<double, double>(!ta, false, K, N, M, 1.0, A.data(), lda, w.data(), N, 0.0, dB.data(), N);
-      else kernels::cpu::gemm<double, double>(true, ta, N, K, M, 1.0, w.data(), N, A.data(), lda, 0.0, dB.data(), K);
+      if (!ta)
+        kernels::cpu::gemm<double, double>(false, !tb, M, K, N, 1.0, w.data(), N, B.data(), ldb, 0.0, dA.data(), K);
+      else
+        kernels::cpu::gemm<double, double>(tb, true, K, M, N, 1.0, B.data(), ldb, w.data(), N, 0.0, dA.data(), M);
+      if (!tb)
+        kernels::cpu::gemm<double, double>(!ta, false, K, N, M, 1.0, A.data(), lda, w.data(), N, 0.0, dB.data(), N);
+      else
+        kernels::cpu::gemm<double, double>(true, ta, N, K, M, 1.0, w.data(), N, A.data(), lda, 0.0, dB.data(), K);
       const GradcheckReport report = gradcheck_raw({{"A", A, dA}, {"B", B, dB}}, loss);
       EXPECT_TRUE(report.ok) << "ta=" << ta << " tb=" << tb << ": " << report.worst;
     }
@@ -120,9 +125,10 @@ TEST(LinearGrad, OpsMatmulAndBmmThroughTape) {
   const int64_t M = 4, N = 3, K = 5, batch = 2;
   for (bool ta : {false, true}) {
     for (bool tb : {false, true}) {
-      Tensor a = f64_input(ta ? Shape{K, M} : Shape{M, K}, 30, "a"), b = f64_input(tb ? Shape{N, K} : Shape{K, N}, 31, "b");
-      GradcheckReport report = gradcheck(
-          [ta, tb](const std::vector<Tensor>& in) { return ops::matmul(in[0], in[1], ta, tb); }, {a, b});
+      Tensor a = f64_input(ta ? Shape{K, M} : Shape{M, K}, 30, "a"),
+             b = f64_input(tb ? Shape{N, K} : Shape{K, N}, 31, "b");
+      GradcheckReport report =
+          gradcheck([ta, tb](const std::vector<Tensor>& in) { return ops::matmul(in[0], in[1], ta, tb); }, {a, b});
       EXPECT_TRUE(report.ok) << "matmul ta=" << ta << " tb=" << tb << ": " << report.worst;
 
       Tensor ba = f64_input(ta ? Shape{batch, K, M} : Shape{batch, M, K}, 32, "a");

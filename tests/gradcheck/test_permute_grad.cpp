@@ -56,7 +56,10 @@ TEST(PermuteGradcheck, OpsOnTheTape) {
   Tensor x = Tensor::from_vector(coco::gradcheck_weights(2 * 3 * 6, 1), Shape{2, 3, 6});
   x.set_requires_grad(true).set_name("x");
   coco::GradcheckReport report = coco::gradcheck(
-      [](const std::vector<Tensor>& in) { return coco::ops::merge_heads(coco::ops::mul(coco::ops::split_heads(in[0], 3), coco::ops::split_heads(in[0], 3))); },
+      [](const std::vector<Tensor>& in) {
+        return coco::ops::merge_heads(
+            coco::ops::mul(coco::ops::split_heads(in[0], 3), coco::ops::split_heads(in[0], 3)));
+      },
       {x});
   EXPECT_TRUE(report.ok) << "split/merge: " << report.worst;
   Tensor qkv = Tensor::from_vector(coco::gradcheck_weights(2 * 3 * 12, 2), Shape{2, 3, 12});
@@ -78,8 +81,9 @@ TEST(PermuteGradcheck, OpsOnTheTape) {
   EXPECT_TRUE(report.ok) << "split_qkv (q only): " << report.worst;
 }
 
-std::pair<std::vector<double>, std::vector<double>> run_qkv(Device device, DType dtype, const std::vector<float>& values,
-                                                             const std::vector<float>& seed) {
+std::pair<std::vector<double>, std::vector<double>> run_qkv(Device device, DType dtype,
+                                                            const std::vector<float>& values,
+                                                            const std::vector<float>& seed) {
   Tensor qkv = Tensor::from_vector(values, Shape{2, 7, 3 * 3 * 5}).to(dtype).to(device);
   qkv.set_requires_grad(true);
   coco::Tape tape;

@@ -42,9 +42,9 @@ struct TensorSpec {
 
 // Odd sizes, one exactly a chunk, several multi-chunk tensors and an empty one.
 const std::vector<TensorSpec> kSpecs = {
-    {1, DType::f32, true, false},        {7, DType::bf16, false, true},  {33, DType::f16, true, true},
-    {130, DType::f32, false, false},     {0, DType::f32, true, true},    {4096, DType::bf16, true, true},
-    {9001, DType::f32, true, true},      {5000, DType::f16, false, false}, {257, DType::bf16, true, false},
+    {1, DType::f32, true, false},    {7, DType::bf16, false, true},    {33, DType::f16, true, true},
+    {130, DType::f32, false, false}, {0, DType::f32, true, true},      {4096, DType::bf16, true, true},
+    {9001, DType::f32, true, true},  {5000, DType::f16, false, false}, {257, DType::bf16, true, false},
 };
 
 // Host state of one tensor: f32 master, moments, gradient bytes of grad_dtype, bf16 copy.
@@ -106,7 +106,7 @@ struct DeviceTensors {
       m.push_back(std::make_unique<GuardedDeviceBuffer<float>>(h.m));
       v.push_back(std::make_unique<GuardedDeviceBuffer<float>>(h.v));
       grad.push_back(std::make_unique<GuardedDeviceBuffer<uint8_t>>(static_cast<size_t>(h.spec.numel) *
-                                                                     coco::dtype_size(h.spec.grad_dtype)));
+                                                                    coco::dtype_size(h.spec.grad_dtype)));
       copy.push_back(std::make_unique<GuardedDeviceBuffer<__nv_bfloat16>>(h.copy.size()));
       copy.back()->poison();
     }
@@ -130,8 +130,8 @@ struct DeviceTensors {
   }
   bool guards_intact() const {
     for (size_t t = 0; t < param.size(); ++t)
-      if (!param[t]->guards_intact() || !m[t]->guards_intact() || !v[t]->guards_intact() ||
-          !grad[t]->guards_intact() || !copy[t]->guards_intact())
+      if (!param[t]->guards_intact() || !m[t]->guards_intact() || !v[t]->guards_intact() || !grad[t]->guards_intact() ||
+          !copy[t]->guards_intact())
         return false;
     return true;
   }
@@ -156,7 +156,8 @@ void run_device_step(DeviceTensors& device, const std::vector<HostTensor>& host,
   std::vector<AdamWTensorDesc> descs = device.descs(host);
   const int64_t chunks = coco::kernels::plan_adamw_chunks(descs);
   GuardedDeviceBuffer<AdamWTensorDesc> device_descs(descs);
-  coco::kernels::cuda::adamw_multi_tensor(device_descs.data(), static_cast<int>(descs.size()), chunks, scalars, nullptr);
+  coco::kernels::cuda::adamw_multi_tensor(device_descs.data(), static_cast<int>(descs.size()), chunks, scalars,
+                                          nullptr);
   COCO_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
@@ -372,8 +373,9 @@ TEST(AdamW, RejectsBadArguments) {
   EXPECT_THROW(coco::kernels::plan_adamw_chunks(descs), std::invalid_argument);  // integer grads
   descs[0] = {&x, &x, &x, &x, nullptr, -1, 0, DType::f32, 1};
   EXPECT_THROW(coco::kernels::plan_adamw_chunks(descs), std::invalid_argument);
-  EXPECT_THROW(coco::kernels::cuda::adamw_multi_tensor(nullptr, 0, 3, coco::kernels::adamw_scalars(AdamWHyper{}), nullptr),
-               std::invalid_argument);
+  EXPECT_THROW(
+      coco::kernels::cuda::adamw_multi_tensor(nullptr, 0, 3, coco::kernels::adamw_scalars(AdamWHyper{}), nullptr),
+      std::invalid_argument);
 }
 
 // ------------------------------------------------------------------ optim::AdamW on coco::Tensor
@@ -394,7 +396,8 @@ OptimRun run_optimizer(coco::Device device) {
   for (size_t i = 0; i < shapes.size(); ++i) {
     coco::optim::AdamWParam p;
     p.name = "p" + std::to_string(i);
-    p.master = Tensor::from_vector(random_floats(static_cast<size_t>(shapes[i].numel()), 70 + i, -1, 1), shapes[i], device);
+    p.master =
+        Tensor::from_vector(random_floats(static_cast<size_t>(shapes[i].numel()), 70 + i, -1, 1), shapes[i], device);
     if (i == 1) {
       p.working = p.master.to(DType::bf16);
       p.working.set_requires_grad(true).set_grad_dtype(DType::f32);
@@ -436,7 +439,8 @@ TEST(AdamWOptimizer, CpuAndCudaTensorsAgree) {
   EXPECT_EQ(cuda.steps, cpu.steps);
   for (size_t i = 0; i < cpu.masters.size(); ++i) {
     // Same f32 formula on both backends; a real GPU may fuse multiply-adds (1 ulp per operation).
-    EXPECT_TRUE(matches_reference(as_f64(cpu.masters[i]), as_f64(cuda.masters[i]), 1e-12, "master " + std::to_string(i)));
+    EXPECT_TRUE(
+        matches_reference(as_f64(cpu.masters[i]), as_f64(cuda.masters[i]), 1e-12, "master " + std::to_string(i)));
     EXPECT_LE(max_relative_error(cpu.masters[i], cuda.masters[i], 1e-3), 1e-6);
   }
   ASSERT_EQ(cpu.working.size(), 1u);

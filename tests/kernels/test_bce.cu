@@ -102,8 +102,8 @@ Result cuda_run(const Problem& p, BceLabels labels, float dloss, bool* guards_ok
                                                 d_dloss.data(), d_dlogits.data(), nullptr);
   COCO_CUDA_CHECK(cudaDeviceSynchronize());
   if (guards_ok)
-    *guards_ok = d_dlogits.guards_intact() && d_loss.guards_intact() && d_counts.guards_intact() &&
-                 workspace.guards_intact();
+    *guards_ok =
+        d_dlogits.guards_intact() && d_loss.guards_intact() && d_counts.guards_intact() && workspace.guards_intact();
   return Result{to_f64(d_loss.download()), to_f64(d_dlogits.download()), d_counts.download()};
 }
 
@@ -239,9 +239,9 @@ TEST(BceCuda, RejectsNegativeSizes) {
   EXPECT_THROW(coco::kernels::cuda::bce_with_logits_forward(&dummy, &flag, &flag, -1, BceLabels::replaced_is_one,
                                                             &dummy, counts, nullptr, nullptr),
                std::invalid_argument);
-  EXPECT_THROW(coco::kernels::cpu::bce_with_logits_forward(&dummy, &flag, &flag, -1, BceLabels::replaced_is_one,
-                                                           &dummy, counts),
-               std::invalid_argument);
+  EXPECT_THROW(
+      coco::kernels::cpu::bce_with_logits_forward(&dummy, &flag, &flag, -1, BceLabels::replaced_is_one, &dummy, counts),
+      std::invalid_argument);
 }
 
 }  // namespace

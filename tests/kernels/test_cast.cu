@@ -23,9 +23,27 @@ constexpr DType kAllDtypes[] = {DType::f32, DType::f64, DType::bf16, DType::f16,
 // Source bytes for `n` elements of `dtype`: a mix of ordinary values, values that exercise rounding
 // and saturation, and (for float dtypes) NaN and +-Inf.
 std::vector<uint8_t> source_bytes(DType dtype, int64_t n, unsigned seed) {
-  std::vector<double> values = coco::testing::to_f64(coco::testing::random_floats(static_cast<size_t>(n), seed, -300.0f, 300.0f));
-  const double specials[] = {0.0, -0.0, 0.5, -0.5, 1.5, 2.5, -2.5, 255.5, 256.0, -1.0, 1e10, -1e10, 3e38, 70000.0,
-                             1.0 + 1.0 / 256.0, 1.0 + 3.0 / 256.0, NAN, INFINITY, -INFINITY};
+  std::vector<double> values =
+      coco::testing::to_f64(coco::testing::random_floats(static_cast<size_t>(n), seed, -300.0f, 300.0f));
+  const double specials[] = {0.0,
+                             -0.0,
+                             0.5,
+                             -0.5,
+                             1.5,
+                             2.5,
+                             -2.5,
+                             255.5,
+                             256.0,
+                             -1.0,
+                             1e10,
+                             -1e10,
+                             3e38,
+                             70000.0,
+                             1.0 + 1.0 / 256.0,
+                             1.0 + 3.0 / 256.0,
+                             NAN,
+                             INFINITY,
+                             -INFINITY};
   for (size_t i = 0; i < values.size(); i += 3) values[i] = specials[(i / 3) % std::size(specials)];
   std::vector<uint8_t> bytes(static_cast<size_t>(n) * coco::dtype_size(dtype));
   // Build the source through the CPU cast from f64 (already tested against hand values below).
@@ -52,7 +70,8 @@ TEST_P(CastAllPairs, CudaMatchesCpuBitwise) {
       device_dst.poison();
       coco::kernels::cuda::cast(device_src.data(), src_dtype, device_dst.data(), dst_dtype, n, nullptr);
       COCO_CUDA_CHECK(cudaDeviceSynchronize());
-      EXPECT_EQ(device_dst.download(), expected) << coco::dtype_name(src_dtype) << " -> " << coco::dtype_name(dst_dtype) << " n=" << n;
+      EXPECT_EQ(device_dst.download(), expected)
+          << coco::dtype_name(src_dtype) << " -> " << coco::dtype_name(dst_dtype) << " n=" << n;
       EXPECT_TRUE(device_dst.guards_intact()) << coco::dtype_name(src_dtype) << " -> " << coco::dtype_name(dst_dtype);
     }
   }
@@ -86,7 +105,8 @@ TEST(CastRules, FloatToBf16RoundsToNearestEven) {
   EXPECT_EQ(bits_of(cpu_cast<__nv_bfloat16>(1.0f + 3.0f / 256.0f, DType::f32, DType::bf16)), 0x3F82);
   EXPECT_EQ(bits_of(cpu_cast<__nv_bfloat16>(-2.0f, DType::f32, DType::bf16)), 0xC000);
   EXPECT_TRUE(std::isnan(__bfloat162float(cpu_cast<__nv_bfloat16>(NAN, DType::f32, DType::bf16))));
-  EXPECT_EQ(__bfloat162float(cpu_cast<__nv_bfloat16>(std::numeric_limits<float>::max(), DType::f32, DType::bf16)), INFINITY);
+  EXPECT_EQ(__bfloat162float(cpu_cast<__nv_bfloat16>(std::numeric_limits<float>::max(), DType::f32, DType::bf16)),
+            INFINITY);
 }
 
 TEST(CastRules, F16OverflowsToInfinity) {

@@ -19,8 +19,8 @@ namespace {
 
 using coco::testing::expect_schedule_invariant;
 
-using coco::kernels::ContrastiveKind;
 using coco::kernels::contrastive_saved_size;
+using coco::kernels::ContrastiveKind;
 using coco::kernels::kContrastiveCountAnchors;
 using coco::kernels::kContrastiveCountCorrect;
 using coco::kernels::kContrastiveCounts;
@@ -140,7 +140,7 @@ Result cuda_run(ContrastiveKind kind, const Case& c, const Views& v, float theta
   if (guards_ok)
     *guards_ok = d_da.guards_intact() && d_db.guards_intact() && d_loss.guards_intact() && d_saved.guards_intact() &&
                  d_dtheta.guards_intact() && workspace.guards_intact() && d_counts.guards_intact();
-  return Result{to_f64(d_loss.download()), to_f64(d_saved.download()), to_f64(d_da.download()),
+  return Result{to_f64(d_loss.download()), to_f64(d_saved.download()),  to_f64(d_da.download()),
                 to_f64(d_db.download()),   to_f64(d_dtheta.download()), d_counts.download()};
 }
 
@@ -259,7 +259,8 @@ TEST(ContrastiveCuda, IsScheduleInvariant) {
       d_saved(static_cast<size_t>(contrastive_saved_size(ContrastiveKind::info_nce, c.batch))),
       d_saved2(static_cast<size_t>(contrastive_saved_size(ContrastiveKind::nt_xent, c.batch))),
       d_dloss(std::vector<float>{1.0f}), d_dtheta(1),
-      workspace(static_cast<size_t>(coco::kernels::cuda::contrastive_workspace_size(ContrastiveKind::nt_xent, c.batch)));
+      workspace(
+          static_cast<size_t>(coco::kernels::cuda::contrastive_workspace_size(ContrastiveKind::nt_xent, c.batch)));
   GuardedDeviceBuffer<int32_t> d_counts(kContrastiveCounts), d_counts2(kContrastiveCounts);
   expect_schedule_invariant(
       [&] {
@@ -289,11 +290,12 @@ TEST(ContrastiveCuda, IsScheduleInvariant) {
 TEST(ContrastiveCuda, RejectsBadArguments) {
   float dummy = 0.0f;
   int32_t counts[2];
-  EXPECT_THROW(coco::kernels::cuda::info_nce_forward(&dummy, &dummy, &dummy, 0, 4, &dummy, &dummy, counts, &dummy,
-                                                     nullptr),
-               std::invalid_argument);
-  EXPECT_THROW(coco::kernels::cuda::nt_xent_forward(&dummy, &dummy, 2, 4, 0.0f, &dummy, &dummy, counts, &dummy, nullptr),
-               std::invalid_argument);
+  EXPECT_THROW(
+      coco::kernels::cuda::info_nce_forward(&dummy, &dummy, &dummy, 0, 4, &dummy, &dummy, counts, &dummy, nullptr),
+      std::invalid_argument);
+  EXPECT_THROW(
+      coco::kernels::cuda::nt_xent_forward(&dummy, &dummy, 2, 4, 0.0f, &dummy, &dummy, counts, &dummy, nullptr),
+      std::invalid_argument);
   EXPECT_THROW(coco::kernels::cpu::nt_xent_forward(&dummy, &dummy, 2, 4, -1.0, &dummy, &dummy, counts),
                std::invalid_argument);
 }

@@ -103,7 +103,8 @@ Case make_case(int64_t B, int64_t T, unsigned seed) {
   c.tokens.assign(static_cast<size_t>(B * T), 0);
   for (int64_t b = 0; b < B; ++b) {
     const int64_t len = 1 + static_cast<int64_t>(rng() % static_cast<unsigned>(T));
-    for (int64_t t = 0; t < len; ++t) c.tokens[static_cast<size_t>(b * T + t)] = t == 0 ? 1 : 5 + static_cast<int32_t>(rng() % 6);
+    for (int64_t t = 0; t < len; ++t)
+      c.tokens[static_cast<size_t>(b * T + t)] = t == 0 ? 1 : 5 + static_cast<int32_t>(rng() % 6);
   }
   coco::kernels::MaskingConfig config;
   config.mask_prob = 0.4;
@@ -180,9 +181,9 @@ TEST(Corrupt, ScheduleInvariant) {
 TEST(Corrupt, RejectsNegativeSizes) {
   int32_t x = 0;
   uint8_t r = 0;
-  EXPECT_THROW(coco::kernels::cpu::corrupt_tokens(&x, -1, &x, &x, 0, 0, LabelConvention::replaced_is_one, &x, &r,
-                                                  nullptr),
-               std::invalid_argument);
+  EXPECT_THROW(
+      coco::kernels::cpu::corrupt_tokens(&x, -1, &x, &x, 0, 0, LabelConvention::replaced_is_one, &x, &r, nullptr),
+      std::invalid_argument);
   EXPECT_THROW(coco::kernels::cuda::corrupt_tokens(&x, 1, &x, &x, -2, 0, LabelConvention::replaced_is_one, &x, &r,
                                                    nullptr, nullptr),
                std::invalid_argument);

@@ -152,9 +152,8 @@ void expect_matches(const Case& c, const Result& ref, const Result& got, const s
 }
 
 const Case kCases[] = {
-    {3, 1, false, LossReduction::mean},      {7, 7, true, LossReduction::mean},
-    {33, 1000, false, LossReduction::sum},   {4, 30522, true, LossReduction::mean},
-    {130, 61, true, LossReduction::sum},     {1, 257, false, LossReduction::mean},
+    {3, 1, false, LossReduction::mean},    {7, 7, true, LossReduction::mean},   {33, 1000, false, LossReduction::sum},
+    {4, 30522, true, LossReduction::mean}, {130, 61, true, LossReduction::sum}, {1, 257, false, LossReduction::mean},
 };
 
 template <class T>
@@ -237,10 +236,10 @@ Problem extreme_problem(const Case& c) {
   p.logits.resize(static_cast<size_t>(c.rows * c.vocab));
   p.targets = {0, 1, 999, 500};
   for (int64_t j = 0; j < c.vocab; ++j) {
-    p.logits[static_cast<size_t>(0 * c.vocab + j)] = j == 0 ? 1e4f : -1e4f;  // confident and right: ce = 0
-    p.logits[static_cast<size_t>(1 * c.vocab + j)] = j == 0 ? 1e4f : -1e4f;  // confident and wrong: ce = 2e4
+    p.logits[static_cast<size_t>(0 * c.vocab + j)] = j == 0 ? 1e4f : -1e4f;   // confident and right: ce = 0
+    p.logits[static_cast<size_t>(1 * c.vocab + j)] = j == 0 ? 1e4f : -1e4f;   // confident and wrong: ce = 2e4
     p.logits[static_cast<size_t>(2 * c.vocab + j)] = (j % 2 ? 1e4f : -1e4f);  // 500 tied maxima: ce = log 500
-    p.logits[static_cast<size_t>(3 * c.vocab + j)] = -1e4f;                  // flat row: ce = log V
+    p.logits[static_cast<size_t>(3 * c.vocab + j)] = -1e4f;                   // flat row: ce = log V
   }
   return p;
 }
@@ -344,10 +343,10 @@ TEST(CrossEntropyCuda, ResultsAreScheduleInvariant) {
 TEST(CrossEntropyCuda, RejectsBadSizes) {
   float dummy = 0.0f;
   int32_t target = 0, counts[3] = {};
-  EXPECT_THROW(coco::kernels::cuda::cross_entropy_forward(&dummy, &target, nullptr, 1, 0, kIgnore, LossReduction::mean,
-                                                          &dummy, &dummy, &dummy, counts, static_cast<float*>(nullptr),
-                                                          1.0f, nullptr),
-               std::invalid_argument);
+  EXPECT_THROW(
+      coco::kernels::cuda::cross_entropy_forward(&dummy, &target, nullptr, 1, 0, kIgnore, LossReduction::mean, &dummy,
+                                                 &dummy, &dummy, counts, static_cast<float*>(nullptr), 1.0f, nullptr),
+      std::invalid_argument);
   EXPECT_THROW(coco::kernels::cpu::cross_entropy_forward(&dummy, &target, static_cast<const float*>(nullptr), -1, 3,
                                                          kIgnore, LossReduction::mean, &dummy, &dummy, &dummy, counts),
                std::invalid_argument);

@@ -79,8 +79,10 @@ TEST(DropoutCpu, DropRateAndScalingAreRight) {
   int64_t dropped = 0;
   double total = 0.0;
   for (float v : out) {
-    if (v == 0.0f) ++dropped;
-    else EXPECT_FLOAT_EQ(v, static_cast<float>(1.0 / 0.9));
+    if (v == 0.0f)
+      ++dropped;
+    else
+      EXPECT_FLOAT_EQ(v, static_cast<float>(1.0 / 0.9));
     total += v;
   }
   // Binomial(200000, 0.1): standard deviation 134; 6 sigma = 805.
@@ -102,11 +104,11 @@ TEST(DropoutCuda, IndexOffsetShiftsTheMask) {
 TEST(DropoutCpu, StreamsDiffer) {
   const int64_t n = 4096;
   const std::vector<uint8_t> base = cpu_mask(n, 0.5, Stream(1, 10, Purpose::dropout_residual));
-  EXPECT_NE(base, cpu_mask(n, 0.5, Stream(2, 10, Purpose::dropout_residual)));      // seed
-  EXPECT_NE(base, cpu_mask(n, 0.5, Stream(1, 11, Purpose::dropout_residual)));      // step
-  EXPECT_NE(base, cpu_mask(n, 0.5, Stream(1, 10, Purpose::dropout_attention)));     // purpose
-  EXPECT_NE(base, cpu_mask(n, 0.5, Stream(1, 10, Purpose::dropout_residual, 1)));   // instance (layer)
-  EXPECT_EQ(base, cpu_mask(n, 0.5, Stream(1, 10, Purpose::dropout_residual)));      // replay
+  EXPECT_NE(base, cpu_mask(n, 0.5, Stream(2, 10, Purpose::dropout_residual)));     // seed
+  EXPECT_NE(base, cpu_mask(n, 0.5, Stream(1, 11, Purpose::dropout_residual)));     // step
+  EXPECT_NE(base, cpu_mask(n, 0.5, Stream(1, 10, Purpose::dropout_attention)));    // purpose
+  EXPECT_NE(base, cpu_mask(n, 0.5, Stream(1, 10, Purpose::dropout_residual, 1)));  // instance (layer)
+  EXPECT_EQ(base, cpu_mask(n, 0.5, Stream(1, 10, Purpose::dropout_residual)));     // replay
 }
 
 TEST(DropoutCuda, ZeroAndOneProbability) {
@@ -148,7 +150,8 @@ TEST(DropoutCuda, NanAndInfKeepMultiplySemantics) {
 TEST(DropoutCuda, ScheduleInvariant) {
   const int64_t n = 3001;
   const Stream rng(3, 4, Purpose::dropout_attention, 7);
-  GuardedDeviceBuffer<__nv_bfloat16> d_x(coco::testing::from_floats<__nv_bfloat16>(random_floats(static_cast<size_t>(n), 2))),
+  GuardedDeviceBuffer<__nv_bfloat16> d_x(
+      coco::testing::from_floats<__nv_bfloat16>(random_floats(static_cast<size_t>(n), 2))),
       d_out(static_cast<size_t>(n));
   const emu::OracleResult result = emu::check_schedule_invariance(
       [&] {

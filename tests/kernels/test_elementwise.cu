@@ -14,8 +14,8 @@ namespace coco {
 namespace {
 
 using kernels::BinaryOp;
-using testing::GuardedDeviceBuffer;
 using testing::from_floats;
+using testing::GuardedDeviceBuffer;
 using testing::matches_reference;
 using testing::random_floats;
 using testing::round_through;
@@ -31,22 +31,30 @@ const int64_t kSizes[] = {1, 7, 33, 130, 1031};
 //   f64:  computed in f64 -> 1e-24.
 template <class T>
 constexpr double threshold() {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) return 2e-5;
-  else if constexpr (std::is_same_v<T, __half>) return 1e-6;
-  else if constexpr (std::is_same_v<T, double>) return 1e-24;
-  else return 1e-12;
+  if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    return 2e-5;
+  else if constexpr (std::is_same_v<T, __half>)
+    return 1e-6;
+  else if constexpr (std::is_same_v<T, double>)
+    return 1e-24;
+  else
+    return 1e-12;
 }
 
 template <class T>
 std::vector<T> from_doubles(const std::vector<float>& values) {
-  if constexpr (std::is_same_v<T, double>) return std::vector<double>(values.begin(), values.end());
-  else return from_floats<T>(values);
+  if constexpr (std::is_same_v<T, double>)
+    return std::vector<double>(values.begin(), values.end());
+  else
+    return from_floats<T>(values);
 }
 
 template <class T>
 std::vector<float> rounded(const std::vector<float>& values) {
-  if constexpr (std::is_same_v<T, double>) return values;
-  else return round_through<T>(values);
+  if constexpr (std::is_same_v<T, double>)
+    return values;
+  else
+    return round_through<T>(values);
 }
 
 template <class T>
@@ -144,14 +152,16 @@ TYPED_TEST(ElementwiseKernel, AddInplaceAndMulBackwardMatchReference) {
 template <class Src>
 void check_mixed_add_inplace() {
   for (int64_t n : kSizes) {
-    const std::vector<float> dst_values = random_floats(n, 3 + n), src_values = round_through<Src>(random_floats(n, 4 + n));
+    const std::vector<float> dst_values = random_floats(n, 3 + n),
+                             src_values = round_through<Src>(random_floats(n, 4 + n));
     std::vector<double> reference(n);
     for (int64_t i = 0; i < n; ++i) reference[i] = static_cast<double>(dst_values[i]) + src_values[i];
     GuardedDeviceBuffer<float> dst(dst_values);
     GuardedDeviceBuffer<Src> src(from_floats<Src>(src_values));
     kernels::cuda::add_inplace<float, Src>(dst.data(), src.data(), n, nullptr);
     // f32 sum of two f32-representable values: one rounding, NMSE <= 4e-15.
-    EXPECT_TRUE(matches_reference(reference, to_f64(dst.download()), 1e-12, "mixed add_inplace n=" + std::to_string(n)));
+    EXPECT_TRUE(
+        matches_reference(reference, to_f64(dst.download()), 1e-12, "mixed add_inplace n=" + std::to_string(n)));
     EXPECT_TRUE(dst.guards_intact());
   }
 }

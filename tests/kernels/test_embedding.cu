@@ -43,9 +43,12 @@ std::vector<int32_t> make_ids(const EmbeddingShape& s, unsigned seed, int64_t pa
   std::vector<int32_t> ids(static_cast<size_t>(s.positions()));
   for (auto& id : ids) {
     const unsigned r = generator() % 10;
-    if (r < 3) id = static_cast<int32_t>(s.vocab - 1);  // a heavy hitter (long run)
-    else if (r == 3 && padding_id >= 0) id = static_cast<int32_t>(padding_id);
-    else id = static_cast<int32_t>(generator() % static_cast<unsigned>(s.vocab));
+    if (r < 3)
+      id = static_cast<int32_t>(s.vocab - 1);  // a heavy hitter (long run)
+    else if (r == 3 && padding_id >= 0)
+      id = static_cast<int32_t>(padding_id);
+    else
+      id = static_cast<int32_t>(generator() % static_cast<unsigned>(s.vocab));
   }
   return ids;
 }
@@ -77,8 +80,8 @@ TYPED_TEST(EmbeddingCuda, ForwardMatchesCpuBitwise) {
           d_out(out.size());
       GuardedDeviceBuffer<uint32_t> d_bad(1);
       d_out.poison();
-      coco::kernels::cuda::embedding_forward(d_out.data(), d_ids.data(), d_tok.data(), with_pos ? d_pos.data() : nullptr,
-                                             s, d_bad.data(), nullptr);
+      coco::kernels::cuda::embedding_forward(d_out.data(), d_ids.data(), d_tok.data(),
+                                             with_pos ? d_pos.data() : nullptr, s, d_bad.data(), nullptr);
       EXPECT_EQ(to_f64(d_out.download()), to_f64(out)) << label(s) << " pos=" << with_pos;
       EXPECT_EQ(d_bad.download()[0], coco::kernels::cuda::kNoBadPosition);
       EXPECT_NO_THROW(coco::kernels::cuda::embedding_throw_if_bad_id(d_bad.data(), d_ids.data(), s, nullptr));
@@ -93,7 +96,8 @@ void check_backward(const EmbeddingShape& s, int64_t padding_id, double threshol
   const int64_t max_positions = s.seq + 2;
   const std::vector<float> dout = round_through<T>(random_floats(static_cast<size_t>(s.positions() * s.dim), 3));
   const std::vector<float> initial_tok = round_through<GradT>(random_floats(static_cast<size_t>(s.vocab * s.dim), 4));
-  const std::vector<float> initial_pos = round_through<GradT>(random_floats(static_cast<size_t>(max_positions * s.dim), 5));
+  const std::vector<float> initial_pos =
+      round_through<GradT>(random_floats(static_cast<size_t>(max_positions * s.dim), 5));
   std::vector<float> dtok = initial_tok, dpos = initial_pos;
   coco::kernels::cpu::embedding_backward(dtok.data(), dpos.data(), dout.data(), ids.data(), s, padding_id);
 
@@ -165,7 +169,8 @@ TEST(EmbeddingCuda, BackwardIsBitwiseScheduleInvariant) {
   const std::vector<int32_t> ids = make_ids(s, 21, 0);
   using T = __nv_bfloat16;
   GuardedDeviceBuffer<int32_t> d_ids(ids);
-  GuardedDeviceBuffer<T> d_dout(coco::testing::from_floats<T>(random_floats(static_cast<size_t>(s.positions() * s.dim), 8)));
+  GuardedDeviceBuffer<T> d_dout(
+      coco::testing::from_floats<T>(random_floats(static_cast<size_t>(s.positions() * s.dim), 8)));
   GuardedDeviceBuffer<float> d_dtok(static_cast<size_t>(s.vocab * s.dim)), d_dpos(static_cast<size_t>(s.seq * s.dim));
   GuardedDeviceBuffer<uint8_t> workspace(coco::kernels::cuda::embedding_backward_workspace_bytes(s));
   const emu::OracleResult result = emu::check_schedule_invariance(
@@ -202,8 +207,8 @@ TEST(EmbeddingCpu, OutOfRangeIdThrowsNamingIdAndPosition) {
 TEST(EmbeddingCuda, OutOfRangeIdsAreClampedAndReported) {
   const EmbeddingShape s{2, 7, 11, 5};
   std::vector<int32_t> ids = make_ids(s, 3, -1);
-  ids[9] = 11;       // b=1, t=2: first offender
-  ids[12] = -1;      // b=1, t=5
+  ids[9] = 11;   // b=1, t=2: first offender
+  ids[12] = -1;  // b=1, t=5
   ids[13] = 1 << 30;
   const std::vector<float> tok = random_floats(static_cast<size_t>(s.vocab * s.dim), 1);
   const std::vector<float> pos = random_floats(static_cast<size_t>(s.seq * s.dim), 2);
@@ -216,8 +221,10 @@ TEST(EmbeddingCuda, OutOfRangeIdsAreClampedAndReported) {
   // Clamped reads: the offending rows hold tok[V-1] + pos (high ids) and tok[0] + pos (negative).
   const std::vector<float> out = d_out.download();
   for (int64_t e = 0; e < s.dim; ++e) {
-    EXPECT_EQ(out[static_cast<size_t>(9 * s.dim + e)], tok[static_cast<size_t>(10 * s.dim + e)] + pos[static_cast<size_t>(2 * s.dim + e)]);
-    EXPECT_EQ(out[static_cast<size_t>(12 * s.dim + e)], tok[static_cast<size_t>(e)] + pos[static_cast<size_t>(5 * s.dim + e)]);
+    EXPECT_EQ(out[static_cast<size_t>(9 * s.dim + e)],
+              tok[static_cast<size_t>(10 * s.dim + e)] + pos[static_cast<size_t>(2 * s.dim + e)]);
+    EXPECT_EQ(out[static_cast<size_t>(12 * s.dim + e)],
+              tok[static_cast<size_t>(e)] + pos[static_cast<size_t>(5 * s.dim + e)]);
   }
   try {
     coco::kernels::cuda::embedding_throw_if_bad_id(d_bad.data(), d_ids.data(), s, nullptr);
@@ -285,7 +292,7 @@ TEST(EmbeddingCuda, NanInDoutStaysInItsRows) {
   const EmbeddingShape s{2, 7, 6, 5};
   const std::vector<int32_t> ids = {0, 1, 2, 3, 4, 5, 0, 1, 1, 1, 2, 2, 3, 3};
   std::vector<float> dout = random_floats(70, 6);
-  dout[5 * 3 + 2] = NAN;  // position 3 (id 3), column 2
+  dout[5 * 3 + 2] = NAN;       // position 3 (id 3), column 2
   dout[5 * 8 + 0] = INFINITY;  // position 8 (id 1), column 0
   std::vector<float> dtok(30, 0.0f), dpos(35, 0.0f);
   coco::kernels::cpu::embedding_backward(dtok.data(), dpos.data(), dout.data(), ids.data(), s, -1);
@@ -301,9 +308,9 @@ TEST(EmbeddingCuda, NanInDoutStaysInItsRows) {
 TEST(EmbeddingCuda, RejectsBadShapes) {
   float value = 0.0f;
   int32_t id = 0;
-  EXPECT_THROW(coco::kernels::cuda::embedding_forward(&value, &id, &value, &value, EmbeddingShape{1, 1, 0, 4}, nullptr,
-                                                      nullptr),
-               std::invalid_argument);
+  EXPECT_THROW(
+      coco::kernels::cuda::embedding_forward(&value, &id, &value, &value, EmbeddingShape{1, 1, 0, 4}, nullptr, nullptr),
+      std::invalid_argument);
   EXPECT_THROW(coco::kernels::cpu::embedding_forward(&value, &id, &value, &value, EmbeddingShape{1, 1, 3, 0}),
                std::invalid_argument);
 }

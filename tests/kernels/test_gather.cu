@@ -59,8 +59,8 @@ std::vector<double> cuda_gather(const std::vector<float>& src, const Case& c, co
   GuardedDeviceBuffer<int32_t> d_index(index), d_invalid(1);
   d_out.poison();
   d_invalid.poison();
-  coco::kernels::cuda::gather_rows(d_src.data(), c.rows, c.dim, d_index.data(), c.count, d_out.data(),
-                                   d_invalid.data(), nullptr);
+  coco::kernels::cuda::gather_rows(d_src.data(), c.rows, c.dim, d_index.data(), c.count, d_out.data(), d_invalid.data(),
+                                   nullptr);
   COCO_CUDA_CHECK(cudaDeviceSynchronize());
   *invalid_out = d_invalid.download()[0];
   *guards_ok = d_out.guards_intact() && d_invalid.guards_intact();
@@ -225,10 +225,9 @@ TEST(GatherCuda, NanAndInfTravelWithTheirRows) {
   std::vector<float> back(24, 0.0f);
   coco::kernels::cpu::scatter_add_rows(ref.data(), index.data(), c.count, c.dim, back.data(), c.rows);
   ASSERT_TRUE(std::isnan(back[1 * 6 + 2]) && std::isinf(back[3 * 6 + 0]) && std::isfinite(back[0]));
-  EXPECT_TRUE(matches_reference(to_f64(back),
-                                cuda_scatter<float, float>(ref, std::vector<float>(24, 0.0f), c, index, &invalid,
-                                                           &guards_ok),
-                                kF32Threshold, "scatter with NaN/Inf"));
+  EXPECT_TRUE(matches_reference(
+      to_f64(back), cuda_scatter<float, float>(ref, std::vector<float>(24, 0.0f), c, index, &invalid, &guards_ok),
+      kF32Threshold, "scatter with NaN/Inf"));
 }
 
 TEST(GatherCuda, GatherIsScheduleInvariant) {

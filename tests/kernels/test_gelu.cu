@@ -27,7 +27,8 @@ const char* name(GeluApproximation a) { return a == GeluApproximation::erf ? "er
 
 template <class T>
 void check_against_cpu(int64_t n, GeluApproximation approximation, double threshold) {
-  std::vector<float> x = round_through<T>(coco::testing::random_floats(static_cast<size_t>(n), 100 + static_cast<unsigned>(n), -6.0f, 6.0f));
+  std::vector<float> x = round_through<T>(
+      coco::testing::random_floats(static_cast<size_t>(n), 100 + static_cast<unsigned>(n), -6.0f, 6.0f));
   std::vector<float> dout = round_through<T>(coco::testing::random_floats(static_cast<size_t>(n), 7, -1.0f, 1.0f));
   std::vector<float> out(x.size()), dx(x.size());
   coco::kernels::cpu::gelu_forward(out.data(), x.data(), n, approximation);
@@ -75,8 +76,10 @@ TEST(GeluCuda, NanInfAndHugeValues) {
     coco::kernels::cuda::gelu_forward(d_out.data(), d_x.data(), static_cast<int64_t>(x.size()), a, nullptr);
     coco::kernels::cuda::gelu_backward(d_dx.data(), d_dout.data(), d_x.data(), static_cast<int64_t>(x.size()), a,
                                        nullptr);
-    EXPECT_TRUE(matches_reference(to_f64(out), to_f64(d_out.download()), kF32Threshold, std::string("forward ") + name(a)));
-    EXPECT_TRUE(matches_reference(to_f64(dx), to_f64(d_dx.download()), kF32Threshold, std::string("backward ") + name(a)));
+    EXPECT_TRUE(
+        matches_reference(to_f64(out), to_f64(d_out.download()), kF32Threshold, std::string("forward ") + name(a)));
+    EXPECT_TRUE(
+        matches_reference(to_f64(dx), to_f64(d_dx.download()), kF32Threshold, std::string("backward ") + name(a)));
   }
 }
 

@@ -53,9 +53,9 @@ HostGrad make_grad(int64_t numel, DType dtype, unsigned seed, float scale) {
 }
 
 std::vector<HostGrad> mixed_grads(unsigned seed) {
-  return {make_grad(1, DType::f32, seed, 1.0f),         make_grad(7, DType::bf16, seed + 1, 3.0f),
-          make_grad(33, DType::f16, seed + 2, 0.01f),   make_grad(130, DType::f32, seed + 3, 100.0f),
-          make_grad(0, DType::f32, seed + 4, 1.0f),     make_grad(4096, DType::bf16, seed + 5, 0.1f),
+  return {make_grad(1, DType::f32, seed, 1.0f),          make_grad(7, DType::bf16, seed + 1, 3.0f),
+          make_grad(33, DType::f16, seed + 2, 0.01f),    make_grad(130, DType::f32, seed + 3, 100.0f),
+          make_grad(0, DType::f32, seed + 4, 1.0f),      make_grad(4096, DType::bf16, seed + 5, 0.1f),
           make_grad(10001, DType::f32, seed + 6, 1e-3f), make_grad(4097, DType::f16, seed + 7, 2.0f)};
 }
 
@@ -200,7 +200,8 @@ TEST(ClipGradNorm, TensorsOnBothDevices) {
   }
   EXPECT_NEAR(coco::optim::grad_norm({on_cpu, on_cuda}), std::sqrt(mixed), 1e-6 * std::sqrt(mixed));
   EXPECT_EQ(coco::optim::grad_norm({}), 0.0);
-  EXPECT_TRUE(std::isnan(coco::optim::clip_grad_norm({coco::Tensor::full(coco::Shape{3}, NAN, coco::DType::f32)}, 1.0).factor));
+  EXPECT_TRUE(
+      std::isnan(coco::optim::clip_grad_norm({coco::Tensor::full(coco::Shape{3}, NAN, coco::DType::f32)}, 1.0).factor));
   EXPECT_THROW(coco::optim::grad_norm({coco::Tensor::zeros(coco::Shape{3}, coco::DType::i32)}), coco::TensorError);
 }
 

@@ -207,7 +207,8 @@ TEST(LayerNormCuda, NanAndInfPropagateLikeTheReference) {
   dout[3 * 37 + 11] = NAN;
   std::vector<float> dx(n), dgamma(37, 0.0f), dbeta(37, 0.0f);
   coco::kernels::cpu::layernorm_backward(dx.data(), dgamma.data(), dbeta.data(), dout.data(),
-                                         static_cast<const float*>(nullptr), x_finite.data(), in.gamma.data(), mean.data(), rstd.data(), s.rows, s.C);
+                                         static_cast<const float*>(nullptr), x_finite.data(), in.gamma.data(),
+                                         mean.data(), rstd.data(), s.rows, s.C);
   GuardedDeviceBuffer<float> d_xf(x_finite), d_dout(dout), d_dx(n), d_dgamma(37), d_dbeta(37), d_mean2(mean),
       d_rstd2(rstd);
   GuardedDeviceBuffer<uint8_t> workspace(coco::kernels::cuda::layernorm_backward_workspace_bytes(s.rows, s.C));
@@ -239,11 +240,11 @@ TEST(LayerNormCuda, BackwardIsScheduleInvariant) {
         for (auto* b : {&d_mean, &d_rstd, &d_dgamma, &d_dbeta}) b->poison(0x00);
         workspace.poison(0x7F);
         coco::kernels::cuda::residual_layernorm_forward(d_out.data(), d_sum.data(), d_mean.data(), d_rstd.data(),
-                                                        d_x.data(), d_residual.data(), d_gamma.data(),
-                                                        d_beta.data(), s.rows, s.C, kEps, nullptr);
-        coco::kernels::cuda::layernorm_backward(d_dx.data(), d_dgamma.data(), d_dbeta.data(), d_dout.data(),
-                                                d_x.data(), d_sum.data(), d_gamma.data(), d_mean.data(),
-                                                d_rstd.data(), s.rows, s.C, workspace.data(), nullptr);
+                                                        d_x.data(), d_residual.data(), d_gamma.data(), d_beta.data(),
+                                                        s.rows, s.C, kEps, nullptr);
+        coco::kernels::cuda::layernorm_backward(d_dx.data(), d_dgamma.data(), d_dbeta.data(), d_dout.data(), d_x.data(),
+                                                d_sum.data(), d_gamma.data(), d_mean.data(), d_rstd.data(), s.rows, s.C,
+                                                workspace.data(), nullptr);
         std::vector<uint8_t> bytes;
         for (const auto* b : {&d_out, &d_sum, &d_dx}) {
           const auto part = b->download_bytes();
@@ -261,12 +262,13 @@ TEST(LayerNormCuda, BackwardIsScheduleInvariant) {
 
 TEST(LayerNormCuda, RejectsBadShapesAndMissingWorkspace) {
   float dummy = 0.0f;
-  EXPECT_THROW(coco::kernels::cuda::layernorm_forward(&dummy, &dummy, &dummy, &dummy, &dummy, &dummy, 1, 0, kEps,
-                                                      nullptr),
-               std::invalid_argument);
-  EXPECT_THROW(coco::kernels::cuda::layernorm_backward(&dummy, &dummy, &dummy, &dummy, static_cast<const float*>(nullptr),
-                                                       &dummy, &dummy, &dummy, &dummy, 1, 1, nullptr, nullptr),
-               std::invalid_argument);
+  EXPECT_THROW(
+      coco::kernels::cuda::layernorm_forward(&dummy, &dummy, &dummy, &dummy, &dummy, &dummy, 1, 0, kEps, nullptr),
+      std::invalid_argument);
+  EXPECT_THROW(
+      coco::kernels::cuda::layernorm_backward(&dummy, &dummy, &dummy, &dummy, static_cast<const float*>(nullptr),
+                                              &dummy, &dummy, &dummy, &dummy, 1, 1, nullptr, nullptr),
+      std::invalid_argument);
 }
 
 TEST(LayerNormCuda, EpsIsUsed) {
@@ -283,8 +285,8 @@ TEST(LayerNormCpu, EpsIsUsed) {
   // A constant row has zero variance: rstd = 1/sqrt(eps), output = beta.
   const std::vector<float> x = {2.0f, 2.0f, 2.0f}, gamma = {1.0f, 2.0f, 3.0f}, beta = {0.5f, -0.5f, 0.25f};
   std::vector<float> out(3), mean(1), rstd(1);
-  coco::kernels::cpu::layernorm_forward(out.data(), mean.data(), rstd.data(), x.data(), gamma.data(), beta.data(), 1,
-                                        3, 0.25);
+  coco::kernels::cpu::layernorm_forward(out.data(), mean.data(), rstd.data(), x.data(), gamma.data(), beta.data(), 1, 3,
+                                        0.25);
   EXPECT_FLOAT_EQ(rstd[0], 2.0f);
   EXPECT_FLOAT_EQ(mean[0], 2.0f);
   EXPECT_EQ(out, beta);

@@ -36,7 +36,8 @@ std::vector<uint8_t> finite_bytes(int64_t numel, DType dtype, unsigned seed) {
   const std::vector<float> v = coco::testing::random_floats(static_cast<size_t>(numel), seed, -100.0f, 100.0f);
   std::vector<uint8_t> bytes(static_cast<size_t>(numel) * coco::dtype_size(dtype));
   for (int64_t i = 0; i < numel; ++i) {
-    if (dtype == DType::f32) std::memcpy(bytes.data() + 4 * i, &v[i], 4);
+    if (dtype == DType::f32)
+      std::memcpy(bytes.data() + 4 * i, &v[i], 4);
     else if (dtype == DType::bf16) {
       const __nv_bfloat16 b = __float2bfloat16(v[i]);
       std::memcpy(bytes.data() + 2 * i, &b, 2);
@@ -49,7 +50,8 @@ std::vector<uint8_t> finite_bytes(int64_t numel, DType dtype, unsigned seed) {
 }
 
 void store(std::vector<uint8_t>& bytes, DType dtype, int64_t i, float value) {
-  if (dtype == DType::f32) std::memcpy(bytes.data() + 4 * i, &value, 4);
+  if (dtype == DType::f32)
+    std::memcpy(bytes.data() + 4 * i, &value, 4);
   else if (dtype == DType::bf16) {
     const __nv_bfloat16 b = __float2bfloat16(value);
     std::memcpy(bytes.data() + 2 * i, &b, 2);
@@ -89,7 +91,8 @@ int32_t cuda_flag(const Tensors& t, int32_t initial = 0) {
   const int64_t chunks = coco::kernels::plan_norm_chunks(descs);
   GuardedDeviceBuffer<NormTensorDesc> device_descs(descs);
   GuardedDeviceBuffer<int32_t> flag(std::vector<int32_t>{initial});
-  coco::kernels::cuda::mark_nonfinite(device_descs.data(), static_cast<int>(descs.size()), chunks, flag.data(), nullptr);
+  coco::kernels::cuda::mark_nonfinite(device_descs.data(), static_cast<int>(descs.size()), chunks, flag.data(),
+                                      nullptr);
   COCO_CUDA_CHECK(cudaDeviceSynchronize());
   EXPECT_TRUE(flag.guards_intact());
   return flag.download()[0];
@@ -228,7 +231,8 @@ TEST(GradScaler, StateRoundTripsAndIsValidated) {
   a.update(false);
   GradScaler b(small_options());
   b.load_state(a.state());
-  for (bool overflow : {false, false, true, false, false, false, false}) EXPECT_EQ(a.update(overflow), b.update(overflow));
+  for (bool overflow : {false, false, true, false, false, false, false})
+    EXPECT_EQ(a.update(overflow), b.update(overflow));
   EXPECT_EQ(a.state().scale, b.state().scale);
   EXPECT_EQ(a.state().growth_tracker, b.state().growth_tracker);
   EXPECT_EQ(a.state().skipped_steps, b.state().skipped_steps);

@@ -66,15 +66,25 @@ std::vector<int32_t> make_batch(int64_t B, int64_t T, unsigned seed, bool distin
   for (int64_t b = 0; b < B; ++b) {
     int64_t len;
     switch (b % 5) {
-      case 0: len = T; break;
-      case 1: len = 0; break;
-      case 2: len = std::min<int64_t>(T, 1); break;
-      default: len = 1 + static_cast<int64_t>(rng() % static_cast<unsigned>(T)); break;
+      case 0:
+        len = T;
+        break;
+      case 1:
+        len = 0;
+        break;
+      case 2:
+        len = std::min<int64_t>(T, 1);
+        break;
+      default:
+        len = 1 + static_cast<int64_t>(rng() % static_cast<unsigned>(T));
+        break;
     }
     for (int64_t t = 0; t < len; ++t) {
       int32_t token;
-      if (t == 0) token = kCls;
-      else if (distinct) token = static_cast<int32_t>(10 + t);
+      if (t == 0)
+        token = kCls;
+      else if (distinct)
+        token = static_cast<int32_t>(10 + t);
       else {
         const unsigned r = rng() % 100;
         token = r < 4 ? kSep : r < 8 ? kIgnored : static_cast<int32_t>(10 + rng() % (kVocab - 10));
@@ -166,9 +176,9 @@ TEST(Masking, CudaMatchesCpuBitwise) {
       MaskingConfig c = preset == MaskPreset::lucidrains ? lucidrains_config() : paper_config();
       c.random_token_prob = random_prob;
       for (const Shape& s : kShapes) {
-        const std::string what = std::string(preset == MaskPreset::lucidrains ? "lucidrains" : "paper") + " B=" +
-                                 std::to_string(s.B) + " T=" + std::to_string(s.T) + " random=" +
-                                 std::to_string(random_prob);
+        const std::string what = std::string(preset == MaskPreset::lucidrains ? "lucidrains" : "paper") +
+                                 " B=" + std::to_string(s.B) + " T=" + std::to_string(s.T) +
+                                 " random=" + std::to_string(random_prob);
         const auto tokens = make_batch(s.B, s.T, static_cast<unsigned>(s.T * 31 + s.B));
         const MaskKernelParams p = coco::kernels::make_mask_params(c, 1234, 77);
         bool guards_ok = false;
@@ -283,7 +293,8 @@ TEST(Masking, PaperCountsDropClsAndMaskEverything) {
 // deviations of the chi-squared distribution, far outside a correct sampler's range.
 double chi_squared(const std::vector<double>& observed, const std::vector<double>& expected) {
   double chi2 = 0.0;
-  for (size_t i = 0; i < observed.size(); ++i) chi2 += (observed[i] - expected[i]) * (observed[i] - expected[i]) / expected[i];
+  for (size_t i = 0; i < observed.size(); ++i)
+    chi2 += (observed[i] - expected[i]) * (observed[i] - expected[i]) / expected[i];
   return chi2;
 }
 double chi_squared_bound(size_t categories) {
@@ -297,7 +308,8 @@ TEST(Masking, SelectionAndCropAreUniformOverPositions) {
   const int64_t B = 4000, T = 24;
   std::vector<int32_t> tokens(static_cast<size_t>(B * T));
   for (int64_t b = 0; b < B; ++b)
-    for (int64_t t = 0; t < T; ++t) tokens[static_cast<size_t>(b * T + t)] = t == 0 ? kCls : static_cast<int32_t>(10 + t);
+    for (int64_t t = 0; t < T; ++t)
+      tokens[static_cast<size_t>(b * T + t)] = t == 0 ? kCls : static_cast<int32_t>(10 + t);
   const MaskResult r = run_cpu(tokens, B, T, coco::kernels::make_mask_params(lucidrains_config(), 11, 0));
   std::vector<double> selected_at(T - 1, 0.0), cropped_at(T - 1, 0.0);
   for (int64_t b = 0; b < B; ++b) {
@@ -312,7 +324,8 @@ TEST(Masking, SelectionAndCropAreUniformOverPositions) {
   // Pairs are not tied to each other: positions 1 and 2 are selected together as often as
   // independent-looking uniform subsets predict, C(21,2)/C(23,4) = 4*3/(23*22).
   double both = 0.0;
-  for (int64_t b = 0; b < B; ++b) both += r.selected[static_cast<size_t>(b * T + 1)] && r.selected[static_cast<size_t>(b * T + 2)];
+  for (int64_t b = 0; b < B; ++b)
+    both += r.selected[static_cast<size_t>(b * T + 1)] && r.selected[static_cast<size_t>(b * T + 2)];
   const double p_both = 12.0 / (23.0 * 22.0);
   EXPECT_NEAR(both, B * p_both, 5 * std::sqrt(B * p_both));
 }
@@ -355,7 +368,8 @@ TEST(Masking, PaperCropIsContiguousSpanWithUniformStart) {
   const int64_t B = 4000;
   std::vector<int32_t> tokens(static_cast<size_t>(B * T));
   for (int64_t b = 0; b < B; ++b)
-    for (int64_t t = 0; t < T; ++t) tokens[static_cast<size_t>(b * T + t)] = t == 0 ? kCls : static_cast<int32_t>(10 + t);
+    for (int64_t t = 0; t < T; ++t)
+      tokens[static_cast<size_t>(b * T + t)] = t == 0 ? kCls : static_cast<int32_t>(10 + t);
   const MaskResult r = run_cpu(tokens, B, T, coco::kernels::make_mask_params(c, 21, 2));
   std::vector<double> starts(4, 0.0);
   for (int64_t b = 0; b < B; ++b) {
@@ -378,7 +392,8 @@ TEST(Masking, PaperCropIsContiguousSpanWithUniformStart) {
     int32_t n = 0;
     for (int64_t t = 0; t < T; ++t) n += padded[static_cast<size_t>(b * T + t)] != kPad;
     ASSERT_EQ(p.crop_length[static_cast<size_t>(b)], 1 + floor_percent(90, n)) << "row " << b << " n " << n;
-    for (int32_t j = 1; j < p.crop_length[static_cast<size_t>(b)]; ++j) ASSERT_NE(p.crop_tokens[static_cast<size_t>(b * T + j)], kPad);
+    for (int32_t j = 1; j < p.crop_length[static_cast<size_t>(b)]; ++j)
+      ASSERT_NE(p.crop_tokens[static_cast<size_t>(b * T + j)], kPad);
   }
 }
 
@@ -525,10 +540,11 @@ TEST(MaskingOps, CpuAndCudaTensorsGiveIdenticalBatches) {
       };
       const auto as_i32 = [](const coco::Tensor& t) { return t.to(coco::Device::cpu).to_vector<int32_t>(); };
       const auto labels = corrupted.labels.to(coco::Device::cpu).to_vector<float>();
-      results[d] = {u8_as_i32(batch.selected), as_i32(batch.generator_input), as_i32(batch.row_count),
-                    as_i32(batch.positions),  as_i32(batch.targets),         as_i32(crop.tokens),
-                    as_i32(crop.length),      as_i32(corrupted.tokens),      u8_as_i32(corrupted.replaced),
-                    std::vector<int32_t>(labels.begin(), labels.end())};
+      results[d] = {u8_as_i32(batch.selected),     as_i32(batch.generator_input),
+                    as_i32(batch.row_count),       as_i32(batch.positions),
+                    as_i32(batch.targets),         as_i32(crop.tokens),
+                    as_i32(crop.length),           as_i32(corrupted.tokens),
+                    u8_as_i32(corrupted.replaced), std::vector<int32_t>(labels.begin(), labels.end())};
       // The ops agree with the kernels they wrap.
       const MaskResult direct = run_cpu(host_tokens, B, T, coco::kernels::make_mask_params(c, 5, 6));
       EXPECT_EQ(as_i32(batch.positions), direct.positions);
@@ -549,9 +565,9 @@ TEST(MaskingOps, RejectBadTensors) {
   const coco::Tensor samples = coco::Tensor::from_vector(std::vector<int32_t>{5, 6}, coco::Shape{2});
   EXPECT_THROW(coco::ops::corrupt(tokens, positions, samples, 0, coco::kernels::LabelConvention::replaced_is_one),
                coco::TensorError);  // position 9 outside the 8 tokens
-  EXPECT_THROW(coco::ops::corrupt(tokens, positions, samples.rows(0, 1), 0,
-                                  coco::kernels::LabelConvention::replaced_is_one),
-               coco::TensorError);  // count mismatch
+  EXPECT_THROW(
+      coco::ops::corrupt(tokens, positions, samples.rows(0, 1), 0, coco::kernels::LabelConvention::replaced_is_one),
+      coco::TensorError);  // count mismatch
 }
 
 }  // namespace

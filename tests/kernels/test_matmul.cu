@@ -16,8 +16,8 @@ namespace coco {
 namespace {
 
 using kernels::Activation;
-using testing::GuardedDeviceBuffer;
 using testing::from_floats;
+using testing::GuardedDeviceBuffer;
 using testing::matches_reference;
 using testing::random_floats;
 using testing::round_through;
@@ -33,23 +33,31 @@ const int64_t kDims[] = {1, 7, 33, 130};
 //   f64: 1e-24.
 template <class T>
 constexpr double threshold() {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) return 2e-5;
-  else if constexpr (std::is_same_v<T, __half>) return 1e-6;
-  else if constexpr (std::is_same_v<T, double>) return 1e-24;
-  else return 1e-10;
+  if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    return 2e-5;
+  else if constexpr (std::is_same_v<T, __half>)
+    return 1e-6;
+  else if constexpr (std::is_same_v<T, double>)
+    return 1e-24;
+  else
+    return 1e-10;
 }
 
 template <class T>
 std::vector<T> to_type(const std::vector<float>& values) {
-  if constexpr (std::is_same_v<T, double>) return std::vector<double>(values.begin(), values.end());
-  else return from_floats<T>(values);
+  if constexpr (std::is_same_v<T, double>)
+    return std::vector<double>(values.begin(), values.end());
+  else
+    return from_floats<T>(values);
 }
 
 template <class T>
 std::vector<float> random_rounded(size_t count, unsigned seed) {
   std::vector<float> values = random_floats(count, seed);
-  if constexpr (std::is_same_v<T, double>) return values;
-  else return round_through<T>(values);
+  if constexpr (std::is_same_v<T, double>)
+    return values;
+  else
+    return round_through<T>(values);
 }
 
 // Element (r, c) of op(X) where X is stored row-major with row stride ld.
@@ -59,7 +67,8 @@ double element(const std::vector<float>& X, bool trans, int64_t ld, int64_t r, i
 
 // C (M, N) = alpha op(A) op(B) + beta C, in f64; C is stored with row stride ldc.
 void reference_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const std::vector<float>& A,
-                    int64_t lda, const std::vector<float>& B, int64_t ldb, double beta, std::vector<double>& C, int64_t ldc) {
+                    int64_t lda, const std::vector<float>& B, int64_t ldb, double beta, std::vector<double>& C,
+                    int64_t ldc) {
   for (int64_t i = 0; i < M; ++i)
     for (int64_t j = 0; j < N; ++j) {
       double total = 0.0;
@@ -72,9 +81,9 @@ struct GemmCase {
   bool ta, tb;
   int64_t M, N, K, lda, ldb, ldc;
   std::string str() const {
-    return "ta=" + std::to_string(ta) + " tb=" + std::to_string(tb) + " M=" + std::to_string(M) + " N=" +
-           std::to_string(N) + " K=" + std::to_string(K) + " lda=" + std::to_string(lda) + " ldb=" + std::to_string(ldb) +
-           " ldc=" + std::to_string(ldc);
+    return "ta=" + std::to_string(ta) + " tb=" + std::to_string(tb) + " M=" + std::to_string(M) +
+           " N=" + std::to_string(N) + " K=" + std::to_string(K) + " lda=" + std::to_string(lda) +
+           " ldb=" + std::to_string(ldb) + " ldc=" + std::to_string(ldc);
   }
 };
 
@@ -82,14 +91,17 @@ struct GemmCase {
 template <class In, class Out>
 void check_gemm(const GemmCase& g, double alpha, double beta, unsigned seed) {
   const int64_t a_rows = g.ta ? g.K : g.M, b_rows = g.tb ? g.N : g.K;
-  const std::vector<float> A = random_rounded<In>(a_rows * g.lda, seed), B = random_rounded<In>(b_rows * g.ldb, seed + 1);
+  const std::vector<float> A = random_rounded<In>(a_rows * g.lda, seed),
+                           B = random_rounded<In>(b_rows * g.ldb, seed + 1);
   const std::vector<float> C0 = random_rounded<Out>(g.M * g.ldc, seed + 2);
   std::vector<double> reference(C0.begin(), C0.end());
   reference_gemm(g.ta, g.tb, g.M, g.N, g.K, alpha, A, g.lda, B, g.ldb, beta, reference, g.ldc);
   GuardedDeviceBuffer<In> dA(to_type<In>(A)), dB(to_type<In>(B));
   GuardedDeviceBuffer<Out> dC(g.M * g.ldc);
-  if (beta == 0.0) dC.poison();  // beta == 0 ignores C's old contents, NaN included
-  else dC.upload(to_type<Out>(C0));
+  if (beta == 0.0)
+    dC.poison();  // beta == 0 ignores C's old contents, NaN included
+  else
+    dC.upload(to_type<Out>(C0));
   kernels::cuda::gemm<In, Out>(g.ta, g.tb, g.M, g.N, g.K, alpha, dA.data(), g.lda, dB.data(), g.ldb, beta, dC.data(),
                                g.ldc, nullptr);
   std::vector<double> got = to_f64(dC.download());
@@ -100,7 +112,8 @@ void check_gemm(const GemmCase& g, double alpha, double beta, unsigned seed) {
       ref_block.push_back(reference[i * g.ldc + j]);
       got_block.push_back(got[i * g.ldc + j]);
     }
-  ASSERT_TRUE(matches_reference(ref_block, got_block, threshold<Out>(), g.str())) << "alpha=" << alpha << " beta=" << beta;
+  ASSERT_TRUE(matches_reference(ref_block, got_block, threshold<Out>(), g.str()))
+      << "alpha=" << alpha << " beta=" << beta;
   ASSERT_TRUE(dC.guards_intact()) << g.str();
   if (beta != 0.0) {  // padding columns are left untouched
     for (int64_t i = 0; i < g.M; ++i)
@@ -214,7 +227,8 @@ void check_linear(Activation act, bool with_bias) {
   for (int64_t rows : kDims)
     for (int64_t in : kDims)
       for (int64_t out : kDims) {
-        const std::vector<float> x = random_rounded<T>(rows * in, seed += 3), W = random_rounded<T>(out * in, seed += 3);
+        const std::vector<float> x = random_rounded<T>(rows * in, seed += 3),
+                                 W = random_rounded<T>(out * in, seed += 3);
         const std::vector<float> bias = random_rounded<T>(out, seed += 3);
         std::vector<double> pre(rows * out), y(rows * out);
         reference_gemm(false, true, rows, out, in, 1.0, x, in, W, in, 0.0, pre, out);
@@ -235,7 +249,8 @@ void check_linear(Activation act, bool with_bias) {
         if (act != Activation::none) {
           ASSERT_TRUE(matches_reference(pre, to_f64(dpre.download()), threshold<T>(), what + " pre"));
         } else {
-          for (double v : to_f64(dpre.download())) ASSERT_TRUE(std::isnan(v)) << what << ": pre_act written without activation";
+          for (double v : to_f64(dpre.download()))
+            ASSERT_TRUE(std::isnan(v)) << what << ": pre_act written without activation";
         }
         ASSERT_TRUE(dy.guards_intact() && dpre.guards_intact()) << what;
       }
@@ -254,7 +269,8 @@ TEST_P(LinearKernel, F64) { check_linear<double>(GetParam(), true); }
 TEST_P(LinearKernel, CpuMatchesReference) {
   const Activation act = GetParam();
   const int64_t rows = 7, in = 33, out = 130;
-  const std::vector<float> x = random_floats(rows * in, 1), W = random_floats(out * in, 2), bias = random_floats(out, 3);
+  const std::vector<float> x = random_floats(rows * in, 1), W = random_floats(out * in, 2),
+                           bias = random_floats(out, 3);
   std::vector<double> pre(rows * out), y(rows * out);
   reference_gemm(false, true, rows, out, in, 1.0, x, in, W, in, 0.0, pre, out);
   for (int64_t i = 0; i < rows * out; ++i) {
@@ -262,7 +278,8 @@ TEST_P(LinearKernel, CpuMatchesReference) {
     y[i] = reference_activation(act, pre[i]);
   }
   std::vector<float> got_y(rows * out), got_pre(rows * out);
-  kernels::cpu::linear_forward<float>(x.data(), W.data(), bias.data(), act, rows, in, out, got_y.data(), got_pre.data());
+  kernels::cpu::linear_forward<float>(x.data(), W.data(), bias.data(), act, rows, in, out, got_y.data(),
+                                      got_pre.data());
   EXPECT_TRUE(matches_reference(y, testing::to_f64(got_y), 1e-10, "cpu linear y"));
   if (act != Activation::none) {
     EXPECT_TRUE(matches_reference(pre, testing::to_f64(got_pre), 1e-10, "cpu linear pre"));
@@ -288,8 +305,9 @@ void check_activation_backward(Activation act) {
     kernels::cuda::activation_backward<T>(act, d_dy.data(), d_pre.data(), d_out.data(), n, nullptr);
     // f64: finite-difference error ~1e-10 relative -> NMSE ~1e-20; 1e-16.
     const double limit = std::is_same_v<T, double> ? 1e-16 : threshold<T>();
-    ASSERT_TRUE(matches_reference(reference, to_f64(d_out.download()), limit,
-                                  std::string("activation_backward ") + kernels::activation_name(act) + " n=" + std::to_string(n)));
+    ASSERT_TRUE(matches_reference(
+        reference, to_f64(d_out.download()), limit,
+        std::string("activation_backward ") + kernels::activation_name(act) + " n=" + std::to_string(n)));
     ASSERT_TRUE(d_out.guards_intact());
   }
 }
@@ -311,7 +329,8 @@ INSTANTIATE_TEST_SUITE_P(Activations, LinearKernel,
 // every emulator schedule.
 TEST(MatmulKernel, ScheduleInvariant) {
   const int64_t rows = 33, in = 7, out = 130;
-  const std::vector<float> x = random_floats(rows * in, 1), W = random_floats(out * in, 2), bias = random_floats(out, 3);
+  const std::vector<float> x = random_floats(rows * in, 1), W = random_floats(out * in, 2),
+                           bias = random_floats(out, 3);
   GuardedDeviceBuffer<__nv_bfloat16> dx(from_floats<__nv_bfloat16>(x)), dW(from_floats<__nv_bfloat16>(W)),
       db(from_floats<__nv_bfloat16>(bias)), y(rows * out), pre(rows * out), dpre(rows * out);
   const emu::OracleResult result = emu::check_schedule_invariance([&] {
@@ -335,7 +354,7 @@ TEST(MatmulKernel, ScheduleInvariant) {
 TEST(MatmulKernel, NanAndInfPropagate) {
   const int64_t M = 4, N = 5, K = 6;
   std::vector<float> A = random_floats(M * K, 1), B = random_floats(K * N, 2, 0.5f, 1.0f);  // B > 0
-  A[1 * K + 2] = NAN;       // row 1 of C is NaN
+  A[1 * K + 2] = NAN;                                                                       // row 1 of C is NaN
   A[3 * K + 0] = INFINITY;  // row 3 of C is +Inf (B > 0, no other Inf)
   std::vector<double> reference(M * N);
   reference_gemm(false, false, M, N, K, 1.0, A, K, B, N, 0.0, reference, N);
@@ -390,17 +409,19 @@ TEST(MatmulKernel, EmptyDimensions) {
 TEST(MatmulKernel, RejectsInvalidArguments) {
   float value = 0.0f;
   // lda smaller than K for an untransposed A.
-  EXPECT_THROW((kernels::cuda::gemm<float, float>(false, false, 2, 2, 3, 1.0, &value, 2, &value, 2, 0.0, &value, 2, nullptr)),
-               std::invalid_argument);
+  EXPECT_THROW(
+      (kernels::cuda::gemm<float, float>(false, false, 2, 2, 3, 1.0, &value, 2, &value, 2, 0.0, &value, 2, nullptr)),
+      std::invalid_argument);
   EXPECT_THROW((kernels::cpu::gemm<float, float>(false, true, 2, 2, 3, 1.0, &value, 3, &value, 2, 0.0, &value, 2)),
                std::invalid_argument);
-  EXPECT_THROW((kernels::cuda::gemm<float, float>(false, false, -1, 2, 3, 1.0, &value, 3, &value, 2, 0.0, &value, 2, nullptr)),
+  EXPECT_THROW(
+      (kernels::cuda::gemm<float, float>(false, false, -1, 2, 3, 1.0, &value, 3, &value, 2, 0.0, &value, 2, nullptr)),
+      std::invalid_argument);
+  EXPECT_THROW((kernels::cuda::gemm_strided_batched<float, float>(false, false, 1, 1, 1, 1.0, &value, 1, -1, &value, 1,
+                                                                  0, 0.0, &value, 1, 0, 2, nullptr)),
                std::invalid_argument);
-  EXPECT_THROW((kernels::cuda::gemm_strided_batched<float, float>(false, false, 1, 1, 1, 1.0, &value, 1, -1, &value, 1, 0,
-                                                                 0.0, &value, 1, 0, 2, nullptr)),
-               std::invalid_argument);
-  EXPECT_THROW((kernels::cuda::linear_forward<float>(&value, &value, nullptr, static_cast<Activation>(9), 1, 1, 1, &value,
-                                                    nullptr, nullptr)),
+  EXPECT_THROW((kernels::cuda::linear_forward<float>(&value, &value, nullptr, static_cast<Activation>(9), 1, 1, 1,
+                                                     &value, nullptr, nullptr)),
                std::invalid_argument);
   try {
     kernels::cpu::gemm<float, float>(false, false, 2, 2, 3, 1.0, &value, 2, &value, 2, 0.0, &value, 2);

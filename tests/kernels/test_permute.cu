@@ -25,7 +25,8 @@ std::string label(const HeadShape& s) {
 template <class T>
 std::vector<T> iota_values(size_t n, float start) {
   std::vector<float> values(n);
-  for (size_t i = 0; i < n; ++i) values[i] = start + static_cast<float>(i % 251) + 0.5f * static_cast<float>(i / 251 % 2);
+  for (size_t i = 0; i < n; ++i)
+    values[i] = start + static_cast<float>(i % 251) + 0.5f * static_cast<float>(i / 251 % 2);
   return coco::testing::from_floats<T>(values);
 }
 
@@ -114,8 +115,10 @@ TEST(PermuteCuda, NanAndInfMoveUnchanged) {
 TEST(PermuteCuda, EmptyAndNegativeShapes) {
   float value = 0.0f;
   EXPECT_NO_THROW(coco::kernels::cuda::split_heads(&value, &value, HeadShape{0, 5, 2, 3}, nullptr));
-  EXPECT_THROW(coco::kernels::cuda::split_heads(&value, &value, HeadShape{1, -1, 2, 3}, nullptr), std::invalid_argument);
-  EXPECT_THROW(coco::kernels::cpu::merge_qkv(&value, &value, &value, &value, HeadShape{1, 1, -2, 3}), std::invalid_argument);
+  EXPECT_THROW(coco::kernels::cuda::split_heads(&value, &value, HeadShape{1, -1, 2, 3}, nullptr),
+               std::invalid_argument);
+  EXPECT_THROW(coco::kernels::cpu::merge_qkv(&value, &value, &value, &value, HeadShape{1, 1, -2, 3}),
+               std::invalid_argument);
 }
 
 }  // namespace

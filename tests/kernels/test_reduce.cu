@@ -13,8 +13,8 @@
 namespace coco {
 namespace {
 
-using testing::GuardedDeviceBuffer;
 using testing::from_floats;
+using testing::GuardedDeviceBuffer;
 using testing::matches_reference;
 using testing::random_floats;
 using testing::round_through;
@@ -29,23 +29,31 @@ using testing::to_f64;
 //   f64: f64 accumulation -> 1e-24.
 template <class T>
 constexpr double threshold() {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) return 2e-5;
-  else if constexpr (std::is_same_v<T, __half>) return 1e-6;
-  else if constexpr (std::is_same_v<T, double>) return 1e-24;
-  else return 1e-10;
+  if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    return 2e-5;
+  else if constexpr (std::is_same_v<T, __half>)
+    return 1e-6;
+  else if constexpr (std::is_same_v<T, double>)
+    return 1e-24;
+  else
+    return 1e-10;
 }
 
 template <class T>
 std::vector<T> to_type(const std::vector<float>& values) {
-  if constexpr (std::is_same_v<T, double>) return std::vector<double>(values.begin(), values.end());
-  else return from_floats<T>(values);
+  if constexpr (std::is_same_v<T, double>)
+    return std::vector<double>(values.begin(), values.end());
+  else
+    return from_floats<T>(values);
 }
 
 template <class T>
 std::vector<float> rounded_positive(size_t count, unsigned seed) {
   std::vector<float> values = random_floats(count, seed, 0.1f, 1.0f);
-  if constexpr (std::is_same_v<T, double>) return values;
-  else return round_through<T>(values);
+  if constexpr (std::is_same_v<T, double>)
+    return values;
+  else
+    return round_through<T>(values);
 }
 
 template <class T>
@@ -107,12 +115,14 @@ void check_column_sum(double out_threshold) {
         }
         GuardedDeviceBuffer<In> dx(to_type<In>(x));
         GuardedDeviceBuffer<Out> out(cols);
-        if (beta == 0.0) out.poison();  // beta == 0 must ignore NaN garbage
-        else out.upload(to_type<Out>(previous));
+        if (beta == 0.0)
+          out.poison();  // beta == 0 must ignore NaN garbage
+        else
+          out.upload(to_type<Out>(previous));
         GuardedDeviceBuffer<uint8_t> workspace(kernels::cuda::column_sum_workspace_bytes(rows, cols));
         kernels::cuda::column_sum<In, Out>(dx.data(), rows, cols, beta, out.data(), workspace.data(), nullptr);
-        const std::string what = "column_sum " + std::to_string(rows) + "x" + std::to_string(cols) +
-                                 " beta=" + std::to_string(beta);
+        const std::string what =
+            "column_sum " + std::to_string(rows) + "x" + std::to_string(cols) + " beta=" + std::to_string(beta);
         EXPECT_TRUE(matches_reference(reference, to_f64(out.download()), out_threshold, what));
         EXPECT_TRUE(out.guards_intact() && workspace.guards_intact()) << what;
       }

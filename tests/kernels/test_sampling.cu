@@ -43,8 +43,10 @@ template <class L>
 std::vector<int32_t> sample_cpu(Sampler s, const std::vector<L>& logits, int64_t N, int64_t V, float temperature,
                                 const Stream& stream) {
   std::vector<int32_t> out(static_cast<size_t>(N), -5);
-  if (s == Sampler::gumbel) coco::kernels::cpu::gumbel_sample(logits.data(), N, V, temperature, stream, out.data());
-  else coco::kernels::cpu::multinomial_sample(logits.data(), N, V, temperature, stream, out.data());
+  if (s == Sampler::gumbel)
+    coco::kernels::cpu::gumbel_sample(logits.data(), N, V, temperature, stream, out.data());
+  else
+    coco::kernels::cpu::multinomial_sample(logits.data(), N, V, temperature, stream, out.data());
   return out;
 }
 
@@ -119,8 +121,8 @@ TEST(Sampling, CudaMatchesCpuBitwise) {
   for (Sampler s : {Sampler::gumbel, Sampler::multinomial}) {
     for (const Shape& shape : shapes) {
       for (float temperature : {1.0f, 0.7f, 2.5f}) {
-        const std::string what = std::string(sampler_name(s)) + " N=" + std::to_string(shape.N) + " V=" +
-                                 std::to_string(shape.V) + " temperature=" + std::to_string(temperature);
+        const std::string what = std::string(sampler_name(s)) + " N=" + std::to_string(shape.N) +
+                                 " V=" + std::to_string(shape.V) + " temperature=" + std::to_string(temperature);
         const std::vector<float> logits = random_floats(static_cast<size_t>(shape.N * shape.V),
                                                         static_cast<unsigned>(shape.V + shape.N), -4.0f, 4.0f);
         const Stream stream = stream_for(s);
@@ -193,8 +195,8 @@ TEST(Sampling, NonFiniteRowsFallBackToArgmax) {
     expected.push_back(want);
   };
   const float inf = INFINITY, nan = NAN;
-  add({0, 1, 2, nan, 5, nan, 0, 0, 0}, 3);                      // first NaN
-  add({0, inf, 2, 1, inf, 0, 0, 0, 0}, 1);                      // first +Inf
+  add({0, 1, 2, nan, 5, nan, 0, 0, 0}, 3);                         // first NaN
+  add({0, inf, 2, 1, inf, 0, 0, 0, 0}, 1);                         // first +Inf
   add({-inf, -inf, -inf, -inf, -inf, -inf, -inf, -inf, -inf}, 0);  // no distribution
   add({-inf, -inf, -inf, -inf, -inf, 3.0f, -inf, -inf, -inf}, 5);  // one possible token
   const int64_t N = static_cast<int64_t>(expected.size());

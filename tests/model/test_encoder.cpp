@@ -27,11 +27,11 @@ TEST(Encoder, ParameterNamesAreStable) {
   std::vector<std::string> names;
   for (const auto& p : encoder.named_parameters("discriminator")) names.push_back(p.name);
   const std::vector<std::string> expected_prefix = {
-      "discriminator.token_embedding",        "discriminator.position_embedding",
-      "discriminator.relative_position_bias", "discriminator.embedding_norm.weight",
-      "discriminator.embedding_norm.bias",    "discriminator.layers.0.attn.qkv.weight",
-      "discriminator.layers.0.attn.qkv.bias", "discriminator.layers.0.attn.out.weight",
-      "discriminator.layers.0.attn.out.bias", "discriminator.layers.0.attn_norm.weight",
+      "discriminator.token_embedding",         "discriminator.position_embedding",
+      "discriminator.relative_position_bias",  "discriminator.embedding_norm.weight",
+      "discriminator.embedding_norm.bias",     "discriminator.layers.0.attn.qkv.weight",
+      "discriminator.layers.0.attn.qkv.bias",  "discriminator.layers.0.attn.out.weight",
+      "discriminator.layers.0.attn.out.bias",  "discriminator.layers.0.attn_norm.weight",
       "discriminator.layers.0.attn_norm.bias", "discriminator.layers.0.ff.fc1.weight"};
   ASSERT_GE(names.size(), expected_prefix.size());
   // Registration order is what the registry reports; the relative bias is registered before layers.
@@ -90,7 +90,9 @@ TEST_P(EncoderGradcheck, F64FiniteDifferences) {
     for (int64_t c = 0; c < setup.model.discriminator.dim; ++c) keep.push_back(id != 0 ? 1.0 : 0.0);
   const Tensor keep_mask = Tensor::from_vector(keep, Shape{2, 5, setup.model.discriminator.dim});
   GradcheckReport report = gradcheck(
-      [&](const std::vector<Tensor>&) { return ops::mul(encoder.forward(tokens, mask, {true, 7, 3, 1}), keep_mask); },
+      [&](const std::vector<Tensor>&) {
+        return ops::mul(encoder.forward(tokens, mask, {true, 7, 3, 1}), keep_mask);
+      },
       params, options);
   EXPECT_TRUE(report.ok) << report.worst;
   EXPECT_GT(report.elements_checked, 500);

@@ -9,9 +9,9 @@
 namespace coco {
 namespace {
 
+using testutil::run_coco;
 using testutil::RunResult;
 using testutil::TempDir;
-using testutil::run_coco;
 namespace fs = std::filesystem;
 
 class Resume : public ::testing::Test {
@@ -40,7 +40,8 @@ class Resume : public ::testing::Test {
   }
 
   // Interrupts a fresh run at `fault` (COCO_FAULT_INJECT), then resumes it to the end; returns its metrics.
-  std::vector<nlohmann::json> interrupted_then_resumed(const std::string& fault, int expected_signal, int expected_exit) {
+  std::vector<nlohmann::json> interrupted_then_resumed(const std::string& fault, int expected_signal,
+                                                       int expected_exit) {
     const fs::path out = work_->path() / ("run-" + std::to_string(runs_++));
     const RunResult first = run(train_args(out), {{"COCO_FAULT_INJECT", fault}});
     EXPECT_EQ(first.signal, expected_signal) << fault << "\n" << first.err;
@@ -91,7 +92,8 @@ TEST_F(Resume, CleanStopBySignalWritesACheckpointAndExitsZero) {
   ASSERT_EQ(run(args).exit_code, 0);
   EXPECT_EQ(testutil::metrics_without_timing(out), reference_);
 
-  EXPECT_EQ(interrupted_then_resumed("sigterm@after-step:10", 0, 0), reference_);  // coincides with a periodic checkpoint
+  EXPECT_EQ(interrupted_then_resumed("sigterm@after-step:10", 0, 0),
+            reference_);  // coincides with a periodic checkpoint
 }
 
 TEST_F(Resume, ConsecutiveNonFiniteStepsAreSkippedThenStopTheRun) {
@@ -151,8 +153,8 @@ TEST_F(Resume, RealSigtermFromOutside) {
   EXPECT_EQ(WEXITSTATUS(status), 0);
   const auto latest = testutil::read_text(out / "checkpoints" / "latest");
   ASSERT_FALSE(latest.empty());
-  const auto state = nlohmann::json::parse(testutil::read_text(out / "checkpoints" / latest.substr(0, latest.size() - 1) /
-                                                               "trainer_state.json"));
+  const auto state = nlohmann::json::parse(
+      testutil::read_text(out / "checkpoints" / latest.substr(0, latest.size() - 1) / "trainer_state.json"));
   EXPECT_GT(state["step"].get<int64_t>(), 0);
   // train.steps differs from the reference run (so the LR schedule does), but the first step's loss is
   // computed before any update: same data order, masks and initial weights.

@@ -6,9 +6,9 @@
 namespace coco {
 namespace {
 
+using testutil::run_coco;
 using testutil::RunResult;
 using testutil::TempDir;
-using testutil::run_coco;
 namespace fs = std::filesystem;
 
 class CliTrain : public ::testing::Test {
@@ -34,7 +34,8 @@ TEST_F(CliTrain, HelpDocumentsEveryCommandAndOption) {
   for (const char* word : {"prepare", "train", "eval"}) EXPECT_NE(r.out.find(word), std::string::npos);
   r = run_coco({"train", "--help"}, dir_.path());
   EXPECT_EQ(r.exit_code, 0);
-  for (const char* option : {"--config", "--out", "--set", "--resume"}) EXPECT_NE(r.out.find(option), std::string::npos) << option;
+  for (const char* option : {"--config", "--out", "--set", "--resume"})
+    EXPECT_NE(r.out.find(option), std::string::npos) << option;
   r = run_coco({"prepare", "--help"}, dir_.path());
   for (const char* option : {"--vocab", "--vocab-size", "--valid-fraction", "--out"})
     EXPECT_NE(r.out.find(option), std::string::npos) << option;
@@ -104,8 +105,8 @@ TEST_F(CliTrain, DataErrorsExitTwo) {
 
 TEST_F(CliTrain, PrepareTrainEvalLossFalls) {
   // prepare through the CLI (plain progress lines: stdout is a file).
-  RunResult r = run_coco({"prepare", "--vocab-size", "64", "--valid-fraction", "0.1", "--out", (dir_ / "cli-data").string(),
-                          (dir_ / "corpus.txt").string()},
+  RunResult r = run_coco({"prepare", "--vocab-size", "64", "--valid-fraction", "0.1", "--out",
+                          (dir_ / "cli-data").string(), (dir_ / "corpus.txt").string()},
                          dir_.path());
   ASSERT_EQ(r.exit_code, 0) << "signal " << r.signal << ": " << r.err;
   EXPECT_NE(r.out.find("tokenizing"), std::string::npos) << r.out;
@@ -128,8 +129,8 @@ TEST_F(CliTrain, PrepareTrainEvalLossFalls) {
       ++evals;
       continue;
     }
-    for (const char* key : {"step", "loss", "mlm_loss", "rtd_loss", "clm_loss", "cl_loss", "mlm_acc", "rtd_acc", "cl_acc",
-                            "lr", "grad_norm", "loss_scale", "skipped"})
+    for (const char* key : {"step", "loss", "mlm_loss", "rtd_loss", "clm_loss", "cl_loss", "mlm_acc", "rtd_acc",
+                            "cl_acc", "lr", "grad_norm", "loss_scale", "skipped"})
       EXPECT_TRUE(j.contains(key)) << key << " missing in " << j.dump();
     train_losses.push_back(j["loss"].get<double>());
   }

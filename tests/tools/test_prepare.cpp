@@ -25,7 +25,8 @@ class TempDir {
  public:
   TempDir() {
     static int counter = 0;
-    path_ = fs::temp_directory_path() / ("coco_prepare_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+    path_ = fs::temp_directory_path() /
+            ("coco_prepare_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
     fs::remove_all(path_);
     fs::create_directories(path_);
   }
@@ -55,9 +56,10 @@ struct Corpus {
 };
 
 Corpus write_corpus(const fs::path& root, size_t files, uint32_t seed) {
-  const std::vector<std::string> words = {
-      "the", "model", "learns", "to", "correct", "corrupted", "tokens", "and", "contrast", "sequences", "Crème",
-      "brûlée", "naïve", "北京", "😀", "don't", "stop", "3.14", "[MASK]", "e-mail", "ÜBER", "straße", "unaffable"};
+  const std::vector<std::string> words = {"the",    "model",  "learns",   "to",        "correct",  "corrupted",
+                                          "tokens", "and",    "contrast", "sequences", "Crème",    "brûlée",
+                                          "naïve",  "北京",   "😀",        "don't",     "stop",     "3.14",
+                                          "[MASK]", "e-mail", "ÜBER",     "straße",    "unaffable"};
   std::mt19937 rng(seed);
   auto random_word = [&] {  // pseudo-words give the vocabulary trainer pairs to merge
     std::string word;
@@ -77,7 +79,8 @@ Corpus write_corpus(const fs::path& root, size_t files, uint32_t seed) {
       for (size_t l = 0; l < lines; ++l) {
         std::string line;
         const size_t n = 1 + rng() % 15;
-        for (size_t w = 0; w < n; ++w) line += (w ? " " : "") + (rng() % 3 ? words[rng() % words.size()] : random_word());
+        for (size_t w = 0; w < n; ++w)
+          line += (w ? " " : "") + (rng() % 3 ? words[rng() % words.size()] : random_word());
         doc += (l ? "\n" : "") + line;
         content += line + (rng() % 5 == 0 ? "\r\n" : "\n");
       }
@@ -87,12 +90,14 @@ Corpus write_corpus(const fs::path& root, size_t files, uint32_t seed) {
     write_file(root / name, content);
   }
   Corpus corpus;  // files are processed in path order
-  for (const auto& [name, docs] : documents_by_file) corpus.documents.insert(corpus.documents.end(), docs.begin(), docs.end());
+  for (const auto& [name, docs] : documents_by_file)
+    corpus.documents.insert(corpus.documents.end(), docs.begin(), docs.end());
   return corpus;
 }
 
 // All documents of a split, in order.
-std::vector<std::vector<uint32_t>> read_split(const fs::path& dir, const nlohmann::json& meta, const std::string& split) {
+std::vector<std::vector<uint32_t>> read_split(const fs::path& dir, const nlohmann::json& meta,
+                                              const std::string& split) {
   std::vector<std::vector<uint32_t>> docs;
   const ShardExpectation expect{std::stoull(meta["vocab_hash"].get<std::string>(), nullptr, 16),
                                 meta["vocab_size"].get<uint32_t>(), true};
@@ -119,7 +124,7 @@ TEST(Prepare, EndToEndWithVocabFileSplitsByDocument) {
   options.seed = 7;
   options.shard_tokens = 150;  // several shards per split
   options.threads = 2;
-  options.batch_bytes = 256;   // many batches in flight
+  options.batch_bytes = 256;  // many batches in flight
   std::vector<PrepareProgress> progress;
   options.progress = [&](const PrepareProgress& p) { progress.push_back(p); };
   const PrepareResult result = prepare(options);
@@ -362,10 +367,12 @@ TEST(Prepare, BadOptionsAreClearErrors) {
   expect_invalid([](PrepareOptions& o) { o.inputs = {"/nonexistent/corpus"}; }, "/nonexistent/corpus does not exist");
   expect_invalid([](PrepareOptions& o) { o.inputs.clear(); }, "no inputs");
   expect_invalid([](PrepareOptions& o) { o.vocab_file = "/nonexistent/vocab.txt"; }, "/nonexistent/vocab.txt");
-  expect_invalid([&](PrepareOptions& o) {
-    o.vocab_file = kTokenizerJson;
-    o.lowercase = false;
-  }, "expected them to agree");
+  expect_invalid(
+      [&](PrepareOptions& o) {
+        o.vocab_file = kTokenizerJson;
+        o.lowercase = false;
+      },
+      "expected them to agree");
 }
 
 TEST(Prepare, ValidSplitFractionIsRespectedOnAverage) {

@@ -58,7 +58,8 @@ std::vector<unsigned char> read_bytes(const fs::path& path) {
 }
 
 void write_bytes(const fs::path& path, const std::vector<unsigned char>& bytes) {
-  std::ofstream(path, std::ios::binary | std::ios::trunc).write(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  std::ofstream(path, std::ios::binary | std::ios::trunc)
+      .write(reinterpret_cast<const char*>(bytes.data()), bytes.size());
 }
 
 void put64(std::vector<unsigned char>& bytes, size_t at, uint64_t v) {

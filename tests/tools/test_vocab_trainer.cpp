@@ -17,12 +17,15 @@ namespace {
 // A small corpus with a Zipf-like word distribution, inflections, accents, CJK, emoji and punctuation.
 std::vector<std::string> make_corpus(size_t documents, uint32_t seed) {
   const std::vector<std::string> stems = {
-      "the", "of", "and", "to", "in", "is", "that", "for", "it", "as", "was", "with", "be", "by", "on", "not",
-      "he", "this", "are", "or", "his", "from", "at", "which", "but", "have", "an", "had", "they", "you", "were",
-      "their", "one", "all", "we", "can", "her", "has", "there", "been", "if", "more", "when", "will", "would",
-      "who", "so", "no", "model", "token", "train", "learn", "correct", "contrast", "sequence", "language",
-      "generate", "replace", "predict", "pretrain", "encoder", "electra", "mask", "corrupt", "original",
-      "Café", "naïve", "Zürich", "Ångström", "façade", "Straße", "İstanbul", "北京", "東京", "😀", "Ωmega"};
+      "the",      "of",       "and",      "to",      "in",      "is",       "that",    "for",     "it",
+      "as",       "was",      "with",     "be",      "by",      "on",       "not",     "he",      "this",
+      "are",      "or",       "his",      "from",    "at",      "which",    "but",     "have",    "an",
+      "had",      "they",     "you",      "were",    "their",   "one",      "all",     "we",      "can",
+      "her",      "has",      "there",    "been",    "if",      "more",     "when",    "will",    "would",
+      "who",      "so",       "no",       "model",   "token",   "train",    "learn",   "correct", "contrast",
+      "sequence", "language", "generate", "replace", "predict", "pretrain", "encoder", "electra", "mask",
+      "corrupt",  "original", "Café",     "naïve",   "Zürich",  "Ångström", "façade",  "Straße",  "İstanbul",
+      "北京",     "東京",     "😀",        "Ωmega"};
   const std::vector<std::string> suffixes = {"", "", "", "s", "ed", "ing", "er", "ly", "ness", "ation"};
   const std::vector<std::string> punctuation = {"", "", "", ",", ".", ";", "!", "?", "'s", " —"};
   std::mt19937 rng(seed);
@@ -69,7 +72,8 @@ TEST(VocabTrainer, ExactSizeSpecialsFirstAndEveryCharacter) {
   // Frequent words became single pieces; merged continuations carry the prefix.
   EXPECT_TRUE(tokens.count("the"));
   EXPECT_TRUE(tokens.count("model"));
-  EXPECT_TRUE(std::any_of(vocab.begin(), vocab.end(), [](const std::string& t) { return t.rfind("##", 0) == 0 && t.size() > 3; }));
+  EXPECT_TRUE(std::any_of(vocab.begin(), vocab.end(),
+                          [](const std::string& t) { return t.rfind("##", 0) == 0 && t.size() > 3; }));
 }
 
 TEST(VocabTrainer, TrainingTextEncodesWithoutUnknown) {
@@ -147,7 +151,8 @@ TEST(VocabTrainer, MergesFollowPairFrequency) {
   // next are (l,##o) = (##o,##w) = 7, and "##o" < "l": "##ow".
   EXPECT_EQ(std::vector<std::string>(vocab.begin() + 5, vocab.begin() + 16),
             (std::vector<std::string>{"##d", "##e", "##i", "##o", "##r", "##s", "##t", "##w", "l", "n", "w"}));
-  EXPECT_EQ(std::vector<std::string>(vocab.end() - 3, vocab.end()), (std::vector<std::string>{"##es", "##est", "##ow"}));
+  EXPECT_EQ(std::vector<std::string>(vocab.end() - 3, vocab.end()),
+            (std::vector<std::string>{"##es", "##est", "##ow"}));
 }
 
 TEST(VocabTrainer, AlphabetLimitsLeaveRareCharactersOut) {
@@ -158,7 +163,8 @@ TEST(VocabTrainer, AlphabetLimitsLeaveRareCharactersOut) {
   // (##a,##b) both have 10, and "##a" sorts before "a".
   options.max_alphabet = 2;
   auto vocab = train_wordpiece_vocab(counts, options);
-  EXPECT_EQ(std::vector<std::string>(vocab.begin() + 5, vocab.end()), (std::vector<std::string>{"##a", "##b", "a", "##ab"}));
+  EXPECT_EQ(std::vector<std::string>(vocab.begin() + 5, vocab.end()),
+            (std::vector<std::string>{"##a", "##b", "a", "##ab"}));
   options.max_alphabet = 0;
   options.min_char_frequency = 2;  // only x is left out
   options.vocab_size = 5 + 8;

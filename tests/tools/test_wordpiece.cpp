@@ -189,9 +189,13 @@ TEST(WordPiece, EdgeCases) {
 
 TEST(WordPiece, InvalidUtf8IsAnErrorWithOffset) {
   const auto& tokenizer = uncased_json();
-  for (const auto& [bytes, offset] : std::vector<std::pair<std::string, uint64_t>>{
-           {"ok \xff tail", 3}, {"abc\xc3", 3}, {"ab\xe2\x82", 2}, {"\xc0\x80", 0}, {"ab\xed\xa0\x80", 2},
-           {"abcd\xf4\x90\x80\x80", 4}, {"a[MASK]b\x80", 8}}) {
+  for (const auto& [bytes, offset] : std::vector<std::pair<std::string, uint64_t>>{{"ok \xff tail", 3},
+                                                                                   {"abc\xc3", 3},
+                                                                                   {"ab\xe2\x82", 2},
+                                                                                   {"\xc0\x80", 0},
+                                                                                   {"ab\xed\xa0\x80", 2},
+                                                                                   {"abcd\xf4\x90\x80\x80", 4},
+                                                                                   {"a[MASK]b\x80", 8}}) {
     try {
       tokenizer.encode(bytes);
       ADD_FAILURE() << "no error for " << nlohmann::json::binary({bytes.begin(), bytes.end()}).dump();
@@ -249,7 +253,8 @@ TEST(WordPiece, LoaderErrorsNameTheFileAndTheExpectation) {
   expect_error([&] { WordPieceTokenizer::from_vocab_txt("/nonexistent/vocab.txt"); }, "/nonexistent/vocab.txt");
   const auto bad_json = temp_file("bad.json", "{not json");
   expect_error([&] { WordPieceTokenizer::from_tokenizer_json(bad_json); }, "bad.json");
-  const auto bpe = temp_file("bpe.json", R"({"model":{"type":"BPE","vocab":{}},"normalizer":null,"pre_tokenizer":null})");
+  const auto bpe =
+      temp_file("bpe.json", R"({"model":{"type":"BPE","vocab":{}},"normalizer":null,"pre_tokenizer":null})");
   expect_error([&] { WordPieceTokenizer::from_tokenizer_json(bpe); }, "expected 'WordPiece'");
   const auto gap = temp_file(
       "gap.json",
@@ -259,7 +264,8 @@ TEST(WordPiece, LoaderErrorsNameTheFileAndTheExpectation) {
   expect_error([&] { Vocab::load_txt(bad_utf8); }, "byte offset 9");
   const auto minimal = temp_file("minimal.txt", "[UNK]\r\nab\r\n##c\r\n");
   const auto tokenizer = WordPieceTokenizer::from_vocab_txt(minimal);
-  EXPECT_EQ(tokenizer.tokenize("abc AB abcc x"), (std::vector<std::string>{"ab", "##c", "ab", "ab", "##c", "##c", "[UNK]"}));
+  EXPECT_EQ(tokenizer.tokenize("abc AB abcc x"),
+            (std::vector<std::string>{"ab", "##c", "ab", "ab", "##c", "##c", "[UNK]"}));
   expect_error([&] { tokenizer.special_ids(); }, "[PAD], [CLS], [SEP], [MASK]");
 }
 
@@ -291,9 +297,10 @@ TEST(WordPiece, ThroughputOnAsciiText) {
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const double cpu = std::max(cpu_seconds() - cpu_start, 1e-9);
   const double mb_per_s = text.size() / cpu / 1e6;
-  std::printf("[ throughput ] %.1f MB of ASCII text: %.1f MB/s and %.1f M tokens/s per CPU second (one thread; "
-              "wall clock %.3f s)\n",
-              text.size() / 1e6, mb_per_s, ids.size() / cpu / 1e6, seconds);
+  std::printf(
+      "[ throughput ] %.1f MB of ASCII text: %.1f MB/s and %.1f M tokens/s per CPU second (one thread; "
+      "wall clock %.3f s)\n",
+      text.size() / 1e6, mb_per_s, ids.size() / cpu / 1e6, seconds);
   EXPECT_GT(ids.size(), text.size() / 8);
 #if defined(NDEBUG) && !defined(__SANITIZE_ADDRESS__)
   EXPECT_GT(mb_per_s, 5.0) << "tokenizer far slower than expected";

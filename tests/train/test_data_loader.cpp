@@ -173,16 +173,20 @@ TEST(DataLoader, IdsOutsideTheModelVocabularyAreDataErrors) {
 TEST(DataLoader, PackingCoversAPreparedCorpusInBothLayouts) {
   TempDir dir("data");
   testutil::prepare_corpus(dir.path(), dir / "prepared", 120, 0.0);
-  auto set = std::make_shared<const TokenDataset>(TokenDataset::open(PreparedMeta::read(dir / "prepared"), "train", 64));
-  for (const PackingLayout layout : {PackingLayout{16, 2, 3, 0}, PackingLayout{16, -1, -1, 0}, PackingLayout{7, -1, 3, 0}}) {
+  auto set =
+      std::make_shared<const TokenDataset>(TokenDataset::open(PreparedMeta::read(dir / "prepared"), "train", 64));
+  for (const PackingLayout layout :
+       {PackingLayout{16, 2, 3, 0}, PackingLayout{16, -1, -1, 0}, PackingLayout{7, -1, 3, 0}}) {
     const PackedSequences packed(set, layout);
     uint64_t content = 0, separators = 0;
     for (uint64_t i = 0; i < packed.size(); ++i) {
       for (int32_t id : sequence(packed, i)) {
         ASSERT_GE(id, 0);
         ASSERT_LT(id, 64);
-        if (id == 3 && layout.sep_id == 3) ++separators;
-        else if (id > 4) ++content;
+        if (id == 3 && layout.sep_id == 3)
+          ++separators;
+        else if (id > 4)
+          ++content;
       }
     }
     EXPECT_EQ(separators, layout.sep_id >= 0 ? set->documents() - 1 : 0);

@@ -9,9 +9,9 @@
 namespace coco {
 namespace {
 
+using testutil::run_coco;
 using testutil::RunResult;
 using testutil::TempDir;
-using testutil::run_coco;
 namespace fs = std::filesystem;
 
 class Precision : public ::testing::TestWithParam<const char*> {
@@ -59,7 +59,8 @@ TEST_P(Precision, TrainsWithF32MastersAndResumesExactly) {
     EXPECT_EQ(records.front()["loss_scale"].get<double>(), 65536.0);
   }
   // Checkpoints hold f32 master weights under the parameter names.
-  const auto reader = safetensors::Reader::open((dir_ / "run" / "checkpoints" / "step-00000006" / "model.safetensors").string());
+  const auto reader =
+      safetensors::Reader::open((dir_ / "run" / "checkpoints" / "step-00000006" / "model.safetensors").string());
   ASSERT_FALSE(reader.tensors().empty());
   for (const auto& t : reader.tensors()) EXPECT_EQ(t.dtype, DType::f32) << t.name;
   EXPECT_NE(reader.find("discriminator.token_embedding"), nullptr);

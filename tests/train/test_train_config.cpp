@@ -46,7 +46,8 @@ TEST(TrainConfig, ShippedDemoConfigParses) {
 TEST(TrainConfig, OverridesApplyDottedKeys) {
   TempDir dir("cfg");
   const auto path = testutil::write_config(dir / "c.json", testutil::tiny_paper_config("data"));
-  const TrainConfig c = load_train_config(path.string(), {"train.steps=200", "runtime.device=cpu", "optim.schedule=cosine"});
+  const TrainConfig c =
+      load_train_config(path.string(), {"train.steps=200", "runtime.device=cpu", "optim.schedule=cosine"});
   EXPECT_EQ(c.train.steps, 200);
   EXPECT_EQ(c.optim.schedule, "cosine");
 }
@@ -130,8 +131,8 @@ TEST(TrainConfig, ShapeDifferencesNameTheKeys) {
   TempDir dir("cfg");
   const auto path = testutil::write_config(dir / "c.json", testutil::tiny_paper_config("data"));
   const TrainConfig a = load_train_config(path.string());
-  const TrainConfig b = load_train_config(path.string(), {"model.discriminator.depth=3", "train.steps=99",
-                                                          "model.discriminator.dropout.attention=0.0"});
+  const TrainConfig b = load_train_config(
+      path.string(), {"model.discriminator.depth=3", "train.steps=99", "model.discriminator.dropout.attention=0.0"});
   const auto diff = model_shape_differences(a, b);
   ASSERT_EQ(diff.size(), 1u);
   EXPECT_EQ(diff[0], "model.discriminator.depth: 2 -> 3");

@@ -57,9 +57,9 @@ inline void write_text(const fs::path& path, const std::string& text) {
 
 // Documents of random sentences over a small word list (blank lines between documents).
 inline void write_corpus(const fs::path& path, int documents, uint32_t seed = 1) {
-  static const char* kWords[] = {"the", "cat", "dog", "sat", "on", "mat", "ran", "fast", "slow", "big", "small", "red",
-                                 "blue", "house", "tree", "river", "stone", "light", "dark", "sings", "reads",
-                                 "writes", "happy", "old", "young"};
+  static const char* kWords[] = {"the",  "cat",   "dog",   "sat",    "on",    "mat",  "ran",   "fast",  "slow",
+                                 "big",  "small", "red",   "blue",   "house", "tree", "river", "stone", "light",
+                                 "dark", "sings", "reads", "writes", "happy", "old",  "young"};
   std::mt19937 rng(seed);
   std::ofstream out(path);
   for (int d = 0; d < documents; ++d) {
@@ -89,10 +89,18 @@ inline text::PrepareResult prepare_corpus(const fs::path& work, const fs::path& 
 
 // A tiny paper-preset config (d 32, 1 + 2 layers, T 16, vocab 64) on the CPU backend.
 inline nlohmann::json tiny_paper_config(const fs::path& data_dir) {
-  const nlohmann::json encoder = {
-      {"dim", 32}, {"depth", 1}, {"heads", 2}, {"ff_mult", 2}, {"norm", "post"}, {"embedding_norm", true},
-      {"qkv_bias", true}, {"out_bias", true}, {"relative_position", {{"buckets", 8}, {"max_distance", 16}}},
-      {"dropout", {{"embedding", 0.1}, {"attention", 0.1}, {"residual", 0.1}}}, {"init", "bert"}, {"final_norm", false}};
+  const nlohmann::json encoder = {{"dim", 32},
+                                  {"depth", 1},
+                                  {"heads", 2},
+                                  {"ff_mult", 2},
+                                  {"norm", "post"},
+                                  {"embedding_norm", true},
+                                  {"qkv_bias", true},
+                                  {"out_bias", true},
+                                  {"relative_position", {{"buckets", 8}, {"max_distance", 16}}},
+                                  {"dropout", {{"embedding", 0.1}, {"attention", 0.1}, {"residual", 0.1}}},
+                                  {"init", "bert"},
+                                  {"final_norm", false}};
   nlohmann::json discriminator = encoder;
   discriminator["depth"] = 2;
   return {{"model",
@@ -103,14 +111,32 @@ inline nlohmann::json tiny_paper_config(const fs::path& data_dir) {
             {"generator", encoder},
             {"discriminator", discriminator}}},
           {"objective",
-           {{"preset", "paper"}, {"pad_id", 0}, {"unk_id", 1}, {"cls_id", 2}, {"sep_id", 3}, {"mask_id", 4}, {"scl_dim", 32}}},
+           {{"preset", "paper"},
+            {"pad_id", 0},
+            {"unk_id", 1},
+            {"cls_id", 2},
+            {"sep_id", 3},
+            {"mask_id", 4},
+            {"scl_dim", 32}}},
           {"data", {{"dir", data_dir.string()}, {"seq_len", 16}}},
           {"optim",
-           {{"lr", 3e-3}, {"betas", {0.9, 0.98}}, {"eps", 1e-6}, {"weight_decay", 0.01}, {"warmup_steps", 5},
-            {"schedule", "linear"}, {"clip_norm", 2.0}}},
+           {{"lr", 3e-3},
+            {"betas", {0.9, 0.98}},
+            {"eps", 1e-6},
+            {"weight_decay", 0.01},
+            {"warmup_steps", 5},
+            {"schedule", "linear"},
+            {"clip_norm", 2.0}}},
           {"train",
-           {{"steps", 30}, {"micro_batch", 8}, {"grad_accum", 1}, {"seed", 3}, {"log_every", 5}, {"eval_every", 10},
-            {"eval_batches", 4}, {"checkpoint_every", 10}, {"keep_checkpoints", 2}}},
+           {{"steps", 30},
+            {"micro_batch", 8},
+            {"grad_accum", 1},
+            {"seed", 3},
+            {"log_every", 5},
+            {"eval_every", 10},
+            {"eval_batches", 4},
+            {"checkpoint_every", 10},
+            {"keep_checkpoints", 2}}},
           {"precision", "f32"},
           {"runtime", {{"device", "cpu"}}}};
 }
@@ -118,8 +144,13 @@ inline nlohmann::json tiny_paper_config(const fs::path& data_dir) {
 // A tiny lucidrains-preset config (pre-norm, no relative positions, CLS prepended by the objective).
 inline nlohmann::json tiny_lucidrains_config(const fs::path& data_dir) {
   nlohmann::json c = tiny_paper_config(data_dir);
-  const nlohmann::json encoder = {{"dim", 32}, {"depth", 1}, {"heads", 2}, {"ff_mult", 2}, {"norm", "pre"},
-                                  {"relative_position", nullptr}, {"init", "xtransformers"}};
+  const nlohmann::json encoder = {{"dim", 32},
+                                  {"depth", 1},
+                                  {"heads", 2},
+                                  {"ff_mult", 2},
+                                  {"norm", "pre"},
+                                  {"relative_position", nullptr},
+                                  {"init", "xtransformers"}};
   c["model"]["generator_head"] = "linear";
   c["model"]["tie"] = {{"token_embedding", true}, {"position_embedding", true}, {"embedding_norm", false}};
   c["model"]["generator"] = encoder;

@@ -7,7 +7,8 @@
 
 namespace coco::tools {
 
-ArgParser::ArgParser(std::string command, std::string summary) : command_(std::move(command)), summary_(std::move(summary)) {
+ArgParser::ArgParser(std::string command, std::string summary)
+    : command_(std::move(command)), summary_(std::move(summary)) {
   flag("--help", "show this help and exit");
 }
 
@@ -43,8 +44,10 @@ std::string ArgParser::help() const {
   for (const auto& name : order_) {
     const Spec& s = specs_.at(name);
     std::string left = "  " + name + (s.takes_value ? " " + s.metavar : "");
-    if (left.size() < 28) left.resize(28, ' ');
-    else left += "\n" + std::string(28, ' ');
+    if (left.size() < 28)
+      left.resize(28, ' ');
+    else
+      left += "\n" + std::string(28, ' ');
     text += left + s.help;
     if (!s.fallback.empty()) text += " (default: " + s.fallback + ")";
     if (s.required) text += " (required)";
@@ -71,7 +74,8 @@ bool ArgParser::parse(const std::vector<std::string>& args) {
         has_inline = true;
       }
       auto it = specs_.find(arg);
-      if (it == specs_.end()) throw UsageError(command_ + ": unknown option '" + arg + "' (see " + command_ + " --help)");
+      if (it == specs_.end())
+        throw UsageError(command_ + ": unknown option '" + arg + "' (see " + command_ + " --help)");
       if (arg == "--help") {
         std::fputs(help().c_str(), stdout);
         return false;
@@ -83,9 +87,12 @@ bool ArgParser::parse(const std::vector<std::string>& args) {
         continue;
       }
       std::string value;
-      if (has_inline) value = inline_value;
-      else if (i + 1 < args.size()) value = args[++i];
-      else throw UsageError(command_ + ": option " + arg + " needs a value (" + spec.metavar + ")");
+      if (has_inline)
+        value = inline_value;
+      else if (i + 1 < args.size())
+        value = args[++i];
+      else
+        throw UsageError(command_ + ": option " + arg + " needs a value (" + spec.metavar + ")");
       if (!spec.repeatable && values_.count(arg)) throw UsageError(command_ + ": option " + arg + " given twice");
       values_[arg].push_back(value);
     } else {
@@ -94,9 +101,11 @@ bool ArgParser::parse(const std::vector<std::string>& args) {
     }
   }
   for (const auto& [name, spec] : specs_)
-    if (spec.required && !values_.count(name)) throw UsageError(command_ + ": missing required option " + name + " " + spec.metavar);
+    if (spec.required && !values_.count(name))
+      throw UsageError(command_ + ": missing required option " + name + " " + spec.metavar);
   if (positional_values_.size() < positional_min_)
-    throw UsageError(command_ + ": expected at least " + std::to_string(positional_min_) + " " + positional_metavar_ + " argument(s)");
+    throw UsageError(command_ + ": expected at least " + std::to_string(positional_min_) + " " + positional_metavar_ +
+                     " argument(s)");
   return true;
 }
 

@@ -41,8 +41,8 @@ std::vector<float> host_f32(const Tensor& t) { return t.to(Device::cpu).to(DType
 safetensors::TensorData tensor_data(const std::string& name, const Tensor& t, const std::vector<float>& values) {
   std::vector<int64_t> shape;
   for (int d = 0; d < t.rank(); ++d) shape.push_back(t.size(d));
-  return {name, DType::f32,
-          shape, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(values.data()), values.size() * sizeof(float))};
+  return {name, DType::f32, shape,
+          std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(values.data()), values.size() * sizeof(float))};
 }
 
 // Reads tensor `name` from `reader` into `target` (shape and f32 checked).
@@ -153,7 +153,8 @@ fs::path write_checkpoint(const fs::path& run_dir, int64_t step, const Checkpoin
       values.push_back(host_f32(p.tensor));
       tensors.push_back(tensor_data(p.name, p.tensor, values.back()));
     }
-    safetensors::write_file((temporary / "model.safetensors").string(), tensors, {{"format", "pt"}, {"step", std::to_string(step)}});
+    safetensors::write_file((temporary / "model.safetensors").string(), tensors,
+                            {{"format", "pt"}, {"step", std::to_string(step)}});
   }
   fault_point("checkpoint:after-model:" + std::to_string(step));
   if (data.optimizer) {
@@ -197,8 +198,10 @@ fs::path write_checkpoint(const fs::path& run_dir, int64_t step, const Checkpoin
     }
     const auto entry_step = step_of(entry_name);
     if (!entry_step || !entry.is_directory()) continue;
-    if (*entry_step > step) fs::remove_all(entry.path());
-    else committed.emplace_back(*entry_step, entry.path());
+    if (*entry_step > step)
+      fs::remove_all(entry.path());
+    else
+      committed.emplace_back(*entry_step, entry.path());
   }
   std::sort(committed.begin(), committed.end());
   for (size_t i = 0; i + static_cast<size_t>(std::max<int64_t>(keep, 1)) < committed.size(); ++i)
@@ -214,7 +217,8 @@ std::optional<fs::path> latest_checkpoint(const fs::path& run_dir) {
   std::string name;
   std::getline(in, name);
   if (!step_of(name))
-    throw std::runtime_error(latest.string() + ": expected a checkpoint name like \"step-00000100\", got \"" + name + "\"");
+    throw std::runtime_error(latest.string() + ": expected a checkpoint name like \"step-00000100\", got \"" + name +
+                             "\"");
   const fs::path dir = run_dir / "checkpoints" / name;
   if (!fs::exists(dir / "trainer_state.json"))
     throw std::runtime_error(latest.string() + " names " + dir.string() + ", which has no trainer_state.json");
@@ -224,7 +228,8 @@ std::optional<fs::path> latest_checkpoint(const fs::path& run_dir) {
 fs::path resolve_checkpoint_dir(const fs::path& path) {
   if (fs::exists(path / "trainer_state.json")) return path;
   if (auto latest = latest_checkpoint(path)) return *latest;
-  throw std::invalid_argument(path.string() + ": not a checkpoint directory (no trainer_state.json) nor a run directory "
+  throw std::invalid_argument(path.string() +
+                              ": not a checkpoint directory (no trainer_state.json) nor a run directory "
                               "with checkpoints/latest");
 }
 
@@ -233,8 +238,10 @@ void load_weights(const fs::path& checkpoint_dir, const std::vector<NamedParamet
   for (const auto& p : parameters) copy_into(reader, p.name, p.tensor);
   if (reader.tensors().size() != parameters.size()) {
     for (const auto& info : reader.tensors()) {
-      const bool known = std::any_of(parameters.begin(), parameters.end(), [&](const NamedParameter& p) { return p.name == info.name; });
-      if (!known) throw std::runtime_error(reader.label() + ": tensor '" + info.name + "' is not a parameter of the model");
+      const bool known = std::any_of(parameters.begin(), parameters.end(),
+                                     [&](const NamedParameter& p) { return p.name == info.name; });
+      if (!known)
+        throw std::runtime_error(reader.label() + ": tensor '" + info.name + "' is not a parameter of the model");
     }
   }
 }

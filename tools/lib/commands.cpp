@@ -35,7 +35,7 @@ const char* kTopHelp =
 }  // namespace
 
 int exit_code_for(const std::exception& error) {
-  if (dynamic_cast<const TensorError*>(&error)) return 1;  // an engine failure, not the user's input
+  if (dynamic_cast<const TensorError*>(&error)) return 1;            // an engine failure, not the user's input
   if (dynamic_cast<const std::invalid_argument*>(&error)) return 2;  // UsageError, ConfigError, DataError, bad options
   if (dynamic_cast<const text::ShardError*>(&error) || dynamic_cast<const text::Utf8Error*>(&error) ||
       dynamic_cast<const text::TokenizerError*>(&error))
@@ -54,10 +54,14 @@ int command_prepare(const std::vector<std::string>& args) {
   p.option("--vocab-size", "N", "train a WordPiece vocabulary of exactly N tokens (excludes --vocab)");
   p.option("--valid-fraction", "F", "fraction of documents held out as the valid split, in [0, 1)", false, false, "0");
   p.option("--seed", "N", "seed of the train/valid split", false, false, "0");
-  p.option("--special-layout", "L", "special-token ids of a trained vocabulary: first ([PAD] [UNK] [CLS] [SEP] "
-           "[MASK] = 0..4) or bert (0, 100..103)", false, false, "first");
-  p.option("--case", "C", "normalization: uncased (lowercase + strip accents) or cased; a tokenizer.json decides "
-           "itself", false, false, "uncased");
+  p.option("--special-layout", "L",
+           "special-token ids of a trained vocabulary: first ([PAD] [UNK] [CLS] [SEP] "
+           "[MASK] = 0..4) or bert (0, 100..103)",
+           false, false, "first");
+  p.option("--case", "C",
+           "normalization: uncased (lowercase + strip accents) or cased; a tokenizer.json decides "
+           "itself",
+           false, false, "uncased");
   p.option("--shard-tokens", "N", "tokens per shard file", false, false, std::to_string(uint64_t{1} << 26));
   p.option("--threads", "N", "tokenizer threads (0: all cores); never changes the output", false, false, "0");
   p.flag("--force", "rebuild even when meta.json says the output is up to date");
@@ -69,8 +73,10 @@ int command_prepare(const std::vector<std::string>& args) {
   options.output_dir = p.get("--out");
   if (p.has("--vocab") == p.has("--vocab-size"))
     throw UsageError("coco prepare: give exactly one of --vocab FILE or --vocab-size N");
-  if (p.has("--vocab")) options.vocab_file = std::filesystem::path(p.get("--vocab"));
-  else options.vocab_size = static_cast<size_t>(p.get_int("--vocab-size", 6, 1 << 24));
+  if (p.has("--vocab"))
+    options.vocab_file = std::filesystem::path(p.get("--vocab"));
+  else
+    options.vocab_size = static_cast<size_t>(p.get_int("--vocab-size", 6, 1 << 24));
   options.valid_fraction = p.get_double("--valid-fraction", 0.0, 0.999999);
   options.seed = static_cast<uint64_t>(p.get_int("--seed", 0, INT64_MAX));
   const std::string layout = p.get("--special-layout");
@@ -89,7 +95,8 @@ int command_prepare(const std::vector<std::string>& args) {
   std::string last_phase;
   auto last_plain = std::chrono::steady_clock::now();
   options.progress = [&](const text::PrepareProgress& s) {
-    const double fraction = s.bytes_total ? static_cast<double>(s.bytes_done) / static_cast<double>(s.bytes_total) : 1.0;
+    const double fraction =
+        s.bytes_total ? static_cast<double>(s.bytes_done) / static_cast<double>(s.bytes_total) : 1.0;
     const std::string text =
         format("%-15s %5.1f%% %s %.1f/%.1f MB, %llu documents, %llu tokens", s.phase, 100.0 * fraction,
                progress_bar(static_cast<double>(s.bytes_done), static_cast<double>(s.bytes_total)).c_str(),
@@ -110,12 +117,13 @@ int command_prepare(const std::vector<std::string>& args) {
   const text::PrepareResult result = text::prepare(options);
   progress.finish();
   std::printf("%s\n", result.message.c_str());
-  std::printf("vocabulary %s (%zu tokens); train: %llu documents, %llu tokens, %zu shards; valid: %llu documents, "
-              "%llu tokens, %zu shards\n",
-              result.vocab_path.c_str(), result.vocab_size, static_cast<unsigned long long>(result.train.documents),
-              static_cast<unsigned long long>(result.train.tokens), result.train.shards.size(),
-              static_cast<unsigned long long>(result.valid.documents), static_cast<unsigned long long>(result.valid.tokens),
-              result.valid.shards.size());
+  std::printf(
+      "vocabulary %s (%zu tokens); train: %llu documents, %llu tokens, %zu shards; valid: %llu documents, "
+      "%llu tokens, %zu shards\n",
+      result.vocab_path.c_str(), result.vocab_size, static_cast<unsigned long long>(result.train.documents),
+      static_cast<unsigned long long>(result.train.tokens), result.train.shards.size(),
+      static_cast<unsigned long long>(result.valid.documents), static_cast<unsigned long long>(result.valid.tokens),
+      result.valid.shards.size());
   std::printf("special ids: pad %u unk %u cls %u sep %u mask %u\n", result.special_ids.pad, result.special_ids.unk,
               result.special_ids.cls, result.special_ids.sep, result.special_ids.mask);
   return 0;
@@ -130,9 +138,12 @@ int command_train(const std::vector<std::string>& args) {
               "exit 0. Config sections: model, objective, data, optim, train, precision, runtime (see configs/).");
   p.option("--config", "FILE", "JSON configuration (configs/demo.json shows every section)", true);
   p.option("--out", "DIR", "run directory", true);
-  p.option("--set", "KEY=VALUE", "override a config key by its dotted path, e.g. train.steps=200 or runtime.device=cpu "
-           "(JSON values: numbers, true/false, [lists], \"strings\"; other text is a string)", false, true);
-  p.flag("--resume", "continue from DIR/checkpoints/latest (also done without this flag when it exists; with the "
+  p.option("--set", "KEY=VALUE",
+           "override a config key by its dotted path, e.g. train.steps=200 or runtime.device=cpu "
+           "(JSON values: numbers, true/false, [lists], \"strings\"; other text is a string)",
+           false, true);
+  p.flag("--resume",
+         "continue from DIR/checkpoints/latest (also done without this flag when it exists; with the "
          "flag and no checkpoint, training starts from step 0)");
   if (!p.parse(args)) return 0;
   TrainOptions options;
@@ -147,7 +158,8 @@ int command_eval(const std::vector<std::string>& args) {
   ArgParser p("coco eval",
               "Evaluates a checkpoint on held-out data: MLM loss and accuracy, binary (copy / replaced-token)\n"
               "accuracy and contrastive accuracy, printed as a table followed by one JSON line.");
-  p.option("--checkpoint", "DIR", "a checkpoint directory (checkpoints/step-NNNNNNNN) or a run directory (its latest)", true);
+  p.option("--checkpoint", "DIR", "a checkpoint directory (checkpoints/step-NNNNNNNN) or a run directory (its latest)",
+           true);
   p.option("--data", "DIR", "prepared data directory (default: the run's data.dir)");
   p.option("--split", "NAME", "valid or train", false, false, "valid");
   p.option("--batches", "N", "micro-batches to evaluate, 0 = the whole split (default: the run's train.eval_batches)");

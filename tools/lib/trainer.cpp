@@ -58,7 +58,8 @@ class StopSignals {
   int received() const { return g_stop_signal.load(); }
 
  private:
-  struct sigaction old_int_ {}, old_term_ {};
+  struct sigaction old_int_ {
+  }, old_term_{};
 };
 
 // ---------------------------------------------------------------------------------------------------
@@ -92,7 +93,8 @@ void truncate_metrics(const fs::path& path, int64_t last_step) {
   while (std::getline(in, line)) {
     try {
       const auto j = nlohmann::json::parse(line);
-      if (j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() <= last_step) kept += line + "\n";
+      if (j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() <= last_step)
+        kept += line + "\n";
     } catch (const nlohmann::json::exception&) {
     }
   }
@@ -155,7 +157,9 @@ struct StepStats {
     r.add("loss", mean(loss)).add("mlm_loss", mean(mlm)).add("rtd_loss", mean(rtd));
     if (has_clm) r.add("clm_loss", mean(clm));
     r.add("cl_loss", has_cl ? mean(cl) : 0.0);
-    r.add("mlm_acc", ratio(mlm_correct, masked)).add("rtd_acc", ratio(rtd_correct, rtd_count)).add("cl_acc", ratio(cl_correct, cl_count));
+    r.add("mlm_acc", ratio(mlm_correct, masked))
+        .add("rtd_acc", ratio(rtd_correct, rtd_count))
+        .add("cl_acc", ratio(cl_correct, cl_count));
   }
   std::string summary() const {
     std::string s = format("loss %.4f (mlm %.4f rtd %.4f", mean(loss), mean(mlm), mean(rtd));
@@ -192,12 +196,14 @@ StepStats evaluate(CocoModel& model, const data::PackedSequences& sequences, int
 // ---------------------------------------------------------------------------------------------------
 // Data setup
 
-void check_data_against_config(const data::PreparedMeta& meta, const train::TrainConfig& config, const std::string& source) {
+void check_data_against_config(const data::PreparedMeta& meta, const train::TrainConfig& config,
+                               const std::string& source) {
   const std::string meta_path = (meta.dir / "meta.json").string();
   if (meta.vocab_size != static_cast<uint64_t>(config.model.vocab_size))
-    throw data::DataError(meta_path + ": the prepared data uses a vocabulary of " + std::to_string(meta.vocab_size) +
-                          " tokens, but " + source + " sets model.vocab_size = " + std::to_string(config.model.vocab_size) +
-                          " (expected them to be equal; use --set model.vocab_size=" + std::to_string(meta.vocab_size) + ")");
+    throw data::DataError(
+        meta_path + ": the prepared data uses a vocabulary of " + std::to_string(meta.vocab_size) + " tokens, but " +
+        source + " sets model.vocab_size = " + std::to_string(config.model.vocab_size) +
+        " (expected them to be equal; use --set model.vocab_size=" + std::to_string(meta.vocab_size) + ")");
   const auto& o = config.objective;
   struct Check {
     const char* key;
@@ -258,7 +264,8 @@ int run_train(const TrainOptions& options) {
   nlohmann::json state;
   if (resume_dir) {
     const fs::path saved_config_path = *resume_dir / "config.json";
-    const train::TrainConfig saved = train::parse_train_config(read_json_file(saved_config_path), saved_config_path.string());
+    const train::TrainConfig saved =
+        train::parse_train_config(read_json_file(saved_config_path), saved_config_path.string());
     const auto differences = train::model_shape_differences(saved, config);
     if (!differences.empty()) {
       std::string message = source + ": refusing to resume from " + resume_dir->string() +
@@ -294,7 +301,9 @@ int run_train(const TrainOptions& options) {
   // Mixed precision: the model's registered tensors are 16-bit working copies that the forward and
   // backward use (with f32 gradient buffers); f32 masters, updated by AdamW, own the values and go
   // into checkpoints. bf16 copies are rewritten by the AdamW kernel itself, f16 copies after each step.
-  const DType param_dtype = config.precision == "bf16" ? DType::bf16 : config.precision == "f16" ? DType::f16 : DType::f32;
+  const DType param_dtype = config.precision == "bf16"  ? DType::bf16
+                            : config.precision == "f16" ? DType::f16
+                                                        : DType::f32;
   CocoModel model(config.model, config.objective, t.seed, config.device, param_dtype);
   std::vector<NamedParameter> params = trainable_parameters(model, config.optim);
   std::vector<NamedParameter> masters = params;
@@ -307,7 +316,8 @@ int run_train(const TrainOptions& options) {
     }
     p.tensor.set_grad_dtype(DType::f32);
     masters[i].tensor = p.tensor.to(DType::f32).set_name(p.name);
-    adam_params.push_back({p.name, masters[i].tensor, param_dtype == DType::bf16 ? p.tensor : Tensor(), p.tensor, p.weight_decay});
+    adam_params.push_back(
+        {p.name, masters[i].tensor, param_dtype == DType::bf16 ? p.tensor : Tensor(), p.tensor, p.weight_decay});
   }
   auto refresh_working_copies = [&] {
     if (param_dtype == DType::f32) return;
@@ -342,12 +352,13 @@ int run_train(const TrainOptions& options) {
       }
       const uint64_t saved_sequences = state.at("data").at("sequences").get<uint64_t>();
       if (saved_sequences != train_sequences->size())
-        std::printf("warning: the train split now packs into %llu sequences, the checkpoint saw %llu: the data order "
-                    "after resume differs from the original run's\n",
-                    static_cast<unsigned long long>(train_sequences->size()),
-                    static_cast<unsigned long long>(saved_sequences));
+        std::printf(
+            "warning: the train split now packs into %llu sequences, the checkpoint saw %llu: the data order "
+            "after resume differs from the original run's\n",
+            static_cast<unsigned long long>(train_sequences->size()), static_cast<unsigned long long>(saved_sequences));
     } catch (const nlohmann::json::exception& e) {
-      throw std::runtime_error((*resume_dir / "trainer_state.json").string() + ": missing or malformed field: " + e.what());
+      throw std::runtime_error((*resume_dir / "trainer_state.json").string() +
+                               ": missing or malformed field: " + e.what());
     }
     std::printf("resuming from %s (step %lld)\n", resume_dir->c_str(), static_cast<long long>(start_step));
   }
@@ -363,13 +374,14 @@ int run_train(const TrainOptions& options) {
                                                 param_dtype == DType::f32 ? 4 : 2)
                           .text()
                           .c_str());
-  std::printf("model: %zu parameters (%zu tensors) on %s | data: %llu train sequences of %lld tokens (%.2f epochs "
-              "planned)%s | %lld steps x %lld sequences\n",
-              model.parameter_count(), params.size(), device_name(config.device),
-              static_cast<unsigned long long>(train_sequences->size()), static_cast<long long>(layout.seq_len),
-              static_cast<double>(t.steps * rows_per_step) / static_cast<double>(train_sequences->size()),
-              valid_sequences ? format(", %llu valid", static_cast<unsigned long long>(valid_sequences->size())).c_str() : "",
-              static_cast<long long>(t.steps), static_cast<long long>(rows_per_step));
+  std::printf(
+      "model: %zu parameters (%zu tensors) on %s | data: %llu train sequences of %lld tokens (%.2f epochs "
+      "planned)%s | %lld steps x %lld sequences\n",
+      model.parameter_count(), params.size(), device_name(config.device),
+      static_cast<unsigned long long>(train_sequences->size()), static_cast<long long>(layout.seq_len),
+      static_cast<double>(t.steps * rows_per_step) / static_cast<double>(train_sequences->size()),
+      valid_sequences ? format(", %llu valid", static_cast<unsigned long long>(valid_sequences->size())).c_str() : "",
+      static_cast<long long>(t.steps), static_cast<long long>(rows_per_step));
   std::fflush(stdout);
 
   data::LoaderOptions loader_options;
@@ -417,8 +429,8 @@ int run_train(const TrainOptions& options) {
   };
 
   auto run_eval_now = [&](int64_t completed) {
-    const StepStats stats = evaluate(model, *valid_sequences, t.micro_batch, t.eval_batches,
-                                     config.objective.cl_weight > 0 ? 2 : 1);
+    const StepStats stats =
+        evaluate(model, *valid_sequences, t.micro_batch, t.eval_batches, config.objective.cl_weight > 0 ? 2 : 1);
     if (stats.rows == 0) return;
     JsonRecord r;
     r.add_int("step", completed).add_string("split", "valid");
@@ -427,7 +439,8 @@ int run_train(const TrainOptions& options) {
     metrics.write(r.str());
     progress.line(format("eval  %lld/%lld valid %s mlm_acc %.4f rtd_acc %.4f cl_acc %.4f (%lld sequences)",
                          static_cast<long long>(completed), static_cast<long long>(t.steps), stats.summary().c_str(),
-                         StepStats::ratio(stats.mlm_correct, stats.masked), StepStats::ratio(stats.rtd_correct, stats.rtd_count),
+                         StepStats::ratio(stats.mlm_correct, stats.masked),
+                         StepStats::ratio(stats.rtd_correct, stats.rtd_count),
                          StepStats::ratio(stats.cl_correct, stats.cl_count), static_cast<long long>(stats.rows)));
   };
 
@@ -490,8 +503,10 @@ int run_train(const TrainOptions& options) {
     const double tokens_per_s = step_seconds > 0 ? static_cast<double>(stats.tokens) / step_seconds : 0.0;
     const double eta = elapsed / static_cast<double>(completed - start_step) * static_cast<double>(t.steps - completed);
     const std::string status =
-        format("step %lld/%lld ", static_cast<long long>(completed), static_cast<long long>(t.steps)) + stats.summary() +
-        format(" lr %.3g | %.0f tok/s | ETA %s%s", lr, tokens_per_s, format_duration(eta).c_str(), nonfinite ? " | SKIPPED" : "");
+        format("step %lld/%lld ", static_cast<long long>(completed), static_cast<long long>(t.steps)) +
+        stats.summary() +
+        format(" lr %.3g | %.0f tok/s | ETA %s%s", lr, tokens_per_s, format_duration(eta).c_str(),
+               nonfinite ? " | SKIPPED" : "");
     progress.status(progress_bar(static_cast<double>(completed), static_cast<double>(t.steps)) + " " + status);
 
     if (completed % t.log_every == 0 || completed == t.steps || nonfinite) {
@@ -506,12 +521,12 @@ int run_train(const TrainOptions& options) {
     // The record of the failing step is written first, so the log shows every skipped step.
     if (nonfinite && consecutive_skips > t.max_consecutive_skips) {
       progress.finish();
-      throw std::runtime_error(
-          format("step %lld: non-finite loss or gradients in %lld consecutive steps (train.max_consecutive_skips = %lld); "
-                 "stopping. The last good checkpoint is %s",
-                 static_cast<long long>(completed), static_cast<long long>(consecutive_skips),
-                 static_cast<long long>(t.max_consecutive_skips),
-                 last_checkpoint ? last_checkpoint->c_str() : "(none: no checkpoint was written yet)"));
+      throw std::runtime_error(format(
+          "step %lld: non-finite loss or gradients in %lld consecutive steps (train.max_consecutive_skips = %lld); "
+          "stopping. The last good checkpoint is %s",
+          static_cast<long long>(completed), static_cast<long long>(consecutive_skips),
+          static_cast<long long>(t.max_consecutive_skips),
+          last_checkpoint ? last_checkpoint->c_str() : "(none: no checkpoint was written yet)"));
     }
 
     if (valid_sequences && ((t.eval_every > 0 && completed % t.eval_every == 0) || completed == t.steps))
@@ -541,7 +556,8 @@ int run_eval(const EvalOptions& options) {
   const fs::path config_path = checkpoint / "config.json";
   nlohmann::json config_json = read_json_file(config_path);
   if (!options.device.empty()) config_json["runtime"]["device"] = options.device;
-  if (!options.data_dir.empty()) config_json["data"]["dir"] = fs::absolute(options.data_dir).lexically_normal().string();
+  if (!options.data_dir.empty())
+    config_json["data"]["dir"] = fs::absolute(options.data_dir).lexically_normal().string();
   if (options.micro_batch > 0) config_json["train"]["micro_batch"] = options.micro_batch;
   const train::TrainConfig config = train::parse_train_config(config_json, config_path.string());
 
@@ -556,16 +572,18 @@ int run_eval(const EvalOptions& options) {
   CocoModel model(config.model, config.objective, config.train.seed, config.device);
   load_weights(checkpoint, model.named_parameters());
   const int64_t batches = options.batches >= 0 ? options.batches : config.train.eval_batches;
-  const StepStats stats = evaluate(model, sequences, config.train.micro_batch, batches, config.objective.cl_weight > 0 ? 2 : 1);
+  const StepStats stats =
+      evaluate(model, sequences, config.train.micro_batch, batches, config.objective.cl_weight > 0 ? 2 : 1);
   if (stats.rows == 0) throw data::DataError("the " + options.split + " split has too few sequences to evaluate");
 
   const nlohmann::json state = read_json_file(checkpoint / "trainer_state.json");
   const double mlm_acc = StepStats::ratio(stats.mlm_correct, stats.masked);
   const double rtd_acc = StepStats::ratio(stats.rtd_correct, stats.rtd_count);
   const double cl_acc = StepStats::ratio(stats.cl_correct, stats.cl_count);
-  std::printf("checkpoint  %s (step %lld)\n", checkpoint.c_str(), static_cast<long long>(state.value("step", int64_t{0})));
-  std::printf("data        %s, split %s: %lld sequences in %lld batches\n", config.data.dir.c_str(), options.split.c_str(),
-              static_cast<long long>(stats.rows), static_cast<long long>(stats.micro_batches));
+  std::printf("checkpoint  %s (step %lld)\n", checkpoint.c_str(),
+              static_cast<long long>(state.value("step", int64_t{0})));
+  std::printf("data        %s, split %s: %lld sequences in %lld batches\n", config.data.dir.c_str(),
+              options.split.c_str(), static_cast<long long>(stats.rows), static_cast<long long>(stats.micro_batches));
   std::printf("%-22s %12s\n", "metric", "value");
   const double rows = static_cast<double>(stats.rows);
   std::printf("%-22s %12.6f\n", "loss (weighted total)", stats.loss / rows);
@@ -578,7 +596,9 @@ int run_eval(const EvalOptions& options) {
   std::printf("%-22s %12.6f\n", "contrastive_accuracy", cl_acc);
 
   JsonRecord r;
-  r.add_string("checkpoint", checkpoint.string()).add_int("step", state.value("step", int64_t{0})).add_string("split", options.split);
+  r.add_string("checkpoint", checkpoint.string())
+      .add_int("step", state.value("step", int64_t{0}))
+      .add_string("split", options.split);
   stats.put(r);
   r.add_int("sequences", stats.rows).add_int("masked_tokens", stats.masked);
   const std::string json = r.str();

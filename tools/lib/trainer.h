@@ -31,13 +31,13 @@ struct TrainOptions {
 int run_train(const TrainOptions& options);
 
 struct EvalOptions {
-  std::string checkpoint;    // checkpoint directory or run directory
-  std::string data_dir;      // empty: the run's data.dir
+  std::string checkpoint;  // checkpoint directory or run directory
+  std::string data_dir;    // empty: the run's data.dir
   std::string split = "valid";
-  int64_t batches = -1;      // -1: the run's train.eval_batches; 0: the whole split
-  int64_t micro_batch = 0;   // 0: the run's train.micro_batch
-  std::string device = "";   // empty: the run's runtime.device
-  std::string json_path;     // also write the JSON report there
+  int64_t batches = -1;     // -1: the run's train.eval_batches; 0: the whole split
+  int64_t micro_batch = 0;  // 0: the run's train.micro_batch
+  std::string device = "";  // empty: the run's runtime.device
+  std::string json_path;    // also write the JSON report there
 };
 
 int run_eval(const EvalOptions& options);
