@@ -41,10 +41,12 @@ ObjectiveConfig parse_objective_config(ConfigObject r) {
   c.cl_initial_theta = r.get_double("cl_initial_theta", 1.0, -20.0, 20.0);
   c.scl_dim = r.get_int("scl_dim", 768, 1, 1 << 16);
   c.scl_temperature = r.get_double("scl_temperature", 1.0, 1e-6, 1e6);
-  c.clm_form = r.get_choice("clm_form", "code", {"code"});
+  c.clm_form = r.get_choice("clm_form", "code", {"code", "paper"});
   c.prepend_cls = r.get_bool("prepend_cls", !paper);
   if (!paper && r.has("clm_weight") && c.clm_weight != 0.0)
     r.fail("clm_weight", "0 for the lucidrains preset (it has no CLM head)");
+  if (!paper && c.clm_form != "code")
+    r.fail("clm_form", "\"code\" or absent for the lucidrains preset (it has no CLM head)");
   r.finish();
   return c;
 }
@@ -272,26 +274,27 @@ Outputs CocoModel::forward(const Tensor& input, uint64_t step, bool training) {
   out.rtd_correct = binary.correct;
   out.rtd_count = binary.count;
 
-  // 4. Paper: corrective LM at the masked positions, weighted by stopgrad(P(replaced)).
+  // 4. Paper: corrective LM at the masked positions, weighted by the stop-gradient copy probability
+  //    ("code" form) or as the paper's copy/LM mixture ("paper" form).
   if (paper) {
     if (masked.count > 0) {
-      std::vector<double> weights;
-      if (frozen_clm_weights_) {
-        weights = *frozen_clm_weights_;
-        if (static_cast<int64_t>(weights.size()) != masked.count)
-          throw std::logic_error("CocoModel: frozen CLM weights do not match the masked positions");
+      Tensor copy_logits;  // (M, 1), stop-gradient
+      if (frozen_clm_copy_logits_.defined()) {
+        if (frozen_clm_copy_logits_.numel() != masked.count)
+          throw std::logic_error("CocoModel: frozen CLM copy logits do not match the masked positions");
+        copy_logits = frozen_clm_copy_logits_;
       } else {
-        // Only the M masked copy logits leave the device, gathered there.
-        const std::vector<double> copy_logits = ops::gather_rows(binary_logits.detach(), masked.positions).to_f64();
-        weights.reserve(copy_logits.size());
-        for (double logit : copy_logits) weights.push_back(1.0 / (1.0 + std::exp(logit)));
+        copy_logits = ops::gather_rows(binary_logits.detach(), masked.positions);
       }
-      out.clm_weights = weights;
-      ops::CrossEntropyOptions clm_options;
-      clm_options.row_weights = Tensor::from_vector(weights, Shape{masked.count}, device_).to(dtype_);
+      out.clm_copy_logits = copy_logits;
+      ops::CorrectiveLmOptions clm_options;
+      clm_options.form = config_.clm_form == "paper" ? ops::CorrectiveLmForm::paper : ops::CorrectiveLmForm::code;
       const Tensor clm_logits =
           ops::linear(ops::gather_rows(disc_hidden, masked.positions), discriminator_->embeddings().token, clm_bias_);
-      out.clm_loss = ops::cross_entropy(clm_logits, masked.targets, clm_options).loss;
+      const ops::LossResult clm =
+          ops::corrective_lm_loss(clm_logits, masked.targets, copy_logits, samples, clm_options);
+      out.clm_loss = clm.loss;
+      out.clm_correct = clm.correct;
     } else {
       out.clm_loss = Tensor::zeros(Shape{}, dtype_, device_);
     }

@@ -6,7 +6,6 @@
 #pragma once
 #include <cstdint>
 #include <memory>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -36,7 +35,7 @@ struct ObjectiveConfig {
   double cl_initial_theta = 1.0;   // lucidrains learnable log-scale
   int64_t scl_dim = 768;           // paper SCL head width
   double scl_temperature = 1.0;    // paper NT-Xent tau (fixed)
-  std::string clm_form = "code";   // paper: "code" (released loss)
+  std::string clm_form = "code";   // paper: "code" (released loss) | "paper" (mixture)
   bool prepend_cls = true;         // lucidrains: x = [CLS] + x[:, :T-1]
 };
 
@@ -53,12 +52,14 @@ struct Outputs {
   int64_t valid_tokens = 0, replaced = 0;
   int64_t rtd_correct = 0, rtd_count = 0;
   int64_t cl_correct = 0, cl_count = 0;
-  // paper: the stop-gradient CLM row weights 1 - sigmoid(copy logit) at the masked positions.
-  std::vector<double> clm_weights;
+  int64_t clm_correct = 0;  // paper: masked positions whose CLM argmax is the original token
+  // paper: the copy logits at the masked positions (M, 1), the CLM loss's stop-gradient input.
+  Tensor clm_copy_logits;
   double mlm_accuracy() const { return masked ? double(mlm_correct) / masked : 0.0; }
   double replaced_fraction() const { return valid_tokens ? double(replaced) / valid_tokens : 0.0; }
   double rtd_accuracy() const { return rtd_count ? double(rtd_correct) / rtd_count : 0.0; }
   double cl_accuracy() const { return cl_count ? double(cl_correct) / cl_count : 0.0; }
+  double clm_accuracy() const { return masked ? double(clm_correct) / masked : 0.0; }
 };
 
 // Generator + discriminator + heads. Parameter names: generator.*, discriminator.*, generator_head.*,
@@ -76,8 +77,9 @@ class CocoModel : public Module {
   const model::Encoder& discriminator() const { return *discriminator_; }
   Device device() const { return device_; }
   // Stop-gradient inputs are constants of the function being differentiated: finite-difference checks
-  // freeze the CLM weights at their value in the unperturbed forward (Outputs::clm_weights).
-  void freeze_clm_weights(std::optional<std::vector<double>> weights) { frozen_clm_weights_ = std::move(weights); }
+  // freeze the CLM loss's copy logits at their value in the unperturbed forward (Outputs::clm_copy_logits);
+  // an undefined tensor unfreezes them.
+  void freeze_clm_copy_logits(Tensor copy_logits) { frozen_clm_copy_logits_ = std::move(copy_logits); }
   uint64_t seed() const { return seed_; }
 
  private:
@@ -98,7 +100,7 @@ class CocoModel : public Module {
   std::shared_ptr<model::Linear> scl_dense_;    // paper
   std::shared_ptr<model::LayerNorm> scl_norm_;  // paper
   Tensor cl_theta_;                             // lucidrains, (1)
-  std::optional<std::vector<double>> frozen_clm_weights_;
+  Tensor frozen_clm_copy_logits_;
 };
 
 }  // namespace coco::objective

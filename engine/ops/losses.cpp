@@ -10,6 +10,7 @@
 #include "engine/ops/float_dispatch.h"
 #include "engine/tape.h"
 #include "kernels/contrastive.h"
+#include "kernels/corrective_lm.h"
 #include "kernels/l2norm.h"
 
 namespace coco::ops {
@@ -76,12 +77,30 @@ void scale_in_place(const char* op, Tensor& values, const Tensor& scale) {
 
 // ---------------------------------------------------------------- cross-entropy
 
-LossResult cross_entropy(const Tensor& logits, const Tensor& targets, const CrossEntropyOptions& options) {
-  constexpr const char* op = "cross_entropy";
+namespace {
+
+// What the cross-entropy forward leaves for the loss ops and the backward.
+struct CrossEntropyForward {
+  Tensor loss;      // 0-d, stat dtype
+  Tensor row_loss;  // (rows) unweighted ce_i, stat dtype
+  Tensor row_lse;   // (rows) stat dtype
+  Tensor counts;    // (kCrossEntropyCounts) i32 on the logits' device
+  Tensor weights;   // (rows) stat dtype or undefined
+  std::vector<int32_t> host_counts;
+  int64_t rows = 0, vocab = 0;
+};
+
+// Checks the arguments, runs the forward kernels and throws on out-of-range targets. When `dlogits` is
+// defined it receives the gradient for an upstream gradient of 1.
+CrossEntropyForward run_cross_entropy_forward(const char* op, const Tensor& logits, const Tensor& targets,
+                                              const Tensor& row_weights, int32_t ignore_index, LossReduction reduction,
+                                              Tensor* dlogits) {
   check_defined(op, logits, "the logits");
   check_defined(op, targets, "the targets");
-  const int64_t rows = rows_of(op, logits, "the logits");
-  const int64_t vocab = logits.shape().last();
+  CrossEntropyForward f;
+  f.rows = rows_of(op, logits, "the logits");
+  f.vocab = logits.shape().last();
+  const int64_t rows = f.rows, vocab = f.vocab;
   check_same_device(op, logits, targets);
   if (targets.dtype() != DType::i32 || targets.numel() != rows)
     throw TensorError(std::string(op) + ": targets must be i32 with one element per logits row (" +
@@ -90,24 +109,19 @@ LossResult cross_entropy(const Tensor& logits, const Tensor& targets, const Cros
     throw TensorError(std::string(op) + ": logits " + describe(logits) + " exceed 2^31-1 rows or columns");
   const Device device = logits.device();
   const DType stat_dtype = stat_dtype_for(logits);
-  Tensor weights;
-  if (options.row_weights.defined()) {
-    check_same_device(op, logits, options.row_weights);
-    if (!dtype_is_float(options.row_weights.dtype()) || options.row_weights.numel() != rows)
+  if (row_weights.defined()) {
+    check_same_device(op, logits, row_weights);
+    if (!dtype_is_float(row_weights.dtype()) || row_weights.numel() != rows)
       throw TensorError(std::string(op) + ": row_weights must be a float tensor with one element per row (" +
-                        std::to_string(rows) + "), got " + describe(options.row_weights));
-    weights = as_dtype(options.row_weights.detach(), stat_dtype);
+                        std::to_string(rows) + "), got " + describe(row_weights));
+    f.weights = as_dtype(row_weights.detach(), stat_dtype);
   }
-  const int32_t ignore_index = options.ignore_index;
-  const LossReduction reduction = options.reduction;
-
-  Tensor loss = Tensor::empty(Shape{}, stat_dtype, device);
-  Tensor row_loss = Tensor::empty(Shape{rows}, stat_dtype, device);
-  Tensor row_lse = Tensor::empty(Shape{rows}, stat_dtype, device);
-  Tensor counts = Tensor::empty(Shape{kernels::kCrossEntropyCounts}, DType::i32, device);
-  Tape* tape = Tape::recording_for({&logits});
-  const bool fused = options.gradient_in_forward && tape != nullptr;
-  Tensor dlogits = fused ? Tensor::empty(logits.shape(), logits.dtype(), device) : Tensor();
+  const Tensor& weights = f.weights;
+  f.loss = Tensor::empty(Shape{}, stat_dtype, device);
+  f.row_loss = Tensor::empty(Shape{rows}, stat_dtype, device);
+  f.row_lse = Tensor::empty(Shape{rows}, stat_dtype, device);
+  f.counts = Tensor::empty(Shape{kernels::kCrossEntropyCounts}, DType::i32, device);
+  const bool fused = dlogits != nullptr && dlogits->defined();
 
   dispatch_loss_type(op, logits, [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -115,65 +129,133 @@ LossResult cross_entropy(const Tensor& logits, const Tensor& targets, const Cros
       if constexpr (kCudaType<T>)
         kernels::cuda::cross_entropy_forward<T>(
             logits.data_as<T>(), targets.data_as<int32_t>(), weights.defined() ? weights.data_as<float>() : nullptr,
-            rows, vocab, ignore_index, reduction, loss.data_as<float>(), row_loss.data_as<float>(),
-            row_lse.data_as<float>(), counts.data_as<int32_t>(), fused ? dlogits.data_as<T>() : nullptr, 1.0f,
+            rows, vocab, ignore_index, reduction, f.loss.data_as<float>(), f.row_loss.data_as<float>(),
+            f.row_lse.data_as<float>(), f.counts.data_as<int32_t>(), fused ? dlogits->data_as<T>() : nullptr, 1.0f,
             current_stream());
     } else if constexpr (kCpuType<T>) {
       kernels::cpu::cross_entropy_forward<T>(
           logits.data_as<T>(), targets.data_as<int32_t>(), weights.defined() ? weights.data_as<T>() : nullptr, rows,
-          vocab, ignore_index, reduction, loss.data_as<T>(), row_loss.data_as<T>(), row_lse.data_as<T>(),
-          counts.data_as<int32_t>(), fused ? dlogits.data_as<T>() : nullptr, T(1));
+          vocab, ignore_index, reduction, f.loss.data_as<T>(), f.row_loss.data_as<T>(), f.row_lse.data_as<T>(),
+          f.counts.data_as<int32_t>(), fused ? dlogits->data_as<T>() : nullptr, T(1));
     }
   });
-  const std::vector<int32_t> host_counts = counts.to_vector<int32_t>();
-  if (host_counts[kernels::kCountInvalid] > 0)
-    throw TensorError(std::string(op) + ": " + std::to_string(host_counts[kernels::kCountInvalid]) +
+  f.host_counts = f.counts.to_vector<int32_t>();
+  if (f.host_counts[kernels::kCountInvalid] > 0)
+    throw TensorError(std::string(op) + ": " + std::to_string(f.host_counts[kernels::kCountInvalid]) +
                       " target(s) outside [0, " + std::to_string(vocab) + ") and not ignore_index " +
                       std::to_string(ignore_index) + ", first " + describe_bad_target(targets, ignore_index, vocab) +
                       ", for logits " + describe(logits));
+  return f;
+}
 
+// Records d loss / d logits = g * w_i / denom * (softmax - onehot) for `loss`, a 0-d output computed
+// from `logits`. `weights` (stat dtype, or undefined for 1) are stop-gradient; the mean's denominator
+// comes from the forward's counts.
+void record_cross_entropy_backward(Tape& tape, const char* op, const Tensor& logits, const Tensor& targets,
+                                   const Tensor& loss, const CrossEntropyForward& f, const Tensor& weights,
+                                   int32_t ignore_index, LossReduction reduction) {
+  const DType stat_dtype = stat_dtype_for(logits);
+  tape.record(
+      op, {logits}, {loss},
+      [logits = logits.detach(), targets = targets.detach(), weights, row_lse = f.row_lse, counts = f.counts,
+       ignore_index, reduction, rows = f.rows, vocab = f.vocab, stat_dtype](BackwardContext& ctx) mutable {
+        const Tensor upstream = as_dtype(ctx.grad_output(0), stat_dtype);
+        Tensor source = std::move(logits);
+        // When nothing else references the logits, the gradient overwrites them (the
+        // kernels allow dlogits == logits) and the buffer is handed to the gradient.
+        Tensor dlogits =
+            source.exclusively_owned() ? source : Tensor::empty(source.shape(), source.dtype(), source.device());
+        dispatch_loss_type("cross_entropy backward", source, [&](auto tag) {
+          using T = typename decltype(tag)::type;
+          if (source.is_cuda()) {
+            if constexpr (kCudaType<T>)
+              kernels::cuda::cross_entropy_backward<T>(source.data_as<T>(), targets.data_as<int32_t>(),
+                                                       weights.defined() ? weights.data_as<float>() : nullptr,
+                                                       row_lse.data_as<float>(), counts.data_as<int32_t>(), rows, vocab,
+                                                       ignore_index, reduction, upstream.data_as<float>(),
+                                                       dlogits.data_as<T>(), current_stream());
+          } else if constexpr (kCpuType<T>) {
+            kernels::cpu::cross_entropy_backward<T>(
+                source.data_as<T>(), targets.data_as<int32_t>(), weights.defined() ? weights.data_as<T>() : nullptr,
+                row_lse.data_as<T>(), counts.data_as<int32_t>(), rows, vocab, ignore_index, reduction,
+                upstream.data_as<T>(), dlogits.data_as<T>());
+          }
+        });
+        source = Tensor();
+        ctx.accumulate(0, std::move(dlogits));
+      });
+}
+
+}  // namespace
+
+LossResult cross_entropy(const Tensor& logits, const Tensor& targets, const CrossEntropyOptions& options) {
+  constexpr const char* op = "cross_entropy";
+  check_defined(op, logits, "the logits");
+  Tape* tape = Tape::recording_for({&logits});
+  const bool fused = options.gradient_in_forward && tape != nullptr;
+  Tensor dlogits = fused ? Tensor::empty(logits.shape(), logits.dtype(), logits.device()) : Tensor();
+  const DType stat_dtype = stat_dtype_for(logits);
+  const CrossEntropyForward f = run_cross_entropy_forward(op, logits, targets, options.row_weights,
+                                                          options.ignore_index, options.reduction, &dlogits);
   if (tape) {
     if (fused) {
       // Saved: the gradient for an upstream gradient of 1.
-      tape->record(op, {logits}, {loss}, [dlogits = std::move(dlogits), stat_dtype](BackwardContext& ctx) mutable {
+      tape->record(op, {logits}, {f.loss}, [dlogits = std::move(dlogits), stat_dtype](BackwardContext& ctx) mutable {
         const Tensor upstream = as_dtype(ctx.grad_output(0), stat_dtype);
         scale_in_place("cross_entropy backward", dlogits, upstream);
         ctx.accumulate(0, std::move(dlogits));
       });
     } else {
       // Saved: logits, targets, weights, per-row log-sum-exp and the counts (the mean's denominator).
-      tape->record(
-          op, {logits}, {loss},
-          [logits = logits.detach(), targets = targets.detach(), weights, row_lse, counts, ignore_index, reduction,
-           rows, vocab, stat_dtype](BackwardContext& ctx) mutable {
-            const Tensor upstream = as_dtype(ctx.grad_output(0), stat_dtype);
-            Tensor source = std::move(logits);
-            // When nothing else references the logits, the gradient overwrites them (the
-            // kernels allow dlogits == logits) and the buffer is handed to the gradient.
-            Tensor dlogits =
-                source.exclusively_owned() ? source : Tensor::empty(source.shape(), source.dtype(), source.device());
-            dispatch_loss_type("cross_entropy backward", source, [&](auto tag) {
-              using T = typename decltype(tag)::type;
-              if (source.is_cuda()) {
-                if constexpr (kCudaType<T>)
-                  kernels::cuda::cross_entropy_backward<T>(source.data_as<T>(), targets.data_as<int32_t>(),
-                                                           weights.defined() ? weights.data_as<float>() : nullptr,
-                                                           row_lse.data_as<float>(), counts.data_as<int32_t>(), rows,
-                                                           vocab, ignore_index, reduction, upstream.data_as<float>(),
-                                                           dlogits.data_as<T>(), current_stream());
-              } else if constexpr (kCpuType<T>) {
-                kernels::cpu::cross_entropy_backward<T>(
-                    source.data_as<T>(), targets.data_as<int32_t>(), weights.defined() ? weights.data_as<T>() : nullptr,
-                    row_lse.data_as<T>(), counts.data_as<int32_t>(), rows, vocab, ignore_index, reduction,
-                    upstream.data_as<T>(), dlogits.data_as<T>());
-              }
-            });
-            source = Tensor();
-            ctx.accumulate(0, std::move(dlogits));
-          });
+      record_cross_entropy_backward(*tape, op, logits, targets, f.loss, f, f.weights, options.ignore_index,
+                                    options.reduction);
     }
   }
-  return LossResult{loss, host_counts[kernels::kCountCorrect], host_counts[kernels::kCountRows]};
+  return LossResult{f.loss, f.host_counts[kernels::kCountCorrect], f.host_counts[kernels::kCountRows]};
+}
+
+// ---------------------------------------------------------------- corrective LM
+
+LossResult corrective_lm_loss(const Tensor& logits, const Tensor& targets, const Tensor& copy_logits,
+                              const Tensor& samples, const CorrectiveLmOptions& options) {
+  constexpr const char* op = "corrective_lm_loss";
+  check_defined(op, logits, "the logits");
+  check_defined(op, copy_logits, "the copy logits");
+  check_defined(op, samples, "the samples");
+  const int64_t rows = rows_of(op, logits, "the logits");
+  check_same_device(op, logits, copy_logits);
+  check_same_device(op, logits, samples);
+  if (!dtype_is_float(copy_logits.dtype()) || copy_logits.numel() != rows)
+    throw TensorError(std::string(op) + ": copy logits must be a float tensor with one element per logits row (" +
+                      std::to_string(rows) + "), got " + describe(copy_logits));
+  if (samples.dtype() != DType::i32 || samples.numel() != rows)
+    throw TensorError(std::string(op) + ": samples must be i32 with one element per logits row (" +
+                      std::to_string(rows) + "), got " + describe(samples));
+  const Device device = logits.device();
+  const DType stat_dtype = stat_dtype_for(logits);
+  const CrossEntropyForward f =
+      run_cross_entropy_forward(op, logits, targets, Tensor(), options.ignore_index, LossReduction::mean, nullptr);
+  // Stop-gradient input: detached, in the statistics dtype.
+  const Tensor copy = as_dtype(copy_logits.detach(), stat_dtype);
+  Tensor loss = Tensor::empty(Shape{}, stat_dtype, device);
+  Tensor row_weights = Tensor::empty(Shape{rows}, stat_dtype, device);
+  if (device == Device::cuda) {
+    kernels::cuda::corrective_lm_loss(f.row_loss.data_as<float>(), copy.data_as<float>(), targets.data_as<int32_t>(),
+                                      samples.data_as<int32_t>(), rows, options.ignore_index, options.form,
+                                      loss.data_as<float>(), row_weights.data_as<float>(), current_stream());
+  } else {
+    dispatch_loss_type(op, logits, [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      if constexpr (kCpuType<T>)
+        kernels::cpu::corrective_lm_loss<T>(f.row_loss.data_as<T>(), copy.data_as<T>(), targets.data_as<int32_t>(),
+                                            samples.data_as<int32_t>(), rows, options.ignore_index, options.form,
+                                            loss.data_as<T>(), row_weights.data_as<T>());
+    });
+  }
+  if (Tape* tape = Tape::recording_for({&logits}))
+    record_cross_entropy_backward(*tape, op, logits, targets, loss, f, row_weights, options.ignore_index,
+                                  LossReduction::mean);
+  return LossResult{loss, f.host_counts[kernels::kCountCorrect], f.host_counts[kernels::kCountRows]};
 }
 
 // ---------------------------------------------------------------- binary cross-entropy

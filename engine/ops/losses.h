@@ -1,6 +1,7 @@
-// Loss ops of the COCO-LM objective, recorded on the tape: vocabulary cross-entropy (generator MLM,
-// corrective LM), binary cross-entropy with logits (RTD / copy head), row L2 normalisation, and the
-// two sequence contrastive losses. Kernel semantics: kernels/{cross_entropy,bce,l2norm,contrastive}.h.
+// Loss ops of the COCO-LM objective, recorded on the tape: vocabulary cross-entropy (generator MLM),
+// the corrective LM loss, binary cross-entropy with logits (RTD / copy head), row L2 normalisation, and the
+// two sequence contrastive losses. Kernel semantics: kernels/{cross_entropy,corrective_lm,bce,l2norm,
+// contrastive}.h.
 //
 // Backends and dtypes: CPU tensors f32 or f64; CUDA tensors f32, bf16 or f16 (f32 math). Scalar
 // losses are 0-d tensors: on the CPU of the input's dtype, on CUDA always f32. Each loss also returns
@@ -10,11 +11,13 @@
 
 #include "engine/tensor.h"
 #include "kernels/bce.h"
+#include "kernels/corrective_lm.h"
 #include "kernels/cross_entropy.h"
 
 namespace coco::ops {
 
 using kernels::BceLabels;
+using kernels::CorrectiveLmForm;
 using kernels::LossReduction;
 
 struct LossResult {
@@ -39,6 +42,18 @@ struct CrossEntropyOptions {
 // A target outside [0, V) that is not ignore_index throws TensorError. When the tape holds the only
 // reference to the logits at backward time, dlogits is written into the logits' memory.
 LossResult cross_entropy(const Tensor& logits, const Tensor& targets, const CrossEntropyOptions& options = {});
+
+struct CorrectiveLmOptions {
+  CorrectiveLmForm form = CorrectiveLmForm::code;
+  int32_t ignore_index = -100;
+};
+
+// Corrective LM loss of the `paper` preset (semantics in kernels/corrective_lm.h): logits (N, V) of
+// the CLM head, targets (N) i32 (the original tokens), copy_logits (N) any float dtype (the copy
+// head's logits at the same positions; stop-gradient), samples (N) i32 (the generator's samples).
+// Gradient to the logits only; correct/count as for cross_entropy.
+LossResult corrective_lm_loss(const Tensor& logits, const Tensor& targets, const Tensor& copy_logits,
+                              const Tensor& samples, const CorrectiveLmOptions& options = {});
 
 struct BceOptions {
   Tensor valid;  // u8 mask, same number of elements as the logits (nonzero = counted); undefined: all

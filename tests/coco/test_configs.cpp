@@ -101,6 +101,24 @@ TEST(Configs, ImpossibleCombinationsAreRejectedWithTheKey) {
       R"({"model": {"vocab_size": 10, "max_positions": 8, "generator": {"dim": 8, "depth": 1, "heads": 2, "embed_dim": 4},
                    "discriminator": {"dim": 8, "depth": 1, "heads": 2}}, "objective": {"cl_weight": 0}})",
       "embedding widths differ");
+  expect_error(R"({"model": {"vocab_size": 10, "max_positions": 8, )" + enc +
+                   R"(}, "objective": {"preset": "paper", "clm_form": "mixture"}})",
+               "objective.clm_form");
+  expect_error(R"({"model": {"vocab_size": 10, "max_positions": 8, )" + enc +
+                   R"(}, "objective": {"clm_form": "paper", "cl_weight": 0}})",
+               "objective.clm_form");
+}
+
+TEST(Configs, ClmFormSelectsTheCorrectiveLoss) {
+  for (const char* form : {"code", "paper"}) {
+    const nlohmann::json root = {{"preset", "paper"}, {"clm_form", form}};
+    const objective::ObjectiveConfig c = objective::parse_objective_config(ConfigObject(root, "cfg.json", "objective"));
+    EXPECT_EQ(c.clm_form, form);
+    EXPECT_EQ(objective::objective_config_to_json(c)["clm_form"], form);
+  }
+  const objective::ObjectiveConfig defaults =
+      objective::parse_objective_config(ConfigObject(nlohmann::json{{"preset", "paper"}}, "cfg.json", "objective"));
+  EXPECT_EQ(defaults.clm_form, "code");  // the released loss code is the spec's default
 }
 
 }  // namespace

@@ -3,9 +3,11 @@
 // gradients add up), cross-backend equality of a step, and falling loss on a fixed token stream.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <span>
+#include <string>
 
 #include "coco/objective.h"
 #include "engine/gradcheck.h"
@@ -28,6 +30,9 @@ Tensor token_batch(int64_t batch, int64_t seq_len, int vocab, unsigned seed, int
   return Tensor::from_vector(ids, Shape{batch, seq_len});
 }
 
+// "paper" and "paper-mixture" (clm_form "paper") are both the paper preset.
+bool is_paper(const std::string& preset) { return preset.rfind("paper", 0) == 0; }
+
 Tensor paper_batch(int64_t batch, int64_t seq_len, int vocab, unsigned seed) {
   Tensor t = token_batch(batch, seq_len, vocab, seed);
   std::vector<int32_t> ids = t.to_vector<int32_t>();
@@ -36,10 +41,10 @@ Tensor paper_batch(int64_t batch, int64_t seq_len, int vocab, unsigned seed) {
 }
 
 TEST(Objective, BothPresetsReturnEveryComponentAndMetric) {
-  for (const char* preset : {"lucidrains", "paper"}) {
+  for (const char* preset : {"lucidrains", "paper", "paper-mixture"}) {
     auto setup = testing::tiny_setup(preset);
     CocoModel model(setup.model, setup.objective, 1, Device::cpu);
-    const Tensor tokens = std::string(preset) == "paper" ? paper_batch(4, 12, 24, 3) : token_batch(4, 12, 24, 3);
+    const Tensor tokens = is_paper(preset) ? paper_batch(4, 12, 24, 3) : token_batch(4, 12, 24, 3);
     Tape tape;
     objective::Outputs out;
     {
@@ -50,10 +55,10 @@ TEST(Objective, BothPresetsReturnEveryComponentAndMetric) {
       ASSERT_TRUE(t->defined()) << preset;
       EXPECT_TRUE(std::isfinite(t->item())) << preset;
     }
-    EXPECT_EQ(out.clm_loss.defined(), std::string(preset) == "paper");
+    EXPECT_EQ(out.clm_loss.defined(), is_paper(preset));
     EXPECT_GT(out.masked, 0);
     // lucidrains prepends [CLS] and drops the last token, so one of row 1's two pads falls off.
-    EXPECT_EQ(out.valid_tokens, std::string(preset) == "paper" ? 4 * 12 - 2 : 4 * 12 - 1);
+    EXPECT_EQ(out.valid_tokens, is_paper(preset) ? 4 * 12 - 2 : 4 * 12 - 1);
     EXPECT_EQ(out.rtd_count, out.valid_tokens);
     EXPECT_EQ(out.cl_count, 8);  // 2B anchors
     EXPECT_GE(out.mlm_accuracy(), 0.0);
@@ -79,8 +84,19 @@ TEST_P(ObjectiveGradcheck, WholeModelF64) {
   const std::string preset = GetParam();
   auto setup = testing::tiny_setup(preset, /*dropout=*/true, /*vocab=*/16, /*dim=*/4);
   CocoModel model(setup.model, setup.objective, 5, Device::cpu, DType::f64);
-  const Tensor tokens = preset == "paper" ? paper_batch(2, 8, 16, 9) : token_batch(2, 8, 16, 9);
-  const uint64_t step = 4;
+  const Tensor tokens = is_paper(preset) ? paper_batch(2, 8, 16, 9) : token_batch(2, 8, 16, 9);
+  // The paper presets need a step whose samples include the original token at some masked position,
+  // so that the CLM loss's copy branch (the mixture's p1 term) is part of the checked function.
+  uint64_t step = 4;
+  if (is_paper(preset)) {
+    NoGrad no_grad;
+    while (step < 200) {
+      const objective::Outputs probe = model.forward(tokens, step, true);
+      if (probe.masked > probe.replaced) break;
+      ++step;
+    }
+    ASSERT_LT(step, 200u) << "no step with a copied sample";
+  }
   std::vector<NamedParameter> params = model.named_parameters();
   {
     Tape tape;
@@ -90,7 +106,7 @@ TEST_P(ObjectiveGradcheck, WholeModelF64) {
       out = model.forward(tokens, step, true);
     }
     tape.backward(out.loss);
-    if (preset == "paper") model.freeze_clm_weights(out.clm_weights);
+    if (is_paper(preset)) model.freeze_clm_copy_logits(out.clm_copy_logits);
   }
   std::vector<std::vector<double>> analytic;
   std::vector<GradcheckInput> inputs;
@@ -113,7 +129,12 @@ TEST_P(ObjectiveGradcheck, WholeModelF64) {
   EXPECT_GT(report.elements_checked, 400);
 }
 
-INSTANTIATE_TEST_SUITE_P(Presets, ObjectiveGradcheck, ::testing::Values("lucidrains", "paper"));
+INSTANTIATE_TEST_SUITE_P(Presets, ObjectiveGradcheck, ::testing::Values("lucidrains", "paper", "paper-mixture"),
+                         [](const auto& info) {
+                           std::string name = info.param;
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
+                         });
 
 // Gradients of a loss subset, for routing checks.
 std::map<std::string, std::vector<double>> grads_with_weights(const std::string& preset, double gen, double disc,
@@ -122,9 +143,9 @@ std::map<std::string, std::vector<double>> grads_with_weights(const std::string&
   setup.objective.gen_weight = gen;
   setup.objective.disc_weight = disc;
   setup.objective.cl_weight = cl;
-  setup.objective.clm_weight = preset == "paper" ? clm : 0.0;
+  setup.objective.clm_weight = is_paper(preset) ? clm : 0.0;
   CocoModel model(setup.model, setup.objective, 2, Device::cpu, DType::f64);
-  const Tensor tokens = preset == "paper" ? paper_batch(3, 10, 24, 4) : token_batch(3, 10, 24, 4);
+  const Tensor tokens = is_paper(preset) ? paper_batch(3, 10, 24, 4) : token_batch(3, 10, 24, 4);
   Tape tape;
   objective::Outputs out;
   {
@@ -194,9 +215,9 @@ TEST(Objective, TokenIdsOutsideTheVocabularyAreRejected) {
 // seed: identical masks and samples (visible in the integer metrics), losses and updated parameters
 // within float tolerance.
 TEST(Objective, CrossBackendTrainingStep) {
-  for (const char* preset : {"lucidrains", "paper"}) {
+  for (const char* preset : {"lucidrains", "paper", "paper-mixture"}) {
     auto setup = testing::tiny_setup(preset, true, 24, 8);
-    const Tensor tokens = std::string(preset) == "paper" ? paper_batch(4, 12, 24, 8) : token_batch(4, 12, 24, 8);
+    const Tensor tokens = is_paper(preset) ? paper_batch(4, 12, 24, 8) : token_batch(4, 12, 24, 8);
     std::vector<objective::Outputs> outs;
     std::vector<std::map<std::string, std::vector<double>>> params_after;
     for (Device device : {Device::cpu, Device::cuda}) {
@@ -221,12 +242,17 @@ TEST(Objective, CrossBackendTrainingStep) {
     EXPECT_EQ(cpu.mlm_correct, cuda.mlm_correct) << preset;
     EXPECT_EQ(cpu.rtd_correct, cuda.rtd_correct) << preset;
     EXPECT_EQ(cpu.cl_correct, cuda.cl_correct) << preset;
+    EXPECT_EQ(cpu.clm_correct, cuda.clm_correct) << preset;
     // f32 on both sides, different summation orders: a few ulps per op, through 3 layers.
     for (auto [a, b] : {std::pair{&cpu.loss, &cuda.loss},
                         {&cpu.mlm_loss, &cuda.mlm_loss},
                         {&cpu.rtd_loss, &cuda.rtd_loss},
                         {&cpu.cl_loss, &cuda.cl_loss}})
       EXPECT_NEAR(a->item(), b->item(), 1e-4 * std::max(1.0, std::fabs(a->item()))) << preset;
+    if (is_paper(preset)) {
+      EXPECT_NEAR(cpu.clm_loss.item(), cuda.clm_loss.item(), 1e-4 * std::max(1.0, std::fabs(cpu.clm_loss.item())))
+          << preset;
+    }
     for (const auto& [name, values] : params_after[0]) {
       const auto& other = params_after[1].at(name);
       double max_diff = 0;
@@ -238,17 +264,17 @@ TEST(Objective, CrossBackendTrainingStep) {
 }
 
 // A short CPU training run on a fixed token stream: the total loss falls by at least 12% within
-// 100 steps for each preset (measured: lucidrains -26%, paper -18%; the RTD/copy term stays high because
-// the generator keeps making replacements harder to detect).
+// 100 steps for each preset (measured: lucidrains -26%, paper -18%, paper with the mixture CLM -17.5%; the
+// RTD/copy term stays high because the generator keeps making replacements harder to detect).
 TEST(Objective, LossFallsOnAFixedTokenStream) {
-  for (const char* preset : {"lucidrains", "paper"}) {
+  for (const char* preset : {"lucidrains", "paper", "paper-mixture"}) {
     auto setup = testing::tiny_setup(preset, false, 24, 16);
     CocoModel model(setup.model, setup.objective, 4, Device::cpu);
     optim::AdamW adamw(model.named_parameters(), {0.9, 0.98, 1e-6, 0.0});
     // A tiny, highly regular corpus: repeating patterns the generator and discriminator can learn.
     std::vector<int32_t> ids;
     for (int b = 0; b < 8; ++b)
-      for (int t = 0; t < 12; ++t) ids.push_back(t == 0 && std::string(preset) == "paper" ? 2 : 5 + (b + t) % 6);
+      for (int t = 0; t < 12; ++t) ids.push_back(t == 0 && is_paper(preset) ? 2 : 5 + (b + t) % 6);
     const Tensor tokens = Tensor::from_vector(ids, Shape{8, 12});
     double first = 0, last = 0;
     for (int step = 0; step < 100; ++step) {
@@ -278,9 +304,9 @@ namespace {
 // Mixed precision on the CUDA backend: bf16 parameters and activations with f32 gradient buffers.
 // The step's losses agree with the f32 step within bf16 rounding and every gradient is finite.
 TEST(Objective, Bf16StepOnCudaTracksTheF32Step) {
-  for (const char* preset : {"lucidrains", "paper"}) {
+  for (const char* preset : {"lucidrains", "paper", "paper-mixture"}) {
     auto setup = testing::tiny_setup(preset, false, 24, 16);
-    const Tensor tokens = std::string(preset) == "paper" ? paper_batch(4, 12, 24, 8) : token_batch(4, 12, 24, 8);
+    const Tensor tokens = is_paper(preset) ? paper_batch(4, 12, 24, 8) : token_batch(4, 12, 24, 8);
     std::vector<double> losses;
     for (DType dtype : {DType::f32, DType::bf16}) {
       CocoModel model(setup.model, setup.objective, 3, Device::cuda, dtype);

@@ -14,12 +14,12 @@ struct TinySetup {
   objective::ObjectiveConfig objective;
 };
 
-// preset "paper" (post-norm, relative-position bias, bert head, dropout) or "lucidrains" (pre-norm,
-// E != d projection, linear head, no dropout).
+// preset "paper" (post-norm, relative-position bias, bert head, dropout), "paper-mixture" (the same with
+// objective.clm_form = "paper") or "lucidrains" (pre-norm, E != d projection, linear head, no dropout).
 inline TinySetup tiny_setup(const std::string& preset, bool dropout = true, int vocab = 24, int dim = 8) {
   const std::string drop = dropout ? "0.1" : "0.0";
   std::string json;
-  if (preset == "paper") {
+  if (preset == "paper" || preset == "paper-mixture") {
     const std::string encoder = R"("dim": )" + std::to_string(dim) + R"(, "heads": 2, "ff_mult": 2, "norm": "post",
         "embedding_norm": true, "qkv_bias": true, "out_bias": true, "init": "bert", "final_norm": false,
         "relative_position": {"buckets": 8, "max_distance": 16},
@@ -30,7 +30,8 @@ inline TinySetup tiny_setup(const std::string& preset, bool dropout = true, int 
       "generator": {"depth": 1, )" +
            encoder + R"(}, "discriminator": {"depth": 2, )" + encoder + R"(}},
       "objective": {"preset": "paper", "pad_id": 0, "unk_id": 1, "cls_id": 2, "sep_id": 3, "mask_id": 4, "scl_dim": 6,
-                    "mask_prob": 0.3}})";
+                    "mask_prob": 0.3, "clm_form": ")" +
+           std::string(preset == "paper" ? "code" : "paper") + R"("}})";
   } else {
     json = R"({"model": {"vocab_size": )" + std::to_string(vocab) +
            R"(, "max_positions": 16, "generator_head": "linear",

@@ -130,7 +130,7 @@ TEST_F(CliTrain, PrepareTrainEvalLossFalls) {
       continue;
     }
     for (const char* key : {"step", "loss", "mlm_loss", "rtd_loss", "clm_loss", "cl_loss", "mlm_acc", "rtd_acc",
-                            "cl_acc", "lr", "grad_norm", "loss_scale", "skipped"})
+                            "cl_acc", "clm_acc", "lr", "grad_norm", "loss_scale", "skipped"})
       EXPECT_TRUE(j.contains(key)) << key << " missing in " << j.dump();
     train_losses.push_back(j["loss"].get<double>());
   }
@@ -150,6 +150,7 @@ TEST_F(CliTrain, PrepareTrainEvalLossFalls) {
   ASSERT_EQ(r.exit_code, 0) << "signal " << r.signal << ": " << r.err;
   EXPECT_NE(r.out.find("mlm_accuracy"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("contrastive_accuracy"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("clm_accuracy"), std::string::npos) << r.out;
   const nlohmann::json report = nlohmann::json::parse(testutil::read_text(dir_ / "eval.json"));
   EXPECT_EQ(report["step"], 60);
   EXPECT_EQ(report["split"], "valid");
@@ -175,6 +176,7 @@ TEST_F(CliTrain, LucidrainsPresetTrains) {
   const auto records = testutil::metrics_without_timing(dir_ / "run");
   ASSERT_FALSE(records.empty());
   EXPECT_FALSE(records.front().contains("clm_loss"));
+  EXPECT_FALSE(records.front().contains("clm_acc"));
   EXPECT_TRUE(records.front().contains("rtd_loss"));
 }
 

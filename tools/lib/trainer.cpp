@@ -126,6 +126,7 @@ struct StepStats {
   bool has_clm = false, has_cl = false;
   int64_t micro_batches = 0, rows = 0;
   int64_t masked = 0, mlm_correct = 0, rtd_correct = 0, rtd_count = 0, cl_correct = 0, cl_count = 0;
+  int64_t clm_correct = 0;
   int64_t tokens = 0;
 
   void add(const objective::Outputs& out, int64_t batch_rows) {
@@ -136,6 +137,7 @@ struct StepStats {
     if (out.clm_loss.defined()) {
       has_clm = true;
       clm += w * out.clm_loss.item();
+      clm_correct += out.clm_correct;
     }
     if (out.cl_loss.defined()) {
       has_cl = true;
@@ -160,6 +162,7 @@ struct StepStats {
     r.add("mlm_acc", ratio(mlm_correct, masked))
         .add("rtd_acc", ratio(rtd_correct, rtd_count))
         .add("cl_acc", ratio(cl_correct, cl_count));
+    if (has_clm) r.add("clm_acc", ratio(clm_correct, masked));
   }
   std::string summary() const {
     std::string s = format("loss %.4f (mlm %.4f rtd %.4f", mean(loss), mean(mlm), mean(rtd));
@@ -591,7 +594,10 @@ int run_eval(const EvalOptions& options) {
   std::printf("%-22s %12.6f\n", "mlm_accuracy", mlm_acc);
   std::printf("%-22s %12.6f\n", "rtd_loss (binary)", stats.rtd / rows);
   std::printf("%-22s %12.6f\n", "binary_accuracy", rtd_acc);
-  if (stats.has_clm) std::printf("%-22s %12.6f\n", "clm_loss", stats.clm / rows);
+  if (stats.has_clm) {
+    std::printf("%-22s %12.6f\n", "clm_loss", stats.clm / rows);
+    std::printf("%-22s %12.6f\n", "clm_accuracy", StepStats::ratio(stats.clm_correct, stats.masked));
+  }
   std::printf("%-22s %12.6f\n", "cl_loss", stats.cl / rows);
   std::printf("%-22s %12.6f\n", "contrastive_accuracy", cl_acc);
 
