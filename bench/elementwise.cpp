@@ -271,11 +271,12 @@ std::vector<Case> permute_cases(const Shapes& s) {
   {
     Case c = make_case("permute.merge_qkv", "coco", shape_text);
     c.bytes = 3 * bytes;
-    // The inputs are the three thirds of the qkv buffer viewed as (B, H, T, Dh) tensors.
-    const bf16* dq = qkv.get();
-    const bf16* dk = qkv.get() + n;
-    const bf16* dv = qkv.get() + 2 * n;
-    c.run = [=] { kernels::cuda::merge_qkv<bf16>(qkv_out.get(), dq, dk, dv, shape, current_stream()); };
+    // The inputs are the three thirds of the qkv buffer viewed as (B, H, T, Dh) tensors; the lambda
+    // captures `qkv` itself so that the buffer lives as long as the case.
+    c.run = [=] {
+      kernels::cuda::merge_qkv<bf16>(qkv_out.get(), qkv.get(), qkv.get() + n, qkv.get() + 2 * n, shape,
+                                     current_stream());
+    };
     c.validate = [=, run = c.run] {
       qkv_out.poison();
       run();

@@ -179,8 +179,9 @@ std::vector<Case> layernorm_cases(const Shapes& s) {
     Case c = make_case(with_residual ? "layernorm.backward+residual" : "layernorm.backward", "coco",
                        shape_text + " f32 dgamma");
     c.bytes = (with_residual ? 4 : 3) * act + rows * 8.0;  // dout, x, (dextra), dx, statistics
-    const bf16* extra = with_residual ? dextra.get() : nullptr;
+    // The lambda captures `dextra` itself (not a raw pointer into it) so the buffer lives as long as the case.
     c.run = [=] {
+      const bf16* extra = with_residual ? dextra.get() : nullptr;
       kernels::cuda::layernorm_backward<bf16, float>(dx.get(), dgamma.get(), dbeta.get(), dout.get(), extra, x.get(),
                                                      gamma.get(), mean.get(), rstd.get(), rows, C, workspace.get(),
                                                      current_stream());

@@ -27,6 +27,26 @@ printf '%s\n' "${sources[@]}" | sed 's/$/ sm_80/' > "$OUT/jobs"
 printf '%s\n' "${sources[@]}" | sed 's/$/ sm_90/' >> "$OUT/jobs"
 xargs -P "$(nproc)" -L 1 bash -c 'compile "$0" "$1"' < "$OUT/jobs" || status=1
 
+# coco-bench's cuDNN attention baseline is a host .cpp that only gpu builds with the cuDNN frontend
+# compile; compile it here (host compiler, CUDA and frontend include paths) so CI, which has no GPU,
+# still proves it builds. Skipped, with a note, when the frontend headers or cudnn.h are missing.
+CUDA_INCLUDE="${CUDAToolkit_ROOT:-/usr/local/cuda}/include"
+find_frontend="import importlib.metadata as m; print(m.distribution('nvidia-cudnn-frontend').locate_file('include'))"
+FRONTEND_INCLUDE="${COCO_CUDNN_FRONTEND_INCLUDE:-$(python3 -c "$find_frontend" 2>/dev/null || true)}"
+if [[ -f "$FRONTEND_INCLUDE/cudnn_frontend.h" && -f "$CUDA_INCLUDE/cudnn.h" ]]; then
+  if "${CXX:-g++}" -std=c++20 -Wall -Wextra -I. -I"$CUDA_INCLUDE" -isystem "$FRONTEND_INCLUDE" \
+      -DCOCO_CUDA_GPU=1 -DCOCO_HAVE_CUDNN_FRONTEND=1 -c bench/cudnn_attention.cpp \
+      -o "$OUT/bench_cudnn_attention.o" >"$OUT/bench_cudnn_attention.log" 2>&1; then
+    echo "ok   host bench/cudnn_attention.cpp (cuDNN frontend $FRONTEND_INCLUDE)"
+    cat "$OUT/bench_cudnn_attention.log"
+  else
+    echo "FAIL host bench/cudnn_attention.cpp"; cat "$OUT/bench_cudnn_attention.log"; status=1
+  fi
+else
+  echo "skip host bench/cudnn_attention.cpp: cuDNN frontend headers (pip install nvidia-cudnn-frontend, or set" \
+       "COCO_CUDNN_FRONTEND_INCLUDE) or $CUDA_INCLUDE/cudnn.h not found"
+fi
+
 # Resource table for the project's kernels at sm_90.
 python3 - "$OUT" <<'PY' || status=1
 import glob, re, subprocess, sys

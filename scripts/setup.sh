@@ -44,4 +44,18 @@ if ((${#py_missing[@]})); then
 else
   echo "setup: PyPI packages present (${python_packages[*]})"
 fi
+# The cuDNN frontend (NVIDIA, header-only C++ graph API): coco-bench's cuDNN attention baseline and the
+# compile check in scripts/cu_check.sh use its include/ directory. --no-deps: its Python-side
+# dependencies (CUTLASS DSL, TVM FFI) are not needed for the headers. Optional: without it the gpu
+# build leaves the cuDNN baseline out, so a failed install only warns.
+cudnn_frontend="nvidia-cudnn-frontend==1.32.0"
+installed=$(python3 -c "import importlib.metadata as m; print(m.version('nvidia-cudnn-frontend'))" 2>/dev/null || true)
+if [[ "$installed" == "${cudnn_frontend#*==}" ]]; then
+  echo "setup: PyPI package $cudnn_frontend present"
+else
+  echo "setup: installing PyPI package $cudnn_frontend (headers only, --no-deps)"
+  python3 -m pip install -q --no-deps "$cudnn_frontend" 2>/dev/null ||
+    python3 -m pip install -q --no-deps --break-system-packages "$cudnn_frontend" ||
+    echo "setup: warning: could not install $cudnn_frontend; coco-bench will be built without the cuDNN attention baseline" >&2
+fi
 echo "setup: CUDA toolkit $("$CUDA_ROOT/bin/nvcc" --version | sed -n 's/.*release \([0-9.]*\).*/\1/p') at $CUDA_ROOT"
