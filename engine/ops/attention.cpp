@@ -83,7 +83,11 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
         kernels::cuda::attention_forward<T>(q.data_as<T>(), k.data_as<T>(), v.data_as<T>(), mask, bias_data, shape,
                                             dropout, out.data_as<T>(), probs.data_as<T>(), scores.data_as<Acc>(),
                                             dropped.defined() ? dropped.data_as<T>() : nullptr, current_stream());
-      } else if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+      } else if constexpr (std::is_same_v<T, float>) {
+        kernels::cpu::attention_forward_fast<T>(q.data_as<T>(), k.data_as<T>(), v.data_as<T>(), mask, bias_data, shape,
+                                                dropout, out.data_as<T>(), probs.data_as<T>());
+      } else if constexpr (std::is_same_v<T, double>) {
+        // f64 stays on the double-accumulating reference, so that the tape gradchecks test against it.
         kernels::cpu::attention_forward<T>(q.data_as<T>(), k.data_as<T>(), v.data_as<T>(), mask, bias_data, shape,
                                            dropout, out.data_as<T>(), probs.data_as<T>());
       }
@@ -114,9 +118,14 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
                            scores.data_as<Acc>(), workspace.data_as<T>(), current_stream());
                      } else if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
                        if (ctx.needs_grad(3)) dbias = Tensor::empty(bias_shape, q.dtype(), q.device());
-                       kernels::cpu::attention_backward<T>(q.data_as<T>(), k.data_as<T>(), v.data_as<T>(),
-                                                           probs.data_as<T>(), dout.data_as<T>(), shape, dropout,
-                                                           ptr(dq), ptr(dk), ptr(dv), ptr(dbias), false);
+                       if constexpr (std::is_same_v<T, float>)
+                         kernels::cpu::attention_backward_fast<T>(q.data_as<T>(), k.data_as<T>(), v.data_as<T>(),
+                                                                  probs.data_as<T>(), dout.data_as<T>(), shape, dropout,
+                                                                  ptr(dq), ptr(dk), ptr(dv), ptr(dbias), false);
+                       else
+                         kernels::cpu::attention_backward<T>(q.data_as<T>(), k.data_as<T>(), v.data_as<T>(),
+                                                             probs.data_as<T>(), dout.data_as<T>(), shape, dropout,
+                                                             ptr(dq), ptr(dk), ptr(dv), ptr(dbias), false);
                      }
                    });
                    if (dq.defined()) ctx.accumulate(0, dq);
