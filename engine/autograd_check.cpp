@@ -37,7 +37,10 @@ GradcheckReport gradcheck(const std::function<Tensor(const std::vector<Tensor>&)
     Tensor g = inputs[i].grad();
     analytic[i] = g.defined() ? g.to_f64() : std::vector<double>(static_cast<size_t>(inputs[i].numel()), 0.0);
     std::span<double> values(static_cast<double*>(inputs[i].data()), static_cast<size_t>(inputs[i].numel()));
-    checked.push_back({inputs[i].name().empty() ? "#" + std::to_string(i) : inputs[i].name(), values, analytic[i]});
+    // Appended rather than `"#" + std::to_string(i)`, which trips GCC 12's -Wrestrict false positive.
+    std::string name = inputs[i].name();
+    if (name.empty()) name.append("#").append(std::to_string(i));
+    checked.push_back({name, values, analytic[i]});
   }
   auto loss = [&] {
     NoGrad no_grad;
