@@ -13,6 +13,7 @@
 #include "engine/runtime/check.h"
 #include "engine/simt/schedule_oracle.h"
 #include "kernels/attention.h"
+#include "tests/common/attention_cases.h"
 #include "tests/common/kernel_check.h"
 
 namespace {
@@ -26,47 +27,12 @@ using coco::testing::random_floats;
 using coco::testing::round_through;
 using coco::testing::to_f64;
 
-struct Case {
-  AttentionShape shape;
-  bool bias;
-  float dropout_p;
-  int padded_keys;  // keys padded at the end of every batch row but the first (which has none)
-};
-
-std::string describe(const Case& c) {
-  return "B=" + std::to_string(c.shape.batch) + " H=" + std::to_string(c.shape.heads) +
-         " T=" + std::to_string(c.shape.seq_len) + " Dh=" + std::to_string(c.shape.head_dim) + (c.bias ? " bias" : "") +
-         " p=" + std::to_string(c.dropout_p) + " pad=" + std::to_string(c.padded_keys);
-}
-
-AttentionDropout make_dropout(float p) {
-  return AttentionDropout{p, coco::rng::Stream(1234, 7, coco::rng::Purpose::dropout_attention, 3)};
-}
-
-template <class Mask>
-std::vector<Mask> make_mask(const Case& c) {
-  std::vector<Mask> mask(static_cast<size_t>(c.shape.batch * c.shape.seq_len), Mask(1));
-  for (int64_t b = 1; b < c.shape.batch; ++b)
-    for (int64_t j = c.shape.seq_len - c.padded_keys; j < c.shape.seq_len; ++j)
-      if (j >= 0) mask[static_cast<size_t>(b * c.shape.seq_len + j)] = Mask(0);
-  return mask;
-}
-
-struct Inputs {
-  std::vector<float> q, k, v, bias, dout;
-};
-
-template <class T>
-Inputs make_inputs(const Case& c, unsigned seed) {
-  const size_t n = static_cast<size_t>(c.shape.qkv_elements());
-  Inputs in;
-  in.q = round_through<T>(random_floats(n, seed, -2.0f, 2.0f));
-  in.k = round_through<T>(random_floats(n, seed + 1, -2.0f, 2.0f));
-  in.v = round_through<T>(random_floats(n, seed + 2));
-  if (c.bias) in.bias = round_through<T>(random_floats(static_cast<size_t>(c.shape.bias_elements()), seed + 3));
-  in.dout = round_through<T>(random_floats(n, seed + 4));
-  return in;
-}
+using Case = coco::testing::AttentionCase;
+using Inputs = coco::testing::AttentionInputs;
+using coco::testing::attention_inputs;
+using coco::testing::attention_key_mask;
+using coco::testing::attention_test_dropout;
+using coco::testing::describe;
 
 struct Results {
   std::vector<double> out, probs, dq, dk, dv, dbias;
@@ -74,7 +40,7 @@ struct Results {
 
 template <class Mask>
 Results cpu_reference(const Case& c, const Inputs& in, const std::vector<Mask>& mask) {
-  const AttentionDropout dropout = make_dropout(c.dropout_p);
+  const AttentionDropout dropout = attention_test_dropout(c.dropout_p);
   const size_t n = static_cast<size_t>(c.shape.qkv_elements());
   std::vector<float> out(n), probs(static_cast<size_t>(c.shape.score_elements())), dq(n), dk(n), dv(n);
   std::vector<float> dbias(in.bias.size());
@@ -88,7 +54,7 @@ Results cpu_reference(const Case& c, const Inputs& in, const std::vector<Mask>& 
 
 template <class T, class Mask>
 Results cuda_run(const Case& c, const Inputs& in, const std::vector<Mask>& mask) {
-  const AttentionDropout dropout = make_dropout(c.dropout_p);
+  const AttentionDropout dropout = attention_test_dropout(c.dropout_p);
   const size_t n = static_cast<size_t>(c.shape.qkv_elements());
   const size_t scores = static_cast<size_t>(c.shape.score_elements());
   GuardedDeviceBuffer<T> q(from_floats<T>(in.q)), k(from_floats<T>(in.k)), v(from_floats<T>(in.v));
@@ -140,8 +106,8 @@ template <class T, class Mask>
 void check_cases(double threshold, const char* label) {
   unsigned seed = 40;
   for (const Case& c : kCases) {
-    const Inputs in = make_inputs<T>(c, seed += 10);
-    const std::vector<Mask> mask = make_mask<Mask>(c);
+    const Inputs in = attention_inputs<T>(c, seed += 10);
+    const std::vector<Mask> mask = attention_key_mask<Mask>(c);
     expect_close(cpu_reference(c, in, mask), cuda_run<T, Mask>(c, in, mask), threshold,
                  std::string(label) + " " + describe(c));
   }
@@ -168,15 +134,15 @@ TEST(AttentionKernels, F16MatchesCpuReference) {
 // CPU one element for element, and drop about a fraction p.
 TEST(AttentionKernels, DropoutMaskIsIdenticalOnBothBackends) {
   const Case c{{2, 3, 33, 33}, true, 0.25f, 4};
-  Inputs in = make_inputs<float>(c, 5);
+  Inputs in = attention_inputs<float>(c, 5);
   std::fill(in.v.begin(), in.v.end(), 0.0f);
   for (int64_t bh = 0; bh < c.shape.batch * c.shape.heads; ++bh)
     for (int64_t j = 0; j < c.shape.seq_len; ++j)
       in.v[static_cast<size_t>((bh * c.shape.seq_len + j) * c.shape.seq_len + j)] = 1.0f;
-  const std::vector<uint8_t> mask = make_mask<uint8_t>(c);
+  const std::vector<uint8_t> mask = attention_key_mask<uint8_t>(c);
   const Results ref = cpu_reference(c, in, mask);
   const Results got = cuda_run<float, uint8_t>(c, in, mask);
-  const AttentionDropout dropout = make_dropout(c.dropout_p);
+  const AttentionDropout dropout = attention_test_dropout(c.dropout_p);
   int64_t dropped = 0, total = 0;
   for (size_t e = 0; e < got.out.size(); ++e) {
     const bool keep = coco::kernels::detail::dropout_keeps(dropout.stream, e, dropout.p);
@@ -194,8 +160,8 @@ TEST(AttentionKernels, DropoutMaskIsIdenticalOnBothBackends) {
 
 TEST(AttentionKernels, FullyPaddedRowsGiveZerosWithoutNan) {
   const Case c{{2, 2, 7, 4}, true, 0.3f, 7};  // batch row 1 has every key padded
-  const Inputs in = make_inputs<float>(c, 77);
-  const std::vector<uint8_t> mask = make_mask<uint8_t>(c);
+  const Inputs in = attention_inputs<float>(c, 77);
+  const std::vector<uint8_t> mask = attention_key_mask<uint8_t>(c);
   const Results ref = cpu_reference(c, in, mask);
   const Results got = cuda_run<float, uint8_t>(c, in, mask);
   const size_t per_batch = static_cast<size_t>(c.shape.heads * c.shape.seq_len * c.shape.head_dim);
@@ -214,11 +180,11 @@ TEST(AttentionKernels, FullyPaddedRowsGiveZerosWithoutNan) {
 
 TEST(AttentionKernels, NanInputsPropagateLikeTheReference) {
   const Case c{{2, 2, 7, 4}, true, 0.1f, 2};
-  Inputs in = make_inputs<float>(c, 91);
+  Inputs in = attention_inputs<float>(c, 91);
   in.q[3] = NAN;                                                     // (b0, h0, i0): its row
   in.k[static_cast<size_t>(c.shape.qkv_elements() - 1)] = INFINITY;  // (b1, h1, key 6), a padded key
   in.bias[static_cast<size_t>(c.shape.seq_len + 2)] = NAN;           // bias (h0, i1, j2): row i1 of every batch
-  const std::vector<uint8_t> mask = make_mask<uint8_t>(c);
+  const std::vector<uint8_t> mask = attention_key_mask<uint8_t>(c);
   const Results ref = cpu_reference(c, in, mask);
   const Results got = cuda_run<float, uint8_t>(c, in, mask);
   EXPECT_TRUE(std::isnan(ref.out[0]));
@@ -227,10 +193,10 @@ TEST(AttentionKernels, NanInputsPropagateLikeTheReference) {
 
 TEST(AttentionKernels, DbiasAccumulates) {
   const Case c{{3, 2, 7, 4}, true, 0.0f, 2};
-  const Inputs in = make_inputs<float>(c, 55);
-  const std::vector<uint8_t> mask = make_mask<uint8_t>(c);
+  const Inputs in = attention_inputs<float>(c, 55);
+  const std::vector<uint8_t> mask = attention_key_mask<uint8_t>(c);
   const Results ref = cpu_reference(c, in, mask);
-  const AttentionDropout dropout = make_dropout(0.0f);
+  const AttentionDropout dropout = attention_test_dropout(0.0f);
   const size_t n = static_cast<size_t>(c.shape.qkv_elements()), scores = static_cast<size_t>(c.shape.score_elements());
   GuardedDeviceBuffer<float> q(in.q), k(in.k), v(in.v), dout(in.dout), bias(in.bias), out(n), probs(scores),
       ws_p(scores), ws_s(scores);
@@ -250,8 +216,8 @@ TEST(AttentionKernels, DbiasAccumulates) {
 
 TEST(AttentionKernels, BitwiseInvariantUnderSchedules) {
   const Case c{{2, 2, 33, 8}, true, 0.2f, 6};
-  const Inputs in = make_inputs<__nv_bfloat16>(c, 61);
-  const std::vector<uint8_t> mask = make_mask<uint8_t>(c);
+  const Inputs in = attention_inputs<__nv_bfloat16>(c, 61);
+  const std::vector<uint8_t> mask = attention_key_mask<uint8_t>(c);
   auto run = [&] {
     const Results r = cuda_run<__nv_bfloat16, uint8_t>(c, in, mask);
     std::vector<uint8_t> bytes;
@@ -270,11 +236,12 @@ TEST(AttentionKernels, RejectsBadArguments) {
   const AttentionShape shape{1, 1, 2, 2};
   auto cpu_forward = [&](float p) {
     coco::kernels::cpu::attention_forward<float, uint8_t>(&dummy, &dummy, &dummy, nullptr, nullptr, shape,
-                                                          make_dropout(p), &dummy, &dummy);
+                                                          attention_test_dropout(p), &dummy, &dummy);
   };
   auto cuda_forward = [&](float p) {
     coco::kernels::cuda::attention_forward<float, uint8_t>(&dummy, &dummy, &dummy, nullptr, nullptr, shape,
-                                                           make_dropout(p), &dummy, &dummy, nullptr, nullptr, nullptr);
+                                                           attention_test_dropout(p), &dummy, &dummy, nullptr, nullptr,
+                                                           nullptr);
   };
   EXPECT_THROW(cpu_forward(1.0f), std::invalid_argument);
   EXPECT_THROW(cuda_forward(-0.5f), std::invalid_argument);
@@ -282,13 +249,15 @@ TEST(AttentionKernels, RejectsBadArguments) {
   EXPECT_THROW(cuda_forward(0.1f), std::invalid_argument);  // dropout without a prob workspace
   auto cpu_backward = [] {
     coco::kernels::cpu::attention_backward<double>(nullptr, nullptr, nullptr, nullptr, nullptr,
-                                                   AttentionShape{-1, 1, 1, 1}, make_dropout(0.0f), nullptr, nullptr,
-                                                   nullptr, nullptr, false);
+                                                   AttentionShape{-1, 1, 1, 1}, attention_test_dropout(0.0f), nullptr,
+                                                   nullptr, nullptr, nullptr, false);
   };
   EXPECT_THROW(cpu_backward(), std::invalid_argument);
-  EXPECT_THROW(coco::kernels::check_attention_arguments(AttentionShape{1, 1, 3, 0}, make_dropout(0.0f), "test"),
-               std::invalid_argument);
-  EXPECT_NO_THROW(coco::kernels::check_attention_arguments(AttentionShape{0, 1, 3, 0}, make_dropout(0.0f), "test"));
+  EXPECT_THROW(
+      coco::kernels::check_attention_arguments(AttentionShape{1, 1, 3, 0}, attention_test_dropout(0.0f), "test"),
+      std::invalid_argument);
+  EXPECT_NO_THROW(
+      coco::kernels::check_attention_arguments(AttentionShape{0, 1, 3, 0}, attention_test_dropout(0.0f), "test"));
 }
 
 }  // namespace
@@ -317,7 +286,7 @@ OpRun run_op(const Inputs& in, const Case& c, const coco::Tensor& mask_host, coc
   coco::Tensor bias = coco::Tensor::from_vector(in.bias, coco::Shape{s.heads, s.seq_len, s.seq_len}).to(device);
   bias.set_requires_grad(true);
   const coco::Tensor mask = mask_host.to(device);
-  const AttentionDropout dropout = make_dropout(c.dropout_p);
+  const AttentionDropout dropout = attention_test_dropout(c.dropout_p);
   coco::Tape tape;
   coco::Tensor out;
   {
@@ -332,8 +301,8 @@ OpRun run_op(const Inputs& in, const Case& c, const coco::Tensor& mask_host, coc
 
 TEST(AttentionOps, CudaMatchesCpu) {
   const Case c{{2, 2, 33, 8}, true, 0.15f, 5};
-  const Inputs in = make_inputs<__nv_bfloat16>(c, 300);  // bf16-exact values: every dtype sees the same inputs
-  const std::vector<uint8_t> mask = make_mask<uint8_t>(c);
+  const Inputs in = attention_inputs<__nv_bfloat16>(c, 300);  // bf16-exact values: every dtype sees the same inputs
+  const std::vector<uint8_t> mask = attention_key_mask<uint8_t>(c);
   const coco::Tensor mask_u8 = coco::Tensor::from_vector(mask, coco::Shape{c.shape.batch, c.shape.seq_len});
   const OpRun cpu = run_op(in, c, mask_u8, coco::Device::cpu, coco::DType::f32);
   struct Variant {
@@ -402,9 +371,9 @@ std::vector<double> flash_run(const Case& c, const Inputs& in, const std::vector
   GuardedDeviceBuffer<float> device_lse(static_cast<size_t>(c.shape.batch * c.shape.heads * c.shape.seq_len));
   out.poison();
   device_lse.poison();
-  coco::kernels::cuda::flash_attention_forward(q.data(), k.data(), v.data(), device_mask.data(),
-                                               c.bias ? bias.data() : nullptr, c.shape, make_dropout(c.dropout_p),
-                                               out.data(), device_lse.data(), nullptr);
+  coco::kernels::cuda::flash_attention_forward(
+      q.data(), k.data(), v.data(), device_mask.data(), c.bias ? bias.data() : nullptr, c.shape,
+      attention_test_dropout(c.dropout_p), out.data(), device_lse.data(), nullptr);
   COCO_CUDA_CHECK(cudaDeviceSynchronize());
   EXPECT_TRUE(out.guards_intact() && device_lse.guards_intact()) << describe(c);
   if (lse) *lse = to_f64(device_lse.download());
@@ -424,8 +393,8 @@ const Case kFlashCases[] = {
 TEST(FlashAttention, ForwardMatchesCpuReferenceAndGemmPath) {
   unsigned seed = 500;
   for (const Case& c : kFlashCases) {
-    const Inputs in = make_inputs<float>(c, seed += 10);
-    const std::vector<uint8_t> mask = make_mask<uint8_t>(c);
+    const Inputs in = attention_inputs<float>(c, seed += 10);
+    const std::vector<uint8_t> mask = attention_key_mask<uint8_t>(c);
     const Results ref = cpu_reference(c, in, mask);
     std::vector<double> lse;
     const std::vector<double> flash = flash_run<float>(c, in, mask, &lse);
@@ -435,7 +404,7 @@ TEST(FlashAttention, ForwardMatchesCpuReferenceAndGemmPath) {
     const Results gemm = cuda_run<float, uint8_t>(c, in, mask);
     EXPECT_TRUE(matches_reference(gemm.out, flash, 1e-12, "flash vs GEMM path " + describe(c)));
     // bf16: the unfused path rounds P and P_drop to bf16, the fused one does not.
-    const Inputs in16 = make_inputs<__nv_bfloat16>(c, seed);
+    const Inputs in16 = attention_inputs<__nv_bfloat16>(c, seed);
     EXPECT_TRUE(matches_reference(cpu_reference(c, in16, mask).out, flash_run<__nv_bfloat16>(c, in16, mask, nullptr),
                                   1e-5, "flash bf16 " + describe(c)));
   }
@@ -443,9 +412,9 @@ TEST(FlashAttention, ForwardMatchesCpuReferenceAndGemmPath) {
 
 TEST(FlashAttention, FullyPaddedRowsAndNanParity) {
   Case c{{2, 2, 7, 4}, true, 0.3f, 7};
-  Inputs in = make_inputs<float>(c, 701);
+  Inputs in = attention_inputs<float>(c, 701);
   in.q[3] = NAN;  // (b0, h0, i0)
-  const std::vector<uint8_t> mask = make_mask<uint8_t>(c);
+  const std::vector<uint8_t> mask = attention_key_mask<uint8_t>(c);
   const Results ref = cpu_reference(c, in, mask);
   std::vector<double> lse;
   const std::vector<double> flash = flash_run<float>(c, in, mask, &lse);
@@ -459,8 +428,8 @@ TEST(FlashAttention, FullyPaddedRowsAndNanParity) {
 
 TEST(FlashAttention, BitwiseInvariantUnderSchedules) {
   const Case c{{1, 2, 40, 20}, true, 0.2f, 0};
-  const Inputs in = make_inputs<__nv_bfloat16>(c, 801);
-  const std::vector<uint8_t> mask = make_mask<uint8_t>(c);
+  const Inputs in = attention_inputs<__nv_bfloat16>(c, 801);
+  const std::vector<uint8_t> mask = attention_key_mask<uint8_t>(c);
   auto run = [&] {
     std::vector<double> lse;
     std::vector<double> out = flash_run<__nv_bfloat16>(c, in, mask, &lse);
@@ -475,14 +444,14 @@ TEST(FlashAttention, RejectsUnsupportedHeadDims) {
   float dummy = 0.0f;
   double dummy64 = 0.0;
   auto f32 = [&](int64_t head_dim) {
-    coco::kernels::cuda::flash_attention_forward<float, uint8_t>(&dummy, &dummy, &dummy, nullptr, nullptr,
-                                                                 AttentionShape{1, 1, 4, head_dim}, make_dropout(0.0f),
-                                                                 &dummy, nullptr, nullptr);
+    coco::kernels::cuda::flash_attention_forward<float, uint8_t>(
+        &dummy, &dummy, &dummy, nullptr, nullptr, AttentionShape{1, 1, 4, head_dim}, attention_test_dropout(0.0f),
+        &dummy, nullptr, nullptr);
   };
   auto f64 = [&](int64_t head_dim) {
-    coco::kernels::cuda::flash_attention_forward<double, uint8_t>(&dummy64, &dummy64, &dummy64, nullptr, nullptr,
-                                                                  AttentionShape{1, 1, 4, head_dim}, make_dropout(0.0f),
-                                                                  &dummy64, nullptr, nullptr);
+    coco::kernels::cuda::flash_attention_forward<double, uint8_t>(
+        &dummy64, &dummy64, &dummy64, nullptr, nullptr, AttentionShape{1, 1, 4, head_dim}, attention_test_dropout(0.0f),
+        &dummy64, nullptr, nullptr);
   };
   EXPECT_THROW(f32(129), std::invalid_argument);
   EXPECT_THROW(f64(100), std::invalid_argument);  // double tiles need more than 48 KiB of shared memory

@@ -18,6 +18,7 @@
 #include "engine/tape.h"
 #include "engine/tensor.h"
 #include "kernels/attention.h"
+#include "tests/common/attention_cases.h"
 #include "tests/common/kernel_check.h"
 
 namespace {
@@ -37,46 +38,12 @@ constexpr double kF32Nmse = 1e-11;
 // Fast f64 against the reference f64: the same algorithm, rounding of double sums only (~1e-31).
 constexpr double kF64Nmse = 1e-26;
 
-struct Case {
-  AttentionShape shape;
-  bool bias;
-  float dropout_p;
-  int padded_keys;  // keys padded at the end of every batch row but the first (which has none)
-};
-
-std::string describe(const Case& c) {
-  return "B=" + std::to_string(c.shape.batch) + " H=" + std::to_string(c.shape.heads) +
-         " T=" + std::to_string(c.shape.seq_len) + " Dh=" + std::to_string(c.shape.head_dim) + (c.bias ? " bias" : "") +
-         " p=" + std::to_string(c.dropout_p) + " pad=" + std::to_string(c.padded_keys);
-}
-
-AttentionDropout make_dropout(float p) {
-  return AttentionDropout{p, coco::rng::Stream(1234, 7, coco::rng::Purpose::dropout_attention, 3)};
-}
-
-template <class Mask>
-std::vector<Mask> make_mask(const Case& c) {
-  std::vector<Mask> mask(static_cast<size_t>(c.shape.batch * c.shape.seq_len), Mask(1));
-  for (int64_t b = 1; b < c.shape.batch; ++b)
-    for (int64_t j = std::max<int64_t>(0, c.shape.seq_len - c.padded_keys); j < c.shape.seq_len; ++j)
-      mask[static_cast<size_t>(b * c.shape.seq_len + j)] = Mask(0);
-  return mask;
-}
-
-struct Inputs {
-  std::vector<float> q, k, v, bias, dout;
-};
-
-Inputs make_inputs(const Case& c, unsigned seed, float qk_range = 2.0f) {
-  const size_t n = static_cast<size_t>(c.shape.qkv_elements());
-  Inputs in;
-  in.q = random_floats(n, seed, -qk_range, qk_range);
-  in.k = random_floats(n, seed + 1, -qk_range, qk_range);
-  in.v = random_floats(n, seed + 2);
-  if (c.bias) in.bias = random_floats(static_cast<size_t>(c.shape.bias_elements()), seed + 3);
-  in.dout = random_floats(n, seed + 4);
-  return in;
-}
+using Case = coco::testing::AttentionCase;
+using Inputs = coco::testing::AttentionInputs;
+using coco::testing::attention_inputs;
+using coco::testing::attention_key_mask;
+using coco::testing::attention_test_dropout;
+using coco::testing::describe;
 
 template <class T>
 std::vector<T> cast_to(const std::vector<float>& values) {
@@ -92,7 +59,7 @@ struct Results {
 // as NaN, so an element the kernel forgets to write shows up.
 template <class T, class Mask>
 Results<T> run(bool fast, const Case& c, const Inputs& in, const Mask* mask) {
-  const AttentionDropout dropout = make_dropout(c.dropout_p);
+  const AttentionDropout dropout = attention_test_dropout(c.dropout_p);
   const size_t n = static_cast<size_t>(c.shape.qkv_elements());
   const T nan = std::numeric_limits<T>::quiet_NaN();
   const std::vector<T> q = cast_to<T>(in.q), k = cast_to<T>(in.k), v = cast_to<T>(in.v), bias = cast_to<T>(in.bias),
@@ -140,8 +107,8 @@ template <class T, class Mask>
 void check_cases(double threshold, const char* label) {
   unsigned seed = 40;
   for (const Case& c : kCases) {
-    const Inputs in = make_inputs(c, seed += 10);
-    const std::vector<Mask> mask = make_mask<Mask>(c);
+    const Inputs in = attention_inputs<float>(c, seed += 10);
+    const std::vector<Mask> mask = attention_key_mask<Mask>(c);
     expect_close(run<T>(false, c, in, mask.data()), run<T>(true, c, in, mask.data()), threshold,
                  std::string(label) + " " + describe(c));
   }
@@ -154,7 +121,7 @@ TEST(AttentionCpuFast, F32MatchesReferenceI32Mask) { check_cases<float, int32_t>
 TEST(AttentionCpuFast, F32MatchesReferenceWithoutMask) {
   unsigned seed = 140;
   for (const Case& c : kCases) {
-    const Inputs in = make_inputs(c, seed += 10);
+    const Inputs in = attention_inputs<float>(c, seed += 10);
     const uint8_t* no_mask = nullptr;
     expect_close(run<float>(false, c, in, no_mask), run<float>(true, c, in, no_mask), kF32Nmse,
                  "f32/no mask " + describe(c));
@@ -167,8 +134,8 @@ TEST(AttentionCpuFast, F64MatchesReference) { check_cases<double, uint8_t>(kF64N
 // range reduction and the flush to zero of the vectorised exp.
 TEST(AttentionCpuFast, WideScoreRangeMatchesReference) {
   const Case c{{2, 2, 33, 16}, true, 0.1f, 4};
-  const Inputs in = make_inputs(c, 7, 5.0f);
-  const std::vector<uint8_t> mask = make_mask<uint8_t>(c);
+  const Inputs in = attention_inputs<float>(c, 7, 5.0f);
+  const std::vector<uint8_t> mask = attention_key_mask<uint8_t>(c);
   const Results<float> ref = run<float>(false, c, in, mask.data());
   const Results<float> got = run<float>(true, c, in, mask.data());
   // Outputs still f32 rounding; relative errors of probabilities below 1e-30 do not move the NMSE.
@@ -185,15 +152,15 @@ TEST(AttentionCpuFast, WideScoreRangeMatchesReference) {
 // factor, bit for bit relative to its own probabilities.
 TEST(AttentionCpuFast, DropoutMaskIsTheReferenceMask) {
   const Case c{{2, 3, 33, 33}, true, 0.25f, 4};
-  Inputs in = make_inputs(c, 5);
+  Inputs in = attention_inputs<float>(c, 5);
   std::fill(in.v.begin(), in.v.end(), 0.0f);
   for (int64_t bh = 0; bh < c.shape.batch * c.shape.heads; ++bh)
     for (int64_t j = 0; j < c.shape.seq_len; ++j)
       in.v[static_cast<size_t>((bh * c.shape.seq_len + j) * c.shape.seq_len + j)] = 1.0f;
-  const std::vector<uint8_t> mask = make_mask<uint8_t>(c);
+  const std::vector<uint8_t> mask = attention_key_mask<uint8_t>(c);
   const Results<float> ref = run<float>(false, c, in, mask.data());
   const Results<float> got = run<float>(true, c, in, mask.data());
-  const AttentionDropout dropout = make_dropout(c.dropout_p);
+  const AttentionDropout dropout = attention_test_dropout(c.dropout_p);
   const float keep_scale = coco::kernels::detail::dropout_keep_scale(dropout.p);
   int64_t dropped = 0;
   for (size_t e = 0; e < got.out.size(); ++e) {
@@ -209,8 +176,8 @@ TEST(AttentionCpuFast, DropoutMaskIsTheReferenceMask) {
 
 TEST(AttentionCpuFast, FullyPaddedRowsGiveZerosWithoutNan) {
   const Case c{{2, 2, 7, 5}, true, 0.3f, 7};  // batch row 1 has every key padded
-  const Inputs in = make_inputs(c, 77);
-  const std::vector<uint8_t> mask = make_mask<uint8_t>(c);
+  const Inputs in = attention_inputs<float>(c, 77);
+  const std::vector<uint8_t> mask = attention_key_mask<uint8_t>(c);
   const Results<float> ref = run<float>(false, c, in, mask.data());
   const Results<float> got = run<float>(true, c, in, mask.data());
   const size_t per_batch = static_cast<size_t>(c.shape.heads * c.shape.seq_len * c.shape.head_dim);
@@ -233,7 +200,7 @@ TEST(AttentionCpuFast, FullyPaddedRowsGiveZerosWithoutNan) {
 TEST(AttentionCpuFast, NanAndInfPropagateLikeTheReference) {
   const Case c{{2, 2, 7, 4}, true, 0.1f, 2};
   const AttentionShape& s = c.shape;
-  Inputs in = make_inputs(c, 91);
+  Inputs in = attention_inputs<float>(c, 91);
   auto bias_at = [&](int64_t h, int64_t i, int64_t j) -> float& {
     return in.bias[static_cast<size_t>((h * s.seq_len + i) * s.seq_len + j)];
   };
@@ -247,7 +214,7 @@ TEST(AttentionCpuFast, NanAndInfPropagateLikeTheReference) {
   bias_at(1, 4, 5) = -INFINITY;                                //
   in.v[static_cast<size_t>(((1 * s.heads + 0) * s.seq_len + 6) * s.head_dim)] = INFINITY;  // (b1, h0, key 6)
   in.dout[static_cast<size_t>(((0 * s.heads + 1) * s.seq_len + 5) * s.head_dim + 1)] = -INFINITY;
-  const std::vector<uint8_t> mask = make_mask<uint8_t>(c);
+  const std::vector<uint8_t> mask = attention_key_mask<uint8_t>(c);
   const Results<float> ref = run<float>(false, c, in, mask.data());
   const Results<float> got = run<float>(true, c, in, mask.data());
   EXPECT_TRUE(std::isnan(ref.out[0]));
@@ -259,23 +226,23 @@ TEST(AttentionCpuFast, NanAndInfPropagateLikeTheReference) {
 TEST(AttentionCpuFast, DbiasAccumulatesAndGradientsCanBeSkipped) {
   const Case c{{3, 2, 7, 5}, true, 0.2f, 2};
   const AttentionShape& s = c.shape;
-  const Inputs in = make_inputs(c, 55);
-  const std::vector<uint8_t> mask = make_mask<uint8_t>(c);
+  const Inputs in = attention_inputs<float>(c, 55);
+  const std::vector<uint8_t> mask = attention_key_mask<uint8_t>(c);
   const Results<float> ref = run<float>(false, c, in, mask.data());
   const Results<float> full = run<float>(true, c, in, mask.data());
   const std::vector<float> initial = random_floats(in.bias.size(), 8);
   std::vector<float> dbias = initial;
   coco::kernels::cpu::attention_backward_fast<float>(in.q.data(), in.k.data(), in.v.data(), full.probs.data(),
-                                                     in.dout.data(), s, make_dropout(c.dropout_p), nullptr, nullptr,
-                                                     nullptr, dbias.data(), true);
+                                                     in.dout.data(), s, attention_test_dropout(c.dropout_p), nullptr,
+                                                     nullptr, nullptr, dbias.data(), true);
   std::vector<double> expected = to_f64(ref.dbias);
   for (size_t e = 0; e < expected.size(); ++e) expected[e] += initial[e];
   EXPECT_TRUE(matches_reference(expected, to_f64(dbias), kF32Nmse, "accumulated dbias"));
   // Only dk requested: bitwise the dk of the full call.
   std::vector<float> dk(full.dk.size(), NAN);
   coco::kernels::cpu::attention_backward_fast<float>(in.q.data(), in.k.data(), in.v.data(), full.probs.data(),
-                                                     in.dout.data(), s, make_dropout(c.dropout_p), nullptr, dk.data(),
-                                                     nullptr, nullptr, false);
+                                                     in.dout.data(), s, attention_test_dropout(c.dropout_p), nullptr,
+                                                     dk.data(), nullptr, nullptr, false);
   EXPECT_EQ(0, std::memcmp(dk.data(), full.dk.data(), dk.size() * sizeof(float)));
 }
 
@@ -293,8 +260,8 @@ std::vector<uint8_t> bytes_of(const Results<T>& r) {
 // after call (no threads racing on sums, no dependence on buffer contents or alignment).
 TEST(AttentionCpuFast, BitwiseIdenticalRunToRun) {
   for (const Case& c : {Case{{2, 3, 33, 12}, true, 0.2f, 6}, Case{{1, 2, 130, 20}, true, 0.1f, 3}}) {
-    const Inputs in = make_inputs(c, 61);
-    const std::vector<uint8_t> mask = make_mask<uint8_t>(c);
+    const Inputs in = attention_inputs<float>(c, 61);
+    const std::vector<uint8_t> mask = attention_key_mask<uint8_t>(c);
     const std::vector<uint8_t> first = bytes_of(run<float>(true, c, in, mask.data()));
     for (int repeat = 0; repeat < 3; ++repeat)
       EXPECT_TRUE(first == bytes_of(run<float>(true, c, in, mask.data()))) << describe(c) << " repeat " << repeat;
@@ -306,12 +273,12 @@ TEST(AttentionCpuFast, RejectsBadArguments) {
   const AttentionShape shape{1, 1, 2, 2};
   auto forward = [&](float p) {
     coco::kernels::cpu::attention_forward_fast<float, uint8_t>(&dummy, &dummy, &dummy, nullptr, nullptr, shape,
-                                                               make_dropout(p), &dummy, &dummy);
+                                                               attention_test_dropout(p), &dummy, &dummy);
   };
   auto backward = [] {
     coco::kernels::cpu::attention_backward_fast<float>(nullptr, nullptr, nullptr, nullptr, nullptr,
-                                                       AttentionShape{-1, 1, 1, 1}, make_dropout(0.0f), nullptr,
-                                                       nullptr, nullptr, nullptr, false);
+                                                       AttentionShape{-1, 1, 1, 1}, attention_test_dropout(0.0f),
+                                                       nullptr, nullptr, nullptr, nullptr, false);
   };
   EXPECT_THROW(forward(1.0f), std::invalid_argument);
   EXPECT_THROW(forward(NAN), std::invalid_argument);
@@ -319,8 +286,8 @@ TEST(AttentionCpuFast, RejectsBadArguments) {
   // Empty problems write nothing (and dbias, overwritten, becomes zero as in the reference).
   std::vector<float> dbias(4, 5.0f);
   coco::kernels::cpu::attention_backward_fast<float>(nullptr, nullptr, nullptr, nullptr, nullptr,
-                                                     AttentionShape{0, 1, 2, 3}, make_dropout(0.0f), nullptr, nullptr,
-                                                     nullptr, dbias.data(), false);
+                                                     AttentionShape{0, 1, 2, 3}, attention_test_dropout(0.0f), nullptr,
+                                                     nullptr, nullptr, dbias.data(), false);
   EXPECT_EQ(dbias, std::vector<float>(4, 0.0f));
 }
 
@@ -329,8 +296,8 @@ TEST(AttentionCpuFast, RejectsBadArguments) {
 TEST(AttentionCpuFast, OpsAttentionUsesFastPathForF32AndReferenceForF64) {
   const Case c{{2, 2, 7, 5}, true, 0.2f, 3};
   const AttentionShape& s = c.shape;
-  const Inputs in = make_inputs(c, 300);
-  const std::vector<uint8_t> mask = make_mask<uint8_t>(c);
+  const Inputs in = attention_inputs<float>(c, 300);
+  const std::vector<uint8_t> mask = attention_key_mask<uint8_t>(c);
   for (const bool f64 : {false, true}) {
     const coco::DType dtype = f64 ? coco::DType::f64 : coco::DType::f32;
     const coco::Shape qkv{s.batch, s.heads, s.seq_len, s.head_dim};
@@ -346,7 +313,8 @@ TEST(AttentionCpuFast, OpsAttentionUsesFastPathForF32AndReferenceForF64) {
     coco::Tensor out;
     {
       coco::Tape::Recording recording(tape);
-      out = coco::ops::attention(q, k, v, key_mask, bias, c.dropout_p, make_dropout(c.dropout_p).stream, true);
+      out =
+          coco::ops::attention(q, k, v, key_mask, bias, c.dropout_p, attention_test_dropout(c.dropout_p).stream, true);
     }
     tape.backward(out, coco::Tensor::from_vector(in.dout, qkv).to(dtype));
     auto expect_bitwise = [&](const coco::Tensor& got, const auto& expected, const char* what) {
