@@ -56,4 +56,15 @@ AttentionInputs attention_inputs(const AttentionCase& c, unsigned seed, float qk
   return in;
 }
 
+// Inputs whose V is the identity (needs Dh == T), so that the attention output is P_drop itself: the
+// dropout pattern and keep scale can be read off the output.
+inline AttentionInputs identity_value_inputs(const AttentionCase& c, unsigned seed) {
+  AttentionInputs in = attention_inputs<float>(c, seed);
+  std::fill(in.v.begin(), in.v.end(), 0.0f);
+  for (int64_t bh = 0; bh < c.shape.batch * c.shape.heads; ++bh)
+    for (int64_t j = 0; j < c.shape.seq_len; ++j)
+      in.v[static_cast<size_t>((bh * c.shape.seq_len + j) * c.shape.seq_len + j)] = 1.0f;
+  return in;
+}
+
 }  // namespace coco::testing

@@ -152,11 +152,7 @@ TEST(AttentionCpuFast, WideScoreRangeMatchesReference) {
 // factor, bit for bit relative to its own probabilities.
 TEST(AttentionCpuFast, DropoutMaskIsTheReferenceMask) {
   const Case c{{2, 3, 33, 33}, true, 0.25f, 4};
-  Inputs in = attention_inputs<float>(c, 5);
-  std::fill(in.v.begin(), in.v.end(), 0.0f);
-  for (int64_t bh = 0; bh < c.shape.batch * c.shape.heads; ++bh)
-    for (int64_t j = 0; j < c.shape.seq_len; ++j)
-      in.v[static_cast<size_t>((bh * c.shape.seq_len + j) * c.shape.seq_len + j)] = 1.0f;
+  const Inputs in = coco::testing::identity_value_inputs(c, 5);
   const std::vector<uint8_t> mask = attention_key_mask<uint8_t>(c);
   const Results<float> ref = run<float>(false, c, in, mask.data());
   const Results<float> got = run<float>(true, c, in, mask.data());
