@@ -80,6 +80,7 @@ TokenDataset TokenDataset::open(const PreparedMeta& meta, const std::string& spl
   text::ShardExpectation expect;
   expect.vocab_hash = meta.vocab_hash;
   expect.vocab_size = static_cast<uint32_t>(meta.vocab_size);
+  dataset.shards_.reserve(paths.size());
   for (const auto& path : paths) {
     text::TokenShard shard;
     try {
@@ -87,23 +88,56 @@ TokenDataset TokenDataset::open(const PreparedMeta& meta, const std::string& spl
     } catch (const text::ShardError& e) {
       throw DataError(e.what());
     }
-    const uint64_t base = dataset.ids_.size();
-    const std::vector<uint32_t> ids = shard.tokens();
-    if (model_vocab_size > 0) {
-      for (size_t i = 0; i < ids.size(); ++i)
-        if (ids[i] >= model_vocab_size)
-          throw DataError(path.string() + ": token id " + std::to_string(ids[i]) + " at token " + std::to_string(i) +
-                          " is outside the model's vocabulary (model.vocab_size = " + std::to_string(model_vocab_size) +
-                          ")");
+    // The shard already checked every id < its vocab_size: only a smaller model vocabulary needs a scan.
+    if (model_vocab_size > 0 && model_vocab_size < shard.header().vocab_size) {
+      std::vector<uint32_t> chunk(uint64_t{1} << 16);
+      for (uint64_t first = 0; first < shard.token_count(); first += chunk.size()) {
+        const uint64_t count = std::min<uint64_t>(chunk.size(), shard.token_count() - first);
+        shard.copy_tokens(first, count, chunk.data());
+        for (uint64_t i = 0; i < count; ++i)
+          if (chunk[i] >= model_vocab_size)
+            throw DataError(
+                path.string() + ": token id " + std::to_string(chunk[i]) + " at token " + std::to_string(first + i) +
+                " is outside the model's vocabulary (model.vocab_size = " + std::to_string(model_vocab_size) + ")");
+      }
     }
-    dataset.ids_.insert(dataset.ids_.end(), ids.begin(), ids.end());
+    const uint64_t base = dataset.shard_token_starts_.back();
     for (uint64_t d = 0; d < shard.document_count(); ++d) {
       const auto [begin, end] = shard.document(d);
       if (end > begin) dataset.document_starts_.push_back(base + end);
     }
+    dataset.shard_token_starts_.push_back(base + shard.token_count());
+    dataset.shards_.push_back(std::move(shard));
   }
-  dataset.total_tokens_ = dataset.ids_.size();
   return dataset;
+}
+
+uint32_t TokenDataset::token(uint64_t index) const {
+  if (index >= tokens())
+    throw std::out_of_range("TokenDataset::token: index " + std::to_string(index) + " >= " + std::to_string(tokens()) +
+                            " tokens");
+  // The shard holding `index`: last s with shard_token_starts_[s] <= index (empty shards are skipped by upper_bound).
+  const auto next = std::upper_bound(shard_token_starts_.begin(), shard_token_starts_.end(), index);
+  const size_t s = static_cast<size_t>(next - shard_token_starts_.begin()) - 1;
+  return shards_[s].token(index - shard_token_starts_[s]);
+}
+
+void TokenDataset::copy_tokens(uint64_t first, uint64_t count, uint32_t* out) const {
+  if (first > tokens() || count > tokens() - first)
+    throw std::out_of_range("TokenDataset::copy_tokens: range [" + std::to_string(first) + ", " +
+                            std::to_string(first + count) + ") exceeds " + std::to_string(tokens()) + " tokens");
+  if (count == 0) return;
+  const auto next = std::upper_bound(shard_token_starts_.begin(), shard_token_starts_.end(), first);
+  size_t s = static_cast<size_t>(next - shard_token_starts_.begin()) - 1;
+  while (count > 0) {
+    const uint64_t within = first - shard_token_starts_[s];
+    const uint64_t take = std::min(count, shards_[s].token_count() - within);
+    shards_[s].copy_tokens(within, take, out);
+    out += take;
+    first += take;
+    count -= take;
+    ++s;
+  }
 }
 
 TokenDataset TokenDataset::from_shards(const std::vector<fs::path>& shard_paths, uint64_t model_vocab_size) {
@@ -143,7 +177,6 @@ void PackedSequences::fill(uint64_t index, int32_t* out) const {
   if (layout_.cls_id >= 0) *write++ = layout_.cls_id;
   const bool separated = layout_.sep_id >= 0;
   const auto& starts = dataset_->document_starts();
-  const auto& ids = dataset_->ids();
   // Stream position of document d's first token: starts[d] + d (one [SEP] before every later document).
   auto stream_start = [&](uint64_t d) { return starts[d] + (separated ? d : 0); };
   uint64_t position = index * body_;
@@ -164,8 +197,9 @@ void PackedSequences::fill(uint64_t index, int32_t* out) const {
     const uint64_t offset = position - doc_begin;
     if (offset < doc_tokens) {
       const uint64_t take = std::min(doc_tokens - offset, end - position);
-      const uint32_t* src = ids.data() + starts[d] + offset;
-      for (uint64_t i = 0; i < take; ++i) *write++ = static_cast<int32_t>(src[i]);
+      // The bits static_cast<int32_t> gave; writing int32 storage through uint32_t* is allowed aliasing.
+      dataset_->copy_tokens(starts[d] + offset, take, reinterpret_cast<uint32_t*>(write));
+      write += take;
       position += take;
     } else {  // the [SEP] after document d
       *write++ = layout_.sep_id;

@@ -46,8 +46,9 @@ struct PreparedMeta {
   const std::vector<std::string>& shards(const std::string& split) const;
 };
 
-// One split of a prepared directory, validated (checksums, vocabulary hash and size, ids < vocab size)
-// and held in memory.
+// One split of a prepared directory, validated (checksums, vocabulary hash and size, ids < vocab size).
+// The shards stay memory-mapped: the tokens live in the page cache, and the dataset's own memory is
+// O(shards + documents) (the document table), not O(tokens).
 class TokenDataset {
  public:
   // `model_vocab_size` > 0 additionally requires every id to be below it (DataError otherwise).
@@ -56,17 +57,20 @@ class TokenDataset {
   static TokenDataset from_shards(const std::vector<std::filesystem::path>& shard_paths, uint64_t model_vocab_size = 0);
 
   uint64_t documents() const { return document_starts_.empty() ? 0 : document_starts_.size() - 1; }
-  uint64_t tokens() const { return total_tokens_; }
+  uint64_t tokens() const { return shard_token_starts_.back(); }
   uint64_t vocab_size() const { return vocab_size_; }
 
-  // Concatenated ids of every document, and document d's range [starts[d], starts[d+1]).
-  const std::vector<uint32_t>& ids() const { return ids_; }
+  // Token `index` of the split's concatenated token stream (every shard's tokens in order).
+  uint32_t token(uint64_t index) const;
+  // Tokens [first, first + count) of that stream, across shard boundaries; std::out_of_range past the end.
+  void copy_tokens(uint64_t first, uint64_t count, uint32_t* out) const;
+  // Non-empty document d is the token range [starts[d], starts[d+1]) of the stream.
   const std::vector<uint64_t>& document_starts() const { return document_starts_; }
 
  private:
-  std::vector<uint32_t> ids_;
+  std::vector<text::TokenShard> shards_;
+  std::vector<uint64_t> shard_token_starts_{0};  // (shards + 1): stream index of each shard's first token
   std::vector<uint64_t> document_starts_;
-  uint64_t total_tokens_ = 0;
   uint64_t vocab_size_ = 0;
 };
 

@@ -1,7 +1,15 @@
 #include "coco/shards.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <bit>
+#include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <utility>
 
 namespace coco::text {
 
@@ -308,19 +316,96 @@ ShardHeader TokenShard::read_header(const std::filesystem::path& path) {
   return parse_header(path.string(), bytes, size);
 }
 
+// ---------------------------------------------------------------------------------------------------
+// Mapping
+
+MappedFile MappedFile::open(const std::filesystem::path& path) {
+  const std::string name = path.string();
+  auto system_error = [&](const std::string& what) {
+    return ShardError(name + ": " + what + ": " + std::strerror(errno));
+  };
+  const int fd = ::open(name.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw system_error("cannot open token shard");
+  struct stat info {};
+  if (::fstat(fd, &info) != 0) {
+    const ShardError error = system_error("cannot stat token shard");
+    ::close(fd);
+    throw error;
+  }
+  if (!S_ISREG(info.st_mode)) {
+    ::close(fd);
+    throw ShardError(name + ": cannot open token shard: not a regular file");
+  }
+  MappedFile file;
+  file.size_ = static_cast<uint64_t>(info.st_size);
+  if (file.size_ > 0) {
+    void* address = ::mmap(nullptr, file.size_, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (address == MAP_FAILED) {
+      const ShardError error = system_error("cannot memory-map token shard (" + std::to_string(file.size_) + " bytes)");
+      ::close(fd);
+      throw error;
+    }
+    file.data_ = static_cast<const unsigned char*>(address);
+  }
+  // The mapping keeps the file alive; holding no descriptor lets a split have more shards than the fd limit.
+  ::close(fd);
+  return file;
+}
+
+MappedFile::~MappedFile() { release(); }
+
+MappedFile::MappedFile(MappedFile&& other) noexcept
+    : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+
+MappedFile& MappedFile::operator=(MappedFile&& other) noexcept {
+  if (this != &other) {
+    release();
+    data_ = std::exchange(other.data_, nullptr);
+    size_ = std::exchange(other.size_, 0);
+  }
+  return *this;
+}
+
+void MappedFile::release() noexcept {
+  if (data_) ::munmap(const_cast<unsigned char*>(data_), size_);
+  data_ = nullptr;
+  size_ = 0;
+}
+
+void MappedFile::advise_sequential() const {
+  if (data_) ::madvise(const_cast<unsigned char*>(data_), size_, MADV_SEQUENTIAL);
+}
+
+void MappedFile::advise_normal() const {
+  if (data_) ::madvise(const_cast<unsigned char*>(data_), size_, MADV_NORMAL);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Mapped shard
+
+TokenShard::TokenShard(TokenShard&& other) noexcept
+    : file_(std::move(other.file_)),
+      header_(std::exchange(other.header_, ShardHeader{})),
+      token_data_offset_(std::exchange(other.token_data_offset_, 0)) {}
+
+TokenShard& TokenShard::operator=(TokenShard&& other) noexcept {
+  if (this != &other) {
+    file_ = std::move(other.file_);
+    header_ = std::exchange(other.header_, ShardHeader{});
+    token_data_offset_ = std::exchange(other.token_data_offset_, 0);
+  }
+  return *this;
+}
+
 TokenShard TokenShard::read(const std::filesystem::path& path, const ShardExpectation& expect) {
   const std::string name = path.string();
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw ShardError(name + ": cannot open token shard");
-  std::error_code error;
-  const uint64_t size = std::filesystem::file_size(path, error);
-  if (error) throw ShardError(name + ": cannot stat token shard: " + error.message());
-  unsigned char header_bytes[kShardHeaderBytes] = {};
-  in.read(reinterpret_cast<char*>(header_bytes),
-          static_cast<std::streamsize>(std::min<uint64_t>(size, kShardHeaderBytes)));
   TokenShard shard;
-  shard.header_ = parse_header(name, header_bytes, size);
-  const ShardHeader& h = shard.header_;
+  shard.file_ = MappedFile::open(path);
+  const unsigned char* bytes = shard.file_.data();
+  const uint64_t size = shard.file_.size();
+  // parse_header checks the size before reading the header bytes, and that the size is exactly what the header
+  // describes: every read below stays inside the mapping.
+  const ShardHeader h = parse_header(name, bytes, size);
   auto fail = [&](const std::string& what) { return ShardError(name + ": " + what); };
 
   if (expect.vocab_hash && *expect.vocab_hash != h.vocab_hash) {
@@ -331,33 +416,30 @@ TokenShard TokenShard::read(const std::filesystem::path& path, const ShardExpect
     throw fail("vocab_size " + std::to_string(h.vocab_size) + ", expected " + std::to_string(*expect.vocab_size));
   }
 
-  std::vector<unsigned char> offsets_bytes((h.document_count + 1) * 8);
-  shard.token_bytes_.resize(h.token_count * h.token_bytes);
-  in.read(reinterpret_cast<char*>(offsets_bytes.data()), static_cast<std::streamsize>(offsets_bytes.size()));
-  in.read(reinterpret_cast<char*>(shard.token_bytes_.data()), static_cast<std::streamsize>(shard.token_bytes_.size()));
-  if (!in) throw fail("read error (file changed while reading?)");
+  shard.file_.advise_sequential();
+  const unsigned char* offsets_bytes = bytes + kShardHeaderBytes;
   if (expect.verify_payload_checksum) {
-    Xxh64 payload;
-    payload.update(offsets_bytes.data(), offsets_bytes.size());
-    payload.update(shard.token_bytes_.data(), shard.token_bytes_.size());
-    const uint64_t computed = payload.digest();
+    const uint64_t computed = xxh64(offsets_bytes, size - kShardHeaderBytes);
     if (computed != h.payload_checksum) {
       throw fail("payload checksum mismatch: stored " + hex64(h.payload_checksum) + ", computed " + hex64(computed) +
                  " (corrupted document table or tokens)");
     }
   }
-  shard.offsets_.resize(h.document_count + 1);
+  uint64_t previous = 0;
   for (uint64_t d = 0; d <= h.document_count; ++d) {
-    shard.offsets_[d] = load64(offsets_bytes.data() + 8 * d);
-    if ((d == 0 && shard.offsets_[d] != 0) || (d > 0 && shard.offsets_[d] < shard.offsets_[d - 1])) {
-      throw fail("document offset " + std::to_string(d) + " is " + std::to_string(shard.offsets_[d]) +
+    const uint64_t offset = load64(offsets_bytes + 8 * d);
+    if ((d == 0 && offset != 0) || (d > 0 && offset < previous)) {
+      throw fail("document offset " + std::to_string(d) + " is " + std::to_string(offset) +
                  ", expected offsets that start at 0 and never decrease");
     }
+    previous = offset;
   }
-  if (shard.offsets_.back() != h.token_count) {
-    throw fail("last document offset " + std::to_string(shard.offsets_.back()) + ", expected the token count " +
+  if (previous != h.token_count) {
+    throw fail("last document offset " + std::to_string(previous) + ", expected the token count " +
                std::to_string(h.token_count));
   }
+  shard.header_ = h;
+  shard.token_data_offset_ = kShardHeaderBytes + (h.document_count + 1) * 8;
   for (uint64_t i = 0; i < h.token_count; ++i) {
     const uint32_t id = shard.token_unchecked(i);
     if (id >= h.vocab_size) {
@@ -365,6 +447,8 @@ TokenShard TokenShard::read(const std::filesystem::path& path, const ShardExpect
                  std::to_string(h.vocab_size));
     }
   }
+  // Training reads sequences in a shuffled order: drop the validation pass's read-ahead-and-discard hint.
+  shard.file_.advise_normal();
   return shard;
 }
 
@@ -377,8 +461,18 @@ uint32_t TokenShard::token(uint64_t index) const {
 }
 
 uint32_t TokenShard::token_unchecked(uint64_t index) const {
-  const unsigned char* p = token_bytes_.data() + index * header_.token_bytes;
+  const unsigned char* p = token_data() + index * header_.token_bytes;
   return header_.token_bytes == 2 ? static_cast<uint32_t>(p[0] | (p[1] << 8)) : load32(p);
+}
+
+uint64_t TokenShard::offset_unchecked(uint64_t d) const { return load64(file_.data() + kShardHeaderBytes + 8 * d); }
+
+std::pair<uint64_t, uint64_t> TokenShard::document(uint64_t d) const {
+  if (d >= header_.document_count) {
+    throw std::out_of_range("TokenShard::document: document " + std::to_string(d) +
+                            " >= " + std::to_string(header_.document_count) + " documents");
+  }
+  return {offset_unchecked(d), offset_unchecked(d + 1)};
 }
 
 void TokenShard::copy_tokens(uint64_t first, uint64_t count, uint32_t* out) const {
@@ -387,7 +481,15 @@ void TokenShard::copy_tokens(uint64_t first, uint64_t count, uint32_t* out) cons
                             std::to_string(first + count) + ") exceeds " + std::to_string(header_.token_count) +
                             " tokens");
   }
-  for (uint64_t i = 0; i < count; ++i) out[i] = token_unchecked(first + i);
+  if (count == 0) return;
+  const unsigned char* p = token_data() + first * header_.token_bytes;
+  if (header_.token_bytes == 2) {
+    for (uint64_t i = 0; i < count; ++i) out[i] = static_cast<uint32_t>(p[2 * i] | (p[2 * i + 1] << 8));
+  } else if constexpr (std::endian::native == std::endian::little) {
+    std::memcpy(out, p, count * sizeof(uint32_t));
+  } else {
+    for (uint64_t i = 0; i < count; ++i) out[i] = load32(p + 4 * i);
+  }
 }
 
 std::vector<uint32_t> TokenShard::tokens() const {

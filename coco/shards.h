@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <optional>
+#include <utility>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -85,10 +86,45 @@ struct ShardExpectation {
   bool verify_payload_checksum = true;
 };
 
-// A validated shard in memory.
+// A whole file mapped read-only (POSIX mmap), so that shard bytes live in the page cache, where the kernel can drop
+// and re-read them, instead of in anonymous memory. Move-only: exactly one object owns (and unmaps) a mapping.
+class MappedFile {
+ public:
+  MappedFile() = default;
+  // Maps `path` entirely; an empty file gives an empty mapping. Errors are ShardError naming the file and the
+  // system's reason (errno text).
+  static MappedFile open(const std::filesystem::path& path);
+  ~MappedFile();
+  MappedFile(MappedFile&& other) noexcept;
+  MappedFile& operator=(MappedFile&& other) noexcept;
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  const unsigned char* data() const { return data_; }
+  // The file's size when it was mapped; no access may go beyond it.
+  uint64_t size() const { return size_; }
+  // Hints the kernel about the coming access pattern (sequential while validating); a refused hint is ignored.
+  void advise_sequential() const;
+  void advise_normal() const;
+
+ private:
+  void release() noexcept;
+
+  const unsigned char* data_ = nullptr;
+  uint64_t size_ = 0;
+};
+
+// A validated shard, memory-mapped: its anonymous memory is O(1) whatever its size.
 class TokenShard {
  public:
-  // Reads and validates `path`: magic, version, header checksum, token width, exact file size, payload checksum,
+  TokenShard() = default;
+  // A moved-from shard is empty (no tokens, no documents) and no longer owns the mapping.
+  TokenShard(TokenShard&& other) noexcept;
+  TokenShard& operator=(TokenShard&& other) noexcept;
+  TokenShard(const TokenShard&) = delete;
+  TokenShard& operator=(const TokenShard&) = delete;
+
+  // Maps and validates `path`: magic, version, header checksum, token width, exact file size, payload checksum,
   // document offsets, vocabulary hash/size against `expect`, and every id < vocab_size. Errors are ShardError
   // naming the file, what was found and what was expected.
   static TokenShard read(const std::filesystem::path& path, const ShardExpectation& expect = {});
@@ -102,16 +138,17 @@ class TokenShard {
   void copy_tokens(uint64_t first, uint64_t count, uint32_t* out) const;
   std::vector<uint32_t> tokens() const;
   // Token range of document d: [begin, end).
-  std::pair<uint64_t, uint64_t> document(uint64_t d) const { return {offsets_.at(d), offsets_.at(d + 1)}; }
+  std::pair<uint64_t, uint64_t> document(uint64_t d) const;
   std::vector<uint32_t> document_tokens(uint64_t d) const;
-  const std::vector<uint64_t>& document_offsets() const { return offsets_; }
 
  private:
   uint32_t token_unchecked(uint64_t index) const;
+  uint64_t offset_unchecked(uint64_t d) const;
+  const unsigned char* token_data() const { return file_.data() + token_data_offset_; }
 
+  MappedFile file_;
   ShardHeader header_;
-  std::vector<uint64_t> offsets_;
-  std::vector<unsigned char> token_bytes_;
+  uint64_t token_data_offset_ = 0;  // byte offset of token 0 in the file
 };
 
 }  // namespace coco::text
