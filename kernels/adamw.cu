@@ -6,6 +6,7 @@
 #include <type_traits>
 
 #include "engine/runtime/launch.cuh"
+#include "kernels/multi_tensor_chunks.cuh"
 #include "kernels/adamw.h"
 
 namespace coco::kernels::detail {
@@ -49,17 +50,9 @@ __device__ inline void adamw_chunk(const AdamWTensorDesc& d, int64_t begin, int6
 __global__ void __launch_bounds__(kAdamWBlock)
     adamw_multi_tensor_kernel(const AdamWTensorDesc* __restrict__ descs, int num_tensors, AdamWScalarsF32 s) {
   const int64_t chunk = blockIdx.x;
-  int lo = 0, hi = num_tensors - 1;  // last descriptor whose first_chunk <= chunk
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) / 2;
-    if (descs[mid].first_chunk <= chunk)
-      lo = mid;
-    else
-      hi = mid - 1;
-  }
-  const AdamWTensorDesc d = descs[lo];
-  const int64_t begin = (chunk - d.first_chunk) * kAdamWChunk;
-  const int64_t end = begin + kAdamWChunk < d.numel ? begin + kAdamWChunk : d.numel;
+  const TensorChunk<AdamWTensorDesc> located = locate_chunk(descs, num_tensors, chunk, kAdamWChunk);
+  const AdamWTensorDesc& d = located.desc;
+  const int64_t begin = located.begin, end = located.end;
   switch (d.grad_dtype) {
     case DType::bf16:
       adamw_chunk<__nv_bfloat16>(d, begin, end, s);

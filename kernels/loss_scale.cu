@@ -6,6 +6,7 @@
 #include <type_traits>
 
 #include "engine/runtime/launch.cuh"
+#include "kernels/multi_tensor_chunks.cuh"
 #include "kernels/loss_scale.h"
 
 namespace coco::kernels::detail {
@@ -39,17 +40,9 @@ __device__ inline int strided_any_nonfinite(const void* data, int64_t begin, int
 __global__ void __launch_bounds__(kFlagBlock)
     mark_nonfinite_kernel(const NormTensorDesc* __restrict__ descs, int num_tensors, int32_t* __restrict__ flag) {
   const int64_t chunk = blockIdx.x;
-  int lo = 0, hi = num_tensors - 1;  // last descriptor whose first_chunk <= chunk
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) / 2;
-    if (descs[mid].first_chunk <= chunk)
-      lo = mid;
-    else
-      hi = mid - 1;
-  }
-  const NormTensorDesc d = descs[lo];
-  const int64_t begin = (chunk - d.first_chunk) * kGradNormChunk;
-  const int64_t end = begin + kGradNormChunk < d.numel ? begin + kGradNormChunk : d.numel;
+  const TensorChunk<NormTensorDesc> located = locate_chunk(descs, num_tensors, chunk, kGradNormChunk);
+  const NormTensorDesc& d = located.desc;
+  const int64_t begin = located.begin, end = located.end;
   int found;
   switch (d.dtype) {
     case DType::bf16:
