@@ -113,6 +113,22 @@ std::vector<float> round_through(const std::vector<float>& values) {
   return out;
 }
 
+// NMSE limit for outputs rounded once to T, against an f64 reference over the same rounded inputs:
+// bf16 keeps 8 significant bits (relative error <= 2^-8, NMSE <= 1.5e-5): 2e-5; f16 keeps 11 bits
+// (NMSE <= 2.4e-7): 1e-6; f64 arithmetic: 1e-24. f32 outputs take `f32_limit`, which depends on how much
+// f32 arithmetic produced them (the caller justifies it).
+template <class T>
+constexpr double rounded_output_threshold(double f32_limit) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    return 2e-5;
+  else if constexpr (std::is_same_v<T, __half>)
+    return 1e-6;
+  else if constexpr (std::is_same_v<T, double>)
+    return 1e-24;
+  else
+    return f32_limit;
+}
+
 inline std::vector<float> random_floats(size_t count, unsigned seed, float lo = -1.0f, float hi = 1.0f) {
   std::mt19937 generator(seed);
   std::uniform_real_distribution<float> uniform(lo, hi);

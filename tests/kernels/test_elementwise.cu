@@ -31,30 +31,7 @@ const int64_t kSizes[] = {1, 7, 33, 130, 1031};
 //   f64:  computed in f64 -> 1e-24.
 template <class T>
 constexpr double threshold() {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>)
-    return 2e-5;
-  else if constexpr (std::is_same_v<T, __half>)
-    return 1e-6;
-  else if constexpr (std::is_same_v<T, double>)
-    return 1e-24;
-  else
-    return 1e-12;
-}
-
-template <class T>
-std::vector<T> from_doubles(const std::vector<float>& values) {
-  if constexpr (std::is_same_v<T, double>)
-    return std::vector<double>(values.begin(), values.end());
-  else
-    return from_floats<T>(values);
-}
-
-template <class T>
-std::vector<float> rounded(const std::vector<float>& values) {
-  if constexpr (std::is_same_v<T, double>)
-    return values;
-  else
-    return round_through<T>(values);
+  return testing::rounded_output_threshold<T>(1e-12);
 }
 
 template <class T>
@@ -66,13 +43,14 @@ TYPED_TEST(ElementwiseKernel, BinaryOpsMatchReference) {
   using T = TypeParam;
   for (BinaryOp op : {BinaryOp::add, BinaryOp::sub, BinaryOp::mul}) {
     for (int64_t n : kSizes) {
-      const std::vector<float> a = rounded<T>(random_floats(n, 11 + n)), b = rounded<T>(random_floats(n, 23 + n));
+      const std::vector<float> a = round_through<T>(random_floats(n, 11 + n)),
+                               b = round_through<T>(random_floats(n, 23 + n));
       std::vector<double> reference(n);
       for (int64_t i = 0; i < n; ++i) {
         const double x = a[i], y = b[i];
         reference[i] = op == BinaryOp::add ? x + y : op == BinaryOp::sub ? x - y : x * y;
       }
-      GuardedDeviceBuffer<T> da(from_doubles<T>(a)), db(from_doubles<T>(b)), out(n);
+      GuardedDeviceBuffer<T> da(from_floats<T>(a)), db(from_floats<T>(b)), out(n);
       out.poison();
       kernels::cuda::binary<T>(op, da.data(), db.data(), out.data(), n, nullptr);
       const std::string what = std::string(kernels::binary_op_name(op)) + " n=" + std::to_string(n);
@@ -86,13 +64,14 @@ TYPED_TEST(ElementwiseKernel, ScaleAndAddScaledMatchReference) {
   using T = TypeParam;
   const double s = -0.375;  // exact in every type, so the reference sees the kernel's factor
   for (int64_t n : kSizes) {
-    const std::vector<float> a = rounded<T>(random_floats(n, 5 + n)), b = rounded<T>(random_floats(n, 9 + n));
+    const std::vector<float> a = round_through<T>(random_floats(n, 5 + n)),
+                             b = round_through<T>(random_floats(n, 9 + n));
     std::vector<double> scaled(n), axpy(n);
     for (int64_t i = 0; i < n; ++i) {
       scaled[i] = s * b[i];
       axpy[i] = a[i] + s * b[i];
     }
-    GuardedDeviceBuffer<T> da(from_doubles<T>(a)), db(from_doubles<T>(b)), out(n);
+    GuardedDeviceBuffer<T> da(from_floats<T>(a)), db(from_floats<T>(b)), out(n);
     out.poison();
     kernels::cuda::scale<T>(db.data(), s, out.data(), n, nullptr);
     EXPECT_TRUE(matches_reference(scaled, to_f64(out.download()), threshold<T>(), "scale n=" + std::to_string(n)));
@@ -106,10 +85,10 @@ TYPED_TEST(ElementwiseKernel, ScaleAndAddScaledMatchReference) {
 TYPED_TEST(ElementwiseKernel, InPlaceOutputAliasingAnInput) {
   using T = TypeParam;
   const int64_t n = 130;
-  const std::vector<float> a = rounded<T>(random_floats(n, 1)), b = rounded<T>(random_floats(n, 2));
+  const std::vector<float> a = round_through<T>(random_floats(n, 1)), b = round_through<T>(random_floats(n, 2));
   std::vector<double> reference(n);
   for (int64_t i = 0; i < n; ++i) reference[i] = static_cast<double>(a[i]) * b[i];
-  GuardedDeviceBuffer<T> da(from_doubles<T>(a)), db(from_doubles<T>(b));
+  GuardedDeviceBuffer<T> da(from_floats<T>(a)), db(from_floats<T>(b));
   kernels::cuda::binary<T>(BinaryOp::mul, da.data(), db.data(), da.data(), n, nullptr);
   EXPECT_TRUE(matches_reference(reference, to_f64(da.download()), threshold<T>(), "a *= b"));
   kernels::cuda::add_inplace<T, T>(db.data(), db.data(), n, nullptr);  // b += b
@@ -121,20 +100,21 @@ TYPED_TEST(ElementwiseKernel, InPlaceOutputAliasingAnInput) {
 TYPED_TEST(ElementwiseKernel, AddInplaceAndMulBackwardMatchReference) {
   using T = TypeParam;
   for (int64_t n : kSizes) {
-    const std::vector<float> g = rounded<T>(random_floats(n, 31 + n)), a = rounded<T>(random_floats(n, 37 + n)),
-                             b = rounded<T>(random_floats(n, 41 + n));
+    const std::vector<float> g = round_through<T>(random_floats(n, 31 + n)),
+                             a = round_through<T>(random_floats(n, 37 + n)),
+                             b = round_through<T>(random_floats(n, 41 + n));
     std::vector<double> sum(n), grad_a(n), grad_b(n);
     for (int64_t i = 0; i < n; ++i) {
       sum[i] = static_cast<double>(a[i]) + b[i];
       grad_a[i] = static_cast<double>(g[i]) * b[i];
       grad_b[i] = static_cast<double>(g[i]) * a[i];
     }
-    GuardedDeviceBuffer<T> dst(from_doubles<T>(a)), src(from_doubles<T>(b));
+    GuardedDeviceBuffer<T> dst(from_floats<T>(a)), src(from_floats<T>(b));
     kernels::cuda::add_inplace<T, T>(dst.data(), src.data(), n, nullptr);
     EXPECT_TRUE(matches_reference(sum, to_f64(dst.download()), threshold<T>(), "add_inplace n=" + std::to_string(n)));
     EXPECT_TRUE(dst.guards_intact());
 
-    GuardedDeviceBuffer<T> dg(from_doubles<T>(g)), da(from_doubles<T>(a)), db(from_doubles<T>(b)), ga(n), gb(n);
+    GuardedDeviceBuffer<T> dg(from_floats<T>(g)), da(from_floats<T>(a)), db(from_floats<T>(b)), ga(n), gb(n);
     ga.poison();
     gb.poison();
     kernels::cuda::mul_backward<T>(dg.data(), da.data(), db.data(), ga.data(), gb.data(), n, nullptr);
@@ -200,7 +180,7 @@ TYPED_TEST(ElementwiseKernel, NanAndInfPropagate) {
       const double x = a[i], y = b[i];
       reference[i] = op == BinaryOp::add ? x + y : op == BinaryOp::sub ? x - y : x * y;
     }
-    GuardedDeviceBuffer<T> da(from_doubles<T>(a)), db(from_doubles<T>(b)), out(n);
+    GuardedDeviceBuffer<T> da(from_floats<T>(a)), db(from_floats<T>(b)), out(n);
     kernels::cuda::binary<T>(op, da.data(), db.data(), out.data(), n, nullptr);
     EXPECT_TRUE(matches_reference(reference, to_f64(out.download()), threshold<T>(),
                                   std::string("non-finite ") + kernels::binary_op_name(op)));

@@ -33,31 +33,12 @@ const int64_t kDims[] = {1, 7, 33, 130};
 //   f64: 1e-24.
 template <class T>
 constexpr double threshold() {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>)
-    return 2e-5;
-  else if constexpr (std::is_same_v<T, __half>)
-    return 1e-6;
-  else if constexpr (std::is_same_v<T, double>)
-    return 1e-24;
-  else
-    return 1e-10;
-}
-
-template <class T>
-std::vector<T> to_type(const std::vector<float>& values) {
-  if constexpr (std::is_same_v<T, double>)
-    return std::vector<double>(values.begin(), values.end());
-  else
-    return from_floats<T>(values);
+  return testing::rounded_output_threshold<T>(1e-10);
 }
 
 template <class T>
 std::vector<float> random_rounded(size_t count, unsigned seed) {
-  std::vector<float> values = random_floats(count, seed);
-  if constexpr (std::is_same_v<T, double>)
-    return values;
-  else
-    return round_through<T>(values);
+  return round_through<T>(random_floats(count, seed));
 }
 
 // Element (r, c) of op(X) where X is stored row-major with row stride ld.
@@ -96,12 +77,12 @@ void check_gemm(const GemmCase& g, double alpha, double beta, unsigned seed) {
   const std::vector<float> C0 = random_rounded<Out>(g.M * g.ldc, seed + 2);
   std::vector<double> reference(C0.begin(), C0.end());
   reference_gemm(g.ta, g.tb, g.M, g.N, g.K, alpha, A, g.lda, B, g.ldb, beta, reference, g.ldc);
-  GuardedDeviceBuffer<In> dA(to_type<In>(A)), dB(to_type<In>(B));
+  GuardedDeviceBuffer<In> dA(from_floats<In>(A)), dB(from_floats<In>(B));
   GuardedDeviceBuffer<Out> dC(g.M * g.ldc);
   if (beta == 0.0)
     dC.poison();  // beta == 0 ignores C's old contents, NaN included
   else
-    dC.upload(to_type<Out>(C0));
+    dC.upload(from_floats<Out>(C0));
   kernels::cuda::gemm<In, Out>(g.ta, g.tb, g.M, g.N, g.K, alpha, dA.data(), g.lda, dB.data(), g.ldb, beta, dC.data(),
                                g.ldc, nullptr);
   std::vector<double> got = to_f64(dC.download());
@@ -190,7 +171,7 @@ void check_batched() {
               reference_gemm(ta, tb, M, N, K, 1.0, a_slice, lda, b_slice, ldb, 0.0, c_slice, ldc);
               std::copy(c_slice.begin(), c_slice.end(), reference.begin() + b * stride_c);
             }
-            GuardedDeviceBuffer<T> dA(to_type<T>(A)), dB(to_type<T>(B)), dC(batch * stride_c);
+            GuardedDeviceBuffer<T> dA(from_floats<T>(A)), dB(from_floats<T>(B)), dC(batch * stride_c);
             dC.poison();
             kernels::cuda::gemm_strided_batched<T, T>(ta, tb, M, N, K, 1.0, dA.data(), lda, stride_a, dB.data(), ldb,
                                                       stride_b, 0.0, dC.data(), ldc, stride_c, batch, nullptr);
@@ -236,7 +217,7 @@ void check_linear(Activation act, bool with_bias) {
           if (with_bias) pre[i] += bias[i % out];
           y[i] = reference_activation(act, pre[i]);
         }
-        GuardedDeviceBuffer<T> dx(to_type<T>(x)), dW(to_type<T>(W)), db(to_type<T>(bias)), dy(rows * out),
+        GuardedDeviceBuffer<T> dx(from_floats<T>(x)), dW(from_floats<T>(W)), db(from_floats<T>(bias)), dy(rows * out),
             dpre(rows * out);
         dy.poison();
         dpre.poison();
@@ -300,7 +281,7 @@ void check_activation_backward(Activation act) {
     const double h = 1e-5;
     for (int64_t i = 0; i < n; ++i)
       reference[i] = dy[i] * (reference_activation(act, pre[i] + h) - reference_activation(act, pre[i] - h)) / (2 * h);
-    GuardedDeviceBuffer<T> d_pre(to_type<T>(pre)), d_dy(to_type<T>(dy)), d_out(n);
+    GuardedDeviceBuffer<T> d_pre(from_floats<T>(pre)), d_dy(from_floats<T>(dy)), d_out(n);
     d_out.poison();
     kernels::cuda::activation_backward<T>(act, d_dy.data(), d_pre.data(), d_out.data(), n, nullptr);
     // f64: finite-difference error ~1e-10 relative -> NMSE ~1e-20; 1e-16.

@@ -29,31 +29,12 @@ using testing::to_f64;
 //   f64: f64 accumulation -> 1e-24.
 template <class T>
 constexpr double threshold() {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>)
-    return 2e-5;
-  else if constexpr (std::is_same_v<T, __half>)
-    return 1e-6;
-  else if constexpr (std::is_same_v<T, double>)
-    return 1e-24;
-  else
-    return 1e-10;
-}
-
-template <class T>
-std::vector<T> to_type(const std::vector<float>& values) {
-  if constexpr (std::is_same_v<T, double>)
-    return std::vector<double>(values.begin(), values.end());
-  else
-    return from_floats<T>(values);
+  return testing::rounded_output_threshold<T>(1e-10);
 }
 
 template <class T>
 std::vector<float> rounded_positive(size_t count, unsigned seed) {
-  std::vector<float> values = random_floats(count, seed, 0.1f, 1.0f);
-  if constexpr (std::is_same_v<T, double>)
-    return values;
-  else
-    return round_through<T>(values);
+  return round_through<T>(random_floats(count, seed, 0.1f, 1.0f));
 }
 
 template <class T>
@@ -68,7 +49,7 @@ TYPED_TEST(ReduceKernel, SumAndMeanMatchReference) {
     const std::vector<float> x = rounded_positive<T>(n, 100 + n);
     double total = 0.0;
     for (float v : x) total += v;
-    GuardedDeviceBuffer<T> dx(to_type<T>(x)), out(1);
+    GuardedDeviceBuffer<T> dx(from_floats<T>(x)), out(1);
     GuardedDeviceBuffer<uint8_t> workspace(kernels::cuda::sum_workspace_bytes(n));
     for (bool mean : {false, true}) {
       const double scale = mean ? 1.0 / static_cast<double>(n) : 1.0;
@@ -89,7 +70,7 @@ TYPED_TEST(ReduceKernel, RowSumMatchesReference) {
       std::vector<double> reference(rows, 0.0);
       for (int64_t r = 0; r < rows; ++r)
         for (int64_t c = 0; c < cols; ++c) reference[r] += x[r * cols + c];
-      GuardedDeviceBuffer<T> dx(to_type<T>(x)), out(rows);
+      GuardedDeviceBuffer<T> dx(from_floats<T>(x)), out(rows);
       out.poison();
       kernels::cuda::row_sum<T>(dx.data(), rows, cols, out.data(), nullptr);
       const std::string what = "row_sum " + std::to_string(rows) + "x" + std::to_string(cols);
@@ -113,12 +94,12 @@ void check_column_sum(double out_threshold) {
           reference[c] = beta * previous[c];
           for (int64_t r = 0; r < rows; ++r) reference[c] += x[r * cols + c];
         }
-        GuardedDeviceBuffer<In> dx(to_type<In>(x));
+        GuardedDeviceBuffer<In> dx(from_floats<In>(x));
         GuardedDeviceBuffer<Out> out(cols);
         if (beta == 0.0)
           out.poison();  // beta == 0 must ignore NaN garbage
         else
-          out.upload(to_type<Out>(previous));
+          out.upload(from_floats<Out>(previous));
         GuardedDeviceBuffer<uint8_t> workspace(kernels::cuda::column_sum_workspace_bytes(rows, cols));
         kernels::cuda::column_sum<In, Out>(dx.data(), rows, cols, beta, out.data(), workspace.data(), nullptr);
         const std::string what =
@@ -147,7 +128,7 @@ TYPED_TEST(ReduceKernel, BroadcastBackwardsMatchReference) {
     for (int64_t cols : {1, 7, 33}) {
       const int64_t n = rows * cols;
       const std::vector<float> dy = rounded_positive<T>(rows, rows + cols);
-      GuardedDeviceBuffer<T> d_dy(to_type<T>(dy)), dx(n);
+      GuardedDeviceBuffer<T> d_dy(from_floats<T>(dy)), dx(n);
       dx.poison();
       kernels::cuda::row_sum_backward<T>(d_dy.data(), rows, cols, dx.data(), nullptr);
       std::vector<double> reference(n);
