@@ -3,16 +3,18 @@
 `coco import` (tests/interop/test_hf_*.cpp drive it).
 
   hf_interop.py probe                      exit 0 when torch, transformers, safetensors and numpy import, else 3
-  hf_interop.py forward DIR DUMP           DUMP (safetensors, written by the test from coco's own forward pass):
+  hf_interop.py forward DIR DUMP [DIR DUMP ...]
+                                           DUMP (safetensors, written by the test from coco's own forward pass):
                                            input_ids, attention_mask (B, T), hidden (B, T, d) and optionally
                                            replaced_logits (B, T) or mlm_logits (B, T, V). Loads DIR with
                                            transformers and requires its hidden states (and logits) within 1e-5
-  hf_interop.py tokenizer DIR EXPECTED     EXPECTED (JSON): {"documents": [text, ...], "ids": [[id, ...], ...],
+  hf_interop.py tokenizer DIR EXPECTED [DIR EXPECTED ...]
+                                           EXPECTED (JSON): {"documents": [text, ...], "ids": [[id, ...], ...],
                                            "lowercase": bool}; AutoTokenizer.from_pretrained(DIR) must give
                                            exactly these ids and that casing
-  hf_interop.py finetune DIR TEXT...       AutoModelForSequenceClassification from DIR, labelled sentences from the
-                                           TEXT files (label = which file), 12 steps of AdamW without dropout:
-                                           the loss must fall by at least 10%;
+  hf_interop.py finetune TEXT TEXT DIR...  for each DIR: AutoModelForSequenceClassification, labelled sentences from
+                                           the two TEXT files (label = which file), 12 steps of AdamW without
+                                           dropout: the loss must fall by at least 10%;
                                            AutoModelForTokenClassification must load and train one step
   hf_interop.py make-bert OUT VOCAB        a tiny random BertForMaskedLM over VOCAB's tokens, saved to OUT
   hf_interop.py make-electra OUT VOCAB     tiny random ElectraForPreTraining (OUT/discriminator) and
@@ -235,12 +237,15 @@ def main(argv):
     transformers.logging.set_verbosity_error()
     if command == "probe" and not args:
         print(f"torch {torch.__version__}, transformers {transformers.__version__}")
-    elif command == "forward" and len(args) == 2:
-        forward(*args)
-    elif command == "tokenizer" and len(args) == 2:
-        tokenizer(*args)
-    elif command == "finetune" and len(args) >= 2:
-        finetune(args[0], args[1:])
+    elif command == "forward" and len(args) >= 2 and len(args) % 2 == 0:
+        for i in range(0, len(args), 2):
+            forward(args[i], args[i + 1])
+    elif command == "tokenizer" and len(args) >= 2 and len(args) % 2 == 0:
+        for i in range(0, len(args), 2):
+            tokenizer(args[i], args[i + 1])
+    elif command == "finetune" and len(args) >= 3:
+        for folder in args[2:]:
+            finetune(folder, args[:2])
     elif command == "make-bert" and len(args) == 2:
         make_bert(*args)
     elif command == "make-electra" and len(args) == 2:

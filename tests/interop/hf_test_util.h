@@ -14,6 +14,7 @@
 #include "coco/interop/hf_export.h"
 #include "coco/interop/tokenizer_files.h"
 #include "coco/objective.h"
+#include "coco/train_config.h"
 #include "engine/io/safetensors.h"
 #include "engine/ops/activation.h"
 #include "engine/ops/elementwise.h"
@@ -59,7 +60,10 @@ inline CommandResult run_command(const std::string& command) {
 // scripts/hf_interop.py with arguments (each quoted).
 inline CommandResult run_script(const std::vector<std::string>& args) {
   std::string command = "python3 " + quoted(kScript);
-  for (const auto& a : args) command += " " + quoted(a);
+  for (const auto& a : args) {
+    command += ' ';
+    command += quoted(a);
+  }
   return run_command(command);
 }
 
