@@ -21,8 +21,7 @@ std::vector<TensorName> encoder_names(const EncoderConfig& e, int64_t vocab_size
   };
 
   add(owners.token + "token_embedding", {vocab_size, e.embed_dim}, {"embeddings.word_embeddings.weight"});
-  add(owners.position + "position_embedding", {max_positions, e.embed_dim},
-      {"embeddings.position_embeddings.weight"});
+  add(owners.position + "position_embedding", {max_positions, e.embed_dim}, {"embeddings.position_embeddings.weight"});
   if (e.embedding_norm) norm(owners.norm + "embedding_norm", "embeddings.LayerNorm", e.embed_dim);
   if (e.embed_dim != e.dim) linear("embedding_projection", "embeddings_project", e.embed_dim, e.dim, true);
   if (e.relative_position)
@@ -35,7 +34,8 @@ std::vector<TensorName> encoder_names(const EncoderConfig& e, int64_t vocab_size
     add(coco_prefix + c + "attn.qkv.weight", {3 * inner, e.dim},
         {self + "query.weight", self + "key.weight", self + "value.weight"});
     if (e.qkv_bias)
-      add(coco_prefix + c + "attn.qkv.bias", {3 * inner}, {self + "query.bias", self + "key.bias", self + "value.bias"});
+      add(coco_prefix + c + "attn.qkv.bias", {3 * inner},
+          {self + "query.bias", self + "key.bias", self + "value.bias"});
     linear(c + "attn.out", h + "attention.output.dense", inner, e.dim, e.out_bias);
     norm(coco_prefix + c + "attn_norm", h + "attention.output.LayerNorm", e.dim);
     linear(c + "ff.fc1", h + "intermediate.dense", e.dim, e.ff_dim(), true);

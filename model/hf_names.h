@@ -30,9 +30,9 @@ namespace coco::model::hf {
 // One registry tensor and the Hugging Face tensor(s) it becomes: one name, or three for the fused q/k/v
 // projection, whose rows [0, n), [n, 2n), [2n, 3n) are the query, key and value (n = heads * dim_head).
 struct TensorName {
-  std::string coco;                 // dotted registry name, e.g. "discriminator.layers.0.attn.qkv.weight"
-  std::vector<int64_t> shape;       // the registry tensor's shape
-  std::vector<std::string> hf;      // Hugging Face name(s), model prefix included
+  std::string coco;             // dotted registry name, e.g. "discriminator.layers.0.attn.qkv.weight"
+  std::vector<int64_t> shape;   // the registry tensor's shape
+  std::vector<std::string> hf;  // Hugging Face name(s), model prefix included
   bool split_qkv() const { return hf.size() == 3; }
 };
 

@@ -136,7 +136,8 @@ ExportReport export_hugging_face(const ExportOptions& options) {
   const size_t vocab_size = vocab_lines(*tokenizer.find("vocab.txt"));
   if (vocab_size != static_cast<size_t>(cm.model.vocab_size))
     throw InteropError("the vocabulary has " + std::to_string(vocab_size) + " tokens but model.vocab_size is " +
-                       std::to_string(cm.model.vocab_size) + " (expected the tokenizer files the model was trained with)");
+                       std::to_string(cm.model.vocab_size) +
+                       " (expected the tokenizer files the model was trained with)");
   set_model_max_length(tokenizer, cm.model.max_positions);
 
   // Tensors: views into the checkpoint (q/k/v splits are row ranges, contiguous in row-major order) plus the
@@ -154,12 +155,15 @@ ExportReport export_hugging_face(const ExportOptions& options) {
     std::vector<int64_t> part_shape = t.shape;
     part_shape[0] /= 3;
     const size_t part_bytes = bytes.size() / 3;
-    for (size_t i = 0; i < 3; ++i) tensors.push_back({t.hf[i], DType::f32, part_shape, bytes.subspan(i * part_bytes, part_bytes)});
+    for (size_t i = 0; i < 3; ++i)
+      tensors.push_back({t.hf[i], DType::f32, part_shape, bytes.subspan(i * part_bytes, part_bytes)});
   }
   const model::EncoderConfig& e = part_encoder(cm.model, options.part);
   if (layout.token_type_table) {
     built.emplace_back(static_cast<size_t>(2 * e.embed_dim), 0.0f);
-    tensors.push_back({layout.prefix + "embeddings.token_type_embeddings.weight", DType::f32, {2, e.embed_dim},
+    tensors.push_back({layout.prefix + "embeddings.token_type_embeddings.weight",
+                       DType::f32,
+                       {2, e.embed_dim},
                        as_bytes(built.back())});
     report.notes.push_back("token_type_embeddings: zeros (COCO-LM has no segment embedding)");
   }
@@ -182,7 +186,8 @@ ExportReport export_hugging_face(const ExportOptions& options) {
     built.emplace_back(static_cast<size_t>(d), 0.0f);
     tensors.push_back({"discriminator_predictions.dense.bias", DType::f32, {d}, as_bytes(built.back())});
     built.push_back(std::move(prediction));
-    tensors.push_back({"discriminator_predictions.dense_prediction.weight", DType::f32, {1, d}, as_bytes(built.back())});
+    tensors.push_back(
+        {"discriminator_predictions.dense_prediction.weight", DType::f32, {1, d}, as_bytes(built.back())});
     built.push_back({s * b[0]});
     tensors.push_back({"discriminator_predictions.dense_prediction.bias", DType::f32, {1}, as_bytes(built.back())});
     report.notes.push_back("discriminator_predictions: built from " + layout.binary_head +
@@ -194,8 +199,7 @@ ExportReport export_hugging_face(const ExportOptions& options) {
   check_replaceable(options.out);
   const fs::path out = fs::absolute(options.out).lexically_normal();
   fs::create_directories(out.parent_path());
-  const fs::path staging =
-      out.parent_path() / (".tmp-" + out.filename().string() + "-" + std::to_string(::getpid()));
+  const fs::path staging = out.parent_path() / (".tmp-" + out.filename().string() + "-" + std::to_string(::getpid()));
   fs::remove_all(staging);
   fs::create_directories(staging);
   try {
@@ -203,7 +207,8 @@ ExportReport export_hugging_face(const ExportOptions& options) {
     write_text(staging / "config.json", hf_config(layout, cm.model, cm.objective).dump(2) + "\n");
     tokenizer.write(staging);
     if (format == HfFormat::cocolm)
-      for (const EmbeddedFile& file : cocolm_python_files()) write_text(staging / std::string(file.name), std::string(file.contents));
+      for (const EmbeddedFile& file : cocolm_python_files())
+        write_text(staging / std::string(file.name), std::string(file.contents));
     fs::remove_all(out);
     fs::rename(staging, out);
   } catch (...) {

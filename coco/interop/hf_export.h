@@ -30,8 +30,8 @@ struct ExportOptions {
 
 struct ExportReport {
   HfLayout layout;
-  size_t tensors = 0;               // tensors in model.safetensors
-  std::vector<std::string> notes;   // one line each: choices made, heads without a counterpart
+  size_t tensors = 0;              // tensors in model.safetensors
+  std::vector<std::string> notes;  // one line each: choices made, heads without a counterpart
 };
 
 // Throws InteropError (bad checkpoint, incompatible format, missing tokenizer files) or std::runtime_error (I/O).

@@ -176,8 +176,9 @@ EncoderImport encoder_config(const HfFolder& f) {
   e.heads = f.get_int("num_attention_heads", electra ? 4 : 12);
   e.embed_dim = bert ? e.dim : f.get_int("embedding_size", electra ? 128 : e.dim);
   if (e.dim < 1 || e.depth < 1 || e.heads < 1 || e.embed_dim < 1 || out.vocab_size < 1 || out.max_positions < 1)
-    throw InteropError(f.config_source() + ": hidden_size, num_hidden_layers, num_attention_heads, embedding_size, "
-                                           "vocab_size and max_position_embeddings must be positive");
+    throw InteropError(f.config_source() +
+                       ": hidden_size, num_hidden_layers, num_attention_heads, embedding_size, "
+                       "vocab_size and max_position_embeddings must be positive");
   if (e.dim % e.heads != 0) f.fail("num_attention_heads", "a divisor of hidden_size (" + std::to_string(e.dim) + ")");
   e.dim_head = cocolm ? f.get_int("attention_head_size", e.dim / e.heads) : e.dim / e.heads;
   const int64_t intermediate = f.get_int("intermediate_size", bert ? 3072 : electra ? 1024 : 3072);
@@ -186,8 +187,7 @@ EncoderImport encoder_config(const HfFolder& f) {
                                     "): coco's feed-forward width is ff_mult * hidden_size");
   e.ff_mult = intermediate / e.dim;
   const std::string act = f.get_string("hidden_act", "gelu");
-  if (act != "gelu")
-    f.fail("hidden_act", "\"gelu\" (the exact erf GELU coco computes), not \"" + act + "\"");
+  if (act != "gelu") f.fail("hidden_act", "\"gelu\" (the exact erf GELU coco computes), not \"" + act + "\"");
   const std::string positions = f.get_string("position_embedding_type", "absolute");
   if (positions != "absolute") f.fail("position_embedding_type", "\"absolute\"");
   if (f.get_bool("is_decoder", false)) f.fail("is_decoder", "false (an encoder)");
@@ -311,8 +311,8 @@ std::optional<GeneratorHead> generator_head(HfFolder& f, const EncoderImport& en
   const int64_t d = enc.config.dim, e = enc.config.embed_dim, v = enc.vocab_size;
   auto bert_head = [&](const std::string& dense, const std::string& norm, const std::string& bias) {
     if (e != d) {
-      notes.push_back(f.dir().string() + ": the masked-LM head projects to the embedding width " +
-                      std::to_string(e) + " != " + std::to_string(d) +
+      notes.push_back(f.dir().string() + ": the masked-LM head projects to the embedding width " + std::to_string(e) +
+                      " != " + std::to_string(d) +
                       ", which coco's tied \"bert\" head cannot hold: the generator gets a fresh \"linear\" head");
       for (const char* s : {".weight", ".bias"}) {
         f.mark_used(dense + s);
@@ -427,7 +427,8 @@ ImportResult import_hugging_face(const ImportOptions& options) {
                     (m.tie_position_embedding ? "tied" : "separate") + " / " +
                     (m.tie_embedding_norm ? "tied" : "separate") + " (tied where the values are identical)");
     gen_head = generator_head(*gen_folder, gen, notes);
-    if (!gen_head) notes.push_back(options.generator->string() + ": no masked-LM head: the generator head starts fresh");
+    if (!gen_head)
+      notes.push_back(options.generator->string() + ": no masked-LM head: the generator head starts fresh");
     generator_tensors = std::move(gen.tensors);
   } else {
     m.generator = dc;
@@ -446,8 +447,9 @@ ImportResult import_hugging_face(const ImportOptions& options) {
   const bool paper = preset == objective::Preset::paper;
   if (!options.preset)
     notes.push_back(std::string("objective preset ") + (paper ? "paper" : "lucidrains") +
-                    (paper ? "" : " (the paper preset needs a \"bert\" generator head, one width for both encoders "
-                                  "and embed_dim = dim)"));
+                    (paper ? ""
+                           : " (the paper preset needs a \"bert\" generator head, one width for both encoders "
+                             "and embed_dim = dim)"));
 
   result.tensors = std::move(disc.tensors);
   for (auto& t : generator_tensors) result.tensors.push_back(std::move(t));
@@ -468,7 +470,8 @@ ImportResult import_hugging_face(const ImportOptions& options) {
   if (main.model_type() == "cocolm") {
     const bool has_clm = main.has("clm_head.bias"), has_scl = main.has("scl_head.dense.weight"),
                has_theta = main.has("cl_theta");
-    if (paper && has_clm) result.tensors.push_back({"clm_head.bias", {m.vocab_size}, main.take("clm_head.bias", {m.vocab_size})});
+    if (paper && has_clm)
+      result.tensors.push_back({"clm_head.bias", {m.vocab_size}, main.take("clm_head.bias", {m.vocab_size})});
     if (paper && has_scl) {
       const std::vector<int64_t> shape = main.shape_of("scl_head.dense.weight");
       if (shape.size() != 2 || shape[1] != dc.dim)
@@ -504,7 +507,8 @@ ImportResult import_hugging_face(const ImportOptions& options) {
   const int64_t pad_token_id = main.get_int("pad_token_id", ids.pad);
   if (pad_token_id != static_cast<int64_t>(ids.pad))
     notes.push_back(main.config_source() + ": pad_token_id " + std::to_string(pad_token_id) +
-                    " differs from [PAD]'s id " + std::to_string(ids.pad) + " in the vocabulary; using the vocabulary's");
+                    " differs from [PAD]'s id " + std::to_string(ids.pad) +
+                    " in the vocabulary; using the vocabulary's");
   return result;
 }
 
@@ -518,7 +522,7 @@ json imported_run_config(const ImportResult& result, json base) {
   if (!base.contains("data")) base["data"] = json::object();
   if (!base["data"].contains("seq_len")) base["data"]["seq_len"] = std::min<int64_t>(128, max_positions);
   if (!base.contains("optim"))
-    base["optim"] = {{"lr", 1e-4},       {"betas", {0.9, 0.98}},   {"eps", 1e-6},       {"weight_decay", 0.01},
+    base["optim"] = {{"lr", 1e-4},           {"betas", {0.9, 0.98}}, {"eps", 1e-6},     {"weight_decay", 0.01},
                      {"warmup_steps", 1000}, {"schedule", "linear"}, {"clip_norm", 2.0}};
   if (!base.contains("train"))
     base["train"] = {{"steps", 10000}, {"micro_batch", 8}, {"log_every", 10}, {"checkpoint_every", 1000}};

@@ -46,8 +46,8 @@ struct ImportedTensor {
 };
 
 struct ImportResult {
-  nlohmann::json model;      // the "model" section of the run configuration
-  nlohmann::json objective;  // the "objective" section: preset, special ids, SCL width
+  nlohmann::json model;                 // the "model" section of the run configuration
+  nlohmann::json objective;             // the "objective" section: preset, special ids, SCL width
   std::vector<ImportedTensor> tensors;  // every registry tensor the folders provide; the rest starts fresh
   std::vector<std::string> notes;       // one line each: what was folded, dropped, tied or started fresh
   TokenizerFiles tokenizer;             // the folder's tokenizer files (missing ones generated)

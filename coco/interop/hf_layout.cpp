@@ -41,8 +41,8 @@ std::string format_incompatibility(const model::ModelConfig& m, const objective:
   if (e.final_norm) return key + "final_norm is true (ELECTRA has no final LayerNorm)";
   if (!e.embedding_norm) return key + "embedding_norm is false (ELECTRA always normalizes the embeddings)";
   if (e.inner_dim() != e.dim)
-    return key + "heads * dim_head = " + std::to_string(e.inner_dim()) + " differs from dim = " +
-           std::to_string(e.dim) + " (ELECTRA's heads split the hidden size)";
+    return key + "heads * dim_head = " + std::to_string(e.inner_dim()) +
+           " differs from dim = " + std::to_string(e.dim) + " (ELECTRA's heads split the hidden size)";
   if (part == HfPart::generator && m.generator_head != "bert")
     return "model.generator_head is \"" + m.generator_head +
            "\" (ElectraForMaskedLM's head is dense, GELU, LayerNorm and the tied embedding: \"bert\")";
@@ -62,8 +62,7 @@ HfLayout hf_layout(const model::ModelConfig& m, const objective::ObjectiveConfig
   const model::EncoderConfig& e = part_encoder(m, part);
   if (part == HfPart::discriminator) {
     layout.architecture = electra ? "ElectraForPreTraining" : "COCOLMForPreTraining";
-    layout.tensors =
-        model::hf::encoder_names(e, m.vocab_size, m.max_positions, "discriminator.", layout.prefix);
+    layout.tensors = model::hf::encoder_names(e, m.vocab_size, m.max_positions, "discriminator.", layout.prefix);
   } else {
     layout.architecture = electra ? "ElectraForMaskedLM" : "COCOLMForMaskedLM";
     layout.tensors =

@@ -133,8 +133,8 @@ text::NormalizerOptions casing_beside_vocab(const fs::path& dir) {
         n.lowercase = m.value("lowercase", true);
         n.strip_accents = m.value("strip_accents", n.lowercase);
       } catch (const nlohmann::json::exception& e) {
-        throw text::TokenizerError((dir / "meta.json").string() + ": key 'normalizer': expected booleans (" +
-                                   e.what() + ")");
+        throw text::TokenizerError((dir / "meta.json").string() + ": key 'normalizer': expected booleans (" + e.what() +
+                                   ")");
       }
       return n;
     }

@@ -68,13 +68,12 @@ inline CommandResult run_script(const std::vector<std::string>& args) {
 }
 
 // Skips the calling test unless python3 with torch and transformers is available (scripts/setup.sh installs them).
-#define REQUIRE_HF_PYTHON()                                                                       \
-  do {                                                                                            \
-    static const ::coco::hftest::CommandResult probe = ::coco::hftest::run_script({"probe"});     \
-    if (probe.status == 3 || probe.status == 127 || probe.status == -1)                           \
-      GTEST_SKIP() << "torch / transformers unavailable (scripts/setup.sh installs them): "       \
-                   << probe.output;                                                               \
-    ASSERT_EQ(probe.status, 0) << probe.output;                                                   \
+#define REQUIRE_HF_PYTHON()                                                                                  \
+  do {                                                                                                       \
+    static const ::coco::hftest::CommandResult probe = ::coco::hftest::run_script({"probe"});                \
+    if (probe.status == 3 || probe.status == 127 || probe.status == -1)                                      \
+      GTEST_SKIP() << "torch / transformers unavailable (scripts/setup.sh installs them): " << probe.output; \
+    ASSERT_EQ(probe.status, 0) << probe.output;                                                              \
   } while (0)
 
 // A run trained for `steps` steps by the `coco` binary on `data_dir` with `config` (data.dir is set here).
@@ -84,7 +83,8 @@ inline fs::path train_run(const TempDir& work, const std::string& name, nlohmann
   config["train"]["steps"] = steps;
   const fs::path config_path = testutil::write_config(work / (name + ".json"), config);
   const fs::path run = work / name;
-  const testutil::RunResult r = testutil::run_coco({"train", "--config", config_path.string(), "--out", run.string()}, work.path());
+  const testutil::RunResult r =
+      testutil::run_coco({"train", "--config", config_path.string(), "--out", run.string()}, work.path());
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
   return tools::resolve_checkpoint_dir(run);
 }
@@ -102,59 +102,30 @@ inline fs::path prepare_english(const TempDir& work, const std::string& name, bo
   return options.output_dir;
 }
 
-// The tiny configuration of the tests: d 32, heads 2, generator 1 layer, discriminator 2, T 32, vocab 400.
+// The tiny configurations of tests/train (d 32, heads 2, generator 1 layer, discriminator 2) on the prose's
+// 400-token vocabulary with T 32 (data.dir is set by train_run):
 // "electra": paper preset, post-norm, absolute positions (exportable as ELECTRA);
 // "relpos": paper preset with the relative-position bias (the demo's architecture);
 // "prenorm": lucidrains preset, pre-norm with a final LayerNorm, relative positions, E = 24 != d, linear
 // generator head, no q/k/v bias, untied embedding LayerNorms.
 inline nlohmann::json tiny_config(const std::string& kind) {
-  nlohmann::json encoder = {{"dim", 32},
-                            {"heads", 2},
-                            {"ff_mult", 2},
-                            {"norm", "post"},
-                            {"embedding_norm", true},
-                            {"qkv_bias", true},
-                            {"out_bias", true},
-                            {"relative_position", nullptr},
-                            {"dropout", {{"embedding", 0.1}, {"attention", 0.1}, {"residual", 0.1}}},
-                            {"init", "bert"},
-                            {"final_norm", false}};
-  nlohmann::json objective = {{"preset", "paper"}, {"pad_id", 0}, {"unk_id", 1}, {"cls_id", 2},
-                              {"sep_id", 3},       {"mask_id", 4}, {"scl_dim", 16}};
-  std::string head = "bert";
-  nlohmann::json tie = {{"token_embedding", true}, {"position_embedding", true}, {"embedding_norm", true}};
-  if (kind == "relpos") {
-    encoder["relative_position"] = {{"buckets", 8}, {"max_distance", 16}};
-  } else if (kind == "prenorm") {
-    encoder = {{"embed_dim", 24},
-               {"dim", 32},
-               {"heads", 2},
-               {"ff_mult", 2},
-               {"norm", "pre"},
-               {"embedding_norm", true},
-               {"qkv_bias", false},
-               {"relative_position", {{"buckets", 8}, {"max_distance", 16}}},
-               {"init", "xtransformers"},
-               {"final_norm", true}};
-    objective = {{"preset", "lucidrains"}, {"pad_id", 0}, {"cls_id", 2}, {"mask_id", 4}, {"disc_weight", 1.0}};
-    head = "linear";
-    tie["embedding_norm"] = false;
+  nlohmann::json c = kind == "prenorm" ? testutil::tiny_lucidrains_config("") : testutil::tiny_paper_config("");
+  c["model"]["vocab_size"] = 400;
+  c["model"]["max_positions"] = 64;
+  c["data"]["seq_len"] = 32;
+  c["train"] = {{"micro_batch", 4}, {"seed", 5}, {"log_every", 1}};
+  c["optim"]["warmup_steps"] = 1;
+  for (const char* part : {"generator", "discriminator"}) {
+    nlohmann::json& e = c["model"][part];
+    if (kind == "electra") e["relative_position"] = nullptr;
+    if (kind == "prenorm") {
+      e["embed_dim"] = 24;
+      e["embedding_norm"] = true;
+      e["qkv_bias"] = false;
+      e["relative_position"] = {{"buckets", 8}, {"max_distance", 16}};
+    }
   }
-  nlohmann::json generator = encoder, discriminator = encoder;
-  generator["depth"] = 1;
-  discriminator["depth"] = 2;
-  return {{"model",
-           {{"vocab_size", 400},
-            {"max_positions", 64},
-            {"tie", tie},
-            {"generator_head", head},
-            {"generator", generator},
-            {"discriminator", discriminator}}},
-          {"objective", objective},
-          {"data", {{"seq_len", 32}}},
-          {"optim", {{"lr", 3e-3}, {"warmup_steps", 1}}},
-          {"train", {{"micro_batch", 4}, {"seed", 5}, {"log_every", 1}}},
-          {"runtime", {{"device", "cpu"}}}};
+  return c;
 }
 
 // A few sentences of the prose, for forward passes (different lengths, so the batch is padded).
@@ -211,15 +182,17 @@ inline void write_forward_dump(const fs::path& checkpoint, interop::HfPart part,
                          cm.model.generator.layer_norm_eps);
       logits = ops::linear(h, encoder.embeddings().token, model.parameter("generator_head.bias"));
     } else {
-      logits = ops::linear(hidden, model.parameter("generator_head.out.weight"),
-                           model.parameter("generator_head.out.bias"));
+      logits =
+          ops::linear(hidden, model.parameter("generator_head.out.weight"), model.parameter("generator_head.out.bias"));
     }
   }
   std::vector<std::vector<float>> storage;
   storage.reserve(2);
   std::vector<safetensors::TensorData> tensors;
-  auto add_host = [&](const std::string& name, DType dtype, std::vector<int64_t> shape, const void* data, size_t bytes) {
-    tensors.push_back({name, dtype, std::move(shape), std::span<const uint8_t>(static_cast<const uint8_t*>(data), bytes)});
+  auto add_host = [&](const std::string& name, DType dtype, std::vector<int64_t> shape, const void* data,
+                      size_t bytes) {
+    tensors.push_back(
+        {name, dtype, std::move(shape), std::span<const uint8_t>(static_cast<const uint8_t*>(data), bytes)});
   };
   add_host("input_ids", DType::i32, {batch, seq}, ids.data(), ids.size() * sizeof(int32_t));
   add_host("attention_mask", DType::u8, {batch, seq}, mask.data(), mask.size());

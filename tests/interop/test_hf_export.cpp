@@ -50,13 +50,21 @@ TEST(HfExport, PostNormModelMatchesCocoForwardInBothFormats) {
                          {"generator", "cocolm", "COCOLMForMaskedLM"}});
 }
 
-TEST(HfExport, RelativePositionModelExportsAsCocolmAndMatches) {
+// configs/demo.json (paper preset: post-norm with the relative-position bias, d 128, 4 + 2 layers) on the
+// prose's 400-token vocabulary: the COCO-LM format, both parts.
+TEST(HfExport, DemoModelExportsAsCocolmAndMatches) {
   REQUIRE_HF_PYTHON();
-  TempDir work("hf-cocolm-relpos");
+  TempDir work("hf-demo");
   const fs::path data = prepare_english(work, "data");
-  const fs::path checkpoint = train_run(work, "run", tiny_config("relpos"), data);
-  expect_forward_parity(work, checkpoint, {{"discriminator", "auto", "COCOLMForPreTraining"},
-                                           {"generator", "auto", "COCOLMForMaskedLM"}});
+  nlohmann::json demo = nlohmann::json::parse(testutil::read_text(fs::path(COCO_SOURCE_DIR) / "configs/demo.json"));
+  demo["model"]["vocab_size"] = 400;
+  demo["train"] = {{"micro_batch", 4}, {"seed", 1}, {"log_every", 1}, {"eval_every", 0}, {"checkpoint_every", 0}};
+  demo["optim"]["warmup_steps"] = 1;
+  demo["runtime"]["device"] = "cpu";
+  const fs::path checkpoint = train_run(work, "run", demo, data, 2);
+  expect_forward_parity(
+      work, checkpoint,
+      {{"discriminator", "auto", "COCOLMForPreTraining"}, {"generator", "auto", "COCOLMForMaskedLM"}});
 }
 
 TEST(HfExport, PreNormProjectedModelExportsAsCocolmAndMatches) {
@@ -64,8 +72,9 @@ TEST(HfExport, PreNormProjectedModelExportsAsCocolmAndMatches) {
   TempDir work("hf-cocolm-prenorm");
   const fs::path data = prepare_english(work, "data");
   const fs::path checkpoint = train_run(work, "run", tiny_config("prenorm"), data);
-  expect_forward_parity(work, checkpoint, {{"discriminator", "auto", "COCOLMForPreTraining"},
-                                           {"generator", "auto", "COCOLMForMaskedLM"}});
+  expect_forward_parity(
+      work, checkpoint,
+      {{"discriminator", "auto", "COCOLMForPreTraining"}, {"generator", "auto", "COCOLMForMaskedLM"}});
 }
 
 // The documents of the English prose as coco prepare reads them: blank-line separated, lines joined by '\n'.

@@ -55,8 +55,8 @@ TEST(HfNames, LayoutsCoverEveryParameter) {
         const auto found = covered.find(p.name);
         if (found == covered.end()) {
           const std::string stem = p.name.substr(0, p.name.find('.'));
-          const bool listed = std::any_of(skipped.begin(), skipped.end(),
-                                          [&](const std::string& s) { return s.rfind(stem, 0) == 0; });
+          const bool listed =
+              std::any_of(skipped.begin(), skipped.end(), [&](const std::string& s) { return s.rfind(stem, 0) == 0; });
           EXPECT_TRUE(format == HfFormat::electra && listed) << p.name << " is neither exported nor listed";
           continue;
         }
@@ -97,9 +97,9 @@ void expect_round_trip(const std::string& kind, HfFormat format, const std::set<
     ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   }
   const std::string preset = tiny_config(kind)["objective"]["preset"];
-  const testutil::RunResult r =
-      run(work, {"import", "--from", (work / "discriminator").string(), "--generator", (work / "generator").string(),
-                 "--out", (work / "imported").string(), "--data", data.string(), "--set", "objective.preset=" + preset});
+  const testutil::RunResult r = run(
+      work, {"import", "--from", (work / "discriminator").string(), "--generator", (work / "generator").string(),
+             "--out", (work / "imported").string(), "--data", data.string(), "--set", "objective.preset=" + preset});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   const auto original = tensor_bytes(checkpoint / "model.safetensors");
   const auto imported = tensor_bytes(work / "imported" / "checkpoints" / "step-00000000" / "model.safetensors");
@@ -137,9 +137,9 @@ TEST(HfRoundTrip, ElectraFormatReturnsEveryTensorItHolds) {
 }
 
 // Rewrites `folder`/model.safetensors through `edit`, which may change or drop tensors (name -> shape, values).
-void edit_weights(const fs::path& folder,
-                  const std::function<void(std::map<std::string, std::pair<std::vector<int64_t>, std::vector<float>>>&)>&
-                      edit) {
+void edit_weights(
+    const fs::path& folder,
+    const std::function<void(std::map<std::string, std::pair<std::vector<int64_t>, std::vector<float>>>&)>& edit) {
   const auto reader = safetensors::Reader::open((folder / "model.safetensors").string());
   std::map<std::string, std::pair<std::vector<int64_t>, std::vector<float>>> tensors;
   for (const auto& t : reader.tensors()) {
@@ -162,8 +162,8 @@ TEST(HfImport, MismatchesExitWithCode2NamingTheTensorOrKey) {
   const fs::path folder = work / "hf";
   auto fresh_export = [&](const std::string& format) {
     fs::remove_all(folder);
-    const testutil::RunResult r = run(
-        work, {"export", "--checkpoint", checkpoint.string(), "--out", folder.string(), "--format", format});
+    const testutil::RunResult r =
+        run(work, {"export", "--checkpoint", checkpoint.string(), "--out", folder.string(), "--format", format});
     ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   };
   int attempt = 0;
@@ -189,8 +189,7 @@ TEST(HfImport, MismatchesExitWithCode2NamingTheTensorOrKey) {
   expect_refused("missing tensor '" + bias + "'");
 
   // An activation coco does not compute, a position scheme it does not have, an unknown architecture.
-  for (const auto& [key, value, needle] :
-       std::vector<std::tuple<std::string, nlohmann::json, std::string>>{
+  for (const auto& [key, value, needle] : std::vector<std::tuple<std::string, nlohmann::json, std::string>>{
            {"hidden_act", "gelu_new", "key 'hidden_act'"},
            {"position_embedding_type", "relative_key", "key 'position_embedding_type'"},
            {"model_type", "roberta", "key 'model_type'"},
@@ -215,8 +214,8 @@ TEST(HfExport, ElectraFormatIsRefusedForArchitecturesItCannotHold) {
   TempDir work("hf-export-refused");
   const fs::path data = prepare_english(work, "data");
   const fs::path checkpoint = train_run(work, "run", tiny_config("relpos"), data, 1);
-  const testutil::RunResult r = run(work, {"export", "--checkpoint", checkpoint.string(), "--out",
-                                           (work / "hf").string(), "--format", "electra"});
+  const testutil::RunResult r = run(
+      work, {"export", "--checkpoint", checkpoint.string(), "--out", (work / "hf").string(), "--format", "electra"});
   EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
   EXPECT_NE(r.err.find("relative_position is set"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("--format cocolm"), std::string::npos) << r.err;
@@ -272,7 +271,8 @@ TEST(HfTokenizerFiles, OldDataFoldersGetGeneratedFiles) {
   const fs::path data = prepare_english(work, "data");
   std::map<std::string, std::string> current;
   for (const auto& name : interop::tokenizer_file_names()) current[name] = testutil::read_text(data / name);
-  for (const char* name : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"}) fs::remove(data / name);
+  for (const char* name : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"})
+    fs::remove(data / name);
   nlohmann::json meta = nlohmann::json::parse(testutil::read_text(data / "meta.json"));
   meta.erase("tokenizer_files");
   testutil::write_text(data / "meta.json", meta.dump(2));

@@ -49,7 +49,7 @@ struct CheckpointData {
   nlohmann::json trainer_state;
   nlohmann::json config;
   // Further files of the directory, (name, contents): the tokenizer files (coco/interop/tokenizer_files.h).
-  std::vector<std::pair<std::string, std::string>> files;
+  std::vector<std::pair<std::string, std::string>> files = {};
 };
 
 // Commits checkpoint `step` under run_dir/checkpoints and keeps the newest `keep` committed ones.

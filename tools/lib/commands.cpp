@@ -49,8 +49,9 @@ int command_prepare(const std::vector<std::string>& args) {
   ArgParser p("coco prepare",
               "Tokenizes UTF-8 text files (or directories, searched recursively) into WordPiece token shards and\n"
               "meta.json in --out. A document is a run of non-blank lines. The vocabulary is --vocab (vocab.txt or\n"
-              "tokenizer.json) or trained on the train split with --vocab-size tokens. Re-running with the same\n"
-              "inputs and options does nothing.");
+              "tokenizer.json) or trained on the train split with --vocab-size tokens; the Hugging Face tokenizer\n"
+              "files (vocab.txt, tokenizer.json, tokenizer_config.json, special_tokens_map.json) are written beside\n"
+              "it. Re-running with the same inputs and options does nothing.");
   p.option("--out", "DIR", "output directory", true);
   p.option("--vocab", "FILE", "existing vocabulary: vocab.txt or tokenizer.json (excludes --vocab-size)");
   p.option("--vocab-size", "N", "train a WordPiece vocabulary of exactly N tokens (excludes --vocab)");

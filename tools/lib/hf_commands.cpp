@@ -60,12 +60,13 @@ int command_export(const std::vector<std::string>& args) {
 }
 
 int command_import(const std::vector<std::string>& args) {
-  ArgParser p("coco import",
-              "Starts COCO-LM pretraining from a Hugging Face BERT, ELECTRA or COCO-LM folder (config.json,\n"
-              "model.safetensors, vocab.txt or tokenizer.json): writes OUT/checkpoints/step-00000000 and\n"
-              "OUT/config.json, which `coco train --config OUT/config.json --out OUT --resume` continues. The folder's\n"
-              "encoder becomes the discriminator; the generator comes from --generator or starts fresh. A tensor\n"
-              "of the wrong shape or an architecture coco does not compute is refused (exit 2) with its name.");
+  ArgParser p(
+      "coco import",
+      "Starts COCO-LM pretraining from a Hugging Face BERT, ELECTRA or COCO-LM folder (config.json,\n"
+      "model.safetensors, vocab.txt or tokenizer.json): writes OUT/checkpoints/step-00000000 and\n"
+      "OUT/config.json, which `coco train --config OUT/config.json --out OUT --resume` continues. The folder's\n"
+      "encoder becomes the discriminator; the generator comes from --generator or starts fresh. A tensor\n"
+      "of the wrong shape or an architecture coco does not compute is refused (exit 2) with its name.");
   p.option("--from", "DIR", "the Hugging Face folder of the main model (BERT / ELECTRA discriminator / COCO-LM)", true);
   p.option("--out", "DIR", "the run directory to create", true);
   p.option("--data", "DIR", "prepared data (coco prepare --vocab FOLDER/vocab.txt) to train on (sets data.dir)");

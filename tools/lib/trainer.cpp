@@ -240,9 +240,10 @@ bool injected_nonfinite(int64_t step) {
 // folders prepared before prepare wrote them). A folder without a vocabulary trains all the same.
 std::vector<std::pair<std::string, std::string>> checkpoint_tokenizer_files(const fs::path& data_dir) {
   if (!interop::has_vocabulary(data_dir)) {
-    std::printf("warning: %s has no vocab.txt or tokenizer.json: checkpoints will carry no tokenizer files "
-                "(coco export will need --tokenizer)\n",
-                data_dir.c_str());
+    std::printf(
+        "warning: %s has no vocab.txt or tokenizer.json: checkpoints will carry no tokenizer files "
+        "(coco export will need --tokenizer)\n",
+        data_dir.c_str());
     return {};
   }
   return interop::read_tokenizer_files(data_dir).files;

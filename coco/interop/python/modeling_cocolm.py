@@ -69,7 +69,10 @@ def relative_position_buckets(seq_len: int, num_buckets: int, max_distance: int,
     max_positions x max_positions grid is 0."""
     offset = -relative_position_bucket_signed(-(max_positions - 1), num_buckets, max_distance)
     by_relative = torch.tensor(
-        [relative_position_bucket_signed(r, num_buckets, max_distance) + offset for r in range(-(seq_len - 1), seq_len)],
+        [
+            relative_position_bucket_signed(r, num_buckets, max_distance) + offset
+            for r in range(-(seq_len - 1), seq_len)
+        ],
         dtype=torch.long,
     )
     positions = torch.arange(seq_len)
@@ -186,7 +189,9 @@ class COCOLMEncoder(nn.Module):
         self.rel_pos_bias = (
             nn.Embedding(config.rel_pos_buckets, config.num_attention_heads) if config.rel_pos_buckets > 0 else None
         )
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.final_layer_norm else None
+        self.LayerNorm = (
+            nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.final_layer_norm else None
+        )
         self._buckets = {}
 
     def relative_bias(self, seq_len, device):
@@ -263,6 +268,25 @@ def _return_dict(config, return_dict):
     return return_dict if return_dict is not None else getattr(config, "return_dict", True)
 
 
+class COCOLMHeadModel(COCOLMPreTrainedModel):
+    """A COCOLMModel (`self.cocolm`) with a head: the shared plumbing of the head classes. Their forward()
+    signatures stay explicit, since transformers' Trainer reads them to pick the input columns."""
+
+    def _encode(self, input_ids, attention_mask, position_ids, inputs_embeds, output_attentions, output_hidden_states):
+        return self.cocolm(
+            input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+
+    def _result(self, result, return_dict):
+        return result if _return_dict(self.config, return_dict) else result.to_tuple()
+
+
 class COCOLMModel(COCOLMPreTrainedModel):
     """The bare COCO-LM encoder: last_hidden_state (B, T, hidden_size)."""
 
@@ -307,7 +331,9 @@ class COCOLMModel(COCOLMPreTrainedModel):
         # Keys outside the mask get the dtype's most negative value (coco: -inf; identical after softmax
         # for any row with a key to attend to).
         padding_bias = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
-        out = self.encoder(x, padding_bias, output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+        out = self.encoder(
+            x, padding_bias, output_attentions=output_attentions, output_hidden_states=output_hidden_states
+        )
         if not _return_dict(self.config, return_dict):
             return tuple(v for v in (out.last_hidden_state, out.hidden_states, out.attentions) if v is not None)
         return out
@@ -335,7 +361,7 @@ class COCOLMSCLHead(nn.Module):
         return self.LayerNorm(nn.functional.gelu(self.dense(cls_hidden)))
 
 
-class COCOLMForPreTraining(COCOLMPreTrainedModel):
+class COCOLMForPreTraining(COCOLMHeadModel):
     """The main model with COCO-LM's pretraining heads: the binary (copy / replaced-token) head, and where the
     objective had them the corrective-LM bias (clm_head), the SCL projection (scl_head) and the contrastive
     log-scale (cl_theta). `logits` are replaced-token logits; `labels` (B, T) are 1 for replaced tokens."""
@@ -362,14 +388,8 @@ class COCOLMForPreTraining(COCOLMPreTrainedModel):
         return_dict=None,
         **kwargs,
     ):
-        out = self.cocolm(
-            input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
+        out = self._encode(
+            input_ids, attention_mask, position_ids, inputs_embeds, output_attentions, output_hidden_states
         )
         binary = self.binary_head(out.last_hidden_state).squeeze(-1)
         logits = -binary if self.config.binary_head_label == "original" else binary
@@ -380,7 +400,7 @@ class COCOLMForPreTraining(COCOLMPreTrainedModel):
         result = COCOLMForPreTrainingOutput(
             loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions
         )
-        return result if _return_dict(self.config, return_dict) else result.to_tuple()
+        return self._result(result, return_dict)
 
 
 class COCOLMGeneratorPredictions(nn.Module):
@@ -393,7 +413,7 @@ class COCOLMGeneratorPredictions(nn.Module):
         return self.LayerNorm(nn.functional.gelu(self.dense(hidden_states)))
 
 
-class COCOLMForMaskedLM(COCOLMPreTrainedModel):
+class COCOLMForMaskedLM(COCOLMHeadModel):
     """The auxiliary generator with its masked-LM head: "bert" (dense, GELU, LayerNorm, then the token
     embedding as output layer plus generator_lm_head.bias) or "linear" (generator_lm_head, (V, hidden))."""
 
@@ -421,14 +441,8 @@ class COCOLMForMaskedLM(COCOLMPreTrainedModel):
         return_dict=None,
         **kwargs,
     ):
-        out = self.cocolm(
-            input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
+        out = self._encode(
+            input_ids, attention_mask, position_ids, inputs_embeds, output_attentions, output_hidden_states
         )
         h = out.last_hidden_state
         if self.generator_predictions is not None:
@@ -440,7 +454,7 @@ class COCOLMForMaskedLM(COCOLMPreTrainedModel):
         if labels is not None:
             loss = CrossEntropyLoss()(logits.view(-1, self.config.vocab_size), labels.view(-1))
         result = MaskedLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions)
-        return result if _return_dict(self.config, return_dict) else result.to_tuple()
+        return self._result(result, return_dict)
 
 
 def _classifier_dropout(config):
@@ -477,7 +491,7 @@ def _classification_loss(config, logits, labels, num_labels):
     return BCEWithLogitsLoss()(logits, labels.to(logits.dtype))
 
 
-class COCOLMForSequenceClassification(COCOLMPreTrainedModel):
+class COCOLMForSequenceClassification(COCOLMHeadModel):
     def __init__(self, config):
         super().__init__(config)
         self.num_labels = config.num_labels
@@ -498,24 +512,18 @@ class COCOLMForSequenceClassification(COCOLMPreTrainedModel):
         return_dict=None,
         **kwargs,
     ):
-        out = self.cocolm(
-            input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
+        out = self._encode(
+            input_ids, attention_mask, position_ids, inputs_embeds, output_attentions, output_hidden_states
         )
         logits = self.classifier(out.last_hidden_state)
         loss = None if labels is None else _classification_loss(self.config, logits, labels, self.num_labels)
         result = SequenceClassifierOutput(
             loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions
         )
-        return result if _return_dict(self.config, return_dict) else result.to_tuple()
+        return self._result(result, return_dict)
 
 
-class COCOLMForTokenClassification(COCOLMPreTrainedModel):
+class COCOLMForTokenClassification(COCOLMHeadModel):
     def __init__(self, config):
         super().__init__(config)
         self.num_labels = config.num_labels
@@ -537,14 +545,8 @@ class COCOLMForTokenClassification(COCOLMPreTrainedModel):
         return_dict=None,
         **kwargs,
     ):
-        out = self.cocolm(
-            input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
+        out = self._encode(
+            input_ids, attention_mask, position_ids, inputs_embeds, output_attentions, output_hidden_states
         )
         logits = self.classifier(self.dropout(out.last_hidden_state))
         loss = None
@@ -553,7 +555,7 @@ class COCOLMForTokenClassification(COCOLMPreTrainedModel):
         result = TokenClassifierOutput(
             loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions
         )
-        return result if _return_dict(self.config, return_dict) else result.to_tuple()
+        return self._result(result, return_dict)
 
 
 __all__ = [
