@@ -28,6 +28,8 @@ const char* kTopHelp =
     "  prepare   tokenize UTF-8 text into WordPiece token shards (+ meta.json) for training\n"
     "  train     pretrain a COCO-LM model from a JSON config; checkpoints, metrics.jsonl, exact resume\n"
     "  eval      report held-out MLM loss/accuracy, binary and contrastive accuracy of a checkpoint\n"
+    "  export    write a checkpoint as a Hugging Face transformers folder (model + tokenizer files)\n"
+    "  import    start pretraining from a Hugging Face BERT / ELECTRA / COCO-LM folder\n"
     "\n"
     "`coco <command> --help` documents each command's options.\n"
     "exit codes: 0 success, 2 bad usage, configuration or data, 1 runtime failure.\n";
@@ -47,8 +49,9 @@ int command_prepare(const std::vector<std::string>& args) {
   ArgParser p("coco prepare",
               "Tokenizes UTF-8 text files (or directories, searched recursively) into WordPiece token shards and\n"
               "meta.json in --out. A document is a run of non-blank lines. The vocabulary is --vocab (vocab.txt or\n"
-              "tokenizer.json) or trained on the train split with --vocab-size tokens. Re-running with the same\n"
-              "inputs and options does nothing.");
+              "tokenizer.json) or trained on the train split with --vocab-size tokens; the Hugging Face tokenizer\n"
+              "files (vocab.txt, tokenizer.json, tokenizer_config.json, special_tokens_map.json) are written beside\n"
+              "it. Re-running with the same inputs and options does nothing.");
   p.option("--out", "DIR", "output directory", true);
   p.option("--vocab", "FILE", "existing vocabulary: vocab.txt or tokenizer.json (excludes --vocab-size)");
   p.option("--vocab-size", "N", "train a WordPiece vocabulary of exactly N tokens (excludes --vocab)");
@@ -197,7 +200,10 @@ int run_cli(const std::vector<std::string>& args) {
     if (command == "prepare") return command_prepare(rest);
     if (command == "train") return command_train(rest);
     if (command == "eval") return command_eval(rest);
-    throw UsageError("coco: unknown command '" + command + "' (expected prepare, train or eval; see coco --help)");
+    if (command == "export") return command_export(rest);
+    if (command == "import") return command_import(rest);
+    throw UsageError("coco: unknown command '" + command +
+                     "' (expected prepare, train, eval, export or import; see coco --help)");
   } catch (const std::exception& error) {
     std::fflush(stdout);
     std::fprintf(stderr, "error: %s\n", error.what());
