@@ -1,4 +1,4 @@
-// Stream capture and CUDA graphs: kernels, copies and memsets captured into a graph
+// Stream capture and CUDA graphs: kernels, copies, memsets and cuBLASLt GEMMs captured into a graph
 // run only when it is launched, as often as it is launched, with the arguments of the capture;
 // fork/join across streams through events; and the rules of capture with CUDA's error codes and
 // invalidation (synchronous calls, synchronisation, cudaMalloc in global mode, captured events, the
@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "engine/runtime/launch.cuh"
+#include "kernels/matmul.h"
 #include "tests/common/kernel_check.h"
 
 namespace {
@@ -121,6 +122,29 @@ TEST(Graphs, CapturedWorkRunsOnlyWhenLaunchedWithTheCapturedArguments) {
   expected_y.assign(n, 33.0f);
   expected_y[0] = 6.0f;
   EXPECT_EQ(y.download(), expected_y);
+}
+
+// A GEMM through cuBLASLt is captured like a kernel and reads its inputs when the graph runs.
+TEST(Graphs, CapturedGemmReadsItsInputsAtLaunch) {
+  const int64_t m = 3, n = 2, k = 4;
+  GuardedDeviceBuffer<float> A(std::vector<float>(m * k, 1.0f)), B(std::vector<float>(k * n, 1.0f)), C(m * n);
+  Stream stream;
+  // Warm-up outside the capture: the per-stream workspace is a cudaMalloc, which capture forbids.
+  coco::kernels::cuda::gemm<float, float>(false, false, m, n, k, 1.0, A.data(), k, B.data(), n, 0.0, C.data(), n,
+                                          stream.s);
+  COCO_CUDA_CHECK(cudaStreamBeginCapture(stream.s, cudaStreamCaptureModeGlobal));
+  coco::kernels::cuda::gemm<float, float>(false, false, m, n, k, 1.0, A.data(), k, B.data(), n, 0.0, C.data(), n,
+                                          stream.s);
+  Graph graph;
+  COCO_CUDA_CHECK(cudaStreamEndCapture(stream.s, &graph.g));
+  EXPECT_EQ(node_types(graph.g), (std::vector<cudaGraphNodeType>{cudaGraphNodeTypeKernel}));
+  A.upload(std::vector<float>(m * k, 2.0f));
+  C.poison();
+  Exec exec;
+  COCO_CUDA_CHECK(cudaGraphInstantiate(&exec.e, graph.g, 0));
+  COCO_CUDA_CHECK(cudaGraphLaunch(exec.e, stream.s));
+  COCO_CUDA_CHECK(cudaStreamSynchronize(stream.s));
+  EXPECT_EQ(C.download(), std::vector<float>(m * n, 8.0f));
 }
 
 TEST(Graphs, ForkAndJoinThroughEvents) {
