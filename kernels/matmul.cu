@@ -12,6 +12,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "engine/runtime/cuda_calls.h"
 #include "engine/runtime/launch.cuh"
 #include "kernels/cast_convert.h"
 #include "kernels/matmul.h"
@@ -114,7 +115,7 @@ LtContext lt_context(cudaStream_t stream) {
   cublasLtHandle_t& handle = resources.handles[device];
   if (!handle) COCO_CUBLAS_CHECK(cublasLtCreate(&handle));
   void*& workspace = resources.workspaces[{device, stream}];
-  if (!workspace) COCO_CUDA_CHECK(cudaMalloc(&workspace, kWorkspaceBytes));
+  if (!workspace) COCO_CUDA_CHECK(runtime::device_malloc(&workspace, kWorkspaceBytes));
   return {handle, workspace};
 }
 
@@ -255,9 +256,9 @@ bool lt_matmul(const LtGemm& g, cudaStream_t stream) {
   const float alpha32 = static_cast<float>(g.alpha), beta32 = static_cast<float>(g.beta);
   const void* alpha = f64 ? static_cast<const void*>(&g.alpha) : static_cast<const void*>(&alpha32);
   const void* beta = f64 ? static_cast<const void*>(&g.beta) : static_cast<const void*>(&beta32);
-  COCO_CUBLAS_CHECK(cublasLtMatmul(context.handle, desc.desc, alpha, g.B, b_layout.layout, g.A, a_layout.layout, beta,
-                                   g.C, c_layout.layout, g.C, c_layout.layout, &heuristic.algo, context.workspace,
-                                   kWorkspaceBytes, stream));
+  COCO_CUBLAS_CHECK(runtime::lt_matmul(context.handle, desc.desc, alpha, g.B, b_layout.layout, g.A, a_layout.layout,
+                                       beta, g.C, c_layout.layout, g.C, c_layout.layout, &heuristic.algo,
+                                       context.workspace, kWorkspaceBytes, stream));
   return true;
 }
 
@@ -416,7 +417,7 @@ void activation_backward(Activation act, const T* dy, const T* pre, T* dpre, int
 void release_gemm_resources() {
   detail::LtResources& resources = detail::lt_resources();
   std::lock_guard<std::mutex> lock(resources.mutex);
-  for (auto& [key, workspace] : resources.workspaces) COCO_CUDA_CHECK(cudaFree(workspace));
+  for (auto& [key, workspace] : resources.workspaces) COCO_CUDA_CHECK(runtime::device_free(workspace));
   resources.workspaces.clear();
   for (auto& [device, handle] : resources.handles) COCO_CUBLAS_CHECK(cublasLtDestroy(handle));
   resources.handles.clear();
