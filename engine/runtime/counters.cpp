@@ -66,8 +66,11 @@ Counters Counters::operator-(const Counters& earlier) const {
 
 std::string Counters::describe() const {
   std::string text;
-#define COCO_COUNTER_TEXT(name, description) \
-  if (name) text += (text.empty() ? "" : " ") + std::string(#name) + "=" + std::to_string(name);
+#define COCO_COUNTER_TEXT(name, description)                     \
+  if (name) {                                                    \
+    if (!text.empty()) text += ' ';                              \
+    text.append(#name).append("=").append(std::to_string(name)); \
+  }
   COCO_RUNTIME_COUNTERS(COCO_COUNTER_TEXT)
 #undef COCO_COUNTER_TEXT
   return text.empty() ? "none" : text;
