@@ -34,8 +34,8 @@ unsigned grid_for(int64_t n) { return static_cast<unsigned>(std::min<int64_t>(kM
 //   pre = in + bias; pre_out = round(pre); y = round(act(pre))
 // `in` may alias y (in-place); pointers are therefore not __restrict__.
 template <class T>
-__global__ void bias_activation_kernel(const T* in, const T* bias, Activation act, T* pre_out, T* y, int64_t rows,
-                                       int64_t cols) {
+__global__ void __launch_bounds__(kBlock)
+    bias_activation_kernel(const T* in, const T* bias, Activation act, T* pre_out, T* y, int64_t rows, int64_t cols) {
   using A = Acc<T>;
   const int64_t n = rows * cols;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
@@ -49,7 +49,8 @@ __global__ void bias_activation_kernel(const T* in, const T* bias, Activation ac
 
 // dpre = dy * act'(pre). dpre may alias dy.  all: (n)
 template <class T>
-__global__ void activation_backward_kernel(Activation act, const T* dy, const T* pre, T* dpre, int64_t n) {
+__global__ void __launch_bounds__(kBlock)
+    activation_backward_kernel(Activation act, const T* dy, const T* pre, T* dpre, int64_t n) {
   using A = Acc<T>;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
@@ -264,7 +265,8 @@ bool lt_matmul(const LtGemm& g, cudaStream_t stream) {
 
 // C = beta * C for the K == 0 case (cuBLASLt rejects k = 0). C: (M, N) with row stride ldc.
 template <class Out>
-__global__ void scale_matrix_kernel(Out* C, int64_t M, int64_t N, int64_t ldc, Acc<Out> beta) {
+__global__ void __launch_bounds__(kBlock)
+    scale_matrix_kernel(Out* C, int64_t M, int64_t N, int64_t ldc, Acc<Out> beta) {
   const int64_t n = M * N;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
