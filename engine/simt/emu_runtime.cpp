@@ -229,6 +229,15 @@ cudaError_t copy_async(void* dst, const void* src, size_t bytes, cudaMemcpyKind 
   }));
 }
 
+// Stream-ordered allocation: graph memory nodes are not emulated, so it is refused inside a capture.
+cudaError_t refuse_inside_capture(cudaStream_t stream) {
+  bool capturing = false;
+  if (const cudaError_t status = stream_work(stream, &capturing); status != cudaSuccess) return record_error(status);
+  if (!capturing) return cudaSuccess;
+  invalidate_capture_of(stream);
+  return record_error(cudaErrorStreamCaptureUnsupported);
+}
+
 cudaError_t check_fill(void* dst, size_t bytes) {
   if (bytes == 0) return cudaSuccess;
   if (!dst || !range_ok(dst, bytes)) return record_error(cudaErrorInvalidValue);
@@ -563,13 +572,7 @@ cudaError_t cudaMalloc(void** devPtr, size_t size) {
 // Stream-ordered allocations are immediate here; inside a capture they would be graph memory nodes,
 // which the emulator does not have.
 cudaError_t cudaMallocAsync(void** devPtr, size_t size, cudaStream_t hStream) {
-  bool capturing = false;
-  if (const cudaError_t status = emu::detail::stream_work(hStream, &capturing); status != cudaSuccess)
-    return record_error(status);
-  if (capturing) {
-    emu::detail::invalidate_capture_of(hStream);
-    return record_error(cudaErrorStreamCaptureUnsupported);
-  }
+  if (const cudaError_t status = emu::detail::refuse_inside_capture(hStream); status != cudaSuccess) return status;
   return emu::detail::allocate(devPtr, size, emu::detail::Memory::Device);
 }
 cudaError_t cudaFree(void* devPtr) {
@@ -577,13 +580,7 @@ cudaError_t cudaFree(void* devPtr) {
   return emu::detail::release(devPtr, emu::detail::Memory::Device);
 }
 cudaError_t cudaFreeAsync(void* devPtr, cudaStream_t hStream) {
-  bool capturing = false;
-  if (const cudaError_t status = emu::detail::stream_work(hStream, &capturing); status != cudaSuccess)
-    return record_error(status);
-  if (capturing) {
-    emu::detail::invalidate_capture_of(hStream);
-    return record_error(cudaErrorStreamCaptureUnsupported);
-  }
+  if (const cudaError_t status = emu::detail::refuse_inside_capture(hStream); status != cudaSuccess) return status;
   return emu::detail::release(devPtr, emu::detail::Memory::Device);
 }
 cudaError_t cudaMallocHost(void** ptr, size_t size) {

@@ -241,6 +241,20 @@ cudaError_t completed(cudaEvent_t event) {
   return cudaSuccess;
 }
 
+// CUDA's convention for node arrays: with `out`, fills *count entries (null past the end, edge data
+// zero) and leaves in *count how many are real; without it, sets *count to the number of nodes.
+void copy_out(const std::vector<const Node*>& nodes, cudaGraphNode_t* out, cudaGraphEdgeData* edges, size_t* count) {
+  if (!out) {
+    *count = nodes.size();
+    return;
+  }
+  for (size_t i = 0; i < *count; ++i) {
+    out[i] = i < nodes.size() ? reinterpret_cast<cudaGraphNode_t>(const_cast<Node*>(nodes[i])) : nullptr;
+    if (edges) edges[i] = cudaGraphEdgeData{};
+  }
+  *count = std::min(*count, nodes.size());
+}
+
 // A graph the caller may inspect: an ended capture's, a created one, or one still being captured.
 Graph* find_graph(State& st, cudaGraph_t graph, bool include_capturing) {
   auto* g = reinterpret_cast<Graph*>(graph);
@@ -661,13 +675,9 @@ cudaError_t cudaGraphGetNodes(cudaGraph_t graph, cudaGraphNode_t* nodes, size_t*
   std::lock_guard<std::mutex> lock(st.mutex);
   const Graph* g = find_graph(st, graph, true);
   if (!g) return record_error(cudaErrorInvalidValue);
-  if (nodes) {  // fills *numNodes entries, the ones past the graph's nodes with null
-    for (size_t i = 0; i < *numNodes; ++i)
-      nodes[i] = i < g->nodes.size() ? reinterpret_cast<cudaGraphNode_t>(g->nodes[i].get()) : nullptr;
-    *numNodes = std::min(*numNodes, g->nodes.size());
-  } else {
-    *numNodes = g->nodes.size();
-  }
+  std::vector<const Node*> all;
+  for (const auto& node : g->nodes) all.push_back(node.get());
+  copy_out(all, nodes, nullptr, numNodes);
   return cudaSuccess;
 }
 
@@ -690,15 +700,8 @@ cudaError_t cudaGraphNodeGetDependencies(cudaGraphNode_t node, cudaGraphNode_t* 
   std::lock_guard<std::mutex> lock(st.mutex);
   const auto* n = reinterpret_cast<const Node*>(node);
   if (!st.nodes.count(n)) return record_error(cudaErrorInvalidValue);
-  if (pDependencies) {
-    for (size_t i = 0; i < *pNumDependencies; ++i) {
-      pDependencies[i] = i < n->dependencies.size() ? reinterpret_cast<cudaGraphNode_t>(n->dependencies[i]) : nullptr;
-      if (edgeData) edgeData[i] = cudaGraphEdgeData{};
-    }
-    *pNumDependencies = std::min(*pNumDependencies, n->dependencies.size());
-  } else {
-    *pNumDependencies = n->dependencies.size();
-  }
+  copy_out(std::vector<const Node*>(n->dependencies.begin(), n->dependencies.end()), pDependencies, edgeData,
+           pNumDependencies);
   return cudaSuccess;
 }
 
