@@ -3,7 +3,7 @@
 # GPU. For kernels/*.cu it also prints static GPU figures per kernel at sm_90: registers, static
 # shared memory and spills (ptxas -v), the block size from __launch_bounds__ and the theoretical
 # occupancy it allows, and from the SASS (cuobjdump -sass, PyPI nvidia-cuda-cuobjdump, installed by
-# scripts/setup.sh) the global loads by width (128-bit LDG.E.128 vs narrower) and the tensor-core
+# scripts/setup.sh) the global loads by width (128-bit LDG/LD.E.128 vs narrower) and the tensor-core
 # instructions (HMMA/HGMMA/IMMA/DMMA...). Any spill store/load at sm_90 fails the check.
 # Usage: scripts/cu_check.sh [output-dir]   (default build-nvcc/)
 # CU_CHECK_ARCHS="sm_90" limits the architectures (default "sm_80 sm_90").
@@ -91,7 +91,9 @@ def sass_figures(obj):
         if m:
             kernel = m.group(1); figures[kernel] = [0, 0, set()]; continue
         if kernel is None: continue
-        m = re.search(r"\bLDG\.E(\S*)", line)
+        # Global loads: LDG, and generic LD (pointers the compiler cannot prove global, e.g. read from
+        # a descriptor array, are loaded through the generic address space).
+        m = re.search(r"\b(?:LDG|LD)\.E(\S*)", line)
         if m:
             figures[kernel][0 if ".128" in m.group(1) else 1] += 1
         for op in TENSOR_OPS:
@@ -183,7 +185,7 @@ for (source, kernel), g in sorted(groups.items()):
                       tensor=(",".join(sorted(g["tensor"])) or "-") if g["sass"] else "?"))
 
 print(f"\n{'kernel (sm_90)':<34} {'source':<26} {'inst':>4} {'regs':>7} {'smem':>6} {'spill':>5} {'block':>5} "
-      f"{'occupancy':>22} {'LDG.128/all':>11} tensor")
+      f"{'occupancy':>22} {'ld.128/all':>11} tensor")
 for r in table:
     print(f"{r['kernel']:<34} {r['source']:<26} {r['n']:>4} {r['regs']:>7} {r['smem']:>6} {r['spill']:>5} "
           f"{r['block']:>5} {r['occupancy']:>22} {r['ldg']:>11} {r['tensor']}")
@@ -194,7 +196,7 @@ print(f"{len(table)} kernels ({len(rows)} instantiations), {len(spills)} instant
 if table_file:
     with open(table_file, "w") as f:
         f.write("| kernel | source | inst. | regs | static smem (B) | spill (B) | block | occupancy (limit) "
-                "| LDG.128 / all LDG | tensor-core |\n")
+                "| 128-bit / all global loads | tensor-core |\n")
         f.write("|---|---|---:|---:|---:|---:|---:|---|---:|---|\n")
         for r in table:
             f.write(f"| `{r['kernel']}` | {r['source']} | {r['n']} | {r['regs']} | {r['smem']} | {r['spill']} | "
