@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "engine/runtime/check.h"
+#include "engine/runtime/cuda_calls.h"
 
 namespace coco {
 
@@ -24,7 +25,7 @@ struct CachingAllocator::State {
   void release_cached_locked() {
     for (auto& [key, pointers] : cache) {
       for (void* p : pointers) {
-        COCO_CUDA_CHECK(cudaFree(p));
+        COCO_CUDA_CHECK(runtime::device_free(p));
         stats.backing_frees++;
         stats.bytes_reserved -= key.second;
       }
@@ -65,11 +66,11 @@ void* CachingAllocator::allocate(size_t bytes, cudaStream_t stream) {
     it->second.pop_back();
     stats.cache_hits++;
   } else {
-    cudaError_t status = cudaMalloc(&pointer, rounded);
+    cudaError_t status = runtime::device_malloc(&pointer, rounded);
     if (status != cudaSuccess) {
       (void)cudaGetLastError();
       state_->release_cached_locked();
-      status = cudaMalloc(&pointer, rounded);
+      status = runtime::device_malloc(&pointer, rounded);
     }
     if (status != cudaSuccess) {
       (void)cudaGetLastError();

@@ -1,6 +1,7 @@
 #include "engine/device.h"
 
 #include "engine/runtime/check.h"
+#include "engine/runtime/cuda_calls.h"
 
 namespace coco {
 
@@ -25,12 +26,12 @@ StreamScope::~StreamScope() { t_current_stream = previous_; }
 
 Stream::Stream() { COCO_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking)); }
 Stream::~Stream() { (void)cudaStreamDestroy(stream_); }
-void Stream::synchronize() const { COCO_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+void Stream::synchronize() const { COCO_CUDA_CHECK(runtime::stream_synchronize(stream_)); }
 
 Event::Event() { COCO_CUDA_CHECK(cudaEventCreate(&event_)); }
 Event::~Event() { (void)cudaEventDestroy(event_); }
 void Event::record(cudaStream_t stream) { COCO_CUDA_CHECK(cudaEventRecord(event_, stream)); }
-void Event::synchronize() const { COCO_CUDA_CHECK(cudaEventSynchronize(event_)); }
+void Event::synchronize() const { COCO_CUDA_CHECK(runtime::event_synchronize(event_)); }
 float Event::elapsed_ms_since(const Event& start) const {
   float ms = 0.0f;
   COCO_CUDA_CHECK(cudaEventElapsedTime(&ms, start.event_, event_));

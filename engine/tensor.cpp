@@ -5,6 +5,7 @@
 
 #include "engine/allocator.h"
 #include "engine/runtime/check.h"
+#include "engine/runtime/cuda_calls.h"
 #include "kernels/cast.h"
 
 namespace coco {
@@ -58,8 +59,9 @@ void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device
     std::memcpy(dst, src, bytes);
     return;
   }
-  COCO_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, copy_kind(src_device, dst_device), current_stream()));
-  if (dst_device == Device::cpu || src_device == Device::cpu) COCO_CUDA_CHECK(cudaStreamSynchronize(current_stream()));
+  COCO_CUDA_CHECK(runtime::memcpy_async(dst, src, bytes, copy_kind(src_device, dst_device), current_stream()));
+  if (dst_device == Device::cpu || src_device == Device::cpu)
+    COCO_CUDA_CHECK(runtime::stream_synchronize(current_stream()));
 }
 
 }  // namespace
@@ -178,7 +180,7 @@ void Tensor::zero_() {
   if (i.device == Device::cpu)
     std::memset(data(), 0, nbytes());
   else
-    COCO_CUDA_CHECK(cudaMemsetAsync(data(), 0, nbytes(), current_stream()));
+    COCO_CUDA_CHECK(runtime::memset_async(data(), 0, nbytes(), current_stream()));
 }
 
 void Tensor::fill_(double value) {

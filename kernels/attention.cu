@@ -11,6 +11,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "engine/runtime/cuda_calls.h"
 #include "engine/runtime/launch.cuh"
 #include "kernels/attention.h"
 #include "kernels/matmul.h"
@@ -287,7 +288,8 @@ void attention_backward(const T* q, const T* k, const T* v, const T* probs, cons
   if (L == 0 || shape.heads == 0) return;
   if (batches == 0) {
     if (dbias && !accumulate_dbias)
-      COCO_CUDA_CHECK(cudaMemsetAsync(dbias, 0, static_cast<size_t>(shape.bias_elements()) * sizeof(Acc), stream));
+      COCO_CUDA_CHECK(
+          runtime::memset_async(dbias, 0, static_cast<size_t>(shape.bias_elements()) * sizeof(Acc), stream));
     return;
   }
   if (score_workspace == nullptr || prob_workspace == nullptr)

@@ -4,6 +4,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "engine/runtime/cuda_calls.h"
 #include "engine/runtime/launch.cuh"
 #include "kernels/cast.h"
 #include "kernels/cast_convert.h"
@@ -49,8 +50,8 @@ void cast(const void* src, DType src_dtype, void* dst, DType dst_dtype, int64_t 
   if (n == 0) return;
   if (src_dtype == dst_dtype) {
     if (src != dst)
-      COCO_CUDA_CHECK(
-          cudaMemcpyAsync(dst, src, static_cast<size_t>(n) * dtype_size(src_dtype), cudaMemcpyDeviceToDevice, stream));
+      COCO_CUDA_CHECK(runtime::memcpy_async(dst, src, static_cast<size_t>(n) * dtype_size(src_dtype),
+                                            cudaMemcpyDeviceToDevice, stream));
     return;
   }
   detail::visit_dtype(src_dtype, "kernels::cuda::cast", [&](auto src_tag) {
@@ -76,7 +77,7 @@ void fill(void* dst, DType dtype, double value, int64_t n, cudaStream_t stream) 
 
 void copy(void* dst, const void* src, size_t bytes, cudaStream_t stream) {
   if (bytes == 0 || dst == src) return;
-  COCO_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream));
+  COCO_CUDA_CHECK(runtime::memcpy_async(dst, src, bytes, cudaMemcpyDeviceToDevice, stream));
 }
 
 }  // namespace coco::kernels::cuda

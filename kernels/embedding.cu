@@ -5,6 +5,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "engine/runtime/cuda_calls.h"
 #include "engine/runtime/launch.cuh"
 #include "kernels/cast_convert.h"
 #include "kernels/embedding.h"
@@ -230,7 +231,7 @@ void embedding_forward(T* out, const int32_t* ids, const T* tok, const T* pos, c
                        uint32_t* bad_position, cudaStream_t stream) {
   detail::check_embedding_shape("kernels::cuda::embedding_forward", shape);
   if (bad_position != nullptr)
-    COCO_CUDA_CHECK(cudaMemsetAsync(bad_position, 0xFF, sizeof(uint32_t), stream));  // = kNoBadPosition
+    COCO_CUDA_CHECK(runtime::memset_async(bad_position, 0xFF, sizeof(uint32_t), stream));  // = kNoBadPosition
   const int64_t rows = shape.positions();
   if (rows == 0) return;
   const unsigned threads = static_cast<unsigned>(std::clamp<int64_t>((shape.dim + 31) / 32 * 32, 32, 256));
@@ -241,11 +242,11 @@ void embedding_forward(T* out, const int32_t* ids, const T* tok, const T* pos, c
 void embedding_throw_if_bad_id(const uint32_t* bad_position, const int32_t* ids, const EmbeddingShape& shape,
                                cudaStream_t stream) {
   uint32_t position = kNoBadPosition;
-  COCO_CUDA_CHECK(cudaMemcpyAsync(&position, bad_position, sizeof(position), cudaMemcpyDeviceToHost, stream));
-  COCO_CUDA_CHECK(cudaStreamSynchronize(stream));
+  COCO_CUDA_CHECK(runtime::memcpy_async(&position, bad_position, sizeof(position), cudaMemcpyDeviceToHost, stream));
+  COCO_CUDA_CHECK(runtime::stream_synchronize(stream));
   if (position == kNoBadPosition) return;
   int32_t id = 0;
-  COCO_CUDA_CHECK(cudaMemcpy(&id, ids + position, sizeof(id), cudaMemcpyDeviceToHost));
+  COCO_CUDA_CHECK(runtime::memcpy_blocking(&id, ids + position, sizeof(id), cudaMemcpyDeviceToHost));
   const int64_t seq = shape.seq > 0 ? shape.seq : 1;
   throw TokenIdError(detail::bad_token_message(id, position / seq, position % seq, shape.vocab));
 }

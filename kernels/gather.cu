@@ -11,6 +11,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "engine/runtime/cuda_calls.h"
 #include "engine/runtime/launch.cuh"
 #include "kernels/device_convert.cuh"
 #include "kernels/gather.h"
@@ -171,7 +172,7 @@ template <class T>
 void gather_rows(const T* src, int64_t src_rows, int64_t dim, const int32_t* index, int64_t count, T* out,
                  int32_t* invalid, cudaStream_t stream) {
   detail::check_sizes(count, src_rows, dim, "kernels::cuda::gather_rows");
-  COCO_CUDA_CHECK(cudaMemsetAsync(invalid, 0, sizeof(int32_t), stream));
+  COCO_CUDA_CHECK(runtime::memset_async(invalid, 0, sizeof(int32_t), stream));
   if (count == 0) return;
   COCO_LAUNCH(detail::gather_rows_kernel<T>, dim3(static_cast<unsigned>(std::min(count, detail::kMaxRowBlocks))),
               dim3(detail::kRowThreads), 0, stream, src, src_rows, static_cast<int>(dim), index, count, out, invalid);
@@ -185,10 +186,10 @@ template <class Src, class Dst>
 void scatter_add_rows(const Src* src, const int32_t* index, int64_t count, int64_t dim, Dst* out, int64_t out_rows,
                       int32_t* invalid, void* workspace, cudaStream_t stream) {
   detail::check_sizes(count, out_rows, dim, "kernels::cuda::scatter_add_rows");
-  COCO_CUDA_CHECK(cudaMemsetAsync(invalid, 0, sizeof(int32_t), stream));
+  COCO_CUDA_CHECK(runtime::memset_async(invalid, 0, sizeof(int32_t), stream));
   if (count == 0) return;
   const detail::ScatterScratch s = detail::scratch_of(workspace, count, out_rows);
-  COCO_CUDA_CHECK(cudaMemsetAsync(s.cursor, 0, static_cast<size_t>(out_rows) * sizeof(int32_t), stream));
+  COCO_CUDA_CHECK(runtime::memset_async(s.cursor, 0, static_cast<size_t>(out_rows) * sizeof(int32_t), stream));
   const unsigned blocks = detail::elementwise_blocks(count);
   COCO_LAUNCH(detail::histogram_kernel, dim3(blocks), dim3(detail::kElementwiseThreads), 0, stream, index, count,
               out_rows, s.cursor, invalid);

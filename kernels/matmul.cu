@@ -1,24 +1,21 @@
-// CUDA GEMM entry points. `gpu` build: cuBLASLt (row-major calls mapped onto its column-major API,
-// bias / GELU epilogues fused where supported). `emulated` build: the CPU GEMM on the host-resident
-// device pointers, followed by the bias/activation epilogue kernel below, which therefore runs under
-// the SIMT emulator and is tested there.
+// CUDA GEMM entry points: cuBLASLt (row-major calls mapped onto its column-major API, bias / GELU
+// epilogues fused where supported), and the bias/activation kernels for what the epilogues do not
+// cover. The same code runs in both build modes: in `emulated` mode the cuBLASLt calls reach the
+// runtime layer's strict CPU implementation (engine/simt/emu_cublaslt.cpp).
+#include <cublasLt.h>
+
 #include <algorithm>
+#include <map>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
-#include <vector>
+#include <utility>
 
+#include "engine/runtime/cuda_calls.h"
 #include "engine/runtime/launch.cuh"
 #include "kernels/cast_convert.h"
 #include "kernels/matmul.h"
-
-#if !defined(COCO_CUDA_EMULATED)
-#include <cublasLt.h>
-
-#include <map>
-#include <mutex>
-#include <utility>
-#endif
 
 namespace coco::kernels::detail {
 namespace {
@@ -31,14 +28,14 @@ constexpr int kBlock = 256;
 constexpr int64_t kMaxBlocks = 8192;
 unsigned grid_for(int64_t n) { return static_cast<unsigned>(std::min<int64_t>(kMaxBlocks, (n + kBlock - 1) / kBlock)); }
 
-// Linear epilogue. in: (rows, cols) GEMM result (f32/f64 accumulator, or T already holding x.W^T
-// [+ bias]), null for an empty product (in == 0 features); bias: (cols) or null; pre_out: (rows,
-// cols) or null; y: (rows, cols).
+// Linear epilogue where cuBLASLt's does not apply. in: (rows, cols) GEMM result x.W^T [+ bias], null
+// for an empty product (in == 0 features); bias: (cols) or null; pre_out: (rows, cols) or null;
+// y: (rows, cols).
 //   pre = in + bias; pre_out = round(pre); y = round(act(pre))
 // `in` may alias y (in-place); pointers are therefore not __restrict__.
-template <class In, class T>
-__global__ void bias_activation_kernel(const In* in, const T* bias, Activation act, T* pre_out, T* y, int64_t rows,
-                                       int64_t cols) {
+template <class T>
+__global__ void __launch_bounds__(kBlock)
+    bias_activation_kernel(const T* in, const T* bias, Activation act, T* pre_out, T* y, int64_t rows, int64_t cols) {
   using A = Acc<T>;
   const int64_t n = rows * cols;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
@@ -52,20 +49,21 @@ __global__ void bias_activation_kernel(const In* in, const T* bias, Activation a
 
 // dpre = dy * act'(pre). dpre may alias dy.  all: (n)
 template <class T>
-__global__ void activation_backward_kernel(Activation act, const T* dy, const T* pre, T* dpre, int64_t n) {
+__global__ void __launch_bounds__(kBlock)
+    activation_backward_kernel(Activation act, const T* dy, const T* pre, T* dpre, int64_t n) {
   using A = Acc<T>;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
     dpre[i] = convert_element<T>(convert_element<A>(dy[i]) * activation_derivative<A>(act, convert_element<A>(pre[i])));
 }
 
-template <class In, class T>
-void launch_bias_activation(const In* in, const T* bias, Activation act, T* pre_out, T* y, int64_t rows, int64_t cols,
+template <class T>
+void launch_bias_activation(const T* in, const T* bias, Activation act, T* pre_out, T* y, int64_t rows, int64_t cols,
                             cudaStream_t stream) {
   const int64_t n = rows * cols;
   if (n == 0) return;
-  COCO_LAUNCH((bias_activation_kernel<In, T>), dim3(grid_for(n)), dim3(kBlock), 0, stream, in, bias, act, pre_out, y,
-              rows, cols);
+  COCO_LAUNCH(bias_activation_kernel<T>, dim3(grid_for(n)), dim3(kBlock), 0, stream, in, bias, act, pre_out, y, rows,
+              cols);
 }
 
 std::string gemm_description(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb,
@@ -86,9 +84,8 @@ void check_linear_arguments(const char* op, const void* x, const void* W, const 
     throw std::invalid_argument(std::string(op) + ": unknown activation code " + std::to_string(static_cast<int>(act)));
 }
 
-#if !defined(COCO_CUDA_EMULATED)
 // ------------------------------------------------------------------------------------------------
-// cuBLASLt (gpu build only)
+// cuBLASLt
 
 constexpr size_t kWorkspaceBytes = size_t(32) << 20;
 
@@ -119,7 +116,7 @@ LtContext lt_context(cudaStream_t stream) {
   cublasLtHandle_t& handle = resources.handles[device];
   if (!handle) COCO_CUBLAS_CHECK(cublasLtCreate(&handle));
   void*& workspace = resources.workspaces[{device, stream}];
-  if (!workspace) COCO_CUDA_CHECK(cudaMalloc(&workspace, kWorkspaceBytes));
+  if (!workspace) COCO_CUDA_CHECK(runtime::device_malloc(&workspace, kWorkspaceBytes));
   return {handle, workspace};
 }
 
@@ -260,15 +257,16 @@ bool lt_matmul(const LtGemm& g, cudaStream_t stream) {
   const float alpha32 = static_cast<float>(g.alpha), beta32 = static_cast<float>(g.beta);
   const void* alpha = f64 ? static_cast<const void*>(&g.alpha) : static_cast<const void*>(&alpha32);
   const void* beta = f64 ? static_cast<const void*>(&g.beta) : static_cast<const void*>(&beta32);
-  COCO_CUBLAS_CHECK(cublasLtMatmul(context.handle, desc.desc, alpha, g.B, b_layout.layout, g.A, a_layout.layout, beta,
-                                   g.C, c_layout.layout, g.C, c_layout.layout, &heuristic.algo, context.workspace,
-                                   kWorkspaceBytes, stream));
+  COCO_CUBLAS_CHECK(runtime::lt_matmul(context.handle, desc.desc, alpha, g.B, b_layout.layout, g.A, a_layout.layout,
+                                       beta, g.C, c_layout.layout, g.C, c_layout.layout, &heuristic.algo,
+                                       context.workspace, kWorkspaceBytes, stream));
   return true;
 }
 
 // C = beta * C for the K == 0 case (cuBLASLt rejects k = 0). C: (M, N) with row stride ldc.
 template <class Out>
-__global__ void scale_matrix_kernel(Out* C, int64_t M, int64_t N, int64_t ldc, Acc<Out> beta) {
+__global__ void __launch_bounds__(kBlock)
+    scale_matrix_kernel(Out* C, int64_t M, int64_t N, int64_t ldc, Acc<Out> beta) {
   const int64_t n = M * N;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
@@ -313,8 +311,6 @@ void gpu_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, doubl
     throw std::runtime_error("kernels::cuda::gemm: cuBLASLt has no algorithm for " +
                              gemm_description(trans_a, trans_b, M, N, K, lda, ldb, ldc, batch));
 }
-#endif  // !COCO_CUDA_EMULATED
-
 void check_gemm_arguments(const char* op, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, int64_t lda,
                           int64_t ldb, int64_t ldc, int64_t batch, int64_t stride_a, int64_t stride_b,
                           int64_t stride_c) {
@@ -339,12 +335,7 @@ template <class In, class Out>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha, const In* A, int64_t lda,
           const In* B, int64_t ldb, double beta, Out* C, int64_t ldc, cudaStream_t stream) {
   detail::check_gemm_arguments("kernels::cuda::gemm", trans_a, trans_b, M, N, K, lda, ldb, ldc, 1, 0, 0, 0);
-#if defined(COCO_CUDA_EMULATED)
-  (void)stream;
-  cpu::gemm<In, Out>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-#else
   detail::gpu_gemm<In, Out>(trans_a, trans_b, M, N, K, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1, stream);
-#endif
 }
 
 template <class In, class Out>
@@ -353,14 +344,8 @@ void gemm_strided_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int6
                           Out* C, int64_t ldc, int64_t stride_c, int64_t batch, cudaStream_t stream) {
   detail::check_gemm_arguments("kernels::cuda::gemm_strided_batched", trans_a, trans_b, M, N, K, lda, ldb, ldc, batch,
                                stride_a, stride_b, stride_c);
-#if defined(COCO_CUDA_EMULATED)
-  (void)stream;
-  cpu::gemm_strided_batched<In, Out>(trans_a, trans_b, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C, ldc,
-                                     stride_c, batch);
-#else
   detail::gpu_gemm<In, Out>(trans_a, trans_b, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C, ldc,
                             stride_c, batch, stream);
-#endif
 }
 
 template <class T>
@@ -370,14 +355,6 @@ void linear_forward(const T* x, const T* W, const T* bias, Activation act, int64
   if (rows == 0 || out == 0) return;
   // pre_act is only written when there is an activation to differentiate through.
   T* pre_out = act == Activation::none ? nullptr : pre_act;
-#if defined(COCO_CUDA_EMULATED)
-  // GEMM into an f32 (f64) accumulator so that bias and activation round to T once, as cuBLASLt does.
-  using A = detail::Acc<T>;
-  std::vector<A> accumulator(static_cast<size_t>(rows * out));
-  const int64_t ld = std::max<int64_t>(1, in);
-  cpu::gemm<T, A>(false, true, rows, out, in, 1.0, x, ld, W, ld, 0.0, accumulator.data(), out);
-  detail::launch_bias_activation<A, T>(accumulator.data(), bias, act, pre_out, y, rows, out, stream);
-#else
   // y (rows, out) = x (rows, in) . W^T with W stored (out, in).
   detail::LtGemm g;
   g.trans_b = true;
@@ -391,7 +368,7 @@ void linear_forward(const T* x, const T* W, const T* bias, Activation act, int64
   g.ldc = out;
   g.in_type = g.out_type = detail::cuda_type<T>();
   if (in == 0) {  // no products: y = act(bias)
-    detail::launch_bias_activation<T, T>(nullptr, bias, act, pre_out, y, rows, out, stream);
+    detail::launch_bias_activation<T>(nullptr, bias, act, pre_out, y, rows, out, stream);
     return;
   }
   constexpr bool is_16bit = std::is_same_v<T, __nv_bfloat16> || std::is_same_v<T, __half>;
@@ -426,9 +403,8 @@ void linear_forward(const T* x, const T* W, const T* bias, Activation act, int64
   // Without the bias epilogue the saved pre-activation still lacks the bias: the kernel rewrites it
   // in place (each element is read before it is written, by the same thread).
   if (act != Activation::none || (bias && !bias_done))
-    detail::launch_bias_activation<T, T>(gemm_out, bias_done ? nullptr : bias, act, bias_done ? nullptr : pre_out, y,
-                                         rows, out, stream);
-#endif
+    detail::launch_bias_activation<T>(gemm_out, bias_done ? nullptr : bias, act, bias_done ? nullptr : pre_out, y, rows,
+                                      out, stream);
 }
 
 template <class T>
@@ -441,14 +417,12 @@ void activation_backward(Activation act, const T* dy, const T* pre, T* dpre, int
 }
 
 void release_gemm_resources() {
-#if !defined(COCO_CUDA_EMULATED)
   detail::LtResources& resources = detail::lt_resources();
   std::lock_guard<std::mutex> lock(resources.mutex);
-  for (auto& [key, workspace] : resources.workspaces) COCO_CUDA_CHECK(cudaFree(workspace));
+  for (auto& [key, workspace] : resources.workspaces) COCO_CUDA_CHECK(runtime::device_free(workspace));
   resources.workspaces.clear();
   for (auto& [device, handle] : resources.handles) COCO_CUBLAS_CHECK(cublasLtDestroy(handle));
   resources.handles.clear();
-#endif
 }
 
 #define COCO_INSTANTIATE_GEMM_CUDA(In, Out)                                                                          \

@@ -9,10 +9,10 @@
 //
 // CPU: OpenBLAS sgemm/dgemm for float/double; bf16/f16 operands are widened to f32, multiplied by
 // sgemm with f32 accumulation, and the result is rounded to the output type once.
-// CUDA (`gpu` build): cuBLASLt with CUBLAS_COMPUTE_32F (64F for double), bias/GELU epilogues, one
-// handle per device and a 32 MiB workspace per (device, stream). CUDA (`emulated` build): the same
-// entry points run the CPU GEMM on the (host-resident) device pointers; the bias/GELU epilogue is a
-// CUDA kernel, so it runs under the SIMT emulator.
+// CUDA: cuBLASLt with CUBLAS_COMPUTE_32F (64F for double), bias/GELU epilogues, one handle per
+// device and a 32 MiB workspace per (device, stream). The `emulated` build runs the same code; its
+// cuBLASLt is the runtime layer's CPU implementation (engine/simt/emu_cublaslt.cpp), so the
+// descriptors, layouts and epilogues are exercised in CI.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -133,8 +133,11 @@ void gemm_strided_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int6
                           int64_t lda, int64_t stride_a, const In* B, int64_t ldb, int64_t stride_b, double beta,
                           Out* C, int64_t ldc, int64_t stride_c, int64_t batch, cudaStream_t stream);
 
-// Fused linear forward (bias and GELU in the GEMM epilogue where cuBLASLt supports it; the result
-// is rounded to T once). Instantiated for float, double, __nv_bfloat16, __half.
+// Fused linear forward: bias (and GELU where cuBLASLt has it: gelu_tanh, 16-bit T, out % 8 == 0)
+// in the GEMM epilogue. The pre-activation is rounded to T once; y = round(act(p)) where p is the
+// f32 pre-activation when the epilogue applies the activation, else the saved pre-activation (already
+// rounded to T, the value the backward differentiates at). Instantiated for float, double,
+// __nv_bfloat16, __half.
 template <class T>
 void linear_forward(const T* x, const T* W, const T* bias, Activation act, int64_t rows, int64_t in, int64_t out, T* y,
                     T* pre_act, cudaStream_t stream);
@@ -142,8 +145,8 @@ void linear_forward(const T* x, const T* W, const T* bias, Activation act, int64
 template <class T>
 void activation_backward(Activation act, const T* dy, const T* pre, T* dpre, int64_t n, cudaStream_t stream);
 
-// Releases the per-device cuBLASLt handles and workspaces (no-op in the emulated build). Optional:
-// they are otherwise reclaimed at process exit.
+// Releases the per-device cuBLASLt handles and workspaces. Optional: they are otherwise reclaimed
+// at process exit.
 void release_gemm_resources();
 
 }  // namespace coco::kernels::cuda

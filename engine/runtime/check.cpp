@@ -13,8 +13,6 @@ void throw_cuda_error(const char* library, const char* call, const char* file, i
   throw CudaError(buffer);
 }
 
-namespace {
-
 const char* cublas_status_name(int status) {
   switch (static_cast<cublasStatus_t>(status)) {
     case CUBLAS_STATUS_SUCCESS:
@@ -40,8 +38,6 @@ const char* cublas_status_name(int status) {
   }
   return "unknown cublasStatus_t";
 }
-
-}  // namespace
 
 void throw_cublas_error(const char* call, const char* file, int line, int status) {
   throw_cuda_error("cuBLAS", call, file, line, status, cublas_status_name(status));

@@ -24,6 +24,8 @@ inline void check_cuda(cudaError_t status, const char* call, const char* file, i
 // cuBLAS / cuBLASLt status (a cublasStatus_t passed as int, so this header needs no cuBLAS include
 // and compiles in the emulated build, where only the gpu-only call sites are left out).
 [[noreturn]] void throw_cublas_error(const char* call, const char* file, int line, int status);
+// "CUBLAS_STATUS_NOT_SUPPORTED" for 15; "unknown cublasStatus_t" for a value cuBLAS does not define.
+const char* cublas_status_name(int status);
 
 inline void check_cublas(int status, const char* call, const char* file, int line) {
   if (status != 0) throw_cublas_error(call, file, line, status);  // 0 == CUBLAS_STATUS_SUCCESS

@@ -8,7 +8,8 @@
 // over its limit or a zero-sized grid; cudaErrorInvalidValue for dynamic shared memory above the
 // kernel's limit: 48 KB, or up to 227 KB after cudaFuncSetAttribute) and keeps the kernel's name
 // for its diagnostics. Either way the launch status is checked and a failure throws coco::CudaError
-// naming the kernel, file and line. Wrap a template kernel in parentheses:
+// naming the kernel, file and line; every launch is counted (engine/runtime/counters.h). Wrap a
+// template kernel in parentheses:
 // COCO_LAUNCH((kernel<float, 4>), ...).
 //
 // Kernel sources include this header instead of <cuda_runtime.h>. Dynamic shared memory comes from
@@ -25,6 +26,7 @@
 #include "engine/simt/cuda_emu.h"
 #endif
 #include "engine/runtime/check.h"
+#include "engine/runtime/counters.h"
 
 namespace coco {
 
@@ -68,7 +70,8 @@ __host__ __device__ constexpr inline unsigned ceil_div(long long n, long long d)
 #define COCO_POISON_SHARED(array) EMU_POISON_SHARED(array)
 #endif
 
-#define COCO_LAUNCH(kernel, grid, block, shared_bytes, stream, ...)                                      \
-  ::coco::check_cuda(                                                                                    \
-      ::coco::launch_named(#kernel, (kernel), (grid), (block), (shared_bytes), (stream), ##__VA_ARGS__), \
-      "launch of " #kernel, __FILE__, __LINE__)
+#define COCO_LAUNCH(kernel, grid, block, shared_bytes, stream, ...)                                       \
+  (::coco::runtime::count_kernel_launch(),                                                                \
+   ::coco::check_cuda(                                                                                    \
+       ::coco::launch_named(#kernel, (kernel), (grid), (block), (shared_bytes), (stream), ##__VA_ARGS__), \
+       "launch of " #kernel, __FILE__, __LINE__))

@@ -91,6 +91,9 @@ struct LaunchRequest {
   cudaStream_t stream;
   void (*thunk)(void*);  // runs the kernel body for the current emulated thread
   void* closure;
+  // A heap copy of the closure and its deleter: stream capture keeps the launch for replays.
+  void* (*clone)(const void*);
+  void (*destroy)(void*);
 };
 cudaError_t launch_grid(const LaunchRequest& request);
 
@@ -133,21 +136,46 @@ template <class F>
 void invoke_closure(void* closure) {
   (*static_cast<F*>(closure))();
 }
+template <class F>
+void* clone_closure(const void* closure) {
+  return new F(*static_cast<const F*>(closure));
+}
+template <class F>
+void destroy_closure(void* closure) {
+  delete static_cast<F*>(closure);
+}
+
+// A kernel and its converted arguments; every emulated thread calls it, and the kernel's by-value
+// parameters give each thread its own copy.
+template <class Kernel, class Parameters>
+struct KernelCall {
+  Kernel kernel;
+  Parameters parameters;
+  void operator()() { std::apply(kernel, parameters); }
+};
 
 }  // namespace detail
 
-// launch_named(name, kernel, grid, block, shared_bytes, stream, args...): synchronous. The arguments
-// are converted once to the kernel's parameter types (like CUDA's parameter buffer) and every
-// emulated thread calls the kernel with its own copy. Returns the launch status (also recorded for
-// cudaGetLastError when it is an error).
+// launch_named(name, kernel, grid, block, shared_bytes, stream, args...): synchronous, or recorded
+// when `stream` is capturing. The arguments are converted once to the kernel's parameter types
+// (like CUDA's parameter buffer) and every emulated thread calls the kernel with its own copy.
+// Returns the launch status (also recorded for cudaGetLastError when it is an error).
 template <typename... KernelArgs, typename... Args>
 cudaError_t launch_named(const char* kernel_name, void (*kernel)(KernelArgs...), dim3 grid, dim3 block,
                          size_t shared_bytes, cudaStream_t stream, Args&&... args) {
   static_assert(sizeof...(KernelArgs) == sizeof...(Args), "wrong number of kernel arguments");
-  std::tuple<std::decay_t<KernelArgs>...> parameters(std::forward<Args>(args)...);
-  auto body = [&] { std::apply(kernel, parameters); };
-  const detail::LaunchRequest request{kernel_name, reinterpret_cast<const void*>(kernel),   grid, block, shared_bytes,
-                                      stream,      &detail::invoke_closure<decltype(body)>, &body};
+  using Call = detail::KernelCall<void (*)(KernelArgs...), std::tuple<std::decay_t<KernelArgs>...>>;
+  Call call{kernel, std::tuple<std::decay_t<KernelArgs>...>(std::forward<Args>(args)...)};
+  const detail::LaunchRequest request{kernel_name,
+                                      reinterpret_cast<const void*>(kernel),
+                                      grid,
+                                      block,
+                                      shared_bytes,
+                                      stream,
+                                      &detail::invoke_closure<Call>,
+                                      &call,
+                                      &detail::clone_closure<Call>,
+                                      &detail::destroy_closure<Call>};
   return detail::launch_grid(request);
 }
 

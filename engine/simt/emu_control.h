@@ -92,6 +92,10 @@ struct Stats {
 };
 Stats& stats();
 
+// Why the emulated cuBLASLt (engine/simt/emu_cublaslt.cpp) last refused a call on this thread, e.g.
+// "matrix A: leading dimension 7 < 33 (rows of a COL-order 33 x 7 matrix)"; "" if it never did.
+std::string cublaslt_last_error();
+
 // The message of the most recent misuse diagnostic ("" if none), e.g.
 // "kernel softmax_kernel block (3,0,0) thread (5,0,0): __syncthreads() reached at different call sites ...".
 std::string last_diagnostic();

@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <functional>
 #include <string>
 
 namespace emu::detail {
@@ -22,5 +23,30 @@ size_t max_dynamic_shared_bytes(const void* kernel);
 
 // Human-readable name of an error code, as cudaGetErrorName would return it.
 const char* error_name(cudaError_t status);
+
+// [address, address + bytes) does not run past the end of a cudaMalloc/cudaMallocHost allocation
+// it starts in; pointers of unknown origin (host memory) are not judged. False for a null address
+// with bytes > 0.
+bool range_ok(const void* address, size_t bytes);
+
+// ------------------------------------------------------------------------------------------------
+// Streams and stream capture (emu_streams.cpp).
+
+// Where asynchronous work for `stream` goes: *capturing is set when the stream is capturing, so the
+// work must be recorded with record_node instead of run. The error is the one real CUDA gives for
+// the stream: an unknown handle, the legacy stream while a blocking stream captures
+// (cudaErrorStreamCaptureImplicit), an invalidated capture.
+cudaError_t stream_work(cudaStream_t stream, bool* capturing);
+// Appends `work` to the capture of `stream` as a node of `type` (it runs when the graph is launched).
+cudaError_t record_node(cudaStream_t stream, cudaGraphNodeType type, std::function<void()> work);
+// stream_work, then either work() now or record_node.
+cudaError_t submit(cudaStream_t stream, cudaGraphNodeType type, std::function<void()> work);
+// Work submitted to `stream` failed: its capture, if any, is invalidated.
+void invalidate_capture_of(cudaStream_t stream);
+// Before a potentially unsafe call (cudaMalloc, cudaFree, pinned host allocations):
+// cudaErrorStreamCaptureUnsupported when the thread's capture mode forbids it.
+cudaError_t check_unsafe_call();
+// Before a synchronous copy or memset (potentially unsafe, and on the legacy stream).
+cudaError_t check_synchronous_call();
 
 }  // namespace emu::detail

@@ -3,8 +3,10 @@
 //
 //  * memory: cudaMalloc is posix_memalign of exactly the requested size, so ASan sees overruns;
 //    allocations are tracked (frees of unknown pointers fail like CUDA, stats() counts them);
-//  * streams and events: the emulator runs every launch and copy synchronously, so they are no-ops
-//    that still validate their handles; events record host time for cudaEventElapsedTime;
+//  * asynchronous copies and memsets go through the stream (emu_streams.cpp): they run at once, or
+//    become graph nodes while the stream captures; synchronous ones and allocations obey the
+//    capture rules for potentially unsafe calls;
+//  * streams, events, stream capture and graphs: emu_streams.cpp;
 //  * the device: one virtual "cocolm emulated sm_90" with H100-like limits.
 #if defined(COCO_CUDA_EMULATED) || defined(EMU_STANDALONE)
 
@@ -51,40 +53,6 @@ struct FunctionAttributes {
 FunctionAttributes& function_attributes() {
   static FunctionAttributes table;
   return table;
-}
-
-struct EmuStream {
-  unsigned flags = 0;
-  int priority = 0;
-};
-
-struct EmuEvent {
-  unsigned flags = 0;
-  bool recorded = false;
-  std::chrono::steady_clock::time_point time;
-};
-
-// Live handles, so that a destroyed or foreign handle is an error instead of a wild read.
-struct Handles {
-  std::mutex mutex;
-  std::unordered_set<const void*> streams, events;
-};
-Handles& handles() {
-  static Handles h;
-  return h;
-}
-
-bool valid_stream(cudaStream_t stream) {
-  if (stream == nullptr || stream == cudaStreamLegacy || stream == cudaStreamPerThread) return true;
-  Handles& h = handles();
-  std::lock_guard<std::mutex> lock(h.mutex);
-  return h.streams.count(stream) != 0;
-}
-
-EmuEvent* as_event(cudaEvent_t event) {
-  Handles& h = handles();
-  std::lock_guard<std::mutex> lock(h.mutex);
-  return h.events.count(event) ? reinterpret_cast<EmuEvent*>(event) : nullptr;
 }
 
 // Values from /proc/meminfo in bytes ("MemTotal", "MemAvailable"); 0 when absent.
@@ -166,8 +134,8 @@ const cudaDeviceProp& device_properties() {
   return properties;
 }
 
-// [address, address + bytes) must not run past the end of an allocation it starts in; pointers of
-// unknown origin (host memory, suballocations the caller manages) are not judged.
+}  // namespace
+
 bool range_ok(const void* address, size_t bytes) {
   if (bytes == 0) return true;
   if (!address) return false;
@@ -181,6 +149,8 @@ bool range_ok(const void* address, size_t bytes) {
   if (a >= end) return true;  // not inside this allocation
   return a + bytes <= end;
 }
+
+namespace {
 
 cudaError_t allocate(void** out, size_t bytes, Memory kind) {
   if (!out) return record_error(cudaErrorInvalidValue);
@@ -235,52 +205,85 @@ bool valid_kind(cudaMemcpyKind kind) {
          kind == cudaMemcpyDeviceToDevice || kind == cudaMemcpyDefault;
 }
 
-cudaError_t copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+cudaError_t check_copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
   if (!valid_kind(kind)) return record_error(cudaErrorInvalidMemcpyDirection);
   if (bytes == 0) return cudaSuccess;
   if (!dst || !src || !range_ok(dst, bytes) || !range_ok(src, bytes)) return record_error(cudaErrorInvalidValue);
-  std::memmove(dst, src, bytes);
   return cudaSuccess;
 }
 
-cudaError_t fill(void* dst, int value, size_t bytes) {
+cudaError_t copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+  if (const cudaError_t status = check_synchronous_call(); status != cudaSuccess) return record_error(status);
+  if (const cudaError_t status = check_copy(dst, src, bytes, kind); status != cudaSuccess) return status;
+  if (bytes) std::memmove(dst, src, bytes);
+  return cudaSuccess;
+}
+
+cudaError_t copy_async(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream) {
+  if (const cudaError_t status = check_copy(dst, src, bytes, kind); status != cudaSuccess) {
+    invalidate_capture_of(stream);
+    return status;
+  }
+  return record_error(submit(stream, cudaGraphNodeTypeMemcpy, [dst, src, bytes] {
+    if (bytes) std::memmove(dst, src, bytes);
+  }));
+}
+
+// Stream-ordered allocation: graph memory nodes are not emulated, so it is refused inside a capture.
+cudaError_t refuse_inside_capture(cudaStream_t stream) {
+  bool capturing = false;
+  if (const cudaError_t status = stream_work(stream, &capturing); status != cudaSuccess) return record_error(status);
+  if (!capturing) return cudaSuccess;
+  invalidate_capture_of(stream);
+  return record_error(cudaErrorStreamCaptureUnsupported);
+}
+
+cudaError_t check_fill(void* dst, size_t bytes) {
   if (bytes == 0) return cudaSuccess;
   if (!dst || !range_ok(dst, bytes)) return record_error(cudaErrorInvalidValue);
-  std::memset(dst, value, bytes);
   return cudaSuccess;
 }
 
-#define EMU_ERRORS(X)                                                                            \
-  X(cudaSuccess, "no error")                                                                     \
-  X(cudaErrorInvalidValue, "invalid argument")                                                   \
-  X(cudaErrorMemoryAllocation, "out of memory")                                                  \
-  X(cudaErrorInitializationError, "initialization error")                                        \
-  X(cudaErrorCudartUnloading, "driver shutting down")                                            \
-  X(cudaErrorMissingConfiguration, "__global__ function call is not configured")                 \
-  X(cudaErrorInvalidConfiguration, "invalid configuration argument")                             \
-  X(cudaErrorInvalidPitchValue, "invalid pitch argument")                                        \
-  X(cudaErrorInvalidSymbol, "invalid device symbol")                                             \
-  X(cudaErrorInvalidDevicePointer, "invalid device pointer")                                     \
-  X(cudaErrorInvalidMemcpyDirection, "invalid copy direction for memcpy")                        \
-  X(cudaErrorInsufficientDriver, "CUDA driver version is insufficient for CUDA runtime version") \
-  X(cudaErrorNoDevice, "no CUDA-capable device is detected")                                     \
-  X(cudaErrorInvalidDevice, "invalid device ordinal")                                            \
-  X(cudaErrorInvalidKernelImage, "device kernel image is invalid")                               \
-  X(cudaErrorNoKernelImageForDevice, "no kernel image is available for execution on the device") \
-  X(cudaErrorInvalidResourceHandle, "invalid resource handle")                                   \
-  X(cudaErrorIllegalState, "the operation cannot be performed in the present state")             \
-  X(cudaErrorNotReady, "device not ready")                                                       \
-  X(cudaErrorIllegalAddress, "an illegal memory access was encountered")                         \
-  X(cudaErrorLaunchOutOfResources, "too many resources requested for launch")                    \
-  X(cudaErrorLaunchTimeout, "the launch timed out and was terminated")                           \
-  X(cudaErrorAssert, "device-side assert triggered")                                             \
-  X(cudaErrorIllegalInstruction, "an illegal instruction was encountered")                       \
-  X(cudaErrorMisalignedAddress, "misaligned address")                                            \
-  X(cudaErrorInvalidDeviceFunction, "invalid device function")                                   \
-  X(cudaErrorLaunchFailure, "unspecified launch failure")                                        \
-  X(cudaErrorCooperativeLaunchTooLarge, "too many blocks in cooperative launch")                 \
-  X(cudaErrorNotPermitted, "operation not permitted")                                            \
-  X(cudaErrorNotSupported, "operation not supported")                                            \
+#define EMU_ERRORS(X)                                                                                               \
+  X(cudaSuccess, "no error")                                                                                        \
+  X(cudaErrorInvalidValue, "invalid argument")                                                                      \
+  X(cudaErrorMemoryAllocation, "out of memory")                                                                     \
+  X(cudaErrorInitializationError, "initialization error")                                                           \
+  X(cudaErrorCudartUnloading, "driver shutting down")                                                               \
+  X(cudaErrorMissingConfiguration, "__global__ function call is not configured")                                    \
+  X(cudaErrorInvalidConfiguration, "invalid configuration argument")                                                \
+  X(cudaErrorInvalidPitchValue, "invalid pitch argument")                                                           \
+  X(cudaErrorInvalidSymbol, "invalid device symbol")                                                                \
+  X(cudaErrorInvalidDevicePointer, "invalid device pointer")                                                        \
+  X(cudaErrorInvalidMemcpyDirection, "invalid copy direction for memcpy")                                           \
+  X(cudaErrorInsufficientDriver, "CUDA driver version is insufficient for CUDA runtime version")                    \
+  X(cudaErrorNoDevice, "no CUDA-capable device is detected")                                                        \
+  X(cudaErrorInvalidDevice, "invalid device ordinal")                                                               \
+  X(cudaErrorInvalidKernelImage, "device kernel image is invalid")                                                  \
+  X(cudaErrorNoKernelImageForDevice, "no kernel image is available for execution on the device")                    \
+  X(cudaErrorInvalidResourceHandle, "invalid resource handle")                                                      \
+  X(cudaErrorIllegalState, "the operation cannot be performed in the present state")                                \
+  X(cudaErrorNotReady, "device not ready")                                                                          \
+  X(cudaErrorIllegalAddress, "an illegal memory access was encountered")                                            \
+  X(cudaErrorLaunchOutOfResources, "too many resources requested for launch")                                       \
+  X(cudaErrorLaunchTimeout, "the launch timed out and was terminated")                                              \
+  X(cudaErrorAssert, "device-side assert triggered")                                                                \
+  X(cudaErrorIllegalInstruction, "an illegal instruction was encountered")                                          \
+  X(cudaErrorMisalignedAddress, "misaligned address")                                                               \
+  X(cudaErrorInvalidDeviceFunction, "invalid device function")                                                      \
+  X(cudaErrorLaunchFailure, "unspecified launch failure")                                                           \
+  X(cudaErrorCooperativeLaunchTooLarge, "too many blocks in cooperative launch")                                    \
+  X(cudaErrorNotPermitted, "operation not permitted")                                                               \
+  X(cudaErrorNotSupported, "operation not supported")                                                               \
+  X(cudaErrorStreamCaptureUnsupported, "operation not permitted when stream is capturing")                          \
+  X(cudaErrorStreamCaptureInvalidated, "operation failed due to a previous error during capture")                   \
+  X(cudaErrorStreamCaptureMerge, "operation would result in a merge of separate capture sequences")                 \
+  X(cudaErrorStreamCaptureUnmatched, "capture was not ended in the same stream as it began")                        \
+  X(cudaErrorStreamCaptureUnjoined, "capturing stream has unjoined work")                                           \
+  X(cudaErrorStreamCaptureIsolation, "dependency created on uncaptured work in another stream")                     \
+  X(cudaErrorStreamCaptureImplicit, "operation would make the legacy stream depend on a capturing blocking stream") \
+  X(cudaErrorCapturedEvent, "operation not permitted on an event last recorded in a capturing stream")              \
+  X(cudaErrorStreamCaptureWrongThread, "attempt to terminate a thread-local capture sequence from another thread")  \
   X(cudaErrorUnknown, "unknown error")
 
 }  // namespace
@@ -349,7 +352,6 @@ cudaError_t cudaGetDevice(int* device) {
   return cudaSuccess;
 }
 cudaError_t cudaSetDevice(int device) { return device == 0 ? cudaSuccess : record_error(cudaErrorInvalidDevice); }
-cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
 cudaError_t cudaDeviceReset(void) { return cudaSuccess; }
 cudaError_t cudaDriverGetVersion(int* version) {
   if (!version) return record_error(cudaErrorInvalidValue);
@@ -564,48 +566,78 @@ cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int* numBlock
 // ------------------------------------------------------------------------------------------------
 // Memory
 cudaError_t cudaMalloc(void** devPtr, size_t size) {
+  if (const cudaError_t status = emu::detail::check_unsafe_call(); status != cudaSuccess) return record_error(status);
   return emu::detail::allocate(devPtr, size, emu::detail::Memory::Device);
 }
+// Stream-ordered allocations are immediate here; inside a capture they would be graph memory nodes,
+// which the emulator does not have.
 cudaError_t cudaMallocAsync(void** devPtr, size_t size, cudaStream_t hStream) {
-  if (!emu::detail::valid_stream(hStream)) return record_error(cudaErrorInvalidResourceHandle);
+  if (const cudaError_t status = emu::detail::refuse_inside_capture(hStream); status != cudaSuccess) return status;
   return emu::detail::allocate(devPtr, size, emu::detail::Memory::Device);
 }
-cudaError_t cudaFree(void* devPtr) { return emu::detail::release(devPtr, emu::detail::Memory::Device); }
+cudaError_t cudaFree(void* devPtr) {
+  if (const cudaError_t status = emu::detail::check_unsafe_call(); status != cudaSuccess) return record_error(status);
+  return emu::detail::release(devPtr, emu::detail::Memory::Device);
+}
 cudaError_t cudaFreeAsync(void* devPtr, cudaStream_t hStream) {
-  if (!emu::detail::valid_stream(hStream)) return record_error(cudaErrorInvalidResourceHandle);
+  if (const cudaError_t status = emu::detail::refuse_inside_capture(hStream); status != cudaSuccess) return status;
   return emu::detail::release(devPtr, emu::detail::Memory::Device);
 }
 cudaError_t cudaMallocHost(void** ptr, size_t size) {
+  if (const cudaError_t status = emu::detail::check_unsafe_call(); status != cudaSuccess) return record_error(status);
   return emu::detail::allocate(ptr, size, emu::detail::Memory::PinnedHost);
 }
 cudaError_t cudaHostAlloc(void** pHost, size_t size, unsigned int) {
+  if (const cudaError_t status = emu::detail::check_unsafe_call(); status != cudaSuccess) return record_error(status);
   return emu::detail::allocate(pHost, size, emu::detail::Memory::PinnedHost);
 }
-cudaError_t cudaFreeHost(void* ptr) { return emu::detail::release(ptr, emu::detail::Memory::PinnedHost); }
+cudaError_t cudaFreeHost(void* ptr) {
+  if (const cudaError_t status = emu::detail::check_unsafe_call(); status != cudaSuccess) return record_error(status);
+  return emu::detail::release(ptr, emu::detail::Memory::PinnedHost);
+}
 
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, enum cudaMemcpyKind kind) {
   return emu::detail::copy(dst, src, count, kind);
 }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, enum cudaMemcpyKind kind, cudaStream_t stream) {
-  if (!emu::detail::valid_stream(stream)) return record_error(cudaErrorInvalidResourceHandle);
-  return emu::detail::copy(dst, src, count, kind);
+  return emu::detail::copy_async(dst, src, count, kind, stream);
 }
-cudaError_t cudaMemcpy2D(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height,
-                         enum cudaMemcpyKind kind) {
+
+namespace {
+cudaError_t check_copy_2d(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height,
+                          cudaMemcpyKind kind) {
   if (!emu::detail::valid_kind(kind)) return record_error(cudaErrorInvalidMemcpyDirection);
   if (width > dpitch || width > spitch) return record_error(cudaErrorInvalidPitchValue);
   if (width == 0 || height == 0) return cudaSuccess;
   if (!dst || !src || !emu::detail::range_ok(dst, dpitch * (height - 1) + width) ||
       !emu::detail::range_ok(src, spitch * (height - 1) + width))
     return record_error(cudaErrorInvalidValue);
+  return cudaSuccess;
+}
+void copy_2d(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height) {
+  if (width == 0) return;
   for (size_t row = 0; row < height; ++row)
     std::memmove(static_cast<char*>(dst) + row * dpitch, static_cast<const char*>(src) + row * spitch, width);
+}
+}  // namespace
+
+cudaError_t cudaMemcpy2D(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height,
+                         enum cudaMemcpyKind kind) {
+  if (const cudaError_t status = emu::detail::check_synchronous_call(); status != cudaSuccess)
+    return record_error(status);
+  if (const cudaError_t status = check_copy_2d(dst, dpitch, src, spitch, width, height, kind); status != cudaSuccess)
+    return status;
+  copy_2d(dst, dpitch, src, spitch, width, height);
   return cudaSuccess;
 }
 cudaError_t cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height,
                               enum cudaMemcpyKind kind, cudaStream_t stream) {
-  if (!emu::detail::valid_stream(stream)) return record_error(cudaErrorInvalidResourceHandle);
-  return cudaMemcpy2D(dst, dpitch, src, spitch, width, height, kind);
+  if (const cudaError_t status = check_copy_2d(dst, dpitch, src, spitch, width, height, kind); status != cudaSuccess) {
+    emu::detail::invalidate_capture_of(stream);
+    return status;
+  }
+  return record_error(
+      emu::detail::submit(stream, cudaGraphNodeTypeMemcpy, [=] { copy_2d(dst, dpitch, src, spitch, width, height); }));
 }
 cudaError_t cudaMemcpyToSymbol(const void* symbol, const void* src, size_t count, size_t offset,
                                enum cudaMemcpyKind kind) {
@@ -618,8 +650,8 @@ cudaError_t cudaMemcpyFromSymbol(void* dst, const void* symbol, size_t count, si
 }
 cudaError_t cudaMemcpyToSymbolAsync(const void* symbol, const void* src, size_t count, size_t offset,
                                     enum cudaMemcpyKind kind, cudaStream_t stream) {
-  if (!emu::detail::valid_stream(stream)) return record_error(cudaErrorInvalidResourceHandle);
-  return cudaMemcpyToSymbol(symbol, src, count, offset, kind);
+  if (!symbol) return record_error(cudaErrorInvalidSymbol);
+  return emu::detail::copy_async(static_cast<char*>(const_cast<void*>(symbol)) + offset, src, count, kind, stream);
 }
 cudaError_t cudaGetSymbolAddress(void** devPtr, const void* symbol) {
   if (!devPtr) return record_error(cudaErrorInvalidValue);
@@ -627,10 +659,21 @@ cudaError_t cudaGetSymbolAddress(void** devPtr, const void* symbol) {
   *devPtr = const_cast<void*>(symbol);
   return cudaSuccess;
 }
-cudaError_t cudaMemset(void* devPtr, int value, size_t count) { return emu::detail::fill(devPtr, value, count); }
+cudaError_t cudaMemset(void* devPtr, int value, size_t count) {
+  if (const cudaError_t status = emu::detail::check_synchronous_call(); status != cudaSuccess)
+    return record_error(status);
+  if (const cudaError_t status = emu::detail::check_fill(devPtr, count); status != cudaSuccess) return status;
+  if (count) std::memset(devPtr, value, count);
+  return cudaSuccess;
+}
 cudaError_t cudaMemsetAsync(void* devPtr, int value, size_t count, cudaStream_t stream) {
-  if (!emu::detail::valid_stream(stream)) return record_error(cudaErrorInvalidResourceHandle);
-  return emu::detail::fill(devPtr, value, count);
+  if (const cudaError_t status = emu::detail::check_fill(devPtr, count); status != cudaSuccess) {
+    emu::detail::invalidate_capture_of(stream);
+    return status;
+  }
+  return record_error(emu::detail::submit(stream, cudaGraphNodeTypeMemset, [devPtr, value, count] {
+    if (count) std::memset(devPtr, value, count);
+  }));
 }
 cudaError_t cudaPointerGetAttributes(struct cudaPointerAttributes* attributes, const void* ptr) {
   if (!attributes) return record_error(cudaErrorInvalidValue);
@@ -652,91 +695,6 @@ cudaError_t cudaPointerGetAttributes(struct cudaPointerAttributes* attributes, c
     attributes->type = cudaMemoryTypeHost;
     attributes->hostPointer = const_cast<void*>(ptr);
   }
-  return cudaSuccess;
-}
-
-// ------------------------------------------------------------------------------------------------
-// Streams: the emulator completes all work before returning, so synchronisation is immediate.
-cudaError_t cudaStreamCreate(cudaStream_t* pStream) { return cudaStreamCreateWithFlags(pStream, cudaStreamDefault); }
-cudaError_t cudaStreamCreateWithFlags(cudaStream_t* pStream, unsigned int flags) {
-  if (!pStream || (flags & ~cudaStreamNonBlocking)) return record_error(cudaErrorInvalidValue);
-  auto* stream = new emu::detail::EmuStream();
-  stream->flags = flags;
-  *pStream = reinterpret_cast<cudaStream_t>(stream);
-  auto& h = emu::detail::handles();
-  std::lock_guard<std::mutex> lock(h.mutex);
-  h.streams.insert(stream);
-  return cudaSuccess;
-}
-cudaError_t cudaStreamCreateWithPriority(cudaStream_t* pStream, unsigned int flags, int priority) {
-  const cudaError_t status = cudaStreamCreateWithFlags(pStream, flags);
-  if (status == cudaSuccess) reinterpret_cast<emu::detail::EmuStream*>(*pStream)->priority = priority;
-  return status;
-}
-cudaError_t cudaStreamDestroy(cudaStream_t stream) {
-  auto& h = emu::detail::handles();
-  std::lock_guard<std::mutex> lock(h.mutex);
-  if (!h.streams.erase(stream)) return record_error(cudaErrorInvalidResourceHandle);
-  delete reinterpret_cast<emu::detail::EmuStream*>(stream);
-  return cudaSuccess;
-}
-cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
-  return emu::detail::valid_stream(stream) ? cudaSuccess : record_error(cudaErrorInvalidResourceHandle);
-}
-cudaError_t cudaStreamQuery(cudaStream_t stream) {
-  return emu::detail::valid_stream(stream) ? cudaSuccess : record_error(cudaErrorInvalidResourceHandle);
-}
-cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int) {
-  if (!emu::detail::valid_stream(stream) || !emu::detail::as_event(event))
-    return record_error(cudaErrorInvalidResourceHandle);
-  return cudaSuccess;
-}
-
-// ------------------------------------------------------------------------------------------------
-// Events: host timestamps taken when recorded (all earlier work has completed by then).
-cudaError_t cudaEventCreate(cudaEvent_t* event) { return cudaEventCreateWithFlags(event, cudaEventDefault); }
-cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int flags) {
-  if (!event || (flags & ~(cudaEventBlockingSync | cudaEventDisableTiming | cudaEventInterprocess)))
-    return record_error(cudaErrorInvalidValue);
-  auto* e = new emu::detail::EmuEvent();
-  e->flags = flags;
-  *event = reinterpret_cast<cudaEvent_t>(e);
-  auto& h = emu::detail::handles();
-  std::lock_guard<std::mutex> lock(h.mutex);
-  h.events.insert(e);
-  return cudaSuccess;
-}
-cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
-  emu::detail::EmuEvent* e = emu::detail::as_event(event);
-  if (!e || !emu::detail::valid_stream(stream)) return record_error(cudaErrorInvalidResourceHandle);
-  e->recorded = true;
-  e->time = std::chrono::steady_clock::now();
-  return cudaSuccess;
-}
-cudaError_t cudaEventRecordWithFlags(cudaEvent_t event, cudaStream_t stream, unsigned int) {
-  return cudaEventRecord(event, stream);
-}
-cudaError_t cudaEventSynchronize(cudaEvent_t event) {
-  return emu::detail::as_event(event) ? cudaSuccess : record_error(cudaErrorInvalidResourceHandle);
-}
-cudaError_t cudaEventQuery(cudaEvent_t event) {
-  return emu::detail::as_event(event) ? cudaSuccess : record_error(cudaErrorInvalidResourceHandle);
-}
-cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
-  if (!ms) return record_error(cudaErrorInvalidValue);
-  const emu::detail::EmuEvent* a = emu::detail::as_event(start);
-  const emu::detail::EmuEvent* b = emu::detail::as_event(end);
-  if (!a || !b || (a->flags & cudaEventDisableTiming) || (b->flags & cudaEventDisableTiming))
-    return record_error(cudaErrorInvalidResourceHandle);
-  if (!a->recorded || !b->recorded) return record_error(cudaErrorInvalidResourceHandle);
-  *ms = std::chrono::duration<float, std::milli>(b->time - a->time).count();
-  return cudaSuccess;
-}
-cudaError_t cudaEventDestroy(cudaEvent_t event) {
-  auto& h = emu::detail::handles();
-  std::lock_guard<std::mutex> lock(h.mutex);
-  if (!h.events.erase(event)) return record_error(cudaErrorInvalidResourceHandle);
-  delete reinterpret_cast<emu::detail::EmuEvent*>(event);
   return cudaSuccess;
 }
 

@@ -1179,9 +1179,9 @@ cudaError_t validate(const LaunchRequest& r) {
 
 // ------------------------------------------------------------------------------------------------
 // Entry points declared in cuda_emu.h.
-cudaError_t launch_grid(const LaunchRequest& request) {
-  if (t_thread) fatal("a kernel launched another kernel (dynamic parallelism is not emulated)");
-  if (const cudaError_t status = validate(request); status != cudaSuccess) return record_error(status);
+namespace {
+// Runs a validated launch to completion.
+void run_grid(const LaunchRequest& request) {
   install_crash_reporting();
 
   std::lock_guard<std::mutex> lock(launch_mutex());
@@ -1202,6 +1202,26 @@ cudaError_t launch_grid(const LaunchRequest& request) {
   const int workers = static_cast<int>(std::min(launch.blocks, wanted));
   pool().run([&launch](int) { run_blocks(launch); }, workers);
   ++stats().launches;
+}
+}  // namespace
+
+cudaError_t launch_grid(const LaunchRequest& request) {
+  if (t_thread) fatal("a kernel launched another kernel (dynamic parallelism is not emulated)");
+  bool capturing = false;
+  if (const cudaError_t status = stream_work(request.stream, &capturing); status != cudaSuccess)
+    return record_error(status);
+  if (const cudaError_t status = validate(request); status != cudaSuccess) {
+    if (capturing) invalidate_capture_of(request.stream);
+    return record_error(status);
+  }
+  if (capturing) {
+    // The graph keeps its own copy of the arguments, as CUDA's kernel node does.
+    std::shared_ptr<void> closure(request.clone(request.closure), request.destroy);
+    LaunchRequest replay = request;
+    replay.closure = closure.get();
+    return record_error(record_node(request.stream, cudaGraphNodeTypeKernel, [replay, closure] { run_grid(replay); }));
+  }
+  run_grid(request);
   return cudaSuccess;
 }
 

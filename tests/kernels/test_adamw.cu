@@ -332,6 +332,53 @@ TEST(AdamW, NonFiniteGradientsStayLocalAndMatchCpu) {
   EXPECT_EQ(finite, n - 3);
 }
 
+// The 128-bit path (every array aligned: the buffers above) and the element-wise path (arrays one
+// element off their alignment) give the same bits.
+TEST(AdamW, VectorAndScalarPathsAgreeBitwise) {
+  for (DType grad_dtype : {DType::f32, DType::bf16}) {
+    const size_t n = 9001, g = coco::dtype_size(grad_dtype);
+    const std::vector<float> param = random_floats(n, 1), m = random_floats(n, 2, -0.01f, 0.01f),
+                             v = random_floats(n, 3, 0.0f, 1e-4f);
+    const std::vector<uint8_t> grad = encode_grad(random_floats(n, 4, -0.5f, 0.5f), grad_dtype);
+    const AdamWScalars scalars = coco::kernels::adamw_scalars(paper_hyper(3, 1e-3, 0.5));
+    std::vector<std::vector<float>> results;
+    for (size_t shift : {size_t{0}, size_t{1}}) {
+      const auto shifted = [&](const std::vector<float>& x) {
+        std::vector<float> out(shift, 0.0f);
+        out.insert(out.end(), x.begin(), x.end());
+        return out;
+      };
+      std::vector<uint8_t> grad_bytes(shift * g, 0);
+      grad_bytes.insert(grad_bytes.end(), grad.begin(), grad.end());
+      GuardedDeviceBuffer<float> d_param(shifted(param)), d_m(shifted(m)), d_v(shifted(v));
+      GuardedDeviceBuffer<uint8_t> d_grad(grad_bytes);
+      GuardedDeviceBuffer<__nv_bfloat16> d_copy(n + shift);
+      std::vector<AdamWTensorDesc> descs(1);
+      descs[0].param = d_param.data() + shift;
+      descs[0].exp_avg = d_m.data() + shift;
+      descs[0].exp_avg_sq = d_v.data() + shift;
+      descs[0].grad = d_grad.data() + shift * g;
+      descs[0].param_bf16 = d_copy.data() + shift;
+      descs[0].numel = static_cast<int64_t>(n);
+      descs[0].grad_dtype = grad_dtype;
+      const int64_t chunks = coco::kernels::plan_adamw_chunks(descs);
+      GuardedDeviceBuffer<AdamWTensorDesc> device_descs(descs);
+      coco::kernels::cuda::adamw_multi_tensor(device_descs.data(), 1, chunks, scalars, nullptr);
+      std::vector<float> out;
+      for (const auto* buffer : {&d_param, &d_m, &d_v}) {
+        const std::vector<float> values = buffer->download();
+        out.insert(out.end(), values.begin() + static_cast<int64_t>(shift), values.end());
+      }
+      for (const __nv_bfloat16 b : d_copy.download()) out.push_back(__bfloat162float(b));
+      out.erase(out.end() - static_cast<int64_t>(n + shift), out.end() - static_cast<int64_t>(n));
+      results.push_back(out);
+    }
+    ASSERT_EQ(results[0].size(), results[1].size());
+    EXPECT_EQ(std::memcmp(results[0].data(), results[1].data(), results[0].size() * sizeof(float)), 0)
+        << "grad dtype " << static_cast<int>(grad_dtype);
+  }
+}
+
 TEST(AdamW, ScheduleInvariant) {
   std::vector<HostTensor> host = make_tensors(31);
   set_grads(host, 32);
