@@ -31,8 +31,9 @@ else
   echo "setup: Debian packages present (${debian_packages[*]})"
 fi
 
-# PyPI packages used by the interop tests (safetensors reference) and the golden-file scripts.
-python_packages=(numpy safetensors tokenizers)
+# PyPI packages used by the interop tests (safetensors reference), the golden-file scripts and `coco plot`
+# (matplotlib; from PyPI rather than Debian so that it is built against the PyPI numpy above).
+python_packages=(numpy safetensors tokenizers matplotlib)
 py_missing=()
 for p in "${python_packages[@]}"; do
   python3 -c "import $p" 2>/dev/null || py_missing+=("$p")

@@ -10,6 +10,7 @@ namespace coco::tools {
 int command_prepare(const std::vector<std::string>& args);
 int command_train(const std::vector<std::string>& args);
 int command_eval(const std::vector<std::string>& args);
+int command_plot(const std::vector<std::string>& args);
 
 // The whole CLI: `coco <command> ...`, `coco --help`. Prints errors to stderr and returns the exit code:
 // 0 success, 2 bad usage / configuration / data (the message names the file, key and expected value),
