@@ -34,16 +34,17 @@ class CliTrain : public ::testing::Test {
 TEST_F(CliTrain, HelpDocumentsEveryCommandAndOption) {
   RunResult r = run_coco({"--help"}, dir_.path());
   EXPECT_EQ(r.exit_code, 0);
-  for (const char* word : {"prepare", "train", "eval"}) EXPECT_NE(r.out.find(word), std::string::npos);
+  for (const char* word : {"prepare", "train", "eval", "plot"}) EXPECT_NE(r.out.find(word), std::string::npos);
   r = run_coco({"train", "--help"}, dir_.path());
   EXPECT_EQ(r.exit_code, 0);
   for (const char* option : {"--config", "--out", "--set", "--resume"})
     EXPECT_NE(r.out.find(option), std::string::npos) << option;
   r = run_coco({"prepare", "--help"}, dir_.path());
-  for (const char* option : {"--vocab", "--vocab-size", "--valid-fraction", "--out"})
+  for (const char* option : {"--vocab", "--vocab-size", "--valid-fraction", "--doc-boundary", "--out"})
     EXPECT_NE(r.out.find(option), std::string::npos) << option;
   r = run_coco({"eval", "--help"}, dir_.path());
   EXPECT_NE(r.out.find("--checkpoint"), std::string::npos);
+  EXPECT_NE(r.out.find("--set"), std::string::npos);
 }
 
 TEST_F(CliTrain, UsageErrorsExitTwo) {
