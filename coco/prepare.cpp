@@ -13,6 +13,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "coco/interop/tokenizer_files.h"
 #include "coco/shards.h"
 #include "coco/utf8.h"
 
@@ -376,6 +377,10 @@ std::vector<std::pair<std::string, uint64_t>> listed_outputs(const nlohmann::jso
   if (meta.contains("vocab_file") && meta["vocab_file"].is_string()) {
     files.emplace_back(meta["vocab_file"].get<std::string>(), meta.value("vocab_file_bytes", uint64_t{0}));
   }
+  if (meta.contains("tokenizer_files") && meta["tokenizer_files"].is_object()) {
+    for (const auto& [name, bytes] : meta["tokenizer_files"].items())
+      if (bytes.is_number_unsigned()) files.emplace_back(name, bytes.get<uint64_t>());
+  }
   return files;
 }
 
@@ -523,8 +528,9 @@ PrepareResult prepare(const PrepareOptions& options) {
 
   // Incremental: same inputs, same options and every listed output file present with its size.
   const nlohmann::json old_meta = read_json(result.meta_path);
+  // (A folder prepared before prepare wrote the tokenizer files is rebuilt, which adds them.)
   if (!options.force && old_meta.is_object() && old_meta.value("inputs", nlohmann::json()) == inputs_json &&
-      old_meta.value("options", nlohmann::json()) == options_json) {
+      old_meta.value("options", nlohmann::json()) == options_json && old_meta.contains("tokenizer_files")) {
     bool complete = true;
     for (const auto& [name, bytes] : listed_outputs(old_meta)) {
       std::error_code error;
@@ -622,6 +628,13 @@ PrepareResult prepare(const PrepareOptions& options) {
   result.vocab_path = out_dir / vocab_name;
   result.vocab_size = tokenizer->vocab().size();
   result.special_ids = tokenizer->special_ids();
+  // The Hugging Face tokenizer files beside the vocabulary (coco/interop/tokenizer_files.h); the vocabulary
+  // file itself stays as given or trained. Checkpoints copy them.
+  nlohmann::ordered_json tokenizer_files = nlohmann::ordered_json::object();
+  for (const auto& [name, contents] : interop::make_tokenizer_files(*tokenizer).files) {
+    if (name != vocab_name) write_text_atomically(out_dir / name, contents);
+    tokenizer_files[name] = fs::file_size(out_dir / name);
+  }
   const uint64_t vocab_hash_value = tokenizer->vocab().hash();
 
   // --- Tokenize and write shards.
@@ -699,6 +712,7 @@ PrepareResult prepare(const PrepareOptions& options) {
   meta["vocab_source"] = vocab_source;
   meta["vocab_size"] = result.vocab_size;
   meta["vocab_hash"] = hex64(vocab_hash_value);
+  meta["tokenizer_files"] = tokenizer_files;
   meta["token_bytes"] = token_bytes_for_vocab(result.vocab_size);
   meta["special_ids"] = {{"pad", result.special_ids.pad},
                          {"unk", result.special_ids.unk},

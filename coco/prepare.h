@@ -16,6 +16,8 @@
 // or every document in valid) is refused with std::invalid_argument before meta.json is written.
 //
 // Output directory: the vocabulary file (the given vocab.txt / tokenizer.json copied, or the trained vocab.txt),
+// the other Hugging Face tokenizer files made to match it (vocab.txt, tokenizer.json, tokenizer_config.json,
+// special_tokens_map.json: coco/interop/tokenizer_files.h),
 // shards train_000000.bin, ..., valid_000000.bin, ... (format in coco/shards.h; a shard is closed once it holds
 // shard_tokens tokens, documents never straddle shards), and meta.json, written last. The result is identical
 // for any thread count. Incremental: when meta.json records the same inputs (path, size, mtime) and the same

@@ -31,6 +31,11 @@ else
   echo "setup: Debian packages present (${debian_packages[*]})"
 fi
 
+# pip into the system Python, which Debian marks externally managed (PEP 668) unless told otherwise.
+pip_install() {
+  python3 -m pip install -q "$@" 2>/dev/null || python3 -m pip install -q --break-system-packages "$@"
+}
+
 # PyPI packages used by the interop tests (safetensors reference), the golden-file scripts and `coco plot`
 # (matplotlib; from PyPI rather than Debian so that it is built against the PyPI numpy above).
 python_packages=(numpy safetensors tokenizers matplotlib)
@@ -40,10 +45,26 @@ for p in "${python_packages[@]}"; do
 done
 if ((${#py_missing[@]})); then
   echo "setup: installing PyPI packages: ${py_missing[*]}"
-  python3 -m pip install -q "${py_missing[@]}" 2>/dev/null ||
-    python3 -m pip install -q --break-system-packages "${py_missing[@]}"
+  pip_install "${py_missing[@]}"
 else
   echo "setup: PyPI packages present (${python_packages[*]})"
+fi
+# torch + transformers for the Hugging Face interop tests (tests/interop/test_hf_*.cpp: coco export loaded
+# by transformers, coco import of transformers-made checkpoints). PyPI has no CPU-only torch for Linux
+# x86_64: this is the CUDA build (about 3 GB of wheels with its nvidia-* dependencies; it runs on the CPU
+# here). Measured on the 2-core development machine: 103 s for a cold install, 5.6 GB on disk. Pinned to
+# the versions the tests were written against.
+hf_packages=("torch==2.15.0" "transformers==5.24.0")
+hf_missing=()
+for spec in "${hf_packages[@]}"; do
+  have=$(python3 -c "import importlib.metadata as m; print(m.version('${spec%%==*}'))" 2>/dev/null || true)
+  [[ "$have" == "${spec#*==}" ]] || hf_missing+=("$spec")
+done
+if ((${#hf_missing[@]})); then
+  echo "setup: installing PyPI packages for the interop tests: ${hf_missing[*]} (torch pulls about 3 GB)"
+  pip_install "${hf_missing[@]}"
+else
+  echo "setup: PyPI packages present (${hf_packages[*]})"
 fi
 # The cuDNN frontend (NVIDIA, header-only C++ graph API): coco-bench's cuDNN attention baseline and the
 # compile check in scripts/cu_check.sh use its include/ directory. --no-deps: its Python-side

@@ -176,6 +176,7 @@ fs::path write_checkpoint(const fs::path& run_dir, int64_t step, const Checkpoin
   }
   write_file_synced(temporary / "trainer_state.json", data.trainer_state.dump(2) + "\n");
   write_file_synced(temporary / "config.json", data.config.dump(2) + "\n");
+  for (const auto& [file, contents] : data.files) write_file_synced(temporary / file, contents);
   fsync_path(temporary, true);
   fault_point("checkpoint:before-rename:" + std::to_string(step));
 

@@ -5,6 +5,8 @@
 //                                                         metadata "step_counts": {"<name>": n, ...}
 //                                /trainer_state.json      step, data position, RNG, loss scale, config hash
 //                                /config.json             the resolved configuration of the run
+//                                /vocab.txt, tokenizer.json, tokenizer_config.json, special_tokens_map.json
+//                                                         the vocabulary the run trains on (coco export reads them)
 //   RUN/checkpoints/latest                                 "step-NNNNNNNN\n": the last committed checkpoint
 //
 // Commit protocol: everything is written into checkpoints/.tmp-step-NNNNNNNN (each file fsync'd), the
@@ -17,6 +19,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -45,6 +48,8 @@ struct CheckpointData {
   const optim::AdamW* optimizer = nullptr;  // optional
   nlohmann::json trainer_state;
   nlohmann::json config;
+  // Further files of the directory, (name, contents): the tokenizer files (coco/interop/tokenizer_files.h).
+  std::vector<std::pair<std::string, std::string>> files = {};
 };
 
 // Commits checkpoint `step` under run_dir/checkpoints and keeps the newest `keep` committed ones.

@@ -30,6 +30,8 @@ const char* kTopHelp =
     "  train     pretrain a COCO-LM model from a JSON config; checkpoints, metrics.jsonl, exact resume\n"
     "  eval      report a checkpoint's held-out losses and accuracies (the metric names of docs/metrics.md)\n"
     "  plot      draw a run's metrics.jsonl (losses, accuracies, learning rate, throughput) into a PNG\n"
+    "  export    write a checkpoint as a Hugging Face transformers folder (model + tokenizer files)\n"
+    "  import    start pretraining from a Hugging Face BERT / ELECTRA / COCO-LM folder\n"
     "\n"
     "`coco <command> --help` documents each command's options.\n"
     "exit codes: 0 success, 2 bad usage, configuration or data, 1 runtime failure.\n";
@@ -49,8 +51,9 @@ int command_prepare(const std::vector<std::string>& args) {
   ArgParser p("coco prepare",
               "Tokenizes UTF-8 text files (or directories, searched recursively) into WordPiece token shards and\n"
               "meta.json in --out. A document is a run of non-blank lines (--doc-boundary blank) or a single line\n"
-              "(--doc-boundary line). The vocabulary is --vocab (vocab.txt or\n"
-              "tokenizer.json) or trained on the train split with --vocab-size tokens. Re-running with the same\n"
+              "(--doc-boundary line). The vocabulary is --vocab (vocab.txt or tokenizer.json) or trained on the\n"
+              "train split with --vocab-size tokens; the Hugging Face tokenizer files (vocab.txt, tokenizer.json,\n"
+              "tokenizer_config.json, special_tokens_map.json) are written beside it. Re-running with the same\n"
               "inputs and options does nothing.");
   p.option("--out", "DIR", "output directory", true);
   p.option("--vocab", "FILE", "existing vocabulary: vocab.txt or tokenizer.json (excludes --vocab-size)");
@@ -245,8 +248,10 @@ int run_cli(const std::vector<std::string>& args) {
     if (command == "train") return command_train(rest);
     if (command == "eval") return command_eval(rest);
     if (command == "plot") return command_plot(rest);
+    if (command == "export") return command_export(rest);
+    if (command == "import") return command_import(rest);
     throw UsageError("coco: unknown command '" + command +
-                     "' (expected prepare, train, eval or plot; see coco --help)");
+                     "' (expected prepare, train, eval, plot, export or import; see coco --help)");
   } catch (const std::exception& error) {
     std::fflush(stdout);
     std::fprintf(stderr, "error: %s\n", error.what());

@@ -11,6 +11,8 @@ int command_prepare(const std::vector<std::string>& args);
 int command_train(const std::vector<std::string>& args);
 int command_eval(const std::vector<std::string>& args);
 int command_plot(const std::vector<std::string>& args);
+int command_export(const std::vector<std::string>& args);  // tools/lib/hf_commands.cpp
+int command_import(const std::vector<std::string>& args);  // tools/lib/hf_commands.cpp
 
 // The whole CLI: `coco <command> ...`, `coco --help`. Prints errors to stderr and returns the exit code:
 // 0 success, 2 bad usage / configuration / data (the message names the file, key and expected value),

@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "coco/data_loader.h"
+#include "coco/interop/tokenizer_files.h"
 #include "coco/metrics.h"
 #include "coco/model_report.h"
 #include "coco/objective.h"
@@ -240,6 +241,19 @@ bool injected_nonfinite(int64_t step) {
   return from >= 0 && step >= from;
 }
 
+// The tokenizer files checkpoints carry, from the data folder (generated from vocab.txt + meta.json for
+// folders prepared before prepare wrote them). A folder without a vocabulary trains all the same.
+std::vector<std::pair<std::string, std::string>> checkpoint_tokenizer_files(const fs::path& data_dir) {
+  if (!interop::has_vocabulary(data_dir)) {
+    std::printf(
+        "warning: %s has no vocab.txt or tokenizer.json: checkpoints will carry no tokenizer files "
+        "(coco export will need --tokenizer)\n",
+        data_dir.c_str());
+    return {};
+  }
+  return interop::read_tokenizer_files(data_dir).files;
+}
+
 data::PackingLayout packing_for(const train::TrainConfig& config) {
   data::PackingLayout layout;
   layout.seq_len = config.data.seq_len;
@@ -292,6 +306,7 @@ int run_train(const TrainOptions& options) {
 
   // Data.
   train::check_data_against_config(meta, config, source, train::ConfigOrigin::user);
+  const std::vector<std::pair<std::string, std::string>> tokenizer_files = checkpoint_tokenizer_files(meta.dir);
   // The resolved configuration (every default and every value taken from the data filled in), once the data agrees.
   const nlohmann::json resolved = train::train_config_to_json(config);
   replace_file_atomically(run_dir / "config.json", resolved.dump(2) + "\n");
@@ -363,7 +378,7 @@ int run_train(const TrainOptions& options) {
                            g.at("hysteresis_left").get<int64_t>(), g.at("skipped_steps").get<int64_t>()});
       }
       const uint64_t saved_sequences = state.at("data").at("sequences").get<uint64_t>();
-      if (saved_sequences != train_sequences->size())
+      if (start_step > 0 && saved_sequences != train_sequences->size())
         std::printf(
             "warning: the train split now packs into %llu sequences, the checkpoint saw %llu: the data order "
             "after resume differs from the original run's\n",
@@ -435,7 +450,7 @@ int run_train(const TrainOptions& options) {
     s["tokens_seen"] = tokens_seen;
     s["config_hash"] = hash;
     s["vocab"] = data::vocab_identity_to_json({meta.vocab_hash, meta.vocab_size});
-    CheckpointData data{masters, &optimizer, s, resolved};
+    CheckpointData data{masters, &optimizer, s, resolved, tokenizer_files};
     last_checkpoint = write_checkpoint(run_dir, completed, data, t.keep_checkpoints);
     last_checkpoint_step = completed;
     progress.line(format("checkpoint: %s", last_checkpoint->c_str()));
