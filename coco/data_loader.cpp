@@ -5,25 +5,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include "coco/vocab_identity.h"
 #include "engine/rng/philox.h"
 
 namespace coco::data {
 
 namespace fs = std::filesystem;
-
-namespace {
-
-uint64_t parse_hex64(const std::string& text, const std::string& where) {
-  try {
-    size_t used = 0;
-    const uint64_t value = std::stoull(text, &used, 16);
-    if (used == text.size()) return value;
-  } catch (const std::exception&) {
-  }
-  throw DataError(where + ": expected a hexadecimal vocabulary hash like \"0x0123456789abcdef\", got \"" + text + "\"");
-}
-
-}  // namespace
 
 PreparedMeta PreparedMeta::read(const fs::path& dir) {
   const fs::path path = dir / "meta.json";
@@ -42,7 +29,19 @@ PreparedMeta PreparedMeta::read(const fs::path& dir) {
     if (j.value("format", std::string()) != "cocolm-token-shards")
       throw DataError(path.string() + ": key 'format': expected \"cocolm-token-shards\"");
     meta.vocab_size = j.at("vocab_size").get<uint64_t>();
-    meta.vocab_hash = parse_hex64(j.at("vocab_hash").get<std::string>(), path.string() + ": key 'vocab_hash'");
+    meta.vocab_file = j.value("vocab_file", std::string("vocab.txt"));
+    if (meta.vocab_file.empty() || meta.vocab_file.find('/') != std::string::npos || meta.vocab_file == "..")
+      throw DataError(path.string() + ": key 'vocab_file': \"" + meta.vocab_file + "\" is not a plain file name");
+    if (j.contains("vocab_hash")) {
+      meta.vocab_hash = parse_vocab_hash(j.at("vocab_hash").get<std::string>(), path.string() + ": key 'vocab_hash'");
+    } else {
+      // Written before meta.json recorded the hash: the vocabulary file is the identity.
+      const VocabIdentity identity = vocab_identity_of_file(dir / meta.vocab_file);
+      if (identity.size != meta.vocab_size)
+        throw DataError(path.string() + ": vocab_size " + std::to_string(meta.vocab_size) + " but " +
+                        (dir / meta.vocab_file).string() + " holds " + std::to_string(identity.size) + " tokens");
+      meta.vocab_hash = identity.hash;
+    }
     const auto& ids = j.at("special_ids");
     meta.pad_id = ids.at("pad").get<int64_t>();
     meta.unk_id = ids.at("unk").get<int64_t>();

@@ -38,7 +38,8 @@ class DataError : public std::invalid_argument {
 struct PreparedMeta {
   std::filesystem::path dir;
   uint64_t vocab_size = 0;
-  uint64_t vocab_hash = 0;
+  uint64_t vocab_hash = 0;  // coco/vocab_identity.h; computed from the vocabulary file when meta.json predates it
+  std::string vocab_file;   // the vocabulary's file name in `dir` (vocab.txt or tokenizer.json)
   int64_t pad_id = -1, unk_id = -1, cls_id = -1, sep_id = -1, mask_id = -1;
   std::vector<std::string> train_shards, valid_shards;
 

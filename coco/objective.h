@@ -2,7 +2,8 @@
 // (replaced-token detection for `lucidrains`, copy + CLM for `paper`) and sequence contrastive
 // learning between the corrupted sequence and a cropped view of the original. Exact semantics:
 // ../shared/reference/coco-spec.md. Every knob is a config key ("objective": {...}) with the spec's
-// default for the chosen preset.
+// default for the chosen preset, except the special-token ids: `coco train` takes those the config leaves out (or
+// sets to "auto") from the prepared data (coco/train_config.h), so the defaults below only serve direct users.
 #pragma once
 #include <cstdint>
 #include <memory>

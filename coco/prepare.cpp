@@ -24,10 +24,14 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr int kMetaFormatVersion = 1;
-constexpr const char* kDocumentRule =
+constexpr const char* kBlankLineRule =
     "a document is a run of non-blank lines joined with '\\n'; blank lines (empty or only space, tab, \\r, \\f, "
     "\\v) and file ends separate documents; documents are cut at a line end once their text reaches "
     "max_document_bytes; documents without tokens are dropped";
+constexpr const char* kLineRule =
+    "every non-blank line is a document; blank lines (empty or only space, tab, \\r, \\f, \\v) are skipped; a line "
+    "whose text reaches max_document_bytes is cut at its last space or tab before the limit; documents without "
+    "tokens are dropped";
 
 uint64_t splitmix64(uint64_t x) {
   x += 0x9E3779B97F4A7C15ull;
@@ -51,7 +55,7 @@ struct Batch {
   std::string text;                   // documents back to back
   std::vector<size_t> text_ends;      // end offset of each document in `text`
   std::vector<uint64_t> doc_indices;  // global document index of each document
-  uint64_t input_bytes = 0;           // input consumed up to the end of this batch (for progress)
+  uint64_t input_bytes = 0;           // input bytes up to the end of this batch's last document (for progress)
   // Tokenizing results.
   std::vector<uint32_t> ids;
   std::vector<size_t> id_ends;
@@ -72,6 +76,8 @@ class DocumentReader {
 
   void run() {
     for (const auto& file : files_) read_file(file);
+    // Input after the last document (blank lines, dropped text) still counts: an empty batch carries it.
+    if (!batch_ && position_ > emitted_position_) batch_ = std::make_unique<Batch>();
     flush_batch();
   }
   uint64_t documents() const { return next_doc_index_; }
@@ -81,6 +87,7 @@ class DocumentReader {
     std::ifstream in(file, std::ios::binary);
     if (!in) throw std::runtime_error(path_string(file) + ": cannot open input file");
     name_ = path_string(file);
+    file_base_ = consumed_bytes_;
     std::string buffer;  // unprocessed bytes, starting at file offset buffer_offset
     uint64_t buffer_offset = 0;
     std::vector<char> chunk(std::max<size_t>(options_.read_bytes, 4096));
@@ -94,6 +101,7 @@ class DocumentReader {
     }
     if (in.bad()) throw std::runtime_error(name_ + ": read error");
     process_lines(buffer, buffer_offset, /*at_end=*/true);
+    position_ = consumed_bytes_;
     end_document();
   }
 
@@ -130,13 +138,15 @@ class DocumentReader {
 
   void take_line(std::string_view line, uint64_t file_offset) {
     validate_utf8(line, name_, file_offset);
+    position_ = file_base_ + file_offset + line.size();
     if (is_blank_line(line)) {
       end_document();
       return;
     }
     if (!document_.empty()) document_ += '\n';
     document_ += line;
-    if (document_.size() >= options_.max_document_bytes) end_document();
+    if (options_.document_boundary == DocumentBoundary::line || document_.size() >= options_.max_document_bytes)
+      end_document();
   }
 
   void end_document() {
@@ -152,7 +162,7 @@ class DocumentReader {
   void flush_batch() {
     if (!batch_) return;
     batch_->sequence = next_sequence_++;
-    batch_->input_bytes = consumed_bytes_;
+    batch_->input_bytes = emitted_position_ = position_;
     emit_(std::move(batch_));
     batch_.reset();
   }
@@ -165,7 +175,10 @@ class DocumentReader {
   std::unique_ptr<Batch> batch_;
   uint64_t next_doc_index_ = 0;
   uint64_t next_sequence_ = 0;
-  uint64_t consumed_bytes_ = 0;
+  uint64_t consumed_bytes_ = 0;  // bytes read from the input files so far (reading runs ahead of the documents)
+  uint64_t file_base_ = 0;       // consumed_bytes_ when the current file was opened
+  uint64_t position_ = 0;        // input bytes up to the end of the last line taken: what progress reports
+  uint64_t emitted_position_ = 0;
 };
 
 // ---------------------------------------------------------------------------------------------------
@@ -298,15 +311,21 @@ void run_pass(const std::vector<fs::path>& files, const PrepareOptions& options,
 // ---------------------------------------------------------------------------------------------------
 // Fingerprint and meta.json
 
+// Nanoseconds since the Unix epoch. std::filesystem's clock has an epoch of its own (libstdc++: 2174-01-01), so
+// its raw count is not Unix time; file_clock::to_sys converts to the system clock, whose epoch is Unix time.
+int64_t unix_time_ns(fs::file_time_type time) {
+  const auto system_time = std::chrono::file_clock::to_sys(time);
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(system_time.time_since_epoch()).count();
+}
+
 nlohmann::json file_fingerprint(const fs::path& path) {
   std::error_code error;
   const auto size = fs::file_size(path, error);
   if (error) throw std::runtime_error(path_string(path) + ": cannot stat: " + error.message());
   const auto mtime = fs::last_write_time(path, error);
   if (error) throw std::runtime_error(path_string(path) + ": cannot read modification time: " + error.message());
-  return {{"path", path_string(fs::absolute(path).lexically_normal())},
-          {"size", size},
-          {"mtime_ns", std::chrono::duration_cast<std::chrono::nanoseconds>(mtime.time_since_epoch()).count()}};
+  return {
+      {"path", path_string(fs::absolute(path).lexically_normal())}, {"size", size}, {"mtime_ns", unix_time_ns(mtime)}};
 }
 
 nlohmann::json options_fingerprint(const PrepareOptions& options) {
@@ -316,6 +335,7 @@ nlohmann::json options_fingerprint(const PrepareOptions& options) {
   j["special_layout"] = options.special_layout == SpecialLayout::first ? "first" : "bert";
   j["min_pair_frequency"] = options.vocab_file ? 0 : options.min_pair_frequency;
   j["lowercase"] = options.lowercase ? nlohmann::json(*options.lowercase) : nlohmann::json();
+  j["doc_boundary"] = document_boundary_name(options.document_boundary);
   j["valid_fraction"] = options.valid_fraction;
   j["seed"] = options.seed;
   j["shard_tokens"] = options.shard_tokens;
@@ -404,7 +424,45 @@ void check_options(const PrepareOptions& options) {
   if (options.batch_bytes == 0) throw std::invalid_argument("prepare: batch_bytes is 0, expected a positive size");
 }
 
+// A split asked for but left empty would only fail later (nothing to train on, nothing to evaluate): refuse it now,
+// before meta.json makes the directory look complete, and remove the shards this run wrote.
+void refuse_empty_split(const PrepareOptions& options, const PrepareResult& result, const fs::path& out_dir) {
+  const uint64_t documents = result.train.documents + result.valid.documents;
+  if (documents == 0) return;  // an empty corpus gives empty splits (nothing was asked of them)
+  const bool no_valid = options.valid_fraction > 0 && result.valid.documents == 0;
+  const bool no_train = result.train.documents == 0;
+  if (!no_valid && !no_train) return;
+  for (const SplitSummary* split : {&result.train, &result.valid}) {
+    for (const auto& shard : split->shards) {
+      std::error_code ignored;
+      fs::remove(out_dir / shard, ignored);
+    }
+  }
+  char fraction[32];
+  std::snprintf(fraction, sizeof fraction, "%g", options.valid_fraction);
+  std::string message = "prepare: the inputs hold " + std::to_string(documents) + " document" +
+                        (documents == 1 ? "" : "s") +
+                        " (document boundary: " + document_boundary_name(options.document_boundary) +
+                        "), and with valid_fraction " + fraction +
+                        (no_train ? " all of them went to the valid split, leaving nothing to train on"
+                                  : " none went to the valid split you asked for") +
+                        "; expected both splits to get documents. ";
+  if (options.document_boundary == DocumentBoundary::blank_line) {
+    message +=
+        "Documents are separated by blank lines: for a corpus with one record (verse, sentence) per line, use "
+        "--doc-boundary line; otherwise choose a different --valid-fraction (or --valid-fraction 0 for no valid "
+        "split).";
+  } else {
+    message += "Choose a different --valid-fraction (or --valid-fraction 0 for no valid split) or another --seed.";
+  }
+  throw std::invalid_argument(message);
+}
+
 }  // namespace
+
+const char* document_boundary_name(DocumentBoundary boundary) {
+  return boundary == DocumentBoundary::line ? "line" : "blank";
+}
 
 bool is_valid_document(uint64_t index, uint64_t seed, double valid_fraction) {
   if (valid_fraction <= 0.0) return false;
@@ -604,7 +662,7 @@ PrepareResult prepare(const PrepareOptions& options) {
                             {"tokens", header.token_count},
                             {"bytes", fs::file_size(out_dir / file)}});
   };
-  uint64_t documents_done = 0, tokens_done = 0;
+  uint64_t documents_done = 0, tokens_done = 0;  // documents written (dropped ones excluded): the summary's count
   std::vector<WordPieceTokenizer::Scratch> scratch(threads);
   run_pass(
       files, options, threads,
@@ -630,17 +688,18 @@ PrepareResult prepare(const PrepareOptions& options) {
           }
           split.writer->add_document(std::span<const uint32_t>(batch.ids.data() + begin, count));
           ++split.summary.documents;
+          ++documents_done;
           split.summary.tokens += count;
           tokens_done += count;
           if (split.writer->token_count() >= options.shard_tokens) close_shard(split);
         }
-        documents_done += batch.documents();
         if (options.progress)
           options.progress({"tokenizing", batch.input_bytes, total_bytes, documents_done, tokens_done});
       });
   for (auto& split : splits) close_shard(split);
   result.train = splits[0].summary;
   result.valid = splits[1].summary;
+  refuse_empty_split(options, result, out_dir);
 
   // --- meta.json, last: its presence means the directory is complete.
   const NormalizerOptions& norm = tokenizer->normalizer();
@@ -665,7 +724,8 @@ PrepareResult prepare(const PrepareOptions& options) {
                         {"handle_chinese_chars", norm.handle_chinese_chars},
                         {"strip_accents", norm.strip_accents},
                         {"lowercase", norm.lowercase}};
-  meta["document_rule"] = kDocumentRule;
+  meta["doc_boundary"] = document_boundary_name(options.document_boundary);
+  meta["document_rule"] = options.document_boundary == DocumentBoundary::line ? kLineRule : kBlankLineRule;
   meta["valid_split_rule"] = "document d is valid iff splitmix64(seed ^ splitmix64(d)) / 2^64 < valid_fraction";
   meta["splits"] = nlohmann::ordered_json::object();
   for (auto& split : splits) {
@@ -691,6 +751,11 @@ PrepareResult prepare(const PrepareOptions& options) {
                 static_cast<unsigned long long>(result.valid.documents),
                 static_cast<unsigned long long>(result.input_files), result.input_bytes / 1e6, result.seconds);
   result.message = summary;
+  if (result.dropped_documents > 0)
+    result.message += "; " + std::to_string(result.dropped_documents) + " documents without tokens dropped";
+  result.message += options.document_boundary == DocumentBoundary::line
+                        ? "; one document per non-blank line (--doc-boundary line)"
+                        : "; documents end at blank lines (--doc-boundary blank)";
   return result;
 }
 

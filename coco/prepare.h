@@ -3,13 +3,17 @@
 // Inputs: files, or directories searched recursively (hidden names and the output directory skipped); all files
 // are processed in byte order of their paths, so the output does not depend on how they were listed.
 //
-// Documents (the unit of the train/valid split and of the shard document table): a document is a run of
-// non-blank lines; a blank line (empty, or only spaces, tabs, \r, \f, \v) ends it, and so does the end of a file.
-// Lines of a document are joined with '\n'. A document whose text reaches max_document_bytes is cut at the next
+// Documents (the unit of the train/valid split and of the shard document table), by the document boundary option:
+//   blank (default): a document is a run of non-blank lines; a blank line (empty, or only spaces, tabs, \r, \f, \v)
+//                    ends it, and so does the end of a file. Lines of a document are joined with '\n'.
+//   line:            every non-blank line is a document of its own (line-per-record corpora: one verse, sentence
+//                    or record per line); blank lines are skipped. A document whose text reaches max_document_bytes is
+//                    cut at the next
 // line end (a single longer line at its last space or tab before the limit), which bounds memory on any input.
 // Documents that give no tokens (e.g. only control characters) are dropped. Document d (0-based over all inputs,
 // in order, counting dropped ones) goes to the valid split iff splitmix64(seed ^ splitmix64(d)) / 2^64 <
-// valid_fraction.
+// valid_fraction. A split that comes out empty although it was asked for (valid_fraction > 0 and no valid document,
+// or every document in valid) is refused with std::invalid_argument before meta.json is written.
 //
 // Output directory: the vocabulary file (the given vocab.txt / tokenizer.json copied, or the trained vocab.txt),
 // the other Hugging Face tokenizer files made to match it (vocab.txt, tokenizer.json, tokenizer_config.json,
@@ -36,9 +40,14 @@ struct PrepareProgress {
   const char* phase;  // "counting words" (vocabulary training pass) or "tokenizing"
   uint64_t bytes_done;
   uint64_t bytes_total;
-  uint64_t documents;
-  uint64_t tokens;  // 0 while counting words
+  uint64_t documents;  // counting words: documents read; tokenizing: documents written (those with tokens)
+  uint64_t tokens;     // 0 while counting words
 };
+
+enum class DocumentBoundary { blank_line, line };
+
+// "blank" / "line" (the --doc-boundary values).
+const char* document_boundary_name(DocumentBoundary boundary);
 
 struct PrepareOptions {
   std::vector<std::filesystem::path> inputs;
@@ -54,6 +63,7 @@ struct PrepareOptions {
   // then agree with it.
   std::optional<bool> lowercase;
 
+  DocumentBoundary document_boundary = DocumentBoundary::blank_line;
   double valid_fraction = 0.0;  // in [0, 1)
   uint64_t seed = 0;
   uint64_t shard_tokens = uint64_t{1} << 26;  // tokens per shard (64 Mi: 128 MiB of uint16)

@@ -76,6 +76,8 @@ LoopConfig parse_loop(ConfigObject r) {
   return t;
 }
 
+constexpr const char* kSpecialIdKeys[] = {"pad_id", "unk_id", "cls_id", "sep_id", "mask_id"};
+
 uint64_t fnv1a(const std::string& text) {
   uint64_t h = 0xcbf29ce484222325ull;
   for (unsigned char c : text) {
@@ -123,7 +125,74 @@ Device resolve_device(const std::string& setting) {
 #endif
 }
 
+std::vector<std::string> keys_left_to_data(const nlohmann::json& root) {
+  std::vector<std::string> keys;
+  if (!root.is_object()) return keys;
+  auto left = [](const nlohmann::json& section, const char* key) {
+    return !section.contains(key) || section.at(key) == "auto";
+  };
+  const nlohmann::json empty = nlohmann::json::object();
+  const nlohmann::json& model = root.contains("model") ? root.at("model") : empty;
+  const nlohmann::json& objective = root.contains("objective") ? root.at("objective") : empty;
+  if (model.is_object() && left(model, "vocab_size")) keys.push_back("model.vocab_size");
+  if (objective.is_object())
+    for (const char* id : kSpecialIdKeys)
+      if (left(objective, id)) keys.push_back(std::string("objective.") + id);
+  return keys;
+}
+
+void take_vocabulary_from_data(nlohmann::json& root, const data::PreparedMeta& meta) {
+  for (const std::string& key : keys_left_to_data(root)) {
+    const std::string section = key.substr(0, key.find('.')), name = key.substr(key.find('.') + 1);
+    nlohmann::json value;
+    if (name == "vocab_size") value = meta.vocab_size;
+    if (name == "pad_id") value = meta.pad_id;
+    if (name == "unk_id") value = meta.unk_id;
+    if (name == "cls_id") value = meta.cls_id;
+    if (name == "sep_id") value = meta.sep_id;
+    if (name == "mask_id") value = meta.mask_id;
+    root[section][name] = value;
+  }
+}
+
+void check_data_against_config(const data::PreparedMeta& meta, const TrainConfig& config, const std::string& source,
+                               ConfigOrigin origin) {
+  const std::string meta_path = (meta.dir / "meta.json").string();
+  const std::string checkpoint_advice =
+      "; the checkpoint's weights fix its vocabulary: use data prepared with the checkpoint's vocabulary";
+  if (meta.vocab_size != static_cast<uint64_t>(config.model.vocab_size))
+    throw data::DataError(
+        meta_path + ": the prepared data uses a vocabulary of " + std::to_string(meta.vocab_size) + " tokens, but " +
+        source + " sets model.vocab_size = " + std::to_string(config.model.vocab_size) +
+        (origin == ConfigOrigin::user
+             ? " (expected them to be equal: leave model.vocab_size to the data by removing it or setting it to "
+               "\"auto\", e.g. --set model.vocab_size=auto)"
+             : checkpoint_advice));
+  const auto& o = config.objective;
+  struct Check {
+    const char* key;
+    int64_t configured, prepared;
+  };
+  for (const Check& c : {Check{"pad_id", o.pad_id, meta.pad_id}, Check{"cls_id", o.cls_id, meta.cls_id},
+                         Check{"mask_id", o.mask_id, meta.mask_id}, Check{"sep_id", o.sep_id, meta.sep_id},
+                         Check{"unk_id", o.unk_id, meta.unk_id}}) {
+    if (c.configured < 0) continue;  // optional id not used by this config
+    if (c.configured != c.prepared)
+      throw data::DataError(source + ": key 'objective." + c.key + "' is " + std::to_string(c.configured) +
+                            ", but the vocabulary of " + meta_path + " has it at " + std::to_string(c.prepared) +
+                            (origin == ConfigOrigin::user
+                                 ? std::string(" (expected equal ids: leave it to the data by removing it or setting "
+                                               "it to \"auto\", e.g. --set objective.") +
+                                       c.key + "=auto)"
+                                 : checkpoint_advice));
+  }
+}
+
 TrainConfig parse_train_config(const nlohmann::json& root, const std::string& source) {
+  if (const auto left = keys_left_to_data(root); !left.empty())
+    throw ConfigError(source + ": key '" + left.front() +
+                      "': left to the prepared data (absent or \"auto\"), but no prepared data was read for it: "
+                      "expected data.dir to name a directory written by `coco prepare`, or an explicit value");
   ConfigObject r(root, source, "");
   TrainConfig c;
   if (!r.has("model")) r.fail("model", "an object describing the model (see configs/demo.json)");
@@ -169,6 +238,22 @@ TrainConfig load_train_config(const std::string& path, const std::vector<std::st
   if (!root.is_object()) throw ConfigError(path + ": the top level: expected a JSON object");
   for (const auto& assignment : overrides) apply_override(root, assignment);
   const std::string source = overrides.empty() ? path : path + " (with --set overrides)";
+  if (const auto left = keys_left_to_data(root); !left.empty()) {
+    const nlohmann::json* dir = nullptr;
+    if (root.contains("data") && root["data"].is_object() && root["data"].contains("dir")) dir = &root["data"]["dir"];
+    if (!dir || !dir->is_string() || dir->get<std::string>().empty())
+      throw ConfigError(source + ": key 'data.dir': expected the path of a directory written by `coco prepare` (" +
+                        left.front() + " and the other vocabulary keys left to the data come from its meta.json)");
+    std::string keys;
+    for (const auto& key : left) keys += (keys.empty() ? "" : ", ") + key;
+    try {
+      take_vocabulary_from_data(root, data::PreparedMeta::read(dir->get<std::string>()));
+    } catch (const data::DataError& e) {
+      throw data::DataError(source + ": " + keys + " left to the prepared data (absent or \"auto\"), but " + e.what() +
+                            "; run `coco prepare --out " + dir->get<std::string>() +
+                            " ...` first, or set them in the config");
+    }
+  }
   TrainConfig c = parse_train_config(root, source);
   c.data.dir = std::filesystem::absolute(c.data.dir).lexically_normal().string();
   return c;

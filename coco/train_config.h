@@ -9,6 +9,11 @@
 //   "runtime"    {"device": "cuda" | "cpu" | "auto"}.
 // Read strictly (engine/config.h): unknown keys, wrong types and out-of-range values are ConfigErrors
 // naming the file and the dotted key. `--set key.path=value` overrides are applied to the JSON first.
+//
+// The vocabulary belongs to the data: model.vocab_size and objective.{pad,unk,cls,sep,mask}_id, when absent or
+// "auto", take their values from the prepared data's meta.json (data.dir), so one config trains on data prepared
+// with any vocabulary. An explicit value must agree with the data (check_data_against_config); objective.sep_id /
+// unk_id = -1 explicitly means "not used" (documents packed without [SEP]).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -16,6 +21,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "coco/data_loader.h"
 #include "coco/objective.h"
 #include "engine/device.h"
 #include "model/config.h"
@@ -66,11 +72,26 @@ struct TrainConfig {
   Device device = Device::cpu;  // `device_setting` resolved
 };
 
-// Reads `path`, applies `overrides` ("train.steps=200"), parses and validates everything. Throws
-// ConfigError (file, dotted key, expected value) for any problem.
+// Reads `path`, applies `overrides` ("train.steps=200"), takes the keys it leaves to the data from data.dir's
+// meta.json, parses and validates everything. Throws ConfigError (file, dotted key, expected value) for any problem
+// of the config, DataError when the data it leaves the vocabulary to cannot be read.
 TrainConfig load_train_config(const std::string& path, const std::vector<std::string>& overrides = {});
-// Parses an already-merged JSON document; `source` names it in messages.
+// Parses an already-merged JSON document in which nothing is left to the data; `source` names it in messages.
 TrainConfig parse_train_config(const nlohmann::json& root, const std::string& source);
+
+// The dotted keys of the vocabulary (model.vocab_size, objective.*_id) that `root` leaves to the data: absent or
+// "auto". A section that is not an object is left for the parser to report.
+std::vector<std::string> keys_left_to_data(const nlohmann::json& root);
+// Sets every key left to the data from `meta`.
+void take_vocabulary_from_data(nlohmann::json& root, const data::PreparedMeta& meta);
+
+// Who set the values check_data_against_config compares: the user's config (train) or a checkpoint (eval, whose
+// vocabulary is fixed by its weights). It only changes the advice in the message.
+enum class ConfigOrigin { user, checkpoint };
+// The prepared data must have the config's vocabulary size and special ids (ids < 0 are unused and not compared).
+// DataError naming the key, both values and what to do otherwise.
+void check_data_against_config(const data::PreparedMeta& meta, const TrainConfig& config, const std::string& source,
+                               ConfigOrigin origin);
 
 // The complete configuration with every default filled in; parse_train_config(to_json(c)) == c.
 nlohmann::json train_config_to_json(const TrainConfig& config);

@@ -7,7 +7,9 @@
 #                                  (skipped when inputs and options are unchanged)
 #   5. coco train                  250 steps of configs/demo.json, on the GPU if there is one, else the CPU
 #                                  (resumes from the last checkpoint when re-run)
-# Ends with the first and last logged losses and where the checkpoints and metrics are.
+#   6. coco plot                   the run's metrics as a picture: $RUN_DIR/metrics.png
+# Ends with the first and last logged losses (the metric names of docs/metrics.md) and where the checkpoints,
+# metrics and plot are.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
@@ -32,6 +34,7 @@ device=cpu
 if grep -q "COCO_CUDA_MODE:STRING=gpu" "$BUILD_DIR/CMakeCache.txt" && nvidia-smi -L >/dev/null 2>&1; then device=cuda; fi
 echo "main: training configs/demo.json on $device into $RUN_DIR"
 "$COCO" train --config configs/demo.json --out "$RUN_DIR" --set "data.dir=$DATA_DIR" --set "runtime.device=$device"
+"$COCO" plot "$RUN_DIR" --out "$RUN_DIR/metrics.png"
 
 python3 - "$RUN_DIR" <<'PY'
 import json, sys
@@ -40,12 +43,15 @@ rows = [json.loads(l) for l in open(f"{run}/metrics.jsonl") if l.strip()]
 train = [r for r in rows if r.get("split", "train") == "train"]
 valid = [r for r in rows if r.get("split") == "valid"]
 first, last = train[0], train[-1]
-print(f"main: step {first['step']}: loss {first['loss']:.4f} (mlm {first['mlm_loss']:.4f}, copy {first['rtd_loss']:.4f}, "
-      f"clm {first.get('clm_loss', 0):.4f}, cl {first['cl_loss']:.4f})")
-print(f"main: step {last['step']}: loss {last['loss']:.4f} (mlm {last['mlm_loss']:.4f}, copy {last['rtd_loss']:.4f}, "
-      f"clm {last.get('clm_loss', 0):.4f}, cl {last['cl_loss']:.4f})")
+def losses(r):
+    parts = [f"{key} {r[key]:.4f}" for key in ("mlm_loss", "rtd_loss", "clm_loss", "cl_loss") if key in r]
+    return f"loss {r['loss']:.4f} ({', '.join(parts)})"
+print(f"main: step {first['step']}: {losses(first)}")
+print(f"main: step {last['step']}: {losses(last)}")
 if valid:
     v = valid[-1]
-    print(f"main: held-out at step {v['step']}: loss {v['loss']:.4f}, mlm accuracy {v['mlm_acc']:.3f}")
-print(f"main: metrics in {run}/metrics.jsonl, checkpoints in {run}/checkpoints/ (latest: {run}/checkpoints/latest)")
+    accuracies = ", ".join(f"{key} {v[key]:.3f}" for key in ("mlm_acc", "rtd_acc", "clm_acc", "cl_acc") if key in v)
+    print(f"main: held-out at step {v['step']}: loss {v['loss']:.4f}, {accuracies}")
+print(f"main: metrics in {run}/metrics.jsonl (names: docs/metrics.md), plot in {run}/metrics.png, "
+      f"checkpoints in {run}/checkpoints/ (latest: {run}/checkpoints/latest)")
 PY

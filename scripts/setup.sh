@@ -36,8 +36,9 @@ pip_install() {
   python3 -m pip install -q "$@" 2>/dev/null || python3 -m pip install -q --break-system-packages "$@"
 }
 
-# PyPI packages used by the interop tests (safetensors reference) and the golden-file scripts.
-python_packages=(numpy safetensors tokenizers)
+# PyPI packages used by the interop tests (safetensors reference), the golden-file scripts and `coco plot`
+# (matplotlib; from PyPI rather than Debian so that it is built against the PyPI numpy above).
+python_packages=(numpy safetensors tokenizers matplotlib)
 py_missing=()
 for p in "${python_packages[@]}"; do
   python3 -c "import $p" 2>/dev/null || py_missing+=("$p")

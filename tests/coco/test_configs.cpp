@@ -1,10 +1,11 @@
-// The shipped configs load, validate, build their model, and (at reduced sequence length and batch,
-// where the full size would take too long on the CPU) run one training step; the start-up report
+// The shipped configs leave the vocabulary to the data, load, validate, build their model, and (at reduced sequence
+// length and batch, where the full size would take too long on the CPU) run one training step; the start-up report
 // counts the parameters the research notes compute for the seed README configuration.
 #include <gtest/gtest.h>
 
 #include "coco/model_report.h"
 #include "coco/objective.h"
+#include "coco/train_config.h"
 #include "engine/config.h"
 #include "engine/tape.h"
 
@@ -16,9 +17,39 @@ struct Loaded {
   objective::ObjectiveConfig objective;
 };
 
-Loaded load(const std::string& name) {
+// The prepared data of a vocabulary: size and the ids of [PAD] [UNK] [CLS] [SEP] [MASK].
+data::PreparedMeta vocabulary(uint64_t size, int64_t pad, int64_t unk, int64_t cls, int64_t sep, int64_t mask) {
+  data::PreparedMeta meta;
+  meta.vocab_size = size;
+  meta.pad_id = pad;
+  meta.unk_id = unk;
+  meta.cls_id = cls;
+  meta.sep_id = sep;
+  meta.mask_id = mask;
+  return meta;
+}
+
+// bert-base-uncased's vocabulary, which the paper configs are sized for.
+const data::PreparedMeta kBertVocabulary = vocabulary(30522, 0, 100, 101, 102, 103);
+// The seed README's example: num_tokens 20000, pad 0, cls 1, mask 2 (its parameter counts are in the notes).
+const data::PreparedMeta kSeedVocabulary = vocabulary(20000, 0, 3, 1, 4, 2);
+// What `scripts/main.sh` prepares for configs/demo.json: a trained 8192-token vocabulary, specials first.
+const data::PreparedMeta kDemoVocabulary = vocabulary(8192, 0, 1, 2, 3, 4);
+
+const data::PreparedMeta& vocabulary_for(const std::string& name) {
+  if (name == "seed-readme.json") return kSeedVocabulary;
+  if (name == "demo.json") return kDemoVocabulary;
+  return kBertVocabulary;
+}
+
+nlohmann::json shipped(const std::string& name) {
+  return load_json_file(std::string(COCO_SOURCE_DIR) + "/configs/" + name);
+}
+
+Loaded load(const std::string& name, const data::PreparedMeta& data) {
   const std::string path = std::string(COCO_SOURCE_DIR) + "/configs/" + name;
-  const nlohmann::json root = load_json_file(path);
+  nlohmann::json root = shipped(name);
+  train::take_vocabulary_from_data(root, data);
   ConfigObject top(root, path, "");
   Loaded l;
   l.model = model::parse_model_config(top.get_object("model"));
@@ -27,10 +58,49 @@ Loaded load(const std::string& name) {
   objective::validate_objective_config(l.objective, l.model, 2, path);
   return l;
 }
+Loaded load(const std::string& name) { return load(name, vocabulary_for(name)); }
+
+const char* const kShipped[] = {"seed-readme.json", "paper-base.json", "paper-small.json", "demo.json"};
 
 TEST(Configs, AllShippedConfigsParseAndValidate) {
-  for (const char* name : {"seed-readme.json", "paper-base.json", "paper-small.json", "demo.json"})
-    EXPECT_NO_THROW(load(name)) << name;
+  for (const char* name : kShipped) EXPECT_NO_THROW(load(name)) << name;
+}
+
+TEST(Configs, ShippedConfigsLeaveTheVocabularyToTheData) {
+  const std::vector<std::string> all = {"model.vocab_size", "objective.pad_id", "objective.unk_id",
+                                        "objective.cls_id", "objective.sep_id", "objective.mask_id"};
+  for (const char* name : kShipped) {
+    EXPECT_EQ(train::keys_left_to_data(shipped(name)), all) << name;
+    // Whatever the data's vocabulary, the config takes its size and ids: the presets' spec defaults (lucidrains
+    // cls 1 / mask 2, paper 101 / 103) do not override the data.
+    for (const data::PreparedMeta* data : {&kBertVocabulary, &kSeedVocabulary, &kDemoVocabulary}) {
+      const Loaded l = load(name, *data);
+      EXPECT_EQ(l.model.vocab_size, static_cast<int64_t>(data->vocab_size)) << name;
+      EXPECT_EQ(l.objective.pad_id, data->pad_id) << name;
+      EXPECT_EQ(l.objective.unk_id, data->unk_id) << name;
+      EXPECT_EQ(l.objective.cls_id, data->cls_id) << name;
+      EXPECT_EQ(l.objective.sep_id, data->sep_id) << name;
+      EXPECT_EQ(l.objective.mask_id, data->mask_id) << name;
+    }
+  }
+}
+
+TEST(Configs, ExplicitVocabularyValuesStayAndAutoIsTakenFromTheData) {
+  nlohmann::json root = shipped("demo.json");
+  root["model"]["vocab_size"] = 8192;
+  root["objective"]["mask_id"] = "auto";
+  root["objective"]["sep_id"] = -1;  // explicitly unused
+  root["objective"]["cls_id"] = 7;   // explicit: kept here, compared with the data by check_data_against_config
+  EXPECT_EQ(train::keys_left_to_data(root),
+            (std::vector<std::string>{"objective.pad_id", "objective.unk_id", "objective.mask_id"}));
+  train::take_vocabulary_from_data(root, kBertVocabulary);
+  EXPECT_EQ(root["model"]["vocab_size"], 8192);
+  EXPECT_EQ(root["objective"]["mask_id"], 103);
+  EXPECT_EQ(root["objective"]["pad_id"], 0);
+  EXPECT_EQ(root["objective"]["unk_id"], 100);
+  EXPECT_EQ(root["objective"]["sep_id"], -1);
+  EXPECT_EQ(root["objective"]["cls_id"], 7);
+  EXPECT_TRUE(train::keys_left_to_data(root).empty());
 }
 
 TEST(Configs, SeedReadmeParameterCountsMatchTheResearchNotes) {
@@ -47,7 +117,7 @@ TEST(Configs, SeedReadmeParameterCountsMatchTheResearchNotes) {
 }
 
 TEST(Configs, EachConfigRunsOneStepAtReducedSize) {
-  for (const char* name : {"seed-readme.json", "paper-base.json", "paper-small.json", "demo.json"}) {
+  for (const char* name : kShipped) {
     Loaded l = load(name);
     // Full widths, fewer layers and a short sequence: one step in seconds on the CPU.
     l.model.generator.depth = 1;

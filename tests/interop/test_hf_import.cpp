@@ -68,6 +68,11 @@ TEST(HfImport, BertImportsComputesTheSameAndContinuesTraining) {
   EXPECT_NE(r.out.find("objective preset paper"), std::string::npos) << r.out;
   const fs::path step0 = run / "checkpoints" / "step-00000000";
   for (const auto& name : interop::tokenizer_file_names()) EXPECT_TRUE(fs::exists(step0 / name)) << name;
+  // The checkpoint records the imported vocabulary, which is the data's (coco/vocab_identity.h).
+  const nlohmann::json state = nlohmann::json::parse(testutil::read_text(step0 / "trainer_state.json"));
+  const nlohmann::json meta = nlohmann::json::parse(testutil::read_text(data / "meta.json"));
+  EXPECT_EQ(state["vocab"]["hash"], meta["vocab_hash"]);
+  EXPECT_EQ(state["vocab"]["size"], meta["vocab_size"]);
   expect_same_functions(work, step0, bert, bert);
   expect_training_resumes(work, run);
 }

@@ -27,6 +27,14 @@ train::TrainConfig parse_tiny(const std::string& kind) {
 TEST(HfNames, LayoutsCoverEveryParameter) {
   nlohmann::json demo = nlohmann::json::parse(testutil::read_text(fs::path(COCO_SOURCE_DIR) / "configs/demo.json"));
   demo["runtime"]["device"] = "cpu";
+  data::PreparedMeta demo_vocabulary;  // what scripts/main.sh prepares: 8192 tokens, specials first
+  demo_vocabulary.vocab_size = 8192;
+  demo_vocabulary.pad_id = 0;
+  demo_vocabulary.unk_id = 1;
+  demo_vocabulary.cls_id = 2;
+  demo_vocabulary.sep_id = 3;
+  demo_vocabulary.mask_id = 4;
+  train::take_vocabulary_from_data(demo, demo_vocabulary);
   std::vector<train::TrainConfig> configs = {parse_tiny("electra"), parse_tiny("relpos"), parse_tiny("prenorm"),
                                              train::parse_train_config(demo, "configs/demo.json")};
   for (const auto& config : configs) {

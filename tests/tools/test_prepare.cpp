@@ -1,6 +1,9 @@
 // prepare(): text files -> shards + meta.json, end to end on small temporary corpora.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <chrono>
 
 #include <filesystem>
 #include <map>
@@ -383,6 +386,130 @@ TEST(Prepare, ValidSplitFractionIsRespectedOnAverage) {
   std::set<bool> differs;
   for (uint64_t d = 0; d < 64; ++d) differs.insert(is_valid_document(d, 1, 0.5) != is_valid_document(d, 2, 0.5));
   EXPECT_TRUE(differs.count(true)) << "the seed changes the split";
+}
+
+// A line-per-record corpus (one verse per line, no blank lines): `line` makes every line a document.
+TEST(Prepare, DocBoundaryLineMakesEveryLineADocument) {
+  TempDir tmp;
+  std::string text;
+  std::vector<std::string> lines;
+  for (int i = 0; i < 200; ++i) {
+    lines.push_back("verse " + std::to_string(i) + " the model learns to correct tokens");
+    text += lines.back() + (i % 7 == 0 ? "\r\n" : "\n");
+    if (i == 50) text += "  \t\n";  // a blank line is no document
+  }
+  write_file(tmp.path() / "verses.txt", text);
+  PrepareOptions options;
+  options.inputs = {tmp.path() / "verses.txt"};
+  options.output_dir = tmp.path() / "out";
+  options.vocab_file = kVocab;
+  options.valid_fraction = 0.1;
+  options.document_boundary = DocumentBoundary::line;
+  const PrepareResult result = prepare(options);
+  EXPECT_EQ(result.train.documents + result.valid.documents, 200u);
+  EXPECT_GT(result.valid.documents, 5u);
+  EXPECT_GT(result.train.documents, 150u);
+  EXPECT_NE(result.message.find("train " + std::to_string(result.train.documents) + " / valid " +
+                                std::to_string(result.valid.documents) + " documents"),
+            std::string::npos)
+      << result.message;
+  EXPECT_NE(result.message.find("--doc-boundary line"), std::string::npos) << result.message;
+  const auto meta = read_meta(options.output_dir);
+  EXPECT_EQ(meta["doc_boundary"], "line");
+  EXPECT_EQ(meta["options"]["doc_boundary"], "line");
+  EXPECT_NE(meta["document_rule"].get<std::string>().find("every non-blank line"), std::string::npos);
+  // Document d is line d (the blank line is skipped and counts no index).
+  const auto tokenizer = WordPieceTokenizer::from_vocab_txt(kVocab);
+  std::vector<std::vector<uint32_t>> expected_train;
+  for (uint64_t d = 0; d < lines.size(); ++d)
+    if (!is_valid_document(d, options.seed, options.valid_fraction))
+      expected_train.push_back(tokenizer.encode(lines[d]));
+  EXPECT_EQ(read_split(options.output_dir, meta, "train"), expected_train);
+
+  // The boundary is an output-relevant option: changing it rebuilds. As one document, the corpus cannot be split.
+  options.document_boundary = DocumentBoundary::blank_line;
+  options.valid_fraction = 0.0;
+  const PrepareResult blank = prepare(options);
+  EXPECT_FALSE(blank.up_to_date);
+  EXPECT_EQ(blank.train.documents, 2u);  // the verses before and after the blank line
+  EXPECT_EQ(read_meta(options.output_dir)["doc_boundary"], "blank");
+}
+
+TEST(Prepare, ASplitAskedForButLeftEmptyIsRefused) {
+  TempDir tmp;
+  std::string text;
+  for (int i = 0; i < 50; ++i) text += "line " + std::to_string(i) + " of a single document\n";
+  write_file(tmp.path() / "one.txt", text);
+  PrepareOptions options;
+  options.inputs = {tmp.path() / "one.txt"};
+  options.output_dir = tmp.path() / "out";
+  options.vocab_file = kVocab;
+  // A seed that sends the single document to valid, and one that keeps it in train.
+  uint64_t to_valid = 0, to_train = 0;
+  while (!is_valid_document(0, to_valid, 0.5)) ++to_valid;
+  while (is_valid_document(0, to_train, 0.5)) ++to_train;
+  auto refusal = [&](uint64_t seed) {
+    options.seed = seed;
+    options.valid_fraction = 0.5;
+    try {
+      prepare(options);
+    } catch (const std::invalid_argument& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  for (uint64_t seed : {to_valid, to_train}) {
+    const std::string message = refusal(seed);
+    EXPECT_NE(message.find("1 document"), std::string::npos) << message;
+    EXPECT_NE(message.find(seed == to_valid ? "nothing to train on" : "none went to the valid split"),
+              std::string::npos)
+        << message;
+    EXPECT_NE(message.find("--doc-boundary line"), std::string::npos) << message;
+    EXPECT_NE(message.find("--valid-fraction"), std::string::npos) << message;
+    // Nothing that looks complete is left behind.
+    EXPECT_FALSE(fs::exists(options.output_dir / "meta.json"));
+    EXPECT_FALSE(fs::exists(options.output_dir / "train_000000.bin"));
+    EXPECT_FALSE(fs::exists(options.output_dir / "valid_000000.bin"));
+  }
+  // Without a valid split nothing is refused; with one document per line both splits get documents.
+  options.valid_fraction = 0.0;
+  EXPECT_EQ(prepare(options).train.documents, 1u);
+  options.valid_fraction = 0.5;
+  options.document_boundary = DocumentBoundary::line;
+  const PrepareResult lines = prepare(options);
+  EXPECT_GT(lines.train.documents, 0u);
+  EXPECT_GT(lines.valid.documents, 0u);
+}
+
+TEST(Prepare, InputModificationTimesAreUnixNanoseconds) {
+  TempDir tmp;
+  write_file(tmp.path() / "in.txt", "some text\n");
+  PrepareOptions options;
+  options.inputs = {tmp.path() / "in.txt"};
+  options.output_dir = tmp.path() / "out";
+  options.vocab_file = kVocab;
+  prepare(options);
+  auto unix_mtime_ns = [](const fs::path& path) {
+    struct stat info {};
+    EXPECT_EQ(::stat(path.c_str(), &info), 0) << path;
+    return int64_t{info.st_mtim.tv_sec} * 1000000000 + info.st_mtim.tv_nsec;
+  };
+  const int64_t unix_ns = unix_mtime_ns(tmp.path() / "in.txt");
+  auto meta = read_meta(options.output_dir);
+  EXPECT_EQ(meta["inputs"][0]["mtime_ns"].get<int64_t>(), unix_ns);
+  EXPECT_EQ(meta["options"]["vocab_file"]["mtime_ns"].get<int64_t>(), unix_mtime_ns(kVocab));
+
+  // A meta.json written before (the file clock's own epoch, and no doc_boundary option): one rebuild, then up to
+  // date again.
+  const int64_t file_clock_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                    fs::last_write_time(tmp.path() / "in.txt").time_since_epoch())
+                                    .count();
+  EXPECT_NE(file_clock_ns, unix_ns);  // libstdc++'s file clock does not count from the Unix epoch
+  meta["inputs"][0]["mtime_ns"] = file_clock_ns;
+  meta["options"].erase("doc_boundary");
+  write_file(options.output_dir / "meta.json", meta.dump(2));
+  EXPECT_FALSE(prepare(options).up_to_date);
+  EXPECT_TRUE(prepare(options).up_to_date);
 }
 
 }  // namespace

@@ -1,8 +1,10 @@
-// coco/train_config: strict parsing, --set overrides, schedule, shape differences.
+// coco/train_config: strict parsing, --set overrides, the vocabulary taken from the data, schedule, shape
+// differences.
 #include "coco/train_config.h"
 
 #include <gtest/gtest.h>
 
+#include "coco/data_loader.h"
 #include "tests/train/train_test_util.h"
 
 namespace coco::train {
@@ -37,10 +39,83 @@ TEST(TrainConfig, ParsesTinyConfigAndRoundTrips) {
   EXPECT_EQ(config_hash(again), config_hash(c));
 }
 
-TEST(TrainConfig, ShippedDemoConfigParses) {
-  const TrainConfig c = load_train_config(std::string(COCO_SOURCE_DIR) + "/configs/demo.json");
+TEST(TrainConfig, ShippedDemoConfigTakesItsVocabularyFromTheData) {
+  TempDir dir("cfg");
+  testutil::prepare_corpus(dir.path(), dir / "data");  // 64 tokens, [PAD] [UNK] [CLS] [SEP] [MASK] = 0..4
+  const TrainConfig c =
+      load_train_config(std::string(COCO_SOURCE_DIR) + "/configs/demo.json", {"data.dir=" + (dir / "data").string()});
   EXPECT_EQ(c.model.discriminator.depth, 4);
   EXPECT_EQ(c.objective.preset, objective::Preset::paper);
+  EXPECT_EQ(c.model.vocab_size, 64);
+  EXPECT_EQ(c.objective.pad_id, 0);
+  EXPECT_EQ(c.objective.unk_id, 1);
+  EXPECT_EQ(c.objective.cls_id, 2);
+  EXPECT_EQ(c.objective.sep_id, 3);
+  EXPECT_EQ(c.objective.mask_id, 4);
+  // The resolved config names the values used and is complete: parsing it needs no data.
+  const nlohmann::json resolved = train_config_to_json(c);
+  EXPECT_EQ(resolved["model"]["vocab_size"], 64);
+  EXPECT_EQ(resolved["objective"]["mask_id"], 4);
+  EXPECT_EQ(train_config_to_json(parse_train_config(resolved, "resolved")), resolved);
+}
+
+TEST(TrainConfig, VocabularyLeftToMissingDataIsAClearError) {
+  TempDir dir("cfg");
+  nlohmann::json c = testutil::tiny_paper_config(dir / "nowhere");
+  c["model"]["vocab_size"] = "auto";
+  const auto path = testutil::write_config(dir / "c.json", c);
+  try {
+    load_train_config(path.string());
+    FAIL() << "expected a DataError";
+  } catch (const data::DataError& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("c.json"), std::string::npos) << message;
+    EXPECT_NE(message.find("model.vocab_size"), std::string::npos) << message;
+    EXPECT_NE(message.find("meta.json"), std::string::npos) << message;
+    EXPECT_NE(message.find("coco prepare"), std::string::npos) << message;
+  }
+  // Without data.dir, and through the JSON parser without data: ConfigErrors naming the key.
+  c["data"].erase("dir");
+  testutil::write_config(path, c);
+  EXPECT_THROW(load_train_config(path.string()), ConfigError);
+  c["data"]["dir"] = "x";
+  try {
+    parse_train_config(c, "c.json");
+    FAIL() << "expected a ConfigError";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("'model.vocab_size'"), std::string::npos) << e.what();
+  }
+}
+
+TEST(TrainConfig, ExplicitValuesThatDisagreeWithTheDataAreErrors) {
+  TempDir dir("cfg");
+  testutil::prepare_corpus(dir.path(), dir / "data");
+  const data::PreparedMeta meta = data::PreparedMeta::read(dir / "data");
+  const auto path = testutil::write_config(dir / "c.json", testutil::tiny_paper_config(dir / "data"));
+  auto error = [&](const std::vector<std::string>& overrides, ConfigOrigin origin) {
+    try {
+      check_data_against_config(meta, load_train_config(path.string(), overrides), "c.json", origin);
+    } catch (const data::DataError& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  EXPECT_EQ(error({}, ConfigOrigin::user), "");
+  EXPECT_EQ(error({"objective.unk_id=-1"}, ConfigOrigin::user), "");  // explicitly unused: not compared
+  std::string e = error({"model.vocab_size=80"}, ConfigOrigin::user);
+  EXPECT_NE(e.find("model.vocab_size = 80"), std::string::npos) << e;
+  EXPECT_NE(e.find("64 tokens"), std::string::npos) << e;
+  EXPECT_NE(e.find("--set model.vocab_size=auto"), std::string::npos) << e;
+  e = error({"objective.mask_id=7"}, ConfigOrigin::user);
+  EXPECT_NE(e.find("'objective.mask_id' is 7"), std::string::npos) << e;
+  EXPECT_NE(e.find("has it at 4"), std::string::npos) << e;
+  EXPECT_NE(e.find("--set objective.mask_id=auto"), std::string::npos) << e;
+  // A checkpoint's values are fixed by its weights: no advice to change them.
+  e = error({"objective.mask_id=7"}, ConfigOrigin::checkpoint);
+  EXPECT_EQ(e.find("--set"), std::string::npos) << e;
+  EXPECT_NE(e.find("checkpoint's vocabulary"), std::string::npos) << e;
+  // "auto" through --set takes the data's value.
+  EXPECT_EQ(load_train_config(path.string(), {"objective.mask_id=auto", "model.vocab_size=auto"}).objective.mask_id, 4);
 }
 
 TEST(TrainConfig, OverridesApplyDottedKeys) {

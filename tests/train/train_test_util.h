@@ -156,7 +156,9 @@ inline nlohmann::json tiny_lucidrains_config(const fs::path& data_dir) {
   c["model"]["generator"] = encoder;
   c["model"]["discriminator"] = encoder;
   c["model"]["discriminator"]["depth"] = 2;
-  c["objective"] = {{"preset", "lucidrains"}, {"pad_id", 0}, {"cls_id", 2}, {"mask_id", 4}, {"disc_weight", 1.0}};
+  // sep_id / unk_id -1: explicitly unused (documents packed without [SEP]), as the seed library has no packing.
+  c["objective"] = {{"preset", "lucidrains"}, {"pad_id", 0},  {"cls_id", 2},       {"mask_id", 4},
+                    {"sep_id", -1},           {"unk_id", -1}, {"disc_weight", 1.0}};
   return c;
 }
 

@@ -12,6 +12,7 @@
 #include "engine/config.h"
 #include "engine/tensor.h"
 #include "tools/lib/args.h"
+#include "tools/lib/plot.h"
 #include "tools/lib/progress.h"
 #include "tools/lib/trainer.h"
 
@@ -27,7 +28,8 @@ const char* kTopHelp =
     "commands:\n"
     "  prepare   tokenize UTF-8 text into WordPiece token shards (+ meta.json) for training\n"
     "  train     pretrain a COCO-LM model from a JSON config; checkpoints, metrics.jsonl, exact resume\n"
-    "  eval      report held-out MLM loss/accuracy, binary and contrastive accuracy of a checkpoint\n"
+    "  eval      report a checkpoint's held-out losses and accuracies (the metric names of docs/metrics.md)\n"
+    "  plot      draw a run's metrics.jsonl (losses, accuracies, learning rate, throughput) into a PNG\n"
     "  export    write a checkpoint as a Hugging Face transformers folder (model + tokenizer files)\n"
     "  import    start pretraining from a Hugging Face BERT / ELECTRA / COCO-LM folder\n"
     "\n"
@@ -48,15 +50,20 @@ int exit_code_for(const std::exception& error) {
 int command_prepare(const std::vector<std::string>& args) {
   ArgParser p("coco prepare",
               "Tokenizes UTF-8 text files (or directories, searched recursively) into WordPiece token shards and\n"
-              "meta.json in --out. A document is a run of non-blank lines. The vocabulary is --vocab (vocab.txt or\n"
-              "tokenizer.json) or trained on the train split with --vocab-size tokens; the Hugging Face tokenizer\n"
-              "files (vocab.txt, tokenizer.json, tokenizer_config.json, special_tokens_map.json) are written beside\n"
-              "it. Re-running with the same inputs and options does nothing.");
+              "meta.json in --out. A document is a run of non-blank lines (--doc-boundary blank) or a single line\n"
+              "(--doc-boundary line). The vocabulary is --vocab (vocab.txt or tokenizer.json) or trained on the\n"
+              "train split with --vocab-size tokens; the Hugging Face tokenizer files (vocab.txt, tokenizer.json,\n"
+              "tokenizer_config.json, special_tokens_map.json) are written beside it. Re-running with the same\n"
+              "inputs and options does nothing.");
   p.option("--out", "DIR", "output directory", true);
   p.option("--vocab", "FILE", "existing vocabulary: vocab.txt or tokenizer.json (excludes --vocab-size)");
   p.option("--vocab-size", "N", "train a WordPiece vocabulary of exactly N tokens (excludes --vocab)");
   p.option("--valid-fraction", "F", "fraction of documents held out as the valid split, in [0, 1)", false, false, "0");
   p.option("--seed", "N", "seed of the train/valid split", false, false, "0");
+  p.option("--doc-boundary", "B",
+           "what ends a document: blank (a blank line; paragraphs, articles) or line (every line is a document: "
+           "one verse, sentence or record per line)",
+           false, false, "blank");
   p.option("--special-layout", "L",
            "special-token ids of a trained vocabulary: first ([PAD] [UNK] [CLS] [SEP] "
            "[MASK] = 0..4) or bert (0, 100..103)",
@@ -82,6 +89,10 @@ int command_prepare(const std::vector<std::string>& args) {
     options.vocab_size = static_cast<size_t>(p.get_int("--vocab-size", 6, 1 << 24));
   options.valid_fraction = p.get_double("--valid-fraction", 0.0, 0.999999);
   options.seed = static_cast<uint64_t>(p.get_int("--seed", 0, INT64_MAX));
+  const std::string boundary = p.get("--doc-boundary");
+  if (boundary != "blank" && boundary != "line")
+    throw UsageError("coco prepare: option --doc-boundary expects 'blank' or 'line', got '" + boundary + "'");
+  options.document_boundary = boundary == "line" ? text::DocumentBoundary::line : text::DocumentBoundary::blank_line;
   const std::string layout = p.get("--special-layout");
   if (layout != "first" && layout != "bert")
     throw UsageError("coco prepare: option --special-layout expects 'first' or 'bert', got '" + layout + "'");
@@ -95,8 +106,15 @@ int command_prepare(const std::vector<std::string>& args) {
   options.force = p.has("--force");
 
   ProgressLine progress(stdout);
-  std::string last_phase;
+  std::string last_phase, last_text;
+  bool last_text_shown = true;
   auto last_plain = std::chrono::steady_clock::now();
+  // Plain output (a log file): a line per phase start, at most one every 5 seconds, and the final state of every
+  // phase, so that the last progress line agrees with the summary.
+  auto show_pending = [&] {
+    if (!last_text_shown && !progress.live()) progress.line(last_text);
+    last_text_shown = true;
+  };
   options.progress = [&](const text::PrepareProgress& s) {
     const double fraction =
         s.bytes_total ? static_cast<double>(s.bytes_done) / static_cast<double>(s.bytes_total) : 1.0;
@@ -105,19 +123,25 @@ int command_prepare(const std::vector<std::string>& args) {
                progress_bar(static_cast<double>(s.bytes_done), static_cast<double>(s.bytes_total)).c_str(),
                static_cast<double>(s.bytes_done) / 1e6, static_cast<double>(s.bytes_total) / 1e6,
                static_cast<unsigned long long>(s.documents), static_cast<unsigned long long>(s.tokens));
+    const bool new_phase = last_phase != s.phase;
     if (progress.live()) {
-      progress.status(text, last_phase != s.phase);
+      progress.status(text, new_phase);
     } else {
-      // Plain output: a line per phase start and at most one every 5 seconds.
       const auto now = std::chrono::steady_clock::now();
-      if (last_phase != s.phase || now - last_plain >= std::chrono::seconds(5)) {
+      if (new_phase) show_pending();
+      if (new_phase || now - last_plain >= std::chrono::seconds(5)) {
         progress.line(text);
         last_plain = now;
+        last_text_shown = true;
+      } else {
+        last_text_shown = false;
       }
     }
     last_phase = s.phase;
+    last_text = text;
   };
   const text::PrepareResult result = text::prepare(options);
+  show_pending();
   progress.finish();
   std::printf("%s\n", result.message.c_str());
   std::printf(
@@ -159,8 +183,10 @@ int command_train(const std::vector<std::string>& args) {
 
 int command_eval(const std::vector<std::string>& args) {
   ArgParser p("coco eval",
-              "Evaluates a checkpoint on held-out data: MLM loss and accuracy, binary (copy / replaced-token)\n"
-              "accuracy and contrastive accuracy, printed as a table followed by one JSON line.");
+              "Evaluates a checkpoint on held-out data: every loss and accuracy of the objective (mlm_loss, mlm_acc,\n"
+              "rtd_loss, rtd_acc, clm_loss, clm_acc, cl_loss, cl_acc: the names of metrics.jsonl, explained in\n"
+              "docs/metrics.md), printed as a table followed by one JSON line. The data must use the checkpoint's\n"
+              "vocabulary.");
   p.option("--checkpoint", "DIR", "a checkpoint directory (checkpoints/step-NNNNNNNN) or a run directory (its latest)",
            true);
   p.option("--data", "DIR", "prepared data directory (default: the run's data.dir)");
@@ -169,8 +195,13 @@ int command_eval(const std::vector<std::string>& args) {
   p.option("--micro-batch", "N", "sequences per batch (default: the run's train.micro_batch)");
   p.option("--device", "D", "cpu, cuda or auto (default: the run's runtime.device)");
   p.option("--json", "FILE", "also write the JSON report to FILE");
+  p.option("--set", "KEY=VALUE",
+           "override a key of the checkpoint's config.json by its dotted path, e.g. data.seq_len=64 or "
+           "objective.mask_prob=0.2 (keys that change the model's shape are refused)",
+           false, true);
   if (!p.parse(args)) return 0;
   EvalOptions options;
+  options.overrides = p.all("--set");
   options.checkpoint = p.get("--checkpoint");
   options.data_dir = p.get("--data");
   options.split = p.get("--split");
@@ -183,6 +214,22 @@ int command_eval(const std::vector<std::string>& args) {
     throw UsageError("coco eval: option --device expects cpu, cuda or auto, got '" + options.device + "'");
   options.json_path = p.get("--json");
   return run_eval(options);
+}
+
+int command_plot(const std::vector<std::string>& args) {
+  ArgParser p("coco plot",
+              "Draws a run's metrics.jsonl into a PNG against the step: the weighted total loss, the loss components\n"
+              "(mlm_loss, rtd_loss, clm_loss, cl_loss) and accuracies for training and held-out records, the\n"
+              "learning rate, the throughput (tokens_per_s) and the gradient norm. Needs python3 with matplotlib\n"
+              "(scripts/setup.sh installs it); runs scripts/plot_metrics.py.");
+  p.option("--out", "FILE.png", "the PNG to write (default: RUN/metrics.png)");
+  p.positionals("RUN", "a run directory written by coco train (or its metrics.jsonl)", 1);
+  if (!p.parse(args)) return 0;
+  if (p.positional().size() != 1)
+    throw UsageError("coco plot: expected one RUN directory, got " + std::to_string(p.positional().size()));
+  std::vector<std::string> script_args = {p.positional().front()};
+  if (p.has("--out")) script_args.insert(script_args.end(), {"--out", p.get("--out")});
+  return run_plot_script(script_args);
 }
 
 int run_cli(const std::vector<std::string>& args) {
@@ -200,10 +247,11 @@ int run_cli(const std::vector<std::string>& args) {
     if (command == "prepare") return command_prepare(rest);
     if (command == "train") return command_train(rest);
     if (command == "eval") return command_eval(rest);
+    if (command == "plot") return command_plot(rest);
     if (command == "export") return command_export(rest);
     if (command == "import") return command_import(rest);
     throw UsageError("coco: unknown command '" + command +
-                     "' (expected prepare, train, eval, export or import; see coco --help)");
+                     "' (expected prepare, train, eval, plot, export or import; see coco --help)");
   } catch (const std::exception& error) {
     std::fflush(stdout);
     std::fprintf(stderr, "error: %s\n", error.what());

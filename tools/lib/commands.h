@@ -10,6 +10,7 @@ namespace coco::tools {
 int command_prepare(const std::vector<std::string>& args);
 int command_train(const std::vector<std::string>& args);
 int command_eval(const std::vector<std::string>& args);
+int command_plot(const std::vector<std::string>& args);
 int command_export(const std::vector<std::string>& args);  // tools/lib/hf_commands.cpp
 int command_import(const std::vector<std::string>& args);  // tools/lib/hf_commands.cpp
 

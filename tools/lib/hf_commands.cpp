@@ -6,6 +6,7 @@
 #include "coco/interop/hf_export.h"
 #include "coco/interop/hf_import.h"
 #include "coco/train_config.h"
+#include "coco/vocab_identity.h"
 #include "engine/config.h"
 #include "engine/ops/optim.h"
 #include "tools/lib/args.h"
@@ -124,6 +125,9 @@ int command_import(const std::vector<std::string>& args) {
   state["tokens_seen"] = 0;
   state["config_hash"] = train::config_hash(config);
   state["imported_from"] = fs::absolute(options.from).lexically_normal().string();
+  // The imported model's vocabulary: resume and eval refuse data of another one (coco/vocab_identity.h).
+  const text::WordPieceTokenizer imported_tokenizer = interop::load_tokenizer(options.from);
+  state["vocab"] = data::vocab_identity_to_json({imported_tokenizer.vocab().hash(), imported_tokenizer.vocab().size()});
   fs::create_directories(run_dir);
   CheckpointData data{model.named_parameters(), &optimizer, state, resolved, result.tokenizer.files};
   const fs::path checkpoint = write_checkpoint(run_dir, 0, data, config.train.keep_checkpoints);

@@ -17,9 +17,11 @@
 
 #include "coco/data_loader.h"
 #include "coco/interop/tokenizer_files.h"
+#include "coco/metrics.h"
 #include "coco/model_report.h"
 #include "coco/objective.h"
 #include "coco/train_config.h"
+#include "coco/vocab_identity.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/optim.h"
 #include "engine/tape.h"
@@ -156,19 +158,46 @@ struct StepStats {
   double mean(double sum) const { return rows ? sum / static_cast<double>(rows) : 0.0; }
   static double ratio(int64_t a, int64_t b) { return b ? static_cast<double>(a) / static_cast<double>(b) : 0.0; }
 
-  void put(JsonRecord& r) const {
-    r.add("loss", mean(loss)).add("mlm_loss", mean(mlm)).add("rtd_loss", mean(rtd));
-    if (has_clm) r.add("clm_loss", mean(clm));
-    r.add("cl_loss", has_cl ? mean(cl) : 0.0);
-    r.add("mlm_acc", ratio(mlm_correct, masked))
-        .add("rtd_acc", ratio(rtd_correct, rtd_count))
-        .add("cl_acc", ratio(cl_correct, cl_count));
-    if (has_clm) r.add("clm_acc", ratio(clm_correct, masked));
+  // The value of each metric key (coco/metrics.h); clm_* only when the objective has a CLM head.
+  double value(std::string_view key) const {
+    if (key == "loss") return mean(loss);
+    if (key == "mlm_loss") return mean(mlm);
+    if (key == "rtd_loss") return mean(rtd);
+    if (key == "clm_loss") return mean(clm);
+    if (key == "cl_loss") return has_cl ? mean(cl) : 0.0;
+    if (key == "mlm_acc") return ratio(mlm_correct, masked);
+    if (key == "rtd_acc") return ratio(rtd_correct, rtd_count);
+    if (key == "clm_acc") return ratio(clm_correct, masked);
+    if (key == "cl_acc") return ratio(cl_correct, cl_count);
+    throw std::logic_error("StepStats: unknown metric " + std::string(key));
   }
-  std::string summary() const {
-    std::string s = format("loss %.4f (mlm %.4f rtd %.4f", mean(loss), mean(mlm), mean(rtd));
-    if (has_clm) s += format(" clm %.4f", mean(clm));
-    s += format(" cl %.4f)", has_cl ? mean(cl) : 0.0);
+  bool reports(std::string_view key) const { return has_clm || !key.starts_with("clm_"); }
+
+  // metrics.jsonl / eval JSON: losses, then accuracies (the order users' tooling has always seen).
+  void put(JsonRecord& r) const {
+    for (const char* key : all_keys())
+      if (reports(key)) r.add(key, value(key));
+  }
+  // The progress line: "loss 41.9161 mlm_loss 8.8490 rtd_loss 0.5242 clm_loss 3.4294 cl_loss 3.4277".
+  std::string summary(bool with_accuracies = false) const {
+    std::string s;
+    for (const char* key :
+         with_accuracies ? all_keys()
+                         : std::vector<const char*>(std::begin(objective::kLossKeys), std::end(objective::kLossKeys)))
+      if (reports(key)) s += format("%s%s %.4f", s.empty() ? "" : " ", key, value(key));
+    return s;
+  }
+  static std::vector<const char*> all_keys() {
+    std::vector<const char*> keys(std::begin(objective::kLossKeys), std::end(objective::kLossKeys));
+    keys.insert(keys.end(), std::begin(objective::kAccuracyKeys), std::end(objective::kAccuracyKeys));
+    return keys;
+  }
+  // coco eval's table: every metric with what it means for this objective.
+  std::string table(const objective::ObjectiveConfig& objective) const {
+    std::string s = format("%-9s %12s  %s\n", "metric", "value", "meaning");
+    for (const auto& key : objective::metric_keys(objective))
+      if (reports(key))
+        s += format("%-9s %12.6f  %s\n", key.c_str(), value(key), objective::describe_metric(key, objective).c_str());
     return s;
   }
 };
@@ -199,30 +228,6 @@ StepStats evaluate(CocoModel& model, const data::PackedSequences& sequences, int
 
 // ---------------------------------------------------------------------------------------------------
 // Data setup
-
-void check_data_against_config(const data::PreparedMeta& meta, const train::TrainConfig& config,
-                               const std::string& source) {
-  const std::string meta_path = (meta.dir / "meta.json").string();
-  if (meta.vocab_size != static_cast<uint64_t>(config.model.vocab_size))
-    throw data::DataError(
-        meta_path + ": the prepared data uses a vocabulary of " + std::to_string(meta.vocab_size) + " tokens, but " +
-        source + " sets model.vocab_size = " + std::to_string(config.model.vocab_size) +
-        " (expected them to be equal; use --set model.vocab_size=" + std::to_string(meta.vocab_size) + ")");
-  const auto& o = config.objective;
-  struct Check {
-    const char* key;
-    int64_t configured, prepared;
-  };
-  for (const Check& c : {Check{"pad_id", o.pad_id, meta.pad_id}, Check{"cls_id", o.cls_id, meta.cls_id},
-                         Check{"mask_id", o.mask_id, meta.mask_id}, Check{"sep_id", o.sep_id, meta.sep_id},
-                         Check{"unk_id", o.unk_id, meta.unk_id}}) {
-    if (c.configured < 0) continue;  // optional id not used by this preset
-    if (c.configured != c.prepared)
-      throw data::DataError(source + ": key 'objective." + c.key + "' is " + std::to_string(c.configured) +
-                            ", but the vocabulary of " + meta_path + " has it at " + std::to_string(c.prepared) +
-                            " (expected equal ids)");
-  }
-}
 
 // Test hook (reliability tests): COCO_FAULT_INJECT=nonfinite-from-step:N treats the gradients of step N
 // and every later step as non-finite, exercising the skip / stop path without a diverging model.
@@ -279,7 +284,12 @@ int run_train(const TrainOptions& options) {
   // Resume point.
   std::optional<fs::path> resume_dir = latest_checkpoint(run_dir);
   nlohmann::json state;
+  const data::PreparedMeta meta = data::PreparedMeta::read(config.data.dir);
   if (resume_dir) {
+    // Another vocabulary first: with the vocabulary left to the data it also shows as a shape change.
+    state = read_json_file(*resume_dir / "trainer_state.json");
+    const std::string warning = data::require_checkpoint_vocabulary(*resume_dir, state, meta, "resume training from");
+    if (!warning.empty()) std::printf("%s\n", warning.c_str());
     const fs::path saved_config_path = *resume_dir / "config.json";
     const train::TrainConfig saved =
         train::parse_train_config(read_json_file(saved_config_path), saved_config_path.string());
@@ -290,17 +300,16 @@ int run_train(const TrainOptions& options) {
       for (const auto& d : differences) message += "\n  " + d;
       throw ConfigError(message);
     }
-    state = read_json_file(*resume_dir / "trainer_state.json");
   } else if (options.resume) {
     std::printf("nothing to resume in %s (no checkpoints/latest): starting from step 0\n", run_dir.c_str());
   }
-  const nlohmann::json resolved = train::train_config_to_json(config);
-  replace_file_atomically(run_dir / "config.json", resolved.dump(2) + "\n");
 
   // Data.
-  const data::PreparedMeta meta = data::PreparedMeta::read(config.data.dir);
-  check_data_against_config(meta, config, source);
+  train::check_data_against_config(meta, config, source, train::ConfigOrigin::user);
   const std::vector<std::pair<std::string, std::string>> tokenizer_files = checkpoint_tokenizer_files(meta.dir);
+  // The resolved configuration (every default and every value taken from the data filled in), once the data agrees.
+  const nlohmann::json resolved = train::train_config_to_json(config);
+  replace_file_atomically(run_dir / "config.json", resolved.dump(2) + "\n");
   auto train_set = std::make_shared<const data::TokenDataset>(
       data::TokenDataset::open(meta, "train", static_cast<uint64_t>(config.model.vocab_size)));
   if (train_set->tokens() == 0)
@@ -440,6 +449,7 @@ int run_train(const TrainOptions& options) {
     s["consecutive_skips"] = consecutive_skips;
     s["tokens_seen"] = tokens_seen;
     s["config_hash"] = hash;
+    s["vocab"] = data::vocab_identity_to_json({meta.vocab_hash, meta.vocab_size});
     CheckpointData data{masters, &optimizer, s, resolved, tokenizer_files};
     last_checkpoint = write_checkpoint(run_dir, completed, data, t.keep_checkpoints);
     last_checkpoint_step = completed;
@@ -455,11 +465,9 @@ int run_train(const TrainOptions& options) {
     stats.put(r);
     r.add_int("sequences", stats.rows);
     metrics.write(r.str());
-    progress.line(format("eval  %lld/%lld valid %s mlm_acc %.4f rtd_acc %.4f cl_acc %.4f (%lld sequences)",
-                         static_cast<long long>(completed), static_cast<long long>(t.steps), stats.summary().c_str(),
-                         StepStats::ratio(stats.mlm_correct, stats.masked),
-                         StepStats::ratio(stats.rtd_correct, stats.rtd_count),
-                         StepStats::ratio(stats.cl_correct, stats.cl_count), static_cast<long long>(stats.rows)));
+    progress.line(format("eval  %lld/%lld valid %s (%lld sequences)", static_cast<long long>(completed),
+                         static_cast<long long>(t.steps), stats.summary(/*with_accuracies=*/true).c_str(),
+                         static_cast<long long>(stats.rows)));
   };
 
   const auto run_start = std::chrono::steady_clock::now();
@@ -523,7 +531,7 @@ int run_train(const TrainOptions& options) {
     const std::string status =
         format("step %lld/%lld ", static_cast<long long>(completed), static_cast<long long>(t.steps)) +
         stats.summary() +
-        format(" lr %.3g | %.0f tok/s | ETA %s%s", lr, tokens_per_s, format_duration(eta).c_str(),
+        format(" lr %.3g tokens_per_s %.0f | ETA %s%s", lr, tokens_per_s, format_duration(eta).c_str(),
                nonfinite ? " | SKIPPED" : "");
     progress.status(progress_bar(static_cast<double>(completed), static_cast<double>(t.steps)) + " " + status);
 
@@ -572,15 +580,32 @@ int run_train(const TrainOptions& options) {
 int run_eval(const EvalOptions& options) {
   const fs::path checkpoint = resolve_checkpoint_dir(options.checkpoint);
   const fs::path config_path = checkpoint / "config.json";
-  nlohmann::json config_json = read_json_file(config_path);
+  const nlohmann::json saved_json = read_json_file(config_path);
+  nlohmann::json config_json = saved_json;
   if (!options.device.empty()) config_json["runtime"]["device"] = options.device;
   if (!options.data_dir.empty())
     config_json["data"]["dir"] = fs::absolute(options.data_dir).lexically_normal().string();
   if (options.micro_batch > 0) config_json["train"]["micro_batch"] = options.micro_batch;
-  const train::TrainConfig config = train::parse_train_config(config_json, config_path.string());
+  for (const auto& assignment : options.overrides) apply_override(config_json, assignment);
+  const std::string source =
+      options.overrides.empty() ? config_path.string() : config_path.string() + " (with --set overrides)";
+  const train::TrainConfig config = train::parse_train_config(config_json, source);
+  // The weights fix the model: an override may change how it is evaluated, never its shape.
+  const auto differences =
+      train::model_shape_differences(train::parse_train_config(saved_json, config_path.string()), config);
+  if (!differences.empty()) {
+    std::string message = source +
+                          ": coco eval cannot change the shape of the checkpoint's model (checkpoint -> "
+                          "override):";
+    for (const auto& d : differences) message += "\n  " + d;
+    throw ConfigError(message);
+  }
 
+  const nlohmann::json state = read_json_file(checkpoint / "trainer_state.json");
   const data::PreparedMeta meta = data::PreparedMeta::read(config.data.dir);
-  check_data_against_config(meta, config, config_path.string());
+  const std::string warning = data::require_checkpoint_vocabulary(checkpoint, state, meta, "evaluate");
+  if (!warning.empty()) std::printf("%s\n", warning.c_str());
+  train::check_data_against_config(meta, config, source, train::ConfigOrigin::checkpoint);
   if (meta.shards(options.split).empty())
     throw data::DataError((meta.dir / "meta.json").string() + ": the " + options.split + " split has no shards");
   auto dataset = std::make_shared<const data::TokenDataset>(
@@ -594,27 +619,11 @@ int run_eval(const EvalOptions& options) {
       evaluate(model, sequences, config.train.micro_batch, batches, config.objective.cl_weight > 0 ? 2 : 1);
   if (stats.rows == 0) throw data::DataError("the " + options.split + " split has too few sequences to evaluate");
 
-  const nlohmann::json state = read_json_file(checkpoint / "trainer_state.json");
-  const double mlm_acc = StepStats::ratio(stats.mlm_correct, stats.masked);
-  const double rtd_acc = StepStats::ratio(stats.rtd_correct, stats.rtd_count);
-  const double cl_acc = StepStats::ratio(stats.cl_correct, stats.cl_count);
   std::printf("checkpoint  %s (step %lld)\n", checkpoint.c_str(),
               static_cast<long long>(state.value("step", int64_t{0})));
   std::printf("data        %s, split %s: %lld sequences in %lld batches\n", config.data.dir.c_str(),
               options.split.c_str(), static_cast<long long>(stats.rows), static_cast<long long>(stats.micro_batches));
-  std::printf("%-22s %12s\n", "metric", "value");
-  const double rows = static_cast<double>(stats.rows);
-  std::printf("%-22s %12.6f\n", "loss (weighted total)", stats.loss / rows);
-  std::printf("%-22s %12.6f\n", "mlm_loss", stats.mlm / rows);
-  std::printf("%-22s %12.6f\n", "mlm_accuracy", mlm_acc);
-  std::printf("%-22s %12.6f\n", "rtd_loss (binary)", stats.rtd / rows);
-  std::printf("%-22s %12.6f\n", "binary_accuracy", rtd_acc);
-  if (stats.has_clm) {
-    std::printf("%-22s %12.6f\n", "clm_loss", stats.clm / rows);
-    std::printf("%-22s %12.6f\n", "clm_accuracy", StepStats::ratio(stats.clm_correct, stats.masked));
-  }
-  std::printf("%-22s %12.6f\n", "cl_loss", stats.cl / rows);
-  std::printf("%-22s %12.6f\n", "contrastive_accuracy", cl_acc);
+  std::printf("%s", stats.table(config.objective).c_str());
 
   JsonRecord r;
   r.add_string("checkpoint", checkpoint.string())

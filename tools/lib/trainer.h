@@ -7,9 +7,10 @@
 // last good checkpoint kept), else the global norm is clipped and AdamW applies the scheduled LR.
 //
 // DIR/metrics.jsonl: one JSON object per logged step (floats as %.9g, non-finite as null):
-//   {"step", "loss", "mlm_loss", "rtd_loss", ["clm_loss",] "cl_loss", "mlm_acc", "rtd_acc", "cl_acc", "lr",
-//    "grad_norm", "tokens_per_s", "loss_scale", "skipped", "epoch"}
-// and per evaluation {"step", "split": "valid", "loss", ... "mlm_acc", "rtd_acc", "cl_acc", "sequences"}.
+//   {"step", "loss", "mlm_loss", "rtd_loss", ["clm_loss",] "cl_loss", "mlm_acc", "rtd_acc", "cl_acc", ["clm_acc",]
+//    "lr", "grad_norm", "tokens_per_s", "loss_scale", "skipped", "epoch"}
+// and per evaluation {"step", "split": "valid", "loss", ... "mlm_acc", "rtd_acc", "cl_acc", "sequences"}. The
+// progress line and `coco eval` use the same names (coco/metrics.h; meanings in docs/metrics.md).
 // On resume the file is cut back to the records of steps up to the checkpoint, so an interrupted and
 // resumed run leaves the same records (timing aside) as an uninterrupted one.
 #pragma once
@@ -38,6 +39,9 @@ struct EvalOptions {
   int64_t micro_batch = 0;  // 0: the run's train.micro_batch
   std::string device = "";  // empty: the run's runtime.device
   std::string json_path;    // also write the JSON report there
+  // --set key=value on the checkpoint's config.json (data.*, train.eval_batches, runtime.device, ...); a change
+  // of the model's shape is refused.
+  std::vector<std::string> overrides;
 };
 
 int run_eval(const EvalOptions& options);
