@@ -32,6 +32,7 @@ const char* kTopHelp =
     "  plot      draw a run's metrics.jsonl (losses, accuracies, learning rate, throughput) into a PNG\n"
     "  export    write a checkpoint as a Hugging Face transformers folder (model + tokenizer files)\n"
     "  import    start pretraining from a Hugging Face BERT / ELECTRA / COCO-LM folder\n"
+    "  encode    turn text lines into vectors with a checkpoint (JSONL: CLS or mean pooling, token states)\n"
     "\n"
     "`coco <command> --help` documents each command's options.\n"
     "exit codes: 0 success, 2 bad usage, configuration or data, 1 runtime failure.\n";
@@ -250,8 +251,9 @@ int run_cli(const std::vector<std::string>& args) {
     if (command == "plot") return command_plot(rest);
     if (command == "export") return command_export(rest);
     if (command == "import") return command_import(rest);
+    if (command == "encode") return command_encode(rest);
     throw UsageError("coco: unknown command '" + command +
-                     "' (expected prepare, train, eval, plot, export or import; see coco --help)");
+                     "' (expected prepare, train, eval, plot, export, import or encode; see coco --help)");
   } catch (const std::exception& error) {
     std::fflush(stdout);
     std::fprintf(stderr, "error: %s\n", error.what());
