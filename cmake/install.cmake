@@ -50,7 +50,8 @@ if(TARGET coco)
     install(TARGETS coco_tools_lib LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
   endif()
 endif()
-foreach(target ${cocolm_layer_targets})
+# RUNPATH is not inherited: every shared library finds its neighbours itself.
+foreach(target ${cocolm_layer_targets} coco_tools_lib)
   set_target_properties(${target} PROPERTIES INSTALL_RPATH "$ORIGIN")
 endforeach()
 
