@@ -1,4 +1,6 @@
 #include "coco/prepare.h"
+#include "engine/config.h"
+#include "engine/io/checked_read.h"
 
 #include <algorithm>
 #include <chrono>
@@ -351,11 +353,11 @@ std::string hex64(uint64_t v) {
 }
 
 nlohmann::json read_json(const fs::path& path) {
-  std::ifstream in(path);
-  if (!in) return nullptr;
+  std::error_code error;
+  if (!fs::is_regular_file(path, error)) return nullptr;
   try {
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception&) {
+    return io::read_json_checked(path);
+  } catch (const ConfigError&) {
     return nullptr;  // an unreadable meta.json just means "not up to date"
   }
 }

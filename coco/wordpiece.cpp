@@ -1,4 +1,6 @@
 #include "coco/wordpiece.h"
+#include "engine/config.h"
+#include "engine/io/checked_read.h"
 
 #include <algorithm>
 #include <cstring>
@@ -370,8 +372,8 @@ WordPieceTokenizer WordPieceTokenizer::from_tokenizer_json(const std::filesystem
   const std::string name = path.string();
   nlohmann::json root;
   try {
-    root = nlohmann::json::parse(read_file(path, "tokenizer.json"));
-  } catch (const nlohmann::json::exception& e) {
+    root = io::parse_json_checked(read_file(path, "tokenizer.json"), "");
+  } catch (const ConfigError& e) {
     throw TokenizerError(name + ": not valid JSON (" + e.what() + ")");
   }
   auto fail = [&](const std::string& what) -> TokenizerError { return TokenizerError(name + ": " + what); };

@@ -1,4 +1,5 @@
 #include "coco/interop/hf_export.h"
+#include "engine/io/checked_read.h"
 
 #include <unistd.h>
 
@@ -23,13 +24,7 @@ std::string shape_text(const std::vector<int64_t>& shape) {
 }
 
 nlohmann::json read_json(const fs::path& path) {
-  std::ifstream in(path);
-  if (!in) throw InteropError(path.string() + ": cannot open the file");
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw InteropError(path.string() + ": invalid JSON: " + e.what());
-  }
+  return io::read_json_checked(path);
 }
 
 void write_text(const fs::path& path, const std::string& text) {

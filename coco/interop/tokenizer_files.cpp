@@ -1,4 +1,5 @@
 #include "coco/interop/tokenizer_files.h"
+#include "engine/io/checked_read.h"
 
 #include <algorithm>
 #include <fstream>
@@ -22,13 +23,7 @@ std::string read_text(const fs::path& path) {
   return s.str();
 }
 
-nlohmann::json read_json(const fs::path& path) {
-  try {
-    return nlohmann::json::parse(read_text(path));
-  } catch (const nlohmann::json::exception& e) {
-    throw text::TokenizerError(path.string() + ": invalid JSON: " + e.what());
-  }
-}
+nlohmann::json read_json(const fs::path& path) { return io::read_json_checked(path); }
 
 // tokenizer.json's strip_accents: null means "same as lowercase" (how `transformers` writes uncased BERT).
 ordered_json strip_accents_json(const text::NormalizerOptions& n) {
