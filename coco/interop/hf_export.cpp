@@ -1,4 +1,5 @@
 #include "coco/interop/hf_export.h"
+#include "coco/checkpoint_manifest.h"
 #include "engine/io/checked_read.h"
 
 #include <unistd.h>
@@ -95,6 +96,8 @@ ExportReport export_hugging_face(const ExportOptions& options) {
   const fs::path& checkpoint = options.checkpoint;
   if (!fs::exists(checkpoint / "model.safetensors"))
     throw InteropError(checkpoint.string() + ": not a checkpoint directory (no model.safetensors)");
+  // The checksums resume verifies too: a damaged checkpoint is never exported (CheckpointError, exit 2).
+  checkpoint::verify_checkpoint(checkpoint);
   const CheckpointModel cm = read_checkpoint_model(checkpoint);
   ExportReport report;
 
