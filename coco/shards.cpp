@@ -236,16 +236,20 @@ ShardHeader ShardWriter::finish() {
   temp += ".tmp";
   {
     std::ofstream out(temp, std::ios::binary | std::ios::trunc);
-    if (!out) throw ShardError(temp.string() + ": cannot create shard file");
+    if (!out) throw ShardWriteError(temp.string() + ": cannot create shard file: " + std::strerror(errno));
     out.write(reinterpret_cast<const char*>(header_bytes), kShardHeaderBytes);
     out.write(reinterpret_cast<const char*>(offsets_bytes.data()), static_cast<std::streamsize>(offsets_bytes.size()));
     out.write(reinterpret_cast<const char*>(tokens_.data()), static_cast<std::streamsize>(tokens_.size()));
     out.close();
-    if (!out) throw ShardError(temp.string() + ": write error (disk full?)");
+    if (!out) {
+      std::error_code ignored;
+      std::filesystem::remove(temp, ignored);
+      throw ShardWriteError(temp.string() + ": write error (disk full?)");
+    }
   }
   std::error_code error;
   std::filesystem::rename(temp, path_, error);
-  if (error) throw ShardError(path_.string() + ": cannot move shard into place: " + error.message());
+  if (error) throw ShardWriteError(path_.string() + ": cannot move shard into place: " + error.message());
   tokens_.clear();
   offsets_.assign(1, 0);
   token_count_ = 0;
