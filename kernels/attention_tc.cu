@@ -38,10 +38,10 @@ __device__ __forceinline__ float to_float(T v) {
 
 // Copies rows [0, valid_rows) of a (rows x D) row-major global tile into shared memory (row stride
 // `stride`) with 16-byte cp.async; rows past valid_rows are zero-filled (src-size 0, a valid address).
-template <class T, int D>
+template <class T, int D, int Rows = kTcRows>
 __device__ __forceinline__ void load_tile_async(T* smem, const T* global, int64_t valid_rows, int stride) {
   constexpr int kChunksPerRow = D / 8;
-  for (int c = static_cast<int>(threadIdx.x); c < kTcRows * kChunksPerRow; c += kTcThreads) {
+  for (int c = static_cast<int>(threadIdx.x); c < Rows * kChunksPerRow; c += kTcThreads) {
     const int r = c / kChunksPerRow, col = (c % kChunksPerRow) * 8;
     const bool inside = r < valid_rows;
     ptx::cp_async_cg(smem + r * stride + col, global + static_cast<int64_t>(inside ? r : 0) * D + col,
@@ -49,9 +49,9 @@ __device__ __forceinline__ void load_tile_async(T* smem, const T* global, int64_
   }
 }
 
-// acc (16 x 64) += A B^T: A = 16 rows of `a` (K contiguous), B^T = the 64 rows of `b` (K contiguous).
-template <class T, int K>
-__device__ __forceinline__ void warp_mma_abt(float (&acc)[kTcChunks][4], const T* a, const T* b, int stride) {
+// acc (16 x N) += A B^T: A = 16 rows of `a` (K contiguous), B^T = the N rows of `b` (K contiguous).
+template <class T, int K, int N = kTcRows>
+__device__ __forceinline__ void warp_mma_abt(float (&acc)[N / 8][4], const T* a, const T* b, int stride) {
   const int lane = static_cast<int>(threadIdx.x % 32), m = lane / 8;
 #pragma unroll
   for (int k0 = 0; k0 < K; k0 += 16) {
@@ -59,7 +59,7 @@ __device__ __forceinline__ void warp_mma_abt(float (&acc)[kTcChunks][4], const T
     // matrices (rows 0-7, k 0-7), (rows 8-15, k 0-7), (rows 0-7, k 8-15), (rows 8-15, k 8-15) = a0..a3
     ptx::ldmatrix_x4(fa, a + (lane % 16) * stride + k0 + (lane / 16) * 8);
 #pragma unroll
-    for (int n0 = 0; n0 < kTcRows; n0 += 16) {
+    for (int n0 = 0; n0 < N; n0 += 16) {
       uint32_t fb[4];
       // matrices (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, k 0-7), (n 8-15, k 8-15): b0b1, b2b3 of two chunks
       ptx::ldmatrix_x4(fb, b + (n0 + (m >> 1) * 8 + lane % 8) * stride + k0 + (m & 1) * 8);
@@ -85,8 +85,8 @@ __device__ __forceinline__ void warp_mma_ab(float (&acc)[N / 8][4], const uint32
 }
 
 // The A fragment (16 x 16, columns 16 kk .. 16 kk + 15) of a score block held as mma accumulators.
-template <class T>
-__device__ __forceinline__ void scores_to_a(const float (&s)[kTcChunks][4], int kk, uint32_t (&fa)[4]) {
+template <class T, int Chunks>
+__device__ __forceinline__ void scores_to_a(const float (&s)[Chunks][4], int kk, uint32_t (&fa)[4]) {
   fa[0] = ptx::pack2<T>(s[2 * kk][0], s[2 * kk][1]);
   fa[1] = ptx::pack2<T>(s[2 * kk][2], s[2 * kk][3]);
   fa[2] = ptx::pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
@@ -185,7 +185,7 @@ __global__ void __launch_bounds__(kTcThreads)
 #pragma unroll
     for (int kk = 0; kk < kTcRows / 16; ++kk) {
       uint32_t fa[4];
-      scores_to_a<T>(s, kk, fa);
+      scores_to_a<T, kTcChunks>(s, kk, fa);
       warp_mma_ab<T, D>(o, fa, vs + buf * kTcRows * S, S, kk * 16);
     }
     __syncthreads();  // the buffer is refilled by the prefetch of the next iteration
@@ -306,7 +306,7 @@ __global__ void __launch_bounds__(kTcThreads)
 #pragma unroll
     for (int kk = 0; kk < kTcRows / 16; ++kk) {
       uint32_t fa[4];
-      scores_to_a<T>(s, kk, fa);
+      scores_to_a<T, kTcChunks>(s, kk, fa);
       warp_mma_ab<T, D>(dq_acc, fa, ks + buf * kTcRows * S, S, kk * 16);
     }
     __syncthreads();
@@ -325,7 +325,11 @@ __global__ void __launch_bounds__(kTcThreads)
 }
 
 // dK, dV (and dbias): grid (key tiles, B*H), or (key tiles, H) walking the batch in order when dbias
-// is wanted. The warp's score block is transposed: rows are its 16 keys, columns 64 queries.
+// is wanted. The warp's score block is transposed: rows are its 16 keys, columns a step of kDkdvQueries
+// queries (32: the dK and dV accumulators of 128-wide heads leave no registers for 64 columns).
+constexpr int kDkdvQueries = 32;
+constexpr int kDkdvChunks = kDkdvQueries / 8;
+
 template <class T, class Mask, int D>
 __global__ void __launch_bounds__(kTcThreads)
     tc_attention_dkdv_kernel(const T* q, const T* k, const T* v, const T* dout, const float* lse, const float* delta,
@@ -336,13 +340,13 @@ __global__ void __launch_bounds__(kTcThreads)
   T* ks = dynamic_smem<T>();
   T* vs = ks + kTcRows * S;
   T* qs = vs + kTcRows * S;
-  T* dos = qs + kTcRows * S;
-  float* lse_s = reinterpret_cast<float*>(dos + kTcRows * S);
-  float* delta_s = lse_s + kTcRows;
+  T* dos = qs + kDkdvQueries * S;
+  float* lse_s = reinterpret_cast<float*>(dos + kDkdvQueries * S);
+  float* delta_s = lse_s + kDkdvQueries;
   const int64_t k0 = static_cast<int64_t>(blockIdx.x) * kTcRows;
   const int warp = static_cast<int>(threadIdx.x / 32), lane = static_cast<int>(threadIdx.x % 32);
   const int g = lane >> 2, t = lane & 3;
-  const int query_tiles = static_cast<int>((seq_len + kTcRows - 1) / kTcRows);
+  const int query_tiles = static_cast<int>((seq_len + kDkdvQueries - 1) / kDkdvQueries);
   const int64_t h = dbias ? static_cast<int64_t>(blockIdx.y) : static_cast<int64_t>(blockIdx.y) % heads;
   const int64_t b_begin = dbias ? 0 : static_cast<int64_t>(blockIdx.y) / heads;
   const int64_t b_end = dbias ? batch : b_begin + 1;
@@ -355,22 +359,22 @@ __global__ void __launch_bounds__(kTcThreads)
     load_tile_async<T, D>(vs, v + base + k0 * D, seq_len - k0, S);
     float dk_acc[D / 8][4] = {}, dv_acc[D / 8][4] = {};
     for (int qt = 0; qt < query_tiles; ++qt) {
-      const int64_t i0 = static_cast<int64_t>(qt) * kTcRows;
-      load_tile_async<T, D>(qs, q + base + i0 * D, seq_len - i0, S);
-      load_tile_async<T, D>(dos, dout + base + i0 * D, seq_len - i0, S);
+      const int64_t i0 = static_cast<int64_t>(qt) * kDkdvQueries;
+      load_tile_async<T, D, kDkdvQueries>(qs, q + base + i0 * D, seq_len - i0, S);
+      load_tile_async<T, D, kDkdvQueries>(dos, dout + base + i0 * D, seq_len - i0, S);
       ptx::cp_async_commit();
-      for (int r = static_cast<int>(threadIdx.x); r < kTcRows; r += kTcThreads) {
+      for (int r = static_cast<int>(threadIdx.x); r < kDkdvQueries; r += kTcThreads) {
         const int64_t i = i0 + r;
         lse_s[r] = i < seq_len ? lse[bh * seq_len + i] : -INFINITY;
         delta_s[r] = i < seq_len ? delta[bh * seq_len + i] : 0.0f;
       }
       ptx::cp_async_wait<0>();
       __syncthreads();
-      float st[kTcChunks][4] = {}, dpt[kTcChunks][4] = {};
-      warp_mma_abt<T, D>(st, ks + warp * 16 * S, qs, S);
-      warp_mma_abt<T, D>(dpt, vs + warp * 16 * S, dos, S);
+      float st[kDkdvChunks][4] = {}, dpt[kDkdvChunks][4] = {};
+      warp_mma_abt<T, D, kDkdvQueries>(st, ks + warp * 16 * S, qs, S);
+      warp_mma_abt<T, D, kDkdvQueries>(dpt, vs + warp * 16 * S, dos, S);
 #pragma unroll
-      for (int n = 0; n < kTcChunks; ++n)
+      for (int n = 0; n < kDkdvChunks; ++n)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int column = n * 8 + 2 * t + (e & 1);
@@ -385,11 +389,11 @@ __global__ void __launch_bounds__(kTcThreads)
           }
         }
 #pragma unroll
-      for (int kk = 0; kk < kTcRows / 16; ++kk) {
+      for (int kk = 0; kk < kDkdvQueries / 16; ++kk) {
         uint32_t fa[4];
-        scores_to_a<T>(st, kk, fa);
+        scores_to_a<T, kDkdvChunks>(st, kk, fa);
         warp_mma_ab<T, D>(dv_acc, fa, dos, S, kk * 16);
-        scores_to_a<T>(dpt, kk, fa);
+        scores_to_a<T, kDkdvChunks>(dpt, kk, fa);
         warp_mma_ab<T, D>(dk_acc, fa, qs, S, kk * 16);
       }
       __syncthreads();  // qs, dos, lse_s and delta_s are refilled next
@@ -424,7 +428,7 @@ constexpr size_t dq_smem_bytes(size_t element) {
 }
 template <int D>
 constexpr size_t dkdv_smem_bytes(size_t element) {
-  return 4 * kTcRows * smem_stride<D>() * element + 2 * kTcRows * sizeof(float);
+  return 2 * (kTcRows + kDkdvQueries) * smem_stride<D>() * element + 2 * kDkdvQueries * sizeof(float);
 }
 
 // Raises the kernel's dynamic shared memory limit when it needs more than the default 48 KB.
