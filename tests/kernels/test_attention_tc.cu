@@ -230,3 +230,65 @@ TEST(TensorCoreAttention, RejectsUnsupportedShapes) {
 }
 
 }  // namespace
+
+// ---- op level: ops::attention picks the tensor-core kernels for bf16/f16 on Device::cuda (emulated);
+// against Device::cpu f32 on the same bf16-exact inputs, forward and backward through the tape.
+#include "engine/ops/attention.h"
+#include "engine/runtime/counters.h"
+#include "engine/tape.h"
+#include "engine/tensor.h"
+
+namespace {
+
+struct OpRun {
+  std::vector<double> out, dq, dk, dv, dbias;
+};
+
+OpRun run_op(const Inputs& in, const Case& c, const coco::Tensor& mask_host, coco::Device device, coco::DType dtype) {
+  const AttentionShape& s = c.shape;
+  const coco::Shape qkv{s.batch, s.heads, s.seq_len, s.head_dim};
+  auto make = [&](const std::vector<float>& values, const coco::Shape& shape) {
+    coco::Tensor t = coco::Tensor::from_vector(values, shape).to(dtype).to(device);
+    t.set_requires_grad(true);
+    return t;
+  };
+  coco::Tensor q = make(in.q, qkv), k = make(in.k, qkv), v = make(in.v, qkv);
+  coco::Tensor bias = coco::Tensor::from_vector(in.bias, coco::Shape{s.heads, s.seq_len, s.seq_len}).to(device);
+  bias.set_requires_grad(true);
+  const coco::Tensor mask = mask_host.to(device);
+  const AttentionDropout dropout = attention_test_dropout(c.dropout_p);
+  coco::Tape tape;
+  coco::Tensor out;
+  {
+    coco::Tape::Recording recording(tape);
+    out = coco::ops::attention(q, k, v, mask, bias, c.dropout_p, dropout.stream, true);
+  }
+  tape.backward(out, coco::Tensor::from_vector(in.dout, qkv).to(dtype).to(device));
+  EXPECT_EQ(bias.grad().dtype(), coco::DType::f32);
+  auto host = [](const coco::Tensor& t) { return t.to(coco::Device::cpu).to_f64(); };
+  return {host(out), host(q.grad()), host(k.grad()), host(v.grad()), host(bias.grad())};
+}
+
+TEST(TensorCoreAttentionOp, CudaBf16AndF16MatchCpu) {
+  const Case c{{2, 2, 40, 32}, true, 0.15f, 6};
+  const Inputs in = attention_inputs<__nv_bfloat16>(c, 1300);
+  const std::vector<uint8_t> mask = attention_key_mask<uint8_t>(c);
+  const coco::Tensor mask_u8 = coco::Tensor::from_vector(mask, coco::Shape{c.shape.batch, c.shape.seq_len});
+  const OpRun cpu = run_op(in, c, mask_u8, coco::Device::cpu, coco::DType::f32);
+  for (const coco::DType dtype : {coco::DType::bf16, coco::DType::f16}) {
+    const uint64_t gemms = coco::runtime::counters().gemm_calls;
+    const OpRun got =
+        run_op(in, c, dtype == coco::DType::f16 ? mask_u8.to(coco::DType::i32) : mask_u8, coco::Device::cuda, dtype);
+    // The SIMT path multiplies with cuBLASLt GEMMs; the tensor-core kernels make none.
+    EXPECT_EQ(coco::runtime::counters().gemm_calls, gemms);
+    const double threshold = dtype == coco::DType::bf16 ? tc_threshold<__nv_bfloat16>() : 2e-5;
+    const std::string what = std::string("op tc ") + coco::dtype_name(dtype);
+    EXPECT_TRUE(matches_reference(cpu.out, got.out, threshold, what + " out"));
+    EXPECT_TRUE(matches_reference(cpu.dq, got.dq, threshold, what + " dq"));
+    EXPECT_TRUE(matches_reference(cpu.dk, got.dk, threshold, what + " dk"));
+    EXPECT_TRUE(matches_reference(cpu.dv, got.dv, threshold, what + " dv"));
+    EXPECT_TRUE(matches_reference(cpu.dbias, got.dbias, threshold, what + " dbias"));
+  }
+}
+
+}  // namespace
