@@ -442,7 +442,7 @@ void check_tc_shape(const AttentionShape& shape, const AttentionDropout& dropout
   check_attention_arguments(shape, dropout, op);
   if (!cuda::tc_attention_supports(shape))
     throw std::invalid_argument(std::string(op) + ": head_dim " + std::to_string(shape.head_dim) +
-                                " has no tensor-core kernel (32, 64 or 128)");
+                                " has no tensor-core kernel (16, 32, 64 or 128)");
   if (shape.batch * shape.heads > 65535)
     throw std::invalid_argument(std::string(op) + ": B*H = " + std::to_string(shape.batch * shape.heads) +
                                 " exceeds the grid limit 65535");
@@ -491,7 +491,7 @@ void launch_backward(const T* q, const T* k, const T* v, const T* dout, const fl
 namespace coco::kernels::cuda {
 
 bool tc_attention_supports(const AttentionShape& shape) {
-  return shape.head_dim == 32 || shape.head_dim == 64 || shape.head_dim == 128;
+  return shape.head_dim == 16 || shape.head_dim == 32 || shape.head_dim == 64 || shape.head_dim == 128;
 }
 
 template <class T, class Mask>
@@ -502,6 +502,8 @@ void tc_attention_forward(const T* q, const T* k, const T* v, const Mask* key_ma
   detail::check_tc_shape(shape, dropout, op);
   if (shape.batch * shape.heads == 0 || shape.seq_len == 0) return;
   switch (shape.head_dim) {
+    case 16:
+      return detail::launch_forward<T, Mask, 16>(q, k, v, key_mask, bias, shape, dropout, out, lse, stream);
     case 32:
       return detail::launch_forward<T, Mask, 32>(q, k, v, key_mask, bias, shape, dropout, out, lse, stream);
     case 64:
@@ -531,6 +533,9 @@ void tc_attention_backward(const T* q, const T* k, const T* v, const T* out, con
   COCO_LAUNCH(detail::tc_attention_delta_kernel<T>, dim3(ceil_div(rows, detail::kTcWarps)), dim3(detail::kTcThreads), 0,
               stream, out, dout, delta_workspace, rows, static_cast<int>(shape.head_dim));
   switch (shape.head_dim) {
+    case 16:
+      return detail::launch_backward<T, Mask, 16>(q, k, v, dout, lse, delta_workspace, key_mask, bias, shape, dropout,
+                                                  dq, dk, dv, dbias, accumulate_dbias, stream);
     case 32:
       return detail::launch_backward<T, Mask, 32>(q, k, v, dout, lse, delta_workspace, key_mask, bias, shape, dropout,
                                                   dq, dk, dv, dbias, accumulate_dbias, stream);

@@ -23,7 +23,7 @@
 
 namespace coco::kernels::cuda {
 
-// Head dims with a tensor-core kernel; other shapes stay on the SIMT kernels.
+// Head dims with a tensor-core kernel (16, 32, 64, 128); other shapes stay on the SIMT kernels.
 bool tc_attention_supports(const AttentionShape& shape);
 
 // T = __nv_bfloat16 or __half; Mask = uint8_t or int32_t. q, k, v, out: (B, H, T, Dh); key_mask: (B, T)

@@ -1,5 +1,5 @@
 // Tensor-core attention (kernels/attention_tc.h), run under the emulator's mma/ldmatrix/cp.async, against
-// the CPU reference (kernels/attention.h) over the same 16-bit inputs: head dims 32, 64 and 128, ragged
+// the CPU reference (kernels/attention.h) over the same 16-bit inputs: head dims 16, 32, 64 and 128, ragged
 // T (1, 17, 64, 100: partial and several tiles), u8 / i32 key masks with padding and fully padded rows,
 // with and without the bias and dropout; forward out and log-sum-exp, backward dq, dk, dv and dbias;
 // dbias accumulation; bitwise schedule invariance; argument checks.
@@ -148,6 +148,7 @@ const Case kCases[] = {
     {{2, 1, 100, 64}, true, 0.1f, 30},  // two key/query tiles, the second partial
     {{2, 1, 33, 64}, true, 0.0f, 33},   // batch row 1 fully padded
     {{1, 2, 40, 128}, true, 0.15f, 0},  // the largest head dim
+    {{3, 2, 16, 16}, true, 0.1f, 3},    // the smallest head dim (the tiny test models')
 };
 
 template <class T, class Mask>
