@@ -15,6 +15,7 @@
 #include "engine/runtime/launch.cuh"
 #include "engine/runtime/ptx.cuh"
 #include "kernels/attention_tc.h"
+#include "kernels/relpos.h"
 #include "kernels/softmax_reduce.cuh"
 
 namespace coco::kernels::detail {
@@ -25,6 +26,7 @@ constexpr int kTcWarps = 4;
 constexpr int kTcThreads = kTcWarps * 32;
 constexpr int kTcChunks = kTcRows / 8;  // 8-column chunks of a warp's 16 x 64 score block
 constexpr size_t kDefaultSharedLimit = 48 * 1024;
+constexpr size_t kMaxSharedBytes = 227 * 1024;  // per block after opt-in (sm_80: 163 KB, checked by the launch)
 
 template <int D>
 constexpr int smem_stride() {
@@ -98,16 +100,50 @@ __device__ __forceinline__ bool key_attends(const Mask* mask_row, int64_t j) {
   return mask_row == nullptr || mask_row[j] != 0;
 }
 
+// Where the additive bias comes from: a dense (H, T, T) tensor, or the relative-position table
+// (buckets x heads per `layout`), whose per-head values for every relative position j - i in
+// [-(T-1), T-1] a CTA gathers once into shared memory (2T - 1 floats after its tiles).
+template <class T>
+struct BiasArgs {
+  const T* dense = nullptr;
+  const T* table = nullptr;
+  BiasTableLayout layout = BiasTableLayout::buckets_by_heads;
+  RelativePositionConfig config{};
+  __host__ __device__ bool from_table() const { return table != nullptr; }
+};
+
+// Fills rel_bias[r + T - 1] = table(h, bucket(r)) for r in [-(T-1), T-1] (table mode only); the
+// caller's next __syncthreads publishes it.
+template <class T>
+__device__ void gather_relative_bias(const BiasArgs<T>& bias, float* rel_bias, int64_t h, int64_t heads,
+                                     int64_t seq_len) {
+  if (!bias.from_table()) return;
+  for (int64_t r = threadIdx.x; r < 2 * seq_len - 1; r += kTcThreads) {
+    const int bucket = relative_position_bucket(0, r - (seq_len - 1), bias.config);
+    rel_bias[r] = to_float(bias.table[bias_table_offset(bias.layout, h, bucket, heads, bias.config.num_buckets)]);
+  }
+}
+
+// The bias of score (i, j) of head h (0 without a bias).
+template <class T>
+__device__ __forceinline__ float bias_at(const BiasArgs<T>& bias, const float* rel_bias, int64_t h, int64_t i,
+                                         int64_t j, int64_t seq_len) {
+  if (bias.dense) return to_float(bias.dense[(h * seq_len + i) * seq_len + j]);
+  if (bias.table) return rel_bias[j - i + seq_len - 1];
+  return 0.0f;
+}
+
 // q, k, v, out: (B, H, T, D); lse: (B, H, T). Grid (query tiles, B*H).
 template <class T, class Mask, int D>
 __global__ void __launch_bounds__(kTcThreads)
-    tc_attention_forward_kernel(const T* q, const T* k, const T* v, const Mask* key_mask, const T* bias, T* out,
+    tc_attention_forward_kernel(const T* q, const T* k, const T* v, const Mask* key_mask, BiasArgs<T> bias, T* out,
                                 float* lse, int64_t heads, int64_t seq_len, float scale, AttentionDropout dropout,
                                 float keep_scale) {
   constexpr int S = smem_stride<D>();
   T* qs = dynamic_smem<T>();
   T* ks = qs + kTcRows * S;      // two buffers
   T* vs = ks + 2 * kTcRows * S;  // two buffers
+  float* rel_bias = reinterpret_cast<float*>(vs + 2 * kTcRows * S);
   const int64_t q0 = static_cast<int64_t>(blockIdx.x) * kTcRows;
   const int64_t bh = blockIdx.y, b = bh / heads, h = bh % heads;
   const int64_t base = bh * seq_len * D;
@@ -115,6 +151,7 @@ __global__ void __launch_bounds__(kTcThreads)
   const int g = lane >> 2, t = lane & 3;
   const Mask* mask_row = key_mask ? key_mask + b * seq_len : nullptr;
   const bool use_dropout = dropout.active();
+  gather_relative_bias(bias, rel_bias, h, heads, seq_len);
   const int key_tiles = static_cast<int>((seq_len + kTcRows - 1) / kTcRows);
 
   load_tile_async<T, D>(qs, q + base + q0 * D, seq_len - q0, S);
@@ -147,8 +184,7 @@ __global__ void __launch_bounds__(kTcThreads)
         const int64_t i = q0 + warp * 16 + g + (e >> 1) * 8, j = k0 + n * 8 + 2 * t + (e & 1);
         float x = -INFINITY;
         if (i < seq_len && j < seq_len && key_attends(mask_row, j)) {
-          x = s[n][e] * scale;
-          if (bias) x += to_float(bias[(h * seq_len + i) * seq_len + j]);
+          x = s[n][e] * scale + bias_at(bias, rel_bias, h, i, j, seq_len);
         }
         s[n][e] = x;
         tile_max[e >> 1] = fmaxf(tile_max[e >> 1], x);
@@ -231,11 +267,11 @@ struct ElementGrads {
 template <class T, class Mask>
 __device__ __forceinline__ ElementGrads element_grads(float score, float dp_drop, int64_t i, int64_t j, int64_t bh,
                                                       int64_t h, int64_t seq_len, float scale, float row_lse,
-                                                      float row_delta, const Mask* mask_row, const T* bias,
-                                                      const AttentionDropout& dropout, float keep_scale) {
+                                                      float row_delta, const Mask* mask_row, const BiasArgs<T>& bias,
+                                                      const float* rel_bias, const AttentionDropout& dropout,
+                                                      float keep_scale) {
   if (i >= seq_len || j >= seq_len || !key_attends(mask_row, j) || row_lse == -INFINITY) return {0.0f, 0.0f};
-  float x = score * scale;
-  if (bias) x += to_float(bias[(h * seq_len + i) * seq_len + j]);
+  const float x = score * scale + bias_at(bias, rel_bias, h, i, j, seq_len);
   const float p = expf(x - row_lse);
   bool keep = true;
   if (dropout.active())
@@ -248,19 +284,21 @@ __device__ __forceinline__ ElementGrads element_grads(float score, float dp_drop
 template <class T, class Mask, int D>
 __global__ void __launch_bounds__(kTcThreads)
     tc_attention_dq_kernel(const T* q, const T* k, const T* v, const T* dout, const float* lse, const float* delta,
-                           const Mask* key_mask, const T* bias, T* dq, int64_t heads, int64_t seq_len, float scale,
+                           const Mask* key_mask, BiasArgs<T> bias, T* dq, int64_t heads, int64_t seq_len, float scale,
                            AttentionDropout dropout, float keep_scale) {
   constexpr int S = smem_stride<D>();
   T* qs = dynamic_smem<T>();
   T* dos = qs + kTcRows * S;
   T* ks = dos + kTcRows * S;     // two buffers
   T* vs = ks + 2 * kTcRows * S;  // two buffers
+  float* rel_bias = reinterpret_cast<float*>(vs + 2 * kTcRows * S);
   const int64_t q0 = static_cast<int64_t>(blockIdx.x) * kTcRows;
   const int64_t bh = blockIdx.y, b = bh / heads, h = bh % heads;
   const int64_t base = bh * seq_len * D;
   const int warp = static_cast<int>(threadIdx.x / 32), lane = static_cast<int>(threadIdx.x % 32);
   const int g = lane >> 2, t = lane & 3;
   const Mask* mask_row = key_mask ? key_mask + b * seq_len : nullptr;
+  gather_relative_bias(bias, rel_bias, h, heads, seq_len);
   const int key_tiles = static_cast<int>((seq_len + kTcRows - 1) / kTcRows);
   float row_lse[2], row_delta[2];
 #pragma unroll
@@ -300,7 +338,7 @@ __global__ void __launch_bounds__(kTcThreads)
         const int r = e >> 1;
         const int64_t i = q0 + warp * 16 + g + r * 8, j = k0 + n * 8 + 2 * t + (e & 1);
         s[n][e] = element_grads(s[n][e], dp[n][e], i, j, bh, h, seq_len, scale, row_lse[r], row_delta[r], mask_row,
-                                bias, dropout, keep_scale)
+                                bias, rel_bias, dropout, keep_scale)
                       .ds;
       }
 #pragma unroll
@@ -333,7 +371,7 @@ constexpr int kDkdvChunks = kDkdvQueries / 8;
 template <class T, class Mask, int D>
 __global__ void __launch_bounds__(kTcThreads)
     tc_attention_dkdv_kernel(const T* q, const T* k, const T* v, const T* dout, const float* lse, const float* delta,
-                             const Mask* key_mask, const T* bias, T* dk, T* dv, float* dbias, bool accumulate_dbias,
+                             const Mask* key_mask, BiasArgs<T> bias, T* dk, T* dv, float* dbias, bool accumulate_dbias,
                              int64_t batch, int64_t heads, int64_t seq_len, float scale, AttentionDropout dropout,
                              float keep_scale) {
   constexpr int S = smem_stride<D>();
@@ -343,6 +381,7 @@ __global__ void __launch_bounds__(kTcThreads)
   T* dos = qs + kDkdvQueries * S;
   float* lse_s = reinterpret_cast<float*>(dos + kDkdvQueries * S);
   float* delta_s = lse_s + kDkdvQueries;
+  float* rel_bias = delta_s + kDkdvQueries;
   const int64_t k0 = static_cast<int64_t>(blockIdx.x) * kTcRows;
   const int warp = static_cast<int>(threadIdx.x / 32), lane = static_cast<int>(threadIdx.x % 32);
   const int g = lane >> 2, t = lane & 3;
@@ -350,6 +389,7 @@ __global__ void __launch_bounds__(kTcThreads)
   const int64_t h = dbias ? static_cast<int64_t>(blockIdx.y) : static_cast<int64_t>(blockIdx.y) % heads;
   const int64_t b_begin = dbias ? 0 : static_cast<int64_t>(blockIdx.y) / heads;
   const int64_t b_end = dbias ? batch : b_begin + 1;
+  gather_relative_bias(bias, rel_bias, h, heads, seq_len);
   for (int64_t b = b_begin; b < b_end; ++b) {
     const int64_t bh = b * heads + h;
     const int64_t base = bh * seq_len * D;
@@ -380,7 +420,7 @@ __global__ void __launch_bounds__(kTcThreads)
           const int column = n * 8 + 2 * t + (e & 1);
           const int64_t j = k0 + warp * 16 + g + (e >> 1) * 8, i = i0 + column;
           const ElementGrads grads = element_grads(st[n][e], dpt[n][e], i, j, bh, h, seq_len, scale, lse_s[column],
-                                                   delta_s[column], mask_row, bias, dropout, keep_scale);
+                                                   delta_s[column], mask_row, bias, rel_bias, dropout, keep_scale);
           st[n][e] = grads.p_drop;
           dpt[n][e] = grads.ds;
           if (dbias && i < seq_len && j < seq_len) {
@@ -418,6 +458,34 @@ __global__ void __launch_bounds__(kTcThreads)
   }
 }
 
+// dbias (H, T, T) -> drel (H, 2T - 1): drel[h, r + T - 1] = sum over i of dbias[h, i, i + r], one block
+// per (r, h) with a fixed tree (deterministic).
+__global__ void tc_relative_diagonal_sum_kernel(const float* dbias, float* drel, int64_t seq_len) {
+  __shared__ float scratch[2 * kWarpSize];
+  const int64_t r = static_cast<int64_t>(blockIdx.x) - (seq_len - 1), h = blockIdx.y;
+  const int64_t first = r < 0 ? -r : 0, last = r < 0 ? seq_len : seq_len - r;  // queries i in [first, last)
+  float partial = 0.0f;
+  for (int64_t i = first + threadIdx.x; i < last; i += blockDim.x)
+    partial += dbias[(h * seq_len + i) * seq_len + i + r];
+  const float total = block_sum(partial, scratch);
+  if (threadIdx.x == 0) drel[h * (2 * seq_len - 1) + blockIdx.x] = total;
+}
+
+// drel (H, 2T - 1) -> dtable (buckets x heads per layout): thread k of block h sums the relative
+// positions of bucket k in ascending order.
+__global__ void tc_relative_table_grad_kernel(const float* drel, float* dtable, BiasTableLayout layout,
+                                              RelativePositionConfig config, int64_t heads, int64_t seq_len,
+                                              bool accumulate) {
+  const int64_t h = blockIdx.x;
+  for (int k = static_cast<int>(threadIdx.x); k < config.num_buckets; k += blockDim.x) {
+    float sum = 0.0f;
+    for (int64_t r = 0; r < 2 * seq_len - 1; ++r)
+      if (relative_position_bucket(0, r - (seq_len - 1), config) == k) sum += drel[h * (2 * seq_len - 1) + r];
+    float* out = dtable + bias_table_offset(layout, h, k, heads, config.num_buckets);
+    *out = accumulate ? *out + sum : sum;
+  }
+}
+
 template <int D>
 constexpr size_t forward_smem_bytes(size_t element) {
   return 5 * kTcRows * smem_stride<D>() * element;
@@ -430,10 +498,18 @@ template <int D>
 constexpr size_t dkdv_smem_bytes(size_t element) {
   return 2 * (kTcRows + kDkdvQueries) * smem_stride<D>() * element + 2 * kDkdvQueries * sizeof(float);
 }
+// The relative-position bias of every j - i, in table mode.
+template <class T>
+size_t relative_bias_bytes(const BiasArgs<T>& bias, int64_t seq_len) {
+  return bias.from_table() ? static_cast<size_t>(2 * seq_len - 1) * sizeof(float) : 0;
+}
 
 // Raises the kernel's dynamic shared memory limit when it needs more than the default 48 KB.
 template <class Kernel>
-void allow_shared_bytes(Kernel* kernel, size_t bytes) {
+void allow_shared_bytes(Kernel* kernel, size_t bytes, const char* op) {
+  if (bytes > kMaxSharedBytes)
+    throw std::invalid_argument(std::string(op) + ": the sequence needs " + std::to_string(bytes) +
+                                " bytes of shared memory per block, above " + std::to_string(kMaxSharedBytes));
   if (bytes > kDefaultSharedLimit)
     COCO_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
 }
@@ -449,11 +525,11 @@ void check_tc_shape(const AttentionShape& shape, const AttentionDropout& dropout
 }
 
 template <class T, class Mask, int D>
-void launch_forward(const T* q, const T* k, const T* v, const Mask* key_mask, const T* bias,
+void launch_forward(const T* q, const T* k, const T* v, const Mask* key_mask, const BiasArgs<T>& bias,
                     const AttentionShape& shape, const AttentionDropout& dropout, T* out, float* lse,
-                    cudaStream_t stream) {
-  const size_t smem = forward_smem_bytes<D>(sizeof(T));
-  allow_shared_bytes(tc_attention_forward_kernel<T, Mask, D>, smem);
+                    cudaStream_t stream, const char* op) {
+  const size_t smem = forward_smem_bytes<D>(sizeof(T)) + relative_bias_bytes(bias, shape.seq_len);
+  allow_shared_bytes(tc_attention_forward_kernel<T, Mask, D>, smem, op);
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   COCO_LAUNCH((tc_attention_forward_kernel<T, Mask, D>),
               dim3(ceil_div(shape.seq_len, kTcRows), static_cast<unsigned>(shape.batch * shape.heads)),
@@ -463,26 +539,92 @@ void launch_forward(const T* q, const T* k, const T* v, const Mask* key_mask, co
 
 template <class T, class Mask, int D>
 void launch_backward(const T* q, const T* k, const T* v, const T* dout, const float* lse, const float* delta,
-                     const Mask* key_mask, const T* bias, const AttentionShape& shape, const AttentionDropout& dropout,
-                     T* dq, T* dk, T* dv, float* dbias, bool accumulate_dbias, cudaStream_t stream) {
+                     const Mask* key_mask, const BiasArgs<T>& bias, const AttentionShape& shape,
+                     const AttentionDropout& dropout, T* dq, T* dk, T* dv, float* dbias, bool accumulate_dbias,
+                     cudaStream_t stream, const char* op) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   const float keep_scale = dropout.active() ? dropout_keep_scale(dropout.p) : 1.0f;
   const unsigned tiles = ceil_div(shape.seq_len, kTcRows);
+  const size_t rel_bytes = relative_bias_bytes(bias, shape.seq_len);
   if (dq) {
-    const size_t smem = dq_smem_bytes<D>(sizeof(T));
-    allow_shared_bytes(tc_attention_dq_kernel<T, Mask, D>, smem);
+    const size_t smem = dq_smem_bytes<D>(sizeof(T)) + rel_bytes;
+    allow_shared_bytes(tc_attention_dq_kernel<T, Mask, D>, smem, op);
     COCO_LAUNCH((tc_attention_dq_kernel<T, Mask, D>), dim3(tiles, static_cast<unsigned>(shape.batch * shape.heads)),
                 dim3(kTcThreads), smem, stream, q, k, v, dout, lse, delta, key_mask, bias, dq, shape.heads,
                 shape.seq_len, scale, dropout, keep_scale);
   }
   if (dk || dv || dbias) {
-    const size_t smem = dkdv_smem_bytes<D>(sizeof(T));
-    allow_shared_bytes(tc_attention_dkdv_kernel<T, Mask, D>, smem);
+    const size_t smem = dkdv_smem_bytes<D>(sizeof(T)) + rel_bytes;
+    allow_shared_bytes(tc_attention_dkdv_kernel<T, Mask, D>, smem, op);
     const unsigned rows = static_cast<unsigned>(dbias ? shape.heads : shape.batch * shape.heads);
     COCO_LAUNCH((tc_attention_dkdv_kernel<T, Mask, D>), dim3(tiles, rows), dim3(kTcThreads), smem, stream, q, k, v,
                 dout, lse, delta, key_mask, bias, dk, dv, dbias, accumulate_dbias, shape.batch, shape.heads,
                 shape.seq_len, scale, dropout, keep_scale);
   }
+}
+
+template <class T, class Mask>
+void forward(const T* q, const T* k, const T* v, const Mask* key_mask, const BiasArgs<T>& bias,
+             const AttentionShape& shape, const AttentionDropout& dropout, T* out, float* lse, cudaStream_t stream,
+             const char* op) {
+  check_tc_shape(shape, dropout, op);
+  if (shape.batch * shape.heads == 0 || shape.seq_len == 0) return;
+  switch (shape.head_dim) {
+    case 16:
+      return launch_forward<T, Mask, 16>(q, k, v, key_mask, bias, shape, dropout, out, lse, stream, op);
+    case 32:
+      return launch_forward<T, Mask, 32>(q, k, v, key_mask, bias, shape, dropout, out, lse, stream, op);
+    case 64:
+      return launch_forward<T, Mask, 64>(q, k, v, key_mask, bias, shape, dropout, out, lse, stream, op);
+    default:
+      return launch_forward<T, Mask, 128>(q, k, v, key_mask, bias, shape, dropout, out, lse, stream, op);
+  }
+}
+
+// dq, dk, dv and dbias (H, T, T) f32 (overwritten unless accumulate_dbias).
+template <class T, class Mask>
+void backward(const T* q, const T* k, const T* v, const T* out, const T* dout, const float* lse, const Mask* key_mask,
+              const BiasArgs<T>& bias, const AttentionShape& shape, const AttentionDropout& dropout, T* dq, T* dk,
+              T* dv, float* dbias, bool accumulate_dbias, float* delta_workspace, cudaStream_t stream, const char* op) {
+  check_tc_shape(shape, dropout, op);
+  const int64_t L = shape.seq_len, batches = shape.batch * shape.heads;
+  if (L == 0 || shape.heads == 0) return;
+  if (batches == 0) {
+    if (dbias && !accumulate_dbias)
+      COCO_CUDA_CHECK(
+          runtime::memset_async(dbias, 0, static_cast<size_t>(shape.bias_elements()) * sizeof(float), stream));
+    return;
+  }
+  if (delta_workspace == nullptr) throw std::invalid_argument(std::string(op) + ": delta_workspace is required");
+  const int64_t rows = batches * L;
+  COCO_LAUNCH(tc_attention_delta_kernel<T>, dim3(ceil_div(rows, kTcWarps)), dim3(kTcThreads), 0, stream, out, dout,
+              delta_workspace, rows, static_cast<int>(shape.head_dim));
+  switch (shape.head_dim) {
+    case 16:
+      return launch_backward<T, Mask, 16>(q, k, v, dout, lse, delta_workspace, key_mask, bias, shape, dropout, dq, dk,
+                                          dv, dbias, accumulate_dbias, stream, op);
+    case 32:
+      return launch_backward<T, Mask, 32>(q, k, v, dout, lse, delta_workspace, key_mask, bias, shape, dropout, dq, dk,
+                                          dv, dbias, accumulate_dbias, stream, op);
+    case 64:
+      return launch_backward<T, Mask, 64>(q, k, v, dout, lse, delta_workspace, key_mask, bias, shape, dropout, dq, dk,
+                                          dv, dbias, accumulate_dbias, stream, op);
+    default:
+      return launch_backward<T, Mask, 128>(q, k, v, dout, lse, delta_workspace, key_mask, bias, shape, dropout, dq, dk,
+                                           dv, dbias, accumulate_dbias, stream, op);
+  }
+}
+
+template <class T>
+BiasArgs<T> table_bias(const T* table, BiasTableLayout layout, const RelativePositionConfig& config,
+                       const AttentionShape& shape, const char* op) {
+  if (table == nullptr) throw std::invalid_argument(std::string(op) + ": the relative-position table is null");
+  check_relative_position_config(config, shape.seq_len, op);
+  BiasArgs<T> bias;
+  bias.table = table;
+  bias.layout = layout;
+  bias.config = config;
+  return bias;
 }
 
 }  // namespace
@@ -498,19 +640,9 @@ template <class T, class Mask>
 void tc_attention_forward(const T* q, const T* k, const T* v, const Mask* key_mask, const T* bias,
                           const AttentionShape& shape, const AttentionDropout& dropout, T* out, float* lse,
                           cudaStream_t stream) {
-  const char* op = "kernels::cuda::tc_attention_forward";
-  detail::check_tc_shape(shape, dropout, op);
-  if (shape.batch * shape.heads == 0 || shape.seq_len == 0) return;
-  switch (shape.head_dim) {
-    case 16:
-      return detail::launch_forward<T, Mask, 16>(q, k, v, key_mask, bias, shape, dropout, out, lse, stream);
-    case 32:
-      return detail::launch_forward<T, Mask, 32>(q, k, v, key_mask, bias, shape, dropout, out, lse, stream);
-    case 64:
-      return detail::launch_forward<T, Mask, 64>(q, k, v, key_mask, bias, shape, dropout, out, lse, stream);
-    default:
-      return detail::launch_forward<T, Mask, 128>(q, k, v, key_mask, bias, shape, dropout, out, lse, stream);
-  }
+  detail::BiasArgs<T> args;
+  args.dense = bias;
+  detail::forward(q, k, v, key_mask, args, shape, dropout, out, lse, stream, "kernels::cuda::tc_attention_forward");
 }
 
 template <class T, class Mask>
@@ -518,34 +650,43 @@ void tc_attention_backward(const T* q, const T* k, const T* v, const T* out, con
                            const Mask* key_mask, const T* bias, const AttentionShape& shape,
                            const AttentionDropout& dropout, T* dq, T* dk, T* dv, float* dbias, bool accumulate_dbias,
                            float* delta_workspace, cudaStream_t stream) {
-  const char* op = "kernels::cuda::tc_attention_backward";
-  detail::check_tc_shape(shape, dropout, op);
-  const int64_t L = shape.seq_len, batches = shape.batch * shape.heads;
-  if (L == 0 || shape.heads == 0) return;
-  if (batches == 0) {
-    if (dbias && !accumulate_dbias)
-      COCO_CUDA_CHECK(
-          runtime::memset_async(dbias, 0, static_cast<size_t>(shape.bias_elements()) * sizeof(float), stream));
-    return;
-  }
-  if (delta_workspace == nullptr) throw std::invalid_argument(std::string(op) + ": delta_workspace is required");
-  const int64_t rows = batches * L;
-  COCO_LAUNCH(detail::tc_attention_delta_kernel<T>, dim3(ceil_div(rows, detail::kTcWarps)), dim3(detail::kTcThreads), 0,
-              stream, out, dout, delta_workspace, rows, static_cast<int>(shape.head_dim));
-  switch (shape.head_dim) {
-    case 16:
-      return detail::launch_backward<T, Mask, 16>(q, k, v, dout, lse, delta_workspace, key_mask, bias, shape, dropout,
-                                                  dq, dk, dv, dbias, accumulate_dbias, stream);
-    case 32:
-      return detail::launch_backward<T, Mask, 32>(q, k, v, dout, lse, delta_workspace, key_mask, bias, shape, dropout,
-                                                  dq, dk, dv, dbias, accumulate_dbias, stream);
-    case 64:
-      return detail::launch_backward<T, Mask, 64>(q, k, v, dout, lse, delta_workspace, key_mask, bias, shape, dropout,
-                                                  dq, dk, dv, dbias, accumulate_dbias, stream);
-    default:
-      return detail::launch_backward<T, Mask, 128>(q, k, v, dout, lse, delta_workspace, key_mask, bias, shape, dropout,
-                                                   dq, dk, dv, dbias, accumulate_dbias, stream);
-  }
+  detail::BiasArgs<T> args;
+  args.dense = bias;
+  detail::backward(q, k, v, out, dout, lse, key_mask, args, shape, dropout, dq, dk, dv, dbias, accumulate_dbias,
+                   delta_workspace, stream, "kernels::cuda::tc_attention_backward");
+}
+
+template <class T, class Mask>
+void tc_attention_relpos_forward(const T* q, const T* k, const T* v, const Mask* key_mask, const T* table,
+                                 BiasTableLayout layout, const RelativePositionConfig& config,
+                                 const AttentionShape& shape, const AttentionDropout& dropout, T* out, float* lse,
+                                 cudaStream_t stream) {
+  const char* op = "kernels::cuda::tc_attention_relpos_forward";
+  if (shape.seq_len == 0 || shape.batch * shape.heads == 0) return detail::check_tc_shape(shape, dropout, op);
+  detail::forward(q, k, v, key_mask, detail::table_bias(table, layout, config, shape, op), shape, dropout, out, lse,
+                  stream, op);
+}
+
+template <class T, class Mask>
+void tc_attention_relpos_backward(const T* q, const T* k, const T* v, const T* out, const T* dout, const float* lse,
+                                  const Mask* key_mask, const T* table, BiasTableLayout layout,
+                                  const RelativePositionConfig& config, const AttentionShape& shape,
+                                  const AttentionDropout& dropout, T* dq, T* dk, T* dv, float* dtable,
+                                  bool accumulate_dtable, const TcRelposWorkspace& workspace, cudaStream_t stream) {
+  const char* op = "kernels::cuda::tc_attention_relpos_backward";
+  if (shape.seq_len == 0 || shape.heads == 0) return detail::check_tc_shape(shape, dropout, op);
+  const detail::BiasArgs<T> bias = detail::table_bias(table, layout, config, shape, op);
+  if (dtable && (workspace.dbias == nullptr || workspace.drel == nullptr))
+    throw std::invalid_argument(std::string(op) + ": the dbias and drel workspaces are required for dtable");
+  detail::backward(q, k, v, out, dout, lse, key_mask, bias, shape, dropout, dq, dk, dv,
+                   dtable ? workspace.dbias : nullptr, false, workspace.delta, stream, op);
+  if (!dtable) return;
+  const int64_t L = shape.seq_len;
+  COCO_LAUNCH(detail::tc_relative_diagonal_sum_kernel,
+              dim3(static_cast<unsigned>(2 * L - 1), static_cast<unsigned>(shape.heads)), dim3(detail::kTcThreads), 0,
+              stream, workspace.dbias, workspace.drel, L);
+  COCO_LAUNCH(detail::tc_relative_table_grad_kernel, dim3(static_cast<unsigned>(shape.heads)), dim3(32), 0, stream,
+              workspace.drel, dtable, layout, config, shape.heads, L, accumulate_dtable);
 }
 
 #define COCO_INSTANTIATE_TC_ATTENTION(T, Mask)                                                                        \
@@ -554,7 +695,14 @@ void tc_attention_backward(const T* q, const T* k, const T* v, const T* out, con
                                               cudaStream_t);                                                          \
   template void tc_attention_backward<T, Mask>(const T*, const T*, const T*, const T*, const T*, const float*,        \
                                                const Mask*, const T*, const AttentionShape&, const AttentionDropout&, \
-                                               T*, T*, T*, float*, bool, float*, cudaStream_t);
+                                               T*, T*, T*, float*, bool, float*, cudaStream_t);                       \
+  template void tc_attention_relpos_forward<T, Mask>(                                                                 \
+      const T*, const T*, const T*, const Mask*, const T*, BiasTableLayout, const RelativePositionConfig&,            \
+      const AttentionShape&, const AttentionDropout&, T*, float*, cudaStream_t);                                      \
+  template void tc_attention_relpos_backward<T, Mask>(                                                                \
+      const T*, const T*, const T*, const T*, const T*, const float*, const Mask*, const T*, BiasTableLayout,         \
+      const RelativePositionConfig&, const AttentionShape&, const AttentionDropout&, T*, T*, T*, float*, bool,        \
+      const TcRelposWorkspace&, cudaStream_t);
 COCO_INSTANTIATE_TC_ATTENTION(__nv_bfloat16, uint8_t)
 COCO_INSTANTIATE_TC_ATTENTION(__nv_bfloat16, int32_t)
 COCO_INSTANTIATE_TC_ATTENTION(__half, uint8_t)

@@ -20,6 +20,7 @@
 
 #include "engine/runtime/cuda_api.h"
 #include "kernels/attention.h"
+#include "kernels/relpos.h"
 
 namespace coco::kernels::cuda {
 
@@ -42,5 +43,33 @@ void tc_attention_backward(const T* q, const T* k, const T* v, const T* out, con
                            const Mask* key_mask, const T* bias, const AttentionShape& shape,
                            const AttentionDropout& dropout, T* dq, T* dk, T* dv, float* dbias, bool accumulate_dbias,
                            float* delta_workspace, cudaStream_t stream);
+
+// Relative-position bias taken from the table inside the kernels: bias[h, i, j] = table(h, bucket(j - i))
+// (kernels/relpos.h; table of buckets x heads per `layout`, in T's precision). Each CTA gathers the
+// 2T - 1 values of its head into shared memory; no (H, T, T) bias is materialised in the forward.
+// T <= config.max_positions.
+template <class T, class Mask>
+void tc_attention_relpos_forward(const T* q, const T* k, const T* v, const Mask* key_mask, const T* table,
+                                 BiasTableLayout layout, const RelativePositionConfig& config,
+                                 const AttentionShape& shape, const AttentionDropout& dropout, T* out, float* lse,
+                                 cudaStream_t stream);
+
+// Device workspaces of the relative-position backward: delta (B, H, T) f32 always; dbias (H, T, T) f32
+// and drel (H, 2T - 1) f32 when dtable is wanted.
+struct TcRelposWorkspace {
+  float* delta = nullptr;
+  float* dbias = nullptr;
+  float* drel = nullptr;
+};
+
+// dtable (layout as the table) f32, or null: the batch-ordered dS of every (h, i, j) (dK/dV kernel),
+// summed along each diagonal j - i with a fixed tree, then over the diagonals of each bucket in
+// ascending order: deterministic. Overwritten unless accumulate_dtable.
+template <class T, class Mask>
+void tc_attention_relpos_backward(const T* q, const T* k, const T* v, const T* out, const T* dout, const float* lse,
+                                  const Mask* key_mask, const T* table, BiasTableLayout layout,
+                                  const RelativePositionConfig& config, const AttentionShape& shape,
+                                  const AttentionDropout& dropout, T* dq, T* dk, T* dv, float* dtable,
+                                  bool accumulate_dtable, const TcRelposWorkspace& workspace, cudaStream_t stream);
 
 }  // namespace coco::kernels::cuda

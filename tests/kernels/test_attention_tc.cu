@@ -15,6 +15,7 @@
 #include "engine/simt/schedule_oracle.h"
 #include "kernels/attention.h"
 #include "kernels/attention_tc.h"
+#include "kernels/relpos.h"
 #include "tests/common/attention_cases.h"
 #include "tests/common/kernel_check.h"
 
@@ -190,6 +191,85 @@ TEST(TensorCoreAttention, DbiasAccumulates) {
   // The kernel adds each batch entry's dS to the running cell: (start + dS_0) + dS_1, vs start + (dS_0 + dS_1).
   for (size_t e = 0; e < start.size(); ++e)
     ASSERT_NEAR(accumulated.dbias[e], start[e] + fresh.dbias[e], 1e-6 * (1.0 + std::fabs(start[e]))) << e;
+}
+
+// The relative-position table applied inside the kernels (the case's bias flag makes the reference use
+// the dense bias gathered below): the same results as the dense bias gathered
+// from the table by the CPU (kernels/relpos.h), and dtable equal to the CPU scatter of the reference dbias.
+template <class T>
+void check_relpos(const Case& c, const coco::kernels::RelativePositionConfig& config, unsigned seed) {
+  using coco::kernels::BiasTableLayout;
+  const AttentionShape& s = c.shape;
+  const int K = config.num_buckets;
+  const BiasTableLayout layout = BiasTableLayout::buckets_by_heads;
+  const std::vector<float> table =
+      coco::testing::round_through<T>(coco::testing::random_floats(K * s.heads, seed, -1.0f, 1.0f));
+  std::vector<int32_t> buckets(static_cast<size_t>(s.seq_len * s.seq_len));
+  coco::kernels::cpu::relative_position_buckets(buckets.data(), s.seq_len, config);
+  Inputs in = attention_inputs<T>(c, seed + 1);
+  in.bias.assign(static_cast<size_t>(s.bias_elements()), 0.0f);
+  coco::kernels::cpu::relative_position_bias_forward(table.data(), layout, buckets.data(), in.bias.data(), s.heads,
+                                                     s.seq_len, K);
+  const std::vector<uint8_t> mask = attention_key_mask<uint8_t>(c);
+  const Results ref = cpu_reference(c, in, mask);
+  std::vector<int32_t> offsets(K + 1), positions(buckets.size());
+  coco::kernels::cpu::relative_position_bucket_index(buckets.data(), s.seq_len, K, offsets.data(), positions.data());
+  std::vector<double> ref_dtable(static_cast<size_t>(K * s.heads));
+  coco::kernels::cpu::relative_position_bias_backward(ref.dbias.data(), offsets.data(), positions.data(),
+                                                      ref_dtable.data(), layout, s.heads, s.seq_len, K, false);
+
+  const AttentionDropout dropout = attention_test_dropout(c.dropout_p);
+  const size_t n = static_cast<size_t>(s.qkv_elements()), rows = static_cast<size_t>(s.batch * s.heads * s.seq_len);
+  GuardedDeviceBuffer<T> q(from_floats<T>(in.q)), k(from_floats<T>(in.k)), v(from_floats<T>(in.v));
+  GuardedDeviceBuffer<T> dout(from_floats<T>(in.dout)), device_table(from_floats<T>(table));
+  GuardedDeviceBuffer<uint8_t> device_mask(mask);
+  GuardedDeviceBuffer<T> out(n), dq(n), dk(n), dv(n);
+  GuardedDeviceBuffer<float> lse(rows), delta(rows), dbias(static_cast<size_t>(s.bias_elements())),
+      drel(static_cast<size_t>(s.heads * (2 * s.seq_len - 1))), dtable(table.size());
+  for (auto* buffer : {&out, &dq, &dk, &dv}) buffer->poison();
+  dtable.poison();
+  coco::kernels::cuda::tc_attention_relpos_forward(q.data(), k.data(), v.data(), device_mask.data(),
+                                                   device_table.data(), layout, config, s, dropout, out.data(),
+                                                   lse.data(), nullptr);
+  coco::kernels::cuda::tc_attention_relpos_backward(q.data(), k.data(), v.data(), out.data(), dout.data(), lse.data(),
+                                                    device_mask.data(), device_table.data(), layout, config, s, dropout,
+                                                    dq.data(), dk.data(), dv.data(), dtable.data(), false,
+                                                    {delta.data(), dbias.data(), drel.data()}, nullptr);
+  COCO_CUDA_CHECK(cudaDeviceSynchronize());
+  const std::string what = std::string("tc relpos ") + describe(c);
+  const double threshold = tc_threshold<T>();
+  EXPECT_TRUE(close_to(ref.out, to_f64(out.download()), threshold, what + " out"));
+  EXPECT_TRUE(matches_reference(ref.lse, to_f64(lse.download()), 1e-10, what + " lse"));
+  EXPECT_TRUE(close_to(ref.dq, to_f64(dq.download()), threshold, what + " dq"));
+  EXPECT_TRUE(close_to(ref.dk, to_f64(dk.download()), threshold, what + " dk"));
+  EXPECT_TRUE(close_to(ref.dv, to_f64(dv.download()), threshold, what + " dv"));
+  EXPECT_TRUE(close_to(ref_dtable, to_f64(dtable.download()), threshold, what + " dtable"));
+  EXPECT_TRUE(dtable.guards_intact() && drel.guards_intact() && dbias.guards_intact());
+}
+
+TEST(TensorCoreAttention, RelativePositionTableInsideTheKernels) {
+  coco::kernels::RelativePositionConfig config;
+  config.num_buckets = 8;
+  config.max_distance = 16;
+  config.max_positions = 100;
+  check_relpos<__nv_bfloat16>({{2, 2, 70, 32}, true, 0.1f, 9}, config, 1500);
+  check_relpos<__half>({{3, 1, 23, 16}, true, 0.0f, 4}, config, 1600);
+  // A sequence longer than max_positions, or no table: rejected with the op's name before any launch.
+  GuardedDeviceBuffer<__nv_bfloat16> table(8);
+  __nv_bfloat16* null = nullptr;
+  try {
+    coco::kernels::cuda::tc_attention_relpos_forward<__nv_bfloat16, uint8_t>(
+        null, null, null, nullptr, table.data(), coco::kernels::BiasTableLayout::buckets_by_heads, config,
+        {1, 1, 101, 16}, attention_test_dropout(0.0f), null, nullptr, nullptr);
+    FAIL() << "T > max_positions accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("tc_attention_relpos_forward: sequence length 101"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW((coco::kernels::cuda::tc_attention_relpos_forward<__nv_bfloat16, uint8_t>(
+                   null, null, null, nullptr, nullptr, coco::kernels::BiasTableLayout::buckets_by_heads, config,
+                   {1, 1, 10, 16}, attention_test_dropout(0.0f), null, nullptr, nullptr)),
+               std::invalid_argument);
 }
 
 #if defined(COCO_CUDA_EMULATED)
