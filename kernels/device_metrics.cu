@@ -58,6 +58,14 @@ __global__ void gather_scalars_kernel(ScalarSources sources, ScalarUpdate update
   dst[k] = update == ScalarUpdate::accumulate ? dst[k] + term : term;
 }
 
+__global__ void add_count_kernel(const int32_t* __restrict__ count, int32_t* __restrict__ total) {
+  if (threadIdx.x == 0 && blockIdx.x == 0) *total += *count;
+}
+
+__global__ void add_flag_kernel(const uint32_t* __restrict__ flag, uint32_t unset, int32_t* __restrict__ total) {
+  if (threadIdx.x == 0 && blockIdx.x == 0 && *flag != unset) *total += 1;
+}
+
 }  // namespace
 }  // namespace coco::kernels::detail
 
@@ -90,6 +98,14 @@ void gather_scalars(const ScalarSources& sources, ScalarUpdate update, double* d
   check_scalar_sources(sources, "kernels::cuda::gather_scalars");
   if (sources.count == 0) return;
   COCO_LAUNCH(detail::gather_scalars_kernel, dim3(1), dim3(kMaxScalarSources), 0, stream, sources, update, dst);
+}
+
+void add_count(const int32_t* count, int32_t* total, cudaStream_t stream) {
+  COCO_LAUNCH(detail::add_count_kernel, dim3(1), dim3(1), 0, stream, count, total);
+}
+
+void add_flag(const uint32_t* flag, uint32_t unset, int32_t* total, cudaStream_t stream) {
+  COCO_LAUNCH(detail::add_flag_kernel, dim3(1), dim3(1), 0, stream, flag, unset, total);
 }
 
 }  // namespace coco::kernels::cuda

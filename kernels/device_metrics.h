@@ -4,6 +4,8 @@
 //   length_mask       (B, T) u8 mask of the first length[b] positions of each row (crop views)
 //   count_nonzero     number of non-zero bytes of a u8 tensor, into one i32 (integer atomics only,
 //                     so the count is schedule-free)
+//   add_count/_flag   *total += *count (or 1 for a set flag): running error counters
+//                     (engine/ops/device_checks.h)
 //   gather_scalars    dst[k] (+)= weight_k * *source_k for up to kMaxScalarSources device scalars of
 //                     mixed dtypes (f32, f64, i32), widened to f64: the objective's counts and the
 //                     step's metric sums in one launch each, sources passed by value (no upload)
@@ -57,5 +59,9 @@ void key_mask(const int32_t* tokens, int64_t n, int32_t pad_id, uint8_t* mask, c
 void length_mask(const int32_t* length, int64_t B, int64_t T, uint8_t* mask, cudaStream_t stream);
 void count_nonzero(const uint8_t* flags, int64_t n, int32_t* count, cudaStream_t stream);
 void gather_scalars(const ScalarSources& sources, ScalarUpdate update, double* dst, cudaStream_t stream);
+// *total += *count (one thread): folds a kernel's error count into a running counter.
+void add_count(const int32_t* count, int32_t* total, cudaStream_t stream);
+// *total += (*flag != unset) (one thread): folds a kernel's error flag into a running counter.
+void add_flag(const uint32_t* flag, uint32_t unset, int32_t* total, cudaStream_t stream);
 
 }  // namespace coco::kernels::cuda
