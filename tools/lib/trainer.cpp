@@ -150,13 +150,14 @@ struct StepStats {
 
   void add(const objective::Outputs& out, int64_t batch_rows) {
     const double w = static_cast<double>(batch_rows);
+    const objective::Counts c = out.read_counts();
     loss += w * out.loss.item();
     if (out.mlm_loss.defined()) mlm += w * out.mlm_loss.item();
     if (out.rtd_loss.defined()) rtd += w * out.rtd_loss.item();
     if (out.clm_loss.defined()) {
       has_clm = true;
       clm += w * out.clm_loss.item();
-      clm_correct += out.clm_correct;
+      clm_correct += c.clm_correct;
     }
     if (out.cl_loss.defined()) {
       has_cl = true;
@@ -164,12 +165,12 @@ struct StepStats {
     }
     ++micro_batches;
     rows += batch_rows;
-    masked += out.masked;
-    mlm_correct += out.mlm_correct;
-    rtd_correct += out.rtd_correct;
-    rtd_count += out.rtd_count;
-    cl_correct += out.cl_correct;
-    cl_count += out.cl_count;
+    masked += c.masked;
+    mlm_correct += c.mlm_correct;
+    rtd_correct += c.rtd_correct;
+    rtd_count += c.rtd_count;
+    cl_correct += c.cl_correct;
+    cl_count += c.cl_count;
   }
   double mean(double sum) const { return rows ? sum / static_cast<double>(rows) : 0.0; }
   static double ratio(int64_t a, int64_t b) { return b ? static_cast<double>(a) / static_cast<double>(b) : 0.0; }
