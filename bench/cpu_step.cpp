@@ -49,8 +49,8 @@ int parse_int(const std::string& option, const std::string& v, long lo, long hi)
   char* end = nullptr;
   const long n = std::strtol(v.c_str(), &end, 10);
   if (v.empty() || !end || *end || n < lo || n > hi)
-    usage_error(option + " expects an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got '" +
-                v + "'");
+    usage_error(option + " expects an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got '" + v +
+                "'");
   return static_cast<int>(n);
 }
 
@@ -149,7 +149,8 @@ int cpu_step_main(int argc, char** argv) {
     }
     tape.backward(out.loss);
     const std::vector<Tensor> gradients = adamw.gradients();
-    const double clip = config.optim.clip_norm > 0 ? optim::clip_grad_norm(gradients, config.optim.clip_norm).factor : 1.0;
+    const double clip =
+        config.optim.clip_norm > 0 ? optim::clip_grad_norm(gradients, config.optim.clip_norm).factor : 1.0;
     if (!optim::has_nonfinite(gradients)) adamw.step(config.optim.lr, clip);
     adamw.zero_grad();
     last_loss = out.loss.to_vector<float>()[0];
@@ -170,9 +171,8 @@ int cpu_step_main(int argc, char** argv) {
   std::sort(sorted.begin(), sorted.end());
   const double median = sorted[sorted.size() / 2];
   // The loss after the last step, exactly: equal across thread counts when the backend is deterministic.
-  std::printf("median %.0f tokens/s at %d thread%s; loss after %llu steps %.9g (%a)\n", median,
-              runtime::cpu::threads(), runtime::cpu::threads() == 1 ? "" : "s", static_cast<unsigned long long>(step),
-              last_loss, last_loss);
+  std::printf("median %.0f tokens/s at %d thread%s; loss after %llu steps %.9g (%a)\n", median, runtime::cpu::threads(),
+              runtime::cpu::threads() == 1 ? "" : "s", static_cast<unsigned long long>(step), last_loss, last_loss);
 
   if (!o.out.empty()) {
     const runtime::cpu::BlasInfo blas = runtime::cpu::blas_info();

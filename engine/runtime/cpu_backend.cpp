@@ -4,6 +4,8 @@
 #include <sched.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <thread>
 #include <cctype>
 #include <cmath>
 #include <cstdlib>
@@ -21,9 +23,9 @@ struct OpenBlasApi {
   char* (*get_config)() = nullptr;
   char* (*get_corename)() = nullptr;
   void (*set_num_threads)(int) = nullptr;
-  int (*get_parallel)() = nullptr;        // 0 sequential, 1 pthreads, 2 OpenMP
-  void (*dynamic_init)() = nullptr;       // DYNAMIC_ARCH: picks the kernel table (OPENBLAS_CORETYPE first)
-  void (*dynamic_quit)() = nullptr;       // DYNAMIC_ARCH: forgets it
+  int (*get_parallel)() = nullptr;   // 0 sequential, 1 pthreads, 2 OpenMP
+  void (*dynamic_init)() = nullptr;  // DYNAMIC_ARCH: picks the kernel table (OPENBLAS_CORETYPE first)
+  void (*dynamic_quit)() = nullptr;  // DYNAMIC_ARCH: forgets it
 };
 
 const OpenBlasApi& openblas() {
@@ -52,11 +54,10 @@ int openblas_kernel_bits(const std::string& core) {
   const std::string c = lower(core);
   if (c == "skylakex" || c == "cooperlake" || c == "sapphirerapids") return 512;
   if (c == "haswell" || c == "zen" || c == "excavator") return 256;
-  static const char* sse_cores[] = {"unknown",    "katmai",  "coppermine", "northwood",    "prescott",
-                                    "banias",     "atom",    "core2",      "penryn",       "dunnington",
-                                    "nehalem",    "athlon",  "opteron",    "opteron_sse3", "barcelona",
-                                    "nano",       "bobcat",  "bulldozer",  "piledriver",   "steamroller",
-                                    "sandybridge"};
+  static const char* sse_cores[] = {"unknown",    "katmai",       "coppermine", "northwood",  "prescott", "banias",
+                                    "atom",       "core2",        "penryn",     "dunnington", "nehalem",  "athlon",
+                                    "opteron",    "opteron_sse3", "barcelona",  "nano",       "bobcat",   "bulldozer",
+                                    "piledriver", "steamroller",  "sandybridge"};
   for (const char* s : sse_cores)
     if (c == s) return 128;
   return 0;
@@ -100,7 +101,109 @@ std::string select_blas_kernel() {
          cpu_features().describe();
 }
 
+// The pool behind parallel_for. Worker w (1..) runs range w of each job; the caller runs range 0 and
+// then waits for the others. A job is published by bumping `generation_`; workers spin on it for a
+// short while (the next kernel usually follows within microseconds) and then sleep on the condition
+// variable.
+class Pool {
+ public:
+  static Pool& instance() {
+    static Pool pool;
+    return pool;
+  }
+
+  void run(int64_t ranges, void (*task)(void*, int64_t), void* context) {
+    if (on_worker) {  // a nested loop: run it inline
+      for (int64_t i = 0; i < ranges; ++i) task(context, i);
+      return;
+    }
+    std::lock_guard<std::mutex> caller(caller_mutex_);  // one job at a time
+    grow(static_cast<int>(ranges) - 1);
+    task_.store(task, std::memory_order_relaxed);
+    context_.store(context, std::memory_order_relaxed);
+    ranges_.store(ranges, std::memory_order_relaxed);
+    pending_.store(ranges - 1, std::memory_order_relaxed);
+    {
+      std::lock_guard<std::mutex> lock(sleep_mutex_);
+      generation_.fetch_add(1, std::memory_order_release);
+    }
+    wake_.notify_all();
+    task(context, 0);
+    for (int spin = 0; pending_.load(std::memory_order_acquire) != 0; ++spin)
+      if (spin > 2000) std::this_thread::yield();
+  }
+
+  ~Pool() {
+    {
+      std::lock_guard<std::mutex> lock(sleep_mutex_);
+      stopping_ = true;
+      generation_.fetch_add(1, std::memory_order_release);
+    }
+    wake_.notify_all();
+    for (std::thread& t : workers_) t.join();
+  }
+
+ private:
+  static thread_local bool on_worker;
+
+  void grow(int workers) {
+    while (static_cast<int>(workers_.size()) < workers) {
+      const int64_t index = static_cast<int64_t>(workers_.size()) + 1;
+      // The generation before this job's bump: a worker that starts late must still take the job.
+      const uint64_t before = generation_.load();
+      workers_.emplace_back([this, index, before] { work(index, before); });
+    }
+  }
+
+  void work(int64_t index, uint64_t seen) {
+    on_worker = true;
+    for (;;) {
+      // About 50 microseconds of polling before sleeping.
+      for (int spin = 0; spin < 20000 && generation_.load(std::memory_order_acquire) == seen; ++spin) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+      }
+      if (generation_.load(std::memory_order_acquire) == seen) {
+        std::unique_lock<std::mutex> lock(sleep_mutex_);
+        wake_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
+      }
+      seen = generation_.load(std::memory_order_acquire);
+      if (stopping_) return;
+      // A worker outside the job (index >= ranges) may read while the caller already publishes the
+      // next one; the second generation check discards such a mixed read (the loop then sees the new
+      // generation at once). A worker inside the job cannot race: the caller waits for it.
+      const int64_t ranges = ranges_.load();
+      const auto task = task_.load();
+      void* const context = context_.load();
+      if (generation_.load(std::memory_order_acquire) != seen) continue;
+      if (index < ranges) {
+        task(context, index);
+        pending_.fetch_sub(1, std::memory_order_acq_rel);
+      }
+    }
+  }
+
+  std::mutex caller_mutex_, sleep_mutex_;
+  std::condition_variable wake_;
+  std::vector<std::thread> workers_;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int64_t> pending_{0};
+  std::atomic<void (*)(void*, int64_t)> task_{nullptr};
+  std::atomic<void*> context_{nullptr};
+  std::atomic<int64_t> ranges_{0};
+  bool stopping_ = false;  // written under sleep_mutex_ before the last generation bump
+};
+
+thread_local bool Pool::on_worker = false;
+
 }  // namespace
+
+namespace detail {
+void run_ranges(int64_t ranges, void (*task)(void*, int64_t), void* context) {
+  Pool::instance().run(ranges, task, context);
+}
+}  // namespace detail
 
 int available_cores() {
   int cores = 0;
@@ -113,12 +216,10 @@ int available_cores() {
 }
 
 void set_threads(int n) {
-  if (n < 0) throw std::invalid_argument("runtime::cpu::set_threads: thread count must be >= 0, got " + std::to_string(n));
+  if (n < 0)
+    throw std::invalid_argument("runtime::cpu::set_threads: thread count must be >= 0, got " + std::to_string(n));
   if (n == 0) n = available_cores();
   thread_count.store(n);
-#ifdef _OPENMP
-  omp_set_num_threads(n);
-#endif
   if (openblas().set_num_threads) openblas().set_num_threads(n);
 }
 
@@ -207,12 +308,8 @@ void configure() {
   configured = true;
   kernel_selection = select_blas_kernel();
   if (thread_count.load() == 0) {
-    // set_threads without the lock held recursively: it takes none.
-    int n = available_cores();
+    const int n = available_cores();
     thread_count.store(n);
-#ifdef _OPENMP
-    omp_set_num_threads(n);
-#endif
     if (openblas().set_num_threads) openblas().set_num_threads(n);
   }
 }
@@ -225,11 +322,7 @@ std::string report() {
     << " core" << (available_cores() == 1 ? "" : "s") << " (" << cpu_model() << "; " << cpu_features().describe()
     << "); BLAS " << blas.library;
   if (!blas.kernel.empty()) s << ", kernel " << blas.kernel << " (" << blas.selection << ")";
-#ifdef _OPENMP
-  s << "; threads: OpenMP" << (blas.openmp ? ", shared with the BLAS" : ", BLAS with its own threads");
-#else
-  s << "; kernels single-threaded (built without OpenMP)";
-#endif
+  s << "; kernels on cocolm's thread pool, the BLAS on " << (blas.openmp ? "OpenMP" : "its own threads");
   return s.str();
 }
 

@@ -1,10 +1,13 @@
 // The CPU backend's execution resources: how many threads its kernels and the BLAS use, which BLAS
 // and which BLAS kernel the process runs, and a deterministic parallel loop for the CPU kernels.
 //
-// Threads. One OpenMP team serves both the CPU kernels (parallel_for below) and the BLAS (the build
-// links the OpenMP variant of OpenBLAS when it finds one, so GEMMs and element-wise kernels share
-// the same threads and never oversubscribe the cores). set_threads(0) picks the cores this process
-// may use: the affinity mask, capped by a cgroup CPU quota.
+// Threads. A small pool (the calling thread plus threads() - 1 workers) runs the CPU kernels'
+// parallel loops; the BLAS gets the same thread count. Kernels and GEMMs alternate on one host thread,
+// so the two never run at once. Workers spin briefly for the next loop (kernels come back to back)
+// and then sleep, so an idle backend does not hold cores. OpenMP was measured and not taken: with
+// libgomp's default active waiting its spinning team halved the 2-thread step next to OpenBLAS's
+// pthreads, and OMP_WAIT_POLICY cannot be set once the library is loaded. set_threads(0) picks the
+// cores this process may use: the affinity mask, capped by a cgroup CPU quota.
 //
 // Determinism. parallel_for hands each thread a contiguous range of items; the kernels built on it
 // compute every item independently of the range it falls in, and reductions add fixed-size blocks in
@@ -20,10 +23,6 @@
 #include <cstdint>
 #include <string>
 #include <vector>
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 namespace coco::runtime::cpu {
 
@@ -73,26 +72,36 @@ bool reselect_openblas_kernel(const std::string& core);
 
 // --------------------------------------------------------------------------------- parallel loops
 
+namespace detail {
+// Runs task(context, i) for i in [0, ranges) on the pool, range 0 on the calling thread; returns
+// when all are done. ranges <= threads(). Runs everything inline when called from a pool worker.
+void run_ranges(int64_t ranges, void (*task)(void*, int64_t), void* context);
+}  // namespace detail
+
 // Calls body(lo, hi) on contiguous ranges that cover [0, n) exactly once, on up to threads()
 // threads, each range at least min_items long (except when n < min_items). Runs inline when one
-// range suffices or when already inside a parallel region. body must not throw.
+// range suffices. body must not throw.
 template <class Body>
 void parallel_for(int64_t n, int64_t min_items, Body&& body) {
   if (n <= 0) return;
   int64_t ranges = min_items > 0 ? n / min_items : n;
   ranges = std::max<int64_t>(1, std::min<int64_t>(ranges, threads()));
-#ifdef _OPENMP
-  if (ranges > 1 && !omp_in_parallel()) {
-#pragma omp parallel num_threads(static_cast<int>(ranges))
-    {
-      const int64_t team = omp_get_num_threads(), id = omp_get_thread_num();
-      const int64_t lo = n * id / team, hi = n * (id + 1) / team;
-      if (lo < hi) body(lo, hi);
-    }
+  if (ranges == 1) {
+    body(int64_t{0}, n);
     return;
   }
-#endif
-  body(int64_t{0}, n);
+  struct Context {
+    Body* body;
+    int64_t n, ranges;
+  } context{&body, n, ranges};
+  detail::run_ranges(
+      ranges,
+      [](void* raw, int64_t i) {
+        const Context& c = *static_cast<const Context*>(raw);
+        const int64_t lo = c.n * i / c.ranges, hi = c.n * (i + 1) / c.ranges;
+        if (lo < hi) (*c.body)(lo, hi);
+      },
+      &context);
 }
 
 // The f64 sums of fixed blocks of `block` items: partial[b] = block_sum(b * block, min(n, (b+1) * block)),
