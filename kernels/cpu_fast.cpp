@@ -254,8 +254,8 @@ COCO_INLINE float gelu_tanh_derivative(float x) {
   return 0.5f * (1.0f + t) + slope;
 }
 
-COCO_CPU_CLONES void epilogue_rows(float* y, const float* bias, Activation act, int64_t lo, int64_t hi, int64_t out,
-                                   float* pre_act) {
+COCO_CPU_CLONES void epilogue_rows(float* __restrict y, const float* __restrict bias, Activation act, int64_t lo,
+                                   int64_t hi, int64_t out, float* __restrict pre_act) {
   for (int64_t r = lo; r < hi; ++r) {
     float* row = y + r * out;
     if (bias)
@@ -269,15 +269,16 @@ COCO_CPU_CLONES void epilogue_rows(float* y, const float* bias, Activation act, 
   }
 }
 
-COCO_CPU_CLONES void gelu_range(float* out, const float* x, int64_t lo, int64_t hi, bool tanh_form) {
+COCO_CPU_CLONES void gelu_range(float* __restrict out, const float* __restrict x, int64_t lo, int64_t hi,
+                                bool tanh_form) {
   if (tanh_form)
     for (int64_t i = lo; i < hi; ++i) out[i] = gelu_tanh(x[i]);
   else
     for (int64_t i = lo; i < hi; ++i) out[i] = gelu_erf(x[i]);
 }
 
-COCO_CPU_CLONES void gelu_backward_range(float* dx, const float* dy, const float* x, int64_t lo, int64_t hi,
-                                         bool tanh_form) {
+COCO_CPU_CLONES void gelu_backward_range(float* __restrict dx, const float* __restrict dy, const float* __restrict x,
+                                         int64_t lo, int64_t hi, bool tanh_form) {
   if (tanh_form)
     for (int64_t i = lo; i < hi; ++i) dx[i] = dy[i] * gelu_tanh_derivative(x[i]);
   else
