@@ -23,8 +23,9 @@ add_library(cocolm INTERFACE)
 target_link_libraries(cocolm INTERFACE coco_objective)
 add_library(cocolm::cocolm ALIAS cocolm)
 
-# Headers: every header of the layers a user programs against. engine/simt (the emulator) and the runtime's
-# internals (launch helper, counted CUDA calls, cuDNN/NCCL checks, counters) stay in the source tree; the
+# Headers: every header of the layers a user programs against. engine/simt (the emulator), the runtime's
+# internals (launch helper, counted CUDA calls, cuDNN/NCCL checks, counters) and engine/dist's MPI/NCCL internals
+# stay in the source tree; the
 # `library` tests compile every installed header against the installed tree, so a public header that reaches
 # for one of them fails there.
 set(cocolm_header_globs
@@ -35,6 +36,9 @@ foreach(pattern ${cocolm_header_globs})
   install(FILES ${headers} DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/cocolm/${subdir} COMPONENT development)
 endforeach()
 install(FILES cocolm/cocolm.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/cocolm COMPONENT development)
+# Data parallelism (communicators, gradient synchronization, ZeRO); not their MPI/NCCL internals.
+install(FILES engine/dist/communicator.h engine/dist/launch.h engine/dist/grad_sync.h engine/dist/zero.h
+        DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/cocolm/engine/dist COMPONENT development)
 install(FILES engine/runtime/cuda_api.h engine/runtime/dtype.h engine/runtime/check.h
         DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/cocolm/engine/runtime COMPONENT development)
 

@@ -9,6 +9,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "coco/checkpoint.h"
+#include "coco/checkpoint_manifest.h"
 #include "coco/interop/hf_export.h"
 #include "coco/interop/tokenizer_files.h"
 #include "coco/objective.h"
@@ -65,26 +67,30 @@ nlohmann::json read_json(const fs::path& path) {
   }
 }
 
-// A checkpoint directory (trainer_state.json + model.safetensors), or a run directory whose checkpoints/latest
-// names one.
+// A checkpoint directory (model.safetensors + config.json), or a run directory: its checkpoints/latest, else its
+// newest valid checkpoint (coco/checkpoint.h). Files are checked against the checkpoint's manifest. Nothing is
+// printed: `coco encode` writes its vectors to stdout.
 fs::path checkpoint_directory(const fs::path& path) {
   std::error_code error;
   if (!fs::is_directory(path, error))
     throw EncodeError("checkpoint " + path.string() + ": no such directory (expected a checkpoint or run directory)");
-  if (fs::exists(path / "model.safetensors", error) && fs::exists(path / "config.json", error)) return path;
-  const fs::path latest = path / "checkpoints" / "latest";
-  if (fs::exists(latest, error)) {
-    std::ifstream in(latest);
-    std::string name;
-    std::getline(in, name);
-    const fs::path dir = path / "checkpoints" / name;
-    if (name.empty() || name.find('/') != std::string::npos || !fs::exists(dir / "model.safetensors", error))
-      throw EncodeError(latest.string() + ": names '" + name + "', which is not a checkpoint with model.safetensors");
+  try {
+    fs::path dir = path;
+    if (!fs::exists(path / "model.safetensors", error) || !fs::exists(path / "config.json", error)) {
+      const checkpoint::ResumePoint point = checkpoint::find_resume_checkpoint(path);
+      if (!point.dir)
+        throw EncodeError("checkpoint " + path.string() +
+                          ": not a checkpoint directory (no model.safetensors + config.json) nor a run directory with "
+                          "checkpoints");
+      dir = *point.dir;
+    }
+    checkpoint::verify_checkpoint(dir);  // a damaged file is an error naming it; older checkpoints have no manifest
     return dir;
+  } catch (const EncodeError&) {
+    throw;
+  } catch (const std::invalid_argument& e) {
+    throw EncodeError(e.what());
   }
-  throw EncodeError("checkpoint " + path.string() +
-                    ": not a checkpoint directory (no model.safetensors + config.json) nor a run directory with "
-                    "checkpoints/latest");
 }
 
 // Copies the f32 tensors of model.safetensors into the model's parameters; every parameter must be there with

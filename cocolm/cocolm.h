@@ -1,5 +1,8 @@
 // cocolm's public C++ API, one include for everything (docs/library.md):
 //
+//   training     coco::Trainer (coco/trainer.h): pretraining from a config file or JSON object and a prepared
+//                data directory; step, evaluate, save, resume; a callback per metrics record; the files and
+//                semantics of `coco train`. coco::evaluate_checkpoint is `coco eval`.
 //   encoding     coco::TextEncoder (coco/encode.h): load a checkpoint with its vocabulary, tokenize, run the
 //                discriminator in inference mode in batches on cpu or cuda, per-token hidden states and CLS /
 //                mean sentence vectors; thread-safe for concurrent callers.
@@ -12,6 +15,7 @@
 #pragma once
 
 #include "coco/encode.h"
+#include "coco/trainer.h"
 #include "engine/device.h"
 #include "engine/dtype.h"
 #include "engine/io/safetensors.h"

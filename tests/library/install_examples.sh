@@ -70,6 +70,10 @@ done
 echo "== examples/encode_sentences"
 "$work/examples/encode_sentences/encode_sentences" "$work/run" | tee "$work/encode_sentences.log"
 grep -qx OK "$work/encode_sentences.log" || fail "encode_sentences did not end with OK"
+echo "== examples/train_steps"
+"$work/examples/train_steps/train_steps" "$src/examples/tiny.json" "$work/data" "$work/train_steps_run" |
+  tee "$work/train_steps.log"
+grep -qx OK "$work/train_steps.log" || fail "train_steps did not end with OK"
 echo "== examples/custom_model"
 "$work/examples/custom_model/custom_model" | tee "$work/custom_model.log"
 echo "library_install_examples: OK"

@@ -205,6 +205,15 @@ TEST_F(EncodeTest, MisuseIsReportedNamingTheArgument) {
   };
   EXPECT_NE(message_of([&] { TextEncoder::load(*work_ / "missing"); }).find("no such directory"), std::string::npos);
   EXPECT_NE(message_of([&] { TextEncoder::load(data_); }).find("not a checkpoint directory"), std::string::npos);
+  // A damaged checkpoint is refused naming the file (the manifest's checksums), never encoded with.
+  const fs::path damaged = *work_ / "damaged";
+  fs::copy(checkpoint_, damaged, fs::copy_options::recursive);
+  {
+    std::fstream file(damaged / "model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+    file.seekp(-3, std::ios::end);
+    file.put('\x7f');
+  }
+  EXPECT_NE(message_of([&] { TextEncoder::load(damaged); }).find("model.safetensors"), std::string::npos);
   EncoderOptions bad;
   bad.batch_size = 0;
   EXPECT_NE(message_of([&] { TextEncoder::load(checkpoint_, bad); }).find("batch_size"), std::string::npos);

@@ -1,3 +1,265 @@
+#include "coco/trainer.h"
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include "coco/checkpoint.h"
+#include "coco/data_loader.h"
+#include "coco/interop/tokenizer_files.h"
+#include "coco/metrics.h"
+#include "coco/model_report.h"
+#include "coco/objective.h"
+#include "coco/progress.h"
+#include "coco/train_config.h"
+#include "coco/vocab_identity.h"
+#include "engine/config.h"
+#include "engine/io/checked_read.h"
+#include "engine/ops/elementwise.h"
+#include "engine/ops/optim.h"
+#include "engine/tape.h"
+
+namespace coco {
+
+namespace fs = std::filesystem;
+using namespace coco::checkpoint;
+using objective::CocoModel;
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------------
+// Metrics
+
+// %.9g (round-trips a float exactly), null when not finite (JSON has no NaN).
+std::string number(double v) { return std::isfinite(v) ? format("%.9g", v) : std::string("null"); }
+
+class JsonRecord {
+ public:
+  JsonRecord& add(const char* key, double value) { return raw(key, number(value)); }
+  JsonRecord& add_int(const char* key, int64_t value) { return raw(key, std::to_string(value)); }
+  JsonRecord& add_string(const char* key, const std::string& value) { return raw(key, nlohmann::json(value).dump()); }
+  std::string str() const { return "{" + text_ + "}"; }
+
+ private:
+  JsonRecord& raw(const char* key, const std::string& value) {
+    text_ += (text_.empty() ? "\"" : ",\"") + std::string(key) + "\":" + value;
+    return *this;
+  }
+  std::string text_;
+};
+
+// Keeps the records of steps <= `last_step` (drops everything when last_step < 0) and any line that
+// does not parse (a torn write of a killed process).
+void truncate_metrics(const fs::path& path, int64_t last_step) {
+  std::error_code error;
+  if (!fs::exists(path, error)) return;
+  std::istringstream in(io::read_regular_file(path, uint64_t{1} << 34, "the metrics log"));
+  std::string kept, line;
+  while (std::getline(in, line)) {
+    try {
+      const auto j = io::parse_json_checked(line, "");
+      if (j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() <= last_step)
+        kept += line + "\n";
+    } catch (const ConfigError&) {
+    } catch (const nlohmann::json::exception&) {
+    }
+  }
+  replace_file_atomically(path, kept);
+}
+
+// A failed write (full disk, I/O error) is remembered, not thrown: the step loop checkpoints first, then
+// stops the run with it (exit 1), so no step goes unlogged silently and no work is lost.
+class MetricsLog {
+ public:
+  explicit MetricsLog(const fs::path& path) : path_(path), file_(std::fopen(path.c_str(), "a")) {
+    if (!file_) throw std::runtime_error(path.string() + ": cannot open for appending");
+  }
+  ~MetricsLog() { std::fclose(file_); }
+  void write(const std::string& record) {
+    if (!error_.empty()) return;
+    const std::string line = record + "\n";
+    errno = 0;
+    // Test hook (reliability tests): COCO_FAULT_INJECT=metrics-enospc fails every write as a full disk would.
+    const char* fault = std::getenv("COCO_FAULT_INJECT");
+    const bool injected = fault && std::string(fault) == "metrics-enospc";
+    if (injected || std::fwrite(line.data(), 1, line.size(), file_) != line.size() || std::fflush(file_) != 0) {
+      if (injected) errno = ENOSPC;
+      error_ = path_.string() + ": cannot write the metrics record: " + std::strerror(errno ? errno : EIO);
+    }
+  }
+  bool failed() const { return !error_.empty(); }
+  const std::string& error() const { return error_; }
+
+ private:
+  fs::path path_;
+  std::FILE* file_;
+  std::string error_;
+};
+
+// ---------------------------------------------------------------------------------------------------
+// Step statistics (sums over micro-batches)
+
+struct StepStats {
+  double loss = 0, mlm = 0, rtd = 0, clm = 0, cl = 0;
+  bool has_clm = false, has_cl = false;
+  int64_t micro_batches = 0, rows = 0;
+  int64_t masked = 0, mlm_correct = 0, rtd_correct = 0, rtd_count = 0, cl_correct = 0, cl_count = 0;
+  int64_t clm_correct = 0;
+  int64_t tokens = 0;
+
+  void add(const objective::Outputs& out, int64_t batch_rows) {
+    const double w = static_cast<double>(batch_rows);
+    const objective::Counts c = out.read_counts();
+    loss += w * out.loss.item();
+    if (out.mlm_loss.defined()) mlm += w * out.mlm_loss.item();
+    if (out.rtd_loss.defined()) rtd += w * out.rtd_loss.item();
+    if (out.clm_loss.defined()) {
+      has_clm = true;
+      clm += w * out.clm_loss.item();
+      clm_correct += c.clm_correct;
+    }
+    if (out.cl_loss.defined()) {
+      has_cl = true;
+      cl += w * out.cl_loss.item();
+    }
+    ++micro_batches;
+    rows += batch_rows;
+    masked += c.masked;
+    mlm_correct += c.mlm_correct;
+    rtd_correct += c.rtd_correct;
+    rtd_count += c.rtd_count;
+    cl_correct += c.cl_correct;
+    cl_count += c.cl_count;
+  }
+  double mean(double sum) const { return rows ? sum / static_cast<double>(rows) : 0.0; }
+  static double ratio(int64_t a, int64_t b) { return b ? static_cast<double>(a) / static_cast<double>(b) : 0.0; }
+
+  // The value of each metric key (coco/metrics.h); clm_* only when the objective has a CLM head.
+  double value(std::string_view key) const {
+    if (key == "loss") return mean(loss);
+    if (key == "mlm_loss") return mean(mlm);
+    if (key == "rtd_loss") return mean(rtd);
+    if (key == "clm_loss") return mean(clm);
+    if (key == "cl_loss") return has_cl ? mean(cl) : 0.0;
+    if (key == "mlm_acc") return ratio(mlm_correct, masked);
+    if (key == "rtd_acc") return ratio(rtd_correct, rtd_count);
+    if (key == "clm_acc") return ratio(clm_correct, masked);
+    if (key == "cl_acc") return ratio(cl_correct, cl_count);
+    throw std::logic_error("StepStats: unknown metric " + std::string(key));
+  }
+  bool reports(std::string_view key) const { return has_clm || !key.starts_with("clm_"); }
+
+  // metrics.jsonl / eval JSON: losses, then accuracies (the order users' tooling has always seen).
+  void put(JsonRecord& r) const {
+    for (const char* key : all_keys())
+      if (reports(key)) r.add(key, value(key));
+  }
+  // The progress line: "loss 41.9161 mlm_loss 8.8490 rtd_loss 0.5242 clm_loss 3.4294 cl_loss 3.4277".
+  std::string summary(bool with_accuracies = false) const {
+    std::string s;
+    for (const char* key :
+         with_accuracies ? all_keys()
+                         : std::vector<const char*>(std::begin(objective::kLossKeys), std::end(objective::kLossKeys)))
+      if (reports(key)) s += format("%s%s %.4f", s.empty() ? "" : " ", key, value(key));
+    return s;
+  }
+  static std::vector<const char*> all_keys() {
+    std::vector<const char*> keys(std::begin(objective::kLossKeys), std::end(objective::kLossKeys));
+    keys.insert(keys.end(), std::begin(objective::kAccuracyKeys), std::end(objective::kAccuracyKeys));
+    return keys;
+  }
+  // coco eval's table: every metric with what it means for this objective.
+  std::string table(const objective::ObjectiveConfig& objective) const {
+    std::string s = format("%-9s %12s  %s\n", "metric", "value", "meaning");
+    for (const auto& key : objective::metric_keys(objective))
+      if (reports(key))
+        s += format("%-9s %12.6f  %s\n", key.c_str(), value(key), objective::describe_metric(key, objective).c_str());
+    return s;
+  }
+};
+
+// Evaluation over the first `max_batches` micro-batches (0: all) of `sequences`, in order, with fixed
+// Philox step keys so every evaluation of a run sees the same masks.
+constexpr uint64_t kEvalStepKey = uint64_t{1} << 62;
+
+StepStats evaluate_sequences(CocoModel& model, const data::PackedSequences& sequences, int64_t micro_batch,
+                             int64_t max_batches, int64_t min_rows) {
+  StepStats stats;
+  const uint64_t n = sequences.size();
+  data::LoaderOptions options;
+  options.shuffle = false;
+  uint64_t start = 0;
+  for (int64_t b = 0; start < n && (max_batches == 0 || b < max_batches); ++b) {
+    options.micro_batch = static_cast<int64_t>(std::min<uint64_t>(static_cast<uint64_t>(micro_batch), n - start));
+    if (options.micro_batch < min_rows) break;
+    const data::Batch batch = data::make_batch(sequences, options, start);
+    const Tensor tokens = Tensor::from_vector(batch.tokens, Shape{batch.rows, batch.seq_len}, Device::cpu);
+    NoGrad no_grad;
+    stats.add(model.forward(tokens, kEvalStepKey + static_cast<uint64_t>(b), /*training=*/false), batch.rows);
+    stats.tokens += batch.non_pad_tokens;
+    start += static_cast<uint64_t>(options.micro_batch);
+  }
+  return stats;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Data setup
+
+// Test hook (reliability tests): COCO_FAULT_INJECT=nonfinite-from-step:N treats the gradients of step N
+// and every later step as non-finite, exercising the skip / stop path without a diverging model.
+bool injected_nonfinite(int64_t step) {
+  static const int64_t from = [] {
+    const char* value = std::getenv("COCO_FAULT_INJECT");
+    const std::string prefix = "nonfinite-from-step:";
+    if (!value || std::string(value).rfind(prefix, 0) != 0) return int64_t{-1};
+    return static_cast<int64_t>(std::stoll(std::string(value).substr(prefix.size())));
+  }();
+  return from >= 0 && step >= from;
+}
+
+// The tokenizer files checkpoints carry, from the data folder (generated from vocab.txt + meta.json for
+// folders prepared before prepare wrote them). A folder without a vocabulary trains all the same.
+std::vector<std::pair<std::string, std::string>> checkpoint_tokenizer_files(
+    const fs::path& data_dir, const std::function<void(const std::string&)>& message) {
+  if (!interop::has_vocabulary(data_dir)) {
+    message(
+        format("warning: %s has no vocab.txt or tokenizer.json: checkpoints will carry no tokenizer files "
+               "(coco export will need --tokenizer)",
+               data_dir.c_str()));
+    return {};
+  }
+  return interop::read_tokenizer_files(data_dir).files;
+}
+
+data::PackingLayout packing_for(const train::TrainConfig& config) {
+  data::PackingLayout layout;
+  layout.seq_len = config.data.seq_len;
+  layout.cls_id = config.objective.prepend_cls ? -1 : config.objective.cls_id;
+  layout.sep_id = config.objective.sep_id;
+  layout.pad_id = config.objective.pad_id;
+  return layout;
+}
+
+std::vector<NamedParameter> trainable_parameters(const CocoModel& model, const train::OptimConfig& optim) {
+  std::vector<NamedParameter> params = model.named_parameters();
+  for (auto& p : params)
+    for (const auto& pattern : optim.no_decay)
+      if (p.name.find(pattern) != std::string::npos) p.weight_decay = false;
+  return params;
+}
+
+}  // namespace
+
 // ---------------------------------------------------------------------------------------------------
 // The Trainer: run_train's state as members, its loop body as train_step().
 
@@ -131,11 +393,11 @@ struct Trainer::Impl {
         tokens_seen = saved_state.tokens_seen;
         if (saved_state.grad_scaler) scaler.load_state(*saved_state.grad_scaler);
         if (start_step > 0 && saved_state.sequences != train_sequences->size())
-          message(format(
-              "warning: the train split now packs into %llu sequences, the checkpoint saw %llu: the data order "
-              "after resume differs from the original run's",
-              static_cast<unsigned long long>(train_sequences->size()),
-              static_cast<unsigned long long>(saved_state.sequences)));
+          message(
+              format("warning: the train split now packs into %llu sequences, the checkpoint saw %llu: the data order "
+                     "after resume differs from the original run's",
+                     static_cast<unsigned long long>(train_sequences->size()),
+                     static_cast<unsigned long long>(saved_state.sequences)));
       } catch (const std::invalid_argument& e) {
         throw checkpoint::CheckpointError((*resume_dir / "trainer_state.json").string() + ": " + e.what());
       }
@@ -151,15 +413,14 @@ struct Trainer::Impl {
     message(objective::describe_model(*model, config.model, config.objective, t.micro_batch, layout.seq_len,
                                       param_dtype == DType::f32 ? 4 : 2)
                 .text());
-    message(format("model: %zu parameters (%zu tensors) on %s | data: %llu train sequences of %lld tokens (%.2f "
-                   "epochs planned)%s | %lld steps x %lld sequences",
-                   model->parameter_count(), params.size(), device_name(config.device),
-                   static_cast<unsigned long long>(train_sequences->size()), static_cast<long long>(layout.seq_len),
-                   static_cast<double>(t.steps * rows_per_step) / static_cast<double>(train_sequences->size()),
-                   valid_sequences
-                       ? format(", %llu valid", static_cast<unsigned long long>(valid_sequences->size())).c_str()
-                       : "",
-                   static_cast<long long>(t.steps), static_cast<long long>(rows_per_step)));
+    message(format(
+        "model: %zu parameters (%zu tensors) on %s | data: %llu train sequences of %lld tokens (%.2f "
+        "epochs planned)%s | %lld steps x %lld sequences",
+        model->parameter_count(), params.size(), device_name(config.device),
+        static_cast<unsigned long long>(train_sequences->size()), static_cast<long long>(layout.seq_len),
+        static_cast<double>(t.steps * rows_per_step) / static_cast<double>(train_sequences->size()),
+        valid_sequences ? format(", %llu valid", static_cast<unsigned long long>(valid_sequences->size())).c_str() : "",
+        static_cast<long long>(t.steps), static_cast<long long>(rows_per_step)));
     open_loop();
   }
 
@@ -217,7 +478,8 @@ struct Trainer::Impl {
     if (!valid_sequences)
       throw data::DataError((meta.dir / "meta.json").string() + ": the data has no valid split to evaluate on");
     return evaluate_sequences(*model, *valid_sequences, config.train.micro_batch,
-                    batches >= 0 ? batches : config.train.eval_batches, config.objective.cl_weight > 0 ? 2 : 1);
+                              batches >= 0 ? batches : config.train.eval_batches,
+                              config.objective.cl_weight > 0 ? 2 : 1);
   }
 
   void scheduled_eval() {
@@ -313,7 +575,10 @@ struct Trainer::Impl {
       JsonRecord r;
       r.add_int("step", completed);
       stats.put(r);
-      r.add("lr", lr).add("grad_norm", grad_norm).add("tokens_per_s", report.tokens_per_s).add("loss_scale", loss_scale);
+      r.add("lr", lr)
+          .add("grad_norm", grad_norm)
+          .add("tokens_per_s", report.tokens_per_s)
+          .add("loss_scale", loss_scale);
       r.add_int("skipped", nonfinite ? 1 : 0).add_int("epoch", static_cast<int64_t>(epoch));
       record(r.str());
     }
@@ -430,9 +695,9 @@ EvalReport evaluate_checkpoint(const EvalOptions& options) {
 
   const int64_t step = state.value("step", int64_t{0});
   report.checkpoint_line = format("checkpoint  %s (step %lld)", checkpoint.c_str(), static_cast<long long>(step));
-  report.data_line = format("data        %s, split %s: %lld sequences in %lld batches", config.data.dir.c_str(),
-                            options.split.c_str(), static_cast<long long>(stats.rows),
-                            static_cast<long long>(stats.micro_batches));
+  report.data_line =
+      format("data        %s, split %s: %lld sequences in %lld batches", config.data.dir.c_str(), options.split.c_str(),
+             static_cast<long long>(stats.rows), static_cast<long long>(stats.micro_batches));
   report.table = stats.table(config.objective);
   JsonRecord r;
   r.add_string("checkpoint", checkpoint.string()).add_int("step", step).add_string("split", options.split);
@@ -442,3 +707,5 @@ EvalReport evaluate_checkpoint(const EvalOptions& options) {
   report.record = nlohmann::json::parse(report.json);
   return report;
 }
+
+}  // namespace coco

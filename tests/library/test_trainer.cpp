@@ -70,10 +70,10 @@ TEST_F(TrainerTest, WritesWhatCocoTrainWritesAndReportsEveryRecord) {
   ASSERT_TRUE(trainer.last_checkpoint());
   EXPECT_EQ(trainer.last_checkpoint()->filename(), "step-00000006");
 
-  const testutil::RunResult r = testutil::run_coco(
-      {"train", "--config", kTinyConfig.string(), "--out", cli_run.string(), "--set", "data.dir=" + data_.string(),
-       "--set", "train.log_every=1", "--set", "train.eval_every=3"},
-      work_->path());
+  const testutil::RunResult r =
+      testutil::run_coco({"train", "--config", kTinyConfig.string(), "--out", cli_run.string(), "--set",
+                          "data.dir=" + data_.string(), "--set", "train.log_every=1", "--set", "train.eval_every=3"},
+                         work_->path());
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   // The same records (timing aside), bit for bit, and the callback saw each as written.
   EXPECT_EQ(metrics_of(api_run), metrics_of(cli_run));
@@ -137,13 +137,13 @@ TEST_F(TrainerTest, EvaluateReportsHeldOutMetricsWithoutWriting) {
 TEST_F(TrainerTest, FromJsonAndMisuse) {
   nlohmann::json config = nlohmann::json::parse(testutil::read_text(kTinyConfig));
   config["data"]["dir"] = data_.string();
-  config["train"]["steps"] = 1;
+  config["train"]["steps"] = 2;
   TrainerOptions o;
   o.run_dir = *work_ / "json";
   Trainer trainer = Trainer::from_json(config, "my config", o);
-  EXPECT_EQ(trainer.run(), 1);
+  EXPECT_EQ(trainer.run(), 2);
   EXPECT_THROW(trainer.train_step(), std::logic_error);
-  EXPECT_EQ(trainer.config()["train"]["steps"], 1);
+  EXPECT_EQ(trainer.config()["train"]["steps"], 2);
 
   config["optim"]["lr_typo"] = 1;
   try {
