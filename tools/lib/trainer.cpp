@@ -24,6 +24,7 @@
 #include "coco/vocab_identity.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/optim.h"
+#include "engine/runtime/cpu_backend.h"
 #include "engine/tape.h"
 #include "tools/lib/checkpoint.h"
 #include "tools/lib/progress.h"
@@ -401,6 +402,8 @@ int run_train(const TrainOptions& options) {
                                                 param_dtype == DType::f32 ? 4 : 2)
                           .text()
                           .c_str());
+  runtime::cpu::set_threads(static_cast<int>(config.threads));
+  if (config.device == Device::cpu) std::printf("%s\n", runtime::cpu::report().c_str());
   std::printf(
       "model: %zu parameters (%zu tensors) on %s | data: %llu train sequences of %lld tokens (%.2f epochs "
       "planned)%s | %lld steps x %lld sequences\n",
