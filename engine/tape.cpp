@@ -1,5 +1,7 @@
 #include "engine/tape.h"
 
+#include <unordered_set>
+
 #include "engine/ops/elementwise.h"
 
 namespace coco {
@@ -82,6 +84,16 @@ void Tape::backward(const Tensor& root, const Tensor& seed) {
   else
     root_meta->grad = root_grad;
 
+  // With a hook: the leaves whose gradient is final after node i, i.e. whose earliest reader is node i.
+  std::vector<std::vector<AutogradMeta*>> final_after;
+  if (leaf_grad_hook_) {
+    final_after.resize(nodes_.size());
+    std::unordered_set<AutogradMeta*> seen;
+    for (size_t i = 0; i < nodes_.size(); ++i)
+      for (const auto& in : nodes_[i]->inputs)
+        if (in && in->is_leaf && seen.insert(in.get()).second) final_after[i].push_back(in.get());
+  }
+
   NoGrad no_grad;
   backward_done_ = true;
   for (auto it = nodes_.rbegin(); it != nodes_.rend(); ++it) {
@@ -98,6 +110,8 @@ void Tape::backward(const Tensor& root, const Tensor& seed) {
     node.materialized_grads.clear();
     for (const auto& out : node.outputs)
       if (!out->is_leaf) out->grad = Tensor();
+    if (leaf_grad_hook_)
+      for (AutogradMeta* leaf : final_after[static_cast<size_t>(nodes_.rend() - it - 1)]) leaf_grad_hook_(*leaf);
   }
 }
 

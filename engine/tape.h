@@ -62,6 +62,14 @@ class Tape {
   // require grad, or a non-scalar root without a seed.
   void backward(const Tensor& root, const Tensor& seed = Tensor());
 
+  // Called during backward for every leaf input (a tensor no recorded op produced: a parameter) as
+  // soon as its gradient is final, i.e. right after the earliest recorded node that reads it has run
+  // its backward. A tensor read by several nodes (tied weights) is reported once. Data-parallel
+  // training starts a gradient bucket's all-reduce from here while backward continues
+  // (engine/dist/grad_sync.h). The hook stays set across clear().
+  using LeafGradHook = std::function<void(AutogradMeta& leaf)>;
+  void set_leaf_grad_hook(LeafGradHook hook) { leaf_grad_hook_ = std::move(hook); }
+
   // Drops all nodes (and their saved tensors) so the tape can be reused for the next step.
   void clear();
   size_t size() const;
@@ -72,6 +80,7 @@ class Tape {
   struct Node;
   std::vector<std::unique_ptr<Node>> nodes_;
   bool backward_done_ = false;
+  LeafGradHook leaf_grad_hook_;
   friend class BackwardContext;
 };
 

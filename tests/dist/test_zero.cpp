@@ -1,0 +1,141 @@
+// ZeRO-1 under mpirun: each rank back-propagates its shard of the global batch and ZeroAdamW updates
+// its shard of the optimizer; after every step the weights equal one process's AdamW on the whole
+// batch (plain data parallelism's result), with gradient clipping active, on the MPI and NCCL paths.
+// The gathered optimizer state equals that process's, and loading it into a fresh ZeroAdamW continues
+// identically (the checkpoint is independent of the world size).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <memory>
+
+#include "engine/dist/zero.h"
+#include "engine/ops/elementwise.h"
+#include "engine/ops/linear.h"
+#include "engine/tape.h"
+
+namespace coco::dist {
+namespace {
+
+constexpr int64_t kGlobalRows = 12;
+constexpr double kLr = 0.05, kMaxNorm = 0.5;
+
+Communicator& comm_for(Device device) {
+  static std::unique_ptr<Communicator> comms[2];
+  auto& comm = comms[device == Device::cpu ? 0 : 1];
+  if (!comm) comm = make_communicator(device, detect_launch());
+  return *comm;
+}
+
+Tensor values(const Shape& shape, int seed, Device device) {
+  std::vector<float> v(static_cast<size_t>(shape.numel()));
+  for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>(std::sin(0.37 * (i + 1) + 1.3 * seed));
+  return Tensor::from_vector(v, shape, device);
+}
+
+// 6*8 + 6 + 8*6 + 5 = 107 elements: shards of 54 / 36 with padding, pieces that split parameters.
+struct Model {
+  Tensor w1, b1, w2, unused;
+  explicit Model(Device device)
+      : w1(values({6, 8}, 1, device).set_requires_grad().set_name("w1")),
+        b1(values({6}, 2, device).set_requires_grad().set_name("b1")),
+        w2(values({8, 6}, 3, device).set_requires_grad().set_name("w2")),
+        unused(values({5}, 4, device).set_requires_grad().set_name("unused")) {}
+  Tensor loss(const Tensor& x) const {
+    const Tensor h = ops::linear(x, w1, b1);
+    const Tensor y = ops::linear(h, w2);
+    const Tensor z = ops::linear(y, w1);  // tied
+    return ops::mean(ops::mul(z, z));
+  }
+  std::vector<NamedParameter> named() const {
+    return {{"w1", w1, true}, {"b1", b1, false}, {"w2", w2, true}, {"w1_tied", w1, true}, {"unused", unused, true}};
+  }
+  void backward(const Tensor& x) const {
+    for (Tensor t : {w1, b1, w2, unused}) t.clear_grad();
+    Tape tape;
+    Tape::Recording recording(tape);
+    tape.backward(loss(x));
+  }
+};
+
+void expect_close(const Tensor& got, const Tensor& want, double tolerance, const std::string& what) {
+  const std::vector<double> g = got.to(Device::cpu).to_f64(), w = want.to(Device::cpu).to_f64();
+  ASSERT_EQ(g.size(), w.size()) << what;
+  for (size_t i = 0; i < g.size(); ++i) ASSERT_NEAR(g[i], w[i], tolerance) << what << " index " << i;
+}
+
+class ZeroTest : public testing::TestWithParam<Device> {};
+
+TEST_P(ZeroTest, EqualsOneProcessAdamWOnTheWholeBatch) {
+  const Device device = GetParam();
+  Communicator& comm = comm_for(device);
+  const int n = comm.world_size(), me = comm.rank();
+  const Tensor x = values({kGlobalRows, 8}, 7, device);
+  const int64_t rows = kGlobalRows / n;
+
+  Model reference(device);  // one process, whole batch, plain AdamW with clipping
+  std::vector<NamedParameter> ref_params = reference.named();
+  ref_params.erase(ref_params.begin() + 3);  // the tied repeat
+  optim::AdamW ref_adamw(ref_params);
+
+  Model model(device);
+  ZeroAdamW zero(comm, model.named());
+  EXPECT_EQ(zero.parameters().size(), 4u);
+  EXPECT_EQ(zero.total_elements(), 107);
+  EXPECT_EQ(zero.shard_size() * n, (107 + n - 1) / n * n);
+
+  for (int step = 0; step < 3; ++step) {
+    reference.backward(x);
+    // backward gives the unused parameter no gradient; ZeRO counts it as zeros, so does the reference.
+    reference.unused.autograd_meta()->grad = Tensor::zeros({5}, DType::f32, device);
+    const optim::ClipResult clip = optim::clip_grad_norm(ref_adamw.gradients(), kMaxNorm);
+    ref_adamw.step(kLr, clip.factor);
+
+    model.backward(x.rows(me * rows, (me + 1) * rows));
+    const ZeroAdamW::StepResult result = zero.step(kLr, kMaxNorm);
+    EXPECT_NEAR(result.grad_norm, clip.norm, 1e-6 * clip.norm) << "step " << step;
+    EXPECT_LT(result.clip_factor, 1.0) << "clipping should be active";
+    for (const char* name : {"w1", "b1", "w2", "unused"}) {
+      const Tensor got = name == std::string("w1")   ? model.w1
+                         : name == std::string("b1") ? model.b1
+                         : name == std::string("w2") ? model.w2
+                                                     : model.unused;
+      const Tensor want = name == std::string("w1")   ? reference.w1
+                          : name == std::string("b1") ? reference.b1
+                          : name == std::string("w2") ? reference.w2
+                                                      : reference.unused;
+      expect_close(got, want, 2e-6, std::string(name) + " after step " + std::to_string(step));
+    }
+  }
+
+  // The gathered state is the whole-model state of the reference.
+  const std::vector<ZeroAdamW::ParamState> state = zero.gathered_state();
+  ASSERT_EQ(state.size(), 4u);
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(state[i].step, 3);
+    expect_close(state[i].exp_avg, ref_adamw.exp_avg(i), 1e-6, "exp_avg " + ref_params[i].name);
+    expect_close(state[i].exp_avg_sq, ref_adamw.exp_avg_sq(i), 1e-7, "exp_avg_sq " + ref_params[i].name);
+  }
+
+  // A fresh optimizer over a copy of the weights, resumed from the state, steps like the original.
+  Model resumed(device);
+  for (auto [to, from] : {std::pair{resumed.w1, model.w1},
+                          {resumed.b1, model.b1},
+                          {resumed.w2, model.w2},
+                          {resumed.unused, model.unused}})
+    to.copy_from(from);
+  ZeroAdamW restarted(comm, resumed.named());
+  restarted.load_state(state);
+  model.backward(x.rows(me * rows, (me + 1) * rows));
+  zero.step(kLr, kMaxNorm);
+  resumed.backward(x.rows(me * rows, (me + 1) * rows));
+  restarted.step(kLr, kMaxNorm);
+  expect_close(resumed.w1, model.w1, 0.0, "w1 after resume");
+  expect_close(resumed.w2, model.w2, 0.0, "w2 after resume");
+  expect_close(resumed.unused, model.unused, 0.0, "unused after resume");
+}
+
+INSTANTIATE_TEST_SUITE_P(Dist, ZeroTest, testing::Values(Device::cpu, Device::cuda),
+                         [](const testing::TestParamInfo<Device>& info) { return device_name(info.param); });
+
+}  // namespace
+}  // namespace coco::dist
