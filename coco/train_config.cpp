@@ -211,6 +211,7 @@ TrainConfig parse_train_config(const nlohmann::json& root, const std::string& so
   {
     ConfigObject runtime = r.get_object("runtime");
     c.device_setting = runtime.get_choice("device", c.device_setting, {"auto", "cuda", "cpu"});
+    c.threads = runtime.get_int("threads", c.threads, 0, 4096);
     runtime.finish();
   }
   r.finish();
@@ -289,6 +290,8 @@ nlohmann::json train_config_to_json(const TrainConfig& c) {
                 {"max_consecutive_skips", c.train.max_consecutive_skips}};
   j["precision"] = c.precision;
   j["runtime"] = {{"device", c.device_setting}};
+  // Only when set, so configs (and their hashes) from before the key existed stay as they were.
+  if (c.threads != 0) j["runtime"]["threads"] = c.threads;
   return j;
 }
 

@@ -6,7 +6,8 @@
 //   "train"      {"steps", "micro_batch", "grad_accum", "seed", "log_every", "eval_every", "eval_batches",
 //                 "checkpoint_every", "keep_checkpoints", "max_consecutive_skips"},
 //   "precision"  "f32" | "bf16" | "f16",
-//   "runtime"    {"device": "cuda" | "cpu" | "auto"}.
+//   "runtime"    {"device": "cuda" | "cpu" | "auto", "threads": N (CPU backend; 0 or absent: every core the
+//                 process may use)}.
 // Read strictly (engine/config.h): unknown keys, wrong types and out-of-range values are ConfigErrors
 // naming the file and the dotted key. `--set key.path=value` overrides are applied to the JSON first.
 //
@@ -69,6 +70,7 @@ struct TrainConfig {
   LoopConfig train;
   std::string precision = "f32";
   std::string device_setting = "auto";
+  int64_t threads = 0;  // runtime.threads: CPU backend threads (kernels and BLAS); 0 = the cores the process may use
   Device device = Device::cpu;  // `device_setting` resolved
 };
 

@@ -28,6 +28,7 @@
 #include "engine/io/checked_read.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/optim.h"
+#include "engine/runtime/cpu_backend.h"
 #include "engine/tape.h"
 
 namespace coco {
@@ -398,6 +399,7 @@ struct Trainer::Impl {
     // into checkpoints. bf16 copies are rewritten by the AdamW kernel itself, f16 copies after each step.
     param_dtype = config.precision == "bf16" ? DType::bf16 : config.precision == "f16" ? DType::f16 : DType::f32;
     refuse_absurd_memory(config, source);
+    runtime::cpu::set_threads(static_cast<int>(config.threads));
     model = std::make_unique<CocoModel>(config.model, config.objective, t.seed, config.device, param_dtype);
     params = trainable_parameters(*model, config.optim);
     masters = params;
@@ -452,6 +454,7 @@ struct Trainer::Impl {
     message(objective::describe_model(*model, config.model, config.objective, t.micro_batch, layout.seq_len,
                                       param_dtype == DType::f32 ? 4 : 2)
                 .text());
+    if (config.device == Device::cpu) message(runtime::cpu::report());
     message(format(
         "model: %zu parameters (%zu tensors) on %s | data: %llu train sequences of %lld tokens (%.2f "
         "epochs planned)%s | %lld steps x %lld sequences",

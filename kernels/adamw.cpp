@@ -1,10 +1,13 @@
 // CPU reference of the fused AdamW update (see kernels/adamw.h for the formula).
 #include "kernels/adamw.h"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+
+#include "engine/runtime/cpu_backend.h"
 
 namespace coco::kernels {
 
@@ -81,19 +84,22 @@ void adamw_update(T* param, const G* grad, T* exp_avg, T* exp_avg_sq, __nv_bfloa
   const T beta2 = static_cast<T>(s.beta2), one_minus_beta2 = static_cast<T>(s.one_minus_beta2);
   const T step_size = static_cast<T>(s.step_size), bc2_sqrt = static_cast<T>(s.bias_correction2_sqrt);
   const T eps = static_cast<T>(s.eps), grad_scale = static_cast<T>(s.grad_scale);
-  for (int64_t i = 0; i < numel; ++i) {
-    const T g = widen_grad<T>(grad[i]) * grad_scale;
-    T p = param[i];
-    if (apply_weight_decay) p = p * decay_factor;
-    const T m = adamw_lerp(exp_avg[i], g, lerp_weight);
-    const T v = exp_avg_sq[i] * beta2 + (one_minus_beta2 * g) * g;
-    const T denom = std::sqrt(v) / bc2_sqrt + eps;
-    p = p + (-step_size) * (m / denom);
-    param[i] = p;
-    exp_avg[i] = m;
-    exp_avg_sq[i] = v;
-    if (param_bf16) param_bf16[i] = __float2bfloat16(static_cast<float>(p));
-  }
+  // Every element on its own: ranges on the CPU pool give the same bits for any thread count.
+  runtime::cpu::parallel_for(numel, 16384, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      const T g = widen_grad<T>(grad[i]) * grad_scale;
+      T p = param[i];
+      if (apply_weight_decay) p = p * decay_factor;
+      const T m = adamw_lerp(exp_avg[i], g, lerp_weight);
+      const T v = exp_avg_sq[i] * beta2 + (one_minus_beta2 * g) * g;
+      const T denom = std::sqrt(v) / bc2_sqrt + eps;
+      p = p + (-step_size) * (m / denom);
+      param[i] = p;
+      exp_avg[i] = m;
+      exp_avg_sq[i] = v;
+      if (param_bf16) param_bf16[i] = __float2bfloat16(static_cast<float>(p));
+    }
+  });
 }
 
 template void adamw_update<float, float>(float*, const float*, float*, float*, __nv_bfloat16*, int64_t, bool,

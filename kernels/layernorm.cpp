@@ -1,7 +1,10 @@
 // CPU LayerNorm reference (f32 and f64). Row statistics are accumulated in double.
 #include "kernels/layernorm.h"
 
+#include <algorithm>
 #include <cmath>
+
+#include "engine/runtime/cpu_backend.h"
 
 namespace coco::kernels::cpu {
 
@@ -33,26 +36,32 @@ void normalize_row(T* out, T* mean_out, T* rstd_out, const T* input, const T* ga
 template <class T>
 void layernorm_forward(T* out, T* mean, T* rstd, const T* x, const T* gamma, const T* beta, int64_t rows, int64_t C,
                        double eps) {
-  for (int64_t r = 0; r < rows; ++r)
-    normalize_row(out + r * C, mean ? mean + r : nullptr, rstd ? rstd + r : nullptr, x + r * C, gamma, beta, C, eps);
+  // Rows are independent: ranges of rows on the CPU pool give the same bits for any thread count.
+  runtime::cpu::parallel_for(rows, std::max<int64_t>(1, 8192 / std::max<int64_t>(1, C)), [&](int64_t lo, int64_t hi) {
+    for (int64_t r = lo; r < hi; ++r)
+      normalize_row(out + r * C, mean ? mean + r : nullptr, rstd ? rstd + r : nullptr, x + r * C, gamma, beta, C, eps);
+  });
 }
 
 template <class T>
 void residual_layernorm_forward(T* out, T* sum, T* mean, T* rstd, const T* x, const T* residual, const T* gamma,
                                 const T* beta, int64_t rows, int64_t C, double eps) {
-  for (int64_t i = 0; i < rows * C; ++i) sum[i] = x[i] + residual[i];
+  runtime::cpu::parallel_for(rows * C, 16384, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) sum[i] = x[i] + residual[i];
+  });
   layernorm_forward(out, mean, rstd, sum, gamma, beta, rows, C, eps);
 }
 
 template <class T>
 void layernorm_backward(T* dx, T* dgamma, T* dbeta, const T* dout, const T* dx_extra, const T* x, const T* gamma,
                         const T* mean, const T* rstd, int64_t rows, int64_t C) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const T* dout_row = dout + r * C;
-    const T* x_row = x + r * C;
-    const double row_mean = static_cast<double>(mean[r]);
-    const double row_rstd = static_cast<double>(rstd[r]);
-    if (dgamma || dbeta) {
+  // dgamma / dbeta accumulate over the rows in row order (one thread); dx is per row (the CPU pool).
+  if (dgamma || dbeta) {
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* dout_row = dout + r * C;
+      const T* x_row = x + r * C;
+      const double row_mean = static_cast<double>(mean[r]);
+      const double row_rstd = static_cast<double>(rstd[r]);
       for (int64_t c = 0; c < C; ++c) {
         const double xhat = (static_cast<double>(x_row[c]) - row_mean) * row_rstd;
         if (dgamma)
@@ -60,24 +69,32 @@ void layernorm_backward(T* dx, T* dgamma, T* dbeta, const T* dout, const T* dx_e
         if (dbeta) dbeta[c] = static_cast<T>(static_cast<double>(dbeta[c]) + static_cast<double>(dout_row[c]));
       }
     }
-    if (!dx) continue;
-    double sum_g = 0.0, sum_g_xhat = 0.0;
-    for (int64_t c = 0; c < C; ++c) {
-      const double g = static_cast<double>(dout_row[c]) * static_cast<double>(gamma[c]);
-      sum_g += g;
-      sum_g_xhat += g * (static_cast<double>(x_row[c]) - row_mean) * row_rstd;
-    }
-    const double mean_g = sum_g / static_cast<double>(C);
-    const double mean_g_xhat = sum_g_xhat / static_cast<double>(C);
-    T* dx_row = dx + r * C;
-    for (int64_t c = 0; c < C; ++c) {
-      const double xhat = (static_cast<double>(x_row[c]) - row_mean) * row_rstd;
-      const double g = static_cast<double>(dout_row[c]) * static_cast<double>(gamma[c]);
-      double value = (g - mean_g - xhat * mean_g_xhat) * row_rstd;
-      if (dx_extra) value += static_cast<double>(dx_extra[r * C + c]);
-      dx_row[c] = static_cast<T>(value);
-    }
   }
+  if (!dx) return;
+  runtime::cpu::parallel_for(rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, C)), [&](int64_t lo, int64_t hi) {
+    for (int64_t r = lo; r < hi; ++r) {
+      const T* dout_row = dout + r * C;
+      const T* x_row = x + r * C;
+      const double row_mean = static_cast<double>(mean[r]);
+      const double row_rstd = static_cast<double>(rstd[r]);
+      double sum_g = 0.0, sum_g_xhat = 0.0;
+      for (int64_t c = 0; c < C; ++c) {
+        const double g = static_cast<double>(dout_row[c]) * static_cast<double>(gamma[c]);
+        sum_g += g;
+        sum_g_xhat += g * (static_cast<double>(x_row[c]) - row_mean) * row_rstd;
+      }
+      const double mean_g = sum_g / static_cast<double>(C);
+      const double mean_g_xhat = sum_g_xhat / static_cast<double>(C);
+      T* dx_row = dx + r * C;
+      for (int64_t c = 0; c < C; ++c) {
+        const double xhat = (static_cast<double>(x_row[c]) - row_mean) * row_rstd;
+        const double g = static_cast<double>(dout_row[c]) * static_cast<double>(gamma[c]);
+        double value = (g - mean_g - xhat * mean_g_xhat) * row_rstd;
+        if (dx_extra) value += static_cast<double>(dx_extra[r * C + c]);
+        dx_row[c] = static_cast<T>(value);
+      }
+    }
+  });
 }
 
 #define COCO_INSTANTIATE_LAYERNORM_CPU(T)                                                                              \

@@ -1,4 +1,5 @@
-// CPU GEMM on OpenBLAS, and the CPU linear forward / activation backward.
+// CPU GEMM on OpenBLAS (single-threaded calls on fixed panels, see panel_gemm), and the CPU linear
+// forward / activation backward.
 #include "kernels/matmul.h"
 
 #include <cblas.h>
@@ -9,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/runtime/cpu_backend.h"
 #include "kernels/cast_convert.h"
 
 namespace coco::kernels::cpu {
@@ -48,6 +50,33 @@ std::vector<float> widen(const In* source, int64_t rows, int64_t cols, int64_t l
   return dense;
 }
 
+// C = alpha op(A) op(B) + beta C as a fixed number of row (or column) panels of C, each one
+// single-threaded BLAS call, spread over the CPU pool. The panels depend on the shape alone, never on
+// the thread count, so every element of C is computed by the same call sequence for any number of
+// threads: bitwise-reproducible GEMMs (OpenBLAS's own threading splits the work by thread count and
+// rounds differently at 1 and 2 threads). blas(m, n, a, b, c) runs one panel.
+template <class T, class Blas>
+void panel_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
+                int64_t ldb, T* C, int64_t ldc, Blas&& blas) {
+  constexpr double kFlopsPerPanel = 4.0 * (1 << 20);  // below this a panel does not pay for its packing
+  constexpr int64_t kMaxPanels = 16, kAlign = 16;     // panel edges on the BLAS kernels' 16-row/column tiles
+  const bool by_rows = M >= N;
+  const int64_t extent = by_rows ? M : N;
+  const double flops = 2.0 * static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K);
+  const int64_t wanted = std::clamp<int64_t>(static_cast<int64_t>(flops / kFlopsPerPanel), 1, kMaxPanels);
+  const int64_t step = std::max<int64_t>(kAlign, ((extent + wanted - 1) / wanted + kAlign - 1) / kAlign * kAlign);
+  const int64_t panels = (extent + step - 1) / step;
+  runtime::cpu::parallel_for(panels, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t p = lo; p < hi; ++p) {
+      const int64_t start = p * step, len = std::min(step, extent - start);
+      if (by_rows)
+        blas(len, N, A + (trans_a ? start : start * lda), B, C + start * ldc);
+      else
+        blas(M, len, A, B + (trans_b ? start * ldb : start), C + start);
+    }
+  });
+}
+
 // gemm on validated arguments.
 template <class In, class Out>
 void gemm_unchecked(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha, const In* A, int64_t lda,
@@ -60,8 +89,11 @@ void gemm_unchecked(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
         for (int64_t c = 0; c < N; ++c) C[r * ldc + c] = beta == 0.0 ? 0.0 : beta * C[r * ldc + c];
       return;
     }
-    cblas_dgemm(CblasRowMajor, ta, tb, static_cast<int>(M), static_cast<int>(N), static_cast<int>(K), alpha, A,
-                static_cast<int>(lda), B, static_cast<int>(ldb), beta, C, static_cast<int>(ldc));
+    panel_gemm(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc,
+               [&](int64_t m, int64_t n, const double* a, const double* b, double* c) {
+                 cblas_dgemm(CblasRowMajor, ta, tb, static_cast<int>(m), static_cast<int>(n), static_cast<int>(K),
+                             alpha, a, static_cast<int>(lda), b, static_cast<int>(ldb), beta, c, static_cast<int>(ldc));
+               });
   } else if constexpr (std::is_same_v<In, float> && std::is_same_v<Out, float>) {
     if (K == 0) {
       const float b = static_cast<float>(beta);
@@ -69,9 +101,12 @@ void gemm_unchecked(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
         for (int64_t c = 0; c < N; ++c) C[r * ldc + c] = beta == 0.0 ? 0.0f : b * C[r * ldc + c];
       return;
     }
-    cblas_sgemm(CblasRowMajor, ta, tb, static_cast<int>(M), static_cast<int>(N), static_cast<int>(K),
-                static_cast<float>(alpha), A, static_cast<int>(lda), B, static_cast<int>(ldb), static_cast<float>(beta),
-                C, static_cast<int>(ldc));
+    panel_gemm(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc,
+               [&](int64_t m, int64_t n, const float* a, const float* b, float* c) {
+                 cblas_sgemm(CblasRowMajor, ta, tb, static_cast<int>(m), static_cast<int>(n), static_cast<int>(K),
+                             static_cast<float>(alpha), a, static_cast<int>(lda), b, static_cast<int>(ldb),
+                             static_cast<float>(beta), c, static_cast<int>(ldc));
+               });
   } else {
     // 16-bit operands: widen to f32, sgemm with f32 accumulation (beta * C included), round once.
     const std::vector<float> a = widen(A, trans_a ? K : M, trans_a ? M : K, lda);

@@ -2,10 +2,12 @@
 // dot products are accumulated in double whatever T is, so the float path is a tight reference.
 #include "kernels/softmax.h"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <string>
 
+#include "engine/runtime/cpu_backend.h"
 #include "kernels/softmax_math.h"
 
 namespace coco::kernels::cpu {
@@ -20,21 +22,25 @@ void check_dims(int64_t rows, int64_t width, const char* op) {
 
 template <class T, bool Log>
 void forward_rows(const T* x, T* y, int64_t rows, int64_t width) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const T* xr = x + r * width;
-    T* yr = y + r * width;
-    detail::SoftmaxStats<double> st = detail::softmax_stats_empty<double>();
-    for (int64_t j = 0; j < width; ++j) detail::softmax_stats_add(st, static_cast<double>(xr[j]));
-    if constexpr (Log) {
-      const double log_sum = std::log(st.sum);
-      for (int64_t j = 0; j < width; ++j)
-        yr[j] = static_cast<T>(detail::log_softmax_value(static_cast<double>(xr[j]), st, log_sum));
-    } else {
-      const double inv_sum = 1.0 / st.sum;
-      for (int64_t j = 0; j < width; ++j)
-        yr[j] = static_cast<T>(detail::softmax_value(static_cast<double>(xr[j]), st, inv_sum));
-    }
-  }
+  // Rows are independent: ranges of rows on the CPU pool give the same bits for any thread count.
+  runtime::cpu::parallel_for(
+      rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, width)), [&](int64_t lo, int64_t hi) {
+        for (int64_t r = lo; r < hi; ++r) {
+          const T* xr = x + r * width;
+          T* yr = y + r * width;
+          detail::SoftmaxStats<double> st = detail::softmax_stats_empty<double>();
+          for (int64_t j = 0; j < width; ++j) detail::softmax_stats_add(st, static_cast<double>(xr[j]));
+          if constexpr (Log) {
+            const double log_sum = std::log(st.sum);
+            for (int64_t j = 0; j < width; ++j)
+              yr[j] = static_cast<T>(detail::log_softmax_value(static_cast<double>(xr[j]), st, log_sum));
+          } else {
+            const double inv_sum = 1.0 / st.sum;
+            for (int64_t j = 0; j < width; ++j)
+              yr[j] = static_cast<T>(detail::softmax_value(static_cast<double>(xr[j]), st, inv_sum));
+          }
+        }
+      });
 }
 
 }  // namespace
@@ -54,15 +60,18 @@ void log_softmax_forward(const T* x, T* y, int64_t rows, int64_t width) {
 template <class T>
 void softmax_backward(const T* y, const T* dy, T* dx, int64_t rows, int64_t width) {
   check_dims(rows, width, "kernels::cpu::softmax_backward");
-  for (int64_t r = 0; r < rows; ++r) {
-    const T* yr = y + r * width;
-    const T* dyr = dy + r * width;
-    T* dxr = dx + r * width;
-    double dot = 0.0;
-    for (int64_t j = 0; j < width; ++j) dot += static_cast<double>(yr[j]) * static_cast<double>(dyr[j]);
-    for (int64_t j = 0; j < width; ++j)
-      dxr[j] = static_cast<T>(static_cast<double>(yr[j]) * (static_cast<double>(dyr[j]) - dot));
-  }
+  runtime::cpu::parallel_for(
+      rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, width)), [&](int64_t lo, int64_t hi) {
+        for (int64_t r = lo; r < hi; ++r) {
+          const T* yr = y + r * width;
+          const T* dyr = dy + r * width;
+          T* dxr = dx + r * width;
+          double dot = 0.0;
+          for (int64_t j = 0; j < width; ++j) dot += static_cast<double>(yr[j]) * static_cast<double>(dyr[j]);
+          for (int64_t j = 0; j < width; ++j)
+            dxr[j] = static_cast<T>(static_cast<double>(yr[j]) * (static_cast<double>(dyr[j]) - dot));
+        }
+      });
 }
 
 template <class T>

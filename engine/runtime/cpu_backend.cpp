@@ -78,6 +78,12 @@ int cgroup_quota_cores() {
   return 0;
 }
 
+// The BLAS runs one thread per call: kernels/matmul.cpp splits each GEMM into fixed panels on the
+// CPU pool, which keeps GEMMs bitwise independent of the thread count and leaves one set of threads.
+void single_threaded_blas() {
+  if (openblas().set_num_threads) openblas().set_num_threads(1);
+}
+
 std::mutex configure_mutex;
 std::atomic<int> thread_count{0};  // 0: not yet set
 std::string kernel_selection;      // guarded by configure_mutex
@@ -220,12 +226,14 @@ void set_threads(int n) {
     throw std::invalid_argument("runtime::cpu::set_threads: thread count must be >= 0, got " + std::to_string(n));
   if (n == 0) n = available_cores();
   thread_count.store(n);
-  if (openblas().set_num_threads) openblas().set_num_threads(n);
+  single_threaded_blas();
 }
 
 int threads() {
   const int n = thread_count.load(std::memory_order_relaxed);
-  return n > 0 ? n : 1;
+  if (n > 0) return n;
+  configure();  // first use: the cores the process may use, and the BLAS set up
+  return std::max(1, thread_count.load());
 }
 
 std::string CpuFeatures::describe() const {
@@ -308,9 +316,8 @@ void configure() {
   configured = true;
   kernel_selection = select_blas_kernel();
   if (thread_count.load() == 0) {
-    const int n = available_cores();
-    thread_count.store(n);
-    if (openblas().set_num_threads) openblas().set_num_threads(n);
+    thread_count.store(available_cores());
+    single_threaded_blas();
   }
 }
 
@@ -322,7 +329,7 @@ std::string report() {
     << " core" << (available_cores() == 1 ? "" : "s") << " (" << cpu_model() << "; " << cpu_features().describe()
     << "); BLAS " << blas.library;
   if (!blas.kernel.empty()) s << ", kernel " << blas.kernel << " (" << blas.selection << ")";
-  s << "; kernels on cocolm's thread pool, the BLAS on " << (blas.openmp ? "OpenMP" : "its own threads");
+  s << "; kernels and GEMM panels (single-threaded BLAS calls) on cocolm's thread pool";
   return s.str();
 }
 

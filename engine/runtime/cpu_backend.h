@@ -2,16 +2,19 @@
 // and which BLAS kernel the process runs, and a deterministic parallel loop for the CPU kernels.
 //
 // Threads. A small pool (the calling thread plus threads() - 1 workers) runs the CPU kernels'
-// parallel loops; the BLAS gets the same thread count. Kernels and GEMMs alternate on one host thread,
-// so the two never run at once. Workers spin briefly for the next loop (kernels come back to back)
-// and then sleep, so an idle backend does not hold cores. OpenMP was measured and not taken: with
-// libgomp's default active waiting its spinning team halved the 2-thread step next to OpenBLAS's
-// pthreads, and OMP_WAIT_POLICY cannot be set once the library is loaded. set_threads(0) picks the
-// cores this process may use: the affinity mask, capped by a cgroup CPU quota.
+// parallel loops and the GEMMs: kernels/matmul.cpp splits every GEMM into fixed panels, each one
+// single-threaded BLAS call, so there is one set of threads and never two pools competing for the
+// cores. Workers spin briefly for the next loop (kernels come back to back) and then sleep, so an
+// idle backend does not hold cores. OpenMP was measured and not taken: with libgomp's default active
+// waiting its spinning team halved the 2-thread step next to OpenBLAS's pthreads, and OMP_WAIT_POLICY
+// cannot be set once the library is loaded. set_threads(0) picks the cores this process may use:
+// the affinity mask, capped by a cgroup CPU quota.
 //
 // Determinism. parallel_for hands each thread a contiguous range of items; the kernels built on it
-// compute every item independently of the range it falls in, and reductions add fixed-size blocks in
-// block order (parallel_block_sums), so results are bitwise the same for every thread count.
+// compute every item independently of the range it falls in, reductions add fixed-size blocks in
+// block order (parallel_block_sums), and GEMM panels depend on the shape alone, so results are
+// bitwise the same for every thread count. (OpenBLAS's own threading is not: it splits by thread
+// count, and 1 and 2 threads round differently.)
 //
 // BLAS kernel. OpenBLAS built with DYNAMIC_ARCH picks its kernels from cpuid and falls back to
 // generic SSE3 code ("Prescott") on a processor it does not know, several times slower on an AVX2 /
@@ -32,7 +35,7 @@ int available_cores();
 // Threads of the CPU kernels and the BLAS from now on; 0 means available_cores(). Throws
 // std::invalid_argument for n < 0.
 void set_threads(int n);
-// The current thread count (after configure(), set_threads(0) unless set otherwise).
+// The current thread count; the first call without set_threads runs configure().
 int threads();
 
 // Vector units of this CPU by cpuid.
