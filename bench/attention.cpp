@@ -1,4 +1,5 @@
-// coco-bench cases: the attention core (materialised forward, flash-style forward, backward) with the
+// coco-bench cases: the attention core (materialised forward, flash-style forward, backward, and the
+// tensor-core FlashAttention-2 forward and backward of kernels/attention_tc.h, variant "coco-tc") with the
 // key padding mask, the relative-position bias and attention dropout p = 0.1 as in training, the
 // naive three-kernel baseline, and the relative-position bias gather / scatter.
 //
@@ -12,6 +13,7 @@
 #include "bench/bench_util.h"
 #include "bench/naive_kernels.h"
 #include "kernels/attention.h"
+#include "kernels/attention_tc.h"
 #include "kernels/relpos.h"
 
 namespace coco::bench {
@@ -152,6 +154,53 @@ std::vector<Case> attention_cases(const Shapes& s) {
                             ref_batch == B ? compare("dbias", edbias, dbias.download(), kBf16GradNmse) : ""});
     };
     cases.push_back(c);
+  }
+  if (kernels::cuda::tc_attention_supports(shape)) {
+    {
+      Case c = make_case("attention.forward", "coco-tc", shape_text + " mask+bias p=0.1");
+      c.flops = forward_flops;
+      c.run = [=] {
+        kernels::cuda::tc_attention_forward<bf16, uint8_t>(q.get(), k.get(), v.get(), key_mask.get(), bias.get(), shape,
+                                                           dropout, out.get(), lse.get(), current_stream());
+      };
+      c.validate = [=, run = c.run] {
+        out.poison();
+        run();
+        return compare("out", reference_forward(dropout).first, head(download_floats(out), ref_qkv), kBf16Nmse);
+      };
+      cases.push_back(c);
+    }
+    {
+      // Reads the out and log-sum-exp its own forward saved, as in training; recomputes P per tile.
+      Case c = make_case("attention.backward", "coco-tc", shape_text + " mask+bias p=0.1");
+      c.flops = 2.5 * forward_flops;  // S, dP, dV, dK, dQ: five T x T x Dh products (S twice)
+      DeviceArray<bf16> saved_out(n_qkv);
+      DeviceArray<float> saved_lse(B * H * T), delta(B * H * T);
+      kernels::cuda::tc_attention_forward<bf16, uint8_t>(q.get(), k.get(), v.get(), key_mask.get(), bias.get(), shape,
+                                                         dropout, saved_out.get(), saved_lse.get(), current_stream());
+      c.run = [=] {
+        kernels::cuda::tc_attention_backward<bf16, uint8_t>(
+            q.get(), k.get(), v.get(), saved_out.get(), dout.get(), saved_lse.get(), key_mask.get(), bias.get(), shape,
+            dropout, dq.get(), dk.get(), dv.get(), dbias.get(), false, delta.get(), current_stream());
+      };
+      c.validate = [=, run = c.run] {
+        dq.poison();
+        dk.poison();
+        dv.poison();
+        dbias.poison();
+        run();
+        const std::vector<float> p = reference_forward(dropout).second;
+        std::vector<float> eq(ref_qkv), ek(ref_qkv), ev(ref_qkv), edbias(n_bias);
+        kernels::cpu::attention_backward<float>(q_host->data(), k_host->data(), v_host->data(), p.data(),
+                                                dout_host->data(), ref_shape, dropout, eq.data(), ek.data(), ev.data(),
+                                                edbias.data(), false);
+        return first_problem({compare("dq", eq, head(download_floats(dq), ref_qkv), kBf16GradNmse),
+                              compare("dk", ek, head(download_floats(dk), ref_qkv), kBf16GradNmse),
+                              compare("dv", ev, head(download_floats(dv), ref_qkv), kBf16GradNmse),
+                              ref_batch == B ? compare("dbias", edbias, dbias.download(), kBf16GradNmse) : ""});
+      };
+      cases.push_back(c);
+    }
   }
   return cases;
 }

@@ -1,5 +1,6 @@
 // coco-bench driver: see bench.h. Usage:
 //   coco-bench [--config paper-base|seed-readme|all] [--filter SUBSTRING] [--repeats N] [--out FILE]
+//   coco-bench --cpu-step CONFIG [--threads N] ...   (bench/cpu_step.cpp)
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "bench/bench.h"
+#include "bench/cpu_step.h"
 #include "bench/reference_rates.h"
 #include "engine/device.h"
 #include "engine/runtime/check.h"
@@ -140,6 +142,8 @@ Timing time_case(const Case& c, int repeats, void* flush_buffer, size_t flush_by
 }  // namespace
 
 int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i)
+    if (std::strcmp(argv[i], "--cpu-step") == 0) return coco::bench::cpu_step_main(argc, argv);
   const Options options = parse(argc, argv);
   if (!cuda_available()) {
     std::fprintf(stderr, "coco-bench: no CUDA device available\n");

@@ -1,4 +1,5 @@
 #include "coco/data_loader.h"
+#include "engine/io/checked_read.h"
 
 #include <algorithm>
 #include <fstream>
@@ -14,15 +15,10 @@ namespace fs = std::filesystem;
 
 PreparedMeta PreparedMeta::read(const fs::path& dir) {
   const fs::path path = dir / "meta.json";
-  std::ifstream in(path);
-  if (!in)
+  std::error_code error;
+  if (!fs::exists(path, error))
     throw DataError(path.string() + ": cannot open the file (is data.dir a directory written by `coco prepare`?)");
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw DataError(path.string() + ": invalid JSON: " + e.what());
-  }
+  const nlohmann::json j = io::read_json_checked(path);
   PreparedMeta meta;
   meta.dir = dir;
   try {

@@ -9,6 +9,7 @@
 #include "engine/ops/losses.h"
 #include "engine/ops/masking.h"
 #include "engine/ops/sampling.h"
+#include "engine/ops/scalars.h"
 #include "engine/tape.h"
 
 namespace coco::objective {
@@ -117,15 +118,6 @@ bool any_dropout(const model::EncoderConfig& e) {
   return e.dropout.embedding > 0 || e.dropout.attention > 0 || e.dropout.residual > 0 || e.dropout.activation > 0;
 }
 
-// (B, T) u8: 1 where the token is not padding.
-Tensor key_mask_of(const std::vector<int32_t>& tokens, const Shape& shape, int32_t pad, Device device, int64_t* valid) {
-  std::vector<uint8_t> mask(tokens.size());
-  int64_t count = 0;
-  for (size_t i = 0; i < tokens.size(); ++i) count += (mask[i] = tokens[i] != pad);
-  if (valid) *valid = count;
-  return Tensor::from_vector(mask, shape, device);
-}
-
 // Flat row index of position 0 of each sequence: the CLS hidden state.
 Tensor cls_rows(int64_t batch, int64_t seq_len, Device device) {
   std::vector<int32_t> rows(static_cast<size_t>(batch));
@@ -133,13 +125,23 @@ Tensor cls_rows(int64_t batch, int64_t seq_len, Device device) {
   return Tensor::from_vector(rows, Shape{batch}, device);
 }
 
-int64_t count_nonzero(const Tensor& flags) {
-  int64_t n = 0;
-  for (uint8_t f : flags.to_vector<uint8_t>()) n += f != 0;
-  return n;
-}
-
 }  // namespace
+
+Counts Outputs::read_counts() const {
+  const std::vector<double> c = counts.to_vector<double>();
+  const auto at = [&](OutputCount slot) { return static_cast<int64_t>(c.at(static_cast<size_t>(slot))); };
+  Counts out;
+  out.masked = at(kMasked);
+  out.mlm_correct = at(kMlmCorrect);
+  out.valid_tokens = at(kValidTokens);
+  out.replaced = at(kReplaced);
+  out.rtd_correct = at(kRtdCorrect);
+  out.rtd_count = at(kRtdCount);
+  out.cl_correct = at(kClCorrect);
+  out.cl_count = at(kClCount);
+  out.clm_correct = at(kClmCorrect);
+  return out;
+}
 
 CocoModel::CocoModel(const model::ModelConfig& m, const ObjectiveConfig& c, uint64_t seed, Device device, DType dtype)
     : model_config_(m), config_(c), seed_(seed), device_(device), dtype_(dtype) {
@@ -215,7 +217,7 @@ Outputs CocoModel::forward(const Tensor& input, uint64_t step, bool training) {
   const Shape shape{batch, seq_len};
   Outputs out;
   const Tensor tokens = Tensor::from_vector(host, shape, device_);
-  const Tensor key_mask = key_mask_of(host, shape, config_.pad_id, device_, &out.valid_tokens);
+  const Tensor key_mask = ops::key_mask(tokens, config_.pad_id);
 
   kernels::MaskingConfig masking;
   masking.preset = paper ? kernels::MaskPreset::paper : kernels::MaskPreset::lucidrains;
@@ -231,24 +233,27 @@ Outputs CocoModel::forward(const Tensor& input, uint64_t step, bool training) {
     if (id >= 0) masking.special_ids.push_back(id);
   masking.crop_fraction = config_.crop_percentage;
 
-  // 1. Generator: masked LM at the selected positions only.
+  // 1. Generator: masked LM at the selected positions, in a capacity fixed by (B, T) and the config:
+  //    padding entries gather row 0 and carry the ignored target -1, so they add nothing.
   const ops::MaskedBatch masked = ops::select_mask(tokens, masking, seed_, step);
-  out.masked = masked.count;
+  constexpr int32_t kPaddingTarget = -1;
   model::ForwardOptions gen_options{training, seed_, step, kGeneratorPass};
   const Tensor gen_hidden = generator_->forward(masked.generator_input, key_mask, gen_options);  // (B, T, dg)
   Tensor samples;
-  if (masked.count > 0) {
-    const Tensor gen_logits = generator_logits(ops::gather_rows(gen_hidden, masked.positions));  // (M, V)
-    const ops::LossResult mlm = ops::cross_entropy(gen_logits, masked.targets);
+  ops::LossResult mlm;
+  if (masked.capacity > 0) {
+    const Tensor gen_logits = generator_logits(ops::gather_rows(gen_hidden, masked.gather_rows));  // (M, V)
+    ops::CrossEntropyOptions mlm_options;
+    mlm_options.ignore_index = kPaddingTarget;
+    mlm = ops::cross_entropy(gen_logits, masked.targets, mlm_options);
     out.mlm_loss = mlm.loss;
-    out.mlm_correct = mlm.correct;
     // 2. Samples from the generator, without gradient; paper samples from a dropout-free pass.
     NoGrad no_grad;
     Tensor sample_logits = gen_logits.detach();
     if (paper && training && any_dropout(model_config_.generator)) {
       model::ForwardOptions eval_options{false, seed_, step, kGeneratorEvalPass};
       sample_logits = generator_logits(
-          ops::gather_rows(generator_->forward(masked.generator_input, key_mask, eval_options), masked.positions));
+          ops::gather_rows(generator_->forward(masked.generator_input, key_mask, eval_options), masked.gather_rows));
     }
     if (sample_logits.dtype() == DType::f16) sample_logits = sample_logits.to(DType::f32);  // samplers read f32/bf16
     samples = ops::sample_tokens(sample_logits,
@@ -262,7 +267,7 @@ Outputs CocoModel::forward(const Tensor& input, uint64_t step, bool training) {
   // 3. Discriminator on the corrupted sequence.
   const auto convention = paper ? kernels::LabelConvention::original_is_one : kernels::LabelConvention::replaced_is_one;
   const ops::Corruption corrupted = ops::corrupt(tokens, masked.positions, samples, config_.pad_id, convention);
-  out.replaced = count_nonzero(corrupted.replaced);
+  const Tensor replaced = ops::count_nonzero(corrupted.replaced);
   model::ForwardOptions disc_options{training, seed_, step, kCorruptedPass};
   const Tensor disc_hidden = discriminator_->forward(corrupted.tokens, key_mask, disc_options);  // (B, T, d)
   const Tensor binary_logits = binary_head_->forward(disc_hidden);                               // (B, T, 1)
@@ -271,48 +276,45 @@ Outputs CocoModel::forward(const Tensor& input, uint64_t step, bool training) {
   bce.labels = paper ? ops::BceLabels::original_is_one : ops::BceLabels::replaced_is_one;
   const ops::LossResult binary = ops::bce_with_logits(binary_logits, corrupted.replaced, bce);
   out.rtd_loss = binary.loss;
-  out.rtd_correct = binary.correct;
-  out.rtd_count = binary.count;
 
   // 4. Paper: corrective LM at the masked positions, weighted by the stop-gradient copy probability
   //    ("code" form) or as the paper's copy/LM mixture ("paper" form).
+  ops::LossResult clm;
   if (paper) {
-    if (masked.count > 0) {
+    if (masked.capacity > 0) {
       Tensor copy_logits;  // (M, 1), stop-gradient
       if (frozen_clm_copy_logits_.defined()) {
-        if (frozen_clm_copy_logits_.numel() != masked.count)
+        if (frozen_clm_copy_logits_.numel() != masked.capacity)
           throw std::logic_error("CocoModel: frozen CLM copy logits do not match the masked positions");
         copy_logits = frozen_clm_copy_logits_;
       } else {
-        copy_logits = ops::gather_rows(binary_logits.detach(), masked.positions);
+        copy_logits = ops::gather_rows(binary_logits.detach(), masked.gather_rows);
       }
       out.clm_copy_logits = copy_logits;
       ops::CorrectiveLmOptions clm_options;
       clm_options.form = config_.clm_form == "paper" ? ops::CorrectiveLmForm::paper : ops::CorrectiveLmForm::code;
+      clm_options.ignore_index = kPaddingTarget;
       const Tensor clm_logits =
-          ops::linear(ops::gather_rows(disc_hidden, masked.positions), discriminator_->embeddings().token, clm_bias_);
-      const ops::LossResult clm =
-          ops::corrective_lm_loss(clm_logits, masked.targets, copy_logits, samples, clm_options);
+          ops::linear(ops::gather_rows(disc_hidden, masked.gather_rows), discriminator_->embeddings().token, clm_bias_);
+      clm = ops::corrective_lm_loss(clm_logits, masked.targets, copy_logits, samples, clm_options);
       out.clm_loss = clm.loss;
-      out.clm_correct = clm.correct;
     } else {
       out.clm_loss = Tensor::zeros(Shape{}, dtype_, device_);
     }
   }
 
   // 5. Sequence contrastive learning against a crop of the original.
+  ops::LossResult cl;
   if (config_.cl_weight > 0) {
     const ops::CropView crop = ops::crop_view(tokens, masking, seed_, step);
-    const std::vector<int32_t> lengths = crop.length.to_vector<int32_t>();
-    std::vector<uint8_t> crop_mask(static_cast<size_t>(batch * seq_len));
-    for (int64_t b = 0; b < batch; ++b)
-      for (int64_t t = 0; t < seq_len; ++t) crop_mask[b * seq_len + t] = t < lengths[b];
     model::ForwardOptions crop_options{training, seed_, step, kCropPass};
     const Tensor crop_hidden =
-        discriminator_->forward(crop.tokens, Tensor::from_vector(crop_mask, shape, device_), crop_options);
-    const Tensor cls = cls_rows(batch, seq_len, device_);
+        discriminator_->forward(crop.tokens, ops::length_mask(crop.length, seq_len), crop_options);
+    auto cached = cls_rows_.find({batch, seq_len});
+    if (cached == cls_rows_.end())
+      cached = cls_rows_.emplace(std::pair{batch, seq_len}, cls_rows(batch, seq_len, device_)).first;
+    const Tensor& cls = cached->second;
     Tensor corrupted_cls = ops::gather_rows(disc_hidden, cls), crop_cls = ops::gather_rows(crop_hidden, cls);  // (B, d)
-    ops::LossResult cl;
     if (paper) {
       auto head = [&](const Tensor& h) {
         return scl_norm_->forward(scl_dense_->forward(h, ops::Activation::gelu_erf));
@@ -323,11 +325,23 @@ Outputs CocoModel::forward(const Tensor& input, uint64_t step, bool training) {
       cl = ops::info_nce(ops::l2_normalize(corrupted_cls), ops::l2_normalize(crop_cls), cl_theta_);
     }
     out.cl_loss = cl.loss;
-    out.cl_correct = cl.correct;
-    out.cl_count = cl.count;
   } else {
     out.cl_loss = Tensor::zeros(Shape{}, dtype_, device_);
   }
+
+  // The counts, gathered on the device in one launch (slots OutputCount).
+  out.counts = Tensor::empty(Shape{kOutputCounts}, DType::f64, device_);
+  std::vector<ops::ScalarRef> counts(kOutputCounts);
+  counts[kMasked] = {mlm.counts, 1};
+  counts[kMlmCorrect] = {mlm.counts, 0};
+  counts[kValidTokens] = {binary.counts, 1};
+  counts[kReplaced] = {replaced, 0};
+  counts[kRtdCorrect] = {binary.counts, 0};
+  counts[kRtdCount] = {binary.counts, 1};
+  counts[kClCorrect] = {cl.counts, 0};
+  counts[kClCount] = {cl.counts, 1};
+  counts[kClmCorrect] = {clm.counts, 0};
+  ops::gather_scalars(counts, out.counts, ops::ScalarUpdate::assign);
 
   Tensor total = ops::scale(out.mlm_loss, config_.gen_weight);
   total = ops::add_scaled(total, out.rtd_loss, config_.disc_weight);

@@ -6,6 +6,7 @@
 // sets to "auto") from the prepared data (coco/train_config.h), so the defaults below only serve direct users.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -45,22 +46,45 @@ void validate_objective_config(const ObjectiveConfig& objective, const model::Mo
                                const std::string& source);
 nlohmann::json objective_config_to_json(const ObjectiveConfig& config);
 
-// Losses are 0-d tensors on the model's device (`loss` is the weighted total, recorded on the tape);
-// metrics are host numbers.
-struct Outputs {
-  Tensor loss, mlm_loss, rtd_loss, clm_loss, cl_loss;  // clm_loss undefined for lucidrains
+// Slots of Outputs::counts.
+enum OutputCount : int {
+  kMasked,       // masked positions (the MLM's rows)
+  kMlmCorrect,   // masked positions whose generator argmax is the original token
+  kValidTokens,  // non-pad tokens of the corrupted sequence
+  kReplaced,     // tokens the generator's samples changed
+  kRtdCorrect,   // discriminator binary predictions that are right (over kRtdCount valid tokens)
+  kRtdCount,
+  kClCorrect,  // contrastive anchors whose positive scores highest (over kClCount anchors)
+  kClCount,
+  kClmCorrect,  // paper: masked positions whose CLM argmax is the original token
+  kOutputCounts
+};
+
+// The counts of one forward, on the host.
+struct Counts {
   int64_t masked = 0, mlm_correct = 0;
   int64_t valid_tokens = 0, replaced = 0;
   int64_t rtd_correct = 0, rtd_count = 0;
   int64_t cl_correct = 0, cl_count = 0;
-  int64_t clm_correct = 0;  // paper: masked positions whose CLM argmax is the original token
-  // paper: the copy logits at the masked positions (M, 1), the CLM loss's stop-gradient input.
-  Tensor clm_copy_logits;
+  int64_t clm_correct = 0;
   double mlm_accuracy() const { return masked ? double(mlm_correct) / masked : 0.0; }
   double replaced_fraction() const { return valid_tokens ? double(replaced) / valid_tokens : 0.0; }
   double rtd_accuracy() const { return rtd_count ? double(rtd_correct) / rtd_count : 0.0; }
   double cl_accuracy() const { return cl_count ? double(cl_correct) / cl_count : 0.0; }
   double clm_accuracy() const { return masked ? double(clm_correct) / masked : 0.0; }
+};
+
+// Losses are 0-d tensors on the model's device (`loss` is the weighted total, recorded on the tape).
+// Metric counts stay on the device too: forward never reads a device value back, so on CUDA it
+// issues no synchronisation.
+struct Outputs {
+  Tensor loss, mlm_loss, rtd_loss, clm_loss, cl_loss;  // clm_loss undefined for lucidrains
+  Tensor counts;                                       // (kOutputCounts) f64 on the model's device, slots OutputCount
+  // paper: the copy logits at the masked positions' capacity (ops::MaskedBatch), the CLM loss's
+  // stop-gradient input.
+  Tensor clm_copy_logits;
+  // Reads `counts` back (one device-to-host copy on CUDA).
+  Counts read_counts() const;
 };
 
 // Generator + discriminator + heads. Parameter names: generator.*, discriminator.*, generator_head.*,
@@ -71,7 +95,9 @@ class CocoModel : public Module {
   CocoModel(const model::ModelConfig& model, const ObjectiveConfig& objective, uint64_t seed, Device device,
             DType dtype = DType::f32);
 
-  // tokens (B, T) i32 on any device, right-padded with pad_id. `step` keys every random decision.
+  // tokens (B, T) i32, right-padded with pad_id, best on the CPU: the ids are validated there and
+  // uploaded once (a CUDA tensor is read back first). `step` keys every random decision. Shapes
+  // depend on B, T and the config only (the masked positions have a fixed capacity).
   Outputs forward(const Tensor& tokens, uint64_t step, bool training);
 
   const model::Encoder& generator() const { return *generator_; }
@@ -102,6 +128,8 @@ class CocoModel : public Module {
   std::shared_ptr<model::LayerNorm> scl_norm_;  // paper
   Tensor cl_theta_;                             // lucidrains, (1)
   Tensor frozen_clm_copy_logits_;
+  // Flat row index b * T of each sequence's [CLS], per (B, T): uploaded once, not every forward.
+  std::map<std::pair<int64_t, int64_t>, Tensor> cls_rows_;
 };
 
 }  // namespace coco::objective

@@ -1,8 +1,11 @@
 #include "coco/prepare.h"
+#include "engine/config.h"
+#include "engine/io/checked_read.h"
 
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -11,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <queue>
 #include <stdexcept>
+#include <system_error>
 #include <thread>
 
 #include "coco/interop/tokenizer_files.h"
@@ -192,7 +196,19 @@ class OrderedPipeline {
 
   OrderedPipeline(size_t threads, Work work, Consume consume)
       : work_(std::move(work)), consume_(std::move(consume)), max_in_flight_(2 * threads + 2) {
-    for (size_t t = 0; t < threads; ++t) workers_.emplace_back([this, t] { worker_loop(t); });
+    // Thread creation fails under a process or memory limit (ulimit -u / -v): carry on with the threads that
+    // started (the output does not depend on their number), and fail clearly when none did.
+    for (size_t t = 0; t < threads; ++t) {
+      try {
+        workers_.emplace_back([this, t] { worker_loop(t); });
+      } catch (const std::system_error& e) {
+        if (workers_.empty())
+          throw std::runtime_error(std::string("prepare: cannot start a tokenizer thread: ") + e.what());
+        std::fprintf(stderr, "warning: prepare: started %zu of %zu tokenizer threads (%s); continuing with %zu\n",
+                     workers_.size(), threads, e.what(), workers_.size());
+        break;
+      }
+    }
   }
   ~OrderedPipeline() {
     {
@@ -351,11 +367,11 @@ std::string hex64(uint64_t v) {
 }
 
 nlohmann::json read_json(const fs::path& path) {
-  std::ifstream in(path);
-  if (!in) return nullptr;
+  std::error_code error;
+  if (!fs::is_regular_file(path, error)) return nullptr;
   try {
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception&) {
+    return io::read_json_checked(path);
+  } catch (const ConfigError&) {
     return nullptr;  // an unreadable meta.json just means "not up to date"
   }
 }
@@ -428,7 +444,19 @@ void check_options(const PrepareOptions& options) {
 // before meta.json makes the directory look complete, and remove the shards this run wrote.
 void refuse_empty_split(const PrepareOptions& options, const PrepareResult& result, const fs::path& out_dir) {
   const uint64_t documents = result.train.documents + result.valid.documents;
-  if (documents == 0) return;  // an empty corpus gives empty splits (nothing was asked of them)
+  if (documents == 0) {
+    // Empty input, or blank lines only: "0 documents, 0 tokens" would only fail at training time.
+    std::string inputs;
+    for (const auto& input : options.inputs) inputs += (inputs.empty() ? "" : ", ") + path_string(input);
+    for (const SplitSummary* split : {&result.train, &result.valid})
+      for (const auto& shard : split->shards) {
+        std::error_code ignored;
+        fs::remove(out_dir / shard, ignored);
+      }
+    throw std::invalid_argument("prepare: " + inputs + ": no document with any token (" +
+                                std::to_string(result.input_bytes) +
+                                " bytes of input, empty or blank lines only); expected UTF-8 text");
+  }
   const bool no_valid = options.valid_fraction > 0 && result.valid.documents == 0;
   const bool no_train = result.train.documents == 0;
   if (!no_valid && !no_train) return;
@@ -513,6 +541,11 @@ PrepareResult prepare(const PrepareOptions& options) {
   if (files.empty()) throw std::invalid_argument("prepare: the inputs hold no files; expected UTF-8 text files");
   if (options.vocab_file && !fs::is_regular_file(*options.vocab_file)) {
     throw std::invalid_argument("prepare: vocabulary file " + path_string(*options.vocab_file) + " does not exist");
+  }
+  {
+    std::error_code error;
+    if (fs::exists(out_dir, error) && !fs::is_directory(out_dir, error))
+      throw std::invalid_argument("prepare: output " + path_string(out_dir) + " exists and is not a directory");
   }
   fs::create_directories(out_dir);
 
@@ -627,7 +660,11 @@ PrepareResult prepare(const PrepareOptions& options) {
   }
   result.vocab_path = out_dir / vocab_name;
   result.vocab_size = tokenizer->vocab().size();
-  result.special_ids = tokenizer->special_ids();
+  try {
+    result.special_ids = tokenizer->special_ids();
+  } catch (const TokenizerError& e) {
+    throw TokenizerError((vocab_source.empty() ? path_string(result.vocab_path) : vocab_source) + ": " + e.what());
+  }
   // The Hugging Face tokenizer files beside the vocabulary (coco/interop/tokenizer_files.h); the vocabulary
   // file itself stays as given or trained. Checkpoints copy them.
   nlohmann::ordered_json tokenizer_files = nlohmann::ordered_json::object();

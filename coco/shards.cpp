@@ -236,16 +236,20 @@ ShardHeader ShardWriter::finish() {
   temp += ".tmp";
   {
     std::ofstream out(temp, std::ios::binary | std::ios::trunc);
-    if (!out) throw ShardError(temp.string() + ": cannot create shard file");
+    if (!out) throw ShardWriteError(temp.string() + ": cannot create shard file: " + std::strerror(errno));
     out.write(reinterpret_cast<const char*>(header_bytes), kShardHeaderBytes);
     out.write(reinterpret_cast<const char*>(offsets_bytes.data()), static_cast<std::streamsize>(offsets_bytes.size()));
     out.write(reinterpret_cast<const char*>(tokens_.data()), static_cast<std::streamsize>(tokens_.size()));
     out.close();
-    if (!out) throw ShardError(temp.string() + ": write error (disk full?)");
+    if (!out) {
+      std::error_code ignored;
+      std::filesystem::remove(temp, ignored);
+      throw ShardWriteError(temp.string() + ": write error (disk full?)");
+    }
   }
   std::error_code error;
   std::filesystem::rename(temp, path_, error);
-  if (error) throw ShardError(path_.string() + ": cannot move shard into place: " + error.message());
+  if (error) throw ShardWriteError(path_.string() + ": cannot move shard into place: " + error.message());
   tokens_.clear();
   offsets_.assign(1, 0);
   token_count_ = 0;
@@ -306,14 +310,11 @@ ShardHeader parse_header(const std::string& name, const unsigned char* bytes, ui
 }  // namespace
 
 ShardHeader TokenShard::read_header(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw ShardError(path.string() + ": cannot open token shard");
+  // The mapping refuses non-regular files (a FIFO would block an ifstream forever).
+  const MappedFile file = MappedFile::open(path);
   unsigned char bytes[kShardHeaderBytes] = {};
-  in.read(reinterpret_cast<char*>(bytes), kShardHeaderBytes);
-  std::error_code error;
-  const uint64_t size = std::filesystem::file_size(path, error);
-  if (error) throw ShardError(path.string() + ": cannot stat token shard: " + error.message());
-  return parse_header(path.string(), bytes, size);
+  std::memcpy(bytes, file.data(), std::min<uint64_t>(file.size(), kShardHeaderBytes));
+  return parse_header(path.string(), bytes, file.size());
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -324,7 +325,8 @@ MappedFile MappedFile::open(const std::filesystem::path& path) {
   auto system_error = [&](const std::string& what) {
     return ShardError(name + ": " + what + ": " + std::strerror(errno));
   };
-  const int fd = ::open(name.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: a FIFO in place of a shard must not block open() (the type check below refuses it).
+  const int fd = ::open(name.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) throw system_error("cannot open token shard");
   struct stat info {};
   if (::fstat(fd, &info) != 0) {
@@ -353,6 +355,12 @@ MappedFile MappedFile::open(const std::filesystem::path& path) {
 }
 
 MappedFile::~MappedFile() { release(); }
+
+uint64_t xxh64_file(const std::filesystem::path& path) {
+  const MappedFile file = MappedFile::open(path);
+  file.advise_sequential();
+  return xxh64(file.data(), file.size());
+}
 
 MappedFile::MappedFile(MappedFile&& other) noexcept
     : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}

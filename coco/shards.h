@@ -38,8 +38,16 @@ class ShardError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Writing a shard failed (full disk, I/O error): a runtime failure (exit 1), not bad data.
+class ShardWriteError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 // XXH64 (the xxHash 64-bit algorithm, seed as given) of `bytes`.
 uint64_t xxh64(const void* bytes, size_t length, uint64_t seed = 0);
+// XXH64 (seed 0) of the whole regular file `path`, read through a mapping; errors are ShardError naming it.
+uint64_t xxh64_file(const std::filesystem::path& path);
 
 // uint16 ids while every id fits, else uint32.
 inline uint32_t token_bytes_for_vocab(size_t vocab_size) { return vocab_size <= 65536 ? 2 : 4; }

@@ -1,4 +1,6 @@
 #include "coco/wordpiece.h"
+#include "engine/config.h"
+#include "engine/io/checked_read.h"
 
 #include <algorithm>
 #include <cstring>
@@ -58,12 +60,11 @@ void append_canonical(char32_t* data, size_t& n, size_t& run_start, char32_t cp)
 bool is_utf8_continuation(char c) { return (static_cast<unsigned char>(c) & 0xC0) == 0x80; }
 
 std::string read_file(const std::filesystem::path& path, const char* what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw TokenizerError(path.string() + ": cannot open " + what);
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
-  if (in.bad()) throw TokenizerError(path.string() + ": read error in " + what);
-  return std::move(buffer).str();
+  try {
+    return io::read_regular_file(path, uint64_t{1} << 32, what);  // never blocks on a FIFO
+  } catch (const ConfigError& e) {
+    throw TokenizerError(e.what());
+  }
 }
 
 bool is_whitespace_before(std::string_view text, size_t pos, size_t floor, size_t& start) {
@@ -160,12 +161,19 @@ Vocab Vocab::load_txt(const std::filesystem::path& path) {
   std::string reason;
   if (size_t bad = find_invalid_utf8(content, &reason); bad != kUtf8Valid) throw Utf8Error(path.string(), bad, reason);
   std::vector<std::string> tokens;
+  // A token listed twice would silently take the later id ([PAD] at 30523): refused, with both lines.
+  std::unordered_map<std::string_view, size_t> first_line;
   size_t pos = 0;
   while (pos < content.size()) {
     size_t end = content.find('\n', pos);
     if (end == std::string::npos) end = content.size();
     std::string_view line(content.data() + pos, end - pos);
     while (!line.empty() && (line.back() == '\r' || line.back() == ' ' || line.back() == '\t')) line.remove_suffix(1);
+    const auto [seen, inserted] = first_line.emplace(line, tokens.size() + 1);
+    if (!inserted)
+      throw TokenizerError(path.string() + ":" + std::to_string(tokens.size() + 1) + ": duplicate token '" +
+                           std::string(line.substr(0, 80)) + "' (first on line " + std::to_string(seen->second) +
+                           "); expected each token once");
     tokens.emplace_back(line);
     pos = end + 1;
   }
@@ -370,8 +378,8 @@ WordPieceTokenizer WordPieceTokenizer::from_tokenizer_json(const std::filesystem
   const std::string name = path.string();
   nlohmann::json root;
   try {
-    root = nlohmann::json::parse(read_file(path, "tokenizer.json"));
-  } catch (const nlohmann::json::exception& e) {
+    root = io::parse_json_checked(read_file(path, "tokenizer.json"), "");
+  } catch (const ConfigError& e) {
     throw TokenizerError(name + ": not valid JSON (" + e.what() + ")");
   }
   auto fail = [&](const std::string& what) -> TokenizerError { return TokenizerError(name + ": " + what); };

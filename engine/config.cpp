@@ -1,5 +1,7 @@
 #include "engine/config.h"
 
+#include "engine/io/checked_read.h"
+
 #include <cmath>
 #include <fstream>
 #include <sstream>
@@ -127,15 +129,7 @@ void ConfigObject::finish() const {
   }
 }
 
-nlohmann::json load_json_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw ConfigError(path + ": cannot open the file");
-  try {
-    return nlohmann::json::parse(in, nullptr, true, /*ignore_comments=*/false);
-  } catch (const nlohmann::json::parse_error& e) {
-    throw ConfigError(path + ": invalid JSON: " + e.what());
-  }
-}
+nlohmann::json load_json_file(const std::string& path) { return io::read_json_checked(path); }
 
 void apply_override(nlohmann::json& root, const std::string& assignment) {
   const size_t eq = assignment.find('=');
@@ -143,8 +137,11 @@ void apply_override(nlohmann::json& root, const std::string& assignment) {
   const std::string key = assignment.substr(0, eq), text = assignment.substr(eq + 1);
   nlohmann::json value;
   try {
-    value = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error&) {
+    value = io::parse_json_checked(text, "");
+  } catch (const ConfigError& e) {
+    // Text that is not JSON is a plain string; JSON the engine refuses (1e400, deep nesting) is an error.
+    if (std::string(e.what()).rfind("invalid JSON", 0) != 0)
+      throw ConfigError("--set '" + assignment + "': key '" + key + "': " + e.what());
     value = text;
   }
   nlohmann::json* node = &root;

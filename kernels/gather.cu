@@ -170,9 +170,9 @@ namespace coco::kernels::cuda {
 
 template <class T>
 void gather_rows(const T* src, int64_t src_rows, int64_t dim, const int32_t* index, int64_t count, T* out,
-                 int32_t* invalid, cudaStream_t stream) {
+                 int32_t* invalid, cudaStream_t stream, bool accumulate_invalid) {
   detail::check_sizes(count, src_rows, dim, "kernels::cuda::gather_rows");
-  COCO_CUDA_CHECK(runtime::memset_async(invalid, 0, sizeof(int32_t), stream));
+  if (!accumulate_invalid) COCO_CUDA_CHECK(runtime::memset_async(invalid, 0, sizeof(int32_t), stream));
   if (count == 0) return;
   COCO_LAUNCH(detail::gather_rows_kernel<T>, dim3(static_cast<unsigned>(std::min(count, detail::kMaxRowBlocks))),
               dim3(detail::kRowThreads), 0, stream, src, src_rows, static_cast<int>(dim), index, count, out, invalid);
@@ -208,11 +208,11 @@ void scatter_add_rows(const Src* src, const int32_t* index, int64_t count, int64
 }
 
 template void gather_rows<float>(const float*, int64_t, int64_t, const int32_t*, int64_t, float*, int32_t*,
-                                 cudaStream_t);
+                                 cudaStream_t, bool);
 template void gather_rows<__nv_bfloat16>(const __nv_bfloat16*, int64_t, int64_t, const int32_t*, int64_t,
-                                         __nv_bfloat16*, int32_t*, cudaStream_t);
+                                         __nv_bfloat16*, int32_t*, cudaStream_t, bool);
 template void gather_rows<__half>(const __half*, int64_t, int64_t, const int32_t*, int64_t, __half*, int32_t*,
-                                  cudaStream_t);
+                                  cudaStream_t, bool);
 
 #define COCO_INSTANTIATE_SCATTER(Src, Dst)                                                                        \
   template void scatter_add_rows<Src, Dst>(const Src*, const int32_t*, int64_t, int64_t, Dst*, int64_t, int32_t*, \

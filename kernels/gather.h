@@ -27,10 +27,12 @@ void scatter_add_rows(const T* src, const int32_t* index, int64_t count, int64_t
 
 namespace coco::kernels::cuda {
 
-// T: float, __nv_bfloat16, __half. invalid: (1) int32 on the device, overwritten.
+// T: float, __nv_bfloat16, __half. invalid: (1) int32 on the device, overwritten with the number of
+// index values outside [0, src_rows) (their rows are zero), or added to when `accumulate_invalid`
+// (a running error counter, engine/ops/device_checks.h).
 template <class T>
 void gather_rows(const T* src, int64_t src_rows, int64_t dim, const int32_t* index, int64_t count, T* out,
-                 int32_t* invalid, cudaStream_t stream);
+                 int32_t* invalid, cudaStream_t stream, bool accumulate_invalid = false);
 
 // Bytes of device scratch scatter_add_rows needs.
 size_t scatter_workspace_bytes(int64_t count, int64_t out_rows);

@@ -1,4 +1,6 @@
 #include "coco/interop/hf_export.h"
+#include "coco/checkpoint_manifest.h"
+#include "engine/io/checked_read.h"
 
 #include <unistd.h>
 
@@ -23,13 +25,7 @@ std::string shape_text(const std::vector<int64_t>& shape) {
 }
 
 nlohmann::json read_json(const fs::path& path) {
-  std::ifstream in(path);
-  if (!in) throw InteropError(path.string() + ": cannot open the file");
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw InteropError(path.string() + ": invalid JSON: " + e.what());
-  }
+  return io::read_json_checked(path);
 }
 
 void write_text(const fs::path& path, const std::string& text) {
@@ -100,6 +96,8 @@ ExportReport export_hugging_face(const ExportOptions& options) {
   const fs::path& checkpoint = options.checkpoint;
   if (!fs::exists(checkpoint / "model.safetensors"))
     throw InteropError(checkpoint.string() + ": not a checkpoint directory (no model.safetensors)");
+  // The checksums resume verifies too: a damaged checkpoint is never exported (CheckpointError, exit 2).
+  checkpoint::verify_checkpoint(checkpoint);
   const CheckpointModel cm = read_checkpoint_model(checkpoint);
   ExportReport report;
 

@@ -1,4 +1,5 @@
 #include "coco/interop/hf_import.h"
+#include "engine/io/checked_read.h"
 
 #include <algorithm>
 #include <cstring>
@@ -31,13 +32,9 @@ class HfFolder {
  public:
   explicit HfFolder(const fs::path& dir) : dir_(dir) {
     const fs::path config_path = dir / "config.json";
-    std::ifstream in(config_path);
-    if (!in) throw InteropError(config_path.string() + ": cannot open the file (expected a Hugging Face model folder)");
-    try {
-      config_ = json::parse(in);
-    } catch (const json::exception& e) {
-      throw InteropError(config_path.string() + ": invalid JSON: " + e.what());
-    }
+    if (!fs::exists(config_path))
+      throw InteropError(config_path.string() + ": cannot open the file (expected a Hugging Face model folder)");
+    config_ = io::read_json_checked(config_path);
     if (!config_.is_object()) throw InteropError(config_path.string() + ": expected a JSON object");
     model_type_ = config_.value("model_type", std::string());
     if (model_type_ != "bert" && model_type_ != "electra" && model_type_ != "cocolm")

@@ -1,4 +1,6 @@
 #include "coco/interop/tokenizer_files.h"
+#include "engine/config.h"
+#include "engine/io/checked_read.h"
 
 #include <algorithm>
 #include <fstream>
@@ -15,20 +17,14 @@ using nlohmann::ordered_json;
 namespace {
 
 std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw text::TokenizerError(path.string() + ": cannot open the file");
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-nlohmann::json read_json(const fs::path& path) {
   try {
-    return nlohmann::json::parse(read_text(path));
-  } catch (const nlohmann::json::exception& e) {
-    throw text::TokenizerError(path.string() + ": invalid JSON: " + e.what());
+    return io::read_regular_file(path, uint64_t{1} << 32);  // never blocks on a FIFO
+  } catch (const ConfigError& e) {
+    throw text::TokenizerError(e.what());
   }
 }
+
+nlohmann::json read_json(const fs::path& path) { return io::read_json_checked(path); }
 
 // tokenizer.json's strip_accents: null means "same as lowercase" (how `transformers` writes uncased BERT).
 ordered_json strip_accents_json(const text::NormalizerOptions& n) {

@@ -1,5 +1,7 @@
 #include "engine/io/safetensors.h"
 
+#include "engine/io/checked_read.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -207,7 +209,14 @@ uint64_t read_u64_le(const uint8_t* p) {
 json parse_header_json(std::string_view text, const Validator& validator) {
   std::vector<std::set<std::string>> keys_per_open_object;
   std::optional<std::pair<int, std::string>> duplicate;  // depth, key
+  bool too_deep = false;
   json::parser_callback_t track_keys = [&](int depth, json::parse_event_t event, json& parsed) {
+    // Deeper values are discarded as they are parsed (the parser itself does not recurse), so nothing
+    // recursive ever sees them (io/checked_read.h).
+    if ((event == json::parse_event_t::object_start || event == json::parse_event_t::array_start) &&
+        depth >= io::kMaxJsonDepth)
+      too_deep = true;
+    if (too_deep) return false;
     if (event == json::parse_event_t::object_start)
       keys_per_open_object.emplace_back();
     else if (event == json::parse_event_t::object_end)
@@ -223,6 +232,7 @@ json parse_header_json(std::string_view text, const Validator& validator) {
   } catch (const json::exception& e) {
     validator.fail(std::string("header is not valid JSON: ") + e.what());
   }
+  if (too_deep) validator.fail("header JSON nests deeper than " + std::to_string(io::kMaxJsonDepth) + " levels");
   if (duplicate) {
     if (duplicate->first == 1) validator.fail("duplicate tensor name '" + duplicate->second + "' in the header");
     validator.fail("duplicate key '" + duplicate->second + "' in the header JSON");
@@ -303,7 +313,8 @@ Reader Reader::open(const std::string& path) {
   const auto fail = [&](const std::string& problem) -> FormatError {
     return FormatError("safetensors file '" + path + "': " + problem);
   };
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: a FIFO in place of the file must not block open() (the type check below refuses it).
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) throw fail(std::string("cannot open: ") + std::strerror(errno));
   std::vector<uint8_t> bytes;
   try {

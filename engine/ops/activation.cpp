@@ -4,6 +4,7 @@
 
 #include "engine/ops/activation_dispatch.h"
 #include "engine/tape.h"
+#include "kernels/cpu_fast.h"
 
 namespace coco::ops {
 namespace {
@@ -16,6 +17,8 @@ Tensor gelu_backward(const Tensor& dout, const Tensor& x, GeluApproximation appr
       if constexpr (detail::is_cuda_activation_v<T>)
         kernels::cuda::gelu_backward<T>(dx.data_as<T>(), dout.data_as<T>(), x.data_as<T>(), x.numel(), approximation,
                                         current_stream());
+    } else if constexpr (std::is_same_v<T, float>) {
+      kernels::cpu_fast::gelu_backward(dx.data_as<T>(), dout.data_as<T>(), x.data_as<T>(), x.numel(), approximation);
     } else if constexpr (detail::is_cpu_activation_v<T>) {
       kernels::cpu::gelu_backward<T>(dx.data_as<T>(), dout.data_as<T>(), x.data_as<T>(), x.numel(), approximation);
     }
@@ -34,6 +37,8 @@ Tensor gelu(const Tensor& x, GeluApproximation approximation) {
     if (x.is_cuda()) {
       if constexpr (detail::is_cuda_activation_v<T>)
         kernels::cuda::gelu_forward<T>(out.data_as<T>(), x.data_as<T>(), x.numel(), approximation, current_stream());
+    } else if constexpr (std::is_same_v<T, float>) {
+      kernels::cpu_fast::gelu_forward(out.data_as<T>(), x.data_as<T>(), x.numel(), approximation);
     } else if constexpr (detail::is_cpu_activation_v<T>) {
       kernels::cpu::gelu_forward<T>(out.data_as<T>(), x.data_as<T>(), x.numel(), approximation);
     }

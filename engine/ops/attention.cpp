@@ -6,6 +6,7 @@
 #include "engine/ops/float_dispatch.h"
 #include "engine/tape.h"
 #include "kernels/attention.h"
+#include "kernels/attention_tc.h"
 
 namespace coco::ops {
 namespace {
@@ -61,6 +62,67 @@ constexpr DType accumulator_dtype() {
   return std::is_same_v<T, double> ? DType::f64 : DType::f32;
 }
 
+// bf16/f16 on CUDA with a head dim the tensor-core kernels have (kernels/attention_tc.h).
+bool uses_tensor_cores(const Tensor& q, const kernels::AttentionShape& shape) {
+  return q.is_cuda() && (q.dtype() == DType::bf16 || q.dtype() == DType::f16) &&
+         kernels::cuda::tc_attention_supports(shape);
+}
+
+// The tensor-core path: FlashAttention-2 forward saving out and the log-sum-exp (B, H, T) instead of
+// the (B, H, T, T) probabilities; its backward recomputes P per tile.
+Tensor tensor_core_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_mask,
+                             const Tensor& bias, const Tensor& bias_used, const kernels::AttentionShape& shape,
+                             const kernels::AttentionDropout& dropout) {
+  Tensor out = Tensor::empty(q.shape(), q.dtype(), q.device());
+  Tensor lse = Tensor::empty(Shape{shape.batch, shape.heads, shape.seq_len}, DType::f32, q.device());
+  dispatch_float(kOp, q, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    if constexpr (std::is_same_v<T, __nv_bfloat16> || std::is_same_v<T, __half>) {
+      with_mask(key_mask, [&](const auto* mask) {
+        kernels::cuda::tc_attention_forward<T>(q.data_as<T>(), k.data_as<T>(), v.data_as<T>(), mask,
+                                               bias_used.defined() ? bias_used.data_as<T>() : nullptr, shape, dropout,
+                                               out.data_as<T>(), lse.data_as<float>(), current_stream());
+      });
+    }
+  });
+  if (Tape* tape = Tape::recording_for({&q, &k, &v, &bias})) {
+    tape->record(kOp, {q, k, v, bias}, {out},
+                 [q = q.detach(), k = k.detach(), v = v.detach(), out = out.detach(), lse,
+                  key_mask = key_mask.defined() ? key_mask.detach() : Tensor(),
+                  bias_used = bias_used.defined() ? bias_used.detach() : Tensor(), shape, dropout,
+                  bias_grad_dtype = bias.defined() ? bias.grad_dtype() : q.dtype()](BackwardContext& ctx) {
+                   const Tensor dout = detail::as_dtype(ctx.grad_output(0), q.dtype());
+                   Tensor dq = ctx.needs_grad(0) ? Tensor::empty(q.shape(), q.dtype(), q.device()) : Tensor();
+                   // dK and dV come from one kernel: both are computed when either is needed.
+                   const bool kv = ctx.needs_grad(1) || ctx.needs_grad(2);
+                   Tensor dk = kv ? Tensor::empty(q.shape(), q.dtype(), q.device()) : Tensor();
+                   Tensor dv = kv ? Tensor::empty(q.shape(), q.dtype(), q.device()) : Tensor();
+                   Tensor dbias = ctx.needs_grad(3) ? Tensor::empty(Shape{shape.heads, shape.seq_len, shape.seq_len},
+                                                                    DType::f32, q.device())
+                                                    : Tensor();
+                   Tensor delta = Tensor::empty(Shape{shape.batch, shape.heads, shape.seq_len}, DType::f32, q.device());
+                   dispatch_float(kOp, q, [&](auto tag) {
+                     using T = typename decltype(tag)::type;
+                     if constexpr (std::is_same_v<T, __nv_bfloat16> || std::is_same_v<T, __half>) {
+                       auto ptr = [](Tensor& t) { return t.defined() ? t.data_as<T>() : nullptr; };
+                       with_mask(key_mask, [&](const auto* mask) {
+                         kernels::cuda::tc_attention_backward<T>(
+                             q.data_as<T>(), k.data_as<T>(), v.data_as<T>(), out.data_as<T>(), dout.data_as<T>(),
+                             lse.data_as<float>(), mask, bias_used.defined() ? bias_used.data_as<T>() : nullptr, shape,
+                             dropout, ptr(dq), ptr(dk), ptr(dv), dbias.defined() ? dbias.data_as<float>() : nullptr,
+                             false, delta.data_as<float>(), current_stream());
+                       });
+                     }
+                   });
+                   if (dq.defined()) ctx.accumulate(0, dq);
+                   if (ctx.needs_grad(1)) ctx.accumulate(1, dk);
+                   if (ctx.needs_grad(2)) ctx.accumulate(2, dv);
+                   if (dbias.defined()) ctx.accumulate(3, detail::as_dtype(dbias, bias_grad_dtype));
+                 });
+  }
+  return out;
+}
+
 }  // namespace
 
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_mask, const Tensor& bias,
@@ -69,6 +131,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
   const kernels::AttentionShape shape = shape_of(q);
   const kernels::AttentionDropout dropout{training ? static_cast<float>(dropout_p) : 0.0f, stream};
   const Tensor bias_used = bias.defined() ? detail::as_dtype(bias, q.dtype()) : Tensor();
+  if (uses_tensor_cores(q, shape)) return tensor_core_attention(q, k, v, key_mask, bias, bias_used, shape, dropout);
   const Shape score_shape{shape.batch, shape.heads, shape.seq_len, shape.seq_len};
   Tensor out = Tensor::empty(q.shape(), q.dtype(), q.device());
   Tensor probs = Tensor::empty(score_shape, q.dtype(), q.device());

@@ -13,7 +13,9 @@ namespace coco::ops {
 // Dropout on the probabilities with probability `dropout_p` in [0, 1) when `training`, drawn from
 //   `stream` at element index ((b*H + h)*T + i)*T + j: the same mask on every backend.
 // -> (B, H, T, Dh) of q's dtype. A query whose keys are all padded outputs zeros, gradient zero.
-// Saved for the backward: q, k, v and the (B, H, T, T) probabilities.
+// Saved for the backward: q, k, v and the (B, H, T, T) probabilities; bf16/f16 on CUDA with head dim 16,
+// 32, 64 or 128 runs the tensor-core kernels (kernels/attention_tc.h) instead, which save out and the
+// (B, H, T) log-sum-exp and recompute the probabilities in the backward.
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_mask, const Tensor& bias,
                  double dropout_p, const rng::Stream& stream, bool training);
 

@@ -5,6 +5,7 @@
 
 #include "engine/ops/activation_dispatch.h"
 #include "engine/tape.h"
+#include "kernels/cpu_fast.h"
 #include "kernels/dropout.h"
 
 namespace coco::ops {
@@ -18,6 +19,8 @@ Tensor apply_mask(const char* op, const Tensor& x, double p, const rng::Stream& 
       if constexpr (detail::is_cuda_activation_v<T>)
         kernels::cuda::dropout_apply<T>(out.data_as<T>(), x.data_as<T>(), x.numel(), p, stream, index_offset,
                                         current_stream());
+    } else if constexpr (std::is_same_v<T, float>) {
+      kernels::cpu_fast::dropout_apply(out.data_as<T>(), x.data_as<T>(), x.numel(), p, stream, index_offset);
     } else if constexpr (detail::is_cpu_activation_v<T>) {
       kernels::cpu::dropout_apply<T>(out.data_as<T>(), x.data_as<T>(), x.numel(), p, stream, index_offset);
     }

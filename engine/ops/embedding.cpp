@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "engine/ops/activation_dispatch.h"
+#include "engine/ops/device_checks.h"
 #include "engine/ops/elementwise.h"
 #include "engine/tape.h"
 #include "kernels/embedding.h"
@@ -91,7 +92,11 @@ Tensor embedding(const Tensor& ids, const Tensor& token_table, const Tensor& pos
         uint32_t* flag = static_cast<uint32_t*>(bad_position.data());
         kernels::cuda::embedding_forward<T>(out.data_as<T>(), ids.data_as<int32_t>(), token_table.data_as<T>(),
                                             position, shape, flag, current_stream());
-        kernels::cuda::embedding_throw_if_bad_id(flag, ids.data_as<int32_t>(), shape, current_stream());
+        // Inside a DeviceChecks scope a bad id is counted on the device; otherwise it is read back here.
+        if (ops::DeviceChecks* checks = ops::DeviceChecks::active(Device::cuda))
+          checks->add_flag(ops::DeviceChecks::embedding_id, flag, kernels::cuda::kNoBadPosition);
+        else
+          kernels::cuda::embedding_throw_if_bad_id(flag, ids.data_as<int32_t>(), shape, current_stream());
       }
     } else if constexpr (detail::is_cpu_activation_v<T>) {
       kernels::cpu::embedding_forward<T>(out.data_as<T>(), ids.data_as<int32_t>(), token_table.data_as<T>(), position,

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "engine/ops/activation_dispatch.h"
+#include "engine/ops/device_checks.h"
 #include "engine/ops/float_dispatch.h"
 #include "engine/tape.h"
 #include "kernels/gather.h"
@@ -108,6 +109,14 @@ Tensor gather_rows(const Tensor& src, const Tensor& index) {
     using T = typename decltype(tag)::type;
     if (src.is_cuda()) {
       if constexpr (kCudaType<T>) {
+        // Inside a DeviceChecks scope the invalid-index count goes to its counter, read later; otherwise
+        // it is read back here (a synchronisation).
+        if (DeviceChecks* checks = DeviceChecks::active(Device::cuda)) {
+          kernels::cuda::gather_rows<T>(src.data_as<T>(), view.rows, view.dim, index.data_as<int32_t>(), count,
+                                        out.data_as<T>(), checks->counter(DeviceChecks::gather_index), current_stream(),
+                                        /*accumulate_invalid=*/true);
+          return;
+        }
         Tensor invalid = Tensor::empty(Shape{1}, DType::i32, Device::cuda);
         kernels::cuda::gather_rows<T>(src.data_as<T>(), view.rows, view.dim, index.data_as<int32_t>(), count,
                                       out.data_as<T>(), invalid.data_as<int32_t>(), current_stream());

@@ -5,6 +5,7 @@
 
 #include "engine/ops/float_dispatch.h"
 #include "engine/tape.h"
+#include "kernels/cpu_fast.h"
 #include "kernels/reduce.h"
 
 namespace coco::ops {
@@ -127,6 +128,8 @@ Tensor activation_backward(const Tensor& dy, const Tensor& pre, Activation act) 
     if (dy.is_cuda())
       kernels::cuda::activation_backward<T>(act, dy.data_as<T>(), pre.data_as<T>(), dpre.data_as<T>(), dy.numel(),
                                             current_stream());
+    else if constexpr (std::is_same_v<T, float>)
+      kernels::cpu_fast::activation_backward(act, dy.data_as<T>(), pre.data_as<T>(), dpre.data_as<T>(), dy.numel());
     else if constexpr (is_cpu_type_v<T>)
       kernels::cpu::activation_backward<T>(act, dy.data_as<T>(), pre.data_as<T>(), dpre.data_as<T>(), dy.numel());
   });
@@ -206,6 +209,9 @@ Tensor linear(const Tensor& x, const Tensor& W, const Tensor& bias, Activation a
     if (x.is_cuda())
       kernels::cuda::linear_forward<T>(x.data_as<T>(), W.data_as<T>(), bias_data, act, rows, in_features, out_features,
                                        y.data_as<T>(), pre_data, current_stream());
+    else if constexpr (std::is_same_v<T, float>)
+      kernels::cpu_fast::linear_forward(x.data_as<T>(), W.data_as<T>(), bias_data, act, rows, in_features, out_features,
+                                        y.data_as<T>(), pre_data);
     else if constexpr (is_cpu_type_v<T>)
       kernels::cpu::linear_forward<T>(x.data_as<T>(), W.data_as<T>(), bias_data, act, rows, in_features, out_features,
                                       y.data_as<T>(), pre_data);

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "engine/ops/activation_dispatch.h"
+#include "engine/ops/device_checks.h"
 #include "engine/ops/float_dispatch.h"
 #include "engine/tape.h"
 #include "kernels/contrastive.h"
@@ -75,6 +76,16 @@ void scale_in_place(const char* op, Tensor& values, const Tensor& scale) {
 
 }  // namespace
 
+// Every loss kernel puts its correct count in slot 0 and its denominator in slot 1 (LossResult::counts).
+static_assert(kernels::kCountCorrect == 0 && kernels::kCountRows == 1);
+static_assert(kernels::kBceCountCorrect == 0 && kernels::kBceCountValid == 1);
+static_assert(kernels::kContrastiveCountCorrect == 0 && kernels::kContrastiveCountAnchors == 1);
+
+int64_t LossResult::read(int64_t slot) const {
+  if (!counts.defined() || counts.numel() <= slot) throw TensorError("LossResult: no counts");
+  return counts.to_vector<int32_t>()[static_cast<size_t>(slot)];
+}
+
 // ---------------------------------------------------------------- cross-entropy
 
 namespace {
@@ -86,7 +97,6 @@ struct CrossEntropyForward {
   Tensor row_lse;   // (rows) stat dtype
   Tensor counts;    // (kCrossEntropyCounts) i32 on the logits' device
   Tensor weights;   // (rows) stat dtype or undefined
-  std::vector<int32_t> host_counts;
   int64_t rows = 0, vocab = 0;
 };
 
@@ -139,12 +149,15 @@ CrossEntropyForward run_cross_entropy_forward(const char* op, const Tensor& logi
           f.counts.data_as<int32_t>(), fused ? dlogits->data_as<T>() : nullptr, T(1));
     }
   });
-  f.host_counts = f.counts.to_vector<int32_t>();
-  if (f.host_counts[kernels::kCountInvalid] > 0)
-    throw TensorError(std::string(op) + ": " + std::to_string(f.host_counts[kernels::kCountInvalid]) +
-                      " target(s) outside [0, " + std::to_string(vocab) + ") and not ignore_index " +
-                      std::to_string(ignore_index) + ", first " + describe_bad_target(targets, ignore_index, vocab) +
-                      ", for logits " + describe(logits));
+  if (DeviceChecks* checks = DeviceChecks::active(device); checks && device == Device::cuda) {
+    checks->add(DeviceChecks::cross_entropy_target, f.counts.data_as<int32_t>() + kernels::kCountInvalid);
+    return f;
+  }
+  const int32_t invalid = f.counts.to_vector<int32_t>()[kernels::kCountInvalid];
+  if (invalid > 0)
+    throw TensorError(std::string(op) + ": " + std::to_string(invalid) + " target(s) outside [0, " +
+                      std::to_string(vocab) + ") and not ignore_index " + std::to_string(ignore_index) + ", first " +
+                      describe_bad_target(targets, ignore_index, vocab) + ", for logits " + describe(logits));
   return f;
 }
 
@@ -211,7 +224,7 @@ LossResult cross_entropy(const Tensor& logits, const Tensor& targets, const Cros
                                     options.reduction);
     }
   }
-  return LossResult{f.loss, f.host_counts[kernels::kCountCorrect], f.host_counts[kernels::kCountRows]};
+  return LossResult{f.loss, f.counts};
 }
 
 // ---------------------------------------------------------------- corrective LM
@@ -255,7 +268,7 @@ LossResult corrective_lm_loss(const Tensor& logits, const Tensor& targets, const
   if (Tape* tape = Tape::recording_for({&logits}))
     record_cross_entropy_backward(*tape, op, logits, targets, loss, f, row_weights, options.ignore_index,
                                   LossReduction::mean);
-  return LossResult{loss, f.host_counts[kernels::kCountCorrect], f.host_counts[kernels::kCountRows]};
+  return LossResult{loss, f.counts};
 }
 
 // ---------------------------------------------------------------- binary cross-entropy
@@ -290,8 +303,6 @@ LossResult bce_with_logits(const Tensor& logits, const Tensor& replaced, const B
                                                loss.data_as<T>(), counts.data_as<int32_t>());
     }
   });
-  const std::vector<int32_t> host_counts = counts.to_vector<int32_t>();
-
   if (Tape* tape = Tape::recording_for({&logits})) {
     // Saved: logits, flags, mask and the counts (the mean's denominator).
     tape->record(op, {logits}, {loss},
@@ -316,7 +327,7 @@ LossResult bce_with_logits(const Tensor& logits, const Tensor& replaced, const B
                    ctx.accumulate(0, std::move(dlogits));
                  });
   }
-  return LossResult{loss, host_counts[kernels::kBceCountCorrect], host_counts[kernels::kBceCountValid]};
+  return LossResult{loss, counts};
 }
 
 // ---------------------------------------------------------------- L2 normalisation
@@ -424,8 +435,6 @@ LossResult contrastive(const char* op, kernels::ContrastiveKind kind, const Tens
                                          saved.data_as<T>(), counts.data_as<int32_t>());
     }
   });
-  const std::vector<int32_t> host_counts = counts.to_vector<int32_t>();
-
   Tape* tape = info_nce ? Tape::recording_for({&a, &b, &theta_input}) : Tape::recording_for({&a, &b});
   if (tape) {
     std::vector<Tensor> inputs = {a, b};
@@ -471,8 +480,7 @@ LossResult contrastive(const char* op, kernels::ContrastiveKind kind, const Tens
           if (info_nce) ctx.accumulate(2, std::move(dtheta));
         });
   }
-  return LossResult{loss, host_counts[kernels::kContrastiveCountCorrect],
-                    host_counts[kernels::kContrastiveCountAnchors]};
+  return LossResult{loss, counts};
 }
 
 }  // namespace

@@ -5,7 +5,9 @@
 //
 // Backends and dtypes: CPU tensors f32 or f64; CUDA tensors f32, bf16 or f16 (f32 math). Scalar
 // losses are 0-d tensors: on the CPU of the input's dtype, on CUDA always f32. Each loss also returns
-// metric counts on the host (one small device-to-host copy, which synchronises the current stream).
+// its metric counts as a device tensor (read back only when asked). cross_entropy and
+// corrective_lm_loss validate the targets: at once (a synchronisation) or, inside an
+// ops::DeviceChecks scope, through its counters.
 #pragma once
 #include <cstdint>
 
@@ -21,9 +23,15 @@ using kernels::CorrectiveLmForm;
 using kernels::LossReduction;
 
 struct LossResult {
-  Tensor loss;          // 0-d
-  int64_t correct = 0;  // positions / rows / anchors predicted correctly
-  int64_t count = 0;    // positions / rows / anchors the loss averages over
+  Tensor loss;  // 0-d
+  // (>= 2) i32 on the loss's device: [0] positions / rows / anchors predicted correctly, [1] positions /
+  // rows / anchors the loss averages over. Stays on the device; correct() / count() read it back.
+  Tensor counts;
+  int64_t correct() const { return read(0); }  // a device-to-host copy on CUDA
+  int64_t count() const { return read(1); }
+
+ private:
+  int64_t read(int64_t slot) const;
 };
 
 struct CrossEntropyOptions {

@@ -9,6 +9,7 @@
 
 #include "engine/device.h"
 #include "engine/ops/float_dispatch.h"
+#include "kernels/cpu_fast.h"
 #include "kernels/adamw.h"
 #include "kernels/gradnorm.h"
 #include "kernels/loss_scale.h"
@@ -217,7 +218,7 @@ double grad_norm(const std::vector<Tensor>& gradients, double grad_scale) {
   const char* op = "optim::grad_norm";
   require_finite(grad_scale, "grad_scale", op);
   DeviceDescs descs = norm_descriptors(op, gradients);
-  double sum_sq = kernels::cpu::sum_of_squares(descs.cpu);
+  double sum_sq = kernels::cpu_fast::sum_of_squares(descs.cpu);
   if (!descs.cuda.empty()) {
     const int64_t chunks = kernels::plan_norm_chunks(descs.cuda);
     const Tensor device_descs = upload_descriptors(descs.cuda);
@@ -238,7 +239,7 @@ ClipResult clip_grad_norm(const std::vector<Tensor>& gradients, double max_norm,
 
 bool has_nonfinite(const std::vector<Tensor>& gradients) {
   DeviceDescs descs = norm_descriptors("optim::has_nonfinite", gradients);
-  if (kernels::cpu::any_nonfinite(descs.cpu)) return true;
+  if (kernels::cpu_fast::any_nonfinite(descs.cpu)) return true;
   if (descs.cuda.empty()) return false;
   const int64_t chunks = kernels::plan_norm_chunks(descs.cuda);
   const Tensor device_descs = upload_descriptors(descs.cuda);

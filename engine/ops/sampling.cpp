@@ -5,6 +5,7 @@
 #include "engine/device.h"
 #include "engine/ops/float_dispatch.h"
 #include "engine/rng/philox.h"
+#include "kernels/cpu_fast.h"
 #include "kernels/sampling.h"
 
 namespace coco::ops {
@@ -44,7 +45,7 @@ Tensor sample_tokens(const Tensor& logits, Sampler sampler, float temperature, u
       if (bf16)
         kernels::cpu::gumbel_sample(input.data_as<__nv_bfloat16>(), N, V, temperature, stream, samples);
       else
-        kernels::cpu::gumbel_sample(input.data_as<float>(), N, V, temperature, stream, samples);
+        kernels::cpu_fast::gumbel_sample(input.data_as<float>(), N, V, temperature, stream, samples);
     } else {
       if (bf16)
         kernels::cpu::multinomial_sample(input.data_as<__nv_bfloat16>(), N, V, temperature, stream, samples);

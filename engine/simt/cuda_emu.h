@@ -121,12 +121,30 @@ enum class WarpOp : uint8_t {
   AndU32,
   OrU32,
   XorU32,
+  Collective,  // a warp-collective PTX instruction (engine/simt/emu_ptx.h)
 };
 // Waits until every non-exited lane in `mask` reaches a warp operation, then writes `result`
 // computed from the lanes' `value`s (src_lane: the lane a shuffle reads).
 void warp_op(WarpOp op, unsigned mask, unsigned src_lane, const void* value, unsigned size, void* result,
              const std::source_location& where);
 unsigned active_mask();
+
+// A warp-collective instruction (mma.sync.aligned, ldmatrix.sync.aligned): each lane passes its own
+// record; once every non-exited lane of the warp has arrived, `complete` of the first lane's record
+// runs once with the 32 records (nullptr for a lane that did not take part) and writes each lane's
+// results. A call by fewer than all 32 lanes, or lanes at different call sites, is diagnosed (kernel,
+// block, thread, warp) before `complete` runs.
+struct WarpCollective {
+  const char* instruction;  // for diagnostics, e.g. "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"
+  void (*complete)(WarpCollective* const lanes[32]);
+};
+void warp_collective(WarpCollective* record, const std::source_location& where);
+// A misuse of the calling emulated thread (named with kernel, block, thread and warp): fatal when
+// strict (the default), otherwise a counted warning (emu::last_diagnostic()).
+void report_misuse(const char* what, const std::source_location& where);
+// Changes at every block start of the calling OS thread: per-thread state kept outside the fibers
+// (pending cp.async copies) is discarded when it belongs to an earlier block.
+uint64_t block_epoch();
 
 void poison_static_shared(void* address, size_t bytes);
 void register_extern_shared(unsigned char* (*storage)());

@@ -350,6 +350,8 @@ const char* warp_op_name(WarpOp op) {
       return "__reduce_or_sync";
     case WarpOp::XorU32:
       return "__reduce_xor_sync";
+    case WarpOp::Collective:
+      return "a warp-collective instruction (mma.sync/ldmatrix)";
   }
   return "?";
 }
@@ -779,6 +781,38 @@ unsigned reduce_lanes(const Lane* base, unsigned participants, Combine combine) 
   return out;
 }
 
+// A warp-collective instruction reached by the lanes in `group`: all 32 lanes must take part, at
+// one call site; then the instruction's own completion computes every lane's result.
+void complete_collective(Worker& w, unsigned warp_index, Lane* base, unsigned group) {
+  WarpCollective* records[32] = {};
+  for (unsigned bits = group; bits; bits &= bits - 1) {
+    const unsigned k = static_cast<unsigned>(__builtin_ctz(bits));
+    std::memcpy(&records[k], base[k].warp_in, sizeof(WarpCollective*));
+  }
+  const unsigned first = static_cast<unsigned>(__builtin_ctz(group));
+  const Lane& a = base[first];
+  WarpCollective* const lead = records[first];
+  if (group != 0xffffffffu) {
+    complain(w, &a,
+             format("%s at %s in warp %u is executed by lanes 0x%08x only; a .sync.aligned instruction needs all 32 "
+                    "lanes of the warp, converged, at the same instruction (the other lanes %s)",
+                    lead->instruction, where_string(a.where).c_str(), warp_index, group,
+                    (w.warps[warp_index].done & ~group) ? "include exited lanes" : "are elsewhere"));
+  }
+  for (unsigned bits = group & ~(1u << first); bits; bits &= bits - 1) {
+    const unsigned k = static_cast<unsigned>(__builtin_ctz(bits));
+    if (records[k]->complete != lead->complete || !same_site(base[k].where, a.where)) {
+      complain(w, &base[k],
+               format("warp %u: lane %u executes %s at %s while lane %u executes %s at %s; a .sync.aligned "
+                      "instruction must be the same instruction for every lane of the warp",
+                      warp_index, k, records[k]->instruction, where_string(base[k].where).c_str(), first,
+                      lead->instruction, where_string(a.where).c_str()));
+      break;
+    }
+  }
+  lead->complete(records);
+}
+
 // Completes the warp operations of the lanes in `ready` (all of whose mask lanes are waiting, or,
 // when `forced`, a deadlock the caller has already reported).
 void complete_warp_ops(Worker& w, unsigned warp_index, unsigned ready) {
@@ -808,6 +842,9 @@ void complete_warp_ops(Worker& w, unsigned warp_index, unsigned ready) {
     }
     switch (a.warp_op) {
       case WarpOp::Sync:
+        break;
+      case WarpOp::Collective:
+        complete_collective(w, warp_index, base, group);
         break;
       case WarpOp::ShflIdx:
       case WarpOp::ShflUp:
@@ -1294,6 +1331,20 @@ void warp_op(WarpOp op, unsigned mask, unsigned src_lane, const void* value, uns
   lane.state = LaneState::AtWarpOp;
   ++w.warp_waiting_count;
   suspend(w, *lane.runner);  // completing the operation wrote *result
+}
+
+void warp_collective(WarpCollective* record, const std::source_location& where) {
+  warp_op(WarpOp::Collective, 0xffffffffu, 0, &record, sizeof record, nullptr, where);
+}
+
+void report_misuse(const char* what, const std::source_location& where) {
+  const Lane& lane = lane_in_kernel(what);
+  complain(*t_worker, &lane, format("%s at %s (warp %u)", what, where_string(where).c_str(), lane.warp()));
+}
+
+uint64_t block_epoch() {
+  lane_in_kernel("block_epoch()");
+  return t_worker->block_epoch;
 }
 
 unsigned active_mask() {

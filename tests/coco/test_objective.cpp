@@ -56,13 +56,14 @@ TEST(Objective, BothPresetsReturnEveryComponentAndMetric) {
       EXPECT_TRUE(std::isfinite(t->item())) << preset;
     }
     EXPECT_EQ(out.clm_loss.defined(), is_paper(preset));
-    EXPECT_GT(out.masked, 0);
+    const objective::Counts counts = out.read_counts();
+    EXPECT_GT(counts.masked, 0);
     // lucidrains prepends [CLS] and drops the last token, so one of row 1's two pads falls off.
-    EXPECT_EQ(out.valid_tokens, is_paper(preset) ? 4 * 12 - 2 : 4 * 12 - 1);
-    EXPECT_EQ(out.rtd_count, out.valid_tokens);
-    EXPECT_EQ(out.cl_count, 8);  // 2B anchors
-    EXPECT_GE(out.mlm_accuracy(), 0.0);
-    EXPECT_LE(out.replaced_fraction(), 1.0);
+    EXPECT_EQ(counts.valid_tokens, is_paper(preset) ? 4 * 12 - 2 : 4 * 12 - 1);
+    EXPECT_EQ(counts.rtd_count, counts.valid_tokens);
+    EXPECT_EQ(counts.cl_count, 8);  // 2B anchors
+    EXPECT_GE(counts.mlm_accuracy(), 0.0);
+    EXPECT_LE(counts.replaced_fraction(), 1.0);
     // The total is the configured weighted sum.
     const auto& c = setup.objective;
     double expected =
@@ -92,7 +93,8 @@ TEST_P(ObjectiveGradcheck, WholeModelF64) {
     NoGrad no_grad;
     while (step < 200) {
       const objective::Outputs probe = model.forward(tokens, step, true);
-      if (probe.masked > probe.replaced) break;
+      const objective::Counts counts = probe.read_counts();
+      if (counts.masked > counts.replaced) break;
       ++step;
     }
     ASSERT_LT(step, 200u) << "no step with a copied sample";
@@ -237,12 +239,15 @@ TEST(Objective, CrossBackendTrainingStep) {
       params_after.push_back(values);
     }
     const auto &cpu = outs[0], &cuda = outs[1];
-    EXPECT_EQ(cpu.masked, cuda.masked) << preset;
-    EXPECT_EQ(cpu.replaced, cuda.replaced) << preset;
-    EXPECT_EQ(cpu.mlm_correct, cuda.mlm_correct) << preset;
-    EXPECT_EQ(cpu.rtd_correct, cuda.rtd_correct) << preset;
-    EXPECT_EQ(cpu.cl_correct, cuda.cl_correct) << preset;
-    EXPECT_EQ(cpu.clm_correct, cuda.clm_correct) << preset;
+    const objective::Counts cpu_counts = cpu.read_counts(), cuda_counts = cuda.read_counts();
+    EXPECT_GT(cpu_counts.masked, 0) << preset;
+    EXPECT_EQ(cpu_counts.masked, cuda_counts.masked) << preset;
+    EXPECT_EQ(cpu_counts.replaced, cuda_counts.replaced) << preset;
+    EXPECT_EQ(cpu_counts.mlm_correct, cuda_counts.mlm_correct) << preset;
+    EXPECT_EQ(cpu_counts.rtd_correct, cuda_counts.rtd_correct) << preset;
+    EXPECT_EQ(cpu_counts.valid_tokens, cuda_counts.valid_tokens) << preset;
+    EXPECT_EQ(cpu_counts.cl_correct, cuda_counts.cl_correct) << preset;
+    EXPECT_EQ(cpu_counts.clm_correct, cuda_counts.clm_correct) << preset;
     // f32 on both sides, different summation orders: a few ulps per op, through 3 layers.
     for (auto [a, b] : {std::pair{&cpu.loss, &cuda.loss},
                         {&cpu.mlm_loss, &cuda.mlm_loss},

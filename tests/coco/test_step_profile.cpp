@@ -11,6 +11,7 @@
 #include <string>
 
 #include "coco/objective.h"
+#include "engine/ops/device_checks.h"
 #include "engine/ops/optim.h"
 #include "engine/runtime/counters.h"
 #include "engine/tape.h"
@@ -52,10 +53,12 @@ TEST(StepProfile, TrainingStepOnCudaStaysWithinItsCeilings) {
     const Tensor tokens = Tensor::from_vector(ids, Shape{4, 12});
     objective::CocoModel model(setup.model, setup.objective, 3, Device::cuda);
     optim::AdamW adamw(model.named_parameters(), {0.9, 0.98, 1e-6, 0.01});
+    ops::DeviceChecks checks(Device::cuda);  // validation counted on the device, read after the step
     for (uint64_t step = 0; step < 2; ++step) train_step(model, adamw, tokens, step);  // warm-up
     runtime::StepProfile profile;
     train_step(model, adamw, tokens, 2);
     const runtime::Counters step = profile.elapsed();
+    EXPECT_NO_THROW(checks.verify());
     std::printf("%s step profile: %s (launches %llu, synchronizations %llu)\n", ceiling.preset, step.describe().c_str(),
                 static_cast<unsigned long long>(step.launches()),
                 static_cast<unsigned long long>(step.synchronizations()));

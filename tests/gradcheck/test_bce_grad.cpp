@@ -117,8 +117,8 @@ TEST(BceOps, CudaMatchesCpu) {
       coco::Tape::Recording recording(tape);
       const coco::ops::LossResult result = coco::ops::bce_with_logits(logits, replaced, {valid, labels});
       out.loss = result.loss.to_f64();
-      out.correct = result.correct;
-      out.count = result.count;
+      out.correct = result.correct();
+      out.count = result.count();
       tape.backward(coco::ops::scale(result.loss, 50.0));
     }
     out.grad = logits.grad().to_f64();

@@ -178,8 +178,8 @@ Out run_op(bool info, Device device, DType dtype, const std::vector<float>& a_va
     const Tensor na = coco::ops::l2_normalize(a), nb = coco::ops::l2_normalize(b);
     const coco::ops::LossResult result = info ? coco::ops::info_nce(na, nb, theta) : coco::ops::nt_xent(na, nb, 0.7);
     out.loss = result.loss.to_f64();
-    out.correct = result.correct;
-    out.count = result.count;
+    out.correct = result.correct();
+    out.count = result.count();
     tape.backward(coco::ops::scale(result.loss, 2.0));
   }
   out.da = a.grad().to_f64();

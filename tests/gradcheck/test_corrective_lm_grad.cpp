@@ -149,7 +149,7 @@ TEST(CorrectiveLmOps, ValuesMatchTheFormulas) {
       coco::ops::corrective_lm_loss(logits, targets, copy, samples, {CorrectiveLmForm::paper, kIgnore});
   EXPECT_NEAR(code_result.loss.item(), code / contributing, 1e-12);
   EXPECT_NEAR(paper_result.loss.item(), paper / contributing, 1e-12);
-  EXPECT_EQ(paper_result.count, contributing);
+  EXPECT_EQ(paper_result.count(), contributing);
   EXPECT_GT(paper_result.loss.item(), 0.0);
   // The mixture is at least the copy term, so the paper loss is below the replaced-only form's
   // -log(p0 p_t) wherever a row was copied: overall it differs from the code form.
@@ -291,8 +291,8 @@ TEST(CorrectiveLmOps, CudaMatchesCpu) {
               coco::ops::corrective_lm_loss(logits, Tensor::from_vector(targets, Shape{rows}).to(device), copy,
                                             Tensor::from_vector(samples, Shape{rows}).to(device), {form, kIgnore});
           out.loss = result.loss.to_f64();
-          out.correct = result.correct;
-          out.count = result.count;
+          out.correct = result.correct();
+          out.count = result.count();
           tape.backward(coco::ops::scale(result.loss, 1.5));
         }
         out.grad = logits.grad().to_f64();

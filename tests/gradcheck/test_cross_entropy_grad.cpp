@@ -205,8 +205,8 @@ void check_cross_backend(DType cuda_dtype, bool fused, double grad_threshold) {
       coco::Tape::Recording recording(tape);
       const coco::ops::LossResult result = coco::ops::cross_entropy(logits, t, {kIgnore, w, c.reduction, fused});
       out.loss = result.loss.to_f64();
-      out.correct = result.correct;
-      out.count = result.count;
+      out.correct = result.correct();
+      out.count = result.count();
       tape.backward(coco::ops::scale(result.loss, 1.5));
     }
     out.grad = logits.grad().to_f64();

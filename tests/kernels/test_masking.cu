@@ -532,7 +532,7 @@ TEST(MaskingOps, CpuAndCudaTensorsGiveIdenticalBatches) {
       std::vector<int32_t> samples = batch.targets.to(coco::Device::cpu).to_vector<int32_t>();
       for (size_t k = 0; k < samples.size(); ++k) samples[k] += k % 2 ? 1 : 0;
       const coco::ops::Corruption corrupted = coco::ops::corrupt(
-          tokens, batch.positions, coco::Tensor::from_vector(samples, coco::Shape{batch.count}, device), kPad,
+          tokens, batch.positions, coco::Tensor::from_vector(samples, coco::Shape{batch.capacity}, device), kPad,
           coco::kernels::LabelConvention::original_is_one);
       const auto u8_as_i32 = [](const coco::Tensor& t) {
         const auto v = t.to(coco::Device::cpu).to_vector<uint8_t>();
@@ -547,7 +547,21 @@ TEST(MaskingOps, CpuAndCudaTensorsGiveIdenticalBatches) {
                     u8_as_i32(corrupted.replaced), std::vector<int32_t>(labels.begin(), labels.end())};
       // The ops agree with the kernels they wrap.
       const MaskResult direct = run_cpu(host_tokens, B, T, coco::kernels::make_mask_params(c, 5, 6));
-      EXPECT_EQ(as_i32(batch.positions), direct.positions);
+      // The selected positions, then -1 up to the fixed capacity B * ceil(mask_prob * T); the gather
+      // rows are the same with 0 for the padding, the targets -1 there.
+      const std::vector<int32_t> positions = as_i32(batch.positions), rows = as_i32(batch.gather_rows),
+                                 targets = as_i32(batch.targets);
+      ASSERT_EQ(batch.capacity, B * coco::ops::max_selected_per_row(c, T));
+      ASSERT_EQ(static_cast<int64_t>(positions.size()), batch.capacity);
+      ASSERT_LE(direct.positions.size(), positions.size());
+      for (size_t k = 0; k < positions.size(); ++k) {
+        const bool real = k < direct.positions.size();
+        EXPECT_EQ(positions[k], real ? direct.positions[k] : -1) << k;
+        EXPECT_EQ(rows[k], real ? direct.positions[k] : 0) << k;
+        if (!real) {
+          EXPECT_EQ(targets[k], -1) << k;
+        }
+      }
       EXPECT_EQ(as_i32(crop.tokens), direct.crop_tokens);
     }
     for (size_t k = 0; k < results[0].size(); ++k) EXPECT_EQ(results[0][k], results[1][k]) << "output " << k;

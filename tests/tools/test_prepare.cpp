@@ -335,17 +335,21 @@ TEST(Prepare, InvalidUtf8NamesFileAndOffset) {
   }
 }
 
-TEST(Prepare, EmptyCorpusGivesEmptySplits) {
+TEST(Prepare, EmptyCorpusIsRefused) {
+  // Blank lines only would write "0 documents, 0 tokens" and fail only at training time (issue #11).
   TempDir tmp;
   write_file(tmp.path() / "blank.txt", "\n\n   \n");
   PrepareOptions options;
   options.inputs = {tmp.path() / "blank.txt"};
   options.output_dir = tmp.path() / "out";
   options.vocab_file = kVocab;
-  const auto result = prepare(options);
-  EXPECT_EQ(result.train.documents, 0u);
-  EXPECT_TRUE(result.train.shards.empty());
-  EXPECT_EQ(read_meta(options.output_dir)["totals"]["tokens"], 0);
+  try {
+    prepare(options);
+    FAIL() << "expected a refusal";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("blank.txt: no document with any token"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(options.output_dir / "meta.json"));
 }
 
 TEST(Prepare, BadOptionsAreClearErrors) {

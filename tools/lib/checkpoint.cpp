@@ -1,18 +1,25 @@
 #include "tools/lib/checkpoint.h"
+#include "engine/io/checked_read.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cerrno>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <random>
 #include <stdexcept>
 
+#include "coco/checkpoint_manifest.h"
+#include "engine/config.h"
 #include "engine/io/safetensors.h"
 
 namespace coco::tools {
@@ -38,7 +45,18 @@ void fsync_path(const fs::path& path, bool directory) {
 // f32 host bytes of a tensor on any device.
 std::vector<float> host_f32(const Tensor& t) { return t.to(Device::cpu).to(DType::f32).to_vector<float>(); }
 
+using checkpoint::CheckpointError;
+
+// A checkpoint of non-finite values would be resumed from forever after: refuse to write one.
+void require_finite(const std::string& name, const std::vector<float>& values) {
+  for (size_t i = 0; i < values.size(); ++i)
+    if (!std::isfinite(values[i]))
+      throw std::runtime_error("refusing to write a checkpoint: tensor '" + name + "' holds a non-finite value (" +
+                               std::to_string(values[i]) + " at element " + std::to_string(i) + ")");
+}
+
 safetensors::TensorData tensor_data(const std::string& name, const Tensor& t, const std::vector<float>& values) {
+  require_finite(name, values);
   std::vector<int64_t> shape;
   for (int d = 0; d < t.rank(); ++d) shape.push_back(t.size(d));
   return {name, DType::f32, shape,
@@ -48,19 +66,23 @@ safetensors::TensorData tensor_data(const std::string& name, const Tensor& t, co
 // Reads tensor `name` from `reader` into `target` (shape and f32 checked).
 void copy_into(const safetensors::Reader& reader, const std::string& name, const Tensor& target) {
   const safetensors::TensorInfo* info = reader.find(name);
-  if (!info) throw std::runtime_error(reader.label() + ": missing tensor '" + name + "'");
+  if (!info) throw CheckpointError(reader.label() + ": missing tensor '" + name + "'");
   std::vector<int64_t> shape;
   for (int d = 0; d < target.rank(); ++d) shape.push_back(target.size(d));
   if (info->dtype != DType::f32 || info->shape != shape) {
     std::string want, got;
     for (auto s : shape) want += (want.empty() ? "" : ", ") + std::to_string(s);
     for (auto s : info->shape) got += (got.empty() ? "" : ", ") + std::to_string(s);
-    throw std::runtime_error(reader.label() + ": tensor '" + name + "' has shape [" + got +
-                             "], the model expects f32 [" + want + "]");
+    throw CheckpointError(reader.label() + ": tensor '" + name + "' has shape [" + got + "], the model expects f32 [" +
+                          want + "]");
   }
   const auto bytes = reader.data(*info);
   std::vector<float> values(static_cast<size_t>(target.numel()));
   std::memcpy(values.data(), bytes.data(), values.size() * sizeof(float));
+  for (size_t i = 0; i < values.size(); ++i)
+    if (!std::isfinite(values[i]))
+      throw CheckpointError(reader.label() + ": tensor '" + name + "' holds a non-finite value (" +
+                            std::to_string(values[i]) + " at element " + std::to_string(i) + ")");
   Tensor host = Tensor::from_vector(values, target.shape(), Device::cpu);
   Tensor destination = target.detach();
   destination.copy_from(target.dtype() == DType::f32 ? host : host.to(target.dtype()));
@@ -95,6 +117,36 @@ void fault_point(const std::string& point) {
   }
 }
 
+RunDirectoryLock::RunDirectoryLock(const fs::path& run_dir) {
+  const fs::path path = run_dir / ".lock";
+  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_NONBLOCK | O_CLOEXEC, 0644);
+  if (fd_ < 0) throw_io(path, "cannot open the run directory's lock file");
+  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    const int saved = errno;
+    char pid[32] = {};
+    const ssize_t n = ::pread(fd_, pid, sizeof pid - 1, 0);
+    ::close(fd_);
+    fd_ = -1;
+    if (saved != EWOULDBLOCK) {
+      errno = saved;
+      throw_io(path, "cannot lock the run directory");
+    }
+    std::string holder = n > 0 ? std::string(pid, static_cast<size_t>(n)) : std::string();
+    while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+    throw std::invalid_argument(run_dir.string() + " is in use by another coco process (pid " +
+                                (holder.empty() ? std::string("unknown") : holder) + ", holding " + path.string() +
+                                "); two runs in one directory would overwrite each other's checkpoints");
+  }
+  const std::string pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size())) {
+    // The lock holds regardless; only the message a second process prints lacks the pid.
+  }
+}
+
+RunDirectoryLock::~RunDirectoryLock() {
+  if (fd_ >= 0) ::close(fd_);  // closing releases the flock
+}
+
 void write_file_synced(const fs::path& path, const std::string& contents) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) throw_io(path, "cannot create");
@@ -126,15 +178,7 @@ void replace_file_atomically(const fs::path& path, const std::string& contents) 
   fsync_path(path.parent_path().empty() ? fs::path(".") : path.parent_path(), true);
 }
 
-nlohmann::json read_json_file(const fs::path& path) {
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error(path.string() + ": cannot open the file");
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw std::runtime_error(path.string() + ": invalid JSON: " + e.what());
-  }
-}
+nlohmann::json read_json_file(const fs::path& path) { return io::read_json_checked(path); }
 
 fs::path write_checkpoint(const fs::path& run_dir, int64_t step, const CheckpointData& data, int64_t keep) {
   const fs::path root = run_dir / "checkpoints";
@@ -176,7 +220,14 @@ fs::path write_checkpoint(const fs::path& run_dir, int64_t step, const Checkpoin
   }
   write_file_synced(temporary / "trainer_state.json", data.trainer_state.dump(2) + "\n");
   write_file_synced(temporary / "config.json", data.config.dump(2) + "\n");
-  for (const auto& [file, contents] : data.files) write_file_synced(temporary / file, contents);
+  std::vector<std::string> listed = {"model.safetensors", "trainer_state.json", "config.json"};
+  if (data.optimizer) listed.push_back("optimizer.safetensors");
+  for (const auto& [file, contents] : data.files) {
+    write_file_synced(temporary / file, contents);
+    listed.push_back(file);
+  }
+  // Last: a directory with a manifest is complete (the rename below commits it).
+  write_file_synced(temporary / checkpoint::kManifestFile, checkpoint::manifest_for(temporary, listed));
   fsync_path(temporary, true);
   fault_point("checkpoint:before-rename:" + std::to_string(step));
 
@@ -188,8 +239,20 @@ fs::path write_checkpoint(const fs::path& run_dir, int64_t step, const Checkpoin
   replace_file_atomically(root / "latest", name + "\n");
   fault_point("checkpoint:after-latest:" + std::to_string(step));
 
-  // Retention: drop debris (temporary dirs, checkpoints newer than the one just committed, which a
-  // crashed timeline left), then all but the newest `keep`.
+  // Retention: drop temporary directories (debris of a crash; the run lock keeps out live writers), then
+  // all but the newest `keep` checkpoints of this run up to this step. Later steps may be the only copy of
+  // work this run did not see (its `latest` was lost); other runs' checkpoints are not this run's to drop.
+  const std::string run_id =
+      data.trainer_state.is_object() ? data.trainer_state.value("run_id", std::string()) : std::string();
+  auto same_run = [&](const fs::path& dir) {
+    if (run_id.empty()) return true;
+    try {
+      const nlohmann::json state = read_json_file(dir / "trainer_state.json");
+      return state.is_object() && state.value("run_id", std::string()) == run_id;
+    } catch (const std::exception&) {
+      return false;  // unreadable: not provably ours
+    }
+  };
   std::vector<std::pair<int64_t, fs::path>> committed;
   for (const auto& entry : fs::directory_iterator(root)) {
     const std::string entry_name = entry.path().filename().string();
@@ -198,25 +261,30 @@ fs::path write_checkpoint(const fs::path& run_dir, int64_t step, const Checkpoin
       continue;
     }
     const auto entry_step = step_of(entry_name);
-    if (!entry_step || !entry.is_directory()) continue;
-    if (*entry_step > step)
-      fs::remove_all(entry.path());
-    else
-      committed.emplace_back(*entry_step, entry.path());
+    if (!entry_step || entry.is_symlink() || !entry.is_directory()) continue;
+    if (*entry_step < step && same_run(entry.path())) committed.emplace_back(*entry_step, entry.path());
   }
   std::sort(committed.begin(), committed.end());
-  for (size_t i = 0; i + static_cast<size_t>(std::max<int64_t>(keep, 1)) < committed.size(); ++i)
-    fs::remove_all(committed[i].second);
+  const size_t keep_older = static_cast<size_t>(std::max<int64_t>(keep, 1) - 1);  // plus the one just written
+  for (size_t i = 0; i + keep_older < committed.size(); ++i) fs::remove_all(committed[i].second);
   return final_dir;
+}
+
+std::string new_run_id() {
+  std::random_device device;
+  const uint64_t value = (static_cast<uint64_t>(device()) << 32) ^ device() ^
+                         static_cast<uint64_t>(std::chrono::system_clock::now().time_since_epoch().count());
+  char text[17];
+  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(value));
+  return text;
 }
 
 std::optional<fs::path> latest_checkpoint(const fs::path& run_dir) {
   const fs::path latest = run_dir / "checkpoints" / "latest";
   std::error_code error;
   if (!fs::exists(latest, error)) return std::nullopt;
-  std::ifstream in(latest);
-  std::string name;
-  std::getline(in, name);
+  const std::string text = io::read_regular_file(latest, 4096, "checkpoints/latest");
+  const std::string name = text.substr(0, text.find('\n'));
   if (!step_of(name))
     throw std::runtime_error(latest.string() + ": expected a checkpoint name like \"step-00000100\", got \"" + name +
                              "\"");
@@ -226,12 +294,157 @@ std::optional<fs::path> latest_checkpoint(const fs::path& run_dir) {
   return dir;
 }
 
+namespace {
+
+// Verifies `dir` against its manifest, telling the user when there is none to verify against.
+void verify_or_warn(const fs::path& dir) {
+  if (checkpoint::verify_checkpoint(dir) == checkpoint::Verified::no_manifest)
+    std::printf("warning: %s has no %s (written before checkpoints carried checksums): not verified\n", dir.c_str(),
+                checkpoint::kManifestFile);
+}
+
+}  // namespace
+
+ResumePoint find_resume_checkpoint(const fs::path& run_dir) {
+  const fs::path root = run_dir / "checkpoints";
+  const fs::path latest = root / "latest";
+  std::error_code error;
+  std::string problem;  // why `latest` cannot be used
+  const fs::file_status link = fs::symlink_status(latest, error);
+  if (!fs::exists(link)) {
+    problem = "is missing";
+  } else {
+    try {
+      const std::string text = io::read_regular_file(latest, 4096, "checkpoints/latest");
+      const std::string name = text.substr(0, text.find('\n'));
+      if (!step_of(name)) {
+        problem = "does not name a checkpoint (\"" + name.substr(0, 40) + "\")";
+      } else if (!fs::is_directory(root / name, error) || !fs::exists(root / name / "trainer_state.json", error)) {
+        problem = "names " + name + ", which is not a checkpoint directory";
+      } else {
+        verify_or_warn(root / name);  // damaged: refused, never silently replaced by an older one
+        return {root / name, ""};
+      }
+    } catch (const ConfigError& e) {
+      problem = fs::is_symlink(link) ? "is a dangling symbolic link or a loop" : "cannot be read";
+      problem += std::string(" (") + e.what() + ")";
+    }
+  }
+  std::vector<std::pair<int64_t, fs::path>> candidates;
+  if (fs::is_directory(root, error))
+    for (const auto& entry : fs::directory_iterator(root)) {
+      const auto entry_step = step_of(entry.path().filename().string());
+      if (entry_step && !entry.is_symlink() && entry.is_directory()) candidates.emplace_back(*entry_step, entry.path());
+    }
+  if (candidates.empty()) {
+    if (problem == "is missing") return {std::nullopt, ""};
+    return {std::nullopt, latest.string() + " " + problem + " and there are no checkpoint directories"};
+  }
+  std::sort(candidates.rbegin(), candidates.rend());
+  std::string skipped;
+  for (const auto& [candidate_step, dir] : candidates) {
+    try {
+      if (!fs::exists(dir / "trainer_state.json", error)) throw CheckpointError(dir.string() + ": no trainer_state.json");
+      verify_or_warn(dir);
+      return {dir, latest.string() + " " + problem + ": resuming from " + dir.filename().string() +
+                       ", the newest valid checkpoint found in " + root.string() + skipped};
+    } catch (const std::invalid_argument& e) {
+      skipped += std::string("\n  skipped: ") + e.what();
+    }
+  }
+  throw CheckpointError(latest.string() + " " + problem + " and no checkpoint directory in " + root.string() +
+                        " is valid; refusing to start over in it (use another --out):" + skipped);
+}
+
 fs::path resolve_checkpoint_dir(const fs::path& path) {
-  if (fs::exists(path / "trainer_state.json")) return path;
-  if (auto latest = latest_checkpoint(path)) return *latest;
+  std::error_code error;
+  if (fs::exists(path / "trainer_state.json", error)) {
+    verify_or_warn(path);
+    return path;
+  }
+  const ResumePoint point = find_resume_checkpoint(path);
+  if (!point.note.empty()) std::printf("%s\n", point.note.c_str());
+  if (point.dir) return *point.dir;
   throw std::invalid_argument(path.string() +
                               ": not a checkpoint directory (no trainer_state.json) nor a run directory "
                               "with checkpoints/latest");
+}
+
+namespace {
+
+[[noreturn]] void state_error(const fs::path& file, const std::string& key, const std::string& problem) {
+  throw CheckpointError(file.string() + ": key '" + key + "': " + problem);
+}
+
+int64_t state_int(const nlohmann::json& object, const std::string& key, const std::string& path, const fs::path& file,
+                  int64_t min = 0) {
+  if (!object.is_object() || !object.contains(key)) state_error(file, path, "missing");
+  const nlohmann::json& value = object.at(key);
+  if (!value.is_number_integer()) state_error(file, path, "expected an integer, got " + value.dump());
+  if (value.is_number_unsigned() && value.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))
+    state_error(file, path, "out of range: " + value.dump());
+  const int64_t v = value.get<int64_t>();
+  if (v < min) state_error(file, path, "expected an integer >= " + std::to_string(min) + ", got " + value.dump());
+  return v;
+}
+
+}  // namespace
+
+TrainerState read_trainer_state(const fs::path& checkpoint_dir) {
+  const fs::path file = checkpoint_dir / "trainer_state.json";
+  TrainerState s;
+  try {
+    s.json = read_json_file(file);
+  } catch (const ConfigError& e) {
+    throw CheckpointError(e.what());
+  }
+  const nlohmann::json& j = s.json;
+  if (!j.is_object()) throw CheckpointError(file.string() + ": expected a JSON object");
+  s.step = state_int(j, "step", "step", file);
+  if (const auto named = step_of(checkpoint_dir.filename().string()); named && *named != s.step)
+    state_error(file, "step", std::to_string(s.step) + " disagrees with the directory name " +
+                                  checkpoint_dir.filename().string());
+  s.skipped_steps = state_int(j, "skipped_steps", "skipped_steps", file);
+  if (s.skipped_steps > s.step)
+    state_error(file, "skipped_steps", std::to_string(s.skipped_steps) + " exceeds step " + std::to_string(s.step));
+  s.consecutive_skips = state_int(j, "consecutive_skips", "consecutive_skips", file);
+  if (s.consecutive_skips > s.skipped_steps)
+    state_error(file, "consecutive_skips",
+                std::to_string(s.consecutive_skips) + " exceeds skipped_steps " + std::to_string(s.skipped_steps));
+  s.tokens_seen = state_int(j, "tokens_seen", "tokens_seen", file);
+  if (!j.contains("data") || !j["data"].is_object()) state_error(file, "data", "expected an object");
+  const nlohmann::json& data = j["data"];
+  s.cursor = static_cast<uint64_t>(state_int(data, "cursor", "data.cursor", file));
+  s.sequences = static_cast<uint64_t>(state_int(data, "sequences", "data.sequences", file));
+  if (s.step > 0 && s.sequences == 0) state_error(file, "data.sequences", "0 after training steps");
+  if (data.contains("epoch") && s.sequences > 0) {
+    const int64_t epoch = state_int(data, "epoch", "data.epoch", file);
+    if (static_cast<uint64_t>(epoch) != s.cursor / s.sequences)
+      state_error(file, "data.epoch",
+                  std::to_string(epoch) + " disagrees with data.cursor / data.sequences = " +
+                      std::to_string(s.cursor / s.sequences));
+  }
+  // The loader consumes at least one sequence per step; far more than any run could is damage.
+  if (s.sequences > 0 && s.cursor / s.sequences > static_cast<uint64_t>(s.step) + 1 &&
+      s.cursor > static_cast<uint64_t>(s.step) * (uint64_t{1} << 24))
+    state_error(file, "data.cursor", std::to_string(s.cursor) + " is beyond what " + std::to_string(s.step) +
+                                         " steps can have read");
+  if (j.contains("run_id")) {
+    if (!j["run_id"].is_string()) state_error(file, "run_id", "expected a string, got " + j["run_id"].dump());
+    s.run_id = j["run_id"].get<std::string>();
+  }
+  if (j.contains("grad_scaler")) {
+    const nlohmann::json& g = j["grad_scaler"];
+    if (!g.is_object() || !g.contains("scale") || !g["scale"].is_number())
+      state_error(file, "grad_scaler.scale", "expected a number");
+    const double scale = g["scale"].get<double>();
+    if (!std::isfinite(scale) || scale <= 0)
+      state_error(file, "grad_scaler.scale", "expected a finite number > 0, got " + g["scale"].dump());
+    s.grad_scaler = optim::GradScaler::State{scale, state_int(g, "growth_tracker", "grad_scaler.growth_tracker", file),
+                                             state_int(g, "hysteresis_left", "grad_scaler.hysteresis_left", file),
+                                             state_int(g, "skipped_steps", "grad_scaler.skipped_steps", file)};
+  }
+  return s;
 }
 
 void load_weights(const fs::path& checkpoint_dir, const std::vector<NamedParameter>& parameters) {
@@ -242,31 +455,36 @@ void load_weights(const fs::path& checkpoint_dir, const std::vector<NamedParamet
       const bool known = std::any_of(parameters.begin(), parameters.end(),
                                      [&](const NamedParameter& p) { return p.name == info.name; });
       if (!known)
-        throw std::runtime_error(reader.label() + ": tensor '" + info.name + "' is not a parameter of the model");
+        throw CheckpointError(reader.label() + ": tensor '" + info.name + "' is not a parameter of the model");
     }
   }
 }
 
-void load_optimizer(const fs::path& checkpoint_dir, optim::AdamW& optimizer) {
+void load_optimizer(const fs::path& checkpoint_dir, optim::AdamW& optimizer, int64_t max_step_count) {
   const auto reader = safetensors::Reader::open((checkpoint_dir / "optimizer.safetensors").string());
   nlohmann::json counts;
   try {
-    counts = nlohmann::json::parse(reader.metadata().at("step_counts"));
+    counts = io::parse_json_checked(reader.metadata().at("step_counts"), "");
   } catch (const std::exception&) {
-    throw std::runtime_error(reader.label() + ": missing or invalid \"step_counts\" metadata");
+    throw CheckpointError(reader.label() + ": missing or invalid \"step_counts\" metadata");
   }
   if (reader.tensors().size() != 2 * optimizer.size())
-    throw std::runtime_error(reader.label() + ": holds " + std::to_string(reader.tensors().size()) +
+    throw CheckpointError(reader.label() + ": holds " + std::to_string(reader.tensors().size()) +
                              " tensors, the optimizer has " + std::to_string(2 * optimizer.size()));
   for (size_t i = 0; i < optimizer.size(); ++i) {
     const std::string& name = optimizer.param(i).name;
-    if (!counts.contains(name) || !counts[name].is_number_integer())
-      throw std::runtime_error(reader.label() + ": no step count for '" + name + "'");
+    if (!counts.is_object() || !counts.contains(name) || !counts[name].is_number_integer())
+      throw CheckpointError(reader.label() + ": no step count for '" + name + "'");
+    const int64_t count = counts[name].get<int64_t>();
+    if (count < 0 || count > max_step_count)
+      throw CheckpointError(reader.label() + ": step count " + counts[name].dump() + " of '" + name +
+                            "' is outside [0, " + std::to_string(max_step_count) +
+                            "] (the checkpoint's step less its skipped steps)");
     Tensor exp_avg = Tensor::zeros(optimizer.exp_avg(i).shape(), DType::f32, Device::cpu);
     Tensor exp_avg_sq = Tensor::zeros(optimizer.exp_avg_sq(i).shape(), DType::f32, Device::cpu);
     copy_into(reader, name + ".exp_avg", exp_avg);
     copy_into(reader, name + ".exp_avg_sq", exp_avg_sq);
-    optimizer.set_state(i, counts[name].get<int64_t>(), exp_avg, exp_avg_sq);
+    optimizer.set_state(i, count, exp_avg, exp_avg_sq);
   }
 }
 

@@ -1,4 +1,5 @@
 #include "tools/lib/trainer.h"
+#include "engine/io/checked_read.h"
 
 #include <signal.h>
 #include <unistd.h>
@@ -7,7 +8,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -91,34 +94,47 @@ class JsonRecord {
 void truncate_metrics(const fs::path& path, int64_t last_step) {
   std::error_code error;
   if (!fs::exists(path, error)) return;
-  std::ifstream in(path);
+  std::istringstream in(io::read_regular_file(path, uint64_t{1} << 34, "the metrics log"));
   std::string kept, line;
   while (std::getline(in, line)) {
     try {
-      const auto j = nlohmann::json::parse(line);
+      const auto j = io::parse_json_checked(line, "");
       if (j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() <= last_step)
         kept += line + "\n";
+    } catch (const ConfigError&) {
     } catch (const nlohmann::json::exception&) {
     }
   }
-  in.close();
   replace_file_atomically(path, kept);
 }
 
+// A failed write (full disk, I/O error) is remembered, not thrown: the step loop checkpoints first, then
+// stops the run with it (exit 1), so no step goes unlogged silently and no work is lost.
 class MetricsLog {
  public:
-  explicit MetricsLog(const fs::path& path) : file_(std::fopen(path.c_str(), "a")) {
+  explicit MetricsLog(const fs::path& path) : path_(path), file_(std::fopen(path.c_str(), "a")) {
     if (!file_) throw std::runtime_error(path.string() + ": cannot open for appending");
   }
   ~MetricsLog() { std::fclose(file_); }
   void write(const std::string& record) {
+    if (!error_.empty()) return;
     const std::string line = record + "\n";
-    std::fwrite(line.data(), 1, line.size(), file_);
-    std::fflush(file_);
+    errno = 0;
+    // Test hook (reliability tests): COCO_FAULT_INJECT=metrics-enospc fails every write as a full disk would.
+    const char* fault = std::getenv("COCO_FAULT_INJECT");
+    const bool injected = fault && std::string(fault) == "metrics-enospc";
+    if (injected || std::fwrite(line.data(), 1, line.size(), file_) != line.size() || std::fflush(file_) != 0) {
+      if (injected) errno = ENOSPC;
+      error_ = path_.string() + ": cannot write the metrics record: " + std::strerror(errno ? errno : EIO);
+    }
   }
+  bool failed() const { return !error_.empty(); }
+  const std::string& error() const { return error_; }
 
  private:
+  fs::path path_;
   std::FILE* file_;
+  std::string error_;
 };
 
 // ---------------------------------------------------------------------------------------------------
@@ -134,13 +150,14 @@ struct StepStats {
 
   void add(const objective::Outputs& out, int64_t batch_rows) {
     const double w = static_cast<double>(batch_rows);
+    const objective::Counts c = out.read_counts();
     loss += w * out.loss.item();
     if (out.mlm_loss.defined()) mlm += w * out.mlm_loss.item();
     if (out.rtd_loss.defined()) rtd += w * out.rtd_loss.item();
     if (out.clm_loss.defined()) {
       has_clm = true;
       clm += w * out.clm_loss.item();
-      clm_correct += out.clm_correct;
+      clm_correct += c.clm_correct;
     }
     if (out.cl_loss.defined()) {
       has_cl = true;
@@ -148,12 +165,12 @@ struct StepStats {
     }
     ++micro_batches;
     rows += batch_rows;
-    masked += out.masked;
-    mlm_correct += out.mlm_correct;
-    rtd_correct += out.rtd_correct;
-    rtd_count += out.rtd_count;
-    cl_correct += out.cl_correct;
-    cl_count += out.cl_count;
+    masked += c.masked;
+    mlm_correct += c.mlm_correct;
+    rtd_correct += c.rtd_correct;
+    rtd_count += c.rtd_count;
+    cl_correct += c.cl_correct;
+    cl_count += c.cl_count;
   }
   double mean(double sum) const { return rows ? sum / static_cast<double>(rows) : 0.0; }
   static double ratio(int64_t a, int64_t b) { return b ? static_cast<double>(a) / static_cast<double>(b) : 0.0; }
@@ -280,14 +297,19 @@ int run_train(const TrainOptions& options) {
   const std::string source = options.config_path;
   const fs::path run_dir = options.out_dir;
   fs::create_directories(run_dir);
+  const RunDirectoryLock run_lock(run_dir);  // held until this function returns or the process dies
 
   // Resume point.
-  std::optional<fs::path> resume_dir = latest_checkpoint(run_dir);
+  const ResumePoint resume_point = find_resume_checkpoint(run_dir);
+  if (!resume_point.note.empty()) std::printf("%s\n", resume_point.note.c_str());
+  const std::optional<fs::path> resume_dir = resume_point.dir;
   nlohmann::json state;
+  TrainerState saved_state;
   const data::PreparedMeta meta = data::PreparedMeta::read(config.data.dir);
   if (resume_dir) {
     // Another vocabulary first: with the vocabulary left to the data it also shows as a shape change.
-    state = read_json_file(*resume_dir / "trainer_state.json");
+    saved_state = read_trainer_state(*resume_dir);
+    state = saved_state.json;
     const std::string warning = data::require_checkpoint_vocabulary(*resume_dir, state, meta, "resume training from");
     if (!warning.empty()) std::printf("%s\n", warning.c_str());
     const fs::path saved_config_path = *resume_dir / "config.json";
@@ -365,27 +387,22 @@ int run_train(const TrainOptions& options) {
   if (resume_dir) {
     load_weights(*resume_dir, masters);
     refresh_working_copies();
-    load_optimizer(*resume_dir, optimizer);
+    load_optimizer(*resume_dir, optimizer, saved_state.step - saved_state.skipped_steps);
     try {
-      start_step = state.at("step").get<int64_t>();
-      cursor = state.at("data").at("cursor").get<uint64_t>();
-      skipped_total = state.at("skipped_steps").get<int64_t>();
-      consecutive_skips = state.at("consecutive_skips").get<int64_t>();
-      tokens_seen = state.at("tokens_seen").get<int64_t>();
-      if (state.contains("grad_scaler")) {
-        const auto& g = state.at("grad_scaler");
-        scaler.load_state({g.at("scale").get<double>(), g.at("growth_tracker").get<int64_t>(),
-                           g.at("hysteresis_left").get<int64_t>(), g.at("skipped_steps").get<int64_t>()});
-      }
-      const uint64_t saved_sequences = state.at("data").at("sequences").get<uint64_t>();
+      start_step = saved_state.step;
+      cursor = saved_state.cursor;
+      skipped_total = saved_state.skipped_steps;
+      consecutive_skips = saved_state.consecutive_skips;
+      tokens_seen = saved_state.tokens_seen;
+      if (saved_state.grad_scaler) scaler.load_state(*saved_state.grad_scaler);
+      const uint64_t saved_sequences = saved_state.sequences;
       if (start_step > 0 && saved_sequences != train_sequences->size())
         std::printf(
             "warning: the train split now packs into %llu sequences, the checkpoint saw %llu: the data order "
             "after resume differs from the original run's\n",
             static_cast<unsigned long long>(train_sequences->size()), static_cast<unsigned long long>(saved_sequences));
-    } catch (const nlohmann::json::exception& e) {
-      throw std::runtime_error((*resume_dir / "trainer_state.json").string() +
-                               ": missing or malformed field: " + e.what());
+    } catch (const std::invalid_argument& e) {
+      throw checkpoint::CheckpointError((*resume_dir / "trainer_state.json").string() + ": " + e.what());
     }
     std::printf("resuming from %s (step %lld)\n", resume_dir->c_str(), static_cast<long long>(start_step));
   }
@@ -423,6 +440,8 @@ int run_train(const TrainOptions& options) {
   ProgressLine progress(stdout);
   StopSignals signals;
   const std::string hash = train::config_hash(config);
+  // Which checkpoints are this run's (write_checkpoint's retention drops no other run's).
+  const std::string run_id = saved_state.run_id.empty() ? new_run_id() : saved_state.run_id;
   std::optional<fs::path> last_checkpoint = resume_dir;
   int64_t last_checkpoint_step = resume_dir ? start_step : -1;
   uint64_t epoch = 0;
@@ -449,6 +468,7 @@ int run_train(const TrainOptions& options) {
     s["consecutive_skips"] = consecutive_skips;
     s["tokens_seen"] = tokens_seen;
     s["config_hash"] = hash;
+    s["run_id"] = run_id;
     s["vocab"] = data::vocab_identity_to_json({meta.vocab_hash, meta.vocab_size});
     CheckpointData data{masters, &optimizer, s, resolved, tokenizer_files};
     last_checkpoint = write_checkpoint(run_dir, completed, data, t.keep_checkpoints);
@@ -560,6 +580,12 @@ int run_train(const TrainOptions& options) {
     const bool stopping = signals.received() != 0;
     if ((t.checkpoint_every > 0 && completed % t.checkpoint_every == 0) || completed == t.steps || stopping) {
       save(completed);  // a skipped step left the weights untouched, so they are still good
+    }
+    if (metrics.failed()) {
+      if (last_checkpoint_step != completed) save(completed);
+      progress.finish();
+      throw std::runtime_error(metrics.error() + "; stopped after step " + std::to_string(completed) + " (checkpoint " +
+                               last_checkpoint->string() + " written)");
     }
     if (stopping && completed < t.steps) {
       progress.finish();

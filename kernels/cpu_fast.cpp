@@ -1,0 +1,509 @@
+// Fast f32 CPU paths (see kernels/cpu_fast.h). Structure: a parallel driver per kernel splits the
+// work into fixed items (rows, blocks) with runtime::cpu::parallel_for; the element loops live in
+// free functions marked COCO_CPU_CLONES, which GCC compiles once per instruction set and dispatches
+// at load time. (A lambda inside a cloned function is not cloned, hence free functions.) Everything
+// the loops call is inline, so it is compiled for the clone's instruction set too.
+#include "kernels/cpu_fast.h"
+
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#include "engine/runtime/cpu_backend.h"
+#include "kernels/attention.h"
+#include "kernels/cast_convert.h"
+#include "kernels/dropout.h"
+#include "kernels/loss_scale.h"
+#include "kernels/sampling_math.h"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define COCO_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define COCO_CPU_CLONES
+#endif
+#define COCO_INLINE inline __attribute__((always_inline))
+
+namespace coco::kernels::cpu_fast {
+namespace {
+
+// ------------------------------------------------------------------------------ Philox, 16 at once
+
+constexpr int kPhiloxBatch = 16;
+
+// Philox4x32-10 blocks first .. first + kPhiloxBatch - 1 of `stream` in structure-of-arrays form:
+// the same arithmetic as rng::Philox4x32::generate, written so the compiler vectorises the 32 x 32 ->
+// 64 bit products across the blocks.
+struct PhiloxBatch {
+  uint32_t x[kPhiloxBatch], y[kPhiloxBatch], z[kPhiloxBatch], w[kPhiloxBatch];
+};
+
+#if defined(__x86_64__) && defined(__GNUC__)
+// The ten rounds on 8 blocks per AVX2 register: vpmuludq forms the 64-bit products of the even and,
+// after a shift, the odd 32-bit lanes; blends put high and low halves back in lane order. GCC does
+// not vectorise the widening multiply of the portable loop below, which is 4x slower.
+__attribute__((target("avx2"))) void philox_rounds_avx2(PhiloxBatch& b, rng::Key2 key) {
+  using P = rng::Philox4x32;
+  const __m256i m0 = _mm256_set1_epi32(static_cast<int>(P::kM0)), m1 = _mm256_set1_epi32(static_cast<int>(P::kM1));
+  for (int half = 0; half < kPhiloxBatch; half += 8) {
+    __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.x + half));
+    __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.y + half));
+    __m256i z = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.z + half));
+    __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.w + half));
+    rng::Key2 k = key;
+    for (int r = 0; r < P::kRounds; ++r) {
+      if (r > 0) {
+        k.k0 += P::kW0;
+        k.k1 += P::kW1;
+      }
+      const __m256i p0_even = _mm256_mul_epu32(x, m0), p0_odd = _mm256_mul_epu32(_mm256_srli_epi64(x, 32), m0);
+      const __m256i p1_even = _mm256_mul_epu32(z, m1), p1_odd = _mm256_mul_epu32(_mm256_srli_epi64(z, 32), m1);
+      const __m256i hi0 = _mm256_blend_epi32(_mm256_srli_epi64(p0_even, 32), p0_odd, 0xaa);
+      const __m256i lo0 = _mm256_blend_epi32(p0_even, _mm256_slli_epi64(p0_odd, 32), 0xaa);
+      const __m256i hi1 = _mm256_blend_epi32(_mm256_srli_epi64(p1_even, 32), p1_odd, 0xaa);
+      const __m256i lo1 = _mm256_blend_epi32(p1_even, _mm256_slli_epi64(p1_odd, 32), 0xaa);
+      const __m256i k0 = _mm256_set1_epi32(static_cast<int>(k.k0)), k1 = _mm256_set1_epi32(static_cast<int>(k.k1));
+      x = _mm256_xor_si256(_mm256_xor_si256(hi1, y), k0);
+      y = lo1;
+      z = _mm256_xor_si256(_mm256_xor_si256(hi0, w), k1);
+      w = lo0;
+    }
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(b.x + half), x);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(b.y + half), y);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(b.z + half), z);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(b.w + half), w);
+  }
+}
+const bool kHaveAvx2 = __builtin_cpu_supports("avx2");
+#endif
+
+COCO_INLINE void philox_batch(const rng::Stream& stream, uint64_t first, PhiloxBatch& b) {
+  const rng::Word4 c0 = stream.counter(first);
+  for (int i = 0; i < kPhiloxBatch; ++i) {
+    const rng::Word4 c = stream.counter(first + static_cast<uint64_t>(i));
+    b.x[i] = c.x;
+    b.y[i] = c.y;
+    b.z[i] = c0.z;
+    b.w[i] = c0.w;
+  }
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (kHaveAvx2) {
+    philox_rounds_avx2(b, stream.key());
+    return;
+  }
+#endif
+  rng::Key2 k = stream.key();
+  using P = rng::Philox4x32;
+  for (int r = 0; r < P::kRounds; ++r) {
+    if (r > 0) {
+      k.k0 += P::kW0;
+      k.k1 += P::kW1;
+    }
+    for (int i = 0; i < kPhiloxBatch; ++i) {
+      const uint64_t p0 = static_cast<uint64_t>(P::kM0) * b.x[i];
+      const uint64_t p1 = static_cast<uint64_t>(P::kM1) * b.z[i];
+      const uint32_t nx = static_cast<uint32_t>(p1 >> 32) ^ b.y[i] ^ k.k0;
+      const uint32_t nz = static_cast<uint32_t>(p0 >> 32) ^ b.w[i] ^ k.k1;
+      b.y[i] = static_cast<uint32_t>(p1);
+      b.w[i] = static_cast<uint32_t>(p0);
+      b.x[i] = nx;
+      b.z[i] = nz;
+    }
+  }
+}
+
+// rng::Stream::uniform of lane 0.
+COCO_INLINE float uniform_of(uint32_t word) { return static_cast<float>(word >> 8) * 0x1.0p-24f; }
+
+COCO_CPU_CLONES void dropout_range(float* out, const float* x, int64_t lo, int64_t hi, float threshold,
+                                   float keep_scale, const rng::Stream& rng, uint64_t index_offset) {
+  PhiloxBatch b;
+  for (int64_t start = lo; start < hi; start += kPhiloxBatch) {
+    philox_batch(rng, index_offset + static_cast<uint64_t>(start), b);
+    const int64_t count = std::min<int64_t>(kPhiloxBatch, hi - start);
+    for (int64_t i = 0; i < count; ++i)
+      out[start + i] = x[start + i] * (uniform_of(b.x[i]) < threshold ? 0.0f : keep_scale);
+  }
+}
+
+COCO_CPU_CLONES void mask_range(uint8_t* mask, int64_t lo, int64_t hi, float threshold, bool keep_value,
+                                const rng::Stream& rng, uint64_t index_offset) {
+  PhiloxBatch b;
+  for (int64_t start = lo; start < hi; start += kPhiloxBatch) {
+    philox_batch(rng, index_offset + static_cast<uint64_t>(start), b);
+    const int64_t count = std::min<int64_t>(kPhiloxBatch, hi - start);
+    // dropout_mask: 1 = kept (u >= threshold); keep_value selects that polarity for both users.
+    for (int64_t i = 0; i < count; ++i)
+      mask[start + i] = (uniform_of(b.x[i]) >= threshold) == keep_value ? uint8_t{1} : uint8_t{0};
+  }
+}
+
+// ------------------------------------------------------------------------------ Gumbel sampling
+
+// One row: scores = logits / temperature + Gumbel noise of the row's Philox blocks (all four lanes),
+// then the argmax in index order, exactly as cpu::gumbel_sample.
+COCO_CPU_CLONES int32_t gumbel_row(const float* x, int64_t V, float temperature, const rng::Stream& stream,
+                                   uint64_t first_block, float* scores) {
+  const int64_t groups = (V + 3) / 4;
+  PhiloxBatch b;
+  for (int64_t g0 = 0; g0 < groups; g0 += kPhiloxBatch) {
+    philox_batch(stream, first_block + static_cast<uint64_t>(g0), b);
+    const int64_t count = std::min<int64_t>(kPhiloxBatch, groups - g0);
+    if (4 * (g0 + count) <= V) {
+      float* s = scores + 4 * g0;
+      const float* xs = x + 4 * g0;
+      for (int64_t i = 0; i < count; ++i) {
+        s[4 * i + 0] = xs[4 * i + 0] / temperature + detail::gumbel_noise(b.x[i]);
+        s[4 * i + 1] = xs[4 * i + 1] / temperature + detail::gumbel_noise(b.y[i]);
+        s[4 * i + 2] = xs[4 * i + 2] / temperature + detail::gumbel_noise(b.z[i]);
+        s[4 * i + 3] = xs[4 * i + 3] / temperature + detail::gumbel_noise(b.w[i]);
+      }
+    } else {
+      for (int64_t i = 0; i < count; ++i) {
+        const uint32_t words[4] = {b.x[i], b.y[i], b.z[i], b.w[i]};
+        for (int lane = 0; lane < 4 && 4 * (g0 + i) + lane < V; ++lane) {
+          const int64_t v = 4 * (g0 + i) + lane;
+          scores[v] = x[v] / temperature + detail::gumbel_noise(words[lane]);
+        }
+      }
+    }
+  }
+  int64_t best = 0;
+  for (int64_t v = 1; v < V; ++v)
+    if (detail::argmax_better(scores[v], v, scores[best], best)) best = v;
+  return static_cast<int32_t>(best);
+}
+
+// ------------------------------------------------------------------------------ GELU
+
+COCO_INLINE float erf_inline(float x) {
+  // Rational approximation x P(x^2) / Q(x^2) on the clamped argument (the coefficients Eigen and
+  // TensorFlow use for f32 erf); erf(+-3.8325) rounds to +-1 in f32.
+  constexpr float kClamp = 3.832506856900711f;
+  // Selects, not fminf/fmaxf (library calls without -ffinite-math-only); NaN fails both tests and stays.
+  float a = x < -kClamp ? -kClamp : x;
+  a = a > kClamp ? kClamp : a;
+  const float x2 = a * a;
+  float p = -2.72614225801306e-10f;
+  p = p * x2 + 2.77068142495902e-08f;
+  p = p * x2 + -2.10102402082508e-06f;
+  p = p * x2 + -5.69250639462346e-05f;
+  p = p * x2 + -7.34990630326855e-04f;
+  p = p * x2 + -2.95459980854025e-03f;
+  p = p * x2 + -1.60960333262415e-02f;
+  float q = -1.45660718464996e-05f;
+  q = q * x2 + -2.13374055278905e-04f;
+  q = q * x2 + -1.68282697438203e-03f;
+  q = q * x2 + -7.37332916720468e-03f;
+  q = q * x2 + -1.42647390514189e-02f;
+  // The rational form gives 1 - 2^-24 at the clamp; erf is +-1 in f32 there (and gelu(-inf) must be
+  // -inf * 0 = NaN, as the reference).
+  const float r = a * p / q;
+  return x >= kClamp ? 1.0f : (x <= -kClamp ? -1.0f : r);
+}
+
+// exp(x) for x <= 0 (NaN propagates), branch-free so loops over it vectorise: x clamped at -87
+// (exp(-87) = 1.6e-38, still normal), Cody-Waite reduction x = k ln2 + r and a degree-7 polynomial,
+// as detail::det_exp_nonpositive; relative error a few ulp.
+COCO_INLINE float exp_nonpositive(float x) {
+  x = x < -87.0f ? -87.0f : x;
+  constexpr float kRoundMagic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  const float k = (x * 1.44269504088896341f + kRoundMagic) - kRoundMagic;
+  float r = x - k * 0.693145751953125f;
+  r = r - k * 1.42860682030941723e-6f;
+  float p = 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const int32_t biased = (static_cast<int32_t>(k) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &biased, sizeof scale);
+  return p * scale;
+}
+
+// tanh(u) = sign(u) (1 - e) / (1 + e), e = exp(-2 |u|) <= 1.
+COCO_INLINE float tanh_inline(float u) {
+  const float e = exp_nonpositive(-2.0f * std::fabs(u));
+  const float t = (1.0f - e) / (1.0f + e);
+  return u != u ? u : std::copysign(t, u);
+}
+
+constexpr float kInvSqrt2 = 0.70710678118654752440f, kInvSqrt2Pi = 0.39894228040143267794f;
+constexpr float kSqrt2OverPi = 0.79788456080286535588f, kCubic = 0.044715f;
+
+COCO_INLINE float gelu_erf(float x) { return 0.5f * x * (1.0f + erf_inline(x * kInvSqrt2)); }
+COCO_INLINE float gelu_erf_derivative(float x) {
+  // exp(-x^2 / 2): the argument is <= 0 (NaN gives NaN through erf's term).
+  return 0.5f * (1.0f + erf_inline(x * kInvSqrt2)) + x * kInvSqrt2Pi * exp_nonpositive(-0.5f * x * x);
+}
+COCO_INLINE float gelu_tanh(float x) {
+  return 0.5f * x * (1.0f + tanh_inline(kSqrt2OverPi * (x + kCubic * x * x * x)));
+}
+COCO_INLINE float gelu_tanh_derivative(float x) {
+  const float t = tanh_inline(kSqrt2OverPi * (x + kCubic * x * x * x));
+  const float sech2 = 1.0f - t * t;
+  const float slope = sech2 == 0.0f ? 0.0f : 0.5f * x * sech2 * kSqrt2OverPi * (1.0f + 3.0f * kCubic * x * x);
+  return 0.5f * (1.0f + t) + slope;
+}
+
+COCO_CPU_CLONES void epilogue_rows(float* __restrict y, const float* __restrict bias, Activation act, int64_t lo,
+                                   int64_t hi, int64_t out, float* __restrict pre_act) {
+  for (int64_t r = lo; r < hi; ++r) {
+    float* row = y + r * out;
+    if (bias)
+      for (int64_t c = 0; c < out; ++c) row[c] += bias[c];
+    if (act == Activation::none) continue;
+    if (pre_act) std::memcpy(pre_act + r * out, row, static_cast<size_t>(out) * sizeof(float));
+    if (act == Activation::gelu_erf)
+      for (int64_t c = 0; c < out; ++c) row[c] = gelu_erf(row[c]);
+    else
+      for (int64_t c = 0; c < out; ++c) row[c] = gelu_tanh(row[c]);
+  }
+}
+
+COCO_CPU_CLONES void gelu_range(float* __restrict out, const float* __restrict x, int64_t lo, int64_t hi,
+                                bool tanh_form) {
+  if (tanh_form)
+    for (int64_t i = lo; i < hi; ++i) out[i] = gelu_tanh(x[i]);
+  else
+    for (int64_t i = lo; i < hi; ++i) out[i] = gelu_erf(x[i]);
+}
+
+COCO_CPU_CLONES void gelu_backward_range(float* __restrict dx, const float* __restrict dy, const float* __restrict x,
+                                         int64_t lo, int64_t hi, bool tanh_form) {
+  if (tanh_form)
+    for (int64_t i = lo; i < hi; ++i) dx[i] = dy[i] * gelu_tanh_derivative(x[i]);
+  else
+    for (int64_t i = lo; i < hi; ++i) dx[i] = dy[i] * gelu_erf_derivative(x[i]);
+}
+
+// ------------------------------------------------------------------------------ reductions
+
+template <class T>
+COCO_INLINE double widen(T v) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    return __bfloat162float(v);
+  else if constexpr (std::is_same_v<T, __half>)
+    return __half2float(v);
+  else
+    return static_cast<double>(v);
+}
+
+// Sum of squares of a[0, n) in 8 f64 lanes (element i to lane i % 8), lanes added in order.
+template <class T>
+COCO_INLINE double lane_sum_of_squares(const T* a, int64_t n) {
+  double lanes[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int l = 0; l < 8; ++l) {
+      const double v = widen(a[i + l]);
+      lanes[l] += v * v;
+    }
+  for (int l = 0; i < n; ++i, ++l) {
+    const double v = widen(a[i]);
+    lanes[l] += v * v;
+  }
+  double total = 0;
+  for (double lane : lanes) total += lane;
+  return total;
+}
+
+COCO_CPU_CLONES double block_sum_f32(const float* a, int64_t n) { return lane_sum_of_squares(a, n); }
+COCO_CPU_CLONES double block_sum_f64(const double* a, int64_t n) { return lane_sum_of_squares(a, n); }
+COCO_CPU_CLONES double block_sum_bf16(const __nv_bfloat16* a, int64_t n) { return lane_sum_of_squares(a, n); }
+COCO_CPU_CLONES double block_sum_f16(const __half* a, int64_t n) { return lane_sum_of_squares(a, n); }
+
+// Whether a[0, n) holds a NaN or Inf: every exponent field all ones, tested on the bits.
+COCO_CPU_CLONES bool block_nonfinite_f32(const float* a, int64_t n) {
+  uint32_t found = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, a + i, sizeof bits);
+    found |= (bits & 0x7f800000u) == 0x7f800000u;
+  }
+  return found != 0;
+}
+COCO_CPU_CLONES bool block_nonfinite_f64(const double* a, int64_t n) {
+  uint64_t found = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    uint64_t bits;
+    std::memcpy(&bits, a + i, sizeof bits);
+    found |= (bits & 0x7ff0000000000000ull) == 0x7ff0000000000000ull;
+  }
+  return found != 0;
+}
+COCO_CPU_CLONES bool block_nonfinite_16(const uint16_t* a, int64_t n, uint16_t exponent_mask) {
+  uint32_t found = 0;
+  for (int64_t i = 0; i < n; ++i) found |= (a[i] & exponent_mask) == exponent_mask;
+  return found != 0;
+}
+
+void check_descs(const char* op, const std::vector<NormTensorDesc>& descs) {
+  for (size_t t = 0; t < descs.size(); ++t) {
+    const NormTensorDesc& d = descs[t];
+    if (d.numel < 0)
+      throw std::invalid_argument(std::string(op) + ": tensor " + std::to_string(t) + ": negative numel");
+    if (d.dtype != DType::f32 && d.dtype != DType::bf16 && d.dtype != DType::f16 && d.dtype != DType::f64)
+      throw std::invalid_argument(std::string(op) + ": tensor " + std::to_string(t) + ": dtype " + dtype_name(d.dtype) +
+                                  ", expected f32, bf16, f16 or f64");
+  }
+}
+
+// The blocks of all tensors back to back: (tensor, first element, count).
+struct Block {
+  size_t tensor;
+  int64_t begin, count;
+};
+
+std::vector<Block> plan_blocks(const std::vector<NormTensorDesc>& descs) {
+  std::vector<Block> blocks;
+  for (size_t t = 0; t < descs.size(); ++t)
+    for (int64_t b = 0; b < descs[t].numel; b += kSumBlock)
+      blocks.push_back({t, b, std::min(kSumBlock, descs[t].numel - b)});
+  return blocks;
+}
+
+}  // namespace
+
+float erf(float x) { return erf_inline(x); }
+
+void dropout_apply(float* out, const float* x, int64_t n, double p, const rng::Stream& rng, uint64_t index_offset) {
+  const float threshold = detail::dropout_threshold("kernels::cpu_fast::dropout_apply", p, n);
+  const float keep_scale = static_cast<float>(1.0 / (1.0 - p));
+  runtime::cpu::parallel_for(n, 16384, [&](int64_t lo, int64_t hi) {
+    dropout_range(out, x, lo, hi, threshold, keep_scale, rng, index_offset);
+  });
+}
+
+void dropout_mask(uint8_t* mask, int64_t n, double p, const rng::Stream& rng, uint64_t index_offset) {
+  const float threshold = detail::dropout_threshold("kernels::cpu_fast::dropout_mask", p, n);
+  runtime::cpu::parallel_for(
+      n, 16384, [&](int64_t lo, int64_t hi) { mask_range(mask, lo, hi, threshold, true, rng, index_offset); });
+}
+
+void attention_keep_mask(const rng::Stream& stream, float p, uint64_t first, int64_t count, uint8_t* keep) {
+  // keep[e] = uniform(first + e) >= p: dropout_mask's polarity, offset by `first`.
+  mask_range(keep, 0, count, p, true, stream, first);
+}
+
+void gumbel_sample(const float* logits, int64_t N, int64_t V, float temperature, const rng::Stream& stream,
+                   int32_t* samples) {
+  if (N < 0 || V < 1 || V > 0x7fffffffLL)
+    throw std::invalid_argument("kernels::cpu_fast::gumbel_sample: logits (" + std::to_string(N) + ", " +
+                                std::to_string(V) + "), expected N >= 0 and 1 <= V < 2^31");
+  if (!(temperature > 0.0f) || !std::isfinite(temperature))
+    throw std::invalid_argument("kernels::cpu_fast::gumbel_sample: temperature must be finite and > 0, got " +
+                                std::to_string(temperature));
+  const int64_t groups = (V + 3) / 4;
+  runtime::cpu::parallel_for(N, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<float> scores(static_cast<size_t>(V));
+    for (int64_t n = lo; n < hi; ++n)
+      samples[n] = gumbel_row(logits + n * V, V, temperature, stream, static_cast<uint64_t>(n * groups), scores.data());
+  });
+}
+
+void linear_epilogue(float* y, const float* bias, Activation act, int64_t rows, int64_t out, float* pre_act) {
+  if (!bias && act == Activation::none) return;
+  const int64_t rows_per_range = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, out));
+  runtime::cpu::parallel_for(rows, rows_per_range,
+                             [&](int64_t lo, int64_t hi) { epilogue_rows(y, bias, act, lo, hi, out, pre_act); });
+}
+
+void linear_forward(const float* x, const float* W, const float* bias, Activation act, int64_t rows, int64_t in,
+                    int64_t out, float* y, float* pre_act) {
+  const int64_t ld = std::max<int64_t>(1, in);
+  // y (rows, out) = x (rows, in) . W^T, W stored (out, in); gemm checks the shapes.
+  cpu::gemm<float, float>(false, true, rows, out, in, 1.0, x, ld, W, ld, 0.0, y, std::max<int64_t>(1, out));
+  linear_epilogue(y, bias, act, rows, out, pre_act);
+}
+
+void activation_backward(Activation act, const float* dy, const float* pre, float* dpre, int64_t n) {
+  if (n < 0)
+    throw std::invalid_argument("kernels::cpu_fast::activation_backward: negative element count " + std::to_string(n));
+  if (act == Activation::none) {
+    if (n > 0) std::memcpy(dpre, dy, static_cast<size_t>(n) * sizeof(float));
+    return;
+  }
+  const bool tanh_form = act == Activation::gelu_tanh;
+  runtime::cpu::parallel_for(n, 16384,
+                             [&](int64_t lo, int64_t hi) { gelu_backward_range(dpre, dy, pre, lo, hi, tanh_form); });
+}
+
+void gelu_forward(float* out, const float* x, int64_t n, GeluApproximation approximation) {
+  const bool tanh_form = approximation == GeluApproximation::tanh;
+  runtime::cpu::parallel_for(n, 16384, [&](int64_t lo, int64_t hi) { gelu_range(out, x, lo, hi, tanh_form); });
+}
+
+void gelu_backward(float* dx, const float* dout, const float* x, int64_t n, GeluApproximation approximation) {
+  const bool tanh_form = approximation == GeluApproximation::tanh;
+  runtime::cpu::parallel_for(n, 16384,
+                             [&](int64_t lo, int64_t hi) { gelu_backward_range(dx, dout, x, lo, hi, tanh_form); });
+}
+
+double sum_of_squares(const std::vector<NormTensorDesc>& descs) {
+  check_descs("kernels::cpu_fast::sum_of_squares", descs);
+  const std::vector<Block> blocks = plan_blocks(descs);
+  std::vector<double> partial(blocks.size(), 0.0);
+  runtime::cpu::parallel_for(static_cast<int64_t>(blocks.size()), 2, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      const Block& b = blocks[i];
+      const NormTensorDesc& d = descs[b.tensor];
+      switch (d.dtype) {
+        case DType::f32:
+          partial[i] = block_sum_f32(static_cast<const float*>(d.data) + b.begin, b.count);
+          break;
+        case DType::f64:
+          partial[i] = block_sum_f64(static_cast<const double*>(d.data) + b.begin, b.count);
+          break;
+        case DType::bf16:
+          partial[i] = block_sum_bf16(static_cast<const __nv_bfloat16*>(d.data) + b.begin, b.count);
+          break;
+        default:
+          partial[i] = block_sum_f16(static_cast<const __half*>(d.data) + b.begin, b.count);
+          break;
+      }
+    }
+  });
+  double total = 0.0;
+  for (double p : partial) total += p;
+  return total;
+}
+
+bool any_nonfinite(const std::vector<NormTensorDesc>& descs) {
+  check_descs("kernels::cpu_fast::any_nonfinite", descs);
+  const std::vector<Block> blocks = plan_blocks(descs);
+  std::vector<uint8_t> found(blocks.size(), 0);
+  runtime::cpu::parallel_for(static_cast<int64_t>(blocks.size()), 2, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      const Block& b = blocks[i];
+      const NormTensorDesc& d = descs[b.tensor];
+      switch (d.dtype) {
+        case DType::f32:
+          found[i] = block_nonfinite_f32(static_cast<const float*>(d.data) + b.begin, b.count);
+          break;
+        case DType::f64:
+          found[i] = block_nonfinite_f64(static_cast<const double*>(d.data) + b.begin, b.count);
+          break;
+        case DType::bf16:
+          found[i] = block_nonfinite_16(static_cast<const uint16_t*>(d.data) + b.begin, b.count, 0x7f80u);
+          break;
+        default:
+          found[i] = block_nonfinite_16(static_cast<const uint16_t*>(d.data) + b.begin, b.count, 0x7c00u);
+          break;
+      }
+    }
+  });
+  for (uint8_t f : found)
+    if (f) return true;
+  return false;
+}
+
+}  // namespace coco::kernels::cpu_fast

@@ -1,0 +1,62 @@
+// Fast f32 paths of the CPU backend, beside the plain references of kernels/*.cpp (which stay the
+// oracle of the cross-backend tests and the f64 path). Each function runs its rows / blocks on the
+// CPU thread pool (engine/runtime/cpu_backend.h) with a fixed partition of the work into items whose
+// results do not depend on which thread computes them, so every result has the same bits for any
+// thread count. The element loops are compiled for AVX-512, AVX2 + FMA and baseline x86-64 and
+// chosen at load time (function multiversioning), so one binary serves every x86-64 CPU.
+//
+// Two kinds:
+//  - bitwise equal to the reference (tests compare exactly): dropout, the attention dropout mask,
+//    Gumbel sampling (integer Philox draws, the exact-rounding log of kernels/sampling_math.h);
+//  - approximations within stated bounds of the reference (tests compare with tolerances): GELU
+//    through a rational erf (|error| < 4e-7 against libm's erff), the GELU epilogue of a linear layer
+//    and its derivative, and the gradient norm, whose f64 sum runs in fixed blocks of 8 lanes instead
+//    of element order.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "engine/rng/philox.h"
+#include "kernels/gelu.h"
+#include "kernels/gradnorm.h"
+#include "kernels/matmul.h"
+
+namespace coco::kernels::cpu_fast {
+
+// erf(x) in f32 by a rational approximation on [-3.83, 3.83] (+-1 beyond); branch-free, so loops
+// over it vectorise. NaN propagates.
+float erf(float x);
+
+// = cpu::dropout_apply<float>, bitwise.
+void dropout_apply(float* out, const float* x, int64_t n, double p, const rng::Stream& rng, uint64_t index_offset);
+// = cpu::dropout_mask, bitwise.
+void dropout_mask(uint8_t* mask, int64_t n, double p, const rng::Stream& rng, uint64_t index_offset);
+// keep[e] = detail::dropout_keeps(stream, first + e, p) for e < count (the attention probabilities'
+// dropout), single-threaded: the attention fast path calls it per (batch, head).
+void attention_keep_mask(const rng::Stream& stream, float p, uint64_t first, int64_t count, uint8_t* keep);
+
+// = cpu::gumbel_sample<float>, bitwise.
+void gumbel_sample(const float* logits, int64_t N, int64_t V, float temperature, const rng::Stream& stream,
+                   int32_t* samples);
+
+// cpu::linear_forward<float> with linear_epilogue after the GEMM.
+void linear_forward(const float* x, const float* W, const float* bias, Activation act, int64_t rows, int64_t in,
+                    int64_t out, float* y, float* pre_act);
+// The epilogue of cpu::linear_forward<float> after its GEMM: y = act(y + bias) per row, pre_act (if
+// not null and act != none) = y + bias. y, pre_act: (rows, out); bias: (out) or null.
+void linear_epilogue(float* y, const float* bias, Activation act, int64_t rows, int64_t out, float* pre_act);
+// dpre = dy * act'(pre), as cpu::activation_backward<float>.
+void activation_backward(Activation act, const float* dy, const float* pre, float* dpre, int64_t n);
+// As cpu::gelu_forward / gelu_backward for float.
+void gelu_forward(float* out, const float* x, int64_t n, GeluApproximation approximation);
+void gelu_backward(float* dx, const float* dout, const float* x, int64_t n, GeluApproximation approximation);
+
+// Sum of squares of every element (f32, bf16, f16 or f64 tensors) in f64: each tensor in blocks of
+// kSumBlock elements, each block in 8 f64 lanes added in lane order, blocks and tensors in order.
+// Non-finite elements make the result non-finite. Throws like cpu::sum_of_squares.
+inline constexpr int64_t kSumBlock = 16384;
+double sum_of_squares(const std::vector<NormTensorDesc>& descs);
+// Whether any element is NaN or +-Inf (as cpu::any_nonfinite).
+bool any_nonfinite(const std::vector<NormTensorDesc>& descs);
+
+}  // namespace coco::kernels::cpu_fast
