@@ -1,5 +1,7 @@
 #include "coco/trainer.h"
 
+#include <unistd.h>
+
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -250,6 +252,43 @@ data::PackingLayout packing_for(const train::TrainConfig& config) {
   return layout;
 }
 
+// An estimate of the bytes a training step needs (f32 weights, gradients and two AdamW moments; activations
+// kept for the backward pass; the vocabulary-sized logits), so that an absurd configuration (dim 65536,
+// micro_batch 1048576) is refused with the keys to change instead of dying in std::bad_alloc.
+double estimated_training_bytes(const train::TrainConfig& config) {
+  const double rows = static_cast<double>(config.train.micro_batch), tokens = rows * config.data.seq_len;
+  const double vocab = static_cast<double>(config.model.vocab_size);
+  double parameters = 0, activations = 0;
+  for (const model::EncoderConfig* e : {&config.model.generator, &config.model.discriminator}) {
+    const double d = static_cast<double>(e->dim), inner = static_cast<double>(e->inner_dim());
+    const double ff = static_cast<double>(e->ff_dim()), depth = static_cast<double>(e->depth);
+    const double embed = static_cast<double>(e->embed_dim > 0 ? e->embed_dim : e->dim);
+    parameters += (vocab + static_cast<double>(config.model.max_positions)) * embed + embed * d +
+                  depth * (4 * d * inner + 2 * d * ff + 4 * d + ff);
+    activations += depth * tokens * (8 * d + 4 * inner + 2 * ff + 2.0 * e->heads * config.data.seq_len) + tokens * d;
+  }
+  activations += 3 * tokens * vocab;  // generator and CLM logits, their softmax
+  return 4.0 * (4 * parameters + activations);
+}
+
+void refuse_absurd_memory(const train::TrainConfig& config, const std::string& source) {
+  const double needed = estimated_training_bytes(config);
+  const double pages = static_cast<double>(::sysconf(_SC_PHYS_PAGES)),
+               page = static_cast<double>(::sysconf(_SC_PAGESIZE));
+  // The CPU backend needs it in host memory; no accelerator holds more than a few TiB either.
+  const double limit = config.device == Device::cpu && pages > 0 && page > 0 ? pages * page : 16.0 * (1ull << 40);
+  if (needed <= limit) return;
+  throw ConfigError(format(
+      "%s: the configuration needs about %.3g GiB to train (model.*.dim %lld/%lld, model.*.depth %lld/%lld, "
+      "model.vocab_size %lld, train.micro_batch %lld, data.seq_len %lld), more than the %.3g GiB available; "
+      "expected a smaller model or micro-batch",
+      source.c_str(), needed / (1ull << 30), static_cast<long long>(config.model.generator.dim),
+      static_cast<long long>(config.model.discriminator.dim), static_cast<long long>(config.model.generator.depth),
+      static_cast<long long>(config.model.discriminator.depth), static_cast<long long>(config.model.vocab_size),
+      static_cast<long long>(config.train.micro_batch), static_cast<long long>(config.data.seq_len),
+      limit / (1ull << 30)));
+}
+
 std::vector<NamedParameter> trainable_parameters(const CocoModel& model, const train::OptimConfig& optim) {
   std::vector<NamedParameter> params = model.named_parameters();
   for (auto& p : params)
@@ -359,6 +398,7 @@ struct Trainer::Impl {
     // backward use (with f32 gradient buffers); f32 masters, updated by AdamW, own the values and go
     // into checkpoints. bf16 copies are rewritten by the AdamW kernel itself, f16 copies after each step.
     param_dtype = config.precision == "bf16" ? DType::bf16 : config.precision == "f16" ? DType::f16 : DType::f32;
+    refuse_absurd_memory(config, source);
     model = std::make_unique<CocoModel>(config.model, config.objective, t.seed, config.device, param_dtype);
     params = trainable_parameters(*model, config.optim);
     masters = params;
