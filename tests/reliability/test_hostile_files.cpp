@@ -200,6 +200,14 @@ TEST_F(HostileFiles, DirectoriesAndFifosInPlaceOfFilesNeverHang) {
   }
 }
 
+TEST_F(HostileFiles, AbsurdModelSizesAreRefusedBeforeAllocating) {
+  const RunResult r = run(train_args(config_, fresh("out"),
+                                     {"--set", "model.generator.dim=65536", "--set", "model.discriminator.dim=65536",
+                                      "--set", "objective.scl_dim=65536", "--set", "train.micro_batch=1048576"}));
+  expect_refused(r, {config_.string(), "GiB to train", "train.micro_batch 1048576", "model.*.dim 65536/65536"},
+                 "absurd sizes");
+}
+
 TEST_F(HostileFiles, MetaJsonMustAgreeWithItsShards) {
   const auto edit_meta = [&](const std::string& name, const std::function<void(nlohmann::json&)>& edit) {
     const fs::path data = copy_of(work_->path() / "data", name);
