@@ -10,11 +10,11 @@
 //                                                         the vocabulary the run trains on (coco export reads them)
 //   RUN/checkpoints/latest                                 "step-NNNNNNNN\n": the last committed checkpoint
 //
-// Commit protocol: everything is written (manifest.json last) into checkpoints/.tmp-step-NNNNNNNN (each file fsync'd), the
-// directory is fsync'd and renamed to step-NNNNNNNN, then `latest` is replaced by rename of a fsync'd
-// temporary file. A crash at any moment leaves `latest` naming a complete checkpoint: the previous one
-// until the final rename, the new one after it. Directories that `latest` never named (left by a crash)
-// are removed when the next checkpoint commits.
+// Commit protocol: everything is written (manifest.json last) into checkpoints/.tmp-step-NNNNNNNN (each file fsync'd),
+// the directory is fsync'd and renamed to step-NNNNNNNN, then `latest` is replaced by rename of a fsync'd temporary
+// file. A crash at any moment leaves `latest` naming a complete checkpoint: the previous one until the final rename,
+// the new one after it. Directories that `latest` never named (left by a crash) are removed when the next checkpoint
+// commits.
 #pragma once
 #include <cstdint>
 #include <climits>

@@ -1,5 +1,4 @@
 #include "tools/lib/trainer.h"
-#include "engine/io/checked_read.h"
 
 #include <signal.h>
 #include <unistd.h>
@@ -25,6 +24,7 @@
 #include "coco/objective.h"
 #include "coco/train_config.h"
 #include "coco/vocab_identity.h"
+#include "engine/io/checked_read.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/optim.h"
 #include "engine/tape.h"
@@ -300,7 +300,8 @@ double estimated_training_bytes(const train::TrainConfig& config) {
 
 void refuse_absurd_memory(const train::TrainConfig& config, const std::string& source) {
   const double needed = estimated_training_bytes(config);
-  const double pages = static_cast<double>(::sysconf(_SC_PHYS_PAGES)), page = static_cast<double>(::sysconf(_SC_PAGESIZE));
+  const double pages = static_cast<double>(::sysconf(_SC_PHYS_PAGES)),
+               page = static_cast<double>(::sysconf(_SC_PAGESIZE));
   // The CPU backend needs it in host memory; no accelerator holds more than a few TiB either.
   const double limit = config.device == Device::cpu && pages > 0 && page > 0 ? pages * page : 16.0 * (1ull << 40);
   if (needed <= limit) return;
