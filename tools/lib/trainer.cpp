@@ -20,11 +20,14 @@
 #include "coco/metrics.h"
 #include "coco/model_report.h"
 #include "coco/objective.h"
+#include "coco/step_metrics.h"
 #include "coco/train_config.h"
 #include "coco/vocab_identity.h"
+#include "engine/ops/device_checks.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/optim.h"
 #include "engine/tape.h"
+#include "kernels/gradnorm.h"
 #include "tools/lib/checkpoint.h"
 #include "tools/lib/progress.h"
 
@@ -155,6 +158,28 @@ struct StepStats {
     rtd_count += c.rtd_count;
     cl_correct += c.cl_correct;
     cl_count += c.cl_count;
+  }
+  // A training micro-batch whose sums accumulate on the device (objective::StepMetrics); take() adds
+  // them once per step.
+  void count(const objective::Outputs& out, int64_t batch_rows) {
+    has_clm = has_clm || out.clm_loss.defined();
+    has_cl = has_cl || out.cl_loss.defined();
+    ++micro_batches;
+    rows += batch_rows;
+  }
+  void take(const objective::StepSums& s) {
+    loss += s.loss;
+    mlm += s.mlm;
+    rtd += s.rtd;
+    clm += s.clm;
+    cl += s.cl;
+    masked += s.masked;
+    mlm_correct += s.mlm_correct;
+    rtd_correct += s.rtd_correct;
+    rtd_count += s.rtd_count;
+    cl_correct += s.cl_correct;
+    cl_count += s.cl_count;
+    clm_correct += s.clm_correct;
   }
   double mean(double sum) const { return rows ? sum / static_cast<double>(rows) : 0.0; }
   static double ratio(int64_t a, int64_t b) { return b ? static_cast<double>(a) / static_cast<double>(b) : 0.0; }
@@ -473,6 +498,11 @@ int run_train(const TrainOptions& options) {
 
   const auto run_start = std::chrono::steady_clock::now();
   Tape tape;
+  // Issue #14: the step's metric sums accumulate on the device and validation of device data is
+  // counted there (read with the logged records), so a step reads the device only for its sums and
+  // the gradients' norm and finiteness.
+  objective::StepMetrics step_metrics(config.device);
+  ops::DeviceChecks device_checks(config.device);
   for (int64_t step = start_step; step < t.steps; ++step) {
     const auto step_start = std::chrono::steady_clock::now();
     const double loss_scale = param_dtype == DType::f16 ? scaler.scale() : 1.0;
@@ -491,13 +521,18 @@ int run_train(const TrainOptions& options) {
       }
       tape.backward(scaled);
       tape.clear();
-      stats.add(out, batch.rows);
+      step_metrics.add(out, batch.rows);
+      stats.count(out, batch.rows);
       stats.tokens += batch.non_pad_tokens;
     }
+    stats.take(step_metrics.read());
+    step_metrics.reset();
 
     const std::vector<Tensor> grads = optimizer.gradients();
     const double lr = train::learning_rate(config.optim, t.steps, step);
-    const bool nonfinite = !std::isfinite(stats.loss) || optim::has_nonfinite(grads) || injected_nonfinite(step + 1);
+    // Gradients carry the loss scale: unscale inside the norm and the update.
+    const optim::GradientStats gradient = optim::gradient_stats(grads, 1.0 / loss_scale);
+    const bool nonfinite = !std::isfinite(stats.loss) || gradient.nonfinite || injected_nonfinite(step + 1);
     double grad_norm = std::numeric_limits<double>::quiet_NaN();
     if (nonfinite) {
       ++skipped_total;
@@ -507,15 +542,8 @@ int run_train(const TrainOptions& options) {
       if (!scaler_searching) ++consecutive_skips;
     } else {
       consecutive_skips = 0;
-      // Gradients carry the loss scale: unscale inside the norm and the update.
-      double factor = 1.0;
-      if (config.optim.clip_norm > 0) {
-        const optim::ClipResult clip = optim::clip_grad_norm(grads, config.optim.clip_norm, 1.0 / loss_scale);
-        grad_norm = clip.norm;
-        factor = clip.factor;
-      } else {
-        grad_norm = optim::grad_norm(grads, 1.0 / loss_scale);
-      }
+      grad_norm = gradient.norm;
+      const double factor = config.optim.clip_norm > 0 ? kernels::clip_factor(grad_norm, config.optim.clip_norm) : 1.0;
       optimizer.step(lr, factor / loss_scale);
       if (param_dtype == DType::f16) refresh_working_copies();
     }
@@ -537,6 +565,7 @@ int run_train(const TrainOptions& options) {
     progress.status(progress_bar(static_cast<double>(completed), static_cast<double>(t.steps)) + " " + status);
 
     if (completed % t.log_every == 0 || completed == t.steps || nonfinite) {
+      device_checks.verify();  // a failed device-side validation stops the run here
       JsonRecord r;
       r.add_int("step", completed);
       stats.put(r);
