@@ -175,14 +175,13 @@ std::vector<Case> attention_cases(const Shapes& s) {
       Case c = make_case("attention.backward", "coco-tc", shape_text + " mask+bias p=0.1");
       c.flops = 2.5 * forward_flops;  // S, dP, dV, dK, dQ: five T x T x Dh products (S twice)
       DeviceArray<bf16> saved_out(n_qkv);
-      DeviceArray<float> saved_lse(B * H * T), delta(B * H * T),
-          partials(std::max<int64_t>(1, kernels::cuda::tc_attention_dbias_groups(shape)) * n_bias);
+      DeviceArray<float> saved_lse(B * H * T), delta(B * H * T);
       kernels::cuda::tc_attention_forward<bf16, uint8_t>(q.get(), k.get(), v.get(), key_mask.get(), bias.get(), shape,
                                                          dropout, saved_out.get(), saved_lse.get(), current_stream());
       c.run = [=] {
         kernels::cuda::tc_attention_backward<bf16, uint8_t>(
             q.get(), k.get(), v.get(), saved_out.get(), dout.get(), saved_lse.get(), key_mask.get(), bias.get(), shape,
-            dropout, dq.get(), dk.get(), dv.get(), dbias.get(), false, delta.get(), partials.get(), current_stream());
+            dropout, dq.get(), dk.get(), dv.get(), dbias.get(), false, delta.get(), current_stream());
       };
       c.validate = [=, run = c.run] {
         dq.poison();

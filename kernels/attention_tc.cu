@@ -7,7 +7,6 @@
 // 2 (lane % 4) + {0, 1}. The scores are turned in registers into the A fragments of the next product
 // (P V, dS K, P^T dO, dS^T Q), the FlashAttention-2 register reuse. Tiles are staged in shared memory
 // with rows padded by 8 elements (16 bytes) so that the 8 rows an ldmatrix reads fall in different banks.
-#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -363,11 +362,9 @@ __global__ void __launch_bounds__(kTcThreads)
   }
 }
 
-// dK, dV (and dbias): grid (key tiles, B*H), or (key tiles, groups*H) when dbias is wanted: each CTA
-// walks a fixed group of batch entries in order (tc_attention_dbias_groups), so that every dbias cell
-// is summed by one CTA in a fixed order and the groups' partials are added in group order. The warp's score block is
-// transposed: rows are its 16 keys, columns a step of kDkdvQueries queries (32: the dK and dV accumulators of 128-wide
-// heads leave no registers for 64 columns).
+// dK, dV (and dbias): grid (key tiles, B*H), or (key tiles, H) walking the batch in order when dbias
+// is wanted. The warp's score block is transposed: rows are its 16 keys, columns a step of kDkdvQueries
+// queries (32: the dK and dV accumulators of 128-wide heads leave no registers for 64 columns).
 constexpr int kDkdvQueries = 32;
 constexpr int kDkdvChunks = kDkdvQueries / 8;
 
@@ -375,8 +372,8 @@ template <class T, class Mask, int D>
 __global__ void __launch_bounds__(kTcThreads)
     tc_attention_dkdv_kernel(const T* q, const T* k, const T* v, const T* dout, const float* lse, const float* delta,
                              const Mask* key_mask, BiasArgs<T> bias, T* dk, T* dv, float* dbias, bool accumulate_dbias,
-                             float* dbias_partials, int64_t dbias_groups, int64_t batch, int64_t heads, int64_t seq_len,
-                             float scale, AttentionDropout dropout, float keep_scale) {
+                             int64_t batch, int64_t heads, int64_t seq_len, float scale, AttentionDropout dropout,
+                             float keep_scale) {
   constexpr int S = smem_stride<D>();
   T* ks = dynamic_smem<T>();
   T* vs = ks + kTcRows * S;
@@ -389,13 +386,9 @@ __global__ void __launch_bounds__(kTcThreads)
   const int warp = static_cast<int>(threadIdx.x / 32), lane = static_cast<int>(threadIdx.x % 32);
   const int g = lane >> 2, t = lane & 3;
   const int query_tiles = static_cast<int>((seq_len + kDkdvQueries - 1) / kDkdvQueries);
-  // With dbias: blockIdx.y = group * H + h; the group's batch entries are walked in order, and its
-  // dS sums go to dbias itself (one group) or to the group's partial (several, summed afterwards).
-  const int64_t h = static_cast<int64_t>(blockIdx.y) % heads, group = static_cast<int64_t>(blockIdx.y) / heads;
-  const int64_t b_begin = dbias ? group * batch / dbias_groups : group;
-  const int64_t b_end = dbias ? (group + 1) * batch / dbias_groups : group + 1;
-  float* dbias_out = dbias_groups > 1 ? dbias_partials + group * heads * seq_len * seq_len : dbias;
-  const bool overwrite_first = dbias_groups > 1 || !accumulate_dbias;
+  const int64_t h = dbias ? static_cast<int64_t>(blockIdx.y) : static_cast<int64_t>(blockIdx.y) % heads;
+  const int64_t b_begin = dbias ? 0 : static_cast<int64_t>(blockIdx.y) / heads;
+  const int64_t b_end = dbias ? batch : b_begin + 1;
   gather_relative_bias(bias, rel_bias, h, heads, seq_len);
   for (int64_t b = b_begin; b < b_end; ++b) {
     const int64_t bh = b * heads + h;
@@ -431,8 +424,8 @@ __global__ void __launch_bounds__(kTcThreads)
           st[n][e] = grads.p_drop;
           dpt[n][e] = grads.ds;
           if (dbias && i < seq_len && j < seq_len) {
-            float* cell = dbias_out + (h * seq_len + i) * seq_len + j;
-            *cell = (b == b_begin && overwrite_first) ? grads.ds : *cell + grads.ds;
+            float* cell = dbias + (h * seq_len + i) * seq_len + j;
+            *cell = (b == 0 && !accumulate_dbias) ? grads.ds : *cell + grads.ds;
           }
         }
 #pragma unroll
@@ -462,17 +455,6 @@ __global__ void __launch_bounds__(kTcThreads)
         }
       }
     }
-  }
-}
-
-// dbias[e] (+)= sum over groups g in order of partials[g][e].
-__global__ void tc_dbias_group_sum_kernel(const float* partials, float* dbias, int64_t count, int64_t groups,
-                                          bool accumulate) {
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < count; e += stride) {
-    float sum = accumulate ? dbias[e] : 0.0f;
-    for (int64_t g = 0; g < groups; ++g) sum += partials[g * count + e];
-    dbias[e] = sum;
   }
 }
 
@@ -559,7 +541,7 @@ template <class T, class Mask, int D>
 void launch_backward(const T* q, const T* k, const T* v, const T* dout, const float* lse, const float* delta,
                      const Mask* key_mask, const BiasArgs<T>& bias, const AttentionShape& shape,
                      const AttentionDropout& dropout, T* dq, T* dk, T* dv, float* dbias, bool accumulate_dbias,
-                     float* dbias_partials, cudaStream_t stream, const char* op) {
+                     cudaStream_t stream, const char* op) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   const float keep_scale = dropout.active() ? dropout_keep_scale(dropout.p) : 1.0f;
   const unsigned tiles = ceil_div(shape.seq_len, kTcRows);
@@ -574,16 +556,10 @@ void launch_backward(const T* q, const T* k, const T* v, const T* dout, const fl
   if (dk || dv || dbias) {
     const size_t smem = dkdv_smem_bytes<D>(sizeof(T)) + rel_bytes;
     allow_shared_bytes(tc_attention_dkdv_kernel<T, Mask, D>, smem, op);
-    const int64_t groups = dbias && dbias_partials ? cuda::tc_attention_dbias_groups(shape) : 1;
-    const unsigned rows = static_cast<unsigned>(dbias ? groups * shape.heads : shape.batch * shape.heads);
+    const unsigned rows = static_cast<unsigned>(dbias ? shape.heads : shape.batch * shape.heads);
     COCO_LAUNCH((tc_attention_dkdv_kernel<T, Mask, D>), dim3(tiles, rows), dim3(kTcThreads), smem, stream, q, k, v,
-                dout, lse, delta, key_mask, bias, dk, dv, dbias, accumulate_dbias, dbias_partials, groups, shape.batch,
-                shape.heads, shape.seq_len, scale, dropout, keep_scale);
-    if (dbias && groups > 1) {
-      const int64_t count = shape.bias_elements();
-      COCO_LAUNCH(tc_dbias_group_sum_kernel, dim3(std::min<unsigned>(ceil_div(count, 256), 4096)), dim3(256), 0, stream,
-                  dbias_partials, dbias, count, groups, accumulate_dbias);
-    }
+                dout, lse, delta, key_mask, bias, dk, dv, dbias, accumulate_dbias, shape.batch, shape.heads,
+                shape.seq_len, scale, dropout, keep_scale);
   }
 }
 
@@ -609,8 +585,7 @@ void forward(const T* q, const T* k, const T* v, const Mask* key_mask, const Bia
 template <class T, class Mask>
 void backward(const T* q, const T* k, const T* v, const T* out, const T* dout, const float* lse, const Mask* key_mask,
               const BiasArgs<T>& bias, const AttentionShape& shape, const AttentionDropout& dropout, T* dq, T* dk,
-              T* dv, float* dbias, bool accumulate_dbias, float* delta_workspace, float* dbias_partials,
-              cudaStream_t stream, const char* op) {
+              T* dv, float* dbias, bool accumulate_dbias, float* delta_workspace, cudaStream_t stream, const char* op) {
   check_tc_shape(shape, dropout, op);
   const int64_t L = shape.seq_len, batches = shape.batch * shape.heads;
   if (L == 0 || shape.heads == 0) return;
@@ -627,16 +602,16 @@ void backward(const T* q, const T* k, const T* v, const T* out, const T* dout, c
   switch (shape.head_dim) {
     case 16:
       return launch_backward<T, Mask, 16>(q, k, v, dout, lse, delta_workspace, key_mask, bias, shape, dropout, dq, dk,
-                                          dv, dbias, accumulate_dbias, dbias_partials, stream, op);
+                                          dv, dbias, accumulate_dbias, stream, op);
     case 32:
       return launch_backward<T, Mask, 32>(q, k, v, dout, lse, delta_workspace, key_mask, bias, shape, dropout, dq, dk,
-                                          dv, dbias, accumulate_dbias, dbias_partials, stream, op);
+                                          dv, dbias, accumulate_dbias, stream, op);
     case 64:
       return launch_backward<T, Mask, 64>(q, k, v, dout, lse, delta_workspace, key_mask, bias, shape, dropout, dq, dk,
-                                          dv, dbias, accumulate_dbias, dbias_partials, stream, op);
+                                          dv, dbias, accumulate_dbias, stream, op);
     default:
       return launch_backward<T, Mask, 128>(q, k, v, dout, lse, delta_workspace, key_mask, bias, shape, dropout, dq, dk,
-                                           dv, dbias, accumulate_dbias, dbias_partials, stream, op);
+                                           dv, dbias, accumulate_dbias, stream, op);
   }
 }
 
@@ -657,14 +632,6 @@ BiasArgs<T> table_bias(const T* table, BiasTableLayout layout, const RelativePos
 
 namespace coco::kernels::cuda {
 
-int64_t tc_attention_dbias_groups(const AttentionShape& shape) {
-  constexpr int64_t kTargetBlocks = 256;  // enough CTAs to fill an H100 or A100 a few times over
-  const int64_t blocks_per_group = static_cast<int64_t>(ceil_div(shape.seq_len, detail::kTcRows)) * shape.heads;
-  if (blocks_per_group == 0) return 1;
-  const int64_t groups = (kTargetBlocks + blocks_per_group - 1) / blocks_per_group;
-  return std::max<int64_t>(1, std::min<int64_t>(groups, shape.batch));
-}
-
 bool tc_attention_supports(const AttentionShape& shape) {
   return shape.head_dim == 16 || shape.head_dim == 32 || shape.head_dim == 64 || shape.head_dim == 128;
 }
@@ -682,11 +649,11 @@ template <class T, class Mask>
 void tc_attention_backward(const T* q, const T* k, const T* v, const T* out, const T* dout, const float* lse,
                            const Mask* key_mask, const T* bias, const AttentionShape& shape,
                            const AttentionDropout& dropout, T* dq, T* dk, T* dv, float* dbias, bool accumulate_dbias,
-                           float* delta_workspace, float* dbias_partials, cudaStream_t stream) {
+                           float* delta_workspace, cudaStream_t stream) {
   detail::BiasArgs<T> args;
   args.dense = bias;
   detail::backward(q, k, v, out, dout, lse, key_mask, args, shape, dropout, dq, dk, dv, dbias, accumulate_dbias,
-                   delta_workspace, dbias_partials, stream, "kernels::cuda::tc_attention_backward");
+                   delta_workspace, stream, "kernels::cuda::tc_attention_backward");
 }
 
 template <class T, class Mask>
@@ -712,7 +679,7 @@ void tc_attention_relpos_backward(const T* q, const T* k, const T* v, const T* o
   if (dtable && (workspace.dbias == nullptr || workspace.drel == nullptr))
     throw std::invalid_argument(std::string(op) + ": the dbias and drel workspaces are required for dtable");
   detail::backward(q, k, v, out, dout, lse, key_mask, bias, shape, dropout, dq, dk, dv,
-                   dtable ? workspace.dbias : nullptr, false, workspace.delta, workspace.dbias_partials, stream, op);
+                   dtable ? workspace.dbias : nullptr, false, workspace.delta, stream, op);
   if (!dtable) return;
   const int64_t L = shape.seq_len;
   COCO_LAUNCH(detail::tc_relative_diagonal_sum_kernel,
@@ -728,7 +695,7 @@ void tc_attention_relpos_backward(const T* q, const T* k, const T* v, const T* o
                                               cudaStream_t);                                                          \
   template void tc_attention_backward<T, Mask>(const T*, const T*, const T*, const T*, const T*, const float*,        \
                                                const Mask*, const T*, const AttentionShape&, const AttentionDropout&, \
-                                               T*, T*, T*, float*, bool, float*, float*, cudaStream_t);               \
+                                               T*, T*, T*, float*, bool, float*, cudaStream_t);                       \
   template void tc_attention_relpos_forward<T, Mask>(                                                                 \
       const T*, const T*, const T*, const Mask*, const T*, BiasTableLayout, const RelativePositionConfig&,            \
       const AttentionShape&, const AttentionDropout&, T*, float*, cudaStream_t);                                      \

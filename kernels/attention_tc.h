@@ -37,19 +37,12 @@ void tc_attention_forward(const T* q, const T* k, const T* v, const Mask* key_ma
 
 // out and lse from the forward; dout: (B, H, T, Dh). dq, dk, dv: (B, H, T, Dh), overwritten (each may be
 // null to skip it: dk and dv are computed together); dbias: (H, T, T) f32 or null, overwritten unless
-// accumulate_dbias. delta_workspace: (B, H, T) f32, required. dbias_partials: tc_attention_dbias_groups(shape)
-// x (H, T, T) f32, or null: with it the batch is split into that many groups of consecutive entries whose
-// dS sums are added in group order afterwards (deterministic; more CTAs); without it one CTA per (key
-// tile, h) walks the whole batch.
+// accumulate_dbias. delta_workspace: (B, H, T) f32, required.
 template <class T, class Mask>
 void tc_attention_backward(const T* q, const T* k, const T* v, const T* out, const T* dout, const float* lse,
                            const Mask* key_mask, const T* bias, const AttentionShape& shape,
                            const AttentionDropout& dropout, T* dq, T* dk, T* dv, float* dbias, bool accumulate_dbias,
-                           float* delta_workspace, float* dbias_partials, cudaStream_t stream);
-
-// How many batch groups the bias gradient is split into (a function of the shape only, so results do
-// not depend on the device): enough (key tile, h, group) CTAs to fill the GPU, at most B.
-int64_t tc_attention_dbias_groups(const AttentionShape& shape);
+                           float* delta_workspace, cudaStream_t stream);
 
 // Relative-position bias taken from the table inside the kernels: bias[h, i, j] = table(h, bucket(j - i))
 // (kernels/relpos.h; table of buckets x heads per `layout`, in T's precision). Each CTA gathers the
@@ -62,12 +55,11 @@ void tc_attention_relpos_forward(const T* q, const T* k, const T* v, const Mask*
                                  cudaStream_t stream);
 
 // Device workspaces of the relative-position backward: delta (B, H, T) f32 always; dbias (H, T, T) f32
-// and drel (H, 2T - 1) f32 when dtable is wanted; dbias_partials optional (tc_attention_backward).
+// and drel (H, 2T - 1) f32 when dtable is wanted.
 struct TcRelposWorkspace {
   float* delta = nullptr;
   float* dbias = nullptr;
   float* drel = nullptr;
-  float* dbias_partials = nullptr;  // optional, as in tc_attention_backward
 };
 
 // dtable (layout as the table) f32, or null: the batch-ordered dS of every (h, i, j) (dK/dV kernel),

@@ -69,14 +69,6 @@ bool uses_tensor_cores(const Tensor& q, const kernels::AttentionShape& shape) {
          kernels::cuda::tc_attention_supports(shape);
 }
 
-// Per-group partial bias gradients for the tensor-core backward (kernels/attention_tc.h), when more
-// than one batch group is used.
-Tensor dbias_partials_for(bool wanted, const kernels::AttentionShape& shape, Device device) {
-  const int64_t groups = wanted ? kernels::cuda::tc_attention_dbias_groups(shape) : 1;
-  if (groups <= 1) return Tensor();
-  return Tensor::empty(Shape{groups, shape.heads, shape.seq_len, shape.seq_len}, DType::f32, device);
-}
-
 // The tensor-core path: FlashAttention-2 forward saving out and the log-sum-exp (B, H, T) instead of
 // the (B, H, T, T) probabilities; its backward recomputes P per tile.
 Tensor tensor_core_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_mask,
@@ -95,41 +87,39 @@ Tensor tensor_core_attention(const Tensor& q, const Tensor& k, const Tensor& v, 
     }
   });
   if (Tape* tape = Tape::recording_for({&q, &k, &v, &bias})) {
-    tape->record(
-        kOp, {q, k, v, bias}, {out},
-        [q = q.detach(), k = k.detach(), v = v.detach(), out = out.detach(), lse,
-         key_mask = key_mask.defined() ? key_mask.detach() : Tensor(),
-         bias_used = bias_used.defined() ? bias_used.detach() : Tensor(), shape, dropout,
-         bias_grad_dtype = bias.defined() ? bias.grad_dtype() : q.dtype()](BackwardContext& ctx) {
-          const Tensor dout = detail::as_dtype(ctx.grad_output(0), q.dtype());
-          Tensor dq = ctx.needs_grad(0) ? Tensor::empty(q.shape(), q.dtype(), q.device()) : Tensor();
-          // dK and dV come from one kernel: both are computed when either is needed.
-          const bool kv = ctx.needs_grad(1) || ctx.needs_grad(2);
-          Tensor dk = kv ? Tensor::empty(q.shape(), q.dtype(), q.device()) : Tensor();
-          Tensor dv = kv ? Tensor::empty(q.shape(), q.dtype(), q.device()) : Tensor();
-          Tensor dbias = ctx.needs_grad(3)
-                             ? Tensor::empty(Shape{shape.heads, shape.seq_len, shape.seq_len}, DType::f32, q.device())
-                             : Tensor();
-          Tensor delta = Tensor::empty(Shape{shape.batch, shape.heads, shape.seq_len}, DType::f32, q.device());
-          Tensor partials = dbias_partials_for(dbias.defined(), shape, q.device());
-          dispatch_float(kOp, q, [&](auto tag) {
-            using T = typename decltype(tag)::type;
-            if constexpr (std::is_same_v<T, __nv_bfloat16> || std::is_same_v<T, __half>) {
-              auto ptr = [](Tensor& t) { return t.defined() ? t.data_as<T>() : nullptr; };
-              with_mask(key_mask, [&](const auto* mask) {
-                kernels::cuda::tc_attention_backward<T>(
-                    q.data_as<T>(), k.data_as<T>(), v.data_as<T>(), out.data_as<T>(), dout.data_as<T>(),
-                    lse.data_as<float>(), mask, bias_used.defined() ? bias_used.data_as<T>() : nullptr, shape, dropout,
-                    ptr(dq), ptr(dk), ptr(dv), dbias.defined() ? dbias.data_as<float>() : nullptr, false,
-                    delta.data_as<float>(), partials.defined() ? partials.data_as<float>() : nullptr, current_stream());
-              });
-            }
-          });
-          if (dq.defined()) ctx.accumulate(0, dq);
-          if (ctx.needs_grad(1)) ctx.accumulate(1, dk);
-          if (ctx.needs_grad(2)) ctx.accumulate(2, dv);
-          if (dbias.defined()) ctx.accumulate(3, detail::as_dtype(dbias, bias_grad_dtype));
-        });
+    tape->record(kOp, {q, k, v, bias}, {out},
+                 [q = q.detach(), k = k.detach(), v = v.detach(), out = out.detach(), lse,
+                  key_mask = key_mask.defined() ? key_mask.detach() : Tensor(),
+                  bias_used = bias_used.defined() ? bias_used.detach() : Tensor(), shape, dropout,
+                  bias_grad_dtype = bias.defined() ? bias.grad_dtype() : q.dtype()](BackwardContext& ctx) {
+                   const Tensor dout = detail::as_dtype(ctx.grad_output(0), q.dtype());
+                   Tensor dq = ctx.needs_grad(0) ? Tensor::empty(q.shape(), q.dtype(), q.device()) : Tensor();
+                   // dK and dV come from one kernel: both are computed when either is needed.
+                   const bool kv = ctx.needs_grad(1) || ctx.needs_grad(2);
+                   Tensor dk = kv ? Tensor::empty(q.shape(), q.dtype(), q.device()) : Tensor();
+                   Tensor dv = kv ? Tensor::empty(q.shape(), q.dtype(), q.device()) : Tensor();
+                   Tensor dbias = ctx.needs_grad(3) ? Tensor::empty(Shape{shape.heads, shape.seq_len, shape.seq_len},
+                                                                    DType::f32, q.device())
+                                                    : Tensor();
+                   Tensor delta = Tensor::empty(Shape{shape.batch, shape.heads, shape.seq_len}, DType::f32, q.device());
+                   dispatch_float(kOp, q, [&](auto tag) {
+                     using T = typename decltype(tag)::type;
+                     if constexpr (std::is_same_v<T, __nv_bfloat16> || std::is_same_v<T, __half>) {
+                       auto ptr = [](Tensor& t) { return t.defined() ? t.data_as<T>() : nullptr; };
+                       with_mask(key_mask, [&](const auto* mask) {
+                         kernels::cuda::tc_attention_backward<T>(
+                             q.data_as<T>(), k.data_as<T>(), v.data_as<T>(), out.data_as<T>(), dout.data_as<T>(),
+                             lse.data_as<float>(), mask, bias_used.defined() ? bias_used.data_as<T>() : nullptr, shape,
+                             dropout, ptr(dq), ptr(dk), ptr(dv), dbias.defined() ? dbias.data_as<float>() : nullptr,
+                             false, delta.data_as<float>(), current_stream());
+                       });
+                     }
+                   });
+                   if (dq.defined()) ctx.accumulate(0, dq);
+                   if (ctx.needs_grad(1)) ctx.accumulate(1, dk);
+                   if (ctx.needs_grad(2)) ctx.accumulate(2, dv);
+                   if (dbias.defined()) ctx.accumulate(3, detail::as_dtype(dbias, bias_grad_dtype));
+                 });
   }
   return out;
 }
@@ -259,7 +249,6 @@ Tensor attention_relative(const Tensor& q, const Tensor& k, const Tensor& v, con
                              : Tensor();
           Tensor drel =
               want_table ? Tensor::empty(Shape{shape.heads, 2 * shape.seq_len - 1}, DType::f32, q.device()) : Tensor();
-          Tensor partials = dbias_partials_for(want_table, shape, q.device());
           dispatch_float(kOp, q, [&](auto tag) {
             using T = typename decltype(tag)::type;
             if constexpr (std::is_same_v<T, __nv_bfloat16> || std::is_same_v<T, __half>) {
@@ -270,7 +259,7 @@ Tensor attention_relative(const Tensor& q, const Tensor& k, const Tensor& v, con
                     q.data_as<T>(), k.data_as<T>(), v.data_as<T>(), out.data_as<T>(), dout.data_as<T>(),
                     lse.data_as<float>(), mask, table_used.data_as<T>(), kernels::BiasTableLayout::buckets_by_heads,
                     config, shape, dropout, ptr(dq), ptr(dk), ptr(dv), f32(dtable), false,
-                    {delta.data_as<float>(), f32(dbias), f32(drel), f32(partials)}, current_stream());
+                    {delta.data_as<float>(), f32(dbias), f32(drel)}, current_stream());
               });
             }
           });

@@ -76,10 +76,9 @@ Results cpu_reference(const Case& c, const Inputs& in, const std::vector<Mask>& 
   return {out, lse, dq, dk, dv, dbias};
 }
 
-// grouped_dbias: the batch-grouped bias gradient (a partials workspace); otherwise one CTA walks the batch.
 template <class T, class Mask>
 Results tc_run(const Case& c, const Inputs& in, const std::vector<Mask>& mask, bool accumulate_dbias = false,
-               const std::vector<float>* dbias_start = nullptr, bool grouped_dbias = true) {
+               const std::vector<float>* dbias_start = nullptr) {
   const AttentionDropout dropout = attention_test_dropout(c.dropout_p);
   const size_t n = static_cast<size_t>(c.shape.qkv_elements());
   const size_t rows = static_cast<size_t>(c.shape.batch * c.shape.heads * c.shape.seq_len);
@@ -88,9 +87,7 @@ Results tc_run(const Case& c, const Inputs& in, const std::vector<Mask>& mask, b
   GuardedDeviceBuffer<T> bias(c.bias ? from_floats<T>(in.bias) : std::vector<T>(1));
   GuardedDeviceBuffer<Mask> device_mask(mask);
   GuardedDeviceBuffer<T> out(n), dq(n), dk(n), dv(n);
-  GuardedDeviceBuffer<float> lse(rows), delta(rows), dbias(c.bias ? in.bias.size() : 1),
-      partials(static_cast<size_t>(coco::kernels::cuda::tc_attention_dbias_groups(c.shape) * c.shape.bias_elements()) +
-               1);
+  GuardedDeviceBuffer<float> lse(rows), delta(rows), dbias(c.bias ? in.bias.size() : 1);
   for (auto* buffer : {&out, &dq, &dk, &dv}) buffer->poison();
   lse.poison();
   delta.poison();
@@ -104,12 +101,10 @@ Results tc_run(const Case& c, const Inputs& in, const std::vector<Mask>& mask, b
   coco::kernels::cuda::tc_attention_backward(q.data(), k.data(), v.data(), out.data(), dout.data(), lse.data(),
                                              device_mask.data(), c.bias ? bias.data() : nullptr, c.shape, dropout,
                                              dq.data(), dk.data(), dv.data(), c.bias ? dbias.data() : nullptr,
-                                             accumulate_dbias, delta.data(), grouped_dbias ? partials.data() : nullptr,
-                                             nullptr);
+                                             accumulate_dbias, delta.data(), nullptr);
   COCO_CUDA_CHECK(cudaDeviceSynchronize());
   for (auto* buffer : {&out, &dq, &dk, &dv}) EXPECT_TRUE(buffer->guards_intact()) << describe(c);
-  EXPECT_TRUE(lse.guards_intact() && delta.guards_intact() && dbias.guards_intact() && partials.guards_intact())
-      << describe(c);
+  EXPECT_TRUE(lse.guards_intact() && delta.guards_intact() && dbias.guards_intact()) << describe(c);
   Results r{to_f64(out.download()), to_f64(lse.download()), to_f64(dq.download()),
             to_f64(dk.download()),  to_f64(dv.download()),  {}};
   if (c.bias) r.dbias = to_f64(dbias.download());
@@ -196,26 +191,6 @@ TEST(TensorCoreAttention, DbiasAccumulates) {
   // The kernel adds each batch entry's dS to the running cell: (start + dS_0) + dS_1, vs start + (dS_0 + dS_1).
   for (size_t e = 0; e < start.size(); ++e)
     ASSERT_NEAR(accumulated.dbias[e], start[e] + fresh.dbias[e], 1e-6 * (1.0 + std::fabs(start[e]))) << e;
-}
-
-TEST(TensorCoreAttention, BatchGroupedDbiasMatchesOneWalk) {
-  const Case c{{6, 2, 30, 16}, true, 0.1f, 5};
-  EXPECT_EQ(coco::kernels::cuda::tc_attention_dbias_groups(c.shape), 6);  // 2 CTAs per group: at most B groups
-  EXPECT_EQ(coco::kernels::cuda::tc_attention_dbias_groups({6, 12, 512, 64}), 3);
-  EXPECT_EQ(coco::kernels::cuda::tc_attention_dbias_groups({64, 12, 512, 64}), 3);
-  const Inputs in = attention_inputs<__nv_bfloat16>(c, 91);
-  const std::vector<uint8_t> mask = attention_key_mask<uint8_t>(c);
-  const Results grouped = tc_run<__nv_bfloat16, uint8_t>(c, in, mask, false, nullptr, true);
-  const Results serial = tc_run<__nv_bfloat16, uint8_t>(c, in, mask, false, nullptr, false);
-  EXPECT_EQ(grouped.dq, serial.dq);
-  EXPECT_EQ(grouped.dk, serial.dk);
-  EXPECT_EQ(grouped.dv, serial.dv);
-  // Only the order of the f32 batch sum differs.
-  EXPECT_TRUE(matches_reference(serial.dbias, grouped.dbias, 1e-12, "grouped dbias"));
-  const std::vector<float> start = coco::testing::random_floats(in.bias.size(), 92);
-  const Results accumulated = tc_run<__nv_bfloat16, uint8_t>(c, in, mask, true, &start, true);
-  for (size_t e = 0; e < start.size(); ++e)
-    ASSERT_NEAR(accumulated.dbias[e], start[e] + grouped.dbias[e], 1e-6 * (1.0 + std::fabs(start[e]))) << e;
 }
 
 // The relative-position table applied inside the kernels (the case's bias flag makes the reference use
@@ -331,7 +306,7 @@ TEST(TensorCoreAttention, RejectsUnsupportedShapes) {
       std::invalid_argument);
   EXPECT_THROW((coco::kernels::cuda::tc_attention_backward<__nv_bfloat16, uint8_t>(
                    null, null, null, null, null, nullptr, nullptr, nullptr, {1, 1, 8, 64}, attention_test_dropout(0.0f),
-                   null, null, null, nullptr, false, nullptr, nullptr, nullptr)),
+                   null, null, null, nullptr, false, nullptr, nullptr)),
                std::invalid_argument);
 }
 
