@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <map>
 
 #include <nlohmann/json.hpp>
 
@@ -44,13 +45,27 @@ PreparedMeta PreparedMeta::read(const fs::path& dir) {
     meta.cls_id = ids.at("cls").get<int64_t>();
     meta.sep_id = ids.at("sep").get<int64_t>();
     meta.mask_id = ids.at("mask").get<int64_t>();
+    std::map<std::string, std::string> split_of_shard;  // a shard listed twice trains twice, or validates on training data
     for (const char* split : {"train", "valid"}) {
       auto& list = std::string(split) == "train" ? meta.train_shards : meta.valid_shards;
+      auto& counts = std::string(split) == "train" ? meta.train_counts : meta.valid_counts;
       if (!j.at("splits").contains(split)) continue;
-      for (const auto& shard : j.at("splits").at(split).at("shards")) {
+      const auto& entry = j.at("splits").at(split);
+      for (const char* key : {"documents", "tokens"}) {
+        if (!entry.contains(key)) continue;
+        if (!entry.at(key).is_number_unsigned())
+          throw DataError(path.string() + ": key 'splits." + split + "." + key + "': expected a count, got " +
+                          entry.at(key).dump());
+        (std::string(key) == "tokens" ? counts.tokens : counts.documents) = entry.at(key).get<uint64_t>();
+      }
+      for (const auto& shard : entry.at("shards")) {
         const std::string file = shard.at("file").get<std::string>();
         if (file.empty() || file.find('/') != std::string::npos || file.find("..") != std::string::npos)
           throw DataError(path.string() + ": shard name \"" + file + "\" is not a plain file name");
+        const auto [previous, inserted] = split_of_shard.emplace(file, split);
+        if (!inserted)
+          throw DataError(path.string() + ": shard \"" + file + "\" is listed twice (in the " + previous->second +
+                          " split and the " + split + " split); expected each shard once");
         list.push_back(file);
       }
     }
@@ -76,6 +91,7 @@ TokenDataset TokenDataset::open(const PreparedMeta& meta, const std::string& spl
   expect.vocab_hash = meta.vocab_hash;
   expect.vocab_size = static_cast<uint32_t>(meta.vocab_size);
   dataset.shards_.reserve(paths.size());
+  uint64_t shard_documents = 0;
   for (const auto& path : paths) {
     text::TokenShard shard;
     try {
@@ -102,8 +118,17 @@ TokenDataset TokenDataset::open(const PreparedMeta& meta, const std::string& spl
       if (end > begin) dataset.document_starts_.push_back(base + end);
     }
     dataset.shard_token_starts_.push_back(base + shard.token_count());
+    shard_documents += shard.document_count();
     dataset.shards_.push_back(std::move(shard));
   }
+  const PreparedMeta::SplitCounts& recorded = split == "train" ? meta.train_counts : meta.valid_counts;
+  if ((recorded.tokens && *recorded.tokens != dataset.tokens()) ||
+      (recorded.documents && *recorded.documents != shard_documents))
+    throw DataError((meta.dir / "meta.json").string() + ": the " + split + " split records " +
+                    std::to_string(recorded.documents.value_or(shard_documents)) + " documents and " +
+                    std::to_string(recorded.tokens.value_or(dataset.tokens())) + " tokens, its shards hold " +
+                    std::to_string(shard_documents) + " and " + std::to_string(dataset.tokens()) +
+                    " (shards replaced or meta.json edited?)");
   return dataset;
 }
 

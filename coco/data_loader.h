@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <deque>
 #include <filesystem>
+#include <optional>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -42,6 +43,12 @@ struct PreparedMeta {
   std::string vocab_file;   // the vocabulary's file name in `dir` (vocab.txt or tokenizer.json)
   int64_t pad_id = -1, unk_id = -1, cls_id = -1, sep_id = -1, mask_id = -1;
   std::vector<std::string> train_shards, valid_shards;
+  // The counts meta.json records per split (absent in hand-written ones); TokenDataset::open checks the
+  // shards hold exactly these.
+  struct SplitCounts {
+    std::optional<uint64_t> documents, tokens;
+  };
+  SplitCounts train_counts, valid_counts;
 
   static PreparedMeta read(const std::filesystem::path& dir);
   const std::vector<std::string>& shards(const std::string& split) const;

@@ -440,22 +440,25 @@ void check_options(const PrepareOptions& options) {
   if (options.batch_bytes == 0) throw std::invalid_argument("prepare: batch_bytes is 0, expected a positive size");
 }
 
+// Empty input, or blank lines only: "0 documents, 0 tokens" would only fail at training time.
+std::invalid_argument no_documents_error(const PrepareOptions& options, uint64_t input_bytes) {
+  std::string inputs;
+  for (const auto& input : options.inputs) inputs += (inputs.empty() ? "" : ", ") + path_string(input);
+  return std::invalid_argument("prepare: " + inputs + ": no document with any token (" + std::to_string(input_bytes) +
+                               " bytes of input, empty or blank lines only); expected UTF-8 text");
+}
+
 // A split asked for but left empty would only fail later (nothing to train on, nothing to evaluate): refuse it now,
 // before meta.json makes the directory look complete, and remove the shards this run wrote.
 void refuse_empty_split(const PrepareOptions& options, const PrepareResult& result, const fs::path& out_dir) {
   const uint64_t documents = result.train.documents + result.valid.documents;
   if (documents == 0) {
-    // Empty input, or blank lines only: "0 documents, 0 tokens" would only fail at training time.
-    std::string inputs;
-    for (const auto& input : options.inputs) inputs += (inputs.empty() ? "" : ", ") + path_string(input);
     for (const SplitSummary* split : {&result.train, &result.valid})
       for (const auto& shard : split->shards) {
         std::error_code ignored;
         fs::remove(out_dir / shard, ignored);
       }
-    throw std::invalid_argument("prepare: " + inputs + ": no document with any token (" +
-                                std::to_string(result.input_bytes) +
-                                " bytes of input, empty or blank lines only); expected UTF-8 text");
+    throw no_documents_error(options, result.input_bytes);
   }
   const bool no_valid = options.valid_fraction > 0 && result.valid.documents == 0;
   const bool no_train = result.train.documents == 0;
@@ -650,6 +653,7 @@ PrepareResult prepare(const PrepareOptions& options) {
           if (options.progress)
             options.progress({"counting words", batch.input_bytes, total_bytes, counted_documents, 0});
         });
+    if (counted_documents == 0) throw no_documents_error(options, result.input_bytes);
     WordCounter total(normalizer, trainer.max_word_chars);
     for (const auto& counter : counters) total.merge(counter);
     Vocab vocab(train_wordpiece_vocab(total.counts(), trainer));

@@ -235,7 +235,11 @@ TrainConfig parse_train_config(const nlohmann::json& root, const std::string& so
 }
 
 TrainConfig load_train_config(const std::string& path, const std::vector<std::string>& overrides) {
-  nlohmann::json root = load_json_file(path);
+  return load_train_config_json(load_json_file(path), path, overrides);
+}
+
+TrainConfig load_train_config_json(nlohmann::json root, const std::string& path,
+                                   const std::vector<std::string>& overrides) {
   if (!root.is_object()) throw ConfigError(path + ": the top level: expected a JSON object");
   for (const auto& assignment : overrides) apply_override(root, assignment);
   const std::string source = overrides.empty() ? path : path + " (with --set overrides)";

@@ -78,6 +78,9 @@ struct TrainConfig {
 // meta.json, parses and validates everything. Throws ConfigError (file, dotted key, expected value) for any problem
 // of the config, DataError when the data it leaves the vocabulary to cannot be read.
 TrainConfig load_train_config(const std::string& path, const std::vector<std::string>& overrides = {});
+// The same for a configuration already in memory; `source` names it in messages.
+TrainConfig load_train_config_json(nlohmann::json root, const std::string& source,
+                                   const std::vector<std::string>& overrides = {});
 // Parses an already-merged JSON document in which nothing is left to the data; `source` names it in messages.
 TrainConfig parse_train_config(const nlohmann::json& root, const std::string& source);
 

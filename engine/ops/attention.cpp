@@ -4,6 +4,7 @@
 #include <type_traits>
 
 #include "engine/ops/float_dispatch.h"
+#include "engine/ops/relpos.h"
 #include "engine/tape.h"
 #include "kernels/attention.h"
 #include "kernels/attention_tc.h"
@@ -196,6 +197,77 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
                    if (dv.defined()) ctx.accumulate(2, dv);
                    if (dbias.defined()) ctx.accumulate(3, detail::as_dtype(dbias, bias_grad_dtype));
                  });
+  }
+  return out;
+}
+
+Tensor attention_relative(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_mask,
+                          const Tensor& table, const kernels::RelativePositionConfig& config, double dropout_p,
+                          const rng::Stream& stream, bool training) {
+  check_defined(kOp, table, "table");
+  check_arguments(q, k, v, key_mask, Tensor(), dropout_p);
+  const kernels::AttentionShape shape = shape_of(q);
+  if (!uses_tensor_cores(q, shape))
+    return attention(q, k, v, key_mask, relative_position_bias(table, shape.seq_len, config), dropout_p, stream,
+                     training);
+  check_same_device(kOp, q, table);
+  if (table.shape() != Shape{config.num_buckets, shape.heads} || !dtype_is_float(table.dtype()))
+    throw TensorError(std::string(kOp) + ": table must be (num_buckets, H) = " +
+                      Shape{config.num_buckets, shape.heads}.str() + " floating point, got " + describe(table));
+  kernels::check_relative_position_config(config, shape.seq_len, kOp);
+  const kernels::AttentionDropout dropout{training ? static_cast<float>(dropout_p) : 0.0f, stream};
+  const Tensor table_used = detail::as_dtype(table, q.dtype());
+  constexpr auto layout = kernels::BiasTableLayout::buckets_by_heads;
+  Tensor out = Tensor::empty(q.shape(), q.dtype(), q.device());
+  Tensor lse = Tensor::empty(Shape{shape.batch, shape.heads, shape.seq_len}, DType::f32, q.device());
+  dispatch_float(kOp, q, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    if constexpr (std::is_same_v<T, __nv_bfloat16> || std::is_same_v<T, __half>) {
+      with_mask(key_mask, [&](const auto* mask) {
+        kernels::cuda::tc_attention_relpos_forward<T>(q.data_as<T>(), k.data_as<T>(), v.data_as<T>(), mask,
+                                                      table_used.data_as<T>(), layout, config, shape, dropout,
+                                                      out.data_as<T>(), lse.data_as<float>(), current_stream());
+      });
+    }
+  });
+  if (Tape* tape = Tape::recording_for({&q, &k, &v, &table})) {
+    tape->record(
+        kOp, {q, k, v, table}, {out},
+        [q = q.detach(), k = k.detach(), v = v.detach(), out = out.detach(), lse,
+         key_mask = key_mask.defined() ? key_mask.detach() : Tensor(), table_used = table_used.detach(), config, shape,
+         dropout, table_grad_dtype = table.grad_dtype()](BackwardContext& ctx) {
+          const Tensor dout = detail::as_dtype(ctx.grad_output(0), q.dtype());
+          Tensor dq = ctx.needs_grad(0) ? Tensor::empty(q.shape(), q.dtype(), q.device()) : Tensor();
+          const bool kv = ctx.needs_grad(1) || ctx.needs_grad(2);
+          Tensor dk = kv ? Tensor::empty(q.shape(), q.dtype(), q.device()) : Tensor();
+          Tensor dv = kv ? Tensor::empty(q.shape(), q.dtype(), q.device()) : Tensor();
+          const bool want_table = ctx.needs_grad(3);
+          Tensor dtable = want_table ? Tensor::empty(table_used.shape(), DType::f32, q.device()) : Tensor();
+          Tensor delta = Tensor::empty(Shape{shape.batch, shape.heads, shape.seq_len}, DType::f32, q.device());
+          Tensor dbias = want_table
+                             ? Tensor::empty(Shape{shape.heads, shape.seq_len, shape.seq_len}, DType::f32, q.device())
+                             : Tensor();
+          Tensor drel =
+              want_table ? Tensor::empty(Shape{shape.heads, 2 * shape.seq_len - 1}, DType::f32, q.device()) : Tensor();
+          dispatch_float(kOp, q, [&](auto tag) {
+            using T = typename decltype(tag)::type;
+            if constexpr (std::is_same_v<T, __nv_bfloat16> || std::is_same_v<T, __half>) {
+              auto ptr = [](Tensor& t) { return t.defined() ? t.data_as<T>() : nullptr; };
+              auto f32 = [](Tensor& t) { return t.defined() ? t.data_as<float>() : nullptr; };
+              with_mask(key_mask, [&](const auto* mask) {
+                kernels::cuda::tc_attention_relpos_backward<T>(
+                    q.data_as<T>(), k.data_as<T>(), v.data_as<T>(), out.data_as<T>(), dout.data_as<T>(),
+                    lse.data_as<float>(), mask, table_used.data_as<T>(), kernels::BiasTableLayout::buckets_by_heads,
+                    config, shape, dropout, ptr(dq), ptr(dk), ptr(dv), f32(dtable), false,
+                    {delta.data_as<float>(), f32(dbias), f32(drel)}, current_stream());
+              });
+            }
+          });
+          if (dq.defined()) ctx.accumulate(0, dq);
+          if (ctx.needs_grad(1)) ctx.accumulate(1, dk);
+          if (ctx.needs_grad(2)) ctx.accumulate(2, dv);
+          if (want_table) ctx.accumulate(3, detail::as_dtype(dtable, table_grad_dtype));
+        });
   }
   return out;
 }

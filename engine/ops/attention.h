@@ -3,6 +3,7 @@
 #pragma once
 #include "engine/rng/philox.h"
 #include "engine/tensor.h"
+#include "kernels/relpos.h"
 
 namespace coco::ops {
 
@@ -18,5 +19,14 @@ namespace coco::ops {
 // (B, H, T) log-sum-exp and recompute the probabilities in the backward.
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_mask, const Tensor& bias,
                  double dropout_p, const rng::Stream& stream, bool training);
+
+// The same with the relative-position bias given by its table: table (num_buckets, H) (the model's
+// nn.Embedding layout), bias[h, i, j] = table[bucket(j - i), h] (kernels/relpos.h, T <= max_positions).
+// bf16/f16 on CUDA with a tensor-core head dim applies the table inside the kernels (no (H, T, T) bias;
+// the table's gradient is reduced deterministically from the batch-ordered dS); anything else is
+// attention(q, k, v, key_mask, relative_position_bias(table, T, config), ...).
+Tensor attention_relative(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_mask,
+                          const Tensor& table, const kernels::RelativePositionConfig& config, double dropout_p,
+                          const rng::Stream& stream, bool training);
 
 }  // namespace coco::ops

@@ -22,7 +22,8 @@
 // Differences from a GPU worth knowing: __activemask() returns all non-exited lanes of the warp (not
 // the converged subset); threads never run concurrently inside a block, so intra-block spin-waits on
 // another thread hang; __expf/rsqrtf/__fdividef are exact here and approximate on the GPU; there is
-// no grid-wide sync, cluster, TMA/wgmma or inline PTX.
+// no grid-wide sync, cluster, TMA/wgmma or inline PTX other than the instructions of
+// engine/runtime/ptx.cuh (mma.sync m16n8k16, ldmatrix, cp.async), emulated in engine/simt/emu_ptx.h.
 #pragma once
 #if defined(__CUDACC__)
 #error "engine/simt/cuda_emu.h is for host compilers; nvcc uses the real CUDA device code"

@@ -75,6 +75,22 @@ ncclResult_t refuse(EmuComm* comm, ncclResult_t status, std::string why) {
   return status;
 }
 
+// A failed MPI call: ncclSystemError, with the call, file, line and MPI's text as ncclGetLastError's.
+ncclResult_t mpi_failure(EmuComm* comm, int status, const char* call, const char* file, int line) {
+  char text[MPI_MAX_ERROR_STRING] = "?";
+  int length = 0;
+  MPI_Error_string(status, text, &length);
+  return refuse(comm, ncclSystemError,
+                std::string("MPI error ") + std::to_string(status) + " (" + text + ") in `" + call + "` at " + file +
+                    ":" + std::to_string(line) + " under the emulated NCCL");
+}
+#define EMU_MPI_CHECK(comm, call)                                                           \
+  do {                                                                                      \
+    const int emu_mpi_status = (call);                                                      \
+    if (emu_mpi_status != MPI_SUCCESS)                                                      \
+      return ::emu::detail::mpi_failure((comm), emu_mpi_status, #call, __FILE__, __LINE__); \
+  } while (0)
+
 EmuComm* find_comm(ncclComm_t handle) {
   auto* comm = reinterpret_cast<EmuComm*>(handle);
   std::lock_guard<std::mutex> lock(nccl_state().mutex);
@@ -131,21 +147,30 @@ struct MpiTypes {
   MPI_Op bf16[4] = {}, f16[4] = {};       // sum, prod, max, min
 };
 MpiTypes& mpi_types() {
-  static MpiTypes types = [] {
-    MpiTypes t;
-    MPI_Type_contiguous(2, MPI_BYTE, &t.half);
-    MPI_Type_commit(&t.half);
-    MPI_Op_create(&half_reduce<__nv_bfloat16, bf16_to_float, float_to_bf16, ncclSum>, 1, &t.bf16[0]);
-    MPI_Op_create(&half_reduce<__nv_bfloat16, bf16_to_float, float_to_bf16, ncclProd>, 1, &t.bf16[1]);
-    MPI_Op_create(&half_reduce<__nv_bfloat16, bf16_to_float, float_to_bf16, ncclMax>, 1, &t.bf16[2]);
-    MPI_Op_create(&half_reduce<__nv_bfloat16, bf16_to_float, float_to_bf16, ncclMin>, 1, &t.bf16[3]);
-    MPI_Op_create(&half_reduce<__half, f16_to_float, float_to_f16, ncclSum>, 1, &t.f16[0]);
-    MPI_Op_create(&half_reduce<__half, f16_to_float, float_to_f16, ncclProd>, 1, &t.f16[1]);
-    MPI_Op_create(&half_reduce<__half, f16_to_float, float_to_f16, ncclMax>, 1, &t.f16[2]);
-    MPI_Op_create(&half_reduce<__half, f16_to_float, float_to_f16, ncclMin>, 1, &t.f16[3]);
-    return t;
-  }();
+  static MpiTypes types;
   return types;
+}
+ncclResult_t create_types(MpiTypes& t) {
+  EMU_MPI_CHECK(nullptr, MPI_Type_contiguous(2, MPI_BYTE, &t.half));
+  EMU_MPI_CHECK(nullptr, MPI_Type_commit(&t.half));
+  EMU_MPI_CHECK(nullptr,
+                MPI_Op_create(&half_reduce<__nv_bfloat16, bf16_to_float, float_to_bf16, ncclSum>, 1, &t.bf16[0]));
+  EMU_MPI_CHECK(nullptr,
+                MPI_Op_create(&half_reduce<__nv_bfloat16, bf16_to_float, float_to_bf16, ncclProd>, 1, &t.bf16[1]));
+  EMU_MPI_CHECK(nullptr,
+                MPI_Op_create(&half_reduce<__nv_bfloat16, bf16_to_float, float_to_bf16, ncclMax>, 1, &t.bf16[2]));
+  EMU_MPI_CHECK(nullptr,
+                MPI_Op_create(&half_reduce<__nv_bfloat16, bf16_to_float, float_to_bf16, ncclMin>, 1, &t.bf16[3]));
+  EMU_MPI_CHECK(nullptr, MPI_Op_create(&half_reduce<__half, f16_to_float, float_to_f16, ncclSum>, 1, &t.f16[0]));
+  EMU_MPI_CHECK(nullptr, MPI_Op_create(&half_reduce<__half, f16_to_float, float_to_f16, ncclProd>, 1, &t.f16[1]));
+  EMU_MPI_CHECK(nullptr, MPI_Op_create(&half_reduce<__half, f16_to_float, float_to_f16, ncclMax>, 1, &t.f16[2]));
+  EMU_MPI_CHECK(nullptr, MPI_Op_create(&half_reduce<__half, f16_to_float, float_to_f16, ncclMin>, 1, &t.f16[3]));
+  return ncclSuccess;
+}
+// The 2-byte type and its reductions, made once (after MPI_Init: by the first ncclCommInitRank).
+ncclResult_t ensure_types() {
+  static const ncclResult_t status = create_types(mpi_types());
+  return status;
 }
 
 MPI_Datatype mpi_type(ncclDataType_t type) {
@@ -228,8 +253,7 @@ void scale_average(void* data, size_t count, ncclDataType_t type, int n) {
 ncclResult_t wait_request(EmuComm* comm, MPI_Request* request, const char* call) {
   for (int polls = 0;; ++polls) {
     int done = 0;
-    if (MPI_Test(request, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS)
-      return refuse(comm, ncclSystemError, std::string(call) + ": MPI failed under the emulated NCCL");
+    EMU_MPI_CHECK(comm, MPI_Test(request, &done, MPI_STATUS_IGNORE));
     if (done) return ncclSuccess;
     if (comm->aborted.load())
       return refuse(comm, ncclSystemError, std::string(call) + ": the communicator was aborted (ncclCommAbort)");
@@ -275,8 +299,7 @@ ncclResult_t check_same_call(EmuComm* comm, Kind kind, size_t count, ncclDataTyp
     both[i + 5] = -mine[i];
   }
   MPI_Request request;
-  if (MPI_Iallreduce(both, low, 10, MPI_INT64_T, MPI_MIN, comm->mpi, &request) != MPI_SUCCESS)
-    return refuse(comm, ncclSystemError, std::string(kind_name(kind)) + ": MPI failed under the emulated NCCL");
+  EMU_MPI_CHECK(comm, MPI_Iallreduce(both, low, 10, MPI_INT64_T, MPI_MIN, comm->mpi, &request));
   if (ncclResult_t status = wait_request(comm, &request, kind_name(kind)); status != ncclSuccess) return status;
   static const char* what[5] = {"collective", "count", "data type", "reduction", "root"};
   for (int i = 0; i < 5; ++i)
@@ -304,45 +327,40 @@ ncclResult_t run(EmuComm* comm, const Call& c) {
   const size_t element = type_size(c.type);
   const int n = comm->nranks;
   const int count = static_cast<int>(c.count);
+  const MPI_Datatype type = mpi_type(c.type);
   MPI_Request request = MPI_REQUEST_NULL;
-  int status = MPI_SUCCESS;
   switch (c.kind) {
     case Kind::all_reduce:
-      status = MPI_Iallreduce(c.send == c.recv ? MPI_IN_PLACE : c.send, c.recv, count, mpi_type(c.type),
-                              mpi_op(c.op, c.type), comm->mpi, &request);
+      EMU_MPI_CHECK(comm, MPI_Iallreduce(c.send == c.recv ? MPI_IN_PLACE : c.send, c.recv, count, type,
+                                         mpi_op(c.op, c.type), comm->mpi, &request));
       break;
     case Kind::reduce_scatter: {
       const bool in_place = static_cast<const char*>(c.send) + comm->rank * c.count * element == c.recv;
       if (in_place) {  // MPI's in-place form reads and writes the whole send buffer: work on a copy
         std::vector<char> whole(static_cast<const char*>(c.send),
                                 static_cast<const char*>(c.send) + n * c.count * element);
-        status = MPI_Ireduce_scatter_block(MPI_IN_PLACE, whole.data(), count, mpi_type(c.type), mpi_op(c.op, c.type),
-                                           comm->mpi, &request);
-        if (status == MPI_SUCCESS) {
-          if (ncclResult_t r = wait_request(comm, &request, kind_name(c.kind)); r != ncclSuccess) return r;
-          std::memcpy(c.recv, whole.data(), c.count * element);
-          if (c.op == ncclAvg) scale_average(c.recv, c.count, c.type, n);
-          return ncclSuccess;
-        }
-      } else {
-        status = MPI_Ireduce_scatter_block(c.send, c.recv, count, mpi_type(c.type), mpi_op(c.op, c.type), comm->mpi,
-                                           &request);
+        EMU_MPI_CHECK(comm, MPI_Ireduce_scatter_block(MPI_IN_PLACE, whole.data(), count, type, mpi_op(c.op, c.type),
+                                                      comm->mpi, &request));
+        if (ncclResult_t r = wait_request(comm, &request, kind_name(c.kind)); r != ncclSuccess) return r;
+        std::memcpy(c.recv, whole.data(), c.count * element);
+        if (c.op == ncclAvg) scale_average(c.recv, c.count, c.type, n);
+        return ncclSuccess;
       }
+      EMU_MPI_CHECK(comm,
+                    MPI_Ireduce_scatter_block(c.send, c.recv, count, type, mpi_op(c.op, c.type), comm->mpi, &request));
       break;
     }
     case Kind::all_gather: {
       const bool in_place = static_cast<char*>(c.recv) + comm->rank * c.count * element == c.send;
-      status = MPI_Iallgather(in_place ? MPI_IN_PLACE : c.send, count, mpi_type(c.type), c.recv, count,
-                              mpi_type(c.type), comm->mpi, &request);
+      EMU_MPI_CHECK(comm, MPI_Iallgather(in_place ? MPI_IN_PLACE : c.send, count, type, c.recv, count, type, comm->mpi,
+                                         &request));
       break;
     }
     case Kind::broadcast:
       if (comm->rank == c.root && c.send != c.recv && c.count) std::memcpy(c.recv, c.send, c.count * element);
-      status = MPI_Ibcast(c.recv, count, mpi_type(c.type), c.root, comm->mpi, &request);
+      EMU_MPI_CHECK(comm, MPI_Ibcast(c.recv, count, type, c.root, comm->mpi, &request));
       break;
   }
-  if (status != MPI_SUCCESS)
-    return refuse(comm, ncclSystemError, std::string(kind_name(c.kind)) + ": MPI failed under the emulated NCCL");
   if (ncclResult_t r = wait_request(comm, &request, kind_name(c.kind)); r != ncclSuccess) return r;
   const bool reduces = c.kind == Kind::all_reduce || c.kind == Kind::reduce_scatter;
   if (reduces && c.op == ncclAvg) scale_average(c.recv, c.count, c.type, n);
@@ -475,10 +493,11 @@ ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId commId,
   if (std::memcmp(commId.internal, kIdMagic, sizeof kIdMagic) != 0)
     return refuse(nullptr, ncclInvalidArgument, "ncclCommInitRank: commId was not made by ncclGetUniqueId");
   int initialized = 0;
-  MPI_Initialized(&initialized);
+  EMU_MPI_CHECK(nullptr, MPI_Initialized(&initialized));
   if (!initialized)
     return refuse(nullptr, ncclSystemError,
                   "ncclCommInitRank: the emulated NCCL needs MPI initialised (it carries the traffic)");
+  if (ncclResult_t status = ensure_types(); status != ncclSuccess) return status;
   uint64_t nonce = 0;
   std::memcpy(&nonce, commId.internal + sizeof kIdMagic, sizeof nonce);
   auto fresh = std::make_unique<EmuComm>();
@@ -487,14 +506,13 @@ ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId commId,
   if (cudaGetDevice(&fresh->device) != cudaSuccess)
     return refuse(nullptr, ncclUnhandledCudaError, "ncclCommInitRank: cudaGetDevice failed");
   const int color = static_cast<int>(nonce % 0x7fffffffu);
-  if (MPI_Comm_split(MPI_COMM_WORLD, color, rank, &fresh->mpi) != MPI_SUCCESS)
-    return refuse(nullptr, ncclSystemError, "ncclCommInitRank: MPI_Comm_split failed");
-  MPI_Comm_set_errhandler(fresh->mpi, MPI_ERRORS_RETURN);
+  EMU_MPI_CHECK(nullptr, MPI_Comm_split(MPI_COMM_WORLD, color, rank, &fresh->mpi));
+  EMU_MPI_CHECK(nullptr, MPI_Comm_set_errhandler(fresh->mpi, MPI_ERRORS_RETURN));
   int members = 0;
-  MPI_Comm_size(fresh->mpi, &members);
+  EMU_MPI_CHECK(nullptr, MPI_Comm_size(fresh->mpi, &members));
   std::vector<int> claims(2 * static_cast<size_t>(members));
   const int mine[2] = {rank, nranks};
-  MPI_Allgather(mine, 2, MPI_INT, claims.data(), 2, MPI_INT, fresh->mpi);
+  EMU_MPI_CHECK(nullptr, MPI_Allgather(mine, 2, MPI_INT, claims.data(), 2, MPI_INT, fresh->mpi));
   std::vector<int> seen(static_cast<size_t>(std::max(nranks, 1)), 0);
   std::string problem;
   for (int i = 0; i < members && problem.empty(); ++i) {
@@ -507,7 +525,7 @@ ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId commId,
   if (problem.empty() && members != nranks)
     problem = std::to_string(members) + " processes joined a communicator of nranks " + std::to_string(nranks);
   if (!problem.empty()) {
-    MPI_Comm_free(&fresh->mpi);
+    EMU_MPI_CHECK(nullptr, MPI_Comm_free(&fresh->mpi));
     return refuse(nullptr, ncclInvalidUsage, "ncclCommInitRank: " + problem);
   }
   std::lock_guard<std::mutex> lock(nccl_state().mutex);
@@ -525,10 +543,11 @@ ncclResult_t ncclCommDestroy(ncclComm_t comm) {
     nccl_state().comms.erase(c);
   }
   int finalized = 0;
-  MPI_Finalized(&finalized);
-  if (!finalized) MPI_Comm_free(&c->mpi);
+  EMU_MPI_CHECK(nullptr, MPI_Finalized(&finalized));
+  const int freed = finalized ? MPI_SUCCESS : MPI_Comm_free(&c->mpi);
   c->magic = 0;
   delete c;
+  EMU_MPI_CHECK(nullptr, freed);
   return ncclSuccess;
 }
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # expect_failure.sh MAX_SECONDS REGEX COMMAND...: passes when COMMAND exits non-zero within
 # MAX_SECONDS and its output (stdout and stderr) matches the extended REGEX; prints the output.
+# EXPECT_STATUS=N additionally requires exit status N.
 set -u
 max_seconds=$1 pattern=$2
 shift 2
@@ -17,6 +18,9 @@ if ((status == 124 || (status == 137 && elapsed >= max_seconds))); then
 fi
 if ((status == 0)); then
   echo "expect_failure: FAILED: the command succeeded"; exit 1
+fi
+if [[ -n "${EXPECT_STATUS:-}" && "$status" != "$EXPECT_STATUS" ]]; then
+  echo "expect_failure: FAILED: exit status $status, expected $EXPECT_STATUS"; exit 1
 fi
 if ! grep -Eq -- "$pattern" <<<"$output"; then
   echo "expect_failure: FAILED: the output does not match /$pattern/"; exit 1

@@ -127,6 +127,27 @@ __global__ void partial_mma_kernel(float* out) {
   out[threadIdx.x] = acc[0];
 }
 
+// The two halves of the warp reach mma at different call sites (divergent .aligned instruction).
+__global__ void divergent_mma_kernel(float* out) {
+  uint32_t a[4] = {}, b[2] = {};
+  float acc[4] = {};
+  if (threadIdx.x < 16)
+    coco::ptx::mma_m16n8k16<__half>(acc, a, b, acc);
+  else
+    coco::ptx::mma_m16n8k16<__half>(acc, a, b, acc);
+  out[threadIdx.x] = acc[0];
+}
+
+// cp.async of 16 bytes from an address 4 bytes past a 16-byte boundary (misuse).
+__global__ void misaligned_cp_async_kernel(const int* src, int* out) {
+  __shared__ __align__(16) int s[8];
+  if (threadIdx.x == 0) {
+    coco::ptx::cp_async_cg(&s[0], src + 1);
+    coco::ptx::cp_async_wait_all();
+    out[0] = 1;
+  }
+}
+
 // Lane 3's ldmatrix row address is 8 bytes off (misuse).
 __global__ void misaligned_ldmatrix_kernel(uint32_t* out) {
   __shared__ __align__(16) uint16_t tile[8 * 16];
@@ -375,6 +396,33 @@ TEST(PtxMisuse, MisalignedLdmatrixRowIsDiagnosed) {
       << message;
   EXPECT_NE(message.find("not 16-byte aligned"), std::string::npos) << message;
   EXPECT_NE(message.find("(warp 0)"), std::string::npos) << message;
+}
+
+TEST(PtxMisuse, DivergentCallSitesAreDiagnosed) {
+  emu::ScopedConfig scope;
+  scope->strict = false;
+  GuardedDeviceBuffer<float> out(32);
+  const uint64_t warnings = emu::stats().warnings;
+  COCO_LAUNCH(divergent_mma_kernel, dim3(1), dim3(32), 0, nullptr, out.data());
+  EXPECT_EQ(emu::stats().warnings - warnings, 1u);
+  const std::string message = emu::last_diagnostic();
+  EXPECT_NE(message.find("kernel divergent_mma_kernel block (0,0,0) thread (16,0,0): warp 0: lane 16 executes "
+                         "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 at test_ptx.cu:"),
+            std::string::npos)
+      << message;
+  EXPECT_NE(message.find("must be the same instruction for every lane"), std::string::npos) << message;
+}
+
+TEST(PtxMisuse, MisalignedCpAsyncIsDiagnosed) {
+  emu::ScopedConfig scope;
+  scope->strict = false;
+  GuardedDeviceBuffer<int> src(8), out(1);
+  const uint64_t warnings = emu::stats().warnings;
+  COCO_LAUNCH(misaligned_cp_async_kernel, dim3(1), dim3(32), 0, nullptr, src.data(), out.data());
+  EXPECT_EQ(emu::stats().warnings - warnings, 1u);
+  EXPECT_NE(emu::last_diagnostic().find("cp.async.cg.shared.global: addresses must be aligned to cp-size 16"),
+            std::string::npos)
+      << emu::last_diagnostic();
 }
 
 #endif  // COCO_CUDA_EMULATED

@@ -373,3 +373,67 @@ TEST(TensorCoreAttentionOp, CudaBf16AndF16MatchCpu) {
 }
 
 }  // namespace
+
+// ---- ops::attention_relative: the table inside the kernels on cuda bf16 against the CPU composition
+// relative_position_bias + attention (f32), forward and backward including the table's gradient.
+#include "engine/ops/relpos.h"
+
+namespace {
+
+struct RelativeRun {
+  std::vector<double> out, dq, dk, dv, dtable;
+};
+
+RelativeRun run_relative(const Inputs& in, const std::vector<float>& table_values, const Case& c,
+                         const coco::kernels::RelativePositionConfig& config, const coco::Tensor& mask_host,
+                         coco::Device device, coco::DType dtype) {
+  const AttentionShape& s = c.shape;
+  const coco::Shape qkv{s.batch, s.heads, s.seq_len, s.head_dim};
+  auto make = [&](const std::vector<float>& values, const coco::Shape& shape) {
+    coco::Tensor t = coco::Tensor::from_vector(values, shape).to(dtype).to(device);
+    t.set_requires_grad(true);
+    return t;
+  };
+  coco::Tensor q = make(in.q, qkv), k = make(in.k, qkv), v = make(in.v, qkv);
+  coco::Tensor table = coco::Tensor::from_vector(table_values, coco::Shape{config.num_buckets, s.heads}).to(device);
+  table.set_requires_grad(true);
+  const AttentionDropout dropout = attention_test_dropout(c.dropout_p);
+  coco::Tape tape;
+  coco::Tensor out;
+  {
+    coco::Tape::Recording recording(tape);
+    out =
+        coco::ops::attention_relative(q, k, v, mask_host.to(device), table, config, c.dropout_p, dropout.stream, true);
+  }
+  tape.backward(out, coco::Tensor::from_vector(in.dout, qkv).to(dtype).to(device));
+  auto host = [](const coco::Tensor& t) { return t.to(coco::Device::cpu).to_f64(); };
+  return {host(out), host(q.grad()), host(k.grad()), host(v.grad()), host(table.grad())};
+}
+
+TEST(TensorCoreAttentionOp, RelativeTableMatchesCpuComposition) {
+  const Case c{{2, 2, 37, 32}, false, 0.1f, 5};
+  coco::kernels::RelativePositionConfig config;
+  config.num_buckets = 8;
+  config.max_distance = 16;
+  config.max_positions = 64;
+  const Inputs in = attention_inputs<__nv_bfloat16>(c, 1900);
+  const std::vector<float> table = coco::testing::round_through<__nv_bfloat16>(
+      coco::testing::random_floats(static_cast<size_t>(config.num_buckets * c.shape.heads), 1901));
+  const coco::Tensor mask =
+      coco::Tensor::from_vector(attention_key_mask<uint8_t>(c), coco::Shape{c.shape.batch, c.shape.seq_len});
+  const RelativeRun cpu = run_relative(in, table, c, config, mask, coco::Device::cpu, coco::DType::f32);
+  const uint64_t gemms = coco::runtime::counters().gemm_calls;
+  const RelativeRun got = run_relative(in, table, c, config, mask, coco::Device::cuda, coco::DType::bf16);
+  EXPECT_EQ(coco::runtime::counters().gemm_calls, gemms);  // the tensor-core path, not the GEMM one
+  const double threshold = tc_threshold<__nv_bfloat16>();
+  EXPECT_TRUE(matches_reference(cpu.out, got.out, threshold, "relative out"));
+  EXPECT_TRUE(matches_reference(cpu.dq, got.dq, threshold, "relative dq"));
+  EXPECT_TRUE(matches_reference(cpu.dk, got.dk, threshold, "relative dk"));
+  EXPECT_TRUE(matches_reference(cpu.dv, got.dv, threshold, "relative dv"));
+  EXPECT_TRUE(matches_reference(cpu.dtable, got.dtable, threshold, "relative dtable"));
+  // f32 on cuda composes the dense bias with the SIMT kernels: same results at f32 rounding.
+  const RelativeRun f32 = run_relative(in, table, c, config, mask, coco::Device::cuda, coco::DType::f32);
+  EXPECT_TRUE(matches_reference(cpu.dtable, f32.dtable, 1e-10, "relative f32 dtable"));
+}
+
+}  // namespace

@@ -1,6 +1,7 @@
 // Helpers of the reliability tests: planting faults into run directories and checkpoints, running `coco`
 // with a watchdog (a hang is a failure, not a stuck test), and fingerprints that show nothing changed.
 #pragma once
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <chrono>
@@ -17,8 +18,10 @@ namespace fs = std::filesystem;
 using testutil::RunResult;
 
 // Runs `coco args...` like testutil::run_coco, killing it (and failing the test) after `seconds`.
+// `address_space_bytes` > 0 sets RLIMIT_AS (ulimit -v) for the child.
 inline RunResult run_coco_bounded(const std::vector<std::string>& args, const fs::path& scratch,
-                                  const std::map<std::string, std::string>& env = {}, int seconds = 120) {
+                                  const std::map<std::string, std::string>& env = {}, int seconds = 120,
+                                  uint64_t address_space_bytes = 0) {
   static int counter = 0;
   const std::string tag = "bounded-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
   const fs::path out_path = scratch / ("stdout-" + tag), err_path = scratch / ("stderr-" + tag);
@@ -30,6 +33,10 @@ inline RunResult run_coco_bounded(const std::vector<std::string>& args, const fs
     ::dup2(out, 1);
     ::dup2(err, 2);
     for (const auto& [key, value] : env) ::setenv(key.c_str(), value.c_str(), 1);
+    if (address_space_bytes > 0) {
+      const struct rlimit limit = {address_space_bytes, address_space_bytes};
+      ::setrlimit(RLIMIT_AS, &limit);
+    }
     std::vector<char*> argv = {const_cast<char*>(binary.c_str())};
     for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);

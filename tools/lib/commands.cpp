@@ -10,6 +10,7 @@
 #include "coco/utf8.h"
 #include "coco/wordpiece.h"
 #include "engine/config.h"
+#include "engine/io/safetensors.h"
 #include "engine/tensor.h"
 #include "tools/lib/args.h"
 #include "tools/lib/plot.h"
@@ -32,6 +33,7 @@ const char* kTopHelp =
     "  plot      draw a run's metrics.jsonl (losses, accuracies, learning rate, throughput) into a PNG\n"
     "  export    write a checkpoint as a Hugging Face transformers folder (model + tokenizer files)\n"
     "  import    start pretraining from a Hugging Face BERT / ELECTRA / COCO-LM folder\n"
+    "  encode    turn text lines into vectors with a checkpoint (JSONL: CLS or mean pooling, token states)\n"
     "\n"
     "`coco <command> --help` documents each command's options.\n"
     "exit codes: 0 success, 2 bad usage, configuration or data, 1 runtime failure.\n";
@@ -42,8 +44,8 @@ int exit_code_for(const std::exception& error) {
   if (dynamic_cast<const TensorError*>(&error)) return 1;            // an engine failure, not the user's input
   if (dynamic_cast<const std::invalid_argument*>(&error)) return 2;  // UsageError, ConfigError, DataError, bad options
   if (dynamic_cast<const text::ShardError*>(&error) || dynamic_cast<const text::Utf8Error*>(&error) ||
-      dynamic_cast<const text::TokenizerError*>(&error))
-    return 2;
+      dynamic_cast<const text::TokenizerError*>(&error) || dynamic_cast<const safetensors::FormatError*>(&error))
+    return 2;  // damaged or malformed input files
   return 1;
 }
 
@@ -250,8 +252,9 @@ int run_cli(const std::vector<std::string>& args) {
     if (command == "plot") return command_plot(rest);
     if (command == "export") return command_export(rest);
     if (command == "import") return command_import(rest);
+    if (command == "encode") return command_encode(rest);
     throw UsageError("coco: unknown command '" + command +
-                     "' (expected prepare, train, eval, plot, export or import; see coco --help)");
+                     "' (expected prepare, train, eval, plot, export, import or encode; see coco --help)");
   } catch (const std::exception& error) {
     std::fflush(stdout);
     std::fprintf(stderr, "error: %s\n", error.what());

@@ -13,6 +13,7 @@ int command_eval(const std::vector<std::string>& args);
 int command_plot(const std::vector<std::string>& args);
 int command_export(const std::vector<std::string>& args);  // tools/lib/hf_commands.cpp
 int command_import(const std::vector<std::string>& args);  // tools/lib/hf_commands.cpp
+int command_encode(const std::vector<std::string>& args);  // tools/lib/encode_command.cpp
 
 // The whole CLI: `coco <command> ...`, `coco --help`. Prints errors to stderr and returns the exit code:
 // 0 success, 2 bad usage / configuration / data (the message names the file, key and expected value),

@@ -1,47 +1,23 @@
 #include "tools/lib/trainer.h"
-#include "engine/io/checked_read.h"
 
 #include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
-#include <chrono>
-#include <cmath>
 #include <cstdio>
-#include <cerrno>
-#include <cstdlib>
-#include <cstring>
-#include <filesystem>
-#include <fstream>
-#include <limits>
-#include <memory>
-#include <optional>
-#include <sstream>
 
-#include "coco/data_loader.h"
-#include "coco/interop/tokenizer_files.h"
-#include "coco/metrics.h"
-#include "coco/model_report.h"
-#include "coco/objective.h"
-#include "coco/train_config.h"
-#include "coco/vocab_identity.h"
-#include "engine/ops/elementwise.h"
-#include "engine/ops/optim.h"
-#include "engine/runtime/cpu_backend.h"
-#include "engine/tape.h"
-#include "tools/lib/checkpoint.h"
-#include "tools/lib/progress.h"
+#include "coco/checkpoint.h"
+#include "coco/progress.h"
+#include "coco/trainer.h"
 
 namespace coco::tools {
 
 namespace fs = std::filesystem;
-using objective::CocoModel;
 
 namespace {
 
-// ---------------------------------------------------------------------------------------------------
-// Signals: the first SIGINT/SIGTERM asks for a clean stop after the current step; a second one exits.
-
+// Signals: the first SIGINT/SIGTERM asks for a clean stop after the current step (the Trainer writes a
+// checkpoint); a second one exits.
 std::atomic<int> g_stop_signal{0};
 
 extern "C" void on_stop_signal(int signal_number) {
@@ -69,600 +45,57 @@ class StopSignals {
   }, old_term_{};
 };
 
-// ---------------------------------------------------------------------------------------------------
-// Metrics
-
-// %.9g (round-trips a float exactly), null when not finite (JSON has no NaN).
-std::string number(double v) { return std::isfinite(v) ? format("%.9g", v) : std::string("null"); }
-
-class JsonRecord {
- public:
-  JsonRecord& add(const char* key, double value) { return raw(key, number(value)); }
-  JsonRecord& add_int(const char* key, int64_t value) { return raw(key, std::to_string(value)); }
-  JsonRecord& add_string(const char* key, const std::string& value) { return raw(key, nlohmann::json(value).dump()); }
-  std::string str() const { return "{" + text_ + "}"; }
-
- private:
-  JsonRecord& raw(const char* key, const std::string& value) {
-    text_ += (text_.empty() ? "\"" : ",\"") + std::string(key) + "\":" + value;
-    return *this;
-  }
-  std::string text_;
-};
-
-// Keeps the records of steps <= `last_step` (drops everything when last_step < 0) and any line that
-// does not parse (a torn write of a killed process).
-void truncate_metrics(const fs::path& path, int64_t last_step) {
-  std::error_code error;
-  if (!fs::exists(path, error)) return;
-  std::istringstream in(io::read_regular_file(path, uint64_t{1} << 34, "the metrics log"));
-  std::string kept, line;
-  while (std::getline(in, line)) {
-    try {
-      const auto j = io::parse_json_checked(line, "");
-      if (j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() <= last_step)
-        kept += line + "\n";
-    } catch (const ConfigError&) {
-    } catch (const nlohmann::json::exception&) {
-    }
-  }
-  replace_file_atomically(path, kept);
-}
-
-// A failed write (full disk, I/O error) is remembered, not thrown: the step loop checkpoints first, then
-// stops the run with it (exit 1), so no step goes unlogged silently and no work is lost.
-class MetricsLog {
- public:
-  explicit MetricsLog(const fs::path& path) : path_(path), file_(std::fopen(path.c_str(), "a")) {
-    if (!file_) throw std::runtime_error(path.string() + ": cannot open for appending");
-  }
-  ~MetricsLog() { std::fclose(file_); }
-  void write(const std::string& record) {
-    if (!error_.empty()) return;
-    const std::string line = record + "\n";
-    errno = 0;
-    // Test hook (reliability tests): COCO_FAULT_INJECT=metrics-enospc fails every write as a full disk would.
-    const char* fault = std::getenv("COCO_FAULT_INJECT");
-    const bool injected = fault && std::string(fault) == "metrics-enospc";
-    if (injected || std::fwrite(line.data(), 1, line.size(), file_) != line.size() || std::fflush(file_) != 0) {
-      if (injected) errno = ENOSPC;
-      error_ = path_.string() + ": cannot write the metrics record: " + std::strerror(errno ? errno : EIO);
-    }
-  }
-  bool failed() const { return !error_.empty(); }
-  const std::string& error() const { return error_; }
-
- private:
-  fs::path path_;
-  std::FILE* file_;
-  std::string error_;
-};
-
-// ---------------------------------------------------------------------------------------------------
-// Step statistics (sums over micro-batches)
-
-struct StepStats {
-  double loss = 0, mlm = 0, rtd = 0, clm = 0, cl = 0;
-  bool has_clm = false, has_cl = false;
-  int64_t micro_batches = 0, rows = 0;
-  int64_t masked = 0, mlm_correct = 0, rtd_correct = 0, rtd_count = 0, cl_correct = 0, cl_count = 0;
-  int64_t clm_correct = 0;
-  int64_t tokens = 0;
-
-  void add(const objective::Outputs& out, int64_t batch_rows) {
-    const double w = static_cast<double>(batch_rows);
-    const objective::Counts c = out.read_counts();
-    loss += w * out.loss.item();
-    if (out.mlm_loss.defined()) mlm += w * out.mlm_loss.item();
-    if (out.rtd_loss.defined()) rtd += w * out.rtd_loss.item();
-    if (out.clm_loss.defined()) {
-      has_clm = true;
-      clm += w * out.clm_loss.item();
-      clm_correct += c.clm_correct;
-    }
-    if (out.cl_loss.defined()) {
-      has_cl = true;
-      cl += w * out.cl_loss.item();
-    }
-    ++micro_batches;
-    rows += batch_rows;
-    masked += c.masked;
-    mlm_correct += c.mlm_correct;
-    rtd_correct += c.rtd_correct;
-    rtd_count += c.rtd_count;
-    cl_correct += c.cl_correct;
-    cl_count += c.cl_count;
-  }
-  double mean(double sum) const { return rows ? sum / static_cast<double>(rows) : 0.0; }
-  static double ratio(int64_t a, int64_t b) { return b ? static_cast<double>(a) / static_cast<double>(b) : 0.0; }
-
-  // The value of each metric key (coco/metrics.h); clm_* only when the objective has a CLM head.
-  double value(std::string_view key) const {
-    if (key == "loss") return mean(loss);
-    if (key == "mlm_loss") return mean(mlm);
-    if (key == "rtd_loss") return mean(rtd);
-    if (key == "clm_loss") return mean(clm);
-    if (key == "cl_loss") return has_cl ? mean(cl) : 0.0;
-    if (key == "mlm_acc") return ratio(mlm_correct, masked);
-    if (key == "rtd_acc") return ratio(rtd_correct, rtd_count);
-    if (key == "clm_acc") return ratio(clm_correct, masked);
-    if (key == "cl_acc") return ratio(cl_correct, cl_count);
-    throw std::logic_error("StepStats: unknown metric " + std::string(key));
-  }
-  bool reports(std::string_view key) const { return has_clm || !key.starts_with("clm_"); }
-
-  // metrics.jsonl / eval JSON: losses, then accuracies (the order users' tooling has always seen).
-  void put(JsonRecord& r) const {
-    for (const char* key : all_keys())
-      if (reports(key)) r.add(key, value(key));
-  }
-  // The progress line: "loss 41.9161 mlm_loss 8.8490 rtd_loss 0.5242 clm_loss 3.4294 cl_loss 3.4277".
-  std::string summary(bool with_accuracies = false) const {
-    std::string s;
-    for (const char* key :
-         with_accuracies ? all_keys()
-                         : std::vector<const char*>(std::begin(objective::kLossKeys), std::end(objective::kLossKeys)))
-      if (reports(key)) s += format("%s%s %.4f", s.empty() ? "" : " ", key, value(key));
-    return s;
-  }
-  static std::vector<const char*> all_keys() {
-    std::vector<const char*> keys(std::begin(objective::kLossKeys), std::end(objective::kLossKeys));
-    keys.insert(keys.end(), std::begin(objective::kAccuracyKeys), std::end(objective::kAccuracyKeys));
-    return keys;
-  }
-  // coco eval's table: every metric with what it means for this objective.
-  std::string table(const objective::ObjectiveConfig& objective) const {
-    std::string s = format("%-9s %12s  %s\n", "metric", "value", "meaning");
-    for (const auto& key : objective::metric_keys(objective))
-      if (reports(key))
-        s += format("%-9s %12.6f  %s\n", key.c_str(), value(key), objective::describe_metric(key, objective).c_str());
-    return s;
-  }
-};
-
-// Evaluation over the first `max_batches` micro-batches (0: all) of `sequences`, in order, with fixed
-// Philox step keys so every evaluation of a run sees the same masks.
-constexpr uint64_t kEvalStepKey = uint64_t{1} << 62;
-
-StepStats evaluate(CocoModel& model, const data::PackedSequences& sequences, int64_t micro_batch, int64_t max_batches,
-                   int64_t min_rows) {
-  StepStats stats;
-  const uint64_t n = sequences.size();
-  data::LoaderOptions options;
-  options.shuffle = false;
-  uint64_t start = 0;
-  for (int64_t b = 0; start < n && (max_batches == 0 || b < max_batches); ++b) {
-    options.micro_batch = static_cast<int64_t>(std::min<uint64_t>(static_cast<uint64_t>(micro_batch), n - start));
-    if (options.micro_batch < min_rows) break;
-    const data::Batch batch = data::make_batch(sequences, options, start);
-    const Tensor tokens = Tensor::from_vector(batch.tokens, Shape{batch.rows, batch.seq_len}, Device::cpu);
-    NoGrad no_grad;
-    stats.add(model.forward(tokens, kEvalStepKey + static_cast<uint64_t>(b), /*training=*/false), batch.rows);
-    stats.tokens += batch.non_pad_tokens;
-    start += static_cast<uint64_t>(options.micro_batch);
-  }
-  return stats;
-}
-
-// ---------------------------------------------------------------------------------------------------
-// Data setup
-
-// Test hook (reliability tests): COCO_FAULT_INJECT=nonfinite-from-step:N treats the gradients of step N
-// and every later step as non-finite, exercising the skip / stop path without a diverging model.
-bool injected_nonfinite(int64_t step) {
-  static const int64_t from = [] {
-    const char* value = std::getenv("COCO_FAULT_INJECT");
-    const std::string prefix = "nonfinite-from-step:";
-    if (!value || std::string(value).rfind(prefix, 0) != 0) return int64_t{-1};
-    return static_cast<int64_t>(std::stoll(std::string(value).substr(prefix.size())));
-  }();
-  return from >= 0 && step >= from;
-}
-
-// The tokenizer files checkpoints carry, from the data folder (generated from vocab.txt + meta.json for
-// folders prepared before prepare wrote them). A folder without a vocabulary trains all the same.
-std::vector<std::pair<std::string, std::string>> checkpoint_tokenizer_files(const fs::path& data_dir) {
-  if (!interop::has_vocabulary(data_dir)) {
-    std::printf(
-        "warning: %s has no vocab.txt or tokenizer.json: checkpoints will carry no tokenizer files "
-        "(coco export will need --tokenizer)\n",
-        data_dir.c_str());
-    return {};
-  }
-  return interop::read_tokenizer_files(data_dir).files;
-}
-
-data::PackingLayout packing_for(const train::TrainConfig& config) {
-  data::PackingLayout layout;
-  layout.seq_len = config.data.seq_len;
-  layout.cls_id = config.objective.prepend_cls ? -1 : config.objective.cls_id;
-  layout.sep_id = config.objective.sep_id;
-  layout.pad_id = config.objective.pad_id;
-  return layout;
-}
-
-std::vector<NamedParameter> trainable_parameters(const CocoModel& model, const train::OptimConfig& optim) {
-  std::vector<NamedParameter> params = model.named_parameters();
-  for (auto& p : params)
-    for (const auto& pattern : optim.no_decay)
-      if (p.name.find(pattern) != std::string::npos) p.weight_decay = false;
-  return params;
-}
-
 }  // namespace
 
-// ---------------------------------------------------------------------------------------------------
-
+// `coco train` is the training API (coco/trainer.h) with a progress display and signal handling.
 int run_train(const TrainOptions& options) {
-  train::TrainConfig config = train::load_train_config(options.config_path, options.overrides);
-  const std::string source = options.config_path;
-  const fs::path run_dir = options.out_dir;
-  fs::create_directories(run_dir);
-  const RunDirectoryLock run_lock(run_dir);  // held until this function returns or the process dies
-
-  // Resume point.
-  const ResumePoint resume_point = find_resume_checkpoint(run_dir);
-  if (!resume_point.note.empty()) std::printf("%s\n", resume_point.note.c_str());
-  const std::optional<fs::path> resume_dir = resume_point.dir;
-  nlohmann::json state;
-  TrainerState saved_state;
-  const data::PreparedMeta meta = data::PreparedMeta::read(config.data.dir);
-  if (resume_dir) {
-    // Another vocabulary first: with the vocabulary left to the data it also shows as a shape change.
-    saved_state = read_trainer_state(*resume_dir);
-    state = saved_state.json;
-    const std::string warning = data::require_checkpoint_vocabulary(*resume_dir, state, meta, "resume training from");
-    if (!warning.empty()) std::printf("%s\n", warning.c_str());
-    const fs::path saved_config_path = *resume_dir / "config.json";
-    const train::TrainConfig saved =
-        train::parse_train_config(read_json_file(saved_config_path), saved_config_path.string());
-    const auto differences = train::model_shape_differences(saved, config);
-    if (!differences.empty()) {
-      std::string message = source + ": refusing to resume from " + resume_dir->string() +
-                            ": the configuration changes the model's shape (checkpoint -> config):";
-      for (const auto& d : differences) message += "\n  " + d;
-      throw ConfigError(message);
-    }
-  } else if (options.resume) {
-    std::printf("nothing to resume in %s (no checkpoints/latest): starting from step 0\n", run_dir.c_str());
-  }
-
-  // Data.
-  train::check_data_against_config(meta, config, source, train::ConfigOrigin::user);
-  const std::vector<std::pair<std::string, std::string>> tokenizer_files = checkpoint_tokenizer_files(meta.dir);
-  // The resolved configuration (every default and every value taken from the data filled in), once the data agrees.
-  const nlohmann::json resolved = train::train_config_to_json(config);
-  replace_file_atomically(run_dir / "config.json", resolved.dump(2) + "\n");
-  auto train_set = std::make_shared<const data::TokenDataset>(
-      data::TokenDataset::open(meta, "train", static_cast<uint64_t>(config.model.vocab_size)));
-  if (train_set->tokens() == 0)
-    throw data::DataError((meta.dir / "meta.json").string() + ": the train split has no tokens: nothing to train on");
-  const data::PackingLayout layout = packing_for(config);
-  auto train_sequences = std::make_shared<const data::PackedSequences>(train_set, layout);
-  std::shared_ptr<const data::PackedSequences> valid_sequences;
-  if (!meta.valid_shards.empty()) {
-    auto valid_set = std::make_shared<const data::TokenDataset>(
-        data::TokenDataset::open(meta, "valid", static_cast<uint64_t>(config.model.vocab_size)));
-    if (valid_set->tokens() > 0) valid_sequences = std::make_shared<const data::PackedSequences>(valid_set, layout);
-  }
-
-  // Model and optimizer.
-  const auto& t = config.train;
-  // Mixed precision: the model's registered tensors are 16-bit working copies that the forward and
-  // backward use (with f32 gradient buffers); f32 masters, updated by AdamW, own the values and go
-  // into checkpoints. bf16 copies are rewritten by the AdamW kernel itself, f16 copies after each step.
-  const DType param_dtype = config.precision == "bf16"  ? DType::bf16
-                            : config.precision == "f16" ? DType::f16
-                                                        : DType::f32;
-  CocoModel model(config.model, config.objective, t.seed, config.device, param_dtype);
-  std::vector<NamedParameter> params = trainable_parameters(model, config.optim);
-  std::vector<NamedParameter> masters = params;
-  std::vector<optim::AdamWParam> adam_params;
-  for (size_t i = 0; i < params.size(); ++i) {
-    NamedParameter& p = params[i];
-    if (param_dtype == DType::f32) {
-      adam_params.push_back({p.name, p.tensor, Tensor(), Tensor(), p.weight_decay});
-      continue;
-    }
-    p.tensor.set_grad_dtype(DType::f32);
-    masters[i].tensor = p.tensor.to(DType::f32).set_name(p.name);
-    adam_params.push_back(
-        {p.name, masters[i].tensor, param_dtype == DType::bf16 ? p.tensor : Tensor(), p.tensor, p.weight_decay});
-  }
-  auto refresh_working_copies = [&] {
-    if (param_dtype == DType::f32) return;
-    for (size_t i = 0; i < params.size(); ++i) params[i].tensor.copy_from(masters[i].tensor.to(param_dtype));
+  ProgressLine progress(stdout);
+  TrainerOptions trainer_options;
+  trainer_options.run_dir = options.out_dir;
+  trainer_options.overrides = options.overrides;
+  trainer_options.on_message = [&](const std::string& line) { progress.line(line); };
+  trainer_options.on_step = [&](const StepReport& report) {
+    progress.status(progress_bar(static_cast<double>(report.step), static_cast<double>(report.total_steps)) + " " +
+                    report.status);
+    if (report.logged) progress.line(report.status);
   };
-  optim::AdamWOptions adam;
-  adam.beta1 = config.optim.beta1;
-  adam.beta2 = config.optim.beta2;
-  adam.eps = config.optim.eps;
-  adam.weight_decay = config.optim.weight_decay;
-  optim::AdamW optimizer(adam_params, adam);
-  // f16 only: dynamic loss scaling (Megatron/DeepSpeed policy values, see engine/ops/optim.h).
-  optim::GradScaler scaler;
-
-  int64_t start_step = 0;
-  uint64_t cursor = 0;
-  int64_t skipped_total = 0, consecutive_skips = 0, tokens_seen = 0;
-  if (resume_dir) {
-    load_weights(*resume_dir, masters);
-    refresh_working_copies();
-    load_optimizer(*resume_dir, optimizer, saved_state.step - saved_state.skipped_steps);
-    try {
-      start_step = saved_state.step;
-      cursor = saved_state.cursor;
-      skipped_total = saved_state.skipped_steps;
-      consecutive_skips = saved_state.consecutive_skips;
-      tokens_seen = saved_state.tokens_seen;
-      if (saved_state.grad_scaler) scaler.load_state(*saved_state.grad_scaler);
-      const uint64_t saved_sequences = saved_state.sequences;
-      if (start_step > 0 && saved_sequences != train_sequences->size())
-        std::printf(
-            "warning: the train split now packs into %llu sequences, the checkpoint saw %llu: the data order "
-            "after resume differs from the original run's\n",
-            static_cast<unsigned long long>(train_sequences->size()), static_cast<unsigned long long>(saved_sequences));
-    } catch (const std::invalid_argument& e) {
-      throw checkpoint::CheckpointError((*resume_dir / "trainer_state.json").string() + ": " + e.what());
-    }
-    std::printf("resuming from %s (step %lld)\n", resume_dir->c_str(), static_cast<long long>(start_step));
+  trainer_options.stop_requested = [] { return g_stop_signal.load() != 0; };
+  if (options.resume) {
+    fs::create_directories(options.out_dir);
+    if (!checkpoint::find_resume_checkpoint(options.out_dir).dir)
+      std::printf("nothing to resume in %s (no checkpoints/latest): starting from step 0\n", options.out_dir.c_str());
   }
-  truncate_metrics(run_dir / "metrics.jsonl", resume_dir ? start_step : -1);
-  if (start_step >= t.steps) {
-    std::printf("nothing to do: the run is at step %lld of train.steps = %lld\n", static_cast<long long>(start_step),
-                static_cast<long long>(t.steps));
+  g_stop_signal = 0;
+  Trainer trainer = Trainer::from_file(options.config_path, std::move(trainer_options));
+  if (trainer.done()) {
+    std::printf("nothing to do: the run is at step %lld of train.steps = %lld\n",
+                static_cast<long long>(trainer.step()), static_cast<long long>(trainer.total_steps()));
     return 0;
   }
-
-  const int64_t rows_per_step = t.micro_batch * t.grad_accum;
-  std::printf("%s\n", objective::describe_model(model, config.model, config.objective, t.micro_batch, layout.seq_len,
-                                                param_dtype == DType::f32 ? 4 : 2)
-                          .text()
-                          .c_str());
-  runtime::cpu::set_threads(static_cast<int>(config.threads));
-  if (config.device == Device::cpu) std::printf("%s\n", runtime::cpu::report().c_str());
-  std::printf(
-      "model: %zu parameters (%zu tensors) on %s | data: %llu train sequences of %lld tokens (%.2f epochs "
-      "planned)%s | %lld steps x %lld sequences\n",
-      model.parameter_count(), params.size(), device_name(config.device),
-      static_cast<unsigned long long>(train_sequences->size()), static_cast<long long>(layout.seq_len),
-      static_cast<double>(t.steps * rows_per_step) / static_cast<double>(train_sequences->size()),
-      valid_sequences ? format(", %llu valid", static_cast<unsigned long long>(valid_sequences->size())).c_str() : "",
-      static_cast<long long>(t.steps), static_cast<long long>(rows_per_step));
-  std::fflush(stdout);
-
-  data::LoaderOptions loader_options;
-  loader_options.micro_batch = t.micro_batch;
-  loader_options.seed = t.seed;
-  loader_options.shuffle = config.data.shuffle;
-  loader_options.start_cursor = cursor;
-  loader_options.prefetch = config.data.prefetch;
-  data::DataLoader loader(train_sequences, loader_options);
-
-  MetricsLog metrics(run_dir / "metrics.jsonl");
-  ProgressLine progress(stdout);
   StopSignals signals;
-  const std::string hash = train::config_hash(config);
-  // Which checkpoints are this run's (write_checkpoint's retention drops no other run's).
-  const std::string run_id = saved_state.run_id.empty() ? new_run_id() : saved_state.run_id;
-  std::optional<fs::path> last_checkpoint = resume_dir;
-  int64_t last_checkpoint_step = resume_dir ? start_step : -1;
-  uint64_t epoch = 0;
-
-  auto save = [&](int64_t completed) {
-    nlohmann::json s;
-    s["format"] = "coco-trainer-state";
-    s["version"] = 1;
-    s["step"] = completed;
-    s["data"] = {{"cursor", loader.cursor()},
-                 {"epoch", loader.cursor() / train_sequences->size()},
-                 {"sequences", train_sequences->size()},
-                 {"dir", config.data.dir}};
-    s["rng"] = {{"seed", t.seed},
-                {"generator", "philox4x32-10 keyed by (seed, step key, purpose); stateless"},
-                {"next_step_key", static_cast<uint64_t>(completed * t.grad_accum)}};
-    s["loss_scale"] = param_dtype == DType::f16 ? scaler.scale() : 1.0;
-    const optim::GradScaler::State scaler_state = scaler.state();
-    s["grad_scaler"] = {{"scale", scaler_state.scale},
-                        {"growth_tracker", scaler_state.growth_tracker},
-                        {"hysteresis_left", scaler_state.hysteresis_left},
-                        {"skipped_steps", scaler_state.skipped_steps}};
-    s["skipped_steps"] = skipped_total;
-    s["consecutive_skips"] = consecutive_skips;
-    s["tokens_seen"] = tokens_seen;
-    s["config_hash"] = hash;
-    s["run_id"] = run_id;
-    s["vocab"] = data::vocab_identity_to_json({meta.vocab_hash, meta.vocab_size});
-    CheckpointData data{masters, &optimizer, s, resolved, tokenizer_files};
-    last_checkpoint = write_checkpoint(run_dir, completed, data, t.keep_checkpoints);
-    last_checkpoint_step = completed;
-    progress.line(format("checkpoint: %s", last_checkpoint->c_str()));
-  };
-
-  auto run_eval_now = [&](int64_t completed) {
-    const StepStats stats =
-        evaluate(model, *valid_sequences, t.micro_batch, t.eval_batches, config.objective.cl_weight > 0 ? 2 : 1);
-    if (stats.rows == 0) return;
-    JsonRecord r;
-    r.add_int("step", completed).add_string("split", "valid");
-    stats.put(r);
-    r.add_int("sequences", stats.rows);
-    metrics.write(r.str());
-    progress.line(format("eval  %lld/%lld valid %s (%lld sequences)", static_cast<long long>(completed),
-                         static_cast<long long>(t.steps), stats.summary(/*with_accuracies=*/true).c_str(),
-                         static_cast<long long>(stats.rows)));
-  };
-
-  const auto run_start = std::chrono::steady_clock::now();
-  Tape tape;
-  for (int64_t step = start_step; step < t.steps; ++step) {
-    const auto step_start = std::chrono::steady_clock::now();
-    const double loss_scale = param_dtype == DType::f16 ? scaler.scale() : 1.0;
-    StepStats stats;
-    for (int64_t micro = 0; micro < t.grad_accum; ++micro) {
-      const data::Batch batch = loader.next();
-      epoch = batch.epoch;
-      const Tensor tokens = Tensor::from_vector(batch.tokens, Shape{batch.rows, batch.seq_len}, Device::cpu);
-      objective::Outputs out;
-      Tensor scaled;
-      {
-        Tape::Recording recording(tape);
-        out = model.forward(tokens, static_cast<uint64_t>(step * t.grad_accum + micro), /*training=*/true);
-        const double factor = loss_scale / static_cast<double>(t.grad_accum);
-        scaled = factor == 1.0 ? out.loss : ops::scale(out.loss, factor);
-      }
-      tape.backward(scaled);
-      tape.clear();
-      stats.add(out, batch.rows);
-      stats.tokens += batch.non_pad_tokens;
-    }
-
-    const std::vector<Tensor> grads = optimizer.gradients();
-    const double lr = train::learning_rate(config.optim, t.steps, step);
-    const bool nonfinite = !std::isfinite(stats.loss) || optim::has_nonfinite(grads) || injected_nonfinite(step + 1);
-    double grad_norm = std::numeric_limits<double>::quiet_NaN();
-    if (nonfinite) {
-      ++skipped_total;
-      // f16 overflows while the loss scale is still above its floor are the scaler's normal search,
-      // not a failing run.
-      const bool scaler_searching = param_dtype == DType::f16 && loss_scale > scaler.options().min_scale;
-      if (!scaler_searching) ++consecutive_skips;
-    } else {
-      consecutive_skips = 0;
-      // Gradients carry the loss scale: unscale inside the norm and the update.
-      double factor = 1.0;
-      if (config.optim.clip_norm > 0) {
-        const optim::ClipResult clip = optim::clip_grad_norm(grads, config.optim.clip_norm, 1.0 / loss_scale);
-        grad_norm = clip.norm;
-        factor = clip.factor;
-      } else {
-        grad_norm = optim::grad_norm(grads, 1.0 / loss_scale);
-      }
-      optimizer.step(lr, factor / loss_scale);
-      if (param_dtype == DType::f16) refresh_working_copies();
-    }
-    if (param_dtype == DType::f16) scaler.update(nonfinite);
-    optimizer.zero_grad();
-    tokens_seen += stats.tokens;
-    const int64_t completed = step + 1;
-    fault_point("after-step:" + std::to_string(completed));
-
-    const double step_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
-    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
-    const double tokens_per_s = step_seconds > 0 ? static_cast<double>(stats.tokens) / step_seconds : 0.0;
-    const double eta = elapsed / static_cast<double>(completed - start_step) * static_cast<double>(t.steps - completed);
-    const std::string status =
-        format("step %lld/%lld ", static_cast<long long>(completed), static_cast<long long>(t.steps)) +
-        stats.summary() +
-        format(" lr %.3g tokens_per_s %.0f | ETA %s%s", lr, tokens_per_s, format_duration(eta).c_str(),
-               nonfinite ? " | SKIPPED" : "");
-    progress.status(progress_bar(static_cast<double>(completed), static_cast<double>(t.steps)) + " " + status);
-
-    if (completed % t.log_every == 0 || completed == t.steps || nonfinite) {
-      JsonRecord r;
-      r.add_int("step", completed);
-      stats.put(r);
-      r.add("lr", lr).add("grad_norm", grad_norm).add("tokens_per_s", tokens_per_s).add("loss_scale", loss_scale);
-      r.add_int("skipped", nonfinite ? 1 : 0).add_int("epoch", static_cast<int64_t>(epoch));
-      metrics.write(r.str());
-      progress.line(status);
-    }
-    // The record of the failing step is written first, so the log shows every skipped step.
-    if (nonfinite && consecutive_skips > t.max_consecutive_skips) {
-      progress.finish();
-      throw std::runtime_error(format(
-          "step %lld: non-finite loss or gradients in %lld consecutive steps (train.max_consecutive_skips = %lld); "
-          "stopping. The last good checkpoint is %s",
-          static_cast<long long>(completed), static_cast<long long>(consecutive_skips),
-          static_cast<long long>(t.max_consecutive_skips),
-          last_checkpoint ? last_checkpoint->c_str() : "(none: no checkpoint was written yet)"));
-    }
-
-    if (valid_sequences && ((t.eval_every > 0 && completed % t.eval_every == 0) || completed == t.steps))
-      run_eval_now(completed);
-    const bool stopping = signals.received() != 0;
-    if ((t.checkpoint_every > 0 && completed % t.checkpoint_every == 0) || completed == t.steps || stopping) {
-      save(completed);  // a skipped step left the weights untouched, so they are still good
-    }
-    if (metrics.failed()) {
-      if (last_checkpoint_step != completed) save(completed);
-      progress.finish();
-      throw std::runtime_error(metrics.error() + "; stopped after step " + std::to_string(completed) + " (checkpoint " +
-                               last_checkpoint->string() + " written)");
-    }
-    if (stopping && completed < t.steps) {
-      progress.finish();
-      std::printf("stopped by %s after step %lld; %s. Continue with: coco train --config %s --out %s --resume\n",
-                  signals.received() == SIGINT ? "SIGINT" : "SIGTERM", static_cast<long long>(completed),
-                  last_checkpoint_step == completed ? ("checkpoint " + last_checkpoint->string() + " written").c_str()
-                                                    : "no checkpoint written for this step",
-                  options.config_path.c_str(), run_dir.c_str());
-      return 0;
-    }
-  }
+  trainer.run();
   progress.finish();
-  std::printf("done: %lld steps; final checkpoint %s\n", static_cast<long long>(t.steps),
-              last_checkpoint ? last_checkpoint->c_str() : "(none)");
+  if (!trainer.done()) {
+    const auto checkpoint = trainer.last_checkpoint();
+    std::printf("stopped by %s after step %lld; %s. Continue with: coco train --config %s --out %s --resume\n",
+                signals.received() == SIGINT ? "SIGINT" : "SIGTERM", static_cast<long long>(trainer.step()),
+                checkpoint ? ("checkpoint " + checkpoint->string() + " written").c_str()
+                           : "no checkpoint written for this step",
+                options.config_path.c_str(), options.out_dir.c_str());
+    return 0;
+  }
+  const auto checkpoint = trainer.last_checkpoint();
+  std::printf("done: %lld steps; final checkpoint %s\n", static_cast<long long>(trainer.total_steps()),
+              checkpoint ? checkpoint->c_str() : "(none)");
   return 0;
 }
 
 int run_eval(const EvalOptions& options) {
-  const fs::path checkpoint = resolve_checkpoint_dir(options.checkpoint);
-  const fs::path config_path = checkpoint / "config.json";
-  const nlohmann::json saved_json = read_json_file(config_path);
-  nlohmann::json config_json = saved_json;
-  if (!options.device.empty()) config_json["runtime"]["device"] = options.device;
-  if (!options.data_dir.empty())
-    config_json["data"]["dir"] = fs::absolute(options.data_dir).lexically_normal().string();
-  if (options.micro_batch > 0) config_json["train"]["micro_batch"] = options.micro_batch;
-  for (const auto& assignment : options.overrides) apply_override(config_json, assignment);
-  const std::string source =
-      options.overrides.empty() ? config_path.string() : config_path.string() + " (with --set overrides)";
-  const train::TrainConfig config = train::parse_train_config(config_json, source);
-  // The weights fix the model: an override may change how it is evaluated, never its shape.
-  const auto differences =
-      train::model_shape_differences(train::parse_train_config(saved_json, config_path.string()), config);
-  if (!differences.empty()) {
-    std::string message = source +
-                          ": coco eval cannot change the shape of the checkpoint's model (checkpoint -> "
-                          "override):";
-    for (const auto& d : differences) message += "\n  " + d;
-    throw ConfigError(message);
-  }
-
-  const nlohmann::json state = read_json_file(checkpoint / "trainer_state.json");
-  const data::PreparedMeta meta = data::PreparedMeta::read(config.data.dir);
-  const std::string warning = data::require_checkpoint_vocabulary(checkpoint, state, meta, "evaluate");
-  if (!warning.empty()) std::printf("%s\n", warning.c_str());
-  train::check_data_against_config(meta, config, source, train::ConfigOrigin::checkpoint);
-  if (meta.shards(options.split).empty())
-    throw data::DataError((meta.dir / "meta.json").string() + ": the " + options.split + " split has no shards");
-  auto dataset = std::make_shared<const data::TokenDataset>(
-      data::TokenDataset::open(meta, options.split, static_cast<uint64_t>(config.model.vocab_size)));
-  const data::PackedSequences sequences(dataset, packing_for(config));
-
-  CocoModel model(config.model, config.objective, config.train.seed, config.device);
-  load_weights(checkpoint, model.named_parameters());
-  const int64_t batches = options.batches >= 0 ? options.batches : config.train.eval_batches;
-  const StepStats stats =
-      evaluate(model, sequences, config.train.micro_batch, batches, config.objective.cl_weight > 0 ? 2 : 1);
-  if (stats.rows == 0) throw data::DataError("the " + options.split + " split has too few sequences to evaluate");
-
-  std::printf("checkpoint  %s (step %lld)\n", checkpoint.c_str(),
-              static_cast<long long>(state.value("step", int64_t{0})));
-  std::printf("data        %s, split %s: %lld sequences in %lld batches\n", config.data.dir.c_str(),
-              options.split.c_str(), static_cast<long long>(stats.rows), static_cast<long long>(stats.micro_batches));
-  std::printf("%s", stats.table(config.objective).c_str());
-
-  JsonRecord r;
-  r.add_string("checkpoint", checkpoint.string())
-      .add_int("step", state.value("step", int64_t{0}))
-      .add_string("split", options.split);
-  stats.put(r);
-  r.add_int("sequences", stats.rows).add_int("masked_tokens", stats.masked);
-  const std::string json = r.str();
-  if (!options.json_path.empty()) replace_file_atomically(options.json_path, json + "\n");
-  std::printf("%s\n", json.c_str());
+  const EvalReport report = evaluate_checkpoint(options);
+  for (const auto& warning : report.warnings) std::printf("%s\n", warning.c_str());
+  std::printf("%s\n%s\n%s", report.checkpoint_line.c_str(), report.data_line.c_str(), report.table.c_str());
+  if (!options.json_path.empty()) checkpoint::replace_file_atomically(options.json_path, report.json + "\n");
+  std::printf("%s\n", report.json.c_str());
   return 0;
 }
 

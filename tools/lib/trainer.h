@@ -18,6 +18,8 @@
 #include <string>
 #include <vector>
 
+#include "coco/trainer.h"
+
 namespace coco::tools {
 
 struct TrainOptions {
@@ -31,17 +33,9 @@ struct TrainOptions {
 // ConfigError / DataError (exit 2) and std::runtime_error (exit 1).
 int run_train(const TrainOptions& options);
 
-struct EvalOptions {
-  std::string checkpoint;  // checkpoint directory or run directory
-  std::string data_dir;    // empty: the run's data.dir
-  std::string split = "valid";
-  int64_t batches = -1;     // -1: the run's train.eval_batches; 0: the whole split
-  int64_t micro_batch = 0;  // 0: the run's train.micro_batch
-  std::string device = "";  // empty: the run's runtime.device
-  std::string json_path;    // also write the JSON report there
-  // --set key=value on the checkpoint's config.json (data.*, train.eval_batches, runtime.device, ...); a change
-  // of the model's shape is refused.
-  std::vector<std::string> overrides;
+// coco::EvalOptions (coco/trainer.h) plus where to write the JSON report.
+struct EvalOptions : coco::EvalOptions {
+  std::string json_path;  // also write the JSON report there
 };
 
 int run_eval(const EvalOptions& options);

@@ -1,4 +1,4 @@
-#include "tools/lib/progress.h"
+#include "coco/progress.h"
 
 #include <unistd.h>
 
@@ -7,7 +7,7 @@
 #include <cstdarg>
 #include <vector>
 
-namespace coco::tools {
+namespace coco {
 
 ProgressLine::ProgressLine(std::FILE* stream) : ProgressLine(stream, ::isatty(::fileno(stream)) == 1) {}
 
@@ -77,4 +77,4 @@ std::string format(const char* fmt, ...) {
   return std::string(buffer.data(), static_cast<size_t>(n > 0 ? n : 0));
 }
 
-}  // namespace coco::tools
+}  // namespace coco

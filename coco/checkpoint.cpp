@@ -1,4 +1,4 @@
-#include "tools/lib/checkpoint.h"
+#include "coco/checkpoint.h"
 #include "engine/io/checked_read.h"
 
 #include <fcntl.h>
@@ -22,7 +22,7 @@
 #include "engine/config.h"
 #include "engine/io/safetensors.h"
 
-namespace coco::tools {
+namespace coco::checkpoint {
 
 namespace fs = std::filesystem;
 
@@ -344,7 +344,8 @@ ResumePoint find_resume_checkpoint(const fs::path& run_dir) {
   std::string skipped;
   for (const auto& [candidate_step, dir] : candidates) {
     try {
-      if (!fs::exists(dir / "trainer_state.json", error)) throw CheckpointError(dir.string() + ": no trainer_state.json");
+      if (!fs::exists(dir / "trainer_state.json", error))
+        throw CheckpointError(dir.string() + ": no trainer_state.json");
       verify_or_warn(dir);
       return {dir, latest.string() + " " + problem + ": resuming from " + dir.filename().string() +
                        ", the newest valid checkpoint found in " + root.string() + skipped};
@@ -402,8 +403,8 @@ TrainerState read_trainer_state(const fs::path& checkpoint_dir) {
   if (!j.is_object()) throw CheckpointError(file.string() + ": expected a JSON object");
   s.step = state_int(j, "step", "step", file);
   if (const auto named = step_of(checkpoint_dir.filename().string()); named && *named != s.step)
-    state_error(file, "step", std::to_string(s.step) + " disagrees with the directory name " +
-                                  checkpoint_dir.filename().string());
+    state_error(file, "step",
+                std::to_string(s.step) + " disagrees with the directory name " + checkpoint_dir.filename().string());
   s.skipped_steps = state_int(j, "skipped_steps", "skipped_steps", file);
   if (s.skipped_steps > s.step)
     state_error(file, "skipped_steps", std::to_string(s.skipped_steps) + " exceeds step " + std::to_string(s.step));
@@ -421,14 +422,14 @@ TrainerState read_trainer_state(const fs::path& checkpoint_dir) {
     const int64_t epoch = state_int(data, "epoch", "data.epoch", file);
     if (static_cast<uint64_t>(epoch) != s.cursor / s.sequences)
       state_error(file, "data.epoch",
-                  std::to_string(epoch) + " disagrees with data.cursor / data.sequences = " +
-                      std::to_string(s.cursor / s.sequences));
+                  std::to_string(epoch) +
+                      " disagrees with data.cursor / data.sequences = " + std::to_string(s.cursor / s.sequences));
   }
   // The loader consumes at least one sequence per step; far more than any run could is damage.
   if (s.sequences > 0 && s.cursor / s.sequences > static_cast<uint64_t>(s.step) + 1 &&
       s.cursor > static_cast<uint64_t>(s.step) * (uint64_t{1} << 24))
-    state_error(file, "data.cursor", std::to_string(s.cursor) + " is beyond what " + std::to_string(s.step) +
-                                         " steps can have read");
+    state_error(file, "data.cursor",
+                std::to_string(s.cursor) + " is beyond what " + std::to_string(s.step) + " steps can have read");
   if (j.contains("run_id")) {
     if (!j["run_id"].is_string()) state_error(file, "run_id", "expected a string, got " + j["run_id"].dump());
     s.run_id = j["run_id"].get<std::string>();
@@ -470,7 +471,7 @@ void load_optimizer(const fs::path& checkpoint_dir, optim::AdamW& optimizer, int
   }
   if (reader.tensors().size() != 2 * optimizer.size())
     throw CheckpointError(reader.label() + ": holds " + std::to_string(reader.tensors().size()) +
-                             " tensors, the optimizer has " + std::to_string(2 * optimizer.size()));
+                          " tensors, the optimizer has " + std::to_string(2 * optimizer.size()));
   for (size_t i = 0; i < optimizer.size(); ++i) {
     const std::string& name = optimizer.param(i).name;
     if (!counts.is_object() || !counts.contains(name) || !counts[name].is_number_integer())
@@ -488,4 +489,4 @@ void load_optimizer(const fs::path& checkpoint_dir, optim::AdamW& optimizer, int
   }
 }
 
-}  // namespace coco::tools
+}  // namespace coco::checkpoint

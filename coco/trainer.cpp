@@ -1,0 +1,753 @@
+#include "coco/trainer.h"
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <unistd.h>
+#include "coco/checkpoint.h"
+#include "coco/data_loader.h"
+#include "coco/interop/tokenizer_files.h"
+#include "coco/metrics.h"
+#include "coco/model_report.h"
+#include "coco/objective.h"
+#include "coco/progress.h"
+#include "coco/train_config.h"
+#include "coco/vocab_identity.h"
+#include "engine/config.h"
+#include "engine/io/checked_read.h"
+#include "engine/ops/elementwise.h"
+#include "engine/ops/optim.h"
+#include "engine/runtime/cpu_backend.h"
+#include "engine/tape.h"
+
+namespace coco {
+
+namespace fs = std::filesystem;
+using namespace coco::checkpoint;
+using objective::CocoModel;
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------------
+// Metrics
+
+// %.9g (round-trips a float exactly), null when not finite (JSON has no NaN).
+std::string number(double v) { return std::isfinite(v) ? format("%.9g", v) : std::string("null"); }
+
+class JsonRecord {
+ public:
+  JsonRecord& add(const char* key, double value) { return raw(key, number(value)); }
+  JsonRecord& add_int(const char* key, int64_t value) { return raw(key, std::to_string(value)); }
+  JsonRecord& add_string(const char* key, const std::string& value) { return raw(key, nlohmann::json(value).dump()); }
+  std::string str() const { return "{" + text_ + "}"; }
+
+ private:
+  JsonRecord& raw(const char* key, const std::string& value) {
+    text_ += (text_.empty() ? "\"" : ",\"") + std::string(key) + "\":" + value;
+    return *this;
+  }
+  std::string text_;
+};
+
+// Keeps the records of steps <= `last_step` (drops everything when last_step < 0) and any line that
+// does not parse (a torn write of a killed process).
+void truncate_metrics(const fs::path& path, int64_t last_step) {
+  std::error_code error;
+  if (!fs::exists(path, error)) return;
+  std::istringstream in(io::read_regular_file(path, uint64_t{1} << 34, "the metrics log"));
+  std::string kept, line;
+  while (std::getline(in, line)) {
+    try {
+      const auto j = io::parse_json_checked(line, "");
+      if (j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() <= last_step)
+        kept += line + "\n";
+    } catch (const ConfigError&) {
+    } catch (const nlohmann::json::exception&) {
+    }
+  }
+  replace_file_atomically(path, kept);
+}
+
+// A failed write (full disk, I/O error) is remembered, not thrown: the step loop checkpoints first, then
+// stops the run with it (exit 1), so no step goes unlogged silently and no work is lost.
+class MetricsLog {
+ public:
+  explicit MetricsLog(const fs::path& path) : path_(path), file_(std::fopen(path.c_str(), "a")) {
+    if (!file_) throw std::runtime_error(path.string() + ": cannot open for appending");
+  }
+  ~MetricsLog() { std::fclose(file_); }
+  void write(const std::string& record) {
+    if (!error_.empty()) return;
+    const std::string line = record + "\n";
+    errno = 0;
+    // Test hook (reliability tests): COCO_FAULT_INJECT=metrics-enospc fails every write as a full disk would.
+    const char* fault = std::getenv("COCO_FAULT_INJECT");
+    const bool injected = fault && std::string(fault) == "metrics-enospc";
+    if (injected || std::fwrite(line.data(), 1, line.size(), file_) != line.size() || std::fflush(file_) != 0) {
+      if (injected) errno = ENOSPC;
+      error_ = path_.string() + ": cannot write the metrics record: " + std::strerror(errno ? errno : EIO);
+    }
+  }
+  bool failed() const { return !error_.empty(); }
+  const std::string& error() const { return error_; }
+
+ private:
+  fs::path path_;
+  std::FILE* file_;
+  std::string error_;
+};
+
+// ---------------------------------------------------------------------------------------------------
+// Step statistics (sums over micro-batches)
+
+struct StepStats {
+  double loss = 0, mlm = 0, rtd = 0, clm = 0, cl = 0;
+  bool has_clm = false, has_cl = false;
+  int64_t micro_batches = 0, rows = 0;
+  int64_t masked = 0, mlm_correct = 0, rtd_correct = 0, rtd_count = 0, cl_correct = 0, cl_count = 0;
+  int64_t clm_correct = 0;
+  int64_t tokens = 0;
+
+  void add(const objective::Outputs& out, int64_t batch_rows) {
+    const double w = static_cast<double>(batch_rows);
+    const objective::Counts c = out.read_counts();
+    loss += w * out.loss.item();
+    if (out.mlm_loss.defined()) mlm += w * out.mlm_loss.item();
+    if (out.rtd_loss.defined()) rtd += w * out.rtd_loss.item();
+    if (out.clm_loss.defined()) {
+      has_clm = true;
+      clm += w * out.clm_loss.item();
+      clm_correct += c.clm_correct;
+    }
+    if (out.cl_loss.defined()) {
+      has_cl = true;
+      cl += w * out.cl_loss.item();
+    }
+    ++micro_batches;
+    rows += batch_rows;
+    masked += c.masked;
+    mlm_correct += c.mlm_correct;
+    rtd_correct += c.rtd_correct;
+    rtd_count += c.rtd_count;
+    cl_correct += c.cl_correct;
+    cl_count += c.cl_count;
+  }
+  double mean(double sum) const { return rows ? sum / static_cast<double>(rows) : 0.0; }
+  static double ratio(int64_t a, int64_t b) { return b ? static_cast<double>(a) / static_cast<double>(b) : 0.0; }
+
+  // The value of each metric key (coco/metrics.h); clm_* only when the objective has a CLM head.
+  double value(std::string_view key) const {
+    if (key == "loss") return mean(loss);
+    if (key == "mlm_loss") return mean(mlm);
+    if (key == "rtd_loss") return mean(rtd);
+    if (key == "clm_loss") return mean(clm);
+    if (key == "cl_loss") return has_cl ? mean(cl) : 0.0;
+    if (key == "mlm_acc") return ratio(mlm_correct, masked);
+    if (key == "rtd_acc") return ratio(rtd_correct, rtd_count);
+    if (key == "clm_acc") return ratio(clm_correct, masked);
+    if (key == "cl_acc") return ratio(cl_correct, cl_count);
+    throw std::logic_error("StepStats: unknown metric " + std::string(key));
+  }
+  bool reports(std::string_view key) const { return has_clm || !key.starts_with("clm_"); }
+
+  // metrics.jsonl / eval JSON: losses, then accuracies (the order users' tooling has always seen).
+  void put(JsonRecord& r) const {
+    for (const char* key : all_keys())
+      if (reports(key)) r.add(key, value(key));
+  }
+  // The progress line: "loss 41.9161 mlm_loss 8.8490 rtd_loss 0.5242 clm_loss 3.4294 cl_loss 3.4277".
+  std::string summary(bool with_accuracies = false) const {
+    std::string s;
+    for (const char* key :
+         with_accuracies ? all_keys()
+                         : std::vector<const char*>(std::begin(objective::kLossKeys), std::end(objective::kLossKeys)))
+      if (reports(key)) s += format("%s%s %.4f", s.empty() ? "" : " ", key, value(key));
+    return s;
+  }
+  static std::vector<const char*> all_keys() {
+    std::vector<const char*> keys(std::begin(objective::kLossKeys), std::end(objective::kLossKeys));
+    keys.insert(keys.end(), std::begin(objective::kAccuracyKeys), std::end(objective::kAccuracyKeys));
+    return keys;
+  }
+  // coco eval's table: every metric with what it means for this objective.
+  std::string table(const objective::ObjectiveConfig& objective) const {
+    std::string s = format("%-9s %12s  %s\n", "metric", "value", "meaning");
+    for (const auto& key : objective::metric_keys(objective))
+      if (reports(key))
+        s += format("%-9s %12.6f  %s\n", key.c_str(), value(key), objective::describe_metric(key, objective).c_str());
+    return s;
+  }
+};
+
+// Evaluation over the first `max_batches` micro-batches (0: all) of `sequences`, in order, with fixed
+// Philox step keys so every evaluation of a run sees the same masks.
+constexpr uint64_t kEvalStepKey = uint64_t{1} << 62;
+
+StepStats evaluate_sequences(CocoModel& model, const data::PackedSequences& sequences, int64_t micro_batch,
+                             int64_t max_batches, int64_t min_rows) {
+  StepStats stats;
+  const uint64_t n = sequences.size();
+  data::LoaderOptions options;
+  options.shuffle = false;
+  uint64_t start = 0;
+  for (int64_t b = 0; start < n && (max_batches == 0 || b < max_batches); ++b) {
+    options.micro_batch = static_cast<int64_t>(std::min<uint64_t>(static_cast<uint64_t>(micro_batch), n - start));
+    if (options.micro_batch < min_rows) break;
+    const data::Batch batch = data::make_batch(sequences, options, start);
+    const Tensor tokens = Tensor::from_vector(batch.tokens, Shape{batch.rows, batch.seq_len}, Device::cpu);
+    NoGrad no_grad;
+    stats.add(model.forward(tokens, kEvalStepKey + static_cast<uint64_t>(b), /*training=*/false), batch.rows);
+    stats.tokens += batch.non_pad_tokens;
+    start += static_cast<uint64_t>(options.micro_batch);
+  }
+  return stats;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Data setup
+
+// Test hook (reliability tests): COCO_FAULT_INJECT=nonfinite-from-step:N treats the gradients of step N
+// and every later step as non-finite, exercising the skip / stop path without a diverging model.
+bool injected_nonfinite(int64_t step) {
+  static const int64_t from = [] {
+    const char* value = std::getenv("COCO_FAULT_INJECT");
+    const std::string prefix = "nonfinite-from-step:";
+    if (!value || std::string(value).rfind(prefix, 0) != 0) return int64_t{-1};
+    return static_cast<int64_t>(std::stoll(std::string(value).substr(prefix.size())));
+  }();
+  return from >= 0 && step >= from;
+}
+
+// The tokenizer files checkpoints carry, from the data folder (generated from vocab.txt + meta.json for
+// folders prepared before prepare wrote them). A folder without a vocabulary trains all the same.
+std::vector<std::pair<std::string, std::string>> checkpoint_tokenizer_files(
+    const fs::path& data_dir, const std::function<void(const std::string&)>& message) {
+  if (!interop::has_vocabulary(data_dir)) {
+    message(
+        format("warning: %s has no vocab.txt or tokenizer.json: checkpoints will carry no tokenizer files "
+               "(coco export will need --tokenizer)",
+               data_dir.c_str()));
+    return {};
+  }
+  return interop::read_tokenizer_files(data_dir).files;
+}
+
+data::PackingLayout packing_for(const train::TrainConfig& config) {
+  data::PackingLayout layout;
+  layout.seq_len = config.data.seq_len;
+  layout.cls_id = config.objective.prepend_cls ? -1 : config.objective.cls_id;
+  layout.sep_id = config.objective.sep_id;
+  layout.pad_id = config.objective.pad_id;
+  return layout;
+}
+
+// An estimate of the bytes a training step needs (f32 weights, gradients and two AdamW moments; activations
+// kept for the backward pass; the vocabulary-sized logits), so that an absurd configuration (dim 65536,
+// micro_batch 1048576) is refused with the keys to change instead of dying in std::bad_alloc.
+double estimated_training_bytes(const train::TrainConfig& config) {
+  const double rows = static_cast<double>(config.train.micro_batch), tokens = rows * config.data.seq_len;
+  const double vocab = static_cast<double>(config.model.vocab_size);
+  double parameters = 0, activations = 0;
+  for (const model::EncoderConfig* e : {&config.model.generator, &config.model.discriminator}) {
+    const double d = static_cast<double>(e->dim), inner = static_cast<double>(e->inner_dim());
+    const double ff = static_cast<double>(e->ff_dim()), depth = static_cast<double>(e->depth);
+    const double embed = static_cast<double>(e->embed_dim > 0 ? e->embed_dim : e->dim);
+    parameters += (vocab + static_cast<double>(config.model.max_positions)) * embed + embed * d +
+                  depth * (4 * d * inner + 2 * d * ff + 4 * d + ff);
+    activations += depth * tokens * (8 * d + 4 * inner + 2 * ff + 2.0 * e->heads * config.data.seq_len) + tokens * d;
+  }
+  activations += 3 * tokens * vocab;  // generator and CLM logits, their softmax
+  return 4.0 * (4 * parameters + activations);
+}
+
+void refuse_absurd_memory(const train::TrainConfig& config, const std::string& source) {
+  const double needed = estimated_training_bytes(config);
+  const double pages = static_cast<double>(::sysconf(_SC_PHYS_PAGES)),
+               page = static_cast<double>(::sysconf(_SC_PAGESIZE));
+  // The CPU backend needs it in host memory; no accelerator holds more than a few TiB either.
+  const double limit = config.device == Device::cpu && pages > 0 && page > 0 ? pages * page : 16.0 * (1ull << 40);
+  if (needed <= limit) return;
+  throw ConfigError(format(
+      "%s: the configuration needs about %.3g GiB to train (model.*.dim %lld/%lld, model.*.depth %lld/%lld, "
+      "model.vocab_size %lld, train.micro_batch %lld, data.seq_len %lld), more than the %.3g GiB available; "
+      "expected a smaller model or micro-batch",
+      source.c_str(), needed / (1ull << 30), static_cast<long long>(config.model.generator.dim),
+      static_cast<long long>(config.model.discriminator.dim), static_cast<long long>(config.model.generator.depth),
+      static_cast<long long>(config.model.discriminator.depth), static_cast<long long>(config.model.vocab_size),
+      static_cast<long long>(config.train.micro_batch), static_cast<long long>(config.data.seq_len),
+      limit / (1ull << 30)));
+}
+
+std::vector<NamedParameter> trainable_parameters(const CocoModel& model, const train::OptimConfig& optim) {
+  std::vector<NamedParameter> params = model.named_parameters();
+  for (auto& p : params)
+    for (const auto& pattern : optim.no_decay)
+      if (p.name.find(pattern) != std::string::npos) p.weight_decay = false;
+  return params;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------------
+// The Trainer: run_train's state as members, its loop body as train_step().
+
+struct Trainer::Impl {
+  TrainerOptions options;
+  std::string source;
+  train::TrainConfig config;
+  fs::path run_dir;
+  std::unique_ptr<checkpoint::RunDirectoryLock> lock;
+  data::PreparedMeta meta;
+  std::optional<fs::path> resume_dir;
+  checkpoint::TrainerState saved_state;
+  nlohmann::json resolved;
+  std::vector<std::pair<std::string, std::string>> tokenizer_files;
+  data::PackingLayout layout;
+  std::shared_ptr<const data::PackedSequences> train_sequences, valid_sequences;
+  DType param_dtype = DType::f32;
+  std::unique_ptr<CocoModel> model;
+  std::vector<NamedParameter> params, masters;
+  std::unique_ptr<optim::AdamW> optimizer;
+  optim::GradScaler scaler;
+  int64_t start_step = 0, step = 0;
+  int64_t skipped_total = 0, consecutive_skips = 0, tokens_seen = 0;
+  uint64_t cursor = 0, epoch = 0;
+  std::unique_ptr<data::DataLoader> loader;
+  std::unique_ptr<MetricsLog> metrics;
+  std::string hash, run_id;
+  std::optional<fs::path> last_checkpoint;
+  int64_t last_checkpoint_step = -1;
+  std::chrono::steady_clock::time_point run_start;
+  Tape tape;
+
+  void message(const std::string& line) const {
+    if (options.on_message) options.on_message(line);
+  }
+  void record(const std::string& json_text) {
+    metrics->write(json_text);
+    if (options.on_metrics && !metrics->failed()) options.on_metrics(nlohmann::json::parse(json_text));
+  }
+  void refresh_working_copies() {
+    if (param_dtype == DType::f32) return;
+    for (size_t i = 0; i < params.size(); ++i) params[i].tensor.copy_from(masters[i].tensor.to(param_dtype));
+  }
+
+  Impl(train::TrainConfig parsed, std::string config_source, TrainerOptions trainer_options)
+      : options(std::move(trainer_options)), source(std::move(config_source)), config(std::move(parsed)) {
+    if (options.run_dir.empty()) throw std::invalid_argument("TrainerOptions::run_dir: expected the run directory");
+    run_dir = options.run_dir;
+    fs::create_directories(run_dir);
+    lock = std::make_unique<checkpoint::RunDirectoryLock>(run_dir);  // held while the Trainer lives
+
+    // Resume point.
+    const checkpoint::ResumePoint resume_point = checkpoint::find_resume_checkpoint(run_dir);
+    if (!resume_point.note.empty()) message(resume_point.note);
+    resume_dir = resume_point.dir;
+    meta = data::PreparedMeta::read(config.data.dir);
+    if (resume_dir) {
+      // Another vocabulary first: with the vocabulary left to the data it also shows as a shape change.
+      saved_state = checkpoint::read_trainer_state(*resume_dir);
+      const std::string warning =
+          data::require_checkpoint_vocabulary(*resume_dir, saved_state.json, meta, "resume training from");
+      if (!warning.empty()) message(warning);
+      const fs::path saved_config_path = *resume_dir / "config.json";
+      const train::TrainConfig saved =
+          train::parse_train_config(checkpoint::read_json_file(saved_config_path), saved_config_path.string());
+      const auto differences = train::model_shape_differences(saved, config);
+      if (!differences.empty()) {
+        std::string text = source + ": refusing to resume from " + resume_dir->string() +
+                           ": the configuration changes the model's shape (checkpoint -> config):";
+        for (const auto& d : differences) text += "\n  " + d;
+        throw ConfigError(text);
+      }
+    }
+
+    // Data.
+    train::check_data_against_config(meta, config, source, train::ConfigOrigin::user);
+    tokenizer_files = checkpoint_tokenizer_files(meta.dir, [this](const std::string& line) { message(line); });
+    // The resolved configuration (every default and every value taken from the data filled in), once the data
+    // agrees.
+    resolved = train::train_config_to_json(config);
+    checkpoint::replace_file_atomically(run_dir / "config.json", resolved.dump(2) + "\n");
+    auto train_set = std::make_shared<const data::TokenDataset>(
+        data::TokenDataset::open(meta, "train", static_cast<uint64_t>(config.model.vocab_size)));
+    if (train_set->tokens() == 0)
+      throw data::DataError((meta.dir / "meta.json").string() + ": the train split has no tokens: nothing to train on");
+    layout = packing_for(config);
+    train_sequences = std::make_shared<const data::PackedSequences>(train_set, layout);
+    if (!meta.valid_shards.empty()) {
+      auto valid_set = std::make_shared<const data::TokenDataset>(
+          data::TokenDataset::open(meta, "valid", static_cast<uint64_t>(config.model.vocab_size)));
+      if (valid_set->tokens() > 0) valid_sequences = std::make_shared<const data::PackedSequences>(valid_set, layout);
+    }
+
+    // Model and optimizer.
+    const auto& t = config.train;
+    // Mixed precision: the model's registered tensors are 16-bit working copies that the forward and
+    // backward use (with f32 gradient buffers); f32 masters, updated by AdamW, own the values and go
+    // into checkpoints. bf16 copies are rewritten by the AdamW kernel itself, f16 copies after each step.
+    param_dtype = config.precision == "bf16" ? DType::bf16 : config.precision == "f16" ? DType::f16 : DType::f32;
+    refuse_absurd_memory(config, source);
+    runtime::cpu::set_threads(static_cast<int>(config.threads));
+    model = std::make_unique<CocoModel>(config.model, config.objective, t.seed, config.device, param_dtype);
+    params = trainable_parameters(*model, config.optim);
+    masters = params;
+    std::vector<optim::AdamWParam> adam_params;
+    for (size_t i = 0; i < params.size(); ++i) {
+      NamedParameter& p = params[i];
+      if (param_dtype == DType::f32) {
+        adam_params.push_back({p.name, p.tensor, Tensor(), Tensor(), p.weight_decay});
+        continue;
+      }
+      p.tensor.set_grad_dtype(DType::f32);
+      masters[i].tensor = p.tensor.to(DType::f32).set_name(p.name);
+      adam_params.push_back(
+          {p.name, masters[i].tensor, param_dtype == DType::bf16 ? p.tensor : Tensor(), p.tensor, p.weight_decay});
+    }
+    optim::AdamWOptions adam;
+    adam.beta1 = config.optim.beta1;
+    adam.beta2 = config.optim.beta2;
+    adam.eps = config.optim.eps;
+    adam.weight_decay = config.optim.weight_decay;
+    optimizer = std::make_unique<optim::AdamW>(adam_params, adam);
+
+    if (resume_dir) {
+      checkpoint::load_weights(*resume_dir, masters);
+      refresh_working_copies();
+      checkpoint::load_optimizer(*resume_dir, *optimizer, saved_state.step - saved_state.skipped_steps);
+      try {
+        start_step = saved_state.step;
+        cursor = saved_state.cursor;
+        skipped_total = saved_state.skipped_steps;
+        consecutive_skips = saved_state.consecutive_skips;
+        tokens_seen = saved_state.tokens_seen;
+        if (saved_state.grad_scaler) scaler.load_state(*saved_state.grad_scaler);
+        if (start_step > 0 && saved_state.sequences != train_sequences->size())
+          message(
+              format("warning: the train split now packs into %llu sequences, the checkpoint saw %llu: the data order "
+                     "after resume differs from the original run's",
+                     static_cast<unsigned long long>(train_sequences->size()),
+                     static_cast<unsigned long long>(saved_state.sequences)));
+      } catch (const std::invalid_argument& e) {
+        throw checkpoint::CheckpointError((*resume_dir / "trainer_state.json").string() + ": " + e.what());
+      }
+      message(format("resuming from %s (step %lld)", resume_dir->c_str(), static_cast<long long>(start_step)));
+    }
+    step = start_step;
+    truncate_metrics(run_dir / "metrics.jsonl", resume_dir ? start_step : -1);
+    last_checkpoint = resume_dir;
+    last_checkpoint_step = resume_dir ? start_step : -1;
+    if (step >= t.steps) return;  // nothing to do: no report, no loader, no log
+
+    const int64_t rows_per_step = t.micro_batch * t.grad_accum;
+    message(objective::describe_model(*model, config.model, config.objective, t.micro_batch, layout.seq_len,
+                                      param_dtype == DType::f32 ? 4 : 2)
+                .text());
+    if (config.device == Device::cpu) message(runtime::cpu::report());
+    message(format(
+        "model: %zu parameters (%zu tensors) on %s | data: %llu train sequences of %lld tokens (%.2f "
+        "epochs planned)%s | %lld steps x %lld sequences",
+        model->parameter_count(), params.size(), device_name(config.device),
+        static_cast<unsigned long long>(train_sequences->size()), static_cast<long long>(layout.seq_len),
+        static_cast<double>(t.steps * rows_per_step) / static_cast<double>(train_sequences->size()),
+        valid_sequences ? format(", %llu valid", static_cast<unsigned long long>(valid_sequences->size())).c_str() : "",
+        static_cast<long long>(t.steps), static_cast<long long>(rows_per_step)));
+    open_loop();
+  }
+
+  void open_loop() {
+    const auto& t = config.train;
+    data::LoaderOptions loader_options;
+    loader_options.micro_batch = t.micro_batch;
+    loader_options.seed = t.seed;
+    loader_options.shuffle = config.data.shuffle;
+    loader_options.start_cursor = cursor;
+    loader_options.prefetch = config.data.prefetch;
+    loader = std::make_unique<data::DataLoader>(train_sequences, loader_options);
+    metrics = std::make_unique<MetricsLog>(run_dir / "metrics.jsonl");
+    hash = train::config_hash(config);
+    // Which checkpoints are this run's (write_checkpoint's retention drops no other run's).
+    run_id = saved_state.run_id.empty() ? checkpoint::new_run_id() : saved_state.run_id;
+    run_start = std::chrono::steady_clock::now();
+  }
+
+  fs::path save_now() {
+    const auto& t = config.train;
+    if (!loader) open_loop();
+    const int64_t completed = step;
+    nlohmann::json s;
+    s["format"] = "coco-trainer-state";
+    s["version"] = 1;
+    s["step"] = completed;
+    s["data"] = {{"cursor", loader->cursor()},
+                 {"epoch", loader->cursor() / train_sequences->size()},
+                 {"sequences", train_sequences->size()},
+                 {"dir", config.data.dir}};
+    s["rng"] = {{"seed", t.seed},
+                {"generator", "philox4x32-10 keyed by (seed, step key, purpose); stateless"},
+                {"next_step_key", static_cast<uint64_t>(completed * t.grad_accum)}};
+    s["loss_scale"] = param_dtype == DType::f16 ? scaler.scale() : 1.0;
+    const optim::GradScaler::State scaler_state = scaler.state();
+    s["grad_scaler"] = {{"scale", scaler_state.scale},
+                        {"growth_tracker", scaler_state.growth_tracker},
+                        {"hysteresis_left", scaler_state.hysteresis_left},
+                        {"skipped_steps", scaler_state.skipped_steps}};
+    s["skipped_steps"] = skipped_total;
+    s["consecutive_skips"] = consecutive_skips;
+    s["tokens_seen"] = tokens_seen;
+    s["config_hash"] = hash;
+    s["run_id"] = run_id;
+    s["vocab"] = data::vocab_identity_to_json({meta.vocab_hash, meta.vocab_size});
+    checkpoint::CheckpointData data{masters, optimizer.get(), s, resolved, tokenizer_files};
+    last_checkpoint = checkpoint::write_checkpoint(run_dir, completed, data, t.keep_checkpoints);
+    last_checkpoint_step = completed;
+    message(format("checkpoint: %s", last_checkpoint->c_str()));
+    return *last_checkpoint;
+  }
+
+  StepStats evaluate_now(int64_t batches) {
+    if (!valid_sequences)
+      throw data::DataError((meta.dir / "meta.json").string() + ": the data has no valid split to evaluate on");
+    return evaluate_sequences(*model, *valid_sequences, config.train.micro_batch,
+                              batches >= 0 ? batches : config.train.eval_batches,
+                              config.objective.cl_weight > 0 ? 2 : 1);
+  }
+
+  void scheduled_eval() {
+    const StepStats stats = evaluate_now(-1);
+    if (stats.rows == 0) return;
+    JsonRecord r;
+    r.add_int("step", step).add_string("split", "valid");
+    stats.put(r);
+    r.add_int("sequences", stats.rows);
+    record(r.str());
+    message(format("eval  %lld/%lld valid %s (%lld sequences)", static_cast<long long>(step),
+                   static_cast<long long>(config.train.steps), stats.summary(/*with_accuracies=*/true).c_str(),
+                   static_cast<long long>(stats.rows)));
+  }
+
+  StepReport train_step() {
+    const auto& t = config.train;
+    if (step >= t.steps)
+      throw std::logic_error(format("Trainer::train_step: the run is at step %lld of train.steps = %lld",
+                                    static_cast<long long>(step), static_cast<long long>(t.steps)));
+    const auto step_start = std::chrono::steady_clock::now();
+    const double loss_scale = param_dtype == DType::f16 ? scaler.scale() : 1.0;
+    StepStats stats;
+    for (int64_t micro = 0; micro < t.grad_accum; ++micro) {
+      const data::Batch batch = loader->next();
+      epoch = batch.epoch;
+      const Tensor tokens = Tensor::from_vector(batch.tokens, Shape{batch.rows, batch.seq_len}, Device::cpu);
+      objective::Outputs out;
+      Tensor scaled;
+      {
+        Tape::Recording recording(tape);
+        out = model->forward(tokens, static_cast<uint64_t>(step * t.grad_accum + micro), /*training=*/true);
+        const double factor = loss_scale / static_cast<double>(t.grad_accum);
+        scaled = factor == 1.0 ? out.loss : ops::scale(out.loss, factor);
+      }
+      tape.backward(scaled);
+      tape.clear();
+      stats.add(out, batch.rows);
+      stats.tokens += batch.non_pad_tokens;
+    }
+
+    const std::vector<Tensor> grads = optimizer->gradients();
+    const double lr = train::learning_rate(config.optim, t.steps, step);
+    const bool nonfinite = !std::isfinite(stats.loss) || optim::has_nonfinite(grads) || injected_nonfinite(step + 1);
+    double grad_norm = std::numeric_limits<double>::quiet_NaN();
+    if (nonfinite) {
+      ++skipped_total;
+      // f16 overflows while the loss scale is still above its floor are the scaler's normal search,
+      // not a failing run.
+      const bool scaler_searching = param_dtype == DType::f16 && loss_scale > scaler.options().min_scale;
+      if (!scaler_searching) ++consecutive_skips;
+    } else {
+      consecutive_skips = 0;
+      // Gradients carry the loss scale: unscale inside the norm and the update.
+      double factor = 1.0;
+      if (config.optim.clip_norm > 0) {
+        const optim::ClipResult clip = optim::clip_grad_norm(grads, config.optim.clip_norm, 1.0 / loss_scale);
+        grad_norm = clip.norm;
+        factor = clip.factor;
+      } else {
+        grad_norm = optim::grad_norm(grads, 1.0 / loss_scale);
+      }
+      optimizer->step(lr, factor / loss_scale);
+      if (param_dtype == DType::f16) refresh_working_copies();
+    }
+    if (param_dtype == DType::f16) scaler.update(nonfinite);
+    optimizer->zero_grad();
+    tokens_seen += stats.tokens;
+    const int64_t completed = ++step;
+    checkpoint::fault_point("after-step:" + std::to_string(completed));
+
+    const auto now = std::chrono::steady_clock::now();
+    const double step_seconds = std::chrono::duration<double>(now - step_start).count();
+    const double elapsed = std::chrono::duration<double>(now - run_start).count();
+    StepReport report;
+    report.step = completed;
+    report.total_steps = t.steps;
+    report.skipped = nonfinite;
+    report.loss = stats.value("loss");
+    report.lr = lr;
+    report.grad_norm = grad_norm;
+    report.seconds = step_seconds;
+    report.tokens_per_s = step_seconds > 0 ? static_cast<double>(stats.tokens) / step_seconds : 0.0;
+    report.summary = stats.summary();
+    report.eta_seconds =
+        elapsed / static_cast<double>(completed - start_step) * static_cast<double>(t.steps - completed);
+    report.status = format("step %lld/%lld ", static_cast<long long>(completed), static_cast<long long>(t.steps)) +
+                    report.summary +
+                    format(" lr %.3g tokens_per_s %.0f | ETA %s%s", lr, report.tokens_per_s,
+                           format_duration(report.eta_seconds).c_str(), nonfinite ? " | SKIPPED" : "");
+    report.logged = completed % t.log_every == 0 || completed == t.steps || nonfinite;
+    if (report.logged) {
+      JsonRecord r;
+      r.add_int("step", completed);
+      stats.put(r);
+      r.add("lr", lr)
+          .add("grad_norm", grad_norm)
+          .add("tokens_per_s", report.tokens_per_s)
+          .add("loss_scale", loss_scale);
+      r.add_int("skipped", nonfinite ? 1 : 0).add_int("epoch", static_cast<int64_t>(epoch));
+      record(r.str());
+    }
+    if (options.on_step) options.on_step(report);
+    // The record of the failing step is written first, so the log shows every skipped step.
+    if (nonfinite && consecutive_skips > t.max_consecutive_skips)
+      throw std::runtime_error(format(
+          "step %lld: non-finite loss or gradients in %lld consecutive steps (train.max_consecutive_skips = %lld); "
+          "stopping. The last good checkpoint is %s",
+          static_cast<long long>(completed), static_cast<long long>(consecutive_skips),
+          static_cast<long long>(t.max_consecutive_skips),
+          last_checkpoint ? last_checkpoint->c_str() : "(none: no checkpoint was written yet)"));
+
+    if (valid_sequences && ((t.eval_every > 0 && completed % t.eval_every == 0) || completed == t.steps))
+      scheduled_eval();
+    const bool stopping = options.stop_requested && options.stop_requested();
+    if ((t.checkpoint_every > 0 && completed % t.checkpoint_every == 0) || completed == t.steps || stopping)
+      report.checkpoint = save_now();  // a skipped step left the weights untouched, so they are still good
+    if (metrics->failed()) {
+      if (last_checkpoint_step != completed) save_now();
+      throw std::runtime_error(metrics->error() + "; stopped after step " + std::to_string(completed) +
+                               " (checkpoint " + last_checkpoint->string() + " written)");
+    }
+    report.stopped = stopping;
+    return report;
+  }
+};
+
+Trainer::Trainer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Trainer::Trainer(Trainer&&) noexcept = default;
+Trainer& Trainer::operator=(Trainer&&) noexcept = default;
+Trainer::~Trainer() = default;
+
+Trainer Trainer::from_file(const fs::path& config_path, TrainerOptions options) {
+  return Trainer(std::make_unique<Impl>(train::load_train_config(config_path.string(), options.overrides),
+                                        config_path.string(), std::move(options)));
+}
+
+Trainer Trainer::from_json(const nlohmann::json& config, const std::string& source, TrainerOptions options) {
+  return Trainer(std::make_unique<Impl>(train::load_train_config_json(config, source, options.overrides), source,
+                                        std::move(options)));
+}
+
+int64_t Trainer::step() const { return impl_->step; }
+int64_t Trainer::total_steps() const { return impl_->config.train.steps; }
+std::optional<fs::path> Trainer::resumed_from() const { return impl_->resume_dir; }
+std::optional<fs::path> Trainer::last_checkpoint() const { return impl_->last_checkpoint; }
+const nlohmann::json& Trainer::config() const { return impl_->resolved; }
+fs::path Trainer::run_dir() const { return impl_->run_dir; }
+StepReport Trainer::train_step() { return impl_->train_step(); }
+fs::path Trainer::save() { return impl_->save_now(); }
+
+nlohmann::json Trainer::evaluate(int64_t batches) {
+  const StepStats stats = impl_->evaluate_now(batches);
+  JsonRecord r;
+  r.add_int("step", impl_->step).add_string("split", "valid");
+  stats.put(r);
+  r.add_int("sequences", stats.rows);
+  return nlohmann::json::parse(r.str());
+}
+
+int64_t Trainer::run() {
+  int64_t taken = 0;
+  while (!done()) {
+    const StepReport report = train_step();
+    ++taken;
+    if (report.stopped) break;
+  }
+  return taken;
+}
+
+EvalReport evaluate_checkpoint(const EvalOptions& options) {
+  EvalReport report;
+  const fs::path checkpoint = checkpoint::resolve_checkpoint_dir(options.checkpoint);
+  const fs::path config_path = checkpoint / "config.json";
+  const nlohmann::json saved_json = checkpoint::read_json_file(config_path);
+  nlohmann::json config_json = saved_json;
+  if (!options.device.empty()) config_json["runtime"]["device"] = options.device;
+  if (!options.data_dir.empty())
+    config_json["data"]["dir"] = fs::absolute(options.data_dir).lexically_normal().string();
+  if (options.micro_batch > 0) config_json["train"]["micro_batch"] = options.micro_batch;
+  for (const auto& assignment : options.overrides) apply_override(config_json, assignment);
+  const std::string source =
+      options.overrides.empty() ? config_path.string() : config_path.string() + " (with --set overrides)";
+  const train::TrainConfig config = train::parse_train_config(config_json, source);
+  // The weights fix the model: an override may change how it is evaluated, never its shape.
+  const auto differences =
+      train::model_shape_differences(train::parse_train_config(saved_json, config_path.string()), config);
+  if (!differences.empty()) {
+    std::string message = source +
+                          ": coco eval cannot change the shape of the checkpoint's model (checkpoint -> "
+                          "override):";
+    for (const auto& d : differences) message += "\n  " + d;
+    throw ConfigError(message);
+  }
+
+  const nlohmann::json state = checkpoint::read_json_file(checkpoint / "trainer_state.json");
+  const data::PreparedMeta meta = data::PreparedMeta::read(config.data.dir);
+  const std::string warning = data::require_checkpoint_vocabulary(checkpoint, state, meta, "evaluate");
+  if (!warning.empty()) report.warnings.push_back(warning);
+  train::check_data_against_config(meta, config, source, train::ConfigOrigin::checkpoint);
+  if (meta.shards(options.split).empty())
+    throw data::DataError((meta.dir / "meta.json").string() + ": the " + options.split + " split has no shards");
+  auto dataset = std::make_shared<const data::TokenDataset>(
+      data::TokenDataset::open(meta, options.split, static_cast<uint64_t>(config.model.vocab_size)));
+  const data::PackedSequences sequences(dataset, packing_for(config));
+
+  CocoModel model(config.model, config.objective, config.train.seed, config.device);
+  checkpoint::load_weights(checkpoint, model.named_parameters());
+  const int64_t batches = options.batches >= 0 ? options.batches : config.train.eval_batches;
+  const StepStats stats =
+      evaluate_sequences(model, sequences, config.train.micro_batch, batches, config.objective.cl_weight > 0 ? 2 : 1);
+  if (stats.rows == 0) throw data::DataError("the " + options.split + " split has too few sequences to evaluate");
+
+  const int64_t step = state.value("step", int64_t{0});
+  report.checkpoint_line = format("checkpoint  %s (step %lld)", checkpoint.c_str(), static_cast<long long>(step));
+  report.data_line =
+      format("data        %s, split %s: %lld sequences in %lld batches", config.data.dir.c_str(), options.split.c_str(),
+             static_cast<long long>(stats.rows), static_cast<long long>(stats.micro_batches));
+  report.table = stats.table(config.objective);
+  JsonRecord r;
+  r.add_string("checkpoint", checkpoint.string()).add_int("step", step).add_string("split", options.split);
+  stats.put(r);
+  r.add_int("sequences", stats.rows).add_int("masked_tokens", stats.masked);
+  report.json = r.str();
+  report.record = nlohmann::json::parse(report.json);
+  return report;
+}
+
+}  // namespace coco
