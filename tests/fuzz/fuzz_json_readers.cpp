@@ -4,7 +4,8 @@
 // exception is a finding. Not part of the CMake build (it needs clang's -fsanitize=fuzzer); build and run:
 //
 //   clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -I. tests/fuzz/fuzz_json_readers.cpp \
-//       engine/io/checked_read.cpp engine/io/safetensors.cpp engine/config.cpp -o /tmp/fuzz_json_readers
+//       engine/io/checked_read.cpp engine/io/safetensors.cpp engine/config.cpp engine/runtime/dtype.cpp \
+//       -o /tmp/fuzz_json_readers
 //   /tmp/fuzz_json_readers -max_total_time=120 -max_len=4096
 #include <cstddef>
 #include <cstdint>
