@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include <chrono>
+#include <csignal>
 #include <thread>
 
 #include "coco/checkpoint_manifest.h"
@@ -18,10 +19,11 @@ namespace fs = std::filesystem;
 using testutil::RunResult;
 
 // Runs `coco args...` like testutil::run_coco, killing it (and failing the test) after `seconds`.
-// `address_space_bytes` > 0 sets RLIMIT_AS (ulimit -v) for the child.
+// `address_space_bytes` > 0 sets RLIMIT_AS (ulimit -v) for the child; `file_size_bytes` > 0 sets RLIMIT_FSIZE
+// (ulimit -f) with SIGXFSZ ignored, so a write past it fails with EFBIG as on a full disk.
 inline RunResult run_coco_bounded(const std::vector<std::string>& args, const fs::path& scratch,
                                   const std::map<std::string, std::string>& env = {}, int seconds = 120,
-                                  uint64_t address_space_bytes = 0) {
+                                  uint64_t address_space_bytes = 0, uint64_t file_size_bytes = 0) {
   static int counter = 0;
   const std::string tag = "bounded-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
   const fs::path out_path = scratch / ("stdout-" + tag), err_path = scratch / ("stderr-" + tag);
@@ -36,6 +38,11 @@ inline RunResult run_coco_bounded(const std::vector<std::string>& args, const fs
     if (address_space_bytes > 0) {
       const struct rlimit limit = {address_space_bytes, address_space_bytes};
       ::setrlimit(RLIMIT_AS, &limit);
+    }
+    if (file_size_bytes > 0) {
+      ::signal(SIGXFSZ, SIG_IGN);  // an ignored disposition survives execv
+      const struct rlimit limit = {file_size_bytes, file_size_bytes};
+      ::setrlimit(RLIMIT_FSIZE, &limit);
     }
     std::vector<char*> argv = {const_cast<char*>(binary.c_str())};
     for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));

@@ -39,8 +39,8 @@ class HostileFiles : public ::testing::Test {
     args.insert(args.end(), extra.begin(), extra.end());
     return args;
   }
-  static RunResult run(const std::vector<std::string>& args, uint64_t address_space = 0) {
-    return run_coco_bounded(args, work_->path(), {}, 120, address_space);
+  static RunResult run(const std::vector<std::string>& args, uint64_t address_space = 0, uint64_t file_size = 0) {
+    return run_coco_bounded(args, work_->path(), {}, 120, address_space, file_size);
   }
   fs::path fresh(const std::string& name) { return work_->path() / (name + "-" + std::to_string(counter_++)); }
   fs::path copy_of(const fs::path& source, const std::string& name) {
@@ -284,6 +284,30 @@ TEST_F(HostileFiles, PrepareWithMoreThreadsThanTheMemoryLimitAllowsFallsBack) {
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_TRUE(contains(r.err, "of 1024 tokenizer threads")) << r.err;
   EXPECT_TRUE(fs::exists(out / "meta.json"));
+}
+
+TEST_F(HostileFiles, PrepareOnAFullDiskIsARuntimeFailureLeavingNoOutput) {
+  // RLIMIT_FSIZE with SIGXFSZ ignored: every write past 4 KiB fails with EFBIG, as writes on a full disk fail
+  // with ENOSPC. The shards of this corpus are far larger, so a shard write fails part way.
+  testutil::write_corpus(work_->path() / "full-disk.txt", 2000);
+  const fs::path out = fresh("full-disk");
+  const RunResult r = run({"prepare", "--vocab", (work_->path() / "data" / "vocab.txt").string(), "--out", out.string(),
+                           (work_->path() / "full-disk.txt").string()},
+                          0, 4096);
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_EQ(r.signal, 0) << r.err;
+  EXPECT_TRUE(contains(r.err, out.string())) << "the message names the file being written: " << r.err;
+  EXPECT_TRUE(contains(r.err, "write error")) << r.err;
+  // No meta.json: the folder is not a prepared data folder (train refuses it). The tokenizer files written
+  // before the shards are complete (written to a temp file, then renamed); no temp file or partial shard stays.
+  EXPECT_FALSE(fs::exists(out / "meta.json"));
+  if (fs::exists(out))
+    for (const auto& entry : fs::recursive_directory_iterator(out)) {
+      const std::string name = entry.path().filename().string();
+      EXPECT_TRUE(name == "vocab.txt" || name.ends_with(".json")) << "half-written output left behind: " << name;
+    }
+  if (fs::exists(out / "tokenizer.json"))
+    EXPECT_NO_THROW((void)nlohmann::json::parse(testutil::read_text(out / "tokenizer.json")));
 }
 
 }  // namespace
