@@ -19,7 +19,8 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 
 debian_packages=(cmake make g++ pkg-config python3 python3-pip googletest libgtest-dev nlohmann-json3-dev libopenblas-dev
-  libopenmpi-dev openmpi-bin)  # OpenMPI: multi-process data parallelism and its tests (engine/dist)
+  libopenmpi-dev openmpi-bin  # OpenMPI: multi-process data parallelism and its tests (engine/dist)
+  clang libclang-rt-14-dev)  # clang++ and its libFuzzer runtime: scripts/fuzz.sh
 missing=()
 for p in "${debian_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
