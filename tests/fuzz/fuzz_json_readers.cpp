@@ -1,7 +1,8 @@
 // libFuzzer target over the readers of untrusted JSON and safetensors bytes (issue #11): the checked JSON
 // parser (engine/io/checked_read.h) and safetensors::Reader::from_bytes. Every input must either parse or
 // be refused with the engine's own exception types; a crash, a hang, a sanitizer report or any other
-// exception is a finding. Not part of the CMake build (it needs clang's -fsanitize=fuzzer); build and run:
+// exception is a finding. Not part of the CMake build (it needs clang's -fsanitize=fuzzer); CI runs it with
+// scripts/fuzz.sh (30 s from tests/fuzz/corpus). By hand:
 //
 //   clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -I. tests/fuzz/fuzz_json_readers.cpp \
 //       engine/io/checked_read.cpp engine/io/safetensors.cpp engine/config.cpp engine/runtime/dtype.cpp \
