@@ -4,7 +4,8 @@
 # one-process run to a relative 1e-5 (measured: 6e-8; the only difference is the order in which the
 # ranks' gradients are summed, so not bit-exact), rank 0 alone writes metrics.jsonl with world_size,
 # and a run stopped after step 3 on N ranks resumes on one process at the same data position and
-# continues like the one-process run.
+# continues like the one-process run; a configuration that differs between ranks is refused (exit 2 on every
+# rank); a rank killed by SIGKILL ends the job, and --resume continues exactly (bit for bit on the same ranks).
 # usage: train_data_parallel.sh COCO MPIRUN... (MPIRUN: the mpirun command line up to the -np flag)
 set -euo pipefail
 coco=$1
@@ -54,6 +55,24 @@ grep -q "stopped by SIGINT after step 3" moved.log || { cat moved.log; echo "FAI
 "$coco" train --config tiny.json --out moved --resume --set train.grad_accum=$ranks >resumed.log 2>&1
 grep -q "resuming from .*step-00000003" resumed.log || { cat resumed.log; echo "FAIL: no resume"; exit 1; }
 
+# A configuration that differs between ranks is refused on every rank with exit code 2.
+status=0
+"${mpirun[@]}" 1 "$coco" train --config tiny.json --out mismatch : -np $((ranks - 1)) "$coco" train \
+  --config tiny.json --out mismatch --set train.seed=4 >mismatch.log 2>&1 || status=$?
+[[ $status == 2 && $(grep -c "differs between ranks" mismatch.log) == "$ranks" ]] ||
+  { cat mismatch.log; echo "FAIL: mismatched configs: exit $status, want 2 with the error on every rank"; exit 1; }
+
+# A rank killed (SIGKILL) after step 4 ends the job non-zero within the bound; --resume on N ranks continues
+# from the step-3 checkpoint and ends like the uninterrupted N-rank run.
+status=0
+start=$SECONDS
+timeout 120 "${mpirun[@]}" 1 "$coco" train --config tiny.json --out killed : -np $((ranks - 1)) \
+  -x COCO_FAULT_INJECT=after-step:4 "$coco" train --config tiny.json --out killed >killed.log 2>&1 || status=$?
+[[ $status != 0 && $status != 124 ]] || { cat killed.log; echo "FAIL: killed rank: exit $status"; exit 1; }
+echo "killed rank: the job ended with exit $status in $((SECONDS - start)) s"
+"${mpirun[@]}" $ranks "$coco" train --config tiny.json --out killed --resume >killed-resumed.log 2>&1
+grep -q "resuming from .*step-00000003" killed-resumed.log || { cat killed-resumed.log; echo "FAIL: no resume"; exit 1; }
+
 python3 - "$ranks" <<'PY'
 import json, sys
 ranks = int(sys.argv[1])
@@ -78,5 +97,8 @@ for a, b in zip(one, many):
     assert b["world_size"] == ranks and "world_size" not in a, (a, b)
 for a, b in zip(one, moved):
     compare(a, b, f"{ranks} ranks -> 1 (resume)")
+killed = load("killed/metrics.jsonl")
+def timeless(records): return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in records]
+assert timeless(killed) == timeless(many), "a killed rank's run resumed on the same ranks differs from the uninterrupted one"
 print(f"{ranks} ranks == 1 process: {len(one)} records, worst relative difference {worst:.3g}")
 PY
