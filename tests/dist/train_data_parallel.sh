@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `coco train` data parallel on the cpu backend: N ranks with train.grad_accum g train what one process
+# `coco train` data parallel on the cpu backend (DEVICE=cuda: the cuda device, in the emulated build over
+# the NCCL shim): N ranks with train.grad_accum g train what one process
 # trains with grad_accum N g (same micro_batch, same global batch): every metrics record agrees with the
 # one-process run to a relative 1e-5 (measured: 6e-8; the only difference is the order in which the
 # ranks' gradients are summed, so not bit-exact), rank 0 alone writes metrics.jsonl with world_size,
@@ -17,7 +18,7 @@ trap 'rm -rf "$work"' EXIT
 cd "$work"
 
 python3 - <<'PY'
-import json, random
+import json, os, random
 random.seed(1)
 words = ("the cat dog sat on mat ran fast slow big small red blue house tree river stone light dark sings "
          "reads writes happy old young").split()
@@ -39,7 +40,7 @@ config = {
               "schedule": "linear", "clip_norm": 2.0},
     "train": {"steps": 6, "micro_batch": 4, "grad_accum": 1, "seed": 3, "log_every": 1, "eval_every": 3,
               "eval_batches": 2, "checkpoint_every": 3, "keep_checkpoints": 2},
-    "precision": "f32", "runtime": {"device": "cpu"}}
+    "precision": "f32", "runtime": {"device": os.environ.get("DEVICE", "cpu")}}
 json.dump(config, open("tiny.json", "w"), indent=1)
 PY
 "$coco" prepare --out data --vocab-size 64 --valid-fraction 0.1 --threads 1 corpus.txt >/dev/null
