@@ -374,7 +374,10 @@ struct Trainer::Impl {
     if (!comm) return;
     std::vector<Tensor> trainable;
     for (const NamedParameter& p : params) trainable.push_back(p.tensor);
-    grad_sync = std::make_unique<dist::GradSync>(*comm, trainable);
+    dist::GradSyncOptions sync_options;
+    sync_options.bucket_bytes = static_cast<size_t>(config.dist_bucket_mb * double(1 << 20));
+    sync_options.reduce_dtype = config.dist_reduce_dtype == "bf16" ? DType::bf16 : DType::f32;
+    grad_sync = std::make_unique<dist::GradSync>(*comm, trainable, sync_options);
   }
 
   // The Philox step key of this rank's micro-batch `micro` of the current step (step * grad_accum + micro

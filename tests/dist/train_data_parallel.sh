@@ -74,6 +74,15 @@ echo "killed rank: the job ended with exit $status in $((SECONDS - start)) s"
 "${mpirun[@]}" $ranks "$coco" train --config tiny.json --out killed --resume >killed-resumed.log 2>&1
 grep -q "resuming from .*step-00000003" killed-resumed.log || { cat killed-resumed.log; echo "FAIL: no resume"; exit 1; }
 
+# Small buckets (many all-reduces, each started from the backward hook) reduce the same sums: the same run.
+"${mpirun[@]}" $ranks "$coco" train --config tiny.json --out buckets --set dist.bucket_mb=0.01 >buckets.log 2>&1
+# bf16 reduction runs (its rounding changes the losses; checked finite and near below).
+"${mpirun[@]}" $ranks "$coco" train --config tiny.json --out bf16 --set dist.reduce_dtype=bf16 >bf16.log 2>&1
+# A bad dist key is a config error (exit 2) naming it.
+status=0
+"$coco" train --config tiny.json --out bad --set dist.reduce_dtype=f16 >bad.log 2>&1 || status=$?
+[[ $status == 2 ]] && grep -q "dist.reduce_dtype" bad.log || { cat bad.log; echo "FAIL: dist.reduce_dtype=f16 accepted"; exit 1; }
+
 python3 - "$ranks" <<'PY'
 import json, sys
 ranks = int(sys.argv[1])
@@ -101,5 +110,8 @@ for a, b in zip(one, moved):
 killed = load("killed/metrics.jsonl")
 def timeless(records): return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in records]
 assert timeless(killed) == timeless(many), "a killed rank's run resumed on the same ranks differs from the uninterrupted one"
+assert timeless(load("buckets/metrics.jsonl")) == timeless(many), "dist.bucket_mb changed the run"
+for a, b in zip(many, load("bf16/metrics.jsonl")):
+    assert b["loss"] is not None and abs(a["loss"] - b["loss"]) < 0.05 * abs(a["loss"]), ("bf16 reduction", a, b)
 print(f"{ranks} ranks == 1 process: {len(one)} records, worst relative difference {worst:.3g}")
 PY
