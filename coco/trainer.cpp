@@ -391,6 +391,9 @@ struct Trainer::Impl {
   // statistics summed over the ranks (so rank 0 logs the global batch's losses and accuracies).
   void finish_data_parallel_step(StepStats& stats) {
     grad_sync->finish();
+    if (step == start_step)
+      message(format("data parallel: %d ranks (%s), %zu gradient buckets, %zu of them all-reduced during backward",
+                     world_size(), comm->backend(), grad_sync->bucket_count(), grad_sync->overlapped_buckets()));
     const std::vector<double> local = {stats.loss,
                                        stats.mlm,
                                        stats.rtd,

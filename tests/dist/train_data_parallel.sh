@@ -76,6 +76,8 @@ grep -q "resuming from .*step-00000003" killed-resumed.log || { cat killed-resum
 
 # Small buckets (many all-reduces, each started from the backward hook) reduce the same sums: the same run.
 "${mpirun[@]}" $ranks "$coco" train --config tiny.json --out buckets --set dist.bucket_mb=0.01 >buckets.log 2>&1
+grep -Eq "gradient buckets, [1-9][0-9]* of them all-reduced during backward" buckets.log ||
+  { cat buckets.log; echo "FAIL: no bucket all-reduce overlapped with backward"; exit 1; }
 # bf16 reduction runs (its rounding changes the losses; checked finite and near below).
 "${mpirun[@]}" $ranks "$coco" train --config tiny.json --out bf16 --set dist.reduce_dtype=bf16 >bf16.log 2>&1
 # A bad dist key is a config error (exit 2) naming it.
