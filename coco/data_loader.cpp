@@ -1,5 +1,4 @@
 #include "coco/data_loader.h"
-#include "engine/io/checked_read.h"
 
 #include <algorithm>
 #include <fstream>
@@ -8,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "coco/vocab_identity.h"
+#include "engine/io/checked_read.h"
 #include "engine/rng/philox.h"
 
 namespace coco::data {
@@ -45,7 +45,8 @@ PreparedMeta PreparedMeta::read(const fs::path& dir) {
     meta.cls_id = ids.at("cls").get<int64_t>();
     meta.sep_id = ids.at("sep").get<int64_t>();
     meta.mask_id = ids.at("mask").get<int64_t>();
-    std::map<std::string, std::string> split_of_shard;  // a shard listed twice trains twice, or validates on training data
+    std::map<std::string, std::string>
+        split_of_shard;  // a shard listed twice trains twice, or validates on training data
     for (const char* split : {"train", "valid"}) {
       auto& list = std::string(split) == "train" ? meta.train_shards : meta.valid_shards;
       auto& counts = std::string(split) == "train" ? meta.train_counts : meta.valid_counts;

@@ -1,6 +1,4 @@
 #include "coco/prepare.h"
-#include "engine/config.h"
-#include "engine/io/checked_read.h"
 
 #include <algorithm>
 #include <chrono>
@@ -20,6 +18,8 @@
 #include "coco/interop/tokenizer_files.h"
 #include "coco/shards.h"
 #include "coco/utf8.h"
+#include "engine/config.h"
+#include "engine/io/checked_read.h"
 
 namespace coco::text {
 

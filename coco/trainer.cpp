@@ -21,6 +21,7 @@
 #include "coco/metrics.h"
 #include "coco/model_report.h"
 #include "coco/objective.h"
+#include "coco/step_metrics.h"
 #include "coco/progress.h"
 #include "coco/train_config.h"
 #include "coco/vocab_identity.h"
@@ -30,10 +31,12 @@
 #include "engine/dist/grad_sync.h"
 #include "engine/dist/launch.h"
 #include "engine/io/checked_read.h"
+#include "engine/ops/device_checks.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/optim.h"
 #include "engine/runtime/cpu_backend.h"
 #include "engine/tape.h"
+#include "kernels/gradnorm.h"
 
 namespace coco {
 
@@ -146,6 +149,28 @@ struct StepStats {
     rtd_count += c.rtd_count;
     cl_correct += c.cl_correct;
     cl_count += c.cl_count;
+  }
+  // A training micro-batch whose sums accumulate on the device (objective::StepMetrics); take() adds
+  // them once per step.
+  void count(const objective::Outputs& out, int64_t batch_rows) {
+    has_clm = has_clm || out.clm_loss.defined();
+    has_cl = has_cl || out.cl_loss.defined();
+    ++micro_batches;
+    rows += batch_rows;
+  }
+  void take(const objective::StepSums& s) {
+    loss += s.loss;
+    mlm += s.mlm;
+    rtd += s.rtd;
+    clm += s.clm;
+    cl += s.cl;
+    masked += s.masked;
+    mlm_correct += s.mlm_correct;
+    rtd_correct += s.rtd_correct;
+    rtd_count += s.rtd_count;
+    cl_correct += s.cl_correct;
+    cl_count += s.cl_count;
+    clm_correct += s.clm_correct;
   }
   double mean(double sum) const { return rows ? sum / static_cast<double>(rows) : 0.0; }
   static double ratio(int64_t a, int64_t b) { return b ? static_cast<double>(a) / static_cast<double>(b) : 0.0; }
@@ -334,6 +359,11 @@ struct Trainer::Impl {
   int64_t last_checkpoint_step = -1;
   std::chrono::steady_clock::time_point run_start;
   Tape tape;
+  // Issue #14: the step's metric sums accumulate on the device and validation of device data is
+  // counted there (read with the logged records), so a step reads the device only for its sums and
+  // the gradients' norm and finiteness.
+  std::unique_ptr<objective::StepMetrics> step_metrics;
+  std::unique_ptr<ops::DeviceChecks> device_checks;
   // Data parallelism (a launch by mpirun/srun): null for one process started without a launcher, which
   // then trains exactly as before. Rank 0 alone writes the run directory (config.json, metrics.jsonl,
   // checkpoints) and reports; every rank reads its rows of each global micro-batch.
@@ -657,6 +687,10 @@ struct Trainer::Impl {
                                     static_cast<long long>(step), static_cast<long long>(t.steps)));
     const auto step_start = std::chrono::steady_clock::now();
     const double loss_scale = param_dtype == DType::f16 ? scaler.scale() : 1.0;
+    if (!step_metrics) {
+      step_metrics = std::make_unique<objective::StepMetrics>(config.device);
+      device_checks = std::make_unique<ops::DeviceChecks>(config.device);
+    }
     StepStats stats;
     for (int64_t micro = 0; micro < t.grad_accum; ++micro) {
       const data::Batch batch = loader->next();
@@ -676,14 +710,19 @@ struct Trainer::Impl {
       tape.backward(scaled);
       if (sync_in_backward) grad_sync->detach(tape);
       tape.clear();
-      stats.add(out, batch.rows);
+      step_metrics->add(out, batch.rows);
+      stats.count(out, batch.rows);
       stats.tokens += batch.non_pad_tokens;
     }
+    stats.take(step_metrics->read());
+    step_metrics->reset();
     if (grad_sync) finish_data_parallel_step(stats);
 
     const std::vector<Tensor> grads = optimizer->gradients();
     const double lr = train::learning_rate(config.optim, t.steps, step);
-    const bool nonfinite = !std::isfinite(stats.loss) || optim::has_nonfinite(grads) || injected_nonfinite(step + 1);
+    // Gradients carry the loss scale: unscale inside the norm and the update.
+    const optim::GradientStats gradient = optim::gradient_stats(grads, 1.0 / loss_scale);
+    const bool nonfinite = !std::isfinite(stats.loss) || gradient.nonfinite || injected_nonfinite(step + 1);
     double grad_norm = std::numeric_limits<double>::quiet_NaN();
     if (nonfinite) {
       ++skipped_total;
@@ -693,15 +732,8 @@ struct Trainer::Impl {
       if (!scaler_searching) ++consecutive_skips;
     } else {
       consecutive_skips = 0;
-      // Gradients carry the loss scale: unscale inside the norm and the update.
-      double factor = 1.0;
-      if (config.optim.clip_norm > 0) {
-        const optim::ClipResult clip = optim::clip_grad_norm(grads, config.optim.clip_norm, 1.0 / loss_scale);
-        grad_norm = clip.norm;
-        factor = clip.factor;
-      } else {
-        grad_norm = optim::grad_norm(grads, 1.0 / loss_scale);
-      }
+      grad_norm = gradient.norm;
+      const double factor = config.optim.clip_norm > 0 ? kernels::clip_factor(grad_norm, config.optim.clip_norm) : 1.0;
       optimizer->step(lr, factor / loss_scale);
       if (param_dtype == DType::f16) refresh_working_copies();
     }
@@ -732,6 +764,7 @@ struct Trainer::Impl {
                            format_duration(report.eta_seconds).c_str(), nonfinite ? " | SKIPPED" : "");
     report.logged = completed % t.log_every == 0 || completed == t.steps || nonfinite;
     if (report.logged) {
+      device_checks->verify();  // a failed device-side validation stops the run here
       JsonRecord r;
       r.add_int("step", completed);
       stats.put(r);

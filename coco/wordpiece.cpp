@@ -1,6 +1,4 @@
 #include "coco/wordpiece.h"
-#include "engine/config.h"
-#include "engine/io/checked_read.h"
 
 #include <algorithm>
 #include <cstring>
@@ -10,6 +8,8 @@
 
 #include "coco/unicode_tables.h"
 #include "coco/utf8.h"
+#include "engine/config.h"
+#include "engine/io/checked_read.h"
 
 namespace coco::text {
 

@@ -223,7 +223,8 @@ COCO_INLINE float exp_nonpositive(float x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  const int32_t biased = (static_cast<int32_t>(k) + 127) << 23;
+  // k is in [-126, 0] (NaN only for a NaN x, whose p is NaN already): a defined conversion and shift.
+  const int32_t biased = (static_cast<int32_t>(k == k ? k : 0.0f) + 127) << 23;
   float scale;
   std::memcpy(&scale, &biased, sizeof scale);
   return p * scale;

@@ -1,6 +1,4 @@
 #include "coco/interop/hf_export.h"
-#include "coco/checkpoint_manifest.h"
-#include "engine/io/checked_read.h"
 
 #include <unistd.h>
 
@@ -8,8 +6,10 @@
 #include <fstream>
 #include <sstream>
 
+#include "coco/checkpoint_manifest.h"
 #include "coco/interop/python_sources.h"
 #include "coco/interop/tokenizer_files.h"
+#include "engine/io/checked_read.h"
 #include "engine/io/safetensors.h"
 
 namespace coco::interop {
@@ -24,9 +24,7 @@ std::string shape_text(const std::vector<int64_t>& shape) {
   return s + "]";
 }
 
-nlohmann::json read_json(const fs::path& path) {
-  return io::read_json_checked(path);
-}
+nlohmann::json read_json(const fs::path& path) { return io::read_json_checked(path); }
 
 void write_text(const fs::path& path, const std::string& text) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);

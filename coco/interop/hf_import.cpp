@@ -1,5 +1,4 @@
 #include "coco/interop/hf_import.h"
-#include "engine/io/checked_read.h"
 
 #include <algorithm>
 #include <cstring>
@@ -7,6 +6,7 @@
 #include <memory>
 #include <set>
 
+#include "engine/io/checked_read.h"
 #include "engine/io/safetensors.h"
 #include "engine/tensor.h"
 

@@ -1,6 +1,4 @@
 #include "coco/interop/tokenizer_files.h"
-#include "engine/config.h"
-#include "engine/io/checked_read.h"
 
 #include <algorithm>
 #include <fstream>
@@ -8,6 +6,9 @@
 #include <stdexcept>
 
 #include <nlohmann/json.hpp>
+
+#include "engine/config.h"
+#include "engine/io/checked_read.h"
 
 namespace coco::interop {
 

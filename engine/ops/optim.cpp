@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <list>
 #include <map>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -25,10 +28,56 @@ std::string param_label(const AdamWParam& p, size_t i) {
 
 // A small device copy of a host array of descriptors (kept alive by the returned tensor; the caching
 // allocator reuses the block only after the stream has moved past the kernel that reads it).
+//
+// A training step passes the same descriptors every time (the gradient buffers and weights stay put),
+// so the last few uploads are kept, keyed by their bytes: a repeated array is not uploaded again, and a
+// step issues no host-to-device copy (which would synchronise from pageable memory). Keying by content
+// keeps a reused address safe: equal bytes describe the same pointers, sizes and chunks.
+// The fields of a descriptor as bytes (not the struct's bytes: its padding is indeterminate).
+template <class T>
+void append_bytes(std::string& key, const T& value) {
+  key.append(reinterpret_cast<const char*>(&value), sizeof value);
+}
+void append_key(std::string& key, const kernels::NormTensorDesc& d) {
+  append_bytes(key, d.data);
+  append_bytes(key, d.numel);
+  append_bytes(key, d.first_chunk);
+  append_bytes(key, d.dtype);
+}
+void append_key(std::string& key, const kernels::AdamWTensorDesc& d) {
+  append_bytes(key, d.param);
+  append_bytes(key, d.grad);
+  append_bytes(key, d.exp_avg);
+  append_bytes(key, d.exp_avg_sq);
+  append_bytes(key, d.param_bf16);
+  append_bytes(key, d.numel);
+  append_bytes(key, d.first_chunk);
+  append_bytes(key, d.grad_dtype);
+  append_bytes(key, d.apply_weight_decay);
+}
+
 template <class Desc>
 Tensor upload_descriptors(const std::vector<Desc>& descs) {
-  return Tensor::from_host(descs.data(), Shape{static_cast<int64_t>(descs.size() * sizeof(Desc))}, DType::u8,
-                           Device::cuda);
+  constexpr size_t kCachedUploads = 8;
+  struct Entry {
+    std::string bytes;
+    Tensor device;
+  };
+  static std::mutex mutex;
+  static std::list<Entry> cache;  // most recent first
+  std::string key;
+  for (const Desc& d : descs) append_key(key, d);
+  std::lock_guard<std::mutex> lock(mutex);
+  for (auto it = cache.begin(); it != cache.end(); ++it)
+    if (it->bytes == key) {
+      cache.splice(cache.begin(), cache, it);
+      return cache.front().device;
+    }
+  Tensor device = Tensor::from_host(descs.data(), Shape{static_cast<int64_t>(descs.size() * sizeof(Desc))}, DType::u8,
+                                    Device::cuda);
+  cache.push_front(Entry{std::move(key), device});
+  if (cache.size() > kCachedUploads) cache.pop_back();
+  return device;
 }
 
 bool is_norm_dtype(DType d, Device device) {
@@ -230,6 +279,35 @@ double grad_norm(const std::vector<Tensor>& gradients, double grad_scale) {
     sum_sq += result.to_vector<double>()[0];
   }
   return std::sqrt(sum_sq) * std::fabs(grad_scale);
+}
+
+GradientStats gradient_stats(const std::vector<Tensor>& gradients, double grad_scale) {
+  const char* op = "optim::gradient_stats";
+  require_finite(grad_scale, "grad_scale", op);
+  DeviceDescs descs = norm_descriptors(op, gradients);
+  double sum_sq = kernels::cpu::sum_of_squares(descs.cpu);
+  bool nonfinite = kernels::cpu::any_nonfinite(descs.cpu);
+  if (!descs.cuda.empty()) {
+    const int64_t chunks = kernels::plan_norm_chunks(descs.cuda);
+    const Tensor device_descs = upload_descriptors(descs.cuda);
+    const auto* d = static_cast<const kernels::NormTensorDesc*>(device_descs.data());
+    const int n = static_cast<int>(descs.cuda.size());
+    Tensor partials = Tensor::empty(Shape{chunks > 0 ? chunks : 1}, DType::f32, Device::cuda);
+    // [f64 sum of squares][i32 non-finite flag][pad]: one buffer, one read.
+    Tensor result = Tensor::zeros(Shape{16}, DType::u8, Device::cuda);
+    auto* sum_sq_device = static_cast<double*>(result.data());
+    auto* flag_device = reinterpret_cast<int32_t*>(static_cast<uint8_t*>(result.data()) + sizeof(double));
+    kernels::cuda::mark_nonfinite(d, n, chunks, flag_device, current_stream());
+    kernels::cuda::sum_of_squares(d, n, chunks, partials.data_as<float>(), sum_sq_device, current_stream());
+    const std::vector<uint8_t> host = result.to_vector<uint8_t>();
+    double device_sum = 0.0;
+    int32_t device_flag = 0;
+    std::memcpy(&device_sum, host.data(), sizeof device_sum);
+    std::memcpy(&device_flag, host.data() + sizeof(double), sizeof device_flag);
+    sum_sq += device_sum;
+    nonfinite = nonfinite || device_flag != 0;
+  }
+  return GradientStats{std::sqrt(sum_sq) * std::fabs(grad_scale), nonfinite};
 }
 
 ClipResult clip_grad_norm(const std::vector<Tensor>& gradients, double max_norm, double grad_scale) {

@@ -101,6 +101,15 @@ struct ClipResult {
 // gradients are not modified: pass `factor` into AdamW::step's grad_scale.
 ClipResult clip_grad_norm(const std::vector<Tensor>& gradients, double max_norm, double grad_scale = 1.0);
 
+// The global norm (as grad_norm) and the non-finite flag (as has_nonfinite) of the gradients with one
+// read of the device: what a training step needs to decide on skipping and clipping, for one
+// synchronisation instead of two.
+struct GradientStats {
+  double norm;     // global norm times grad_scale (not finite when an element is not)
+  bool nonfinite;  // any element NaN or +-Inf
+};
+GradientStats gradient_stats(const std::vector<Tensor>& gradients, double grad_scale = 1.0);
+
 // True when any element of any gradient is NaN or +-Inf (one flag per device, read back).
 bool has_nonfinite(const std::vector<Tensor>& gradients);
 

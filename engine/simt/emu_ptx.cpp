@@ -133,8 +133,14 @@ struct CopyQueue {
 };
 thread_local std::vector<CopyQueue> t_copy_queues;  // blocks run start to end on one OS thread
 
-CopyQueue& queue_of_calling_thread() {
-  const unsigned linear = t_thread->linear;
+// The emulated thread calling `instruction`; outside a kernel there is none (fatal, like a GPU never gets there).
+const ThreadCtx& calling_thread(const char* instruction, const std::source_location& where) {
+  if (t_thread == nullptr) detail::trap((std::string(instruction) + " called outside a kernel").c_str(), where);
+  return *t_thread;
+}
+
+CopyQueue& queue_of_calling_thread(const std::source_location& where) {
+  const unsigned linear = calling_thread("cp.async", where).linear;
   if (t_copy_queues.size() <= linear) t_copy_queues.resize(linear + 1);
   CopyQueue& q = t_copy_queues[linear];
   const uint64_t epoch = detail::block_epoch();
@@ -158,6 +164,7 @@ void perform(const std::vector<PendingCopy>& group) {
 void mma_m16n8k16(MmaInput input, float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4],
                   const std::source_location& where) {
   MmaRecord record;
+  calling_thread("mma.sync", where);
   record.instruction = input == MmaInput::BF16 ? "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"
                                                : "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32";
   record.complete = complete_mma;
@@ -181,7 +188,7 @@ void ldmatrix(unsigned matrices, bool transpose, uint32_t* out, const void* row_
   record.row_address = row_address;
   uint32_t result[4] = {};
   record.out = result;
-  const unsigned lane = t_thread->lane;
+  const unsigned lane = calling_thread(record.instruction, where).lane;
   if (lane < 8 * matrices && reinterpret_cast<uintptr_t>(row_address) % 16 != 0) {
     const std::string what = std::string(record.instruction) + ": row address " +
                              std::to_string(reinterpret_cast<uintptr_t>(row_address)) + " of lane " +
@@ -212,17 +219,17 @@ void cp_async(bool cache_global, void* shared_dst, const void* global_src, unsig
     detail::report_misuse(what.c_str(), where);
     return;
   }
-  queue_of_calling_thread().uncommitted.push_back({shared_dst, global_src, bytes, src_bytes});
+  queue_of_calling_thread(where).uncommitted.push_back({shared_dst, global_src, bytes, src_bytes});
 }
 
-void cp_async_commit_group(const std::source_location&) {
-  CopyQueue& q = queue_of_calling_thread();
+void cp_async_commit_group(const std::source_location& where) {
+  CopyQueue& q = queue_of_calling_thread(where);
   q.committed.push_back(std::move(q.uncommitted));  // an empty group is a valid group
   q.uncommitted.clear();
 }
 
-void cp_async_wait_group(unsigned newest_pending, const std::source_location&) {
-  CopyQueue& q = queue_of_calling_thread();
+void cp_async_wait_group(unsigned newest_pending, const std::source_location& where) {
+  CopyQueue& q = queue_of_calling_thread(where);
   while (q.committed.size() > newest_pending) {
     perform(q.committed.front());
     q.committed.pop_front();

@@ -8,6 +8,8 @@
 #include <vector>
 
 #include "coco/objective.h"
+#include "coco/train_config.h"
+#include "engine/config.h"
 #include "engine/ops/optim.h"
 #include "engine/runtime/cpu_backend.h"
 #include "engine/tape.h"
@@ -62,6 +64,32 @@ TEST(CpuThreads, TrainingStepsAreBitwiseIndependentOfTheThreadCount) {
     }
   }
   runtime::cpu::set_threads(0);
+}
+
+TEST(CpuThreads, RuntimeThreadsIsAValidatedConfigKey) {
+  nlohmann::json root = load_json_file(COCO_SOURCE_DIR "/configs/demo.json");
+  data::PreparedMeta meta;
+  meta.vocab_size = 8192;
+  meta.pad_id = 0, meta.unk_id = 1, meta.cls_id = 2, meta.sep_id = 3, meta.mask_id = 4;
+  train::take_vocabulary_from_data(root, meta);
+  root["runtime"]["device"] = "cpu";
+  const train::TrainConfig defaults = train::parse_train_config(root, "demo.json");
+  EXPECT_EQ(defaults.threads, 0);
+  // Absent when 0, so the canonical JSON (and the config hash) of older configs is unchanged.
+  EXPECT_FALSE(train::train_config_to_json(defaults)["runtime"].contains("threads"));
+  root["runtime"]["threads"] = 2;
+  const train::TrainConfig two = train::parse_train_config(root, "demo.json");
+  EXPECT_EQ(two.threads, 2);
+  EXPECT_EQ(train::parse_train_config(train::train_config_to_json(two), "round trip").threads, 2);
+  for (const nlohmann::json& bad : {nlohmann::json(-1), nlohmann::json("two"), nlohmann::json(1.5)}) {
+    root["runtime"]["threads"] = bad;
+    try {
+      train::parse_train_config(root, "demo.json");
+      ADD_FAILURE() << "runtime.threads = " << bad.dump() << " was accepted";
+    } catch (const ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find("threads"), std::string::npos) << e.what();
+    }
+  }
 }
 
 }  // namespace

@@ -125,8 +125,8 @@ inline void flip_byte(const fs::path& path, uint64_t offset) {
 
 // "[[[[...]]]]" nested `depth` deep, as the value of `key` in an object.
 inline std::string deep_json(const std::string& key, int depth) {
-  return "{\"" + key + "\": " + std::string(static_cast<size_t>(depth), '[') + std::string(static_cast<size_t>(depth), ']') +
-         "}";
+  return "{\"" + key + "\": " + std::string(static_cast<size_t>(depth), '[') +
+         std::string(static_cast<size_t>(depth), ']') + "}";
 }
 
 inline bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }

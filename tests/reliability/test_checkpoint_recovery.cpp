@@ -96,7 +96,8 @@ TEST_F(CheckpointRecovery, ScanSkipsDamagedCandidatesAndKeepsLaterCheckpoints) {
   const fs::path model = out / "checkpoints" / "step-00000030" / "model.safetensors";
   flip_byte(model, tensor_offset(model, largest_tensor(model), 7));
   const auto step30 = fingerprint(out / "checkpoints" / "step-00000030");
-  const RunResult r = run(train_args(out, {"--resume", "--set", "train.steps=25", "--set", "train.checkpoint_every=5"}));
+  const RunResult r =
+      run(train_args(out, {"--resume", "--set", "train.steps=25", "--set", "train.checkpoint_every=5"}));
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_TRUE(contains(r.out, "resuming from step-00000020")) << r.out;
   EXPECT_TRUE(contains(r.out, "skipped: " + model.string() + ": checksum mismatch")) << r.out;
@@ -286,8 +287,8 @@ TEST(CheckpointRetention, SparesOtherRunsAndLaterSteps) {
   // A new run in the same directory (its `latest` was lost) writes and prunes with keep = 1.
   for (int64_t step : {5, 15, 25}) tools::write_checkpoint(dir.path(), step, data("new-run", step), 1);
   const fs::path root = dir / "checkpoints";
-  EXPECT_TRUE(fs::exists(root / "step-00000020"));  // the old run's, lower step: not this run's to prune
-  EXPECT_TRUE(fs::exists(root / "step-00000090"));  // later step: kept
+  EXPECT_TRUE(fs::exists(root / "step-00000020"));   // the old run's, lower step: not this run's to prune
+  EXPECT_TRUE(fs::exists(root / "step-00000090"));   // later step: kept
   EXPECT_FALSE(fs::exists(root / "step-00000005"));  // this run's older ones: pruned to keep = 1
   EXPECT_FALSE(fs::exists(root / "step-00000015"));
   EXPECT_TRUE(fs::exists(root / "step-00000025"));

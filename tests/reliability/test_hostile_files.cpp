@@ -57,7 +57,8 @@ class HostileFiles : public ::testing::Test {
   static void expect_refused(const RunResult& r, const std::vector<std::string>& parts, const std::string& what) {
     EXPECT_EQ(r.exit_code, 2) << what << "\n" << r.out << r.err;
     EXPECT_EQ(r.signal, 0) << what;
-    for (const auto& part : parts) EXPECT_TRUE(contains(r.err, part)) << what << ": expected '" << part << "' in\n" << r.err;
+    for (const auto& part : parts)
+      EXPECT_TRUE(contains(r.err, part)) << what << ": expected '" << part << "' in\n" << r.err;
   }
 
   static TempDir* work_;
@@ -77,13 +78,15 @@ TEST_F(HostileFiles, DeeplyNestedJsonIsRefusedWhereverItIsRead) {
     testutil::write_text(config, deep_json("model", kDeep));
     expect_refused(run(train_args(config, fresh("out"))), {config.string(), nesting}, "config");
     // 60000 deep: one argument may not exceed 128 KiB (MAX_ARG_STRLEN).
-    expect_refused(run(train_args(config_, fresh("out"), {"--set", "model=" + std::string(60000, '[') + std::string(60000, ']')})),
-                   {"--set 'model=", nesting}, "--set");
+    expect_refused(
+        run(train_args(config_, fresh("out"), {"--set", "model=" + std::string(60000, '[') + std::string(60000, ']')})),
+        {"--set 'model=", nesting}, "--set");
   }
   {
     const fs::path data = copy_of(work_->path() / "data", "deep-meta");
     testutil::write_text(data / "meta.json", deep_json("format", kDeep));
-    expect_refused(run(train_args(config_for(data), fresh("out"))), {(data / "meta.json").string(), nesting}, "meta.json");
+    expect_refused(run(train_args(config_for(data), fresh("out"))), {(data / "meta.json").string(), nesting},
+                   "meta.json");
   }
   for (const char* file : {"config.json", "trainer_state.json"}) {
     const fs::path out = copy_of(run_dir(), "deep-checkpoint");
@@ -92,8 +95,8 @@ TEST_F(HostileFiles, DeeplyNestedJsonIsRefusedWhereverItIsRead) {
     reseal(dir);
     const auto before = fingerprint(out / "checkpoints");
     expect_refused(run({"eval", "--checkpoint", dir.string()}), {(dir / file).string(), nesting}, file);
-    expect_refused(run(train_args(config_, out, {"--resume", "--set", "train.steps=6"})), {(dir / file).string(), nesting},
-                   std::string("resume with ") + file);
+    expect_refused(run(train_args(config_, out, {"--resume", "--set", "train.steps=6"})),
+                   {(dir / file).string(), nesting}, std::string("resume with ") + file);
     EXPECT_EQ(fingerprint(out / "checkpoints"), before) << file;
   }
   {
@@ -200,6 +203,14 @@ TEST_F(HostileFiles, DirectoriesAndFifosInPlaceOfFilesNeverHang) {
   }
 }
 
+TEST_F(HostileFiles, AbsurdModelSizesAreRefusedBeforeAllocating) {
+  const RunResult r = run(train_args(config_, fresh("out"),
+                                     {"--set", "model.generator.dim=65536", "--set", "model.discriminator.dim=65536",
+                                      "--set", "objective.scl_dim=65536", "--set", "train.micro_batch=1048576"}));
+  expect_refused(r, {config_.string(), "GiB to train", "train.micro_batch 1048576", "model.*.dim 65536/65536"},
+                 "absurd sizes");
+}
+
 TEST_F(HostileFiles, MetaJsonMustAgreeWithItsShards) {
   const auto edit_meta = [&](const std::string& name, const std::function<void(nlohmann::json&)>& edit) {
     const fs::path data = copy_of(work_->path() / "data", name);
@@ -208,22 +219,22 @@ TEST_F(HostileFiles, MetaJsonMustAgreeWithItsShards) {
     testutil::write_text(data / "meta.json", meta.dump(2));
     return data;
   };
-  fs::path data = edit_meta("twice", [](nlohmann::json& m) {
-    m["splits"]["train"]["shards"].push_back(m["splits"]["train"]["shards"][0]);
-  });
+  fs::path data = edit_meta(
+      "twice", [](nlohmann::json& m) { m["splits"]["train"]["shards"].push_back(m["splits"]["train"]["shards"][0]); });
   expect_refused(run(train_args(config_for(data), fresh("out"))), {(data / "meta.json").string(), "listed twice"},
                  "shard listed twice");
-  data = edit_meta("overlap", [](nlohmann::json& m) { m["splits"]["valid"]["shards"] = m["splits"]["train"]["shards"]; });
+  data =
+      edit_meta("overlap", [](nlohmann::json& m) { m["splits"]["valid"]["shards"] = m["splits"]["train"]["shards"]; });
   expect_refused(run(train_args(config_for(data), fresh("out"))),
                  {(data / "meta.json").string(), "in the train split and the valid split"}, "train shard as valid");
   data = edit_meta("counts", [](nlohmann::json& m) {
     m["splits"]["train"]["tokens"] = m["splits"]["train"]["tokens"].get<uint64_t>() + 1;
   });
-  expect_refused(run(train_args(config_for(data), fresh("out"))), {(data / "meta.json").string(), "the train split records"},
-                 "token count");
+  expect_refused(run(train_args(config_for(data), fresh("out"))),
+                 {(data / "meta.json").string(), "the train split records"}, "token count");
   data = edit_meta("doc-counts", [](nlohmann::json& m) { m["splits"]["valid"]["documents"] = 1; });
-  expect_refused(run(train_args(config_for(data), fresh("out"))), {(data / "meta.json").string(), "the valid split records"},
-                 "document count");
+  expect_refused(run(train_args(config_for(data), fresh("out"))),
+                 {(data / "meta.json").string(), "the valid split records"}, "document count");
 }
 
 TEST_F(HostileFiles, PrepareRefusesInputsThatHoldNothing) {
@@ -244,10 +255,11 @@ TEST_F(HostileFiles, PrepareRefusesInputsThatHoldNothing) {
   testutil::write_text(duplicated, vocab + "[PAD]\n");
   const size_t lines = static_cast<size_t>(std::count(vocab.begin(), vocab.end(), '\n'));
   testutil::write_corpus(work_->path() / "small.txt", 20);
-  expect_refused(run({"prepare", "--vocab", duplicated.string(), "--out", fresh("prepared").string(),
-                      (work_->path() / "small.txt").string()}),
-                 {duplicated.string() + ":" + std::to_string(lines + 1) + ": duplicate token '[PAD]' (first on line 1)"},
-                 "duplicate vocabulary line");
+  expect_refused(
+      run({"prepare", "--vocab", duplicated.string(), "--out", fresh("prepared").string(),
+           (work_->path() / "small.txt").string()}),
+      {duplicated.string() + ":" + std::to_string(lines + 1) + ": duplicate token '[PAD]' (first on line 1)"},
+      "duplicate vocabulary line");
   const fs::path no_specials = fresh("vocab") += ".txt";
   testutil::write_text(no_specials, "[UNK]\nthe\ncat\n");
   expect_refused(run({"prepare", "--vocab", no_specials.string(), "--out", fresh("prepared").string(),
