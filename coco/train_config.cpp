@@ -214,6 +214,12 @@ TrainConfig parse_train_config(const nlohmann::json& root, const std::string& so
     c.threads = runtime.get_int("threads", c.threads, 0, 4096);
     runtime.finish();
   }
+  if (r.has("dist")) {
+    ConfigObject dist = r.get_object("dist");
+    c.dist_bucket_mb = dist.get_double("bucket_mb", c.dist_bucket_mb, 1.0 / 1024, 4096);
+    c.dist_reduce_dtype = dist.get_choice("reduce_dtype", c.dist_reduce_dtype, {"f32", "bf16"});
+    dist.finish();
+  }
   r.finish();
   c.device = resolve_device(c.device_setting);
   if (c.precision != "f32" && c.device != Device::cuda)
@@ -292,6 +298,8 @@ nlohmann::json train_config_to_json(const TrainConfig& c) {
   j["runtime"] = {{"device", c.device_setting}};
   // Only when set, so configs (and their hashes) from before the key existed stay as they were.
   if (c.threads != 0) j["runtime"]["threads"] = c.threads;
+  if (c.dist_bucket_mb != TrainConfig{}.dist_bucket_mb) j["dist"]["bucket_mb"] = c.dist_bucket_mb;
+  if (c.dist_reduce_dtype != TrainConfig{}.dist_reduce_dtype) j["dist"]["reduce_dtype"] = c.dist_reduce_dtype;
   return j;
 }
 

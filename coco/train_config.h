@@ -7,7 +7,9 @@
 //                 "checkpoint_every", "keep_checkpoints", "max_consecutive_skips"},
 //   "precision"  "f32" | "bf16" | "f16",
 //   "runtime"    {"device": "cuda" | "cpu" | "auto", "threads": N (CPU backend; 0 or absent: every core the
-//                 process may use)}.
+//                 process may use)},
+//   "dist"       {"bucket_mb": gradient bucket size in MiB (default 25), "reduce_dtype": "f32" | "bf16" (default
+//                 "f32")}: data parallelism under mpirun/srun (engine/dist/grad_sync.h); optional.
 // Read strictly (engine/config.h): unknown keys, wrong types and out-of-range values are ConfigErrors
 // naming the file and the dotted key. `--set key.path=value` overrides are applied to the JSON first.
 //
@@ -71,7 +73,9 @@ struct TrainConfig {
   std::string precision = "f32";
   std::string device_setting = "auto";
   int64_t threads = 0;  // runtime.threads: CPU backend threads (kernels and BLAS); 0 = the cores the process may use
-  Device device = Device::cpu;  // `device_setting` resolved
+  Device device = Device::cpu;            // `device_setting` resolved
+  double dist_bucket_mb = 25;             // dist.bucket_mb
+  std::string dist_reduce_dtype = "f32";  // dist.reduce_dtype
 };
 
 // Reads `path`, applies `overrides` ("train.steps=200"), takes the keys it leaves to the data from data.dir's

@@ -26,6 +26,10 @@
 #include "coco/train_config.h"
 #include "coco/vocab_identity.h"
 #include "engine/config.h"
+#include "engine/dist/communicator.h"
+#include "engine/dist/consistency.h"
+#include "engine/dist/grad_sync.h"
+#include "engine/dist/launch.h"
 #include "engine/io/checked_read.h"
 #include "engine/ops/device_checks.h"
 #include "engine/ops/elementwise.h"
@@ -360,11 +364,21 @@ struct Trainer::Impl {
   // the gradients' norm and finiteness.
   std::unique_ptr<objective::StepMetrics> step_metrics;
   std::unique_ptr<ops::DeviceChecks> device_checks;
+  // Data parallelism (a launch by mpirun/srun): null for one process started without a launcher, which
+  // then trains exactly as before. Rank 0 alone writes the run directory (config.json, metrics.jsonl,
+  // checkpoints) and reports; every rank reads its rows of each global micro-batch.
+  std::unique_ptr<dist::Communicator> comm;
+  std::unique_ptr<dist::GradSync> grad_sync;
+
+  int rank() const { return comm ? comm->rank() : 0; }
+  int world_size() const { return comm ? comm->world_size() : 1; }
+  bool writes_run_dir() const { return rank() == 0; }
 
   void message(const std::string& line) const {
-    if (options.on_message) options.on_message(line);
+    if (options.on_message && writes_run_dir()) options.on_message(line);
   }
   void record(const std::string& json_text) {
+    if (!writes_run_dir()) return;
     metrics->write(json_text);
     if (options.on_metrics && !metrics->failed()) options.on_metrics(nlohmann::json::parse(json_text));
   }
@@ -373,12 +387,100 @@ struct Trainer::Impl {
     for (size_t i = 0; i < params.size(); ++i) params[i].tensor.copy_from(masters[i].tensor.to(param_dtype));
   }
 
+  // ---- Data parallelism (engine/dist) --------------------------------------------------------------
+  // N ranks with train.grad_accum g train what one process trains with grad_accum N g (same micro_batch):
+  // at micro-batch k of a step, rank r reads the rows of the global micro-batch index k N + r (the data
+  // loader's rank layout) and keys its masks, samples and dropout with that index, so each micro-batch
+  // sees the tokens and random numbers it sees in the one-process run. Gradients are the average over
+  // the ranks of each rank's mean over its micro-batches: the mean over all N g micro-batches.
+
+  void open_communicator() {
+    const dist::LaunchInfo launch = dist::detect_launch();
+    if (!launch.distributed()) return;  // one process: today's path, untouched
+    comm = dist::make_communicator(config.device, launch);
+  }
+
+  void open_grad_sync() {
+    if (!comm) return;
+    std::vector<Tensor> trainable;
+    for (const NamedParameter& p : params) trainable.push_back(p.tensor);
+    dist::GradSyncOptions sync_options;
+    sync_options.bucket_bytes = static_cast<size_t>(config.dist_bucket_mb * double(1 << 20));
+    sync_options.reduce_dtype = config.dist_reduce_dtype == "bf16" ? DType::bf16 : DType::f32;
+    grad_sync = std::make_unique<dist::GradSync>(*comm, trainable, sync_options);
+  }
+
+  // The Philox step key of this rank's micro-batch `micro` of the current step (step * grad_accum + micro
+  // for one process).
+  uint64_t micro_step_key(int64_t micro) const {
+    const int64_t world = world_size();
+    return static_cast<uint64_t>((step * config.train.grad_accum + micro) * world + rank());
+  }
+
+  // After backward of the step's last micro-batch: the averaged gradients in place, and the step's
+  // statistics summed over the ranks (so rank 0 logs the global batch's losses and accuracies).
+  void finish_data_parallel_step(StepStats& stats) {
+    grad_sync->finish();
+    if (step == start_step)
+      message(format("data parallel: %d ranks (%s), %zu gradient buckets, %zu of them all-reduced during backward",
+                     world_size(), comm->backend(), grad_sync->bucket_count(), grad_sync->overlapped_buckets()));
+    const std::vector<double> local = {stats.loss,
+                                       stats.mlm,
+                                       stats.rtd,
+                                       stats.clm,
+                                       stats.cl,
+                                       static_cast<double>(stats.micro_batches),
+                                       static_cast<double>(stats.rows),
+                                       static_cast<double>(stats.masked),
+                                       static_cast<double>(stats.mlm_correct),
+                                       static_cast<double>(stats.rtd_correct),
+                                       static_cast<double>(stats.rtd_count),
+                                       static_cast<double>(stats.cl_correct),
+                                       static_cast<double>(stats.cl_count),
+                                       static_cast<double>(stats.clm_correct),
+                                       static_cast<double>(stats.tokens)};
+    const std::vector<double> mean = dist::average_over_ranks(*comm, local);
+    const double world = static_cast<double>(world_size());
+    auto sum = [&](size_t i) { return mean[i] * world; };
+    auto count = [&](size_t i) { return static_cast<int64_t>(std::llround(mean[i] * world)); };
+    stats.loss = sum(0);
+    stats.mlm = sum(1);
+    stats.rtd = sum(2);
+    stats.clm = sum(3);
+    stats.cl = sum(4);
+    stats.micro_batches = count(5);
+    stats.rows = count(6);
+    stats.masked = count(7);
+    stats.mlm_correct = count(8);
+    stats.rtd_correct = count(9);
+    stats.rtd_count = count(10);
+    stats.cl_correct = count(11);
+    stats.cl_count = count(12);
+    stats.clm_correct = count(13);
+    stats.tokens = count(14);
+  }
+
+  // True on every rank when `flag` is true on any (a stop signal that reached one rank stops all at the
+  // same step).
+  bool any_rank(bool flag) const { return dist::average_over_ranks(*comm, {flag ? 1.0 : 0.0})[0] > 0; }
+
+  // Ranks other than 0 write no checkpoint: they wait until rank 0 has committed it and name it.
+  fs::path checkpoint_written_by_rank_0() {
+    comm->barrier();
+    const checkpoint::ResumePoint latest = checkpoint::find_resume_checkpoint(run_dir);
+    if (!latest.dir) throw std::runtime_error(run_dir.string() + ": rank 0 wrote no checkpoint (checkpoints/latest)");
+    return *latest.dir;
+  }
+
   Impl(train::TrainConfig parsed, std::string config_source, TrainerOptions trainer_options)
       : options(std::move(trainer_options)), source(std::move(config_source)), config(std::move(parsed)) {
     if (options.run_dir.empty()) throw std::invalid_argument("TrainerOptions::run_dir: expected the run directory");
     run_dir = options.run_dir;
-    fs::create_directories(run_dir);
-    lock = std::make_unique<checkpoint::RunDirectoryLock>(run_dir);  // held while the Trainer lives
+    open_communicator();
+    if (writes_run_dir()) {
+      fs::create_directories(run_dir);
+      lock = std::make_unique<checkpoint::RunDirectoryLock>(run_dir);  // held while the Trainer lives
+    }
 
     // Resume point.
     const checkpoint::ResumePoint resume_point = checkpoint::find_resume_checkpoint(run_dir);
@@ -409,7 +511,8 @@ struct Trainer::Impl {
     // The resolved configuration (every default and every value taken from the data filled in), once the data
     // agrees.
     resolved = train::train_config_to_json(config);
-    checkpoint::replace_file_atomically(run_dir / "config.json", resolved.dump(2) + "\n");
+    if (comm) dist::require_same_on_all_ranks(*comm, "configuration " + source, resolved.dump());
+    if (writes_run_dir()) checkpoint::replace_file_atomically(run_dir / "config.json", resolved.dump(2) + "\n");
     auto train_set = std::make_shared<const data::TokenDataset>(
         data::TokenDataset::open(meta, "train", static_cast<uint64_t>(config.model.vocab_size)));
     if (train_set->tokens() == 0)
@@ -451,6 +554,7 @@ struct Trainer::Impl {
     adam.eps = config.optim.eps;
     adam.weight_decay = config.optim.weight_decay;
     optimizer = std::make_unique<optim::AdamW>(adam_params, adam);
+    open_grad_sync();
 
     if (resume_dir) {
       checkpoint::load_weights(*resume_dir, masters);
@@ -475,12 +579,12 @@ struct Trainer::Impl {
       message(format("resuming from %s (step %lld)", resume_dir->c_str(), static_cast<long long>(start_step)));
     }
     step = start_step;
-    truncate_metrics(run_dir / "metrics.jsonl", resume_dir ? start_step : -1);
+    if (writes_run_dir()) truncate_metrics(run_dir / "metrics.jsonl", resume_dir ? start_step : -1);
     last_checkpoint = resume_dir;
     last_checkpoint_step = resume_dir ? start_step : -1;
     if (step >= t.steps) return;  // nothing to do: no report, no loader, no log
 
-    const int64_t rows_per_step = t.micro_batch * t.grad_accum;
+    const int64_t rows_per_step = t.micro_batch * t.grad_accum * world_size();
     message(objective::describe_model(*model, config.model, config.objective, t.micro_batch, layout.seq_len,
                                       param_dtype == DType::f32 ? 4 : 2)
                 .text());
@@ -504,8 +608,10 @@ struct Trainer::Impl {
     loader_options.shuffle = config.data.shuffle;
     loader_options.start_cursor = cursor;
     loader_options.prefetch = config.data.prefetch;
+    loader_options.rank = rank();
+    loader_options.world_size = world_size();
     loader = std::make_unique<data::DataLoader>(train_sequences, loader_options);
-    metrics = std::make_unique<MetricsLog>(run_dir / "metrics.jsonl");
+    if (writes_run_dir()) metrics = std::make_unique<MetricsLog>(run_dir / "metrics.jsonl");
     hash = train::config_hash(config);
     // Which checkpoints are this run's (write_checkpoint's retention drops no other run's).
     run_id = saved_state.run_id.empty() ? checkpoint::new_run_id() : saved_state.run_id;
@@ -526,7 +632,7 @@ struct Trainer::Impl {
                  {"dir", config.data.dir}};
     s["rng"] = {{"seed", t.seed},
                 {"generator", "philox4x32-10 keyed by (seed, step key, purpose); stateless"},
-                {"next_step_key", static_cast<uint64_t>(completed * t.grad_accum)}};
+                {"next_step_key", static_cast<uint64_t>(completed * t.grad_accum * world_size())}};
     s["loss_scale"] = param_dtype == DType::f16 ? scaler.scale() : 1.0;
     const optim::GradScaler::State scaler_state = scaler.state();
     s["grad_scaler"] = {{"scale", scaler_state.scale},
@@ -539,8 +645,14 @@ struct Trainer::Impl {
     s["config_hash"] = hash;
     s["run_id"] = run_id;
     s["vocab"] = data::vocab_identity_to_json({meta.vocab_hash, meta.vocab_size});
-    checkpoint::CheckpointData data{masters, optimizer.get(), s, resolved, tokenizer_files};
-    last_checkpoint = checkpoint::write_checkpoint(run_dir, completed, data, t.keep_checkpoints);
+    if (comm) s["world_size"] = world_size();
+    if (comm && !writes_run_dir()) {
+      last_checkpoint = checkpoint_written_by_rank_0();
+    } else {
+      checkpoint::CheckpointData data{masters, optimizer.get(), s, resolved, tokenizer_files};
+      last_checkpoint = checkpoint::write_checkpoint(run_dir, completed, data, t.keep_checkpoints);
+      if (comm) comm->barrier();
+    }
     last_checkpoint_step = completed;
     message(format("checkpoint: %s", last_checkpoint->c_str()));
     return *last_checkpoint;
@@ -561,6 +673,7 @@ struct Trainer::Impl {
     r.add_int("step", step).add_string("split", "valid");
     stats.put(r);
     r.add_int("sequences", stats.rows);
+    if (comm) r.add_int("world_size", world_size());
     record(r.str());
     message(format("eval  %lld/%lld valid %s (%lld sequences)", static_cast<long long>(step),
                    static_cast<long long>(config.train.steps), stats.summary(/*with_accuracies=*/true).c_str(),
@@ -582,16 +695,20 @@ struct Trainer::Impl {
     for (int64_t micro = 0; micro < t.grad_accum; ++micro) {
       const data::Batch batch = loader->next();
       epoch = batch.epoch;
+      // Data parallel: the gradients of the last micro-batch start their buckets' all-reduce during its backward.
+      const bool sync_in_backward = grad_sync && micro + 1 == t.grad_accum;
       const Tensor tokens = Tensor::from_vector(batch.tokens, Shape{batch.rows, batch.seq_len}, Device::cpu);
       objective::Outputs out;
       Tensor scaled;
       {
         Tape::Recording recording(tape);
-        out = model->forward(tokens, static_cast<uint64_t>(step * t.grad_accum + micro), /*training=*/true);
+        out = model->forward(tokens, micro_step_key(micro), /*training=*/true);
         const double factor = loss_scale / static_cast<double>(t.grad_accum);
         scaled = factor == 1.0 ? out.loss : ops::scale(out.loss, factor);
       }
+      if (sync_in_backward) grad_sync->attach(tape);
       tape.backward(scaled);
+      if (sync_in_backward) grad_sync->detach(tape);
       tape.clear();
       step_metrics->add(out, batch.rows);
       stats.count(out, batch.rows);
@@ -599,6 +716,7 @@ struct Trainer::Impl {
     }
     stats.take(step_metrics->read());
     step_metrics->reset();
+    if (grad_sync) finish_data_parallel_step(stats);
 
     const std::vector<Tensor> grads = optimizer->gradients();
     const double lr = train::learning_rate(config.optim, t.steps, step);
@@ -655,9 +773,10 @@ struct Trainer::Impl {
           .add("tokens_per_s", report.tokens_per_s)
           .add("loss_scale", loss_scale);
       r.add_int("skipped", nonfinite ? 1 : 0).add_int("epoch", static_cast<int64_t>(epoch));
+      if (comm) r.add_int("world_size", world_size());
       record(r.str());
     }
-    if (options.on_step) options.on_step(report);
+    if (options.on_step && writes_run_dir()) options.on_step(report);
     // The record of the failing step is written first, so the log shows every skipped step.
     if (nonfinite && consecutive_skips > t.max_consecutive_skips)
       throw std::runtime_error(format(
@@ -667,12 +786,14 @@ struct Trainer::Impl {
           static_cast<long long>(t.max_consecutive_skips),
           last_checkpoint ? last_checkpoint->c_str() : "(none: no checkpoint was written yet)"));
 
-    if (valid_sequences && ((t.eval_every > 0 && completed % t.eval_every == 0) || completed == t.steps))
-      scheduled_eval();
-    const bool stopping = options.stop_requested && options.stop_requested();
+    if (valid_sequences && writes_run_dir() &&
+        ((t.eval_every > 0 && completed % t.eval_every == 0) || completed == t.steps))
+      scheduled_eval();  // every rank holds the same weights: rank 0 evaluates for all
+    bool stopping = options.stop_requested && options.stop_requested();
+    if (comm) stopping = any_rank(stopping);
     if ((t.checkpoint_every > 0 && completed % t.checkpoint_every == 0) || completed == t.steps || stopping)
       report.checkpoint = save_now();  // a skipped step left the weights untouched, so they are still good
-    if (metrics->failed()) {
+    if (metrics && metrics->failed()) {
       if (last_checkpoint_step != completed) save_now();
       throw std::runtime_error(metrics->error() + "; stopped after step " + std::to_string(completed) +
                                " (checkpoint " + last_checkpoint->string() + " written)");

@@ -9,6 +9,7 @@
 #include "coco/checkpoint.h"
 #include "coco/progress.h"
 #include "coco/trainer.h"
+#include "engine/dist/launch.h"
 
 namespace coco::tools {
 
@@ -49,6 +50,8 @@ class StopSignals {
 
 // `coco train` is the training API (coco/trainer.h) with a progress display and signal handling.
 int run_train(const TrainOptions& options) {
+  // Under mpirun/srun the Trainer reports on rank 0 only; so do these lines.
+  const bool reporting = dist::detect_launch().rank == 0;
   ProgressLine progress(stdout);
   TrainerOptions trainer_options;
   trainer_options.run_dir = options.out_dir;
@@ -62,14 +65,15 @@ int run_train(const TrainOptions& options) {
   trainer_options.stop_requested = [] { return g_stop_signal.load() != 0; };
   if (options.resume) {
     fs::create_directories(options.out_dir);
-    if (!checkpoint::find_resume_checkpoint(options.out_dir).dir)
+    if (reporting && !checkpoint::find_resume_checkpoint(options.out_dir).dir)
       std::printf("nothing to resume in %s (no checkpoints/latest): starting from step 0\n", options.out_dir.c_str());
   }
   g_stop_signal = 0;
   Trainer trainer = Trainer::from_file(options.config_path, std::move(trainer_options));
   if (trainer.done()) {
-    std::printf("nothing to do: the run is at step %lld of train.steps = %lld\n",
-                static_cast<long long>(trainer.step()), static_cast<long long>(trainer.total_steps()));
+    if (reporting)
+      std::printf("nothing to do: the run is at step %lld of train.steps = %lld\n",
+                  static_cast<long long>(trainer.step()), static_cast<long long>(trainer.total_steps()));
     return 0;
   }
   StopSignals signals;
@@ -77,16 +81,18 @@ int run_train(const TrainOptions& options) {
   progress.finish();
   if (!trainer.done()) {
     const auto checkpoint = trainer.last_checkpoint();
-    std::printf("stopped by %s after step %lld; %s. Continue with: coco train --config %s --out %s --resume\n",
-                signals.received() == SIGINT ? "SIGINT" : "SIGTERM", static_cast<long long>(trainer.step()),
-                checkpoint ? ("checkpoint " + checkpoint->string() + " written").c_str()
-                           : "no checkpoint written for this step",
-                options.config_path.c_str(), options.out_dir.c_str());
+    if (reporting)
+      std::printf("stopped by %s after step %lld; %s. Continue with: coco train --config %s --out %s --resume\n",
+                  signals.received() == SIGINT ? "SIGINT" : "SIGTERM", static_cast<long long>(trainer.step()),
+                  checkpoint ? ("checkpoint " + checkpoint->string() + " written").c_str()
+                             : "no checkpoint written for this step",
+                  options.config_path.c_str(), options.out_dir.c_str());
     return 0;
   }
   const auto checkpoint = trainer.last_checkpoint();
-  std::printf("done: %lld steps; final checkpoint %s\n", static_cast<long long>(trainer.total_steps()),
-              checkpoint ? checkpoint->c_str() : "(none)");
+  if (reporting)
+    std::printf("done: %lld steps; final checkpoint %s\n", static_cast<long long>(trainer.total_steps()),
+                checkpoint ? checkpoint->c_str() : "(none)");
   return 0;
 }
 
