@@ -194,21 +194,31 @@ class OrderedPipeline {
   using Work = std::function<void(Batch&, size_t worker)>;
   using Consume = std::function<void(Batch&)>;
 
-  OrderedPipeline(size_t threads, Work work, Consume consume)
-      : work_(std::move(work)), consume_(std::move(consume)), max_in_flight_(2 * threads + 2) {
+  OrderedPipeline(size_t threads, Work work, Consume consume) : work_(std::move(work)), consume_(std::move(consume)) {
     // Thread creation fails under a process or memory limit (ulimit -u / -v): carry on with the threads that
-    // started (the output does not depend on their number), and fail clearly when none did.
+    // started (the output does not depend on their number), and fail clearly when none did. At that point
+    // the limit is nearly exhausted (the stacks took the address space), so half of the started threads
+    // are retired again to leave room for the batches.
     for (size_t t = 0; t < threads; ++t) {
       try {
         workers_.emplace_back([this, t] { worker_loop(t); });
       } catch (const std::system_error& e) {
         if (workers_.empty())
           throw std::runtime_error(std::string("prepare: cannot start a tokenizer thread: ") + e.what());
+        const size_t started = workers_.size(), keep = std::max<size_t>(1, started / 2);
+        {
+          std::lock_guard lock(mutex_);
+          active_workers_ = keep;
+        }
+        work_ready_.notify_all();
+        for (size_t w = keep; w < started; ++w) workers_[w].join();
+        workers_.resize(keep);
         std::fprintf(stderr, "warning: prepare: started %zu of %zu tokenizer threads (%s); continuing with %zu\n",
-                     workers_.size(), threads, e.what(), workers_.size());
+                     started, threads, e.what(), keep);
         break;
       }
     }
+    max_in_flight_ = 2 * workers_.size() + 2;
   }
   ~OrderedPipeline() {
     {
@@ -266,8 +276,8 @@ class OrderedPipeline {
       std::unique_ptr<Batch> batch;
       {
         std::unique_lock lock(mutex_);
-        work_ready_.wait(lock, [&] { return stopping_ || !pending_.empty(); });
-        if (stopping_ && pending_.empty()) return;
+        work_ready_.wait(lock, [&] { return stopping_ || worker >= active_workers_ || !pending_.empty(); });
+        if (worker >= active_workers_ || (stopping_ && pending_.empty())) return;
         batch = std::move(pending_.front());
         pending_.pop();
       }
@@ -302,7 +312,8 @@ class OrderedPipeline {
 
   Work work_;
   Consume consume_;
-  const size_t max_in_flight_;
+  size_t max_in_flight_ = 0;
+  size_t active_workers_ = SIZE_MAX;  // workers with a higher index leave their loop (retired after a failure)
   std::vector<std::thread> workers_;
   std::mutex mutex_;
   std::condition_variable work_ready_, done_ready_;

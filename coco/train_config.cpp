@@ -52,6 +52,9 @@ OptimConfig parse_optim(const nlohmann::json& raw, const std::string& source) {
   ConfigObject r(rest, source, "optim");
   o.lr = r.get_double("lr", o.lr, 0.0, 10.0);
   o.eps = r.get_double("eps", o.eps, 0.0, 1.0);
+  // AdamW divides by sqrt(v) + eps: with eps = 0, an element whose gradient has always been zero (an unused
+  // vocabulary row) gets 0 / 0 and the update writes NaN into the weights.
+  if (o.eps <= 0) r.fail("eps", "a number in (0, 1] (0 turns the update of never-used weights into 0/0 = NaN)");
   o.weight_decay = r.get_double("weight_decay", o.weight_decay, 0.0, 10.0);
   o.warmup_steps = r.get_int("warmup_steps", o.warmup_steps, 0, INT64_MAX / 4);
   o.schedule = r.get_choice("schedule", o.schedule, {"linear", "cosine"});

@@ -153,6 +153,10 @@ TEST(TrainConfig, WrongTypesAndRangesAreErrors) {
   e = error_of(testutil::tiny_paper_config("data"), {"optim.betas=[0.9, 1.5]"});
   EXPECT_NE(e.find("optim.betas"), std::string::npos) << e;
 
+  e = error_of(testutil::tiny_paper_config("data"), {"optim.eps=0"});
+  EXPECT_NE(e.find("optim.eps"), std::string::npos) << e;
+  EXPECT_NE(e.find("(0, 1]"), std::string::npos) << e;
+
   e = error_of(testutil::tiny_paper_config("data"), {"optim.schedule=step"});
   EXPECT_NE(e.find("\"linear\", \"cosine\""), std::string::npos) << e;
 
