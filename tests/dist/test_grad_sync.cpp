@@ -11,39 +11,18 @@
 #include "engine/dist/grad_sync.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/linear.h"
+#include "tests/dist/dist_test_util.h"
 
 namespace coco::dist {
 namespace {
 
 constexpr int64_t kGlobalRows = 12;  // divides by 2 and 3 ranks
 
-Communicator& comm_for(Device device) {
-  static std::unique_ptr<Communicator> comms[2];
-  auto& comm = comms[device == Device::cpu ? 0 : 1];
-  if (!comm) comm = make_communicator(device, detect_launch());
-  return *comm;
-}
+using testutil::comm_for;
+using testutil::values;
 
-Tensor values(const Shape& shape, int seed, Device device) {
-  std::vector<float> v(static_cast<size_t>(shape.numel()));
-  for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>(std::sin(0.37 * (i + 1) + 1.3 * seed));
-  return Tensor::from_vector(v, shape, device);
-}
-
-struct Model {
-  Tensor w1, b1, w2, unused;
-  explicit Model(Device device)
-      : w1(values({6, 8}, 1, device).set_requires_grad().set_name("w1")),
-        b1(values({6}, 2, device).set_requires_grad().set_name("b1")),
-        w2(values({8, 6}, 3, device).set_requires_grad().set_name("w2")),
-        unused(values({4}, 4, device).set_requires_grad().set_name("unused")) {}
-  // The tied weight w1 is read twice: by the first and the last layer.
-  Tensor loss(const Tensor& x) const {
-    const Tensor h = ops::linear(x, w1, b1);
-    const Tensor y = ops::linear(h, w2);
-    const Tensor z = ops::linear(y, w1);
-    return ops::mean(ops::mul(z, z));
-  }
+struct Model : testutil::TiedModel {
+  explicit Model(Device device) : TiedModel(device, 4) {}
   std::vector<Tensor> params() const { return {w1, b1, w2, w1, unused}; }  // w1 listed twice
 };
 
