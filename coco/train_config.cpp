@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <sstream>
 
 #include "engine/config.h"
 
@@ -56,6 +57,14 @@ OptimConfig parse_optim(const nlohmann::json& raw, const std::string& source) {
   // vocabulary row) gets 0 / 0 and the update writes NaN into the weights.
   if (o.eps <= 0) r.fail("eps", "a number in (0, 1] (0 turns the update of never-used weights into 0/0 = NaN)");
   o.weight_decay = r.get_double("weight_decay", o.weight_decay, 0.0, 10.0);
+  // Decoupled weight decay multiplies every weight by 1 - lr * weight_decay per step: at 1 or more the
+  // weights flip sign and grow geometrically until they overflow, whatever the gradients are.
+  if (o.lr * o.weight_decay >= 1.0) {
+    std::ostringstream product;
+    product << o.lr * o.weight_decay;
+    r.fail("weight_decay", "a value with lr * weight_decay < 1 (got lr * weight_decay = " + product.str() +
+                               ": the decay would make the weights diverge)");
+  }
   o.warmup_steps = r.get_int("warmup_steps", o.warmup_steps, 0, INT64_MAX / 4);
   o.schedule = r.get_choice("schedule", o.schedule, {"linear", "cosine"});
   o.clip_norm = r.get_double("clip_norm", o.clip_norm, 0.0, 1e9);

@@ -157,6 +157,10 @@ TEST(TrainConfig, WrongTypesAndRangesAreErrors) {
   EXPECT_NE(e.find("optim.eps"), std::string::npos) << e;
   EXPECT_NE(e.find("(0, 1]"), std::string::npos) << e;
 
+  e = error_of(testutil::tiny_paper_config("data"), {"optim.lr=10", "optim.weight_decay=10"});
+  EXPECT_NE(e.find("optim.weight_decay"), std::string::npos) << e;
+  EXPECT_NE(e.find("lr * weight_decay = 100"), std::string::npos) << e;
+
   e = error_of(testutil::tiny_paper_config("data"), {"optim.schedule=step"});
   EXPECT_NE(e.find("\"linear\", \"cosine\""), std::string::npos) << e;
 
