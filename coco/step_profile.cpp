@@ -1,27 +1,39 @@
 #include "coco/step_profile.h"
 
+#include "engine/runtime/counters.h"
+
 namespace coco::train {
+
+struct StepProfiler::Window {
+  runtime::StepProfile profile;
+  runtime::Counters figures;
+};
+
+StepProfiler::StepProfiler(bool enabled, int64_t warmup_steps)
+    : enabled_(enabled), warmup_(warmup_steps), window_(std::make_unique<Window>()) {}
+
+StepProfiler::~StepProfiler() = default;
 
 void StepProfiler::begin(int64_t step, bool logs) {
   ++steps_seen_;
   active_ = enabled_ && !measured_ && !logs && steps_seen_ > warmup_;
   if (!active_) return;
   step_ = step;
-  window_.restart();
+  window_->profile.restart();
 }
 
 bool StepProfiler::end(bool skipped) {
   if (!active_) return false;
   active_ = false;
   if (skipped) return false;
-  figures_ = window_.elapsed();
+  window_->figures = window_->profile.elapsed();
   measured_ = pending_ = true;
   return true;
 }
 
 std::vector<std::pair<std::string, uint64_t>> StepProfiler::fields() const {
   if (!measured_) return {};
-  const runtime::Counters& c = figures_;
+  const runtime::Counters& c = window_->figures;
   return {{"launches_per_step", c.launches()},
           {"syncs_per_step", c.synchronizations()},
           {"d2h_copies_per_step", c.d2h_copies},
@@ -35,7 +47,7 @@ std::vector<std::pair<std::string, uint64_t>> StepProfiler::fields() const {
 
 std::string StepProfiler::line() const {
   if (!measured_) return {};
-  const runtime::Counters& c = figures_;
+  const runtime::Counters& c = window_->figures;
   const auto n = [](uint64_t v) { return std::to_string(v); };
   return "step profile (step " + std::to_string(step_) + ", CUDA runtime calls of one steady step): launches " +
          n(c.launches()) + " (kernels " + n(c.kernel_launches) + ", GEMMs " + n(c.gemm_calls) + ", collectives " +

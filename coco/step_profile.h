@@ -16,18 +16,20 @@
 // The counters are process-wide: in a data-parallel run every process counts its own (rank 0 reports).
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
-
-#include "engine/runtime/counters.h"
 
 namespace coco::train {
 
 class StepProfiler {
  public:
   // `enabled`: the run is on a CUDA device and writes the run directory (else nothing is ever measured).
-  explicit StepProfiler(bool enabled, int64_t warmup_steps = 2) : enabled_(enabled), warmup_(warmup_steps) {}
+  explicit StepProfiler(bool enabled, int64_t warmup_steps = 2);
+  ~StepProfiler();
+  StepProfiler(const StepProfiler&) = delete;
+  StepProfiler& operator=(const StepProfiler&) = delete;
 
   // Before the step that will be number `step` (1-based); `logs`: it will write a metrics record.
   void begin(int64_t step, bool logs);
@@ -54,8 +56,8 @@ class StepProfiler {
   int64_t steps_seen_ = 0;  // steps begun in this process
   bool active_ = false, measured_ = false, pending_ = false;
   int64_t step_ = 0;
-  runtime::StepProfile window_;
-  runtime::Counters figures_;
+  struct Window;  // the runtime counters (engine/runtime/counters.h is not an installed header)
+  std::unique_ptr<Window> window_;
 };
 
 }  // namespace coco::train
