@@ -1,10 +1,11 @@
 // 128-bit vector accesses (kernels/vector_access.cuh) in the memory-bound kernels (elementwise, cast,
-// fill, GELU, dropout, linear bias/activation, LayerNorm, softmax, head permutes, embedding): every
+// fill, GELU, dropout, linear bias/activation, LayerNorm, softmax, head permutes, embedding, vocabulary
+// cross-entropy): every
 // kernel that uses them runs on aligned buffers, on views one element into their allocation
 // (misaligned for 16-byte accesses, so the scalar fallback runs), and on mixes of the two, at sizes
 // with ragged tails and below one pack. Each result must match the CPU reference, be bitwise identical
 // across the alignments (the packed and scalar paths do the same arithmetic per element, in the same
-// order for the row reductions of LayerNorm and softmax), and leave the bytes before and after its
+// order for the row reductions of LayerNorm, softmax and cross-entropy), and leave the bytes before and after its
 // view untouched.
 #include <gtest/gtest.h>
 
@@ -16,6 +17,7 @@
 #include "engine/runtime/dtype.h"
 #include "engine/rng/philox.h"
 #include "kernels/cast.h"
+#include "kernels/cross_entropy.h"
 #include "kernels/dropout.h"
 #include "kernels/elementwise.h"
 #include "kernels/embedding.h"
@@ -429,6 +431,60 @@ TYPED_TEST(VectorAccess, EmbeddingForwardAndPositionGradient) {
           collect(r, d_dpos);
           return r;
         });
+  }
+}
+
+TYPED_TEST(VectorAccess, CrossEntropyForwardBackwardAndScale) {
+  using T = TypeParam;
+  using coco::kernels::LossReduction;
+  // vocab 64: every row aligned; 30 and 37: rows alternate (or cycle through) alignments and end in a
+  // partial pack, as with BERT's 30522.
+  for (const int64_t vocab : {64, 30, 37}) {
+    const int64_t rows = 6;
+    const std::vector<float> logits = rounded_inputs<T>(rows * vocab, 26, -5.0f, 5.0f);
+    const std::vector<int32_t> targets = {3, -100, 0, static_cast<int32_t>(vocab - 1), 7, 29};
+    std::vector<float> row_loss(rows), row_lse(rows), dlogits(logits.size()), backward(logits.size());
+    float loss = 0.0f;
+    const float dloss = 0.5f;
+    std::vector<int32_t> counts(coco::kernels::kCrossEntropyCounts);
+    coco::kernels::cpu::cross_entropy_forward(logits.data(), targets.data(), static_cast<const float*>(nullptr), rows,
+                                              vocab, -100, LossReduction::mean, &loss, row_loss.data(), row_lse.data(),
+                                              counts.data(), dlogits.data(), 1.0f);
+    coco::kernels::cpu::cross_entropy_backward(logits.data(), targets.data(), static_cast<const float*>(nullptr),
+                                               row_lse.data(), counts.data(), rows, vocab, -100, LossReduction::mean,
+                                               &dloss, backward.data());
+    std::vector<float> scaled(dlogits.size());
+    for (size_t i = 0; i < dlogits.size(); ++i) scaled[i] = dlogits[i] * 0.5f;
+    const double limit = std::is_same_v<T, float> ? 1e-10 : 3e-5;
+    check_all_offsets("cross_entropy vocab=" + std::to_string(vocab),
+                      {to_f64(row_loss), to_f64(row_lse), to_f64(dlogits), to_f64(backward), to_f64(scaled)}, limit,
+                      [&](const Offsets& o) {
+                        coco::testing::GuardedDeviceBuffer<int32_t> d_targets(targets), d_counts(counts.size());
+                        coco::testing::GuardedDeviceBuffer<float> d_loss(1), d_row_loss(rows), d_row_lse(rows),
+                            d_dloss(std::vector<float>{dloss}), d_half(std::vector<float>{0.5f});
+                        OffsetDeviceView<T> d_logits(to_device_type<T>(logits), o.in), d_dlogits(logits.size(), o.out),
+                            d_backward(logits.size(), o.out), d_scaled(logits.size(), o.out);
+                        for (auto* v : {&d_dlogits, &d_backward, &d_scaled}) v->poison();
+                        coco::kernels::cuda::cross_entropy_forward(d_logits.data(), d_targets.data(), nullptr, rows,
+                                                                   vocab, -100, LossReduction::mean, d_loss.data(),
+                                                                   d_row_loss.data(), d_row_lse.data(), d_counts.data(),
+                                                                   d_dlogits.data(), 1.0f, nullptr);
+                        coco::kernels::cuda::cross_entropy_backward(
+                            d_logits.data(), d_targets.data(), nullptr, d_row_lse.data(), d_counts.data(), rows, vocab,
+                            -100, LossReduction::mean, d_dloss.data(), d_backward.data(), nullptr);
+                        d_scaled.upload(d_dlogits.download());
+                        coco::kernels::cuda::scale_by_device_scalar(
+                            d_scaled.data(), static_cast<int64_t>(logits.size()), d_half.data(), nullptr);
+                        EXPECT_EQ(d_counts.download(), counts);
+                        Run r;
+                        r.outputs.push_back(to_f64(d_row_loss.download()));
+                        r.bytes.push_back(d_row_loss.download_bytes());
+                        r.outputs.push_back(to_f64(d_row_lse.download()));
+                        r.bytes.push_back(d_row_lse.download_bytes());
+                        for (auto* v : {&d_dlogits, &d_backward, &d_scaled}) collect(r, *v);
+                        r.intact = r.intact && d_logits.surroundings_intact();
+                        return r;
+                      });
   }
 }
 
