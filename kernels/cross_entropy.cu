@@ -2,8 +2,7 @@
 //
 // Forward: three launches on the stream.
 //   1. count_targets_kernel (1 block): contributing / invalid rows, zeroes the correct count.
-//   2. cross_entropy_rows_kernel (one block per row): a single sweep over the row (16-byte packs
-//      where the row is aligned, kernels/vector_access.cuh) keeps a running
+//   2. cross_entropy_rows_kernel (one block per row): a single sweep over the row keeps a running
 //      (max, sum of exp(x - max)) pair and the running argmax per thread; a fixed-shape warp/block
 //      tree combines them. Optionally a second sweep over the same row (still in L2) writes dlogits.
 //   3. reduce_row_losses_kernel (1 block): sum_i w_i * ce_i in a fixed order (deterministic).
@@ -18,7 +17,6 @@
 #include "kernels/device_convert.cuh"
 #include "kernels/online_logsumexp.cuh"
 #include "kernels/cross_entropy.h"
-#include "kernels/vector_access.cuh"
 
 namespace coco::kernels::detail {
 namespace {
@@ -63,42 +61,18 @@ __device__ RowState block_reduce_row_state(RowState s, RowState* warp_states, Ro
   return *result;
 }
 
-// A row is split among the block's threads in packs of N = kPackElements<T> logits (thread w takes
-// the packs w * N, (w + blockDim.x) * N, ...), read and written 128 bits at a time when the row's
-// pointers are 16-byte aligned and element by element otherwise, in the same order either way
-// (kernels/vector_access.cuh), so the statistics do not depend on a row's alignment.
-template <class T>
-__device__ __forceinline__ bool row_aligned(const T* x, const T* dx = nullptr) {
-  return packs_aligned<kPackElements<T>>(x, dx);
-}
-
 // dx[j] = scale * (exp(x[j] - lse) - [j == target]) for j < vocab; dx may alias x.
 template <class T>
-__device__ __forceinline__ void write_row_gradient(const T* x, T* dx, int vocab, int target, float lse, float scale) {
-  for_each_pack_of_worker<kPackElements<T>>(vocab, row_aligned(x, dx), static_cast<int>(threadIdx.x),
-                                            static_cast<int>(blockDim.x), [&](auto w, int64_t j) {
-                                              constexpr int W = decltype(w)::value;
-                                              const Pack<T, W> v = load_pack<W>(x + j);
-                                              Pack<T, W> g;
-#pragma unroll
-                                              for (int k = 0; k < W; ++k) {
-                                                const float p = expf(to_f32(v.v[k]) - lse);
-                                                g.v[k] = from_f32<T>(scale * (p - (j + k == target ? 1.0f : 0.0f)));
-                                              }
-                                              store_pack<W>(dx + j, g);
-                                            });
+__device__ void write_row_gradient(const T* x, T* dx, int vocab, int target, float lse, float scale) {
+  for (int j = threadIdx.x; j < vocab; j += blockDim.x) {
+    const float p = expf(to_f32(x[j]) - lse);
+    dx[j] = from_f32<T>(scale * (p - (j == target ? 1.0f : 0.0f)));
+  }
 }
 
 template <class T>
-__device__ __forceinline__ void zero_row(T* dx, int vocab) {
-  for_each_pack_of_worker<kPackElements<T>>(vocab, row_aligned(dx), static_cast<int>(threadIdx.x),
-                                            static_cast<int>(blockDim.x), [&](auto w, int64_t j) {
-                                              constexpr int W = decltype(w)::value;
-                                              Pack<T, W> z;
-#pragma unroll
-                                              for (int k = 0; k < W; ++k) z.v[k] = from_f32<T>(0.0f);
-                                              store_pack<W>(dx + j, z);
-                                            });
+__device__ void zero_row(T* dx, int vocab) {
+  for (int j = threadIdx.x; j < vocab; j += blockDim.x) dx[j] = from_f32<T>(0.0f);
 }
 
 __device__ __forceinline__ float mean_denominator(int reduction, const int32_t* counts) {
@@ -156,14 +130,7 @@ __global__ void __launch_bounds__(kRowThreads)
     // right after it.
     const float target_logit = (counted && threadIdx.x == 0) ? to_f32(x[target]) : 0.0f;
     RowState s = empty_row_state();
-    for_each_pack_of_worker<kPackElements<T>>(vocab, row_aligned(x), static_cast<int>(threadIdx.x),
-                                              static_cast<int>(blockDim.x), [&](auto w, int64_t j) {
-                                                constexpr int W = decltype(w)::value;
-                                                const Pack<T, W> v = load_pack<W>(x + j);
-#pragma unroll
-                                                for (int k = 0; k < W; ++k)
-                                                  absorb(s, to_f32(v.v[k]), static_cast<int>(j) + k);
-                                              });
+    for (int j = threadIdx.x; j < vocab; j += blockDim.x) absorb(s, to_f32(x[j]), j);
     s = block_reduce_row_state(s, warp_states, &row_state);
     const float lse = logsumexp_of(s);
     if (threadIdx.x == 0) {
@@ -234,8 +201,9 @@ __global__ void reduce_row_losses_kernel(const float* __restrict__ row_loss, con
 template <class T>
 __global__ void scale_kernel(T* values, int64_t n, const float* __restrict__ scale) {
   const float s = *scale;
-  map_elements(
-      n, [s](int64_t, T v) { return from_f32<T>(to_f32(v) * s); }, values, static_cast<const T*>(values));
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
+    values[i] = from_f32<T>(to_f32(values[i]) * s);
 }
 
 void check_sizes(int64_t rows, int64_t vocab, const char* op) {
@@ -289,7 +257,8 @@ template <class T>
 void scale_by_device_scalar(T* values, int64_t n, const float* scale, cudaStream_t stream) {
   if (n < 0) throw std::invalid_argument("kernels::cuda::scale_by_device_scalar: negative count " + std::to_string(n));
   if (n == 0) return;
-  const unsigned blocks = detail::pack_grid<T>(n, detail::kScaleThreads, detail::kMaxScaleBlocks);
+  const unsigned blocks = static_cast<unsigned>(
+      std::min<int64_t>(detail::kMaxScaleBlocks, (n + detail::kScaleThreads - 1) / detail::kScaleThreads));
   COCO_LAUNCH(detail::scale_kernel<T>, dim3(blocks), dim3(detail::kScaleThreads), 0, stream, values, n, scale);
 }
 
