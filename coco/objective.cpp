@@ -216,7 +216,13 @@ Outputs CocoModel::forward(const Tensor& input, uint64_t step, bool training) {
   }
   const Shape shape{batch, seq_len};
   Outputs out;
-  const Tensor tokens = Tensor::from_vector(host, shape, device_);
+  Tensor tokens;
+  if (device_ == Device::cuda) {
+    if (!token_upload_) token_upload_ = std::make_shared<PinnedUpload>(1);
+    tokens = token_upload_->upload(host.data(), shape, DType::i32);
+  } else {
+    tokens = Tensor::from_vector(host, shape, device_);
+  }
   const Tensor key_mask = ops::key_mask(tokens, config_.pad_id);
 
   kernels::MaskingConfig masking;

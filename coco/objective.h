@@ -13,6 +13,7 @@
 
 #include "engine/config.h"
 #include "engine/module.h"
+#include "engine/pinned_upload.h"
 #include "model/config.h"
 #include "model/encoder.h"
 
@@ -130,6 +131,9 @@ class CocoModel : public Module {
   Tensor frozen_clm_copy_logits_;
   // Flat row index b * T of each sequence's [CLS], per (B, T): uploaded once, not every forward.
   std::map<std::pair<int64_t, int64_t>, Tensor> cls_rows_;
+  // CUDA: the token ids go up through one pinned staging slot (no synchronisation, and the same copy
+  // every step); created by the first forward.
+  std::shared_ptr<PinnedUpload> token_upload_;
 };
 
 }  // namespace coco::objective

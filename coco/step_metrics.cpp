@@ -1,6 +1,13 @@
 #include "coco/step_metrics.h"
 
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <stdexcept>
 #include <vector>
+
+#include "engine/runtime/check.h"
+#include "engine/runtime/cuda_calls.h"
 
 #include "engine/ops/scalars.h"
 
@@ -25,7 +32,7 @@ enum Slot : int {
 
 }  // namespace
 
-StepMetrics::StepMetrics(Device device) : sums_(Tensor::zeros(Shape{kSlots}, DType::f64, device)) {}
+StepMetrics::StepMetrics(Device device) : sums_(Tensor::zeros(Shape{StepMetrics::kSlots}, DType::f64, device)) {}
 
 void StepMetrics::add(const Outputs& out, int64_t rows) {
   const double w = static_cast<double>(rows);
@@ -45,8 +52,16 @@ void StepMetrics::add(const Outputs& out, int64_t rows) {
   ops::gather_scalars(sources, sums_, ops::ScalarUpdate::accumulate);
 }
 
+static_assert(StepMetrics::kSlots == kSlots);
+
 StepSums StepMetrics::read() const {
   const std::vector<double> v = sums_.to_vector<double>();
+  return decode(v.data());
+}
+
+Tensor StepMetrics::loss_sum() const { return sums_.rows(kLoss, kLoss + 1); }
+
+StepSums StepMetrics::decode(const double* v) {
   const auto count = [&](Slot slot) { return static_cast<int64_t>(v[static_cast<size_t>(slot)]); };
   StepSums s;
   s.loss = v[kLoss];
@@ -65,5 +80,62 @@ StepSums StepMetrics::read() const {
 }
 
 void StepMetrics::reset() { sums_.zero_(); }
+
+// ------------------------------------------------------------------------------------ StepRecordCopy
+
+namespace {
+constexpr size_t kSumsBytes = sizeof(double) * StepMetrics::kSlots;
+constexpr size_t kRecordBytes = kSumsBytes + sizeof(kernels::StepState);
+}  // namespace
+
+StepRecordCopy::StepRecordCopy(Device device) : device_(device) {
+  if (device_ == Device::cuda) {
+    COCO_CUDA_CHECK(runtime::host_malloc(&pinned_, kRecordBytes));
+    copied_ = std::make_unique<Event>();
+  } else {
+    pinned_ = std::malloc(kRecordBytes);
+    if (!pinned_) throw std::bad_alloc();
+  }
+}
+
+StepRecordCopy::~StepRecordCopy() {
+  if (device_ == Device::cuda) {
+    if (copied_ && !copied_->query()) (void)runtime::event_synchronize(copied_->get());
+    (void)runtime::host_free(pinned_);
+  } else {
+    std::free(pinned_);
+  }
+}
+
+void StepRecordCopy::capture(const StepMetrics& metrics, const Tensor& state) {
+  if (pending_) throw std::logic_error("StepRecordCopy::capture: the previous record has not been taken");
+  if (state.nbytes() != sizeof(kernels::StepState) || state.device() != device_ || metrics.sums().device() != device_)
+    throw TensorError("StepRecordCopy::capture: expected a " + std::to_string(sizeof(kernels::StepState)) +
+                      "-byte step state and metric sums on " + device_name(device_));
+  auto* bytes = static_cast<uint8_t*>(pinned_);
+  if (device_ == Device::cuda) {
+    COCO_CUDA_CHECK(runtime::memcpy_async(bytes, metrics.sums().data(), kSumsBytes, cudaMemcpyDeviceToHost,
+                                          current_stream()));
+    COCO_CUDA_CHECK(runtime::memcpy_async(bytes + kSumsBytes, state.data(), sizeof(kernels::StepState),
+                                          cudaMemcpyDeviceToHost, current_stream()));
+    copied_->record(current_stream());
+  } else {
+    std::memcpy(bytes, metrics.sums().data(), kSumsBytes);
+    std::memcpy(bytes + kSumsBytes, state.data(), sizeof(kernels::StepState));
+  }
+  pending_ = true;
+}
+
+StepRecordCopy::Record StepRecordCopy::take() {
+  if (!pending_) throw std::logic_error("StepRecordCopy::take: nothing was captured");
+  if (copied_ && !copied_->query()) copied_->synchronize();
+  pending_ = false;
+  Record r;
+  double sums[StepMetrics::kSlots];
+  std::memcpy(sums, pinned_, kSumsBytes);
+  r.sums = StepMetrics::decode(sums);
+  std::memcpy(&r.state, static_cast<const uint8_t*>(pinned_) + kSumsBytes, sizeof r.state);
+  return r;
+}
 
 }  // namespace coco::objective

@@ -5,6 +5,8 @@
 #include <cstdint>
 
 #include "coco/objective.h"
+#include "engine/device.h"
+#include "kernels/step_control.h"
 
 namespace coco::objective {
 
@@ -25,9 +27,54 @@ class StepMetrics {
   StepSums read() const;
   // Zeroes the sums (one memset).
   void reset();
+  // The row-weighted loss sum as a (1) f64 view on the device (a device-side step decision checks
+  // that it is finite).
+  Tensor loss_sum() const;
+  // All sums, (kSlots) f64 on the device, in the slot order read() decodes.
+  const Tensor& sums() const { return sums_; }
+  // Decodes sums copied off the device (kSlots doubles in slot order).
+  static StepSums decode(const double* sums);
+  static constexpr int64_t kSlots = 12;
 
  private:
   Tensor sums_;  // (kSlots) f64
+};
+
+// A training step's record, taken off the device only at the logging cadence (issue #14): the metric
+// sums and the device-decided step's state (kernels::StepState) go into pinned host memory with
+// asynchronous copies that an event completes; the host waits only when it takes the record. On the
+// CPU the copy is a plain memcpy.
+//
+//   record.capture(metrics, control.state());   // queued after the step's work; no wait
+//   metrics.reset();                             // stream order: the copy has read the sums first
+//   ...
+//   const StepRecordCopy::Record r = record.take();   // waits for the copies to land
+class StepRecordCopy {
+ public:
+  explicit StepRecordCopy(Device device);
+  ~StepRecordCopy();
+  StepRecordCopy(const StepRecordCopy&) = delete;
+  StepRecordCopy& operator=(const StepRecordCopy&) = delete;
+
+  // Queues the copies of `metrics`' sums and of `state` (sizeof(kernels::StepState) bytes on the
+  // device). Throws std::logic_error when a captured record has not been taken yet, TensorError for a
+  // state of another size or device.
+  void capture(const StepMetrics& metrics, const Tensor& state);
+  bool pending() const { return pending_; }
+
+  struct Record {
+    StepSums sums;
+    kernels::StepState state;
+  };
+  // The captured record (waits for its copies when they have not landed). std::logic_error when
+  // nothing was captured.
+  Record take();
+
+ private:
+  Device device_;
+  void* pinned_ = nullptr;  // StepMetrics::kSlots doubles, then the StepState
+  std::unique_ptr<Event> copied_;
+  bool pending_ = false;
 };
 
 }  // namespace coco::objective

@@ -35,6 +35,7 @@
 #include "engine/ops/device_checks.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/optim.h"
+#include "engine/ops/step_control.h"
 #include "engine/runtime/cpu_backend.h"
 #include "engine/tape.h"
 #include "kernels/gradnorm.h"
@@ -366,6 +367,13 @@ struct Trainer::Impl {
   std::unique_ptr<objective::StepMetrics> step_metrics;
   std::unique_ptr<train::StepProfiler> profiler;  // the step profile (coco/step_profile.h)
   std::unique_ptr<ops::DeviceChecks> device_checks;
+  // Without data parallelism the step is decided on the device (optim::StepControl: skip, clip, the
+  // AdamW scalars, the f16 loss scale) and its record comes off the device only at the logging
+  // cadence (on the CPU, where reading costs nothing, every step). The host's counters
+  // (skipped_total, consecutive_skips, scaler, AdamW's step counts) mirror the device's: refreshed
+  // from each record taken and before each checkpoint. Data parallelism keeps the host-decided step.
+  std::unique_ptr<optim::StepControl> control;
+  std::unique_ptr<objective::StepRecordCopy> record_copy;
   // Data parallelism (a launch by mpirun/srun): null for one process started without a launcher, which
   // then trains exactly as before. Rank 0 alone writes the run directory (config.json, metrics.jsonl,
   // checkpoints) and reports; every rank reads its rows of each global micro-batch.
@@ -387,6 +395,45 @@ struct Trainer::Impl {
   void refresh_working_copies() {
     if (param_dtype == DType::f32) return;
     for (size_t i = 0; i < params.size(); ++i) params[i].tensor.copy_from(masters[i].tensor.to(param_dtype));
+  }
+
+  // ---- The device-decided step -------------------------------------------------------------------
+
+  void open_step_control() {
+    const auto& t = config.train;
+    if (t.steps > optim::StepControl::kMaxSteps)
+      throw ConfigError(format("%s: key 'train.steps': expected at most %lld (the device-side training step keeps a "
+                               "learning-rate table of one entry per step), got %lld",
+                               source.c_str(), static_cast<long long>(optim::StepControl::kMaxSteps),
+                               static_cast<long long>(t.steps)));
+    optim::StepControlOptions o;
+    o.lr.resize(static_cast<size_t>(t.steps));
+    for (int64_t s = 0; s < t.steps; ++s) o.lr[static_cast<size_t>(s)] = train::learning_rate(config.optim, t.steps, s);
+    o.clip_norm = config.optim.clip_norm;
+    o.grad_accum = t.grad_accum;
+    if (param_dtype == DType::f16) o.loss_scaler = scaler.options();
+    control = std::make_unique<optim::StepControl>(config.device, std::move(o), optimizer->options());
+    kernels::StepState state = control->initial_state();
+    state.step = step;
+    state.applied = step - skipped_total;  // AdamW's step count: the updates applied
+    state.skipped_total = skipped_total;
+    state.consecutive_skips = consecutive_skips;
+    const optim::GradScaler::State scaler_state = scaler.state();
+    state.loss_scale = scaler_state.scale;  // used only with f16 scaling
+    state.growth_tracker = scaler_state.growth_tracker;
+    state.hysteresis_left = scaler_state.hysteresis_left;
+    state.scaler_skipped = scaler_state.skipped_steps;
+    control->load(state);
+    record_copy = std::make_unique<objective::StepRecordCopy>(config.device);
+  }
+
+  // The host's counters from a state read off the device.
+  void mirror(const kernels::StepState& state) {
+    skipped_total = state.skipped_total;
+    consecutive_skips = state.consecutive_skips;
+    if (param_dtype == DType::f16)
+      scaler.load_state({state.loss_scale, state.growth_tracker, state.hysteresis_left, state.scaler_skipped});
+    optimizer->sync_step_counts(state.applied);
   }
 
   // ---- Data parallelism (engine/dist) --------------------------------------------------------------
@@ -599,6 +646,7 @@ struct Trainer::Impl {
         static_cast<double>(t.steps * rows_per_step) / static_cast<double>(train_sequences->size()),
         valid_sequences ? format(", %llu valid", static_cast<unsigned long long>(valid_sequences->size())).c_str() : "",
         static_cast<long long>(t.steps), static_cast<long long>(rows_per_step)));
+    if (!comm) open_step_control();
     open_loop();
   }
 
@@ -623,6 +671,7 @@ struct Trainer::Impl {
   fs::path save_now() {
     const auto& t = config.train;
     if (!loader) open_loop();
+    if (control) mirror(control->read());  // the counters and step counts the checkpoint holds
     const int64_t completed = step;
     nlohmann::json s;
     s["format"] = "coco-trainer-state";
@@ -708,7 +757,10 @@ struct Trainer::Impl {
         Tape::Recording recording(tape);
         out = model->forward(tokens, micro_step_key(micro), /*training=*/true);
         const double factor = loss_scale / static_cast<double>(t.grad_accum);
-        scaled = factor == 1.0 ? out.loss : ops::scale(out.loss, factor);
+        if (control && param_dtype == DType::f16)  // the scale the device decided: no host value
+          scaled = ops::mul(out.loss, control->backward_seed().view(out.loss.shape()));
+        else
+          scaled = factor == 1.0 ? out.loss : ops::scale(out.loss, factor);
       }
       if (sync_in_backward) grad_sync->attach(tape);
       tape.backward(scaled);
@@ -718,31 +770,57 @@ struct Trainer::Impl {
       stats.count(out, batch.rows);
       stats.tokens += batch.non_pad_tokens;
     }
-    stats.take(step_metrics->read());
-    step_metrics->reset();
-    if (grad_sync) finish_data_parallel_step(stats);
-
-    const std::vector<Tensor> grads = optimizer->gradients();
     const double lr = train::learning_rate(config.optim, t.steps, step);
-    // Gradients carry the loss scale: unscale inside the norm and the update.
-    const optim::GradientStats gradient = optim::gradient_stats(grads, 1.0 / loss_scale);
-    const bool nonfinite = !std::isfinite(stats.loss) || gradient.nonfinite || injected_nonfinite(step + 1);
-    double grad_norm = std::numeric_limits<double>::quiet_NaN();
-    if (nonfinite) {
-      ++skipped_total;
-      // f16 overflows while the loss scale is still above its floor are the scaler's normal search,
-      // not a failing run.
-      const bool scaler_searching = param_dtype == DType::f16 && loss_scale > scaler.options().min_scale;
-      if (!scaler_searching) ++consecutive_skips;
+    // What the host knows of the step: everything on the host-decided path; on the device-decided
+    // one only when its record was read (the logging cadence, every step on the CPU).
+    bool known = true, nonfinite = false;
+    double grad_norm = std::numeric_limits<double>::quiet_NaN(), step_loss_scale = loss_scale;
+    if (control) {
+      if (injected_nonfinite(step + 1)) control->force_skip();
+      control->decide(optimizer->gradients(), step_metrics->loss_sum());
+      optimizer->step(*control);
+      if (param_dtype == DType::f16) refresh_working_copies();  // unchanged weights when skipped
+      optimizer->zero_grad();
+      const int64_t completed = step + 1;
+      known = config.device == Device::cpu || completed % t.log_every == 0 || completed == t.steps;
+      if (known) {
+        record_copy->capture(*step_metrics, control->state());
+        step_metrics->reset();
+        const objective::StepRecordCopy::Record record = record_copy->take();
+        stats.take(record.sums);
+        mirror(record.state);
+        nonfinite = record.state.apply == 0;
+        grad_norm = record.state.grad_norm;
+        step_loss_scale = record.state.step_loss_scale;
+      } else {
+        step_metrics->reset();
+      }
     } else {
-      consecutive_skips = 0;
-      grad_norm = gradient.norm;
-      const double factor = config.optim.clip_norm > 0 ? kernels::clip_factor(grad_norm, config.optim.clip_norm) : 1.0;
-      optimizer->step(lr, factor / loss_scale);
-      if (param_dtype == DType::f16) refresh_working_copies();
+      stats.take(step_metrics->read());
+      step_metrics->reset();
+      if (grad_sync) finish_data_parallel_step(stats);
+
+      const std::vector<Tensor> grads = optimizer->gradients();
+      // Gradients carry the loss scale: unscale inside the norm and the update.
+      const optim::GradientStats gradient = optim::gradient_stats(grads, 1.0 / loss_scale);
+      nonfinite = !std::isfinite(stats.loss) || gradient.nonfinite || injected_nonfinite(step + 1);
+      if (nonfinite) {
+        ++skipped_total;
+        // f16 overflows while the loss scale is still above its floor are the scaler's normal search,
+        // not a failing run.
+        const bool scaler_searching = param_dtype == DType::f16 && loss_scale > scaler.options().min_scale;
+        if (!scaler_searching) ++consecutive_skips;
+      } else {
+        consecutive_skips = 0;
+        grad_norm = gradient.norm;
+        const double factor =
+            config.optim.clip_norm > 0 ? kernels::clip_factor(grad_norm, config.optim.clip_norm) : 1.0;
+        optimizer->step(lr, factor / loss_scale);
+        if (param_dtype == DType::f16) refresh_working_copies();
+      }
+      if (param_dtype == DType::f16) scaler.update(nonfinite);
+      optimizer->zero_grad();
     }
-    if (param_dtype == DType::f16) scaler.update(nonfinite);
-    optimizer->zero_grad();
     tokens_seen += stats.tokens;
     const int64_t completed = ++step;
     if (profiler->end(nonfinite)) message(profiler->line());
@@ -755,17 +833,17 @@ struct Trainer::Impl {
     report.step = completed;
     report.total_steps = t.steps;
     report.skipped = nonfinite;
-    report.loss = stats.value("loss");
+    report.loss = known ? stats.value("loss") : std::numeric_limits<double>::quiet_NaN();
     report.lr = lr;
     report.grad_norm = grad_norm;
     report.seconds = step_seconds;
     report.tokens_per_s = step_seconds > 0 ? static_cast<double>(stats.tokens) / step_seconds : 0.0;
-    report.summary = stats.summary();
+    report.summary = known ? stats.summary() : std::string();
     report.eta_seconds =
         elapsed / static_cast<double>(completed - start_step) * static_cast<double>(t.steps - completed);
     report.status = format("step %lld/%lld ", static_cast<long long>(completed), static_cast<long long>(t.steps)) +
-                    report.summary +
-                    format(" lr %.3g tokens_per_s %.0f | ETA %s%s", lr, report.tokens_per_s,
+                    (known ? report.summary + " " : std::string()) +
+                    format("lr %.3g tokens_per_s %.0f | ETA %s%s", lr, report.tokens_per_s,
                            format_duration(report.eta_seconds).c_str(), nonfinite ? " | SKIPPED" : "");
     report.logged = completed % t.log_every == 0 || completed == t.steps || nonfinite;
     if (report.logged) {
@@ -776,7 +854,7 @@ struct Trainer::Impl {
       r.add("lr", lr)
           .add("grad_norm", grad_norm)
           .add("tokens_per_s", report.tokens_per_s)
-          .add("loss_scale", loss_scale);
+          .add("loss_scale", step_loss_scale);
       r.add_int("skipped", nonfinite ? 1 : 0).add_int("epoch", static_cast<int64_t>(epoch));
       if (comm) r.add_int("world_size", world_size());
       if (profiler->take_pending())  // once, in the first step record after the measured step

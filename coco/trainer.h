@@ -15,6 +15,12 @@
 // step), an evaluation on the valid split every train.eval_every steps and at the end, a checkpoint every
 // train.checkpoint_every steps and at the end.
 //
+// On CUDA (issue #14) the skip, the clipping, the AdamW scalars and the f16 loss scale are decided on the device
+// and a step's losses, norm and skip flag come off the device only at the logging cadence: a step between
+// records reports NaN for its loss and grad_norm and an empty summary, and a skipped step is seen at the next
+// record (which then stops the run if the skips in a row exceed train.max_consecutive_skips). On the CPU every
+// step is read, as before. Data-parallel runs keep the host-decided step.
+//
 // RUN_DIR/config.json is the resolved configuration; RUN_DIR/metrics.jsonl gets one JSON object per logged step
 //   {"step", "loss", "mlm_loss", "rtd_loss", ["clm_loss",] "cl_loss", "mlm_acc", "rtd_acc", "cl_acc", ["clm_acc",]
 //    "lr", "grad_norm", "tokens_per_s", "loss_scale", "skipped", "epoch"}

@@ -32,6 +32,12 @@ Event::Event() { COCO_CUDA_CHECK(cudaEventCreate(&event_)); }
 Event::~Event() { (void)cudaEventDestroy(event_); }
 void Event::record(cudaStream_t stream) { COCO_CUDA_CHECK(cudaEventRecord(event_, stream)); }
 void Event::synchronize() const { COCO_CUDA_CHECK(runtime::event_synchronize(event_)); }
+bool Event::query() const {
+  const cudaError_t status = cudaEventQuery(event_);
+  if (status == cudaErrorNotReady) return false;
+  COCO_CUDA_CHECK(status);
+  return true;
+}
 float Event::elapsed_ms_since(const Event& start) const {
   float ms = 0.0f;
   COCO_CUDA_CHECK(cudaEventElapsedTime(&ms, start.event_, event_));

@@ -50,6 +50,9 @@ class Event {
   Event& operator=(const Event&) = delete;
   void record(cudaStream_t stream);
   void synchronize() const;
+  // True when the work before the last record() has completed (or the event was never recorded);
+  // never waits.
+  bool query() const;
   // Milliseconds between `start` and this event (both recorded and complete).
   float elapsed_ms_since(const Event& start) const;
   cudaEvent_t get() const { return event_; }

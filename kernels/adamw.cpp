@@ -43,6 +43,19 @@ AdamWScalars adamw_scalars(const AdamWHyper& h) {
   return s;
 }
 
+AdamWScalars adamw_scalars(const AdamWConstants& constants, const StepState& state) {
+  AdamWScalars s{};
+  s.decay_factor = state.decay_factor;
+  s.lerp_weight = constants.lerp_weight;
+  s.beta2 = constants.beta2;
+  s.one_minus_beta2 = constants.one_minus_beta2;
+  s.step_size = state.step_size;
+  s.bias_correction2_sqrt = state.bias_correction2_sqrt;
+  s.eps = constants.eps;
+  s.grad_scale = state.grad_scale;
+  return s;
+}
+
 int64_t plan_adamw_chunks(std::vector<AdamWTensorDesc>& descs) {
   int64_t chunks = 0;
   for (size_t i = 0; i < descs.size(); ++i) {

@@ -112,9 +112,9 @@ __device__ inline void adamw_chunk(const AdamWTensorDesc& d, int64_t begin, int6
   adamw_scalar<G>(d, begin + 4 * quads, end, decay, s);
 }
 
-// descs: (num_tensors); grid: (total_chunks)
-__global__ void __launch_bounds__(kAdamWBlock)
-    adamw_multi_tensor_kernel(const AdamWTensorDesc* __restrict__ descs, int num_tensors, AdamWScalarsF32 s) {
+// The chunk blockIdx.x of the update with scalars s.
+__device__ inline void adamw_block(const AdamWTensorDesc* __restrict__ descs, int num_tensors,
+                                   const AdamWScalarsF32& s) {
   const int64_t chunk = blockIdx.x;
   const TensorChunk<AdamWTensorDesc> located = locate_chunk(descs, num_tensors, chunk, kAdamWChunk);
   const AdamWTensorDesc& d = located.desc;
@@ -130,6 +130,24 @@ __global__ void __launch_bounds__(kAdamWBlock)
       adamw_chunk<float>(d, begin, end, s);
       break;
   }
+}
+
+// descs: (num_tensors); grid: (total_chunks)
+__global__ void __launch_bounds__(kAdamWBlock)
+    adamw_multi_tensor_kernel(const AdamWTensorDesc* __restrict__ descs, int num_tensors, AdamWScalarsF32 s) {
+  adamw_block(descs, num_tensors, s);
+}
+
+// descs: (num_tensors); state: (1) written by decide_step; grid: (total_chunks)
+__global__ void __launch_bounds__(kAdamWBlock)
+    adamw_multi_tensor_controlled_kernel(const AdamWTensorDesc* __restrict__ descs, int num_tensors,
+                                         AdamWConstants c, const StepState* __restrict__ state) {
+  if (state->apply == 0) return;  // a skipped step: every block leaves its chunk alone
+  const AdamWScalarsF32 s{static_cast<float>(state->decay_factor), static_cast<float>(c.lerp_weight),
+                          static_cast<float>(c.beta2),             static_cast<float>(c.one_minus_beta2),
+                          static_cast<float>(state->step_size),    static_cast<float>(state->bias_correction2_sqrt),
+                          static_cast<float>(c.eps),               static_cast<float>(state->grad_scale)};
+  adamw_block(descs, num_tensors, s);
 }
 
 }  // namespace
@@ -156,6 +174,22 @@ void adamw_multi_tensor(const AdamWTensorDesc* device_descs, int num_tensors, in
       static_cast<float>(scalars.eps),          static_cast<float>(scalars.grad_scale)};
   COCO_LAUNCH(detail::adamw_multi_tensor_kernel, dim3(static_cast<unsigned>(total_chunks)), dim3(detail::kAdamWBlock),
               0, stream, device_descs, num_tensors, s);
+}
+
+void adamw_multi_tensor_controlled(const AdamWTensorDesc* device_descs, int num_tensors, int64_t total_chunks,
+                                   const AdamWConstants& constants, const StepState* state, cudaStream_t stream) {
+  if (num_tensors < 0 || total_chunks < 0)
+    throw std::invalid_argument("kernels::cuda::adamw_multi_tensor_controlled: negative count (num_tensors " +
+                                std::to_string(num_tensors) + ", total_chunks " + std::to_string(total_chunks) + ")");
+  if (total_chunks == 0) return;
+  if (num_tensors == 0 || !device_descs || !state)
+    throw std::invalid_argument("kernels::cuda::adamw_multi_tensor_controlled: " + std::to_string(total_chunks) +
+                                " chunks but no descriptors or no step state");
+  if (total_chunks > 0x7fffffffLL)
+    throw std::invalid_argument("kernels::cuda::adamw_multi_tensor_controlled: " + std::to_string(total_chunks) +
+                                " chunks exceed the grid limit 2^31-1");
+  COCO_LAUNCH(detail::adamw_multi_tensor_controlled_kernel, dim3(static_cast<unsigned>(total_chunks)),
+              dim3(detail::kAdamWBlock), 0, stream, device_descs, num_tensors, constants, state);
 }
 
 }  // namespace coco::kernels::cuda

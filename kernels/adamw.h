@@ -18,6 +18,7 @@
 
 #include "engine/dtype.h"
 #include "engine/runtime/cuda_api.h"
+#include "kernels/step_control.h"
 
 namespace coco::kernels {
 
@@ -46,6 +47,10 @@ struct AdamWScalars {
 // Throws std::invalid_argument naming the bad hyperparameter (lr < 0, betas outside [0, 1), eps <= 0,
 // weight_decay < 0, step < 1, non-finite values).
 AdamWScalars adamw_scalars(const AdamWHyper& hyper);
+
+// The scalars of the update a device decision made (kernels/step_control.h): the step-dependent
+// ones from `state`, the others from `constants`. What the controlled launch computes on the device.
+AdamWScalars adamw_scalars(const AdamWConstants& constants, const StepState& state);
 
 // One parameter tensor of a multi-tensor update. Device pointers for the CUDA path.
 struct AdamWTensorDesc {
@@ -96,5 +101,11 @@ namespace coco::kernels::cuda {
 // schedule. Asynchronous on `stream`.
 void adamw_multi_tensor(const AdamWTensorDesc* device_descs, int num_tensors, int64_t total_chunks,
                         const AdamWScalars& scalars, cudaStream_t stream);
+
+// The same update with its step-dependent scalars read on the device from *state (written by
+// kernels::cuda::decide_step earlier on the stream): adamw_scalars(constants, *state), and nothing
+// changes when state->apply == 0 (a skipped step). The launch is the same every step.
+void adamw_multi_tensor_controlled(const AdamWTensorDesc* device_descs, int num_tensors, int64_t total_chunks,
+                                   const AdamWConstants& constants, const StepState* state, cudaStream_t stream);
 
 }  // namespace coco::kernels::cuda

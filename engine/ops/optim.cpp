@@ -11,6 +11,8 @@
 #include <utility>
 
 #include "engine/device.h"
+#include "engine/ops/descriptor_cache.h"
+#include "engine/ops/step_control.h"
 #include "engine/ops/float_dispatch.h"
 #include "kernels/cpu_fast.h"
 #include "kernels/adamw.h"
@@ -79,6 +81,15 @@ Tensor upload_descriptors(const std::vector<Desc>& descs) {
   if (cache.size() > kCachedUploads) cache.pop_back();
   return device;
 }
+
+}  // namespace
+
+namespace detail {
+Tensor cached_device_copy(const std::vector<kernels::NormTensorDesc>& descs) { return upload_descriptors(descs); }
+Tensor cached_device_copy(const std::vector<kernels::AdamWTensorDesc>& descs) { return upload_descriptors(descs); }
+}  // namespace detail
+
+namespace {
 
 bool is_norm_dtype(DType d, Device device) {
   return d == DType::f32 || d == DType::bf16 || d == DType::f16 || (device == Device::cpu && d == DType::f64);
@@ -171,18 +182,11 @@ void AdamW::step(double lr, double grad_scale) {
   // Parameters with a gradient, grouped by (device, step count): one launch per group.
   std::map<std::pair<int, int64_t>, std::vector<size_t>> groups;
   for (size_t i = 0; i < params_.size(); ++i) {
-    const Tensor grad = grad_source(i).grad();
-    if (!grad.defined()) continue;
-    const AdamWParam& p = params_[i];
-    const std::string label = std::string(op) + ": " + param_label(p, i);
-    if (grad.shape() != p.master.shape() || grad.device() != p.master.device())
-      throw TensorError(label + ": gradient " + describe(grad) + " does not match the master " + describe(p.master));
-    const bool f64 = p.master.dtype() == DType::f64;
-    const DType g = grad.dtype();
-    if (f64 ? g != DType::f64 : (g != DType::f32 && g != DType::bf16 && g != DType::f16))
-      throw TensorError(label + ": gradient " + describe(grad) + " must be " +
-                        (f64 ? "f64 for an f64 master" : "f32, bf16 or f16"));
-    groups[{static_cast<int>(p.master.device()), state_[i].step + 1}].push_back(i);
+    if (!checked_grad(i, op).defined()) continue;
+    if (state_[i].controlled)
+      throw std::invalid_argument(std::string(op) + ": " + param_label(params_[i], i) +
+                                  ": it is updated by step(StepControl), which keeps its step count on the device");
+    groups[{static_cast<int>(params_[i].master.device()), state_[i].step + 1}].push_back(i);
   }
 
   for (const auto& [key, members] : groups) {
@@ -206,16 +210,7 @@ void AdamW::step(double lr, double grad_scale) {
             state_[i].exp_avg_sq.data_as<double>(), nullptr, p.master.numel(), p.weight_decay, scalars);
         continue;
       }
-      kernels::AdamWTensorDesc d;
-      d.param = p.master.data_as<float>();
-      d.grad = grad.data();
-      d.exp_avg = state_[i].exp_avg.data_as<float>();
-      d.exp_avg_sq = state_[i].exp_avg_sq.data_as<float>();
-      d.param_bf16 = p.working.defined() ? p.working.data_as<__nv_bfloat16>() : nullptr;
-      d.numel = p.master.numel();
-      d.grad_dtype = grad.dtype();
-      d.apply_weight_decay = p.weight_decay ? 1 : 0;
-      descs.push_back(d);
+      descs.push_back(descriptor(i, grad));
     }
     if (!descs.empty()) {
       const int64_t chunks = kernels::plan_adamw_chunks(descs);
@@ -229,6 +224,73 @@ void AdamW::step(double lr, double grad_scale) {
     }
     for (size_t i : members) state_[i].step = key.second;
   }
+}
+
+Tensor AdamW::checked_grad(size_t i, const char* op) const {
+  Tensor grad = grad_source(i).grad();
+  if (!grad.defined()) return grad;
+  const AdamWParam& p = params_[i];
+  const std::string label = std::string(op) + ": " + param_label(p, i);
+  if (grad.shape() != p.master.shape() || grad.device() != p.master.device())
+    throw TensorError(label + ": gradient " + describe(grad) + " does not match the master " + describe(p.master));
+  const bool f64 = p.master.dtype() == DType::f64;
+  const DType g = grad.dtype();
+  if (f64 ? g != DType::f64 : (g != DType::f32 && g != DType::bf16 && g != DType::f16))
+    throw TensorError(label + ": gradient " + describe(grad) + " must be " +
+                      (f64 ? "f64 for an f64 master" : "f32, bf16 or f16"));
+  return grad;
+}
+
+kernels::AdamWTensorDesc AdamW::descriptor(size_t i, const Tensor& grad) {
+  const AdamWParam& p = params_[i];
+  kernels::AdamWTensorDesc d;
+  d.param = p.master.data_as<float>();
+  d.grad = grad.data();
+  d.exp_avg = state_[i].exp_avg.data_as<float>();
+  d.exp_avg_sq = state_[i].exp_avg_sq.data_as<float>();
+  d.param_bf16 = p.working.defined() ? p.working.data_as<__nv_bfloat16>() : nullptr;
+  d.numel = p.master.numel();
+  d.grad_dtype = grad.dtype();
+  d.apply_weight_decay = p.weight_decay ? 1 : 0;
+  return d;
+}
+
+void AdamW::step(const StepControl& control) {
+  const char* op = "optim::AdamW::step(StepControl)";
+  std::vector<size_t> members;
+  std::vector<kernels::AdamWTensorDesc> descs;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const Tensor grad = checked_grad(i, op);
+    if (!grad.defined()) continue;
+    const AdamWParam& p = params_[i];
+    if (p.master.device() != control.device() || p.master.dtype() != DType::f32)
+      throw TensorError(std::string(op) + ": " + param_label(p, i) + ": the master " + describe(p.master) +
+                        " must be f32 on the control's device (" + device_name(control.device()) + ")");
+    if (!state_[i].controlled && state_[i].step != control.applied_at_start())
+      throw std::invalid_argument(std::string(op) + ": " + param_label(p, i) + " has taken " +
+                                  std::to_string(state_[i].step) + " steps, the control started counting from " +
+                                  std::to_string(control.applied_at_start()));
+    members.push_back(i);
+    descs.push_back(descriptor(i, grad));
+  }
+  if (descs.empty()) return;
+  const int64_t chunks = kernels::plan_adamw_chunks(descs);
+  if (control.device() == Device::cuda) {
+    const Tensor device_descs = upload_descriptors(descs);
+    kernels::cuda::adamw_multi_tensor_controlled(static_cast<const kernels::AdamWTensorDesc*>(device_descs.data()),
+                                                 static_cast<int>(descs.size()), chunks, control.constants(),
+                                                 control.device_state(), current_stream());
+  } else {
+    const kernels::StepState& state = *control.device_state();  // host memory on the CPU
+    if (state.apply) kernels::cpu::adamw_multi_tensor(descs, kernels::adamw_scalars(control.constants(), state));
+  }
+  for (size_t i : members) state_[i].controlled = true;
+}
+
+void AdamW::sync_step_counts(int64_t applied) {
+  if (applied < 0) throw std::invalid_argument("optim::AdamW::sync_step_counts: negative count " + std::to_string(applied));
+  for (State& s : state_)
+    if (s.controlled) s.step = applied;
 }
 
 void AdamW::zero_grad() {
@@ -259,6 +321,7 @@ void AdamW::set_state(size_t i, int64_t step, const Tensor& exp_avg, const Tenso
   load(exp_avg, s.exp_avg, "exp_avg");
   load(exp_avg_sq, s.exp_avg_sq, "exp_avg_sq");
   s.step = step;
+  s.controlled = false;
 }
 
 // ------------------------------------------------------------------------------------- norm & checks

@@ -19,8 +19,11 @@
 
 #include "engine/module.h"
 #include "engine/tensor.h"
+#include "kernels/adamw.h"
 
 namespace coco::optim {
+
+class StepControl;  // engine/ops/step_control.h
 
 struct AdamWOptions {
   double beta1 = 0.9;
@@ -59,6 +62,17 @@ class AdamW {
   // factor, 1 / loss scale). Throws TensorError when a gradient has the wrong shape, dtype or device,
   // std::invalid_argument for lr < 0 or a non-finite lr / grad_scale.
   void step(double lr, double grad_scale = 1.0);
+  // One update decided on the device by `control`'s last decide(): the scalars are read where the
+  // decision left them and a skipped step changes nothing; one launch, the same every step, and no
+  // host value. Every parameter with a gradient must live on the control's device and have an f32
+  // master; the first time it is updated so, its step count must be the one the control started from
+  // (control.applied_at_start()): from then on its count is the control's (sync_step_counts). Throws
+  // TensorError for a gradient step() would refuse, std::invalid_argument for a mismatched count.
+  // step(lr, grad_scale) refuses parameters updated so (until set_state gives them a count again).
+  void step(const StepControl& control);
+  // Sets the step count of every parameter updated by step(control) to `applied`, the control's
+  // applied count (StepControl::read().applied): before the counts are saved.
+  void sync_step_counts(int64_t applied);
 
   // Zeroes the gradients of every grad source (keeps the buffers).
   void zero_grad();
@@ -80,8 +94,12 @@ class AdamW {
   struct State {
     Tensor exp_avg, exp_avg_sq;
     int64_t step = 0;
+    bool controlled = false;  // updated by step(const StepControl&): the count lives on the device
   };
   const Tensor& grad_source(size_t i) const;
+  // The gradient of parameter i (undefined when it has none), checked against its master.
+  Tensor checked_grad(size_t i, const char* op) const;
+  kernels::AdamWTensorDesc descriptor(size_t i, const Tensor& grad);
 
   std::vector<AdamWParam> params_;
   std::vector<State> state_;

@@ -1,14 +1,14 @@
 // The runtime step profile (engine/runtime/counters.h) of one training step on the (emulated) CUDA
-// device: the objective's forward and backward on a tiny model, the gradients' norm and finiteness,
-// and an AdamW update, measured after two warm-up steps. It holds the line of issue #14: no
-// cudaMalloc once the caching allocator is warm; the objective reads nothing back (fixed-capacity
-// masked rows, counts and masks on the device, validation through ops::DeviceChecks), so the step's
-// only device-to-host copy is the one read of the gradients' norm and non-finite flag that decides
-// the update, and its only other synchronisation is the upload of the token ids from pageable memory.
-// Those two go when the skip and clip decisions move to the device and the ids to a pinned staging
-// buffer; lower the ceilings then.
+// device: the objective's forward and backward on a tiny model, the device-side step decision
+// (optim::StepControl: the gradients' norm and finiteness, skip, clip, AdamW scalars) and the AdamW
+// update it drives, measured after two warm-up steps. It holds the line of issue #14: no cudaMalloc
+// once the caching allocator is warm, no device-to-host copy and no synchronisation: the objective
+// reads nothing back (fixed-capacity masked rows, counts and masks on the device, validation through
+// ops::DeviceChecks), the update is decided on the device, and the token ids go up from pinned
+// staging memory (engine/pinned_upload.h).
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdio>
 #include <random>
 #include <string>
@@ -17,6 +17,7 @@
 #include "coco/step_metrics.h"
 #include "engine/ops/device_checks.h"
 #include "engine/ops/optim.h"
+#include "engine/ops/step_control.h"
 #include "engine/runtime/counters.h"
 #include "engine/tape.h"
 #include "kernels/gradnorm.h"
@@ -30,8 +31,8 @@ struct Ceiling {
   uint64_t launches, synchronizations, d2h_copies;
 };
 
-void train_step(objective::CocoModel& model, optim::AdamW& adamw, objective::StepMetrics& metrics, const Tensor& tokens,
-                uint64_t step) {
+void train_step(objective::CocoModel& model, optim::AdamW& adamw, optim::StepControl& control,
+                objective::StepMetrics& metrics, const Tensor& tokens, uint64_t step) {
   Tape tape;
   objective::Outputs out;
   {
@@ -40,19 +41,19 @@ void train_step(objective::CocoModel& model, optim::AdamW& adamw, objective::Ste
   }
   tape.backward(out.loss);
   metrics.add(out, tokens.size(0));  // the step's metric sums stay on the device
-  const optim::GradientStats stats = optim::gradient_stats(adamw.gradients());  // the step's one read
-  if (!stats.nonfinite) adamw.step(1e-3, kernels::clip_factor(stats.norm, 1.0));
+  control.decide(adamw.gradients(), metrics.loss_sum());  // skip, clip and the AdamW scalars, on the device
+  adamw.step(control);
   adamw.zero_grad();
   metrics.reset();
 }
 
 TEST(StepProfile, TrainingStepOnCudaStaysWithinItsCeilings) {
   // Measured when the counters landed (tiny configs, batch 4 x 12, emulated CUDA): paper 537 launches
-  // (19 of them D2H copies), 26 stream syncs; lucidrains 439 launches (14 D2H), 21 syncs. Now: paper
-  // 301 kernels + 116 GEMMs + 1 H2D + 1 D2H + 31 D2D copies + 73 memsets = 523 launches, 2 syncs;
-  // lucidrains 223 + 105 + 1 + 1 + 37 + 64 = 431 launches, 2 syncs (with the metric sums' launch and
-  // reset).
-  const Ceiling ceilings[] = {{"paper", 523, 2, 1}, {"lucidrains", 431, 2, 1}};
+  // (19 of them D2H copies), 26 stream syncs; lucidrains 439 launches (14 D2H), 21 syncs. With the
+  // objective on the device: paper 523 launches, 2 syncs, 1 D2H (the gradients' statistics read that
+  // decided the update, and the pageable token upload); lucidrains 431, 2, 1. Now the update is
+  // decided on the device and the ids go up from pinned memory: no sync, no D2H.
+  const Ceiling ceilings[] = {{"paper", 523, 0, 0}, {"lucidrains", 431, 0, 0}};
   for (const Ceiling& ceiling : ceilings) {
     auto setup = testing::tiny_setup(ceiling.preset, true, 24, 8);
     std::mt19937 generator(7);
@@ -63,10 +64,14 @@ TEST(StepProfile, TrainingStepOnCudaStaysWithinItsCeilings) {
     objective::CocoModel model(setup.model, setup.objective, 3, Device::cuda);
     optim::AdamW adamw(model.named_parameters(), {0.9, 0.98, 1e-6, 0.01});
     objective::StepMetrics metrics(Device::cuda);
+    optim::StepControlOptions control_options;
+    control_options.lr.assign(3, 1e-3);
+    control_options.clip_norm = 1.0;
+    optim::StepControl control(Device::cuda, control_options, adamw.options());
     ops::DeviceChecks checks(Device::cuda);  // validation counted on the device, read after the step
-    for (uint64_t step = 0; step < 2; ++step) train_step(model, adamw, metrics, tokens, step);  // warm-up
+    for (uint64_t step = 0; step < 2; ++step) train_step(model, adamw, control, metrics, tokens, step);  // warm-up
     runtime::StepProfile profile;
-    train_step(model, adamw, metrics, tokens, 2);
+    train_step(model, adamw, control, metrics, tokens, 2);
     const runtime::Counters step = profile.elapsed();
     EXPECT_NO_THROW(checks.verify());
     std::printf("%s step profile: %s (launches %llu, synchronizations %llu)\n", ceiling.preset, step.describe().c_str(),
@@ -77,6 +82,9 @@ TEST(StepProfile, TrainingStepOnCudaStaysWithinItsCeilings) {
     EXPECT_LE(step.synchronizations(), ceiling.synchronizations) << ceiling.preset << ": " << step.describe();
     EXPECT_LE(step.d2h_copies, ceiling.d2h_copies) << ceiling.preset << ": " << step.describe();
     EXPECT_LE(step.h2d_copies, 1u) << ceiling.preset << ": only the token ids go up: " << step.describe();
+    const kernels::StepState state = control.read();
+    EXPECT_EQ(state.applied, 3) << ceiling.preset << ": every step was applied";
+    EXPECT_TRUE(std::isfinite(state.grad_norm)) << ceiling.preset;
   }
 }
 

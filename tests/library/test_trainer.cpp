@@ -3,11 +3,13 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 
 #include "coco/prepare.h"
 #include "coco/trainer.h"
 #include "engine/config.h"
+#include "engine/runtime/counters.h"
 #include "tests/train/train_test_util.h"
 
 namespace coco {
@@ -154,6 +156,54 @@ TEST_F(TrainerTest, FromJsonAndMisuse) {
     EXPECT_NE(std::string(e.what()).find("optim.lr_typo"), std::string::npos) << e.what();
   }
   EXPECT_THROW(Trainer::from_file(kTinyConfig, TrainerOptions{}), std::invalid_argument);  // no run_dir
+}
+
+// Issue #14 at the Trainer: on the (emulated) CUDA device a non-logging step is decided on the device and
+// reads nothing back; its record comes at the next logging step, whose losses stay finite, and a resumed
+// run on CUDA still reproduces the uninterrupted one.
+TEST_F(TrainerTest, ANonLoggingCudaStepReadsNothingBackAndResumesExactly) {
+  const auto cuda_options = [](const fs::path& run, std::vector<nlohmann::json>* records) {
+    TrainerOptions o = options_for(run, records);
+    o.overrides.insert(o.overrides.end(), {"runtime.device=cuda", "train.log_every=3", "train.eval_every=0",
+                                           "train.steps=6"});
+    return o;
+  };
+  std::vector<nlohmann::json> records;
+  Trainer trainer = Trainer::from_file(kTinyConfig, cuda_options(*work_ / "cuda", &records));
+  for (int i = 0; i < 4; ++i) trainer.train_step();  // warm-up, and the step-3 record
+  runtime::StepProfile profile;
+  const StepReport report = trainer.train_step();  // step 5: not logged
+  const runtime::Counters step = profile.elapsed();
+  std::printf("coco::Trainer non-logging CUDA step: %s\n", step.describe().c_str());
+  EXPECT_FALSE(report.logged);
+  EXPECT_EQ(step.d2h_copies, 0u) << step.describe();
+  EXPECT_EQ(step.synchronizations(), 0u) << step.describe();
+  EXPECT_EQ(step.device_mallocs, 0u) << step.describe();
+  EXPECT_TRUE(std::isnan(report.loss)) << "the step's loss stays on the device until its record";
+  EXPECT_NE(report.status.find("step 5/6 lr"), std::string::npos) << report.status;
+  const StepReport last = trainer.train_step();
+  EXPECT_TRUE(last.logged);
+  EXPECT_TRUE(std::isfinite(last.loss));
+  EXPECT_TRUE(std::isfinite(last.grad_norm));
+  std::vector<nlohmann::json> training;
+  for (const auto& r : records)
+    if (!r.contains("split")) training.push_back(r);  // the final evaluation aside
+  ASSERT_EQ(training.size(), 2u);  // steps 3 and 6
+  EXPECT_EQ(training[0]["step"], 3);
+  EXPECT_EQ(training[1]["step"], 6);
+  EXPECT_EQ(training[1]["skipped"], 0);
+
+  // Two steps, a checkpoint, a new Trainer: the same records as one run.
+  const fs::path parts = *work_ / "cuda-parts";
+  {
+    Trainer first = Trainer::from_file(kTinyConfig, cuda_options(parts, nullptr));
+    for (int i = 0; i < 4; ++i) first.train_step();
+    EXPECT_EQ(first.save().filename(), "step-00000004");
+  }
+  Trainer second = Trainer::from_file(kTinyConfig, cuda_options(parts, nullptr));
+  ASSERT_TRUE(second.resumed_from());
+  second.run();
+  EXPECT_EQ(metrics_of(parts), metrics_of(*work_ / "cuda"));
 }
 
 }  // namespace
