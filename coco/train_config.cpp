@@ -77,6 +77,12 @@ LoopConfig parse_loop(ConfigObject r) {
   t.steps = r.get_int("steps", t.steps, 1, INT64_MAX / 4);
   t.micro_batch = r.get_int("micro_batch", t.micro_batch, 1, 1 << 20);
   t.grad_accum = r.get_int("grad_accum", t.grad_accum, 1, 1 << 20);
+  t.global_batch = r.get_int("global_batch", 0, 1, int64_t{1} << 30);
+  if (r.has("global_batch") && r.has("grad_accum"))
+    r.fail("grad_accum",
+           "absent when train.global_batch is set (grad_accum is derived: global_batch / (ranks x micro_batch))");
+  if (t.global_batch > 0 && t.global_batch % t.micro_batch != 0)
+    r.fail("global_batch", "a multiple of train.micro_batch (" + std::to_string(t.micro_batch) + ")");
   t.seed = static_cast<uint64_t>(r.get_int("seed", static_cast<int64_t>(t.seed), 0, INT64_MAX));
   t.log_every = r.get_int("log_every", t.log_every, 1, INT64_MAX / 4);
   t.eval_every = r.get_int("eval_every", t.eval_every, 0, INT64_MAX / 4);
@@ -298,7 +304,6 @@ nlohmann::json train_config_to_json(const TrainConfig& c) {
                 {"clip_norm", c.optim.clip_norm}};
   j["train"] = {{"steps", c.train.steps},
                 {"micro_batch", c.train.micro_batch},
-                {"grad_accum", c.train.grad_accum},
                 {"seed", c.train.seed},
                 {"log_every", c.train.log_every},
                 {"eval_every", c.train.eval_every},
@@ -306,6 +311,11 @@ nlohmann::json train_config_to_json(const TrainConfig& c) {
                 {"checkpoint_every", c.train.checkpoint_every},
                 {"keep_checkpoints", c.train.keep_checkpoints},
                 {"max_consecutive_skips", c.train.max_consecutive_skips}};
+  // global_batch stays as set (grad_accum then depends on the launch's world size and is not part of the run).
+  if (c.train.global_batch > 0)
+    j["train"]["global_batch"] = c.train.global_batch;
+  else
+    j["train"]["grad_accum"] = c.train.grad_accum;
   j["precision"] = c.precision;
   j["runtime"] = {{"device", c.device_setting}};
   // Only when set, so configs (and their hashes) from before the key existed stay as they were.
@@ -329,6 +339,18 @@ std::vector<std::string> model_shape_differences(const TrainConfig& before, cons
   const nlohmann::json a = shape_view(before), b = shape_view(after);
   for (const char* section : {"model", "objective"}) collect_differences(a.at(section), b.at(section), section, out);
   return out;
+}
+
+void apply_world_size(TrainConfig& config, int world_size, const std::string& source) {
+  LoopConfig& t = config.train;
+  if (t.global_batch <= 0) return;
+  const int64_t per_pass = static_cast<int64_t>(world_size) * t.micro_batch;
+  if (world_size < 1 || t.global_batch % per_pass != 0)
+    throw ConfigError(source + ": key 'train.global_batch': " + std::to_string(t.global_batch) +
+                      " rows are not divisible by " + std::to_string(world_size) + " ranks x train.micro_batch " +
+                      std::to_string(t.micro_batch) + " = " + std::to_string(per_pass) + "; expected a multiple of " +
+                      std::to_string(per_pass) + " (or another number of ranks or train.micro_batch)");
+  t.grad_accum = t.global_batch / per_pass;
 }
 
 std::string config_hash(const TrainConfig& config) {

@@ -3,8 +3,10 @@
 //   "data"       {"dir": prepared directory, "seq_len": T, "shuffle": true, "prefetch": 4},
 //   "optim"      {"lr", "betas": [b1, b2], "eps", "weight_decay", "no_decay": [name substrings],
 //                 "warmup_steps", "schedule": "linear" | "cosine", "clip_norm"},
-//   "train"      {"steps", "micro_batch", "grad_accum", "seed", "log_every", "eval_every", "eval_batches",
-//                 "checkpoint_every", "keep_checkpoints", "max_consecutive_skips"},
+//   "train"      {"steps", "micro_batch", "grad_accum" | "global_batch", "seed", "log_every", "eval_every",
+//                 "eval_batches", "checkpoint_every", "keep_checkpoints", "max_consecutive_skips"}; global_batch (rows
+//                 per optimizer step over all ranks) replaces grad_accum, which is then derived per launch as
+//                 global_batch / (ranks x micro_batch) (apply_world_size),
 //   "precision"  "f32" | "bf16" | "f16",
 //   "runtime"    {"device": "cuda" | "cpu" | "auto", "threads": N (CPU backend; 0 or absent: every core the
 //                 process may use)},
@@ -55,6 +57,9 @@ struct LoopConfig {
   int64_t steps = 100;
   int64_t micro_batch = 8;
   int64_t grad_accum = 1;
+  // train.global_batch; 0 when the config sets grad_accum instead. The same run (data order, randomness,
+  // gradients up to reduction order) on any number of ranks that divides it.
+  int64_t global_batch = 0;
   uint64_t seed = 1;
   int64_t log_every = 10;
   int64_t eval_every = 0;        // 0: only at the end (when a valid split exists)
@@ -87,6 +92,10 @@ TrainConfig load_train_config_json(nlohmann::json root, const std::string& sourc
                                    const std::vector<std::string>& overrides = {});
 // Parses an already-merged JSON document in which nothing is left to the data; `source` names it in messages.
 TrainConfig parse_train_config(const nlohmann::json& root, const std::string& source);
+
+// With train.global_batch set: train.grad_accum = global_batch / (world_size x micro_batch). ConfigError naming
+// the keys and values when that does not divide (every rank computes the same and refuses alike).
+void apply_world_size(TrainConfig& config, int world_size, const std::string& source);
 
 // The dotted keys of the vocabulary (model.vocab_size, objective.*_id) that `root` leaves to the data: absent or
 // "auto". A section that is not an object is left for the parser to report.

@@ -219,8 +219,9 @@ struct StepStats {
   }
 };
 
-// Evaluation over the first `max_batches` micro-batches (0: all) of `sequences`, in order, with fixed
-// Philox step keys so every evaluation of a run sees the same masks.
+// Evaluation over the first `max_batches` micro-batches (0: all) of `sequences`, in order, with a fixed
+// Philox step key and each sequence keyed by its index in the split, so every evaluation of a run sees the
+// same masks, whatever the micro-batch size.
 constexpr uint64_t kEvalStepKey = uint64_t{1} << 62;
 
 StepStats evaluate_sequences(CocoModel& model, const data::PackedSequences& sequences, int64_t micro_batch,
@@ -236,7 +237,7 @@ StepStats evaluate_sequences(CocoModel& model, const data::PackedSequences& sequ
     const data::Batch batch = data::make_batch(sequences, options, start);
     const Tensor tokens = Tensor::from_vector(batch.tokens, Shape{batch.rows, batch.seq_len}, Device::cpu);
     NoGrad no_grad;
-    stats.add(model.forward(tokens, kEvalStepKey + static_cast<uint64_t>(b), /*training=*/false), batch.rows);
+    stats.add(model.forward(tokens, kEvalStepKey, /*training=*/false, /*first_row=*/start), batch.rows);
     stats.tokens += batch.non_pad_tokens;
     start += static_cast<uint64_t>(options.micro_batch);
   }
@@ -388,11 +389,12 @@ struct Trainer::Impl {
   }
 
   // ---- Data parallelism (engine/dist) --------------------------------------------------------------
-  // N ranks with train.grad_accum g train what one process trains with grad_accum N g (same micro_batch):
-  // at micro-batch k of a step, rank r reads the rows of the global micro-batch index k N + r (the data
-  // loader's rank layout) and keys its masks, samples and dropout with that index, so each micro-batch
-  // sees the tokens and random numbers it sees in the one-process run. Gradients are the average over
-  // the ranks of each rank's mean over its micro-batches: the mean over all N g micro-batches.
+  // N ranks with train.grad_accum g train what one process trains with grad_accum N g (same micro_batch),
+  // or with the same global batch in larger micro-batches: at micro-batch k of a step, rank r reads the
+  // rows of the global micro-batch index k N + r (the data loader's rank layout) and keys its masks,
+  // samples and dropout by the global row (micro_first_row), so each row sees the tokens and random
+  // numbers it sees in the one-process run. Gradients are the average over the ranks of each rank's mean
+  // over its micro-batches: the mean over all N g micro-batches.
 
   void open_communicator() {
     const dist::LaunchInfo launch = dist::detect_launch();
@@ -410,11 +412,12 @@ struct Trainer::Impl {
     grad_sync = std::make_unique<dist::GradSync>(*comm, trainable, sync_options);
   }
 
-  // The Philox step key of this rank's micro-batch `micro` of the current step (step * grad_accum + micro
-  // for one process).
-  uint64_t micro_step_key(int64_t micro) const {
-    const int64_t world = world_size();
-    return static_cast<uint64_t>((step * config.train.grad_accum + micro) * world + rank());
+  // The global row (within the step's global batch) of row 0 of this rank's micro-batch `micro`: the data
+  // loader gives rank r the rows [(micro N + r) B, + B) of the step's N g B rows. The forward keys its masks,
+  // crops, samples and dropout by (step, global row), so any split of a global batch over ranks, micro-batches
+  // and accumulation steps draws the same numbers for the same row.
+  uint64_t micro_first_row(int64_t micro) const {
+    return static_cast<uint64_t>((micro * world_size() + rank()) * config.train.micro_batch);
   }
 
   // After backward of the step's last micro-batch: the averaged gradients in place, and the step's
@@ -477,6 +480,7 @@ struct Trainer::Impl {
     if (options.run_dir.empty()) throw std::invalid_argument("TrainerOptions::run_dir: expected the run directory");
     run_dir = options.run_dir;
     open_communicator();
+    train::apply_world_size(config, world_size(), source);  // train.global_batch -> grad_accum for this launch
     if (writes_run_dir()) {
       fs::create_directories(run_dir);
       lock = std::make_unique<checkpoint::RunDirectoryLock>(run_dir);  // held while the Trainer lives
@@ -631,8 +635,8 @@ struct Trainer::Impl {
                  {"sequences", train_sequences->size()},
                  {"dir", config.data.dir}};
     s["rng"] = {{"seed", t.seed},
-                {"generator", "philox4x32-10 keyed by (seed, step key, purpose); stateless"},
-                {"next_step_key", static_cast<uint64_t>(completed * t.grad_accum * world_size())}};
+                {"generator", "philox4x32-10 keyed by (seed, step, purpose, global row); stateless"},
+                {"next_step_key", static_cast<uint64_t>(completed)}};
     s["loss_scale"] = param_dtype == DType::f16 ? scaler.scale() : 1.0;
     const optim::GradScaler::State scaler_state = scaler.state();
     s["grad_scaler"] = {{"scale", scaler_state.scale},
@@ -702,7 +706,7 @@ struct Trainer::Impl {
       Tensor scaled;
       {
         Tape::Recording recording(tape);
-        out = model->forward(tokens, micro_step_key(micro), /*training=*/true);
+        out = model->forward(tokens, static_cast<uint64_t>(step), /*training=*/true, micro_first_row(micro));
         const double factor = loss_scale / static_cast<double>(t.grad_accum);
         scaled = factor == 1.0 ? out.loss : ops::scale(out.loss, factor);
       }
