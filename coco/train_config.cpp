@@ -68,6 +68,7 @@ OptimConfig parse_optim(const nlohmann::json& raw, const std::string& source) {
   o.warmup_steps = r.get_int("warmup_steps", o.warmup_steps, 0, INT64_MAX / 4);
   o.schedule = r.get_choice("schedule", o.schedule, {"linear", "cosine"});
   o.clip_norm = r.get_double("clip_norm", o.clip_norm, 0.0, 1e9);
+  o.zero = r.get_int("zero", o.zero, 0, 1);
   r.finish();
   return o;
 }
@@ -236,6 +237,7 @@ TrainConfig parse_train_config(const nlohmann::json& root, const std::string& so
     ConfigObject dist = r.get_object("dist");
     c.dist_bucket_mb = dist.get_double("bucket_mb", c.dist_bucket_mb, 1.0 / 1024, 4096);
     c.dist_reduce_dtype = dist.get_choice("reduce_dtype", c.dist_reduce_dtype, {"f32", "bf16"});
+    c.dist_timeout_s = dist.get_double("timeout_s", c.dist_timeout_s, 0.1, 86400);
     dist.finish();
   }
   r.finish();
@@ -254,6 +256,11 @@ TrainConfig parse_train_config(const nlohmann::json& root, const std::string& so
   if (c.objective.preset == objective::Preset::paper && c.objective.sep_id < 0)
     throw ConfigError(source +
                       ": key 'objective.sep_id': the paper preset packs documents with [SEP]; expected a token id");
+  if (c.optim.zero != 0 && c.precision != "f32")
+    throw ConfigError(source + ": key 'optim.zero': ZeRO-1 shards f32 weights and optimizer state; precision \"" +
+                      c.precision +
+                      "\" (16-bit working copies of f32 masters) is not sharded yet: expected optim.zero = 0 or "
+                      "precision \"f32\"");
   objective::validate_objective_config(c.objective, c.model, c.train.micro_batch, source);
   return c;
 }
@@ -302,6 +309,7 @@ nlohmann::json train_config_to_json(const TrainConfig& c) {
                 {"warmup_steps", c.optim.warmup_steps},
                 {"schedule", c.optim.schedule},
                 {"clip_norm", c.optim.clip_norm}};
+  if (c.optim.zero != 0) j["optim"]["zero"] = c.optim.zero;  // only when set: older configs keep their hash
   j["train"] = {{"steps", c.train.steps},
                 {"micro_batch", c.train.micro_batch},
                 {"seed", c.train.seed},
@@ -322,6 +330,7 @@ nlohmann::json train_config_to_json(const TrainConfig& c) {
   if (c.threads != 0) j["runtime"]["threads"] = c.threads;
   if (c.dist_bucket_mb != TrainConfig{}.dist_bucket_mb) j["dist"]["bucket_mb"] = c.dist_bucket_mb;
   if (c.dist_reduce_dtype != TrainConfig{}.dist_reduce_dtype) j["dist"]["reduce_dtype"] = c.dist_reduce_dtype;
+  if (c.dist_timeout_s != TrainConfig{}.dist_timeout_s) j["dist"]["timeout_s"] = c.dist_timeout_s;
   return j;
 }
 

@@ -2,7 +2,7 @@
 //   "model"      (model/config.h), "objective" (coco/objective.h),
 //   "data"       {"dir": prepared directory, "seq_len": T, "shuffle": true, "prefetch": 4},
 //   "optim"      {"lr", "betas": [b1, b2], "eps", "weight_decay", "no_decay": [name substrings],
-//                 "warmup_steps", "schedule": "linear" | "cosine", "clip_norm"},
+//                 "warmup_steps", "schedule": "linear" | "cosine", "clip_norm", "zero": 0 | 1},
 //   "train"      {"steps", "micro_batch", "grad_accum" | "global_batch", "seed", "log_every", "eval_every",
 //                 "eval_batches", "checkpoint_every", "keep_checkpoints", "max_consecutive_skips"}; global_batch (rows
 //                 per optimizer step over all ranks) replaces grad_accum, which is then derived per launch as
@@ -11,7 +11,9 @@
 //   "runtime"    {"device": "cuda" | "cpu" | "auto", "threads": N (CPU backend; 0 or absent: every core the
 //                 process may use)},
 //   "dist"       {"bucket_mb": gradient bucket size in MiB (default 25), "reduce_dtype": "f32" | "bf16" (default
-//                 "f32")}: data parallelism under mpirun/srun (engine/dist/grad_sync.h); optional.
+//                 "f32"), "timeout_s": seconds a collective may take before the job is declared stuck (a dead or
+//                 hanging rank) and aborted on every rank (default 300)}: data parallelism under mpirun/srun
+//                 (engine/dist/grad_sync.h); optional.
 // Read strictly (engine/config.h): unknown keys, wrong types and out-of-range values are ConfigErrors
 // naming the file and the dotted key. `--set key.path=value` overrides are applied to the JSON first.
 //
@@ -50,6 +52,9 @@ struct OptimConfig {
   std::vector<std::string> no_decay;
   int64_t warmup_steps = 0;
   std::string schedule = "linear";  // decay after warmup: "linear" (to 0 at train.steps) | "cosine"
+  // optim.zero: 1 shards the AdamW state and f32 masters over the data-parallel ranks (ZeRO stage 1,
+  // engine/dist/zero.h); 0 (default) keeps a whole copy on every rank. f32 precision only.
+  int64_t zero = 0;
   double clip_norm = 1.0;           // 0 disables clipping
 };
 
@@ -81,6 +86,7 @@ struct TrainConfig {
   Device device = Device::cpu;            // `device_setting` resolved
   double dist_bucket_mb = 25;             // dist.bucket_mb
   std::string dist_reduce_dtype = "f32";  // dist.reduce_dtype
+  double dist_timeout_s = 300;            // dist.timeout_s: a collective that takes longer ends the job
 };
 
 // Reads `path`, applies `overrides` ("train.steps=200"), takes the keys it leaves to the data from data.dir's

@@ -30,6 +30,7 @@
 #include "engine/dist/consistency.h"
 #include "engine/dist/grad_sync.h"
 #include "engine/dist/launch.h"
+#include "engine/dist/zero.h"
 #include "engine/io/checked_read.h"
 #include "engine/ops/device_checks.h"
 #include "engine/ops/elementwise.h"
@@ -348,7 +349,9 @@ struct Trainer::Impl {
   DType param_dtype = DType::f32;
   std::unique_ptr<CocoModel> model;
   std::vector<NamedParameter> params, masters;
-  std::unique_ptr<optim::AdamW> optimizer;
+  std::unique_ptr<optim::AdamW> optimizer;  // null with ZeRO-1 (zero holds the sharded state)
+  std::vector<optim::AdamWParam> adam_params;
+  optim::AdamWOptions adam_options;
   optim::GradScaler scaler;
   int64_t start_step = 0, step = 0;
   int64_t skipped_total = 0, consecutive_skips = 0, tokens_seen = 0;
@@ -370,8 +373,24 @@ struct Trainer::Impl {
   // checkpoints) and reports; every rank reads its rows of each global micro-batch.
   std::unique_ptr<dist::Communicator> comm;
   std::unique_ptr<dist::GradSync> grad_sync;
+  // optim.zero = 1 under a launch: AdamW state and f32 masters sharded over the ranks (engine/dist/zero.h). Its
+  // step stays host-decided (reduce-scatter, skip/clip from the global norm, apply, all-gather): zero_step().
+  std::unique_ptr<dist::ZeroAdamW> zero;
 
   int rank() const { return comm ? comm->rank() : 0; }
+
+  // A collective failed (a peer died or hangs past dist.timeout_s, an MPI/NCCL error): the job cannot go on.
+  // Say which rank saw it and end every rank (MPI_Abort; ncclCommAbort first), exit code 1, so that no rank
+  // waits in a collective for ever. The last committed checkpoint is where --resume continues.
+  [[noreturn]] void abort_job(const dist::CommError& error) const {
+    std::string what = error.what();
+    const std::string prefix = format("rank %d of %d: ", rank(), world_size());
+    if (what.rfind(prefix, 0) == 0) what.erase(0, prefix.size());  // the communicator's messages name the rank
+    std::fflush(stdout);
+    std::fprintf(stderr, "error: %s%s; aborting the job on every rank\n", prefix.c_str(), what.c_str());
+    std::fflush(stderr);
+    comm->abort(1);
+  }
   int world_size() const { return comm ? comm->world_size() : 1; }
   bool writes_run_dir() const { return rank() == 0; }
 
@@ -399,11 +418,13 @@ struct Trainer::Impl {
   void open_communicator() {
     const dist::LaunchInfo launch = dist::detect_launch();
     if (!launch.distributed()) return;  // one process: today's path, untouched
-    comm = dist::make_communicator(config.device, launch);
+    dist::CommOptions comm_options;
+    comm_options.timeout_s = config.dist_timeout_s;
+    comm = dist::make_communicator(config.device, launch, comm_options);
   }
 
   void open_grad_sync() {
-    if (!comm) return;
+    if (!comm || config.optim.zero == 1) return;  // ZeRO-1's reduce-scatter is the gradient synchronisation
     std::vector<Tensor> trainable;
     for (const NamedParameter& p : params) trainable.push_back(p.tensor);
     dist::GradSyncOptions sync_options;
@@ -420,13 +441,62 @@ struct Trainer::Impl {
     return static_cast<uint64_t>((micro * world_size() + rank()) * config.train.micro_batch);
   }
 
-  // After backward of the step's last micro-batch: the averaged gradients in place, and the step's
-  // statistics summed over the ranks (so rank 0 logs the global batch's losses and accuracies).
+  // ZeRO-1: the optimizer's whole state (loaded from a checkpoint, or fresh) moves into the shards, and the
+  // whole copy is freed. The weights must be final (loaded) here: the shards start from them.
+  void open_zero() {
+    if (config.optim.zero != 1) return;
+    if (!comm) {
+      message("note: optim.zero = 1 in one process: nothing to shard, the optimizer state stays whole");
+      return;
+    }
+    zero = std::make_unique<dist::ZeroAdamW>(*comm, params, adam_options);
+    if (zero->parameters().size() != optimizer->size())
+      throw std::logic_error("ZeRO-1: the sharded optimizer and the trainer list different parameters");
+    std::vector<dist::ZeroAdamW::ParamState> state(optimizer->size());
+    for (size_t i = 0; i < state.size(); ++i)
+      state[i] = {optimizer->step_count(i), optimizer->exp_avg(i), optimizer->exp_avg_sq(i)};
+    zero->load_state(state);
+    optimizer.reset();
+  }
+
+  // A ZeRO-1 step, decided on the host: the reduce-scatter's global norm (the same on every rank) and the
+  // ranks' averaged loss decide skip and clip alike everywhere; then each rank's AdamW updates its shard and
+  // the weights are all-gathered. Returns whether the step was skipped (non-finite); grad_norm otherwise.
+  bool zero_step(const StepStats& stats, double lr, double& grad_norm) {
+    const double norm = zero->reduce_gradients();
+    const bool nonfinite = !std::isfinite(stats.loss) || !std::isfinite(norm) || injected_nonfinite(step + 1);
+    if (!nonfinite) {
+      grad_norm = norm;
+      zero->apply(lr, config.optim.clip_norm > 0 ? kernels::clip_factor(norm, config.optim.clip_norm) : 1.0);
+    }
+    zero->zero_grad();
+    return nonfinite;
+  }
+
+  // The optimizer state a checkpoint stores: the whole optimizer, or with ZeRO-1 the shards gathered (a
+  // collective: every rank calls it) into a whole AdamW on rank 0 (null elsewhere).
+  std::unique_ptr<optim::AdamW> gathered_optimizer() {
+    const std::vector<dist::ZeroAdamW::ParamState> state = zero->gathered_state();
+    if (!writes_run_dir()) return nullptr;
+    auto whole = std::make_unique<optim::AdamW>(adam_params, adam_options);
+    for (size_t i = 0; i < state.size(); ++i)
+      whole->set_state(i, state[i].step, state[i].exp_avg, state[i].exp_avg_sq);
+    return whole;
+  }
+
+  // After backward of the step's last micro-batch: the averaged gradients in place (ZeRO-1 reduce-scatters
+  // them in its step instead), and the step's statistics summed over the ranks (so rank 0 logs the global
+  // batch's losses and accuracies).
   void finish_data_parallel_step(StepStats& stats) {
-    grad_sync->finish();
-    if (step == start_step)
+    if (grad_sync) grad_sync->finish();
+    if (step == start_step && grad_sync)
       message(format("data parallel: %d ranks (%s), %zu gradient buckets, %zu of them all-reduced during backward",
                      world_size(), comm->backend(), grad_sync->bucket_count(), grad_sync->overlapped_buckets()));
+    if (step == start_step && zero)
+      message(format("data parallel: %d ranks (%s), ZeRO-1: AdamW state and f32 masters sharded, %lld of %lld "
+                     "elements on rank 0",
+                     world_size(), comm->backend(), static_cast<long long>(zero->shard_size()),
+                     static_cast<long long>(zero->total_elements())));
     const std::vector<double> local = {stats.loss,
                                        stats.mlm,
                                        stats.rtd,
@@ -540,7 +610,6 @@ struct Trainer::Impl {
     model = std::make_unique<CocoModel>(config.model, config.objective, t.seed, config.device, param_dtype);
     params = trainable_parameters(*model, config.optim);
     masters = params;
-    std::vector<optim::AdamWParam> adam_params;
     for (size_t i = 0; i < params.size(); ++i) {
       NamedParameter& p = params[i];
       if (param_dtype == DType::f32) {
@@ -552,7 +621,7 @@ struct Trainer::Impl {
       adam_params.push_back(
           {p.name, masters[i].tensor, param_dtype == DType::bf16 ? p.tensor : Tensor(), p.tensor, p.weight_decay});
     }
-    optim::AdamWOptions adam;
+    optim::AdamWOptions& adam = adam_options;
     adam.beta1 = config.optim.beta1;
     adam.beta2 = config.optim.beta2;
     adam.eps = config.optim.eps;
@@ -582,6 +651,7 @@ struct Trainer::Impl {
       }
       message(format("resuming from %s (step %lld)", resume_dir->c_str(), static_cast<long long>(start_step)));
     }
+    open_zero();
     step = start_step;
     if (writes_run_dir()) truncate_metrics(run_dir / "metrics.jsonl", resume_dir ? start_step : -1);
     last_checkpoint = resume_dir;
@@ -650,10 +720,12 @@ struct Trainer::Impl {
     s["run_id"] = run_id;
     s["vocab"] = data::vocab_identity_to_json({meta.vocab_hash, meta.vocab_size});
     if (comm) s["world_size"] = world_size();
+    const std::unique_ptr<optim::AdamW> whole_state = zero ? gathered_optimizer() : nullptr;  // every rank
     if (comm && !writes_run_dir()) {
       last_checkpoint = checkpoint_written_by_rank_0();
     } else {
-      checkpoint::CheckpointData data{masters, optimizer.get(), s, resolved, tokenizer_files};
+      checkpoint::CheckpointData data{masters, whole_state ? whole_state.get() : optimizer.get(), s, resolved,
+                                      tokenizer_files};
       last_checkpoint = checkpoint::write_checkpoint(run_dir, completed, data, t.keep_checkpoints);
       if (comm) comm->barrier();
     }
@@ -720,14 +792,11 @@ struct Trainer::Impl {
     }
     stats.take(step_metrics->read());
     step_metrics->reset();
-    if (grad_sync) finish_data_parallel_step(stats);
+    if (comm) finish_data_parallel_step(stats);
 
-    const std::vector<Tensor> grads = optimizer->gradients();
     const double lr = train::learning_rate(config.optim, t.steps, step);
-    // Gradients carry the loss scale: unscale inside the norm and the update.
-    const optim::GradientStats gradient = optim::gradient_stats(grads, 1.0 / loss_scale);
-    const bool nonfinite = !std::isfinite(stats.loss) || gradient.nonfinite || injected_nonfinite(step + 1);
     double grad_norm = std::numeric_limits<double>::quiet_NaN();
+    const bool nonfinite = zero ? zero_step(stats, lr, grad_norm) : plain_step(stats, lr, loss_scale, grad_norm);
     if (nonfinite) {
       ++skipped_total;
       // f16 overflows while the loss scale is still above its floor are the scaler's normal search,
@@ -736,17 +805,34 @@ struct Trainer::Impl {
       if (!scaler_searching) ++consecutive_skips;
     } else {
       consecutive_skips = 0;
+    }
+    if (param_dtype == DType::f16) scaler.update(nonfinite);
+    tokens_seen += stats.tokens;
+    const int64_t completed = ++step;
+    checkpoint::fault_point("after-step:" + std::to_string(completed));
+    return finish_step(stats, completed, lr, grad_norm, loss_scale, nonfinite, step_start);
+  }
+
+  // The step of the whole optimizer (every rank holds all of it): skip on non-finite, clip, AdamW.
+  bool plain_step(const StepStats& stats, double lr, double loss_scale, double& grad_norm) {
+    const std::vector<Tensor> grads = optimizer->gradients();
+    // Gradients carry the loss scale: unscale inside the norm and the update.
+    const optim::GradientStats gradient = optim::gradient_stats(grads, 1.0 / loss_scale);
+    const bool nonfinite = !std::isfinite(stats.loss) || gradient.nonfinite || injected_nonfinite(step + 1);
+    if (!nonfinite) {
       grad_norm = gradient.norm;
       const double factor = config.optim.clip_norm > 0 ? kernels::clip_factor(grad_norm, config.optim.clip_norm) : 1.0;
       optimizer->step(lr, factor / loss_scale);
       if (param_dtype == DType::f16) refresh_working_copies();
     }
-    if (param_dtype == DType::f16) scaler.update(nonfinite);
     optimizer->zero_grad();
-    tokens_seen += stats.tokens;
-    const int64_t completed = ++step;
-    checkpoint::fault_point("after-step:" + std::to_string(completed));
+    return nonfinite;
+  }
 
+  // Metrics record, progress report, evaluation and checkpoint of the step just completed.
+  StepReport finish_step(const StepStats& stats, int64_t completed, double lr, double grad_norm, double loss_scale,
+                         bool nonfinite, std::chrono::steady_clock::time_point step_start) {
+    const auto& t = config.train;
     const auto now = std::chrono::steady_clock::now();
     const double step_seconds = std::chrono::duration<double>(now - step_start).count();
     const double elapsed = std::chrono::duration<double>(now - run_start).count();
@@ -828,8 +914,22 @@ std::optional<fs::path> Trainer::resumed_from() const { return impl_->resume_dir
 std::optional<fs::path> Trainer::last_checkpoint() const { return impl_->last_checkpoint; }
 const nlohmann::json& Trainer::config() const { return impl_->resolved; }
 fs::path Trainer::run_dir() const { return impl_->run_dir; }
-StepReport Trainer::train_step() { return impl_->train_step(); }
-fs::path Trainer::save() { return impl_->save_now(); }
+StepReport Trainer::train_step() {
+  try {
+    return impl_->train_step();
+  } catch (const dist::CommError& error) {
+    if (impl_->comm) impl_->abort_job(error);
+    throw;
+  }
+}
+fs::path Trainer::save() {
+  try {
+    return impl_->save_now();
+  } catch (const dist::CommError& error) {
+    if (impl_->comm) impl_->abort_job(error);
+    throw;
+  }
+}
 
 nlohmann::json Trainer::evaluate(int64_t batches) {
   const StepStats stats = impl_->evaluate_now(batches);

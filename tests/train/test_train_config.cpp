@@ -218,6 +218,16 @@ TEST(TrainConfig, MixedPrecisionNeedsTheCudaDevice) {
   EXPECT_NE(error_of(testutil::tiny_paper_config("data"), {"precision=f8"}).find("'precision'"), std::string::npos);
 }
 
+// ZeRO-1 shards f32 state only: a 16-bit precision with optim.zero = 1 is refused, naming both keys.
+TEST(TrainConfig, ZeroNeedsF32Precision) {
+  EXPECT_EQ(error_of(testutil::tiny_paper_config("data"), {"optim.zero=1"}), "");
+  std::string e = error_of(testutil::tiny_paper_config("data"), {"optim.zero=1", "precision=bf16", "runtime.device=cuda"});
+  EXPECT_NE(e.find("'optim.zero'"), std::string::npos) << e;
+  EXPECT_NE(e.find("precision \"bf16\""), std::string::npos) << e;
+  e = error_of(testutil::tiny_paper_config("data"), {"optim.zero=2"});
+  EXPECT_NE(e.find("optim.zero"), std::string::npos) << e;
+}
+
 TEST(TrainConfig, MissingAndInvalidFiles) {
   EXPECT_THROW(load_train_config("/nonexistent/coco-config.json"), ConfigError);
   TempDir dir("cfg");
