@@ -494,7 +494,7 @@ struct Trainer::Impl {
                      world_size(), comm->backend(), grad_sync->bucket_count(), grad_sync->overlapped_buckets()));
     if (step == start_step && zero)
       message(format("data parallel: %d ranks (%s), ZeRO-1: AdamW state and f32 masters sharded, %lld of %lld "
-                     "elements on rank 0",
+                     "elements per rank",
                      world_size(), comm->backend(), static_cast<long long>(zero->shard_size()),
                      static_cast<long long>(zero->total_elements())));
     const std::vector<double> local = {stats.loss,
