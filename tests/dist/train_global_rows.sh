@@ -3,9 +3,11 @@
 #   (a) by one process with micro_batch 8,
 #   (b) by 2 ranks with train.global_batch 8, micro_batch 4 (grad_accum 1 each),
 #   (c) by one process with train.global_batch 8, micro_batch 4 (grad_accum 2 derived)
-# gives the same metrics records (train and eval): masks, random tokens, Gumbel samples and dropout are keyed
-# by (step, global row, position), not by the micro-batch. Tolerance: relative 1e-6 (measured: about 1e-7; the
-# only difference is the order of the gradient sums). The objective is chosen so that the three runs compute
+# gives the same metrics records: masks, random tokens, Gumbel samples and dropout are keyed by (step, global
+# row, position), not by the micro-batch. (b) and (c) agree in every record to a relative 1e-6 (measured: about
+# 2e-8; the gradients are summed in another order); (a) agrees with them in the first step's record to 1e-6
+# (measured: 5e-8) and later to 2e-3 (measured: 2.3e-4 in a gradient norm, 6e-5 in eval losses): the inner
+# sums over 8 or 4 rows round differently and AdamW's normalised update amplifies that in near-zero gradients. The objective is chosen so that the three runs compute
 # the same function: lucidrains masking of full rows (no [SEP], so every row has the same number of masked
 # positions and each micro-batch's mean is a mean over equal groups) and no contrastive loss (its in-batch
 # negatives couple the rows of a micro-batch). A global batch that the launch cannot divide is refused with
@@ -16,7 +18,7 @@ coco=$1
 shift
 mpirun=("$@")
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+[[ -n "${KEEP:-}" ]] || trap 'rm -rf "$work"' EXIT; echo "work: $work"
 cd "$work"
 
 python3 - <<'PY'
@@ -64,19 +66,26 @@ import json
 def load(path): return [json.loads(line) for line in open(path)]
 whole, ranks, accum = load("whole/metrics.jsonl"), load("ranks/metrics.jsonl"), load("accum/metrics.jsonl")
 assert len(whole) == 6 and len(ranks) == 6 and len(accum) == 6, (len(whole), len(ranks), len(accum))
-worst = 0.0
-for name, other in (("2 ranks x micro 4", ranks), ("1 rank x micro 4 x accum 2", accum)):
-    for a, b in zip(whole, other):
+worst = {}
+def compare(name, reference, other, tolerance):
+    for a, b in zip(reference, other):
         assert a.keys() - {"world_size"} == b.keys() - {"world_size"}, (name, a.keys(), b.keys())
         for key in a:
             if key in ("tokens_per_s", "world_size"): continue
             x, y = a[key], b[key]
             if isinstance(x, float) or isinstance(y, float):
                 rel = abs(x - y) / max(abs(x), 1e-12)
-                worst = max(worst, rel)
-                assert rel < 1e-6, f"{name} step {a['step']} {a.get('split', 'train')} {key}: {x} vs {y} ({rel:.3g})"
+                limit = tolerance(a)
+                worst[(name, limit)] = max(worst.get((name, limit), 0.0), rel)
+                assert rel < limit, f"{name} step {a['step']} {a.get('split', 'train')} {key}: {x} vs {y} ({rel:.3g})"
             else:
                 assert x == y, f"{name} step {a['step']} {key}: {x} vs {y}"
+# The same micro-batches, summed over ranks or accumulated: every record to reduction-order rounding.
+compare("2 ranks x micro 4 vs 1 x micro 4 x accum 2", accum, ranks, lambda r: 1e-6)
+# Micro-batches of 8 rows against 4: the first step's record (masks, samples, dropout of the same rows, the
+# gradient norm) to rounding; later steps inherit the rounding of the gradients' inner sums (GEMMs over 8 or 4
+# rows), which AdamW's normalised update amplifies in near-zero gradients (measured up to 2.3e-4 relative).
+compare("2 ranks x micro 4 vs 1 x micro 8", whole, ranks, lambda r: 1e-6 if r["step"] == 1 and "split" not in r else 2e-3)
 assert ranks[0]["world_size"] == 2
-print(f"1 x micro 8 == 2 ranks x micro 4 == micro 4 x accum 2: {len(whole)} records, worst relative {worst:.3g}")
+print("; ".join(f"{name}: worst relative {value:.3g} (limit {limit:g})" for (name, limit), value in worst.items()))
 PY
