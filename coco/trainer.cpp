@@ -392,6 +392,7 @@ struct Trainer::Impl {
     std::fprintf(stderr, "error: %s%s; aborting the job on every rank\n", prefix.c_str(), what.c_str());
     std::fflush(stderr);
     comm->abort(1);
+    std::_Exit(1);  // not reached: abort() ends the process (the attribute does not travel through the virtual call)
   }
   int world_size() const { return comm ? comm->world_size() : 1; }
   bool writes_run_dir() const { return rank() == 0; }
