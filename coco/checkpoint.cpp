@@ -114,6 +114,9 @@ void fault_point(const std::string& point) {
     ::raise(SIGINT);
   } else if (w == "sigterm@" + point) {
     ::raise(SIGTERM);
+  } else if (w == "hang@" + point) {
+    // A rank that stops responding (a stuck device, a deadlocked thread): the others' collectives time out.
+    for (;;) ::pause();
   }
 }
 

@@ -193,7 +193,7 @@ Tensor CocoModel::generator_logits(const Tensor& rows) const {
   return ops::linear(h, generator_->embeddings().token, gen_bias_);  // tied: (M, d) x (V, d)^T
 }
 
-Outputs CocoModel::forward(const Tensor& input, uint64_t step, bool training) {
+Outputs CocoModel::forward(const Tensor& input, uint64_t step, bool training, uint64_t first_row) {
   check_rank("CocoModel::forward", input, 2);
   input.check_dtype(DType::i32, "CocoModel::forward");
   const bool paper = config_.preset == Preset::paper;
@@ -241,9 +241,9 @@ Outputs CocoModel::forward(const Tensor& input, uint64_t step, bool training) {
 
   // 1. Generator: masked LM at the selected positions, in a capacity fixed by (B, T) and the config:
   //    padding entries gather row 0 and carry the ignored target -1, so they add nothing.
-  const ops::MaskedBatch masked = ops::select_mask(tokens, masking, seed_, step);
+  const ops::MaskedBatch masked = ops::select_mask(tokens, masking, seed_, step, first_row);
   constexpr int32_t kPaddingTarget = -1;
-  model::ForwardOptions gen_options{training, seed_, step, kGeneratorPass};
+  model::ForwardOptions gen_options{training, seed_, step, kGeneratorPass, first_row};
   const Tensor gen_hidden = generator_->forward(masked.generator_input, key_mask, gen_options);  // (B, T, dg)
   Tensor samples;
   ops::LossResult mlm;
@@ -257,14 +257,16 @@ Outputs CocoModel::forward(const Tensor& input, uint64_t step, bool training) {
     NoGrad no_grad;
     Tensor sample_logits = gen_logits.detach();
     if (paper && training && any_dropout(model_config_.generator)) {
-      model::ForwardOptions eval_options{false, seed_, step, kGeneratorEvalPass};
+      model::ForwardOptions eval_options{false, seed_, step, kGeneratorEvalPass, first_row};
       sample_logits = generator_logits(
           ops::gather_rows(generator_->forward(masked.generator_input, key_mask, eval_options), masked.gather_rows));
     }
     if (sample_logits.dtype() == DType::f16) sample_logits = sample_logits.to(DType::f32);  // samplers read f32/bf16
+    // Each sample keyed by the global flat position (row * T + pos) of the token it replaces.
     samples = ops::sample_tokens(sample_logits,
                                  config_.sampler == "gumbel" ? ops::Sampler::gumbel : ops::Sampler::multinomial,
-                                 static_cast<float>(config_.temperature), seed_, step);
+                                 static_cast<float>(config_.temperature), seed_, step, /*instance=*/0,
+                                 masked.gather_rows, first_row * static_cast<uint64_t>(seq_len));
   } else {
     out.mlm_loss = Tensor::zeros(Shape{}, dtype_, device_);
     samples = Tensor::zeros(Shape{0}, DType::i32, device_);
@@ -274,7 +276,7 @@ Outputs CocoModel::forward(const Tensor& input, uint64_t step, bool training) {
   const auto convention = paper ? kernels::LabelConvention::original_is_one : kernels::LabelConvention::replaced_is_one;
   const ops::Corruption corrupted = ops::corrupt(tokens, masked.positions, samples, config_.pad_id, convention);
   const Tensor replaced = ops::count_nonzero(corrupted.replaced);
-  model::ForwardOptions disc_options{training, seed_, step, kCorruptedPass};
+  model::ForwardOptions disc_options{training, seed_, step, kCorruptedPass, first_row};
   const Tensor disc_hidden = discriminator_->forward(corrupted.tokens, key_mask, disc_options);  // (B, T, d)
   const Tensor binary_logits = binary_head_->forward(disc_hidden);                               // (B, T, 1)
   ops::BceOptions bce;
@@ -312,8 +314,8 @@ Outputs CocoModel::forward(const Tensor& input, uint64_t step, bool training) {
   // 5. Sequence contrastive learning against a crop of the original.
   ops::LossResult cl;
   if (config_.cl_weight > 0) {
-    const ops::CropView crop = ops::crop_view(tokens, masking, seed_, step);
-    model::ForwardOptions crop_options{training, seed_, step, kCropPass};
+    const ops::CropView crop = ops::crop_view(tokens, masking, seed_, step, first_row);
+    model::ForwardOptions crop_options{training, seed_, step, kCropPass, first_row};
     const Tensor crop_hidden =
         discriminator_->forward(crop.tokens, ops::length_mask(crop.length, seq_len), crop_options);
     auto cached = cls_rows_.find({batch, seq_len});

@@ -99,7 +99,10 @@ class CocoModel : public Module {
   // tokens (B, T) i32, right-padded with pad_id, best on the CPU: the ids are validated there and
   // uploaded once (a CUDA tensor is read back first). `step` keys every random decision. Shapes
   // depend on B, T and the config only (the masked positions have a fixed capacity).
-  Outputs forward(const Tensor& tokens, uint64_t step, bool training);
+  // `first_row`: the global row of tokens' row 0 when the batch is a share of a larger one (data
+  // parallelism, gradient accumulation): masks, crops, samples and dropout are keyed by (step, global row,
+  // position), so a row draws the same numbers however the global batch is split.
+  Outputs forward(const Tensor& tokens, uint64_t step, bool training, uint64_t first_row = 0);
 
   const model::Encoder& generator() const { return *generator_; }
   const model::Encoder& discriminator() const { return *discriminator_; }

@@ -68,6 +68,7 @@ OptimConfig parse_optim(const nlohmann::json& raw, const std::string& source) {
   o.warmup_steps = r.get_int("warmup_steps", o.warmup_steps, 0, INT64_MAX / 4);
   o.schedule = r.get_choice("schedule", o.schedule, {"linear", "cosine"});
   o.clip_norm = r.get_double("clip_norm", o.clip_norm, 0.0, 1e9);
+  o.zero = r.get_int("zero", o.zero, 0, 1);
   r.finish();
   return o;
 }
@@ -77,6 +78,12 @@ LoopConfig parse_loop(ConfigObject r) {
   t.steps = r.get_int("steps", t.steps, 1, INT64_MAX / 4);
   t.micro_batch = r.get_int("micro_batch", t.micro_batch, 1, 1 << 20);
   t.grad_accum = r.get_int("grad_accum", t.grad_accum, 1, 1 << 20);
+  t.global_batch = r.get_int("global_batch", 0, 1, int64_t{1} << 30);
+  if (r.has("global_batch") && r.has("grad_accum"))
+    r.fail("grad_accum",
+           "absent when train.global_batch is set (grad_accum is derived: global_batch / (ranks x micro_batch))");
+  if (t.global_batch > 0 && t.global_batch % t.micro_batch != 0)
+    r.fail("global_batch", "a multiple of train.micro_batch (" + std::to_string(t.micro_batch) + ")");
   t.seed = static_cast<uint64_t>(r.get_int("seed", static_cast<int64_t>(t.seed), 0, INT64_MAX));
   t.log_every = r.get_int("log_every", t.log_every, 1, INT64_MAX / 4);
   t.eval_every = r.get_int("eval_every", t.eval_every, 0, INT64_MAX / 4);
@@ -230,6 +237,7 @@ TrainConfig parse_train_config(const nlohmann::json& root, const std::string& so
     ConfigObject dist = r.get_object("dist");
     c.dist_bucket_mb = dist.get_double("bucket_mb", c.dist_bucket_mb, 1.0 / 1024, 4096);
     c.dist_reduce_dtype = dist.get_choice("reduce_dtype", c.dist_reduce_dtype, {"f32", "bf16"});
+    c.dist_timeout_s = dist.get_double("timeout_s", c.dist_timeout_s, 0.1, 86400);
     dist.finish();
   }
   r.finish();
@@ -248,6 +256,11 @@ TrainConfig parse_train_config(const nlohmann::json& root, const std::string& so
   if (c.objective.preset == objective::Preset::paper && c.objective.sep_id < 0)
     throw ConfigError(source +
                       ": key 'objective.sep_id': the paper preset packs documents with [SEP]; expected a token id");
+  if (c.optim.zero != 0 && c.precision != "f32")
+    throw ConfigError(source + ": key 'optim.zero': ZeRO-1 shards f32 weights and optimizer state; precision \"" +
+                      c.precision +
+                      "\" (16-bit working copies of f32 masters) is not sharded yet: expected optim.zero = 0 or "
+                      "precision \"f32\"");
   objective::validate_objective_config(c.objective, c.model, c.train.micro_batch, source);
   return c;
 }
@@ -296,9 +309,9 @@ nlohmann::json train_config_to_json(const TrainConfig& c) {
                 {"warmup_steps", c.optim.warmup_steps},
                 {"schedule", c.optim.schedule},
                 {"clip_norm", c.optim.clip_norm}};
+  if (c.optim.zero != 0) j["optim"]["zero"] = c.optim.zero;  // only when set: older configs keep their hash
   j["train"] = {{"steps", c.train.steps},
                 {"micro_batch", c.train.micro_batch},
-                {"grad_accum", c.train.grad_accum},
                 {"seed", c.train.seed},
                 {"log_every", c.train.log_every},
                 {"eval_every", c.train.eval_every},
@@ -306,12 +319,18 @@ nlohmann::json train_config_to_json(const TrainConfig& c) {
                 {"checkpoint_every", c.train.checkpoint_every},
                 {"keep_checkpoints", c.train.keep_checkpoints},
                 {"max_consecutive_skips", c.train.max_consecutive_skips}};
+  // global_batch stays as set (grad_accum then depends on the launch's world size and is not part of the run).
+  if (c.train.global_batch > 0)
+    j["train"]["global_batch"] = c.train.global_batch;
+  else
+    j["train"]["grad_accum"] = c.train.grad_accum;
   j["precision"] = c.precision;
   j["runtime"] = {{"device", c.device_setting}};
   // Only when set, so configs (and their hashes) from before the key existed stay as they were.
   if (c.threads != 0) j["runtime"]["threads"] = c.threads;
   if (c.dist_bucket_mb != TrainConfig{}.dist_bucket_mb) j["dist"]["bucket_mb"] = c.dist_bucket_mb;
   if (c.dist_reduce_dtype != TrainConfig{}.dist_reduce_dtype) j["dist"]["reduce_dtype"] = c.dist_reduce_dtype;
+  if (c.dist_timeout_s != TrainConfig{}.dist_timeout_s) j["dist"]["timeout_s"] = c.dist_timeout_s;
   return j;
 }
 
@@ -329,6 +348,18 @@ std::vector<std::string> model_shape_differences(const TrainConfig& before, cons
   const nlohmann::json a = shape_view(before), b = shape_view(after);
   for (const char* section : {"model", "objective"}) collect_differences(a.at(section), b.at(section), section, out);
   return out;
+}
+
+void apply_world_size(TrainConfig& config, int world_size, const std::string& source) {
+  LoopConfig& t = config.train;
+  if (t.global_batch <= 0) return;
+  const int64_t per_pass = static_cast<int64_t>(world_size) * t.micro_batch;
+  if (world_size < 1 || t.global_batch % per_pass != 0)
+    throw ConfigError(source + ": key 'train.global_batch': " + std::to_string(t.global_batch) +
+                      " rows are not divisible by " + std::to_string(world_size) + " ranks x train.micro_batch " +
+                      std::to_string(t.micro_batch) + " = " + std::to_string(per_pass) + "; expected a multiple of " +
+                      std::to_string(per_pass) + " (or another number of ranks or train.micro_batch)");
+  t.grad_accum = t.global_batch / per_pass;
 }
 
 std::string config_hash(const TrainConfig& config) {

@@ -2,14 +2,18 @@
 //   "model"      (model/config.h), "objective" (coco/objective.h),
 //   "data"       {"dir": prepared directory, "seq_len": T, "shuffle": true, "prefetch": 4},
 //   "optim"      {"lr", "betas": [b1, b2], "eps", "weight_decay", "no_decay": [name substrings],
-//                 "warmup_steps", "schedule": "linear" | "cosine", "clip_norm"},
-//   "train"      {"steps", "micro_batch", "grad_accum", "seed", "log_every", "eval_every", "eval_batches",
-//                 "checkpoint_every", "keep_checkpoints", "max_consecutive_skips"},
+//                 "warmup_steps", "schedule": "linear" | "cosine", "clip_norm", "zero": 0 | 1},
+//   "train"      {"steps", "micro_batch", "grad_accum" | "global_batch", "seed", "log_every", "eval_every",
+//                 "eval_batches", "checkpoint_every", "keep_checkpoints", "max_consecutive_skips"}; global_batch (rows
+//                 per optimizer step over all ranks) replaces grad_accum, which is then derived per launch as
+//                 global_batch / (ranks x micro_batch) (apply_world_size),
 //   "precision"  "f32" | "bf16" | "f16",
 //   "runtime"    {"device": "cuda" | "cpu" | "auto", "threads": N (CPU backend; 0 or absent: every core the
 //                 process may use)},
 //   "dist"       {"bucket_mb": gradient bucket size in MiB (default 25), "reduce_dtype": "f32" | "bf16" (default
-//                 "f32")}: data parallelism under mpirun/srun (engine/dist/grad_sync.h); optional.
+//                 "f32"), "timeout_s": seconds a collective may take before the job is declared stuck (a dead or
+//                 hanging rank) and aborted on every rank (default 300)}: data parallelism under mpirun/srun
+//                 (engine/dist/grad_sync.h); optional.
 // Read strictly (engine/config.h): unknown keys, wrong types and out-of-range values are ConfigErrors
 // naming the file and the dotted key. `--set key.path=value` overrides are applied to the JSON first.
 //
@@ -48,6 +52,9 @@ struct OptimConfig {
   std::vector<std::string> no_decay;
   int64_t warmup_steps = 0;
   std::string schedule = "linear";  // decay after warmup: "linear" (to 0 at train.steps) | "cosine"
+  // optim.zero: 1 shards the AdamW state and f32 masters over the data-parallel ranks (ZeRO stage 1,
+  // engine/dist/zero.h); 0 (default) keeps a whole copy on every rank. f32 precision only.
+  int64_t zero = 0;
   double clip_norm = 1.0;           // 0 disables clipping
 };
 
@@ -55,6 +62,9 @@ struct LoopConfig {
   int64_t steps = 100;
   int64_t micro_batch = 8;
   int64_t grad_accum = 1;
+  // train.global_batch; 0 when the config sets grad_accum instead. The same run (data order, randomness,
+  // gradients up to reduction order) on any number of ranks that divides it.
+  int64_t global_batch = 0;
   uint64_t seed = 1;
   int64_t log_every = 10;
   int64_t eval_every = 0;        // 0: only at the end (when a valid split exists)
@@ -76,6 +86,7 @@ struct TrainConfig {
   Device device = Device::cpu;            // `device_setting` resolved
   double dist_bucket_mb = 25;             // dist.bucket_mb
   std::string dist_reduce_dtype = "f32";  // dist.reduce_dtype
+  double dist_timeout_s = 300;            // dist.timeout_s: a collective that takes longer ends the job
 };
 
 // Reads `path`, applies `overrides` ("train.steps=200"), takes the keys it leaves to the data from data.dir's
@@ -87,6 +98,10 @@ TrainConfig load_train_config_json(nlohmann::json root, const std::string& sourc
                                    const std::vector<std::string>& overrides = {});
 // Parses an already-merged JSON document in which nothing is left to the data; `source` names it in messages.
 TrainConfig parse_train_config(const nlohmann::json& root, const std::string& source);
+
+// With train.global_batch set: train.grad_accum = global_batch / (world_size x micro_batch). ConfigError naming
+// the keys and values when that does not divide (every rank computes the same and refuses alike).
+void apply_world_size(TrainConfig& config, int world_size, const std::string& source);
 
 // The dotted keys of the vocabulary (model.vocab_size, objective.*_id) that `root` leaves to the data: absent or
 // "auto". A section that is not an object is left for the parser to report.

@@ -31,6 +31,7 @@
 #include "engine/dist/consistency.h"
 #include "engine/dist/grad_sync.h"
 #include "engine/dist/launch.h"
+#include "engine/dist/zero.h"
 #include "engine/io/checked_read.h"
 #include "engine/ops/device_checks.h"
 #include "engine/ops/elementwise.h"
@@ -221,8 +222,9 @@ struct StepStats {
   }
 };
 
-// Evaluation over the first `max_batches` micro-batches (0: all) of `sequences`, in order, with fixed
-// Philox step keys so every evaluation of a run sees the same masks.
+// Evaluation over the first `max_batches` micro-batches (0: all) of `sequences`, in order, with a fixed
+// Philox step key and each sequence keyed by its index in the split, so every evaluation of a run sees the
+// same masks, whatever the micro-batch size.
 constexpr uint64_t kEvalStepKey = uint64_t{1} << 62;
 
 StepStats evaluate_sequences(CocoModel& model, const data::PackedSequences& sequences, int64_t micro_batch,
@@ -238,7 +240,7 @@ StepStats evaluate_sequences(CocoModel& model, const data::PackedSequences& sequ
     const data::Batch batch = data::make_batch(sequences, options, start);
     const Tensor tokens = Tensor::from_vector(batch.tokens, Shape{batch.rows, batch.seq_len}, Device::cpu);
     NoGrad no_grad;
-    stats.add(model.forward(tokens, kEvalStepKey + static_cast<uint64_t>(b), /*training=*/false), batch.rows);
+    stats.add(model.forward(tokens, kEvalStepKey, /*training=*/false, /*first_row=*/start), batch.rows);
     stats.tokens += batch.non_pad_tokens;
     start += static_cast<uint64_t>(options.micro_batch);
   }
@@ -349,7 +351,9 @@ struct Trainer::Impl {
   DType param_dtype = DType::f32;
   std::unique_ptr<CocoModel> model;
   std::vector<NamedParameter> params, masters;
-  std::unique_ptr<optim::AdamW> optimizer;
+  std::unique_ptr<optim::AdamW> optimizer;  // null with ZeRO-1 (zero holds the sharded state)
+  std::vector<optim::AdamWParam> adam_params;
+  optim::AdamWOptions adam_options;
   optim::GradScaler scaler;
   int64_t start_step = 0, step = 0;
   int64_t skipped_total = 0, consecutive_skips = 0, tokens_seen = 0;
@@ -379,8 +383,25 @@ struct Trainer::Impl {
   // checkpoints) and reports; every rank reads its rows of each global micro-batch.
   std::unique_ptr<dist::Communicator> comm;
   std::unique_ptr<dist::GradSync> grad_sync;
+  // optim.zero = 1 under a launch: AdamW state and f32 masters sharded over the ranks (engine/dist/zero.h). Its
+  // step stays host-decided (reduce-scatter, skip/clip from the global norm, apply, all-gather): zero_step().
+  std::unique_ptr<dist::ZeroAdamW> zero;
 
   int rank() const { return comm ? comm->rank() : 0; }
+
+  // A collective failed (a peer died or hangs past dist.timeout_s, an MPI/NCCL error): the job cannot go on.
+  // Say which rank saw it and end every rank (MPI_Abort; ncclCommAbort first), exit code 1, so that no rank
+  // waits in a collective for ever. The last committed checkpoint is where --resume continues.
+  [[noreturn]] void abort_job(const dist::CommError& error) const {
+    std::string what = error.what();
+    const std::string prefix = format("rank %d of %d: ", rank(), world_size());
+    if (what.rfind(prefix, 0) == 0) what.erase(0, prefix.size());  // the communicator's messages name the rank
+    std::fflush(stdout);
+    std::fprintf(stderr, "error: %s%s; aborting the job on every rank\n", prefix.c_str(), what.c_str());
+    std::fflush(stderr);
+    comm->abort(1);
+    std::_Exit(1);  // not reached: abort() ends the process (the attribute does not travel through the virtual call)
+  }
   int world_size() const { return comm ? comm->world_size() : 1; }
   bool writes_run_dir() const { return rank() == 0; }
 
@@ -437,20 +458,23 @@ struct Trainer::Impl {
   }
 
   // ---- Data parallelism (engine/dist) --------------------------------------------------------------
-  // N ranks with train.grad_accum g train what one process trains with grad_accum N g (same micro_batch):
-  // at micro-batch k of a step, rank r reads the rows of the global micro-batch index k N + r (the data
-  // loader's rank layout) and keys its masks, samples and dropout with that index, so each micro-batch
-  // sees the tokens and random numbers it sees in the one-process run. Gradients are the average over
-  // the ranks of each rank's mean over its micro-batches: the mean over all N g micro-batches.
+  // N ranks with train.grad_accum g train what one process trains with grad_accum N g (same micro_batch),
+  // or with the same global batch in larger micro-batches: at micro-batch k of a step, rank r reads the
+  // rows of the global micro-batch index k N + r (the data loader's rank layout) and keys its masks,
+  // samples and dropout by the global row (micro_first_row), so each row sees the tokens and random
+  // numbers it sees in the one-process run. Gradients are the average over the ranks of each rank's mean
+  // over its micro-batches: the mean over all N g micro-batches.
 
   void open_communicator() {
     const dist::LaunchInfo launch = dist::detect_launch();
     if (!launch.distributed()) return;  // one process: today's path, untouched
-    comm = dist::make_communicator(config.device, launch);
+    dist::CommOptions comm_options;
+    comm_options.timeout_s = config.dist_timeout_s;
+    comm = dist::make_communicator(config.device, launch, comm_options);
   }
 
   void open_grad_sync() {
-    if (!comm) return;
+    if (!comm || config.optim.zero == 1) return;  // ZeRO-1's reduce-scatter is the gradient synchronisation
     std::vector<Tensor> trainable;
     for (const NamedParameter& p : params) trainable.push_back(p.tensor);
     dist::GradSyncOptions sync_options;
@@ -459,20 +483,70 @@ struct Trainer::Impl {
     grad_sync = std::make_unique<dist::GradSync>(*comm, trainable, sync_options);
   }
 
-  // The Philox step key of this rank's micro-batch `micro` of the current step (step * grad_accum + micro
-  // for one process).
-  uint64_t micro_step_key(int64_t micro) const {
-    const int64_t world = world_size();
-    return static_cast<uint64_t>((step * config.train.grad_accum + micro) * world + rank());
+  // The global row (within the step's global batch) of row 0 of this rank's micro-batch `micro`: the data
+  // loader gives rank r the rows [(micro N + r) B, + B) of the step's N g B rows. The forward keys its masks,
+  // crops, samples and dropout by (step, global row), so any split of a global batch over ranks, micro-batches
+  // and accumulation steps draws the same numbers for the same row.
+  uint64_t micro_first_row(int64_t micro) const {
+    return static_cast<uint64_t>((micro * world_size() + rank()) * config.train.micro_batch);
   }
 
-  // After backward of the step's last micro-batch: the averaged gradients in place, and the step's
-  // statistics summed over the ranks (so rank 0 logs the global batch's losses and accuracies).
+  // ZeRO-1: the optimizer's whole state (loaded from a checkpoint, or fresh) moves into the shards, and the
+  // whole copy is freed. The weights must be final (loaded) here: the shards start from them.
+  void open_zero() {
+    if (config.optim.zero != 1) return;
+    if (!comm) {
+      message("note: optim.zero = 1 in one process: nothing to shard, the optimizer state stays whole");
+      return;
+    }
+    zero = std::make_unique<dist::ZeroAdamW>(*comm, params, adam_options);
+    if (zero->parameters().size() != optimizer->size())
+      throw std::logic_error("ZeRO-1: the sharded optimizer and the trainer list different parameters");
+    std::vector<dist::ZeroAdamW::ParamState> state(optimizer->size());
+    for (size_t i = 0; i < state.size(); ++i)
+      state[i] = {optimizer->step_count(i), optimizer->exp_avg(i), optimizer->exp_avg_sq(i)};
+    zero->load_state(state);
+    optimizer.reset();
+  }
+
+  // A ZeRO-1 step, decided on the host: the reduce-scatter's global norm (the same on every rank) and the
+  // ranks' averaged loss decide skip and clip alike everywhere; then each rank's AdamW updates its shard and
+  // the weights are all-gathered. Returns whether the step was skipped (non-finite); grad_norm otherwise.
+  bool zero_step(const StepStats& stats, double lr, double& grad_norm) {
+    const double norm = zero->reduce_gradients();
+    const bool nonfinite = !std::isfinite(stats.loss) || !std::isfinite(norm) || injected_nonfinite(step + 1);
+    if (!nonfinite) {
+      grad_norm = norm;
+      zero->apply(lr, config.optim.clip_norm > 0 ? kernels::clip_factor(norm, config.optim.clip_norm) : 1.0);
+    }
+    zero->zero_grad();
+    return nonfinite;
+  }
+
+  // The optimizer state a checkpoint stores: the whole optimizer, or with ZeRO-1 the shards gathered (a
+  // collective: every rank calls it) into a whole AdamW on rank 0 (null elsewhere).
+  std::unique_ptr<optim::AdamW> gathered_optimizer() {
+    const std::vector<dist::ZeroAdamW::ParamState> state = zero->gathered_state();
+    if (!writes_run_dir()) return nullptr;
+    auto whole = std::make_unique<optim::AdamW>(adam_params, adam_options);
+    for (size_t i = 0; i < state.size(); ++i)
+      whole->set_state(i, state[i].step, state[i].exp_avg, state[i].exp_avg_sq);
+    return whole;
+  }
+
+  // After backward of the step's last micro-batch: the averaged gradients in place (ZeRO-1 reduce-scatters
+  // them in its step instead), and the step's statistics summed over the ranks (so rank 0 logs the global
+  // batch's losses and accuracies).
   void finish_data_parallel_step(StepStats& stats) {
-    grad_sync->finish();
-    if (step == start_step)
+    if (grad_sync) grad_sync->finish();
+    if (step == start_step && grad_sync)
       message(format("data parallel: %d ranks (%s), %zu gradient buckets, %zu of them all-reduced during backward",
                      world_size(), comm->backend(), grad_sync->bucket_count(), grad_sync->overlapped_buckets()));
+    if (step == start_step && zero)
+      message(format("data parallel: %d ranks (%s), ZeRO-1: AdamW state and f32 masters sharded, %lld of %lld "
+                     "elements per rank",
+                     world_size(), comm->backend(), static_cast<long long>(zero->shard_size()),
+                     static_cast<long long>(zero->total_elements())));
     const std::vector<double> local = {stats.loss,
                                        stats.mlm,
                                        stats.rtd,
@@ -526,6 +600,7 @@ struct Trainer::Impl {
     if (options.run_dir.empty()) throw std::invalid_argument("TrainerOptions::run_dir: expected the run directory");
     run_dir = options.run_dir;
     open_communicator();
+    train::apply_world_size(config, world_size(), source);  // train.global_batch -> grad_accum for this launch
     if (writes_run_dir()) {
       fs::create_directories(run_dir);
       lock = std::make_unique<checkpoint::RunDirectoryLock>(run_dir);  // held while the Trainer lives
@@ -585,7 +660,6 @@ struct Trainer::Impl {
     model = std::make_unique<CocoModel>(config.model, config.objective, t.seed, config.device, param_dtype);
     params = trainable_parameters(*model, config.optim);
     masters = params;
-    std::vector<optim::AdamWParam> adam_params;
     for (size_t i = 0; i < params.size(); ++i) {
       NamedParameter& p = params[i];
       if (param_dtype == DType::f32) {
@@ -597,7 +671,7 @@ struct Trainer::Impl {
       adam_params.push_back(
           {p.name, masters[i].tensor, param_dtype == DType::bf16 ? p.tensor : Tensor(), p.tensor, p.weight_decay});
     }
-    optim::AdamWOptions adam;
+    optim::AdamWOptions& adam = adam_options;
     adam.beta1 = config.optim.beta1;
     adam.beta2 = config.optim.beta2;
     adam.eps = config.optim.eps;
@@ -627,6 +701,7 @@ struct Trainer::Impl {
       }
       message(format("resuming from %s (step %lld)", resume_dir->c_str(), static_cast<long long>(start_step)));
     }
+    open_zero();
     step = start_step;
     if (writes_run_dir()) truncate_metrics(run_dir / "metrics.jsonl", resume_dir ? start_step : -1);
     last_checkpoint = resume_dir;
@@ -682,8 +757,8 @@ struct Trainer::Impl {
                  {"sequences", train_sequences->size()},
                  {"dir", config.data.dir}};
     s["rng"] = {{"seed", t.seed},
-                {"generator", "philox4x32-10 keyed by (seed, step key, purpose); stateless"},
-                {"next_step_key", static_cast<uint64_t>(completed * t.grad_accum * world_size())}};
+                {"generator", "philox4x32-10 keyed by (seed, step, purpose, global row); stateless"},
+                {"next_step_key", static_cast<uint64_t>(completed)}};
     s["loss_scale"] = param_dtype == DType::f16 ? scaler.scale() : 1.0;
     const optim::GradScaler::State scaler_state = scaler.state();
     s["grad_scaler"] = {{"scale", scaler_state.scale},
@@ -697,10 +772,12 @@ struct Trainer::Impl {
     s["run_id"] = run_id;
     s["vocab"] = data::vocab_identity_to_json({meta.vocab_hash, meta.vocab_size});
     if (comm) s["world_size"] = world_size();
+    const std::unique_ptr<optim::AdamW> whole_state = zero ? gathered_optimizer() : nullptr;  // every rank
     if (comm && !writes_run_dir()) {
       last_checkpoint = checkpoint_written_by_rank_0();
     } else {
-      checkpoint::CheckpointData data{masters, optimizer.get(), s, resolved, tokenizer_files};
+      checkpoint::CheckpointData data{masters, whole_state ? whole_state.get() : optimizer.get(), s, resolved,
+                                      tokenizer_files};
       last_checkpoint = checkpoint::write_checkpoint(run_dir, completed, data, t.keep_checkpoints);
       if (comm) comm->barrier();
     }
@@ -755,7 +832,7 @@ struct Trainer::Impl {
       Tensor scaled;
       {
         Tape::Recording recording(tape);
-        out = model->forward(tokens, micro_step_key(micro), /*training=*/true);
+        out = model->forward(tokens, static_cast<uint64_t>(step), /*training=*/true, micro_first_row(micro));
         const double factor = loss_scale / static_cast<double>(t.grad_accum);
         if (control && param_dtype == DType::f16)  // the scale the device decided: no host value
           scaled = ops::mul(out.loss, control->backward_seed().view(out.loss.shape()));
@@ -798,12 +875,8 @@ struct Trainer::Impl {
     } else {
       stats.take(step_metrics->read());
       step_metrics->reset();
-      if (grad_sync) finish_data_parallel_step(stats);
-
-      const std::vector<Tensor> grads = optimizer->gradients();
-      // Gradients carry the loss scale: unscale inside the norm and the update.
-      const optim::GradientStats gradient = optim::gradient_stats(grads, 1.0 / loss_scale);
-      nonfinite = !std::isfinite(stats.loss) || gradient.nonfinite || injected_nonfinite(step + 1);
+      if (comm) finish_data_parallel_step(stats);
+      nonfinite = zero ? zero_step(stats, lr, grad_norm) : plain_step(stats, lr, loss_scale, grad_norm);
       if (nonfinite) {
         ++skipped_total;
         // f16 overflows while the loss scale is still above its floor are the scaler's normal search,
@@ -812,20 +885,39 @@ struct Trainer::Impl {
         if (!scaler_searching) ++consecutive_skips;
       } else {
         consecutive_skips = 0;
-        grad_norm = gradient.norm;
-        const double factor =
-            config.optim.clip_norm > 0 ? kernels::clip_factor(grad_norm, config.optim.clip_norm) : 1.0;
-        optimizer->step(lr, factor / loss_scale);
-        if (param_dtype == DType::f16) refresh_working_copies();
       }
       if (param_dtype == DType::f16) scaler.update(nonfinite);
-      optimizer->zero_grad();
     }
     tokens_seen += stats.tokens;
     const int64_t completed = ++step;
     if (profiler->end(nonfinite)) message(profiler->line());
     checkpoint::fault_point("after-step:" + std::to_string(completed));
+    return finish_step(stats, completed, lr, grad_norm, step_loss_scale, nonfinite, known, step_start);
+  }
 
+  // The step of the whole optimizer (every rank holds all of it): skip on non-finite, clip, AdamW.
+  bool plain_step(const StepStats& stats, double lr, double loss_scale, double& grad_norm) {
+    const std::vector<Tensor> grads = optimizer->gradients();
+    // Gradients carry the loss scale: unscale inside the norm and the update.
+    const optim::GradientStats gradient = optim::gradient_stats(grads, 1.0 / loss_scale);
+    const bool nonfinite = !std::isfinite(stats.loss) || gradient.nonfinite || injected_nonfinite(step + 1);
+    if (!nonfinite) {
+      grad_norm = gradient.norm;
+      const double factor = config.optim.clip_norm > 0 ? kernels::clip_factor(grad_norm, config.optim.clip_norm) : 1.0;
+      optimizer->step(lr, factor / loss_scale);
+      if (param_dtype == DType::f16) refresh_working_copies();
+    }
+    optimizer->zero_grad();
+    return nonfinite;
+  }
+
+  // Metrics record, progress report, evaluation and checkpoint of the step just completed.
+  // `known`: whether the host holds this step's losses (on the device-decided path only at the logging
+  // cadence); `step_loss_scale`: the loss scale the step's backward used.
+  StepReport finish_step(const StepStats& stats, int64_t completed, double lr, double grad_norm,
+                         double step_loss_scale, bool nonfinite, bool known,
+                         std::chrono::steady_clock::time_point step_start) {
+    const auto& t = config.train;
     const auto now = std::chrono::steady_clock::now();
     const double step_seconds = std::chrono::duration<double>(now - step_start).count();
     const double elapsed = std::chrono::duration<double>(now - run_start).count();
@@ -909,8 +1001,22 @@ std::optional<fs::path> Trainer::resumed_from() const { return impl_->resume_dir
 std::optional<fs::path> Trainer::last_checkpoint() const { return impl_->last_checkpoint; }
 const nlohmann::json& Trainer::config() const { return impl_->resolved; }
 fs::path Trainer::run_dir() const { return impl_->run_dir; }
-StepReport Trainer::train_step() { return impl_->train_step(); }
-fs::path Trainer::save() { return impl_->save_now(); }
+StepReport Trainer::train_step() {
+  try {
+    return impl_->train_step();
+  } catch (const dist::CommError& error) {
+    if (impl_->comm) impl_->abort_job(error);
+    throw;
+  }
+}
+fs::path Trainer::save() {
+  try {
+    return impl_->save_now();
+  } catch (const dist::CommError& error) {
+    if (impl_->comm) impl_->abort_job(error);
+    throw;
+  }
+}
 
 nlohmann::json Trainer::evaluate(int64_t batches) {
   const StepStats stats = impl_->evaluate_now(batches);

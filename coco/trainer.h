@@ -8,7 +8,7 @@
 //   while (!trainer.done()) trainer.train_step();                       // or trainer.run()
 //
 // One optimizer step: for each of train.grad_accum micro-batches, a forward pass recorded on a fresh tape
-// (Philox step key = step * grad_accum + micro) and backward of loss / grad_accum; then non-finite gradients skip
+// (Philox keyed by the step and each row's index in the step's global batch) and backward of loss / grad_accum; then non-finite gradients skip
 // the step (counted; more than train.max_consecutive_skips in a row stop the run with a std::runtime_error naming
 // the last good checkpoint), else the global norm is clipped and AdamW applies the scheduled LR. The schedule of
 // the config applies inside train_step(): a metrics record every train.log_every steps (and for every skipped

@@ -19,6 +19,7 @@
 #include "kernels/cast_convert.h"
 #include "kernels/dropout.h"
 #include "kernels/loss_scale.h"
+#include "kernels/sampling.h"
 #include "kernels/sampling_math.h"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
@@ -396,7 +397,7 @@ void attention_keep_mask(const rng::Stream& stream, float p, uint64_t first, int
 }
 
 void gumbel_sample(const float* logits, int64_t N, int64_t V, float temperature, const rng::Stream& stream,
-                   int32_t* samples) {
+                   int32_t* samples, const int32_t* row_keys) {
   if (N < 0 || V < 1 || V > 0x7fffffffLL)
     throw std::invalid_argument("kernels::cpu_fast::gumbel_sample: logits (" + std::to_string(N) + ", " +
                                 std::to_string(V) + "), expected N >= 0 and 1 <= V < 2^31");
@@ -407,7 +408,8 @@ void gumbel_sample(const float* logits, int64_t N, int64_t V, float temperature,
   runtime::cpu::parallel_for(N, 1, [&](int64_t lo, int64_t hi) {
     std::vector<float> scores(static_cast<size_t>(V));
     for (int64_t n = lo; n < hi; ++n)
-      samples[n] = gumbel_row(logits + n * V, V, temperature, stream, static_cast<uint64_t>(n * groups), scores.data());
+      samples[n] = gumbel_row(logits + n * V, V, temperature, stream,
+                              sample_key(row_keys, n) * static_cast<uint64_t>(groups), scores.data());
   });
 }
 

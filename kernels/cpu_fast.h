@@ -37,7 +37,7 @@ void attention_keep_mask(const rng::Stream& stream, float p, uint64_t first, int
 
 // = cpu::gumbel_sample<float>, bitwise.
 void gumbel_sample(const float* logits, int64_t N, int64_t V, float temperature, const rng::Stream& stream,
-                   int32_t* samples);
+                   int32_t* samples, const int32_t* row_keys = nullptr);
 
 // cpu::linear_forward<float> with linear_epilogue after the GEMM.
 void linear_forward(const float* x, const float* W, const float* bias, Activation act, int64_t rows, int64_t in,

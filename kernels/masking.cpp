@@ -32,7 +32,7 @@ uint64_t to_fixed_fraction(double p, const char* what) {
   return static_cast<uint64_t>(std::llround(p * 4294967296.0));
 }
 
-MaskKernelParams make_mask_params(const MaskingConfig& c, uint64_t seed, uint64_t step) {
+MaskKernelParams make_mask_params(const MaskingConfig& c, uint64_t seed, uint64_t step, uint64_t index_base) {
   const auto require_id = [](int32_t id, const char* what) {
     if (id < 0)
       throw std::invalid_argument(std::string("masking: ") + what + " must be >= 0, got " + std::to_string(id));
@@ -76,10 +76,10 @@ MaskKernelParams make_mask_params(const MaskingConfig& c, uint64_t seed, uint64_
                                   " is special, no random token can be drawn");
   }
   using rng::Purpose;
-  p.select_stream = rng::Stream(seed, step, Purpose::generator_mask_select);
-  p.replace_stream = rng::Stream(seed, step, Purpose::mask_replace);
-  p.token_stream = rng::Stream(seed, step, Purpose::random_token);
-  p.crop_stream = rng::Stream(seed, step, Purpose::crop);
+  p.select_stream = rng::Stream(seed, step, Purpose::generator_mask_select).with_index_base(index_base);
+  p.replace_stream = rng::Stream(seed, step, Purpose::mask_replace).with_index_base(index_base);
+  p.token_stream = rng::Stream(seed, step, Purpose::random_token).with_index_base(index_base);
+  p.crop_stream = rng::Stream(seed, step, Purpose::crop).with_index_base(index_base);
   return p;
 }
 

@@ -21,7 +21,9 @@
 // point 0.15 * 100 = 15.000000000000002). A product within n * 2^-32 of an integer counts as that
 // integer.
 //
-// Rows are right-padded: n_row = the number of non-pad tokens of a row.
+// Rows are right-padded: n_row = the number of non-pad tokens of a row. `row` is the global row: the
+// streams carry the index base first_row * T (rng::Stream::with_index_base) of a batch that holds rows
+// first_row.. of a larger (data-parallel) global batch, so its rows draw what they draw there.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -112,9 +114,10 @@ struct MaskKernelParams {
 };
 
 // Validates `config` (ids >= 0, probabilities in [0, 1], a non-empty allowed vocabulary when random
-// tokens are on) and builds the streams of (seed, step) for the purposes in the table above. Throws
-// std::invalid_argument naming the offending key.
-MaskKernelParams make_mask_params(const MaskingConfig& config, uint64_t seed, uint64_t step);
+// tokens are on) and builds the streams of (seed, step) for the purposes in the table above, based at
+// `index_base` (first_row * T; 0 for a batch that starts at global row 0). Throws std::invalid_argument
+// naming the offending key.
+MaskKernelParams make_mask_params(const MaskingConfig& config, uint64_t seed, uint64_t step, uint64_t index_base = 0);
 
 // Maximum row length T of the selection and crop kernels (one block per row, keys in shared memory).
 inline constexpr int32_t kMaxMaskRowLength = 4096;

@@ -43,14 +43,14 @@ int32_t argmax_index(const std::vector<float>& values) {
 
 template <class L>
 void gumbel_sample(const L* logits, int64_t N, int64_t V, float temperature, const rng::Stream& stream,
-                   int32_t* samples) {
+                   int32_t* samples, const int32_t* row_keys) {
   check_args(N, V, temperature, "kernels::cpu::gumbel_sample");
   const int64_t groups = (V + 3) / 4;
   std::vector<float> scores(static_cast<size_t>(V));
   for (int64_t n = 0; n < N; ++n) {
     const L* x = logits + n * V;
     for (int64_t g = 0; g < groups; ++g) {
-      const rng::Word4 words = stream.block(static_cast<uint64_t>(n * groups + g));
+      const rng::Word4 words = stream.block(sample_key(row_keys, n) * static_cast<uint64_t>(groups) + static_cast<uint64_t>(g));
       for (int lane = 0; lane < 4 && 4 * g + lane < V; ++lane) {
         const int64_t v = 4 * g + lane;
         scores[v] = load(x[v]) / temperature + detail::gumbel_noise(words.lane(lane));
@@ -62,7 +62,7 @@ void gumbel_sample(const L* logits, int64_t N, int64_t V, float temperature, con
 
 template <class L>
 void multinomial_sample(const L* logits, int64_t N, int64_t V, float temperature, const rng::Stream& stream,
-                        int32_t* samples) {
+                        int32_t* samples, const int32_t* row_keys) {
   check_args(N, V, temperature, "kernels::cpu::multinomial_sample");
   const int64_t segment = (V + kSampleThreads - 1) / kSampleThreads;
   std::vector<float> scaled(static_cast<size_t>(V));
@@ -96,7 +96,7 @@ void multinomial_sample(const L* logits, int64_t N, int64_t V, float temperature
       if (segment_sum[t] > 0.0f) last_positive = t;
     }
     prefix[kSampleThreads] = running;
-    const float target = stream.uniform(static_cast<uint64_t>(n), 0) * running;
+    const float target = stream.uniform(sample_key(row_keys, n), 0) * running;
     int32_t chosen = -1;
     for (int t = 0; t < kSampleThreads && chosen < 0; ++t) {
       if (!(segment_sum[t] > 0.0f && prefix[t] <= target && (target < prefix[t + 1] || t == last_positive))) continue;
@@ -117,10 +117,13 @@ void multinomial_sample(const L* logits, int64_t N, int64_t V, float temperature
   }
 }
 
-template void gumbel_sample<float>(const float*, int64_t, int64_t, float, const rng::Stream&, int32_t*);
-template void gumbel_sample<__nv_bfloat16>(const __nv_bfloat16*, int64_t, int64_t, float, const rng::Stream&, int32_t*);
-template void multinomial_sample<float>(const float*, int64_t, int64_t, float, const rng::Stream&, int32_t*);
+template void gumbel_sample<float>(const float*, int64_t, int64_t, float, const rng::Stream&, int32_t*,
+                                    const int32_t*);
+template void gumbel_sample<__nv_bfloat16>(const __nv_bfloat16*, int64_t, int64_t, float, const rng::Stream&, int32_t*,
+                                    const int32_t*);
+template void multinomial_sample<float>(const float*, int64_t, int64_t, float, const rng::Stream&, int32_t*,
+                                    const int32_t*);
 template void multinomial_sample<__nv_bfloat16>(const __nv_bfloat16*, int64_t, int64_t, float, const rng::Stream&,
-                                                int32_t*);
+                                                int32_t*, const int32_t*);
 
 }  // namespace coco::kernels::cpu

@@ -48,16 +48,17 @@ __device__ inline int64_t block_argmax(float value, int64_t index, float* values
 template <class L>
 __global__ void __launch_bounds__(kSampleThreads)
     gumbel_sample_kernel(const L* __restrict__ logits, int64_t V, float temperature, rng::Stream stream,
-                         int32_t* __restrict__ samples) {
+                         int32_t* __restrict__ samples, const int32_t* __restrict__ row_keys) {
   __shared__ float values[kSampleThreads];
   __shared__ int64_t indices[kSampleThreads];
   const int64_t row = blockIdx.x;
   const L* x = logits + row * V;
   const int64_t groups = (V + 3) / 4;
+  const uint64_t key = sample_key(row_keys, row);
   float best = -INFINITY;
   int64_t best_index = V;  // placeholder above every real index
   for (int64_t g = threadIdx.x; g < groups; g += blockDim.x) {
-    const rng::Word4 words = stream.block(static_cast<uint64_t>(row * groups + g));
+    const rng::Word4 words = stream.block(key * static_cast<uint64_t>(groups) + static_cast<uint64_t>(g));
     for (int lane = 0; lane < 4; ++lane) {
       const int64_t v = 4 * g + lane;
       if (v >= V) break;
@@ -76,7 +77,7 @@ __global__ void __launch_bounds__(kSampleThreads)
 template <class L>
 __global__ void __launch_bounds__(kSampleThreads)
     multinomial_sample_kernel(const L* __restrict__ logits, int64_t V, float temperature, rng::Stream stream,
-                              int32_t* __restrict__ samples) {
+                              int32_t* __restrict__ samples, const int32_t* __restrict__ row_keys) {
   __shared__ float values[kSampleThreads];
   __shared__ int64_t indices[kSampleThreads];
   __shared__ float segment_sum[kSampleThreads];
@@ -138,7 +139,7 @@ __global__ void __launch_bounds__(kSampleThreads)
     }
     prefix[kSampleThreads] = running;
     last_positive_shared = last_positive;
-    target_shared = stream.uniform(static_cast<uint64_t>(row), 0) * running;
+    target_shared = stream.uniform(sample_key(row_keys, row), 0) * running;
   }
   __syncthreads();
   const float target = target_shared;
@@ -177,28 +178,29 @@ namespace coco::kernels::cuda {
 
 template <class L>
 void gumbel_sample(const L* logits, int64_t N, int64_t V, float temperature, const rng::Stream& stream,
-                   int32_t* samples, cudaStream_t cuda_stream) {
+                   int32_t* samples, cudaStream_t cuda_stream, const int32_t* row_keys) {
   detail::check_args(N, V, temperature, "kernels::cuda::gumbel_sample");
   if (N == 0) return;
   COCO_LAUNCH(detail::gumbel_sample_kernel<L>, dim3(static_cast<unsigned>(N)), dim3(kSampleThreads), 0, cuda_stream,
-              logits, V, temperature, stream, samples);
+              logits, V, temperature, stream, samples, row_keys);
 }
 
 template <class L>
 void multinomial_sample(const L* logits, int64_t N, int64_t V, float temperature, const rng::Stream& stream,
-                        int32_t* samples, cudaStream_t cuda_stream) {
+                        int32_t* samples, cudaStream_t cuda_stream, const int32_t* row_keys) {
   detail::check_args(N, V, temperature, "kernels::cuda::multinomial_sample");
   if (N == 0) return;
   COCO_LAUNCH(detail::multinomial_sample_kernel<L>, dim3(static_cast<unsigned>(N)), dim3(kSampleThreads), 0,
-              cuda_stream, logits, V, temperature, stream, samples);
+              cuda_stream, logits, V, temperature, stream, samples, row_keys);
 }
 
-template void gumbel_sample<float>(const float*, int64_t, int64_t, float, const rng::Stream&, int32_t*, cudaStream_t);
+template void gumbel_sample<float>(const float*, int64_t, int64_t, float, const rng::Stream&, int32_t*, cudaStream_t,
+                                   const int32_t*);
 template void gumbel_sample<__nv_bfloat16>(const __nv_bfloat16*, int64_t, int64_t, float, const rng::Stream&, int32_t*,
-                                           cudaStream_t);
+                                           cudaStream_t, const int32_t*);
 template void multinomial_sample<float>(const float*, int64_t, int64_t, float, const rng::Stream&, int32_t*,
-                                        cudaStream_t);
+                                        cudaStream_t, const int32_t*);
 template void multinomial_sample<__nv_bfloat16>(const __nv_bfloat16*, int64_t, int64_t, float, const rng::Stream&,
-                                                int32_t*, cudaStream_t);
+                                                int32_t*, cudaStream_t, const int32_t*);
 
 }  // namespace coco::kernels::cuda

@@ -17,14 +17,18 @@ namespace {
 // and the second residual dropout of a layer offset in the index space.
 constexpr uint64_t kSecondSiteOffset = uint64_t{1} << 39;
 
-rng::Stream dropout_stream(const ForwardOptions& o, rng::Purpose purpose, uint32_t layer) {
-  return rng::Stream(o.seed, o.step, purpose, (o.instance & 3u) * 64u + (layer & 63u));
+// `elements_per_row`: the elements of one batch row in the tensor the stream drops from, so that the
+// stream's index base first_row * elements_per_row puts this batch's elements at their global index.
+rng::Stream dropout_stream(const ForwardOptions& o, rng::Purpose purpose, uint32_t layer, uint64_t elements_per_row) {
+  return rng::Stream(o.seed, o.step, purpose, (o.instance & 3u) * 64u + (layer & 63u))
+      .with_index_base(o.first_row * elements_per_row);
 }
 
 Tensor maybe_dropout(const Tensor& x, double p, const ForwardOptions& o, rng::Purpose purpose, uint32_t layer,
                      uint64_t index_offset = 0) {
   if (!o.training || p <= 0.0) return x;
-  return ops::dropout(x, p, dropout_stream(o, purpose, layer), /*training=*/true, index_offset);
+  const uint64_t per_row = x.size(0) > 0 ? static_cast<uint64_t>(x.numel() / x.size(0)) : 0;
+  return ops::dropout(x, p, dropout_stream(o, purpose, layer, per_row), /*training=*/true, index_offset);
 }
 
 }  // namespace
@@ -46,7 +50,9 @@ Tensor Attention::forward(const Tensor& x, const Tensor& key_mask, const Relativ
   const Tensor qkv = qkv_->forward(x);                  // (B, T, 3 H Dh)
   auto [q, k, v] = ops::split_qkv(qkv, config_.heads);  // 3 x (B, H, T, Dh)
   const double p = options.training ? config_.dropout.attention : 0.0;
-  const rng::Stream stream = dropout_stream(options, rng::Purpose::dropout_attention, layer);
+  // The dropout draws index the (B, H, T, T) probabilities.
+  const uint64_t per_row = static_cast<uint64_t>(q.size(1) * q.size(2) * k.size(2));
+  const rng::Stream stream = dropout_stream(options, rng::Purpose::dropout_attention, layer, per_row);
   // (B, H, T, Dh): the table inside the tensor-core kernels, or the shared dense bias.
   const Tensor context =
       bias.defined() && ops::attention_uses_tensor_cores(q)

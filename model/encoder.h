@@ -23,12 +23,15 @@
 namespace coco::model {
 
 // Everything random in one forward pass is keyed by (seed, step, instance): `instance` separates the
-// passes of one step (generator, discriminator on the corrupted view, discriminator on the crop).
+// passes of one step (generator, discriminator on the corrupted view, discriminator on the crop). Dropout
+// draws are keyed by element of the global batch: the batch's rows are rows first_row.. of it (a
+// data-parallel rank's share; 0 for a whole batch), so a row drops what it drops in any split of the batch.
 struct ForwardOptions {
   bool training = false;
   uint64_t seed = 0;
   uint64_t step = 0;
   uint32_t instance = 0;
+  uint64_t first_row = 0;
 };
 
 // Token and position tables (and the embedding LayerNorm), possibly shared by two encoders.

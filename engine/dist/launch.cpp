@@ -1,5 +1,6 @@
 #include "engine/dist/launch.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cstdlib>
 #include <optional>
@@ -72,6 +73,21 @@ LaunchInfo detect_launch(const EnvLookup& getenv) {
     return info;
   }
   return LaunchInfo{};
+}
+
+int device_for_local_rank(const LaunchInfo& launch, int device_count, bool device_per_process) {
+  if (device_count < 1)
+    throw DistConfigError("launch: rank " + std::to_string(launch.rank) + " (local rank " +
+                          std::to_string(launch.local_rank) + ") sees no CUDA device");
+  if (device_per_process) return launch.local_rank % device_count;
+  const int processes = std::max(launch.local_size, launch.local_rank + 1);
+  if (processes > device_count)
+    throw DistConfigError("launch: " + std::to_string(processes) + " processes on this node (local rank " +
+                          std::to_string(launch.local_rank) + ") but only " + std::to_string(device_count) +
+                          " CUDA devices: expected one process per GPU (fewer ranks per node, e.g. mpirun --map-by "
+                          "ppr:" +
+                          std::to_string(device_count) + ":node)");
+  return launch.local_rank;
 }
 
 LaunchInfo detect_launch() {

@@ -33,4 +33,10 @@ using EnvLookup = std::function<const char*(const char*)>;
 LaunchInfo detect_launch(const EnvLookup& getenv);
 LaunchInfo detect_launch();
 
+// The CUDA device of this process among the node's `device_count`: one GPU per process, picked by the
+// node-local rank. Throws DistConfigError when the node has no device, or runs more processes than it has
+// devices (local_size, or the local rank when the launcher does not say) -- unless `device_per_process`
+// (the emulator gives every process a device of its own), where the index wraps.
+int device_for_local_rank(const LaunchInfo& launch, int device_count, bool device_per_process = false);
+
 }  // namespace coco::dist

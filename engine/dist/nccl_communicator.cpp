@@ -52,12 +52,8 @@ class NcclCommunicator final : public Communicator {
     COCO_MPI_CHECK(MPI_Comm_size(mpi_, &size_));
     int devices = 0;
     COCO_CUDA_CHECK(cudaGetDeviceCount(&devices));
-    if (devices < 1) throw DistConfigError("rank " + std::to_string(rank_) + ": no CUDA device");
-    // The emulator gives every process a device of its own; real GPUs are shared by the node's ranks.
-    if (!kCudaEmulated && launch.local_size > devices)
-      throw DistConfigError("launch: " + std::to_string(launch.local_size) + " processes on this node but only " +
-                            std::to_string(devices) + " CUDA devices (one process per GPU)");
-    COCO_CUDA_CHECK(cudaSetDevice(launch.local_rank % devices));
+    // One GPU per process, by node-local rank; the emulator gives every process a device of its own.
+    COCO_CUDA_CHECK(cudaSetDevice(device_for_local_rank(launch, devices, /*device_per_process=*/kCudaEmulated)));
     ncclUniqueId id{};
     if (rank_ == 0) COCO_NCCL_CHECK(ncclGetUniqueId(&id));
     MPI_Request request;

@@ -68,24 +68,33 @@ void ZeroAdamW::flatten_gradients() {
 }
 
 ZeroAdamW::StepResult ZeroAdamW::step(double lr, double max_norm, double grad_scale) {
+  const double norm = reduce_gradients(grad_scale);
+  const double factor = max_norm > 0 ? std::min(1.0, max_norm / (norm + 1e-6)) : 1.0;
+  apply(lr, grad_scale * factor);
+  return {norm, factor};
+}
+
+double ZeroAdamW::reduce_gradients(double grad_scale) {
   flatten_gradients();
   comm_.reduce_scatter(flat_grad_, grad_shard_, ReduceOp::average);
   comm_.wait();
-  // The global norm: the shards' squared norms summed over the ranks.
+  // The global norm: the shards' squared norms summed over the ranks (a non-finite shard makes it non-finite
+  // on every rank).
   const double shard_norm = optim::grad_norm({grad_shard_}, grad_scale);
   norm_buffer_.fill_(shard_norm * shard_norm);
   comm_.all_reduce(norm_buffer_, ReduceOp::sum);
   comm_.synchronize();
-  const double norm = std::sqrt(norm_buffer_.item());
-  const double factor = max_norm > 0 ? std::min(1.0, max_norm / (norm + 1e-6)) : 1.0;
-  if (adamw_) adamw_->step(lr, grad_scale * factor);
+  return std::sqrt(norm_buffer_.item());
+}
+
+void ZeroAdamW::apply(double lr, double grad_scale) {
+  if (adamw_) adamw_->step(lr, grad_scale);
   comm_.all_gather(master_shard_, flat_params_);
   comm_.wait();
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor& t = params_[i].tensor;
     t.copy_from(flat_params_.rows(offsets_[i], offsets_[i] + t.numel()).view(t.shape()));
   }
-  return {norm, factor};
 }
 
 void ZeroAdamW::zero_grad() {

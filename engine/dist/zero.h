@@ -34,6 +34,14 @@ class ZeroAdamW {
   StepResult step(double lr, double max_norm = 0.0, double grad_scale = 1.0);
   void zero_grad();
 
+  // step() in two halves, for a caller that decides between them (skip a non-finite step, clip):
+  // reduce_gradients() reduce-scatters the gradients and returns the global L2 norm of the averaged
+  // gradients times grad_scale (the same on every rank; not finite when any gradient is not finite);
+  // apply() then runs AdamW on the shard with the gradients multiplied by grad_scale and all-gathers the
+  // weights. A step that is skipped calls only reduce_gradients() (and zero_grad()).
+  double reduce_gradients(double grad_scale = 1.0);
+  void apply(double lr, double grad_scale = 1.0);
+
   int64_t total_elements() const { return total_; }  // unpadded
   int64_t shard_begin() const { return shard_ * comm_.rank(); }
   int64_t shard_size() const { return shard_; }

@@ -33,11 +33,13 @@ int64_t max_selected_per_row(const kernels::MaskingConfig& config, int64_t T) {
   return kernels::fraction_ceil(kernels::to_fixed_fraction(config.mask_prob, "mask_prob"), static_cast<int32_t>(T));
 }
 
-MaskedBatch select_mask(const Tensor& tokens, const kernels::MaskingConfig& config, uint64_t seed, uint64_t step) {
+MaskedBatch select_mask(const Tensor& tokens, const kernels::MaskingConfig& config, uint64_t seed, uint64_t step,
+                        uint64_t first_row) {
   const char* op = "ops::select_mask";
   check_tokens(op, tokens);
   const int64_t B = tokens.size(0), T = tokens.size(1);
-  const kernels::MaskKernelParams params = kernels::make_mask_params(config, seed, step);
+  const kernels::MaskKernelParams params =
+      kernels::make_mask_params(config, seed, step, first_row * static_cast<uint64_t>(T));
   const Device device = tokens.device();
   MaskedBatch out;
   out.selected = Tensor::empty(Shape{B, T}, DType::u8, device);
@@ -107,11 +109,13 @@ Tensor count_nonzero(const Tensor& flags) {
   return count;
 }
 
-CropView crop_view(const Tensor& tokens, const kernels::MaskingConfig& config, uint64_t seed, uint64_t step) {
+CropView crop_view(const Tensor& tokens, const kernels::MaskingConfig& config, uint64_t seed, uint64_t step,
+                   uint64_t first_row) {
   const char* op = "ops::crop_view";
   check_tokens(op, tokens);
   const int64_t B = tokens.size(0), T = tokens.size(1);
-  const kernels::MaskKernelParams params = kernels::make_mask_params(config, seed, step);
+  const kernels::MaskKernelParams params =
+      kernels::make_mask_params(config, seed, step, first_row * static_cast<uint64_t>(T));
   CropView out;
   out.tokens = Tensor::empty(Shape{B, T}, DType::i32, tokens.device());
   out.length = Tensor::empty(Shape{B}, DType::i32, tokens.device());

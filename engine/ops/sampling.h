@@ -13,9 +13,11 @@ enum class Sampler : uint8_t { gumbel, multinomial };
 
 // logits: (N, V) f32 or bf16 (f64 is converted to f32) on the CPU or CUDA -> (N) i32 on the same
 // device. The stream is Philox (seed, step, Purpose::gumbel_sample / multinomial_sample, instance).
+// Sample n draws from Philox row key_base + row_keys[n] (row_keys: (N) i32 >= 0 on the logits' device,
+// e.g. the flat position of the token it replaces) or key_base + n without row_keys (kernels/sampling.h).
 // Throws TensorError for a bad shape/dtype and std::invalid_argument for a temperature that is not
 // finite and positive.
 Tensor sample_tokens(const Tensor& logits, Sampler sampler, float temperature, uint64_t seed, uint64_t step,
-                     uint32_t instance = 0);
+                     uint32_t instance = 0, const Tensor& row_keys = Tensor(), uint64_t key_base = 0);
 
 }  // namespace coco::ops

@@ -20,6 +20,11 @@
 // The purpose is 16 bits: the low 8 bits hold a Purpose value (below), the high 8 bits an instance
 // number (e.g. the layer of a dropout site), see `purpose_code`.
 //
+// Index base (data parallelism): `with_index_base(b)` returns the stream whose index i is index b + i of
+// this one. A rank that holds rows [r0, r0 + B) of the global batch draws through a stream based at
+// r0 * (elements per row), so every element is keyed by its global row and position: N ranks with B rows
+// each see the numbers one process with N B rows sees (the base is 0 unless set, which is the mapping above).
+//
 // One scalar draw per index: u32/uniform/below take lane `lane` (default 0) of block(index); normal and
 // uniform_f64 use lanes 0 and 1. Lanes a draw does not use are simply discarded -- a Philox block is
 // ten 32x32->64 multiplies, cheaper than coordinating threads to share one.
@@ -110,8 +115,8 @@ COCO_HOST_DEVICE constexpr uint32_t purpose_code(Purpose p, uint32_t instance = 
   return (static_cast<uint32_t>(p) & 0xffu) | ((instance & 0xffu) << 8);
 }
 
-// A stream of random numbers for one (seed, step, purpose). A plain 20-byte value; pass it to
-// kernels by value.
+// A stream of random numbers for one (seed, step, purpose), with an index base (0 by default). A plain
+// 32-byte value; pass it to kernels by value.
 class Stream {
  public:
   COCO_HOST_DEVICE constexpr Stream() : Stream(0, 0, 0u) {}
@@ -124,7 +129,16 @@ class Stream {
   COCO_HOST_DEVICE constexpr Stream(uint64_t seed, uint64_t step, Purpose purpose, uint32_t instance = 0)
       : Stream(seed, step, purpose_code(purpose, instance)) {}
 
-  COCO_HOST_DEVICE constexpr Word4 counter(uint64_t index) const {
+  // The same stream with index i moved to index base + i (bases add up).
+  COCO_HOST_DEVICE constexpr Stream with_index_base(uint64_t base) const {
+    Stream s = *this;
+    s.base_ += base;
+    return s;
+  }
+  COCO_HOST_DEVICE constexpr uint64_t index_base() const { return base_; }
+
+  COCO_HOST_DEVICE constexpr Word4 counter(uint64_t local_index) const {
+    const uint64_t index = base_ + local_index;
     return Word4{static_cast<uint32_t>(index), static_cast<uint32_t>(index >> 32) ^ purpose_high_, step_lo_, step_hi_};
   }
   COCO_HOST_DEVICE constexpr Key2 key() const { return key_; }
@@ -173,6 +187,7 @@ class Stream {
   Key2 key_;
   uint32_t purpose_high_;
   uint32_t step_lo_, step_hi_;
+  uint64_t base_ = 0;
 };
 
 }  // namespace coco::rng

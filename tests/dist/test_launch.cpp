@@ -90,6 +90,31 @@ TEST(Launch, InconsistentVariablesAreRefused) {
   EXPECT_NE(e.find("OMPI_COMM_WORLD_RANK='-1'"), std::string::npos) << e;
 }
 
+// One GPU per process: the node-local rank picks the device; more processes than devices on a node is a
+// launch error naming the counts (the emulator's one-device-per-process mode wraps instead).
+TEST(Launch, DeviceForLocalRank) {
+  const LaunchInfo two_nodes = launch_from({{"OMPI_COMM_WORLD_RANK", "13"},
+                                            {"OMPI_COMM_WORLD_SIZE", "16"},
+                                            {"OMPI_COMM_WORLD_LOCAL_RANK", "5"},
+                                            {"OMPI_COMM_WORLD_LOCAL_SIZE", "8"}});
+  EXPECT_EQ(device_for_local_rank(two_nodes, 8), 5);
+  std::string error;
+  try {
+    device_for_local_rank(two_nodes, 4);
+  } catch (const DistConfigError& e) {
+    error = e.what();
+  }
+  EXPECT_NE(error.find("8 processes on this node (local rank 5) but only 4 CUDA devices"), std::string::npos) << error;
+  EXPECT_EQ(device_for_local_rank(two_nodes, 4, /*device_per_process=*/true), 1);
+  EXPECT_THROW(device_for_local_rank(two_nodes, 0, true), DistConfigError);
+  // Slurm without a plain per-node count: the local rank alone must fit.
+  const LaunchInfo slurm = launch_from(
+      {{"SLURM_PROCID", "3"}, {"SLURM_NTASKS", "4"}, {"SLURM_LOCALID", "3"}, {"SLURM_NTASKS_PER_NODE", "4(x1)"}});
+  EXPECT_EQ(device_for_local_rank(slurm, 4), 3);
+  EXPECT_THROW(device_for_local_rank(slurm, 2), DistConfigError);
+  EXPECT_EQ(device_for_local_rank(launch_from({}), 1), 0);
+}
+
 TEST(Launch, OneProcessGetsTheLocalCommunicator) {
   const auto comm = make_communicator(Device::cpu, LaunchInfo{});
   EXPECT_STREQ(comm->backend(), "local");

@@ -43,6 +43,18 @@ TEST(Philox, UsableAtCompileTime) {
   EXPECT_EQ(out.lane(2), 0xbc57ac4cu);
 }
 
+// An index base moves the stream's indices: based at b, index i is index b + i of the plain stream (bases add).
+TEST(PhiloxStream, IndexBaseShiftsTheIndices) {
+  const Stream plain(7, 11, Purpose::dropout_residual, 2);
+  const Stream based = plain.with_index_base(1000).with_index_base(24);
+  EXPECT_EQ(based.index_base(), 1024u);
+  EXPECT_EQ(plain.index_base(), 0u);
+  for (uint64_t i : {uint64_t{0}, uint64_t{5}, uint64_t{1} << 33}) {
+    EXPECT_EQ(based.block(i), plain.block(1024 + i));
+    EXPECT_EQ(based.uniform(i, 2), plain.uniform(1024 + i, 2));
+  }
+}
+
 // The mapping documented in philox.h is a reproducibility contract: pin it.
 TEST(PhiloxStream, CounterAndKeyFollowTheDocumentedMapping) {
   const uint64_t seed = 0x0123456789abcdefull, step = 0x0000fedcba987654ull;

@@ -516,6 +516,45 @@ TEST(Masking, RejectsBadConfigurations) {
 
 // ------------------------------------------------------------ ops wrappers on coco::Tensor
 
+// first_row keys the draws by global row: the two halves of a batch, each given its first row, select,
+// replace and crop exactly what the whole batch does in those rows (data parallelism), on both devices.
+TEST(MaskingOps, FirstRowKeysTheDrawsByGlobalRow) {
+  const int64_t B = 6, T = 29, half = B / 2;
+  const auto host_tokens = make_batch(B, T, 23);
+  for (MaskPreset preset : {MaskPreset::lucidrains, MaskPreset::paper}) {
+    MaskingConfig c = preset == MaskPreset::lucidrains ? lucidrains_config() : paper_config();
+    c.random_token_prob = 0.3;
+    for (coco::Device device : {coco::Device::cpu, coco::Device::cuda}) {
+      const auto as_i32 = [](const coco::Tensor& t) {
+        const coco::Tensor h = t.to(coco::Device::cpu);
+        if (h.dtype() == coco::DType::u8) {
+          const auto v = h.to_vector<uint8_t>();
+          return std::vector<int32_t>(v.begin(), v.end());
+        }
+        return h.to_vector<int32_t>();
+      };
+      const auto outputs = [&](const std::vector<int32_t>& rows, int64_t n, uint64_t first_row) {
+        const coco::Tensor tokens = coco::Tensor::from_vector(rows, coco::Shape{n, T}, device);
+        const coco::ops::MaskedBatch batch = coco::ops::select_mask(tokens, c, 5, 6, first_row);
+        const coco::ops::CropView crop = coco::ops::crop_view(tokens, c, 5, 6, first_row);
+        return std::vector<std::vector<int32_t>>{as_i32(batch.selected), as_i32(batch.generator_input),
+                                                 as_i32(batch.row_count), as_i32(crop.tokens), as_i32(crop.length)};
+      };
+      const auto whole = outputs(host_tokens, B, 0);
+      const auto first = outputs(std::vector<int32_t>(host_tokens.begin(), host_tokens.begin() + half * T), half, 0);
+      const auto second = outputs(std::vector<int32_t>(host_tokens.begin() + half * T, host_tokens.end()), half, half);
+      for (size_t i = 0; i < whole.size(); ++i) {
+        std::vector<int32_t> joined = first[i];
+        joined.insert(joined.end(), second[i].begin(), second[i].end());
+        EXPECT_EQ(joined, whole[i]) << "output " << i;
+      }
+      // Without the first row, the second half draws what rows 0.. draw: different masks.
+      EXPECT_NE(outputs(std::vector<int32_t>(host_tokens.begin() + half * T, host_tokens.end()), half, 0)[0],
+                second[0]);
+    }
+  }
+}
+
 TEST(MaskingOps, CpuAndCudaTensorsGiveIdenticalBatches) {
   const int64_t B = 6, T = 45;
   const auto host_tokens = make_batch(B, T, 17);

@@ -1,5 +1,5 @@
 // Gumbel-max and multinomial sampling: CUDA (emulated here) bitwise against the CPU reference (f32
-// and bf16 logits, odd vocabulary sizes, several temperatures), chi-squared goodness of fit on a
+// and bf16 logits, odd vocabulary sizes, several temperatures), row keys, chi-squared goodness of fit on a
 // fixed small distribution for both samplers on both backends, zero-probability entries, non-finite
 // rows, the deterministic log/exp, schedule invariance and bad arguments.
 #include <gtest/gtest.h>
@@ -295,6 +295,36 @@ TEST(SamplingOps, CpuAndCudaTensorsGiveIdenticalSamples) {
   const coco::Tensor logits = coco::Tensor::from_vector(values, coco::Shape{N, V});
   EXPECT_NE(coco::ops::sample_tokens(logits, coco::ops::Sampler::gumbel, 1.0f, 42, 3, 0).to_vector<int32_t>(),
             coco::ops::sample_tokens(logits, coco::ops::Sampler::gumbel, 1.0f, 42, 3, 1).to_vector<int32_t>());
+}
+
+// Row keys (data parallelism): sample n draws from Philox row key_base + row_keys[n], so it equals the sample of
+// the same logits placed at that row of a larger batch, on both devices, for both samplers and dtypes.
+TEST(SamplingOps, RowKeysPickThePhiloxRowOfTheGlobalBatch) {
+  const int64_t N = 5, V = 37, base = 3, rows = 16;
+  const std::vector<int32_t> keys = {9, 0, 4, 12, 7};
+  const std::vector<float> values = random_floats(static_cast<size_t>(N * V), 17, -3.0f, 3.0f);
+  std::vector<float> global(static_cast<size_t>(rows * V), 0.0f);
+  for (int64_t n = 0; n < N; ++n)
+    std::copy(values.begin() + n * V, values.begin() + (n + 1) * V, global.begin() + (base + keys[n]) * V);
+  for (coco::ops::Sampler sampler : {coco::ops::Sampler::gumbel, coco::ops::Sampler::multinomial}) {
+    const Sampler s = sampler == coco::ops::Sampler::gumbel ? Sampler::gumbel : Sampler::multinomial;
+    const std::vector<int32_t> whole = sample_cpu(s, global, rows, V, 0.8f, stream_for(s, 4));
+    std::vector<int32_t> expected;
+    for (int64_t n = 0; n < N; ++n) expected.push_back(whole[static_cast<size_t>(base + keys[n])]);
+    for (coco::Device device : {coco::Device::cpu, coco::Device::cuda}) {
+      const coco::Tensor logits = coco::Tensor::from_vector(values, coco::Shape{N, V}, device);
+      const coco::Tensor row_keys = coco::Tensor::from_vector(keys, coco::Shape{N}, device);
+      EXPECT_EQ(coco::ops::sample_tokens(logits, sampler, 0.8f, 42, 4, 0, row_keys, base)
+                    .to(coco::Device::cpu)
+                    .to_vector<int32_t>(),
+                expected)
+          << sampler_name(s) << " on " << (device == coco::Device::cpu ? "cpu" : "cuda");
+    }
+  }
+  const coco::Tensor logits = coco::Tensor::from_vector(values, coco::Shape{N, V});
+  EXPECT_THROW(coco::ops::sample_tokens(logits, coco::ops::Sampler::gumbel, 1.0f, 0, 0, 0,
+                                        coco::Tensor::zeros(coco::Shape{N + 1}, coco::DType::i32)),
+               coco::TensorError);
 }
 
 TEST(SamplingOps, RejectBadTensors) {

@@ -65,7 +65,7 @@ class EncodeTest : public ::testing::Test {
     NoGrad no_grad;
     const Tensor hidden = model.discriminator().forward(Tensor::from_vector(ids, shape, Device::cpu),
                                                         Tensor::full(shape, 1, DType::u8, Device::cpu),
-                                                        model::ForwardOptions{false, 0, 0, 0});
+                                                        model::ForwardOptions{false, 0, 0, 0, 0});
     return hidden.to_vector<float>();
   }
 

@@ -127,6 +127,42 @@ TEST(TrainConfig, OverridesApplyDottedKeys) {
   EXPECT_EQ(c.optim.schedule, "cosine");
 }
 
+// train.global_batch fixes the rows per optimizer step; grad_accum follows from the launch's world size.
+TEST(TrainConfig, GlobalBatchDerivesGradAccumPerWorldSize) {
+  nlohmann::json config = testutil::tiny_paper_config("data");
+  config["train"].erase("grad_accum");
+  config["train"]["global_batch"] = 24;  // micro_batch 8
+  TempDir dir("cfg");
+  const auto path = testutil::write_config(dir / "c.json", config);
+  TrainConfig c = load_train_config(path.string());
+  EXPECT_EQ(c.train.global_batch, 24);
+  const nlohmann::json resolved = train_config_to_json(c);
+  EXPECT_EQ(resolved["train"]["global_batch"], 24);
+  EXPECT_FALSE(resolved["train"].contains("grad_accum"));  // the run does not depend on the launch
+  EXPECT_EQ(train_config_to_json(parse_train_config(resolved, "resolved")), resolved);
+  for (const auto& [world, accum] : std::vector<std::pair<int, int64_t>>{{1, 3}, {3, 1}}) {
+    TrainConfig launched = c;
+    apply_world_size(launched, world, "c.json");
+    EXPECT_EQ(launched.train.grad_accum, accum) << world;
+    EXPECT_EQ(config_hash(launched), config_hash(c)) << world;
+  }
+  TrainConfig two = c;
+  try {
+    apply_world_size(two, 2, "c.json");
+    ADD_FAILURE() << "24 rows on 2 ranks x micro_batch 8 accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("c.json: key 'train.global_batch': 24 rows are not divisible by 2 ranks x "
+                                         "train.micro_batch 8 = 16"),
+              std::string::npos)
+        << e.what();
+  }
+  config["train"]["grad_accum"] = 2;
+  EXPECT_NE(error_of(config).find("train.grad_accum"), std::string::npos) << error_of(config);
+  config["train"].erase("grad_accum");
+  config["train"]["global_batch"] = 20;
+  EXPECT_NE(error_of(config).find("train.global_batch"), std::string::npos) << error_of(config);
+}
+
 TEST(TrainConfig, UnknownKeyNamesFileAndDottedKey) {
   nlohmann::json c = testutil::tiny_paper_config("data");
   c["train"]["stepz"] = 3;
@@ -180,6 +216,16 @@ TEST(TrainConfig, MixedPrecisionNeedsTheCudaDevice) {
   EXPECT_NE(e.find("'precision'"), std::string::npos) << e;
   EXPECT_NE(e.find("cuda"), std::string::npos) << e;
   EXPECT_NE(error_of(testutil::tiny_paper_config("data"), {"precision=f8"}).find("'precision'"), std::string::npos);
+}
+
+// ZeRO-1 shards f32 state only: a 16-bit precision with optim.zero = 1 is refused, naming both keys.
+TEST(TrainConfig, ZeroNeedsF32Precision) {
+  EXPECT_EQ(error_of(testutil::tiny_paper_config("data"), {"optim.zero=1"}), "");
+  std::string e = error_of(testutil::tiny_paper_config("data"), {"optim.zero=1", "precision=bf16", "runtime.device=cuda"});
+  EXPECT_NE(e.find("'optim.zero'"), std::string::npos) << e;
+  EXPECT_NE(e.find("precision \"bf16\""), std::string::npos) << e;
+  e = error_of(testutil::tiny_paper_config("data"), {"optim.zero=2"});
+  EXPECT_NE(e.find("optim.zero"), std::string::npos) << e;
 }
 
 TEST(TrainConfig, MissingAndInvalidFiles) {

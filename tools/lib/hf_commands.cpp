@@ -117,7 +117,7 @@ int command_import(const std::vector<std::string>& args) {
   state["step"] = 0;
   state["data"] = {{"cursor", 0}, {"epoch", 0}, {"sequences", 0}, {"dir", config.data.dir}};
   state["rng"] = {{"seed", config.train.seed},
-                  {"generator", "philox4x32-10 keyed by (seed, step key, purpose); stateless"},
+                  {"generator", "philox4x32-10 keyed by (seed, step, purpose, global row); stateless"},
                   {"next_step_key", 0}};
   state["loss_scale"] = 1.0;
   state["skipped_steps"] = 0;

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# `coco train` with a rank that stops responding (COCO_FAULT_INJECT=hang@after-step:2 on rank 1): rank 0's next
+# collective times out after dist.timeout_s = 3 s, it names itself and the failed call, and aborts the job on
+# every rank (the hung one too): exit non-zero within the bound, never a hang.
+# usage: train_hang.sh COCO EXPECT_FAILURE MPIRUN... (MPIRUN: the mpirun command line up to the -np flag)
+set -euo pipefail
+coco=$1 expect=$2
+shift 2
+mpirun=("$@")
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+
+python3 - <<'PY'
+import json, random
+random.seed(4)
+words = "the cat dog sat on mat ran fast slow big small red blue house tree river".split()
+with open("corpus.txt", "w") as f:
+    for _ in range(60):
+        f.write(" ".join(random.choice(words) for _ in range(4 + random.randrange(9))) + " .\n\n")
+encoder = {"dim": 16, "depth": 1, "heads": 2, "ff_mult": 2}
+config = {"model": {"max_positions": 16, "generator": encoder, "discriminator": encoder},
+          "objective": {"preset": "lucidrains", "sep_id": -1},
+          "data": {"dir": "data", "seq_len": 16},
+          "train": {"steps": 20, "micro_batch": 2, "log_every": 1, "checkpoint_every": 2},
+          "dist": {"timeout_s": 3}, "runtime": {"device": "cpu", "threads": 1}}
+json.dump(config, open("hang.json", "w"), indent=1)
+PY
+"$coco" prepare --out data --vocab-size 64 --threads 1 corpus.txt >/dev/null
+
+"$expect" 90 "error: rank 0 of 2: .* did not complete within 3 s .*; aborting the job on every rank" \
+  "${mpirun[@]}" 1 "$coco" train --config hang.json --out run : -np 1 -x COCO_FAULT_INJECT=hang@after-step:2 \
+  "$coco" train --config hang.json --out run
