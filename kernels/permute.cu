@@ -23,8 +23,9 @@ struct PermuteDims {
 
 // tokens (B, T, parts*H*Dh) -> heads0..heads{parts-1} (B, H, T, Dh). Grid-stride over parts*B*H*T*Dh.
 template <class T, class Index>
-__global__ void gather_heads_kernel(T* __restrict__ heads0, T* __restrict__ heads1, T* __restrict__ heads2,
-                                    const T* __restrict__ tokens, PermuteDims<Index> dims) {
+__global__ void __launch_bounds__(kPermuteBlock)
+    gather_heads_kernel(T* __restrict__ heads0, T* __restrict__ heads1, T* __restrict__ heads2,
+                        const T* __restrict__ tokens, PermuteDims<Index> dims) {
   const Index total = dims.head_numel * dims.parts;
   const Index stride = static_cast<Index>(gridDim.x) * blockDim.x;
   for (Index i = static_cast<Index>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride) {
@@ -39,8 +40,9 @@ __global__ void gather_heads_kernel(T* __restrict__ heads0, T* __restrict__ head
 
 // heads0..heads{parts-1} (B, H, T, Dh) -> tokens (B, T, parts*H*Dh). Grid-stride over the tokens.
 template <class T, class Index>
-__global__ void scatter_heads_kernel(T* __restrict__ tokens, const T* __restrict__ heads0, const T* __restrict__ heads1,
-                                     const T* __restrict__ heads2, PermuteDims<Index> dims) {
+__global__ void __launch_bounds__(kPermuteBlock)
+    scatter_heads_kernel(T* __restrict__ tokens, const T* __restrict__ heads0, const T* __restrict__ heads1,
+                         const T* __restrict__ heads2, PermuteDims<Index> dims) {
   const Index total = dims.head_numel * dims.parts;
   const Index stride = static_cast<Index>(gridDim.x) * blockDim.x;
   for (Index i = static_cast<Index>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride) {
