@@ -36,9 +36,10 @@ __device__ __forceinline__ T dropped_probability(T p, const AttentionDropout& dr
 // scores: (B, H, T, T) Acc, already scaled; key_mask: (B, T) or null; bias: (H, T, T) or null
 // -> probs: (B, H, T, T); dropped: (B, H, T, T) or null (written when dropout is active).
 template <class T, class Mask>
-__global__ void attention_probs_forward_kernel(const AccumulatorOf<T>* scores, const Mask* key_mask, const T* bias,
-                                               T* probs, T* dropped, int64_t rows, int64_t heads, int64_t seq_len,
-                                               AttentionDropout dropout, float keep_scale) {
+__global__ void __launch_bounds__(kRowsPerBlock* kWarpSize)
+    attention_probs_forward_kernel(const AccumulatorOf<T>* scores, const Mask* key_mask, const T* bias, T* probs,
+                                   T* dropped, int64_t rows, int64_t heads, int64_t seq_len, AttentionDropout dropout,
+                                   float keep_scale) {
   using Acc = AccumulatorOf<T>;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarpSize;
   if (row >= rows) return;  // whole warps leave together
@@ -71,8 +72,8 @@ __global__ void attention_probs_forward_kernel(const AccumulatorOf<T>* scores, c
 
 // probs -> dropped, both (B, H, T, T) flattened to n elements.
 template <class T>
-__global__ void attention_dropout_kernel(const T* probs, T* dropped, int64_t n, AttentionDropout dropout,
-                                         float keep_scale) {
+__global__ void __launch_bounds__(kElementwiseThreads)
+    attention_dropout_kernel(const T* probs, T* dropped, int64_t n, AttentionDropout dropout, float keep_scale) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += stride)
     dropped[e] = dropped_probability(probs[e], dropout, keep_scale, static_cast<uint64_t>(e));
@@ -82,10 +83,10 @@ __global__ void attention_dropout_kernel(const T* probs, T* dropped, int64_t n, 
 //   dprobs_dropped: (B, H, T, T) Acc (= dO V^T); probs: (B, H, T, T)
 //   -> dscores: (B, H, T, T) (dS, unscaled); dbias: (H, T, T) Acc or null
 template <class T>
-__global__ void attention_probs_backward_kernel(const AccumulatorOf<T>* dprobs_dropped, const T* probs, T* dscores,
-                                                AccumulatorOf<T>* dbias, bool accumulate_dbias, int64_t batch,
-                                                int64_t heads, int64_t seq_len, AttentionDropout dropout,
-                                                float keep_scale) {
+__global__ void __launch_bounds__(kRowsPerBlock* kWarpSize)
+    attention_probs_backward_kernel(const AccumulatorOf<T>* dprobs_dropped, const T* probs, T* dscores,
+                                    AccumulatorOf<T>* dbias, bool accumulate_dbias, int64_t batch, int64_t heads,
+                                    int64_t seq_len, AttentionDropout dropout, float keep_scale) {
   using Acc = AccumulatorOf<T>;
   const int64_t head_row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarpSize;
   if (head_row >= heads * seq_len) return;
@@ -138,10 +139,10 @@ size_t flash_forward_smem_bytes(int64_t head_dim) {
 // -> out: (B, H, T, Dh); lse: (B, H, T) log-sum-exp of each query's scores, or null.
 // grid: (ceil(T / kFlashQueryRows), B * H), block: kFlashWarps * 32.
 template <class T, class Mask>
-__global__ void flash_attention_forward_kernel(const T* q, const T* k, const T* v, const Mask* key_mask, const T* bias,
-                                               T* out, AccumulatorOf<T>* lse, int64_t heads, int64_t seq_len,
-                                               int64_t head_dim, AccumulatorOf<T> scale, AttentionDropout dropout,
-                                               float keep_scale) {
+__global__ void __launch_bounds__(kFlashWarps* kWarpSize)
+    flash_attention_forward_kernel(const T* q, const T* k, const T* v, const Mask* key_mask, const T* bias, T* out,
+                                   AccumulatorOf<T>* lse, int64_t heads, int64_t seq_len, int64_t head_dim,
+                                   AccumulatorOf<T> scale, AttentionDropout dropout, float keep_scale) {
   using Acc = AccumulatorOf<T>;
   Acc* q_tile = dynamic_smem<Acc>();
   Acc* k_tile = q_tile + kFlashQueryRows * head_dim;

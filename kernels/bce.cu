@@ -119,9 +119,10 @@ __global__ void __launch_bounds__(kBceThreads)
 }
 
 template <class T>
-__global__ void bce_backward_kernel(const T* __restrict__ logits, const uint8_t* __restrict__ replaced,
-                                    const uint8_t* __restrict__ valid, const int32_t* __restrict__ counts, int64_t n,
-                                    int labels, const float* __restrict__ dloss, T* __restrict__ dlogits) {
+__global__ void __launch_bounds__(kElementwiseThreads)
+    bce_backward_kernel(const T* __restrict__ logits, const uint8_t* __restrict__ replaced,
+                        const uint8_t* __restrict__ valid, const int32_t* __restrict__ counts, int64_t n, int labels,
+                        const float* __restrict__ dloss, T* __restrict__ dlogits) {
   const int32_t count = counts[kBceCountValid];
   const float scale = count > 0 ? *dloss / static_cast<float>(count) : 0.0f;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;

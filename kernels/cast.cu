@@ -27,14 +27,15 @@ unsigned elementwise_blocks(int64_t n) {
 
 // src: (n), dst: (n)
 template <class Src, class Dst>
-__global__ void cast_kernel(const Src* __restrict__ src, Dst* __restrict__ dst, int64_t n) {
+__global__ void __launch_bounds__(kElementwiseBlock)
+    cast_kernel(const Src* __restrict__ src, Dst* __restrict__ dst, int64_t n) {
   map_elements(
       n, [](int64_t, Src x) { return convert_element<Dst>(x); }, dst, src);
 }
 
 // dst: (n)
 template <class T>
-__global__ void fill_kernel(T* __restrict__ dst, T value, int64_t n) {
+__global__ void __launch_bounds__(kElementwiseBlock) fill_kernel(T* __restrict__ dst, T value, int64_t n) {
   map_elements(
       n, [value](int64_t) { return value; }, dst);
 }

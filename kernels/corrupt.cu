@@ -24,9 +24,9 @@ unsigned blocks_for(int64_t n) {
 }
 
 // tokens, corrupted, replaced, labels: (total)
-__global__ void copy_original_kernel(const int32_t* __restrict__ tokens, int64_t total, int32_t pad_id,
-                                     LabelConvention convention, int32_t* __restrict__ corrupted,
-                                     uint8_t* __restrict__ replaced, float* __restrict__ labels) {
+__global__ void __launch_bounds__(kCorruptBlock)
+    copy_original_kernel(const int32_t* __restrict__ tokens, int64_t total, int32_t pad_id, LabelConvention convention,
+                         int32_t* __restrict__ corrupted, uint8_t* __restrict__ replaced, float* __restrict__ labels) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride) {
     const int32_t t = tokens[i];
@@ -37,11 +37,11 @@ __global__ void copy_original_kernel(const int32_t* __restrict__ tokens, int64_t
 }
 
 // positions, samples: (N); the rest: (total)
-__global__ void scatter_samples_kernel(const int32_t* __restrict__ tokens, int64_t total,
-                                       const int32_t* __restrict__ positions, const int32_t* __restrict__ samples,
-                                       int64_t N, int32_t pad_id, LabelConvention convention,
-                                       int32_t* __restrict__ corrupted, uint8_t* __restrict__ replaced,
-                                       float* __restrict__ labels) {
+__global__ void __launch_bounds__(kCorruptBlock)
+    scatter_samples_kernel(const int32_t* __restrict__ tokens, int64_t total, const int32_t* __restrict__ positions,
+                           const int32_t* __restrict__ samples, int64_t N, int32_t pad_id, LabelConvention convention,
+                           int32_t* __restrict__ corrupted, uint8_t* __restrict__ replaced,
+                           float* __restrict__ labels) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t k = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; k < N; k += stride) {
     const int64_t p = positions[k];
@@ -54,8 +54,9 @@ __global__ void scatter_samples_kernel(const int32_t* __restrict__ tokens, int64
 }
 
 // positions, targets: (N)
-__global__ void gather_tokens_kernel(const int32_t* __restrict__ tokens, int64_t total,
-                                     const int32_t* __restrict__ positions, int64_t N, int32_t* __restrict__ targets) {
+__global__ void __launch_bounds__(kCorruptBlock)
+    gather_tokens_kernel(const int32_t* __restrict__ tokens, int64_t total, const int32_t* __restrict__ positions,
+                         int64_t N, int32_t* __restrict__ targets) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t k = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; k < N; k += stride) {
     const int64_t p = positions[k];

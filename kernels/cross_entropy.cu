@@ -82,8 +82,9 @@ __device__ __forceinline__ float mean_denominator(int reduction, const int32_t* 
 
 // targets: (rows) -> counts[kCountRows], counts[kCountInvalid]; counts[kCountCorrect] = 0.
 // One block of kReduceThreads.
-__global__ void count_targets_kernel(const int32_t* __restrict__ targets, int64_t rows, int vocab, int32_t ignore_index,
-                                     int32_t* __restrict__ counts) {
+__global__ void __launch_bounds__(kReduceThreads)
+    count_targets_kernel(const int32_t* __restrict__ targets, int64_t rows, int vocab, int32_t ignore_index,
+                         int32_t* __restrict__ counts) {
   __shared__ int32_t valid_partial[kReduceThreads];
   __shared__ int32_t invalid_partial[kReduceThreads];
   int32_t valid = 0, invalid = 0;
@@ -174,10 +175,10 @@ __global__ void __launch_bounds__(kRowThreads)
 
 // loss = sum over contributing rows of w_i * row_loss_i / denom, summed in a fixed order.
 // One block of kReduceThreads.
-__global__ void reduce_row_losses_kernel(const float* __restrict__ row_loss, const int32_t* __restrict__ targets,
-                                         const float* __restrict__ row_weights, int64_t rows, int vocab,
-                                         int32_t ignore_index, int reduction, const int32_t* __restrict__ counts,
-                                         float* __restrict__ loss) {
+__global__ void __launch_bounds__(kReduceThreads)
+    reduce_row_losses_kernel(const float* __restrict__ row_loss, const int32_t* __restrict__ targets,
+                             const float* __restrict__ row_weights, int64_t rows, int vocab, int32_t ignore_index,
+                             int reduction, const int32_t* __restrict__ counts, float* __restrict__ loss) {
   __shared__ double partial[kReduceThreads];
   double sum = 0.0;
   for (int64_t i = threadIdx.x; i < rows; i += blockDim.x) {
@@ -199,7 +200,7 @@ __global__ void reduce_row_losses_kernel(const float* __restrict__ row_loss, con
 }
 
 template <class T>
-__global__ void scale_kernel(T* values, int64_t n, const float* __restrict__ scale) {
+__global__ void __launch_bounds__(kScaleThreads) scale_kernel(T* values, int64_t n, const float* __restrict__ scale) {
   const float s = *scale;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)

@@ -22,21 +22,22 @@ void check_size(int64_t n, const char* op) {
   if (n < 0) throw std::invalid_argument(std::string(op) + ": negative size " + std::to_string(n));
 }
 
-__global__ void key_mask_kernel(const int32_t* __restrict__ tokens, int64_t n, int32_t pad_id,
-                                uint8_t* __restrict__ mask) {
+__global__ void __launch_bounds__(kMetricsBlock)
+    key_mask_kernel(const int32_t* __restrict__ tokens, int64_t n, int32_t pad_id, uint8_t* __restrict__ mask) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
     mask[i] = tokens[i] != pad_id ? 1 : 0;
 }
 
-__global__ void length_mask_kernel(const int32_t* __restrict__ length, int64_t B, int64_t T,
-                                   uint8_t* __restrict__ mask) {
+__global__ void __launch_bounds__(kMetricsBlock)
+    length_mask_kernel(const int32_t* __restrict__ length, int64_t B, int64_t T, uint8_t* __restrict__ mask) {
   const int64_t n = B * T, stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
     mask[i] = i % T < length[i / T] ? 1 : 0;
 }
 
-__global__ void count_nonzero_kernel(const uint8_t* __restrict__ flags, int64_t n, int32_t* __restrict__ count) {
+__global__ void __launch_bounds__(kMetricsBlock)
+    count_nonzero_kernel(const uint8_t* __restrict__ flags, int64_t n, int32_t* __restrict__ count) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   int32_t local = 0;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
@@ -44,7 +45,8 @@ __global__ void count_nonzero_kernel(const uint8_t* __restrict__ flags, int64_t 
   if (local) atomicAdd(count, local);
 }
 
-__global__ void gather_scalars_kernel(ScalarSources sources, ScalarUpdate update, double* __restrict__ dst) {
+__global__ void __launch_bounds__(kMaxScalarSources)
+    gather_scalars_kernel(ScalarSources sources, ScalarUpdate update, double* __restrict__ dst) {
   const int k = static_cast<int>(threadIdx.x);
   if (k >= sources.count) return;
   const ScalarSource& src = sources.sources[k];
@@ -58,11 +60,12 @@ __global__ void gather_scalars_kernel(ScalarSources sources, ScalarUpdate update
   dst[k] = update == ScalarUpdate::accumulate ? dst[k] + term : term;
 }
 
-__global__ void add_count_kernel(const int32_t* __restrict__ count, int32_t* __restrict__ total) {
+__global__ void __launch_bounds__(1) add_count_kernel(const int32_t* __restrict__ count, int32_t* __restrict__ total) {
   if (threadIdx.x == 0 && blockIdx.x == 0) *total += *count;
 }
 
-__global__ void add_flag_kernel(const uint32_t* __restrict__ flag, uint32_t unset, int32_t* __restrict__ total) {
+__global__ void __launch_bounds__(1)
+    add_flag_kernel(const uint32_t* __restrict__ flag, uint32_t unset, int32_t* __restrict__ total) {
   if (threadIdx.x == 0 && blockIdx.x == 0 && *flag != unset) *total += 1;
 }
 

@@ -19,8 +19,9 @@ unsigned dropout_blocks(int64_t n) {
 
 // x, out: (n)
 template <class T>
-__global__ void dropout_apply_kernel(T* __restrict__ out, const T* __restrict__ x, int64_t n, float threshold,
-                                     float keep_scale, rng::Stream rng, uint64_t index_offset) {
+__global__ void __launch_bounds__(kDropoutBlock)
+    dropout_apply_kernel(T* __restrict__ out, const T* __restrict__ x, int64_t n, float threshold, float keep_scale,
+                         rng::Stream rng, uint64_t index_offset) {
   map_elements(
       n,
       [&](int64_t i, T value) {
@@ -31,8 +32,9 @@ __global__ void dropout_apply_kernel(T* __restrict__ out, const T* __restrict__ 
 }
 
 // mask: (n)
-__global__ void dropout_mask_kernel(uint8_t* __restrict__ mask, int64_t n, float threshold, rng::Stream rng,
-                                    uint64_t index_offset) {
+__global__ void __launch_bounds__(kDropoutBlock)
+    dropout_mask_kernel(uint8_t* __restrict__ mask, int64_t n, float threshold, rng::Stream rng,
+                        uint64_t index_offset) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
     mask[i] = rng.uniform(index_offset + static_cast<uint64_t>(i)) < threshold ? 0 : 1;

@@ -29,7 +29,7 @@ using Acc = std::conditional_t<std::is_same_v<T, double>, double, float>;
 
 // a, b, out: (n)
 template <class T, BinaryOp Op>
-__global__ void binary_kernel(const T* a, const T* b, T* out, int64_t n) {
+__global__ void __launch_bounds__(kBlock) binary_kernel(const T* a, const T* b, T* out, int64_t n) {
   using A = Acc<T>;
   map_elements(
       n,
@@ -49,7 +49,7 @@ __global__ void binary_kernel(const T* a, const T* b, T* out, int64_t n) {
 
 // out = a + s * b; a null `a` means out = s * b.  a, b, out: (n)
 template <class T>
-__global__ void axpy_kernel(const T* a, const T* b, Acc<T> s, T* out, int64_t n) {
+__global__ void __launch_bounds__(kBlock) axpy_kernel(const T* a, const T* b, Acc<T> s, T* out, int64_t n) {
   using A = Acc<T>;
   if (a)
     map_elements(
@@ -65,7 +65,7 @@ __global__ void axpy_kernel(const T* a, const T* b, Acc<T> s, T* out, int64_t n)
 
 // dst += src.  dst, src: (n)
 template <class Dst, class Src>
-__global__ void add_inplace_kernel(Dst* dst, const Src* src, int64_t n) {
+__global__ void __launch_bounds__(kBlock) add_inplace_kernel(Dst* dst, const Src* src, int64_t n) {
   using A = std::conditional_t<std::is_same_v<Dst, double> || std::is_same_v<Src, double>, double, float>;
   map_elements(
       n, [](int64_t, Dst d, Src v) { return convert_element<Dst>(convert_element<A>(d) + convert_element<A>(v)); }, dst,
@@ -74,7 +74,8 @@ __global__ void add_inplace_kernel(Dst* dst, const Src* src, int64_t n) {
 
 // da = dout * b, db = dout * a (null outputs skipped).  all: (n)
 template <class T>
-__global__ void mul_backward_kernel(const T* dout, const T* a, const T* b, T* da, T* db, int64_t n) {
+__global__ void __launch_bounds__(kBlock)
+    mul_backward_kernel(const T* dout, const T* a, const T* b, T* da, T* db, int64_t n) {
   using A = Acc<T>;
   constexpr int N = kPackElements<T>;
   for_each_pack<N>(n, packs_aligned<N>(dout, a, b, da, db), [&](auto width, int64_t first) {

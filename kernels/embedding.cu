@@ -33,9 +33,10 @@ __device__ __forceinline__ float load_f32(const T* p) {
 // ids: (rows = B*T); tok: (vocab, dim); pos: (>= seq, dim) or nullptr; out: (rows, dim). One block per
 // row. An id outside [0, vocab) is clamped for the read and its position recorded (smallest wins).
 template <class T>
-__global__ void embedding_forward_kernel(T* __restrict__ out, const int32_t* __restrict__ ids,
-                                         const T* __restrict__ tok, const T* __restrict__ pos, int64_t seq,
-                                         int64_t vocab, int dim, uint32_t* __restrict__ bad_position) {
+__global__ void __launch_bounds__(256)
+    embedding_forward_kernel(T* __restrict__ out, const int32_t* __restrict__ ids, const T* __restrict__ tok,
+                             const T* __restrict__ pos, int64_t seq, int64_t vocab, int dim,
+                             uint32_t* __restrict__ bad_position) {
   const int64_t row = blockIdx.x;
   const int64_t t = row % seq;
   int64_t id = ids[row];
@@ -66,8 +67,9 @@ __global__ void embedding_forward_kernel(T* __restrict__ out, const int32_t* __r
 
 // dpos[t, e] += sum_b dout[b, t, e], b in order. dout: (batch, seq, dim); dpos: (>= seq, dim).
 template <class T, class GradT>
-__global__ void embedding_position_grad_kernel(GradT* __restrict__ dpos, const T* __restrict__ dout, int64_t batch,
-                                               int64_t seq, int64_t dim) {
+__global__ void __launch_bounds__(kPositionGradBlock)
+    embedding_position_grad_kernel(GradT* __restrict__ dpos, const T* __restrict__ dout, int64_t batch, int64_t seq,
+                                   int64_t dim) {
   const int64_t n = seq * dim;
   constexpr int N = kPackElements<T, GradT>;
   // Each batch's slice starts n elements after the previous one: aligned only when n % N == 0.
@@ -90,8 +92,9 @@ __global__ void embedding_position_grad_kernel(GradT* __restrict__ dpos, const T
 
 // keys[i] = ids[i] when it takes part in dtok (inside [0, vocab), not padding), else vocab (sorts
 // last and is skipped); vals[i] = i.
-__global__ void sort_init_kernel(uint32_t* __restrict__ keys, uint32_t* __restrict__ vals,
-                                 const int32_t* __restrict__ ids, uint32_t n, int64_t vocab, int64_t padding_id) {
+__global__ void __launch_bounds__(256)
+    sort_init_kernel(uint32_t* __restrict__ keys, uint32_t* __restrict__ vals, const int32_t* __restrict__ ids,
+                     uint32_t n, int64_t vocab, int64_t padding_id) {
   const uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= n) return;
   const int64_t id = ids[i];
@@ -100,8 +103,9 @@ __global__ void sort_init_kernel(uint32_t* __restrict__ keys, uint32_t* __restri
 }
 
 // counts[d * chunks + c] = occurrences of digit d in chunk c (kSortChunk keys per block).
-__global__ void radix_histogram_kernel(uint32_t* __restrict__ counts, const uint32_t* __restrict__ keys, uint32_t n,
-                                       int shift, uint32_t chunks) {
+__global__ void __launch_bounds__(kSortChunk)
+    radix_histogram_kernel(uint32_t* __restrict__ counts, const uint32_t* __restrict__ keys, uint32_t n, int shift,
+                           uint32_t chunks) {
   __shared__ uint32_t digits[kSortChunk];
   const uint32_t i = blockIdx.x * kSortChunk + threadIdx.x;
   digits[threadIdx.x] = i < n ? (keys[i] >> shift) & (kRadixBins - 1) : kRadixBins;  // kRadixBins: no element
@@ -112,7 +116,7 @@ __global__ void radix_histogram_kernel(uint32_t* __restrict__ counts, const uint
 }
 
 // In-place exclusive prefix sum of values[0, n) by one block: each thread scans a contiguous segment.
-__global__ void exclusive_scan_kernel(uint32_t* __restrict__ values, uint32_t n) {
+__global__ void __launch_bounds__(kScanThreads) exclusive_scan_kernel(uint32_t* __restrict__ values, uint32_t n) {
   __shared__ uint32_t segment_offsets[kScanThreads];
   const uint32_t per_thread = (n + kScanThreads - 1) / kScanThreads;
   const uint32_t begin = min(n, threadIdx.x * per_thread), end = min(n, begin + per_thread);
@@ -139,9 +143,10 @@ __global__ void exclusive_scan_kernel(uint32_t* __restrict__ values, uint32_t n)
 
 // Stable scatter of one radix pass: an element's destination is its digit's offset for its chunk
 // plus the number of earlier elements of the chunk with the same digit.
-__global__ void radix_scatter_kernel(uint32_t* __restrict__ keys_out, uint32_t* __restrict__ vals_out,
-                                     const uint32_t* __restrict__ keys_in, const uint32_t* __restrict__ vals_in,
-                                     const uint32_t* __restrict__ offsets, uint32_t n, int shift, uint32_t chunks) {
+__global__ void __launch_bounds__(kSortChunk)
+    radix_scatter_kernel(uint32_t* __restrict__ keys_out, uint32_t* __restrict__ vals_out,
+                         const uint32_t* __restrict__ keys_in, const uint32_t* __restrict__ vals_in,
+                         const uint32_t* __restrict__ offsets, uint32_t n, int shift, uint32_t chunks) {
   __shared__ uint32_t digits[kSortChunk];
   const uint32_t i = blockIdx.x * kSortChunk + threadIdx.x;
   const uint32_t key = i < n ? keys_in[i] : 0u;
@@ -158,8 +163,9 @@ __global__ void radix_scatter_kernel(uint32_t* __restrict__ keys_out, uint32_t* 
 
 // From sorted keys: run_starts[r] = first index of the r-th run of equal keys below `vocab`,
 // run_starts[runs] = end of the last run (= number of keys below vocab), *run_count = runs.
-__global__ void find_runs_kernel(uint32_t* __restrict__ run_starts, uint32_t* __restrict__ run_count,
-                                 const uint32_t* __restrict__ keys, uint32_t n, uint32_t vocab) {
+__global__ void __launch_bounds__(kScanThreads)
+    find_runs_kernel(uint32_t* __restrict__ run_starts, uint32_t* __restrict__ run_count,
+                     const uint32_t* __restrict__ keys, uint32_t n, uint32_t vocab) {
   __shared__ uint32_t segment_offsets[kScanThreads];
   __shared__ uint32_t valid_end;
   const uint32_t per_thread = (n + kScanThreads - 1) / kScanThreads;
@@ -192,11 +198,11 @@ __global__ void find_runs_kernel(uint32_t* __restrict__ run_starts, uint32_t* __
 // block (32, 8): blocks stride over runs; the 8 row lanes sum positions start + ty, start + ty + 8, ...
 // and lane 0 adds the 8 lane sums in order, so every run's sum has a fixed order.
 template <class T, class GradT>
-__global__ void embedding_token_grad_kernel(GradT* __restrict__ dtok, const T* __restrict__ dout,
-                                            const uint32_t* __restrict__ sorted_keys,
-                                            const uint32_t* __restrict__ sorted_positions,
-                                            const uint32_t* __restrict__ run_starts,
-                                            const uint32_t* __restrict__ run_count, int64_t dim) {
+__global__ void __launch_bounds__(kGradTileColumns* kGradTileRows)
+    embedding_token_grad_kernel(GradT* __restrict__ dtok, const T* __restrict__ dout,
+                                const uint32_t* __restrict__ sorted_keys, const uint32_t* __restrict__ sorted_positions,
+                                const uint32_t* __restrict__ run_starts, const uint32_t* __restrict__ run_count,
+                                int64_t dim) {
   __shared__ float lane_sums[kGradTileRows][kGradTileColumns + 1];
   const uint32_t runs = *run_count;
   const int64_t c = static_cast<int64_t>(blockIdx.x) * kGradTileColumns + threadIdx.x;

@@ -57,8 +57,9 @@ ScatterScratch scratch_of(void* workspace, int64_t count, int64_t out_rows) {
   return ScatterScratch{base, base + out_rows, base + 2 * out_rows, base + 2 * out_rows + count};
 }
 
-__global__ void histogram_kernel(const int32_t* __restrict__ index, int64_t count, int64_t out_rows,
-                                 int32_t* __restrict__ rows_count, int32_t* __restrict__ invalid) {
+__global__ void __launch_bounds__(kElementwiseThreads)
+    histogram_kernel(const int32_t* __restrict__ index, int64_t count, int64_t out_rows,
+                     int32_t* __restrict__ rows_count, int32_t* __restrict__ invalid) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t m = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; m < count; m += stride) {
     const int32_t n = index[m];
@@ -100,8 +101,9 @@ __global__ void __launch_bounds__(kScanThreads)
   if (threadIdx.x == kScanThreads - 1) *placed = chunk_sum[kScanThreads - 1];
 }
 
-__global__ void place_kernel(const int32_t* __restrict__ index, int64_t count, int64_t out_rows,
-                             int32_t* __restrict__ cursor, int32_t* __restrict__ order) {
+__global__ void __launch_bounds__(kElementwiseThreads)
+    place_kernel(const int32_t* __restrict__ index, int64_t count, int64_t out_rows, int32_t* __restrict__ cursor,
+                 int32_t* __restrict__ order) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t m = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; m < count; m += stride) {
     const int32_t n = index[m];
@@ -111,8 +113,9 @@ __global__ void place_kernel(const int32_t* __restrict__ index, int64_t count, i
 
 // Sorts every bucket's positions ascending; one thread per destination row. Insertion sort:
 // buckets are short (repeated indices are rare).
-__global__ void sort_buckets_kernel(const int32_t* __restrict__ bucket_start, const int32_t* __restrict__ bucket_end,
-                                    int64_t out_rows, int32_t* __restrict__ order) {
+__global__ void __launch_bounds__(kElementwiseThreads)
+    sort_buckets_kernel(const int32_t* __restrict__ bucket_start, const int32_t* __restrict__ bucket_end,
+                        int64_t out_rows, int32_t* __restrict__ order) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t n = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; n < out_rows; n += stride) {
     const int32_t begin = bucket_start[n], end = bucket_end[n];

@@ -23,8 +23,8 @@ unsigned gelu_blocks(int64_t n) {
 
 // x, out: (n)
 template <class T>
-__global__ void gelu_forward_kernel(T* __restrict__ out, const T* __restrict__ x, int64_t n,
-                                    GeluApproximation approximation) {
+__global__ void __launch_bounds__(kGeluBlock)
+    gelu_forward_kernel(T* __restrict__ out, const T* __restrict__ x, int64_t n, GeluApproximation approximation) {
   map_elements(
       n,
       [approximation](int64_t, T value) {
@@ -35,8 +35,9 @@ __global__ void gelu_forward_kernel(T* __restrict__ out, const T* __restrict__ x
 
 // dx, dout, x: (n)
 template <class T>
-__global__ void gelu_backward_kernel(T* __restrict__ dx, const T* __restrict__ dout, const T* __restrict__ x, int64_t n,
-                                     GeluApproximation approximation) {
+__global__ void __launch_bounds__(kGeluBlock)
+    gelu_backward_kernel(T* __restrict__ dx, const T* __restrict__ dout, const T* __restrict__ x, int64_t n,
+                         GeluApproximation approximation) {
   map_elements(
       n,
       [approximation](int64_t, T g, T value) {

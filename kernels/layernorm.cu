@@ -42,10 +42,10 @@ __device__ __forceinline__ void for_each_row_pack(int C, bool vector_ok, int lan
 // x, out, residual, sum: (rows, C); gamma, beta: (C); mean, rstd: (rows) or nullptr.
 // With residual != nullptr the row normalized is sum = x + residual, rounded to T and stored.
 template <class T>
-__global__ void layernorm_forward_kernel(T* __restrict__ out, T* __restrict__ sum, float* __restrict__ mean_out,
-                                         float* __restrict__ rstd_out, const T* __restrict__ x,
-                                         const T* __restrict__ residual, const T* __restrict__ gamma,
-                                         const T* __restrict__ beta, int64_t rows, int C, float eps) {
+__global__ void __launch_bounds__(32 * kRowsPerBlock)
+    layernorm_forward_kernel(T* __restrict__ out, T* __restrict__ sum, float* __restrict__ mean_out,
+                             float* __restrict__ rstd_out, const T* __restrict__ x, const T* __restrict__ residual,
+                             const T* __restrict__ gamma, const T* __restrict__ beta, int64_t rows, int C, float eps) {
   constexpr int N = kPackElements<T>;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
@@ -108,10 +108,11 @@ __global__ void layernorm_forward_kernel(T* __restrict__ out, T* __restrict__ su
 
 // dx, dout, x, dx_extra: (rows, C); gamma: (C); mean, rstd: (rows).
 template <class T>
-__global__ void layernorm_backward_input_kernel(T* __restrict__ dx, const T* __restrict__ dout,
-                                                const T* __restrict__ dx_extra, const T* __restrict__ x,
-                                                const T* __restrict__ gamma, const float* __restrict__ mean,
-                                                const float* __restrict__ rstd, int64_t rows, int C) {
+__global__ void __launch_bounds__(32 * kRowsPerBlock)
+    layernorm_backward_input_kernel(T* __restrict__ dx, const T* __restrict__ dout, const T* __restrict__ dx_extra,
+                                    const T* __restrict__ x, const T* __restrict__ gamma,
+                                    const float* __restrict__ mean, const float* __restrict__ rstd, int64_t rows,
+                                    int C) {
   constexpr int N = kPackElements<T>;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
@@ -158,10 +159,10 @@ __global__ void layernorm_backward_input_kernel(T* __restrict__ dx, const T* __r
 // Grid (ceil(C / 32), chunks), block (32, 8): the 8 row lanes take rows r0 + ty, r0 + ty + 8, ... in
 // order, then lane 0 adds the 8 lane sums in order.
 template <class T>
-__global__ void layernorm_param_partials_kernel(float* __restrict__ partial_gamma, float* __restrict__ partial_beta,
-                                                const T* __restrict__ dout, const T* __restrict__ x,
-                                                const float* __restrict__ mean, const float* __restrict__ rstd,
-                                                int64_t rows, int C, int64_t rows_per_chunk) {
+__global__ void __launch_bounds__(kParamTileColumns* kParamTileRows)
+    layernorm_param_partials_kernel(float* __restrict__ partial_gamma, float* __restrict__ partial_beta,
+                                    const T* __restrict__ dout, const T* __restrict__ x, const float* __restrict__ mean,
+                                    const float* __restrict__ rstd, int64_t rows, int C, int64_t rows_per_chunk) {
   __shared__ float gamma_sums[kParamTileRows][kParamTileColumns + 1];
   __shared__ float beta_sums[kParamTileRows][kParamTileColumns + 1];
   const int c = blockIdx.x * kParamTileColumns + threadIdx.x;
@@ -192,9 +193,10 @@ __global__ void layernorm_param_partials_kernel(float* __restrict__ partial_gamm
 
 // dgamma[c] += sum_k partial_gamma[k, c] (k in order); same for dbeta. Either may be nullptr.
 template <class GradT>
-__global__ void layernorm_param_finish_kernel(GradT* __restrict__ dgamma, GradT* __restrict__ dbeta,
-                                              const float* __restrict__ partial_gamma,
-                                              const float* __restrict__ partial_beta, int64_t chunks, int C) {
+__global__ void __launch_bounds__(256)
+    layernorm_param_finish_kernel(GradT* __restrict__ dgamma, GradT* __restrict__ dbeta,
+                                  const float* __restrict__ partial_gamma, const float* __restrict__ partial_beta,
+                                  int64_t chunks, int C) {
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= C) return;
   float total_gamma = 0.0f, total_beta = 0.0f;

@@ -40,8 +40,9 @@ __device__ __forceinline__ void for_each_permute_pack(Index total, bool vector_o
 
 // tokens (B, T, parts*H*Dh) -> heads0..heads{parts-1} (B, H, T, Dh). Grid-stride over parts*B*H*T*Dh.
 template <class T, class Index>
-__global__ void gather_heads_kernel(T* __restrict__ heads0, T* __restrict__ heads1, T* __restrict__ heads2,
-                                    const T* __restrict__ tokens, PermuteDims<Index> dims) {
+__global__ void __launch_bounds__(kPermuteBlock)
+    gather_heads_kernel(T* __restrict__ heads0, T* __restrict__ heads1, T* __restrict__ heads2,
+                        const T* __restrict__ tokens, PermuteDims<Index> dims) {
   constexpr int N = kPackElements<T>;
   const bool vector_ok = dims.head_dim % N == 0 && packs_aligned<N>(heads0, heads1, heads2, tokens);
   for_each_permute_pack<T>(dims.head_numel * dims.parts, vector_ok, [&](auto width, Index i) {
@@ -58,8 +59,9 @@ __global__ void gather_heads_kernel(T* __restrict__ heads0, T* __restrict__ head
 
 // heads0..heads{parts-1} (B, H, T, Dh) -> tokens (B, T, parts*H*Dh). Grid-stride over the tokens.
 template <class T, class Index>
-__global__ void scatter_heads_kernel(T* __restrict__ tokens, const T* __restrict__ heads0, const T* __restrict__ heads1,
-                                     const T* __restrict__ heads2, PermuteDims<Index> dims) {
+__global__ void __launch_bounds__(kPermuteBlock)
+    scatter_heads_kernel(T* __restrict__ tokens, const T* __restrict__ heads0, const T* __restrict__ heads1,
+                         const T* __restrict__ heads2, PermuteDims<Index> dims) {
   constexpr int N = kPackElements<T>;
   const bool vector_ok = dims.head_dim % N == 0 && packs_aligned<N>(tokens, heads0, heads1, heads2);
   for_each_permute_pack<T>(dims.head_numel * dims.parts, vector_ok, [&](auto width, Index i) {

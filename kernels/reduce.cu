@@ -134,8 +134,8 @@ __global__ void __launch_bounds__(kColumnTile* kColumnThreadsY)
 
 // partials: (chunks, cols) -> out: (cols), out[c] = beta * out[c] + sum over chunks in order.
 template <class Out>
-__global__ void column_finalize_kernel(const Acc<Out>* __restrict__ partials, int64_t chunks, int64_t cols,
-                                       Acc<Out> beta, Out* __restrict__ out) {
+__global__ void __launch_bounds__(256) column_finalize_kernel(const Acc<Out>* __restrict__ partials, int64_t chunks,
+                                                              int64_t cols, Acc<Out> beta, Out* __restrict__ out) {
   using A = Acc<Out>;
   const int64_t column = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (column >= cols) return;
@@ -152,7 +152,8 @@ unsigned grid_for(int64_t n) { return static_cast<unsigned>(std::min<int64_t>(kM
 
 // dy: (1) -> dx: (n)
 template <class T>
-__global__ void sum_backward_kernel(const T* __restrict__ dy, int64_t n, Acc<T> scale, T* __restrict__ dx) {
+__global__ void __launch_bounds__(kBlock)
+    sum_backward_kernel(const T* __restrict__ dy, int64_t n, Acc<T> scale, T* __restrict__ dx) {
   const T value = convert_element<T>(scale * convert_element<Acc<T>>(dy[0]));
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) dx[i] = value;
@@ -160,7 +161,8 @@ __global__ void sum_backward_kernel(const T* __restrict__ dy, int64_t n, Acc<T> 
 
 // dy: (rows) -> dx: (rows, cols)
 template <class T>
-__global__ void row_broadcast_kernel(const T* __restrict__ dy, int64_t n, int64_t cols, T* __restrict__ dx) {
+__global__ void __launch_bounds__(kBlock)
+    row_broadcast_kernel(const T* __restrict__ dy, int64_t n, int64_t cols, T* __restrict__ dx) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
     dx[i] = dy[i / cols];

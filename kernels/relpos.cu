@@ -15,7 +15,8 @@ constexpr int kElementwiseThreads = 256;
 constexpr int kBucketSumThreads = 128;
 
 // buckets: (T, T)
-__global__ void relative_position_buckets_kernel(int32_t* buckets, int64_t seq_len, RelativePositionConfig config) {
+__global__ void __launch_bounds__(kElementwiseThreads)
+    relative_position_buckets_kernel(int32_t* buckets, int64_t seq_len, RelativePositionConfig config) {
   const int64_t p = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (p >= seq_len * seq_len) return;
   buckets[p] = relative_position_bucket(p / seq_len, p % seq_len, config);
@@ -23,8 +24,9 @@ __global__ void relative_position_buckets_kernel(int32_t* buckets, int64_t seq_l
 
 // table: (H, NB) or (NB, H), buckets: (T, T) -> bias: (H, T, T); blockIdx.y = head
 template <class T>
-__global__ void relative_position_bias_forward_kernel(const T* table, BiasTableLayout layout, const int32_t* buckets,
-                                                      T* bias, int64_t count, int64_t heads, int num_buckets) {
+__global__ void __launch_bounds__(kElementwiseThreads)
+    relative_position_bias_forward_kernel(const T* table, BiasTableLayout layout, const int32_t* buckets, T* bias,
+                                          int64_t count, int64_t heads, int num_buckets) {
   const int64_t p = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (p >= count) return;
   const int64_t h = blockIdx.y;
@@ -37,9 +39,10 @@ __global__ void relative_position_bias_forward_kernel(const T* table, BiasTableL
 // dbias: (H, T, T) -> dtable: (H, NB) or (NB, H); block (k, h) sums dbias[h, positions[offsets[k] ..
 // offsets[k+1])].
 template <class TGrad, class TOut>
-__global__ void relative_position_bias_backward_kernel(const TGrad* dbias, const int32_t* offsets,
-                                                       const int32_t* positions, TOut* dtable, BiasTableLayout layout,
-                                                       int64_t count, int64_t heads, int num_buckets, bool accumulate) {
+__global__ void __launch_bounds__(kBucketSumThreads)
+    relative_position_bias_backward_kernel(const TGrad* dbias, const int32_t* offsets, const int32_t* positions,
+                                           TOut* dtable, BiasTableLayout layout, int64_t count, int64_t heads,
+                                           int num_buckets, bool accumulate) {
   using Acc = AccumulatorOf<TOut>;
   Acc* scratch = dynamic_smem<Acc>();
   const int k = static_cast<int>(blockIdx.x);

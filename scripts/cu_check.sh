@@ -7,13 +7,14 @@
 # instructions (HMMA/HGMMA/IMMA/DMMA...). Any spill store/load at sm_90 fails the check.
 # Usage: scripts/cu_check.sh [output-dir]   (default build-nvcc/)
 # CU_CHECK_ARCHS="sm_90" limits the architectures (default "sm_80 sm_90").
+# CU_CHECK_SOURCES="kernels/*.cu" limits the sources (a git pathspec; default every tracked or new .cu).
 # CU_CHECK_TABLE=FILE also writes the kernel table as Markdown to FILE (bench/README.md's table).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-build-nvcc}"
 NVCC="${CUDAToolkit_ROOT:-/usr/local/cuda}/bin/nvcc"
 mkdir -p "$OUT"
-mapfile -t sources < <(git ls-files -co --exclude-standard -- '*.cu' | sort)
+mapfile -t sources < <(git ls-files -co --exclude-standard -- "${CU_CHECK_SOURCES:-*.cu}" | sort)
 if ((${#sources[@]} == 0)); then echo "cu_check: no .cu files" >&2; exit 1; fi
 export NVCC OUT
 compile() {
