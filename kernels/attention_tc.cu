@@ -28,6 +28,19 @@ constexpr int kTcChunks = kTcRows / 8;  // 8-column chunks of a warp's 16 x 64 s
 constexpr size_t kDefaultSharedLimit = 48 * 1024;
 constexpr size_t kMaxSharedBytes = 227 * 1024;  // per block after opt-in (sm_80: 163 KB, checked by the launch)
 
+// The second __launch_bounds__ argument per kernel and head dim: the CTAs per SM that the register
+// file must hold, i.e. a cap of 65536 / (128 n) registers per thread: 128 (n = 4), 168 (3), 255 (2).
+// Each is at or above what ptxas uses unconstrained at sm_80 and sm_90 (bench/README.md), so it costs no
+// spills; code that grows past it then spills, which scripts/cu_check.sh fails, instead of silently
+// losing occupancy.
+enum class TcKernel { forward, dq, dkdv };
+template <TcKernel Kernel, int D>
+constexpr int tc_min_blocks() {
+  if (D >= 128) return 2;
+  if (D >= 64 || (Kernel == TcKernel::dq && D >= 32)) return 3;
+  return 4;
+}
+
 template <int D>
 constexpr int smem_stride() {
   return D + 8;
@@ -149,7 +162,7 @@ __device__ __forceinline__ float bias_at(const BiasArgs<T>& bias, const float* r
 
 // q, k, v, out: (B, H, T, D); lse: (B, H, T). Grid (query tiles, B*H).
 template <class T, class Mask, int D>
-__global__ void __launch_bounds__(kTcThreads)
+__global__ void __launch_bounds__(kTcThreads, (tc_min_blocks<TcKernel::forward, D>()))
     tc_attention_forward_kernel(const T* q, const T* k, const T* v, const Mask* key_mask, BiasArgs<T> bias, T* out,
                                 float* lse, int64_t heads, int64_t seq_len, float scale, AttentionDropout dropout,
                                 float keep_scale) {
@@ -311,7 +324,7 @@ __device__ __forceinline__ ElementGrads element_grads(float score, float dp_drop
 
 // dQ: grid (query tiles, B*H). K/V tiles double-buffered as in the forward.
 template <class T, class Mask, int D>
-__global__ void __launch_bounds__(kTcThreads)
+__global__ void __launch_bounds__(kTcThreads, (tc_min_blocks<TcKernel::dq, D>()))
     tc_attention_dq_kernel(const T* q, const T* k, const T* v, const T* dout, const float* lse, const float* delta,
                            const Mask* key_mask, BiasArgs<T> bias, T* dq, int64_t heads, int64_t seq_len, float scale,
                            AttentionDropout dropout, float keep_scale) {
@@ -444,7 +457,7 @@ __device__ __forceinline__ void load_query_step(T* qs, T* dos, float* lse_s, flo
 }
 
 template <class T, class Mask, int D>
-__global__ void __launch_bounds__(kTcThreads)
+__global__ void __launch_bounds__(kTcThreads, (tc_min_blocks<TcKernel::dkdv, D>()))
     tc_attention_dkdv_kernel(const T* q, const T* k, const T* v, const T* dout, const float* lse, const float* delta,
                              const Mask* key_mask, BiasArgs<T> bias, T* dk, T* dv, float* dbias, bool accumulate_dbias,
                              float* rel_partials, int64_t batch, int64_t heads, int64_t seq_len, float scale,
