@@ -51,8 +51,9 @@ template <class... Vectors>
 std::vector<char> bytes_of(const Vectors&... vectors) {
   std::vector<char> out;
   const auto append = [&](const auto& v) {
-    const char* p = reinterpret_cast<const char*>(v.data());
-    out.insert(out.end(), p, p + v.size() * sizeof(v[0]));
+    const size_t at = out.size(), bytes = v.size() * sizeof(v[0]);
+    out.resize(at + bytes);
+    if (bytes > 0) std::memcpy(out.data() + at, v.data(), bytes);
   };
   (append(vectors), ...);
   return out;
