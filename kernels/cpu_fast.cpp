@@ -5,8 +5,10 @@
 // the loops call is inline, so it is compiled for the clone's instruction set too.
 #include "kernels/cpu_fast.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 #include <string>
 
@@ -349,6 +351,65 @@ COCO_CPU_CLONES void gelu_backward_range(float* __restrict dx, const float* __re
     for (int64_t i = lo; i < hi; ++i) dx[i] = dy[i] * gelu_erf_derivative(x[i]);
 }
 
+// ------------------------------------------------------------------------------ cross-entropy
+
+// exp(x) for x <= 0, 0 below -87 and for -Inf (the reference's exp underflows to 0 there too).
+COCO_INLINE float exp_nonpositive_or_zero(float x) {
+  const float e = exp_nonpositive(x);
+  return x < -87.0f ? 0.0f : e;
+}
+
+// Maximum of a row as integer keys in float order (GCC keeps a float max reduction scalar: NaN and
+// signed-zero rules); the row has no NaN. Negative floats get their magnitude bits flipped.
+COCO_INLINE float row_max_no_nan(const float* x, int64_t n) {
+  int32_t best = std::numeric_limits<int32_t>::min();
+  for (int64_t j = 0; j < n; ++j) {
+    int32_t bits;
+    std::memcpy(&bits, x + j, sizeof bits);
+    const int32_t key = bits >= 0 ? bits : bits ^ 0x7fffffff;
+    best = key > best ? key : best;
+  }
+  const int32_t bits = best >= 0 ? best : best ^ 0x7fffffff;
+  float max;
+  std::memcpy(&max, &bits, sizeof max);
+  return max;
+}
+
+struct CeRowStats {
+  bool special;  // a NaN or an infinity decides the row: the reference's double path
+  float max;
+  double log_sum;
+};
+
+COCO_CPU_CLONES CeRowStats ce_row_stats(const float* __restrict x, int64_t vocab) {
+  uint32_t nonfinite = 0;
+  for (int64_t j = 0; j < vocab; ++j) {
+    uint32_t bits;
+    std::memcpy(&bits, x + j, sizeof bits);
+    nonfinite |= (bits & 0x7f800000u) == 0x7f800000u;
+  }
+  if (nonfinite) return {true, 0.0f, 0.0};
+  const float max = row_max_no_nan(x, vocab);
+  constexpr int kLanes = 16;
+  float lanes[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= vocab; j += kLanes)
+    for (int l = 0; l < kLanes; ++l) lanes[l] += exp_nonpositive_or_zero(x[j + l] - max);
+  for (int l = 0; j < vocab; ++j, ++l) lanes[l] += exp_nonpositive_or_zero(x[j] - max);
+  double sum = 0.0;
+  for (float lane : lanes) sum += static_cast<double>(lane);
+  return {false, max, std::log(sum)};
+}
+
+// dx[j] = scale * (exp(x[j] - lse) - [j == target]) for a row with finite values.
+COCO_CPU_CLONES void ce_row_gradient(const float* x, int64_t vocab, int32_t target, float lse, float scale,
+                                     float* dx) {
+  const bool has_target = target >= 0 && target < vocab;
+  const float x_target = has_target ? x[target] : 0.0f;  // read first: dx may alias x
+  for (int64_t j = 0; j < vocab; ++j) dx[j] = scale * exp_nonpositive_or_zero(x[j] - lse);
+  if (has_target) dx[target] = scale * (exp_nonpositive_or_zero(x_target - lse) - 1.0f);
+}
+
 // ------------------------------------------------------------------------------ reductions
 
 template <class T>
@@ -511,6 +572,146 @@ void gelu_backward(float* dx, const float* dout, const float* x, int64_t n, Gelu
   const bool tanh_form = approximation == GeluApproximation::tanh;
   runtime::cpu::parallel_for(n, 16384,
                              [&](int64_t lo, int64_t hi) { gelu_backward_range(dx, dout, x, lo, hi, tanh_form); });
+}
+
+namespace {
+
+bool ce_contributes(int32_t target, int32_t ignore_index, int64_t vocab) {
+  return target != ignore_index && target >= 0 && target < vocab;
+}
+
+// The reference's row statistics in double (kernels/cross_entropy.cpp), for rows holding a NaN or an
+// infinity: NaN or +Inf anywhere gives a NaN log-sum-exp, a row of -Inf gives -Inf.
+CeRowStats ce_row_stats_reference(const float* x, int64_t vocab, float& lse) {
+  constexpr float inf = std::numeric_limits<float>::infinity();
+  float max = -inf;
+  bool has_nan = false;
+  for (int64_t j = 0; j < vocab; ++j) {
+    if (std::isnan(x[j]))
+      has_nan = true;
+    else if (x[j] > max)
+      max = x[j];
+  }
+  if (has_nan || max == inf) {
+    lse = std::numeric_limits<float>::quiet_NaN();
+    return {true, max, static_cast<double>(lse)};
+  }
+  if (max == -inf) {
+    lse = max;
+    return {true, max, -static_cast<double>(inf)};
+  }
+  double sum = 0.0;
+  for (int64_t j = 0; j < vocab; ++j) sum += std::exp(static_cast<double>(x[j]) - static_cast<double>(max));
+  const double log_sum = std::log(sum);
+  lse = static_cast<float>(static_cast<double>(max) + log_sum);
+  return {true, max, log_sum};
+}
+
+// The reference's argmax order: NaN first, then larger values, ties to the lowest index.
+int64_t ce_row_argmax(const float* x, int64_t vocab) {
+  int64_t best = 0;
+  for (int64_t j = 1; j < vocab; ++j) {
+    if (std::isnan(x[best])) break;
+    if (std::isnan(x[j]) || x[j] > x[best]) best = j;
+  }
+  return best;
+}
+
+void ce_check(const char* op, int64_t rows, int64_t vocab) {
+  if (rows < 0 || vocab < 1)
+    throw std::invalid_argument(std::string(op) + ": expected rows >= 0 and vocab >= 1, got rows " +
+                                std::to_string(rows) + ", vocab " + std::to_string(vocab));
+}
+
+// One row's gradient: the fast loop for finite rows, the reference's double exp otherwise.
+void ce_gradient(const float* x, int64_t vocab, int32_t target, float lse, float scale, float* dx) {
+  if (std::isfinite(lse)) {
+    ce_row_gradient(x, vocab, target, lse, scale, dx);
+    return;
+  }
+  for (int64_t j = 0; j < vocab; ++j) {
+    const float p = static_cast<float>(std::exp(static_cast<double>(x[j]) - static_cast<double>(lse)));
+    dx[j] = scale * (p - (j == target ? 1.0f : 0.0f));
+  }
+}
+
+}  // namespace
+
+void cross_entropy_forward(const float* logits, const int32_t* targets, const float* row_weights, int64_t rows,
+                           int64_t vocab, int32_t ignore_index, LossReduction reduction, float* loss, float* row_loss,
+                           float* row_lse, int32_t* counts, float* dlogits, float dlogits_scale) {
+  ce_check("kernels::cpu_fast::cross_entropy_forward", rows, vocab);
+  int32_t correct = 0, contributing = 0, invalid = 0;
+  for (int64_t i = 0; i < rows; ++i) {
+    if (ce_contributes(targets[i], ignore_index, vocab))
+      ++contributing;
+    else if (targets[i] != ignore_index)
+      ++invalid;
+  }
+  const float denom = reduction == LossReduction::mean ? static_cast<float>(contributing > 0 ? contributing : 1) : 1.0f;
+  std::vector<uint8_t> row_correct(static_cast<size_t>(rows), 0);
+  runtime::cpu::parallel_for(rows, std::max<int64_t>(1, 16384 / vocab), [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      const float* x = logits + i * vocab;
+      const int32_t t = targets[i];
+      CeRowStats stats = ce_row_stats(x, vocab);
+      float lse;
+      if (stats.special)
+        stats = ce_row_stats_reference(x, vocab, lse);
+      else
+        lse = static_cast<float>(static_cast<double>(stats.max) + stats.log_sum);
+      row_lse[i] = lse;
+      const bool counted = ce_contributes(t, ignore_index, vocab);
+      const float weight = row_weights ? row_weights[i] : 1.0f;
+      if (counted) {
+        // (max - x_t) + log(sum): exact cancellation when x_t is the maximum (as the reference).
+        row_loss[i] =
+            std::isnan(lse) ? lse : static_cast<float>(static_cast<double>(stats.max - x[t]) + stats.log_sum);
+        row_correct[static_cast<size_t>(i)] = ce_row_argmax(x, vocab) == t;
+      } else {
+        row_loss[i] = 0.0f;
+      }
+      if (dlogits) {
+        float* dx = dlogits + i * vocab;
+        if (counted)
+          ce_gradient(x, vocab, t, lse, dlogits_scale * weight / denom, dx);
+        else
+          std::fill(dx, dx + vocab, 0.0f);
+      }
+    }
+  });
+  double total = 0.0;
+  for (int64_t i = 0; i < rows; ++i) {
+    if (!ce_contributes(targets[i], ignore_index, vocab)) continue;
+    const float weight = row_weights ? row_weights[i] : 1.0f;
+    total += static_cast<double>(weight) * static_cast<double>(row_loss[i]);
+    correct += row_correct[static_cast<size_t>(i)];
+  }
+  *loss = contributing > 0 ? static_cast<float>(total / static_cast<double>(denom)) : 0.0f;
+  counts[kCountCorrect] = correct;
+  counts[kCountRows] = contributing;
+  counts[kCountInvalid] = invalid;
+}
+
+void cross_entropy_backward(const float* logits, const int32_t* targets, const float* row_weights,
+                            const float* row_lse, const int32_t* counts, int64_t rows, int64_t vocab,
+                            int32_t ignore_index, LossReduction reduction, const float* dloss, float* dlogits) {
+  ce_check("kernels::cpu_fast::cross_entropy_backward", rows, vocab);
+  const int32_t contributing = counts[kCountRows];
+  const float denom = reduction == LossReduction::mean ? static_cast<float>(contributing > 0 ? contributing : 1) : 1.0f;
+  runtime::cpu::parallel_for(rows, std::max<int64_t>(1, 16384 / vocab), [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      const float* x = logits + i * vocab;
+      float* dx = dlogits + i * vocab;
+      const int32_t t = targets[i];
+      if (!ce_contributes(t, ignore_index, vocab)) {
+        std::fill(dx, dx + vocab, 0.0f);
+        continue;
+      }
+      const float weight = row_weights ? row_weights[i] : 1.0f;
+      ce_gradient(x, vocab, t, row_lse[i], *dloss * weight / denom, dx);
+    }
+  });
 }
 
 double sum_of_squares(const std::vector<NormTensorDesc>& descs) {

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "engine/rng/philox.h"
+#include "kernels/cross_entropy.h"
 #include "kernels/gelu.h"
 #include "kernels/gradnorm.h"
 #include "kernels/matmul.h"
@@ -50,6 +51,18 @@ void activation_backward(Activation act, const float* dy, const float* pre, floa
 // As cpu::gelu_forward / gelu_backward for float.
 void gelu_forward(float* out, const float* x, int64_t n, GeluApproximation approximation);
 void gelu_backward(float* dx, const float* dout, const float* x, int64_t n, GeluApproximation approximation);
+
+// cpu::cross_entropy_forward / cross_entropy_backward for f32 logits, same contract: the rows on the
+// pool, each row's maximum, exp-sum (f32 lanes added in a fixed order, then in double) and gradient
+// in vectorised f32 (exp within a few ulp) instead of per-element double exp; the loss and the
+// correct-row count added in row order, so the bits do not depend on the thread count. Rows with a
+// NaN or an infinity take the reference's double path. Tests compare with the reference within 1e-5.
+void cross_entropy_forward(const float* logits, const int32_t* targets, const float* row_weights, int64_t rows,
+                           int64_t vocab, int32_t ignore_index, LossReduction reduction, float* loss, float* row_loss,
+                           float* row_lse, int32_t* counts, float* dlogits, float dlogits_scale);
+void cross_entropy_backward(const float* logits, const int32_t* targets, const float* row_weights,
+                            const float* row_lse, const int32_t* counts, int64_t rows, int64_t vocab,
+                            int32_t ignore_index, LossReduction reduction, const float* dloss, float* dlogits);
 
 // Sum of squares of every element (f32, bf16, f16 or f64 tensors) in f64: each tensor in blocks of
 // kSumBlock elements, each block in 8 f64 lanes added in lane order, blocks and tensors in order.

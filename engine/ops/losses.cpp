@@ -12,6 +12,7 @@
 #include "engine/tape.h"
 #include "kernels/contrastive.h"
 #include "kernels/corrective_lm.h"
+#include "kernels/cpu_fast.h"
 #include "kernels/l2norm.h"
 
 namespace coco::ops {
@@ -142,6 +143,11 @@ CrossEntropyForward run_cross_entropy_forward(const char* op, const Tensor& logi
             rows, vocab, ignore_index, reduction, f.loss.data_as<float>(), f.row_loss.data_as<float>(),
             f.row_lse.data_as<float>(), f.counts.data_as<int32_t>(), fused ? dlogits->data_as<T>() : nullptr, 1.0f,
             current_stream());
+    } else if constexpr (std::is_same_v<T, float>) {  // the f32 fast path (kernels/cpu_fast.h)
+      kernels::cpu_fast::cross_entropy_forward(
+          logits.data_as<T>(), targets.data_as<int32_t>(), weights.defined() ? weights.data_as<T>() : nullptr, rows,
+          vocab, ignore_index, reduction, f.loss.data_as<T>(), f.row_loss.data_as<T>(), f.row_lse.data_as<T>(),
+          f.counts.data_as<int32_t>(), fused ? dlogits->data_as<T>() : nullptr, T(1));
     } else if constexpr (kCpuType<T>) {
       kernels::cpu::cross_entropy_forward<T>(
           logits.data_as<T>(), targets.data_as<int32_t>(), weights.defined() ? weights.data_as<T>() : nullptr, rows,
@@ -187,6 +193,11 @@ void record_cross_entropy_backward(Tape& tape, const char* op, const Tensor& log
                                                        row_lse.data_as<float>(), counts.data_as<int32_t>(), rows, vocab,
                                                        ignore_index, reduction, upstream.data_as<float>(),
                                                        dlogits.data_as<T>(), current_stream());
+          } else if constexpr (std::is_same_v<T, float>) {
+            kernels::cpu_fast::cross_entropy_backward(
+                source.data_as<T>(), targets.data_as<int32_t>(), weights.defined() ? weights.data_as<T>() : nullptr,
+                row_lse.data_as<T>(), counts.data_as<int32_t>(), rows, vocab, ignore_index, reduction,
+                upstream.data_as<T>(), dlogits.data_as<T>());
           } else if constexpr (kCpuType<T>) {
             kernels::cpu::cross_entropy_backward<T>(
                 source.data_as<T>(), targets.data_as<int32_t>(), weights.defined() ? weights.data_as<T>() : nullptr,

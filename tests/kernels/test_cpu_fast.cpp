@@ -15,6 +15,7 @@
 #include "engine/runtime/cpu_backend.h"
 #include "kernels/attention.h"
 #include "kernels/cpu_fast.h"
+#include "kernels/cross_entropy.h"
 #include "kernels/dropout.h"
 #include "kernels/gelu.h"
 #include "kernels/loss_scale.h"
@@ -206,6 +207,72 @@ TEST(CpuFast, GradientNormAndNonFiniteCheck) {
   EXPECT_THROW(cpu_fast::sum_of_squares(bad), std::invalid_argument);
   bad = {{a.data(), 3, 0, DType::i32}};
   EXPECT_THROW(cpu_fast::any_nonfinite(bad), std::invalid_argument);
+}
+
+TEST(CpuFast, CrossEntropyMatchesTheReference) {
+  constexpr int64_t rows = 41, vocab = 1037;  // a ragged vocabulary (not a multiple of the 16 lanes)
+  std::vector<float> logits = random_floats(rows * vocab, 4.0f, 21);
+  const std::vector<float> weights = random_floats(rows, 1.0f, 22);
+  std::vector<int32_t> targets(rows);
+  for (int64_t i = 0; i < rows; ++i) targets[static_cast<size_t>(i)] = static_cast<int32_t>((i * 97) % vocab);
+  targets[3] = -100;  // ignored
+  // Special rows: NaN, +Inf, all -Inf, -Inf entries next to finite ones, the target as the maximum.
+  logits[5 * vocab + 10] = NAN;
+  logits[6 * vocab + 11] = INFINITY;
+  std::fill(logits.begin() + 7 * vocab, logits.begin() + 8 * vocab, -INFINITY);
+  for (int64_t j = 0; j < vocab; j += 3) logits[static_cast<size_t>(8 * vocab + j)] = -INFINITY;
+  targets[8] = 1;
+  logits[9 * vocab + targets[9]] = 40.0f;
+  for (LossReduction reduction : {LossReduction::mean, LossReduction::sum}) {
+    std::vector<float> ref_loss(1), ref_row_loss(rows), ref_lse(rows), ref_d(logits.size()), ref_d2(logits.size());
+    std::vector<int32_t> ref_counts(kCrossEntropyCounts);
+    cpu::cross_entropy_forward<float>(logits.data(), targets.data(), weights.data(), rows, vocab, -100, reduction,
+                                      ref_loss.data(), ref_row_loss.data(), ref_lse.data(), ref_counts.data(),
+                                      ref_d.data(), 0.5f);
+    const float dloss = 0.5f;
+    cpu::cross_entropy_backward<float>(logits.data(), targets.data(), weights.data(), ref_lse.data(),
+                                       ref_counts.data(), rows, vocab, -100, reduction, &dloss, ref_d2.data());
+    struct Out {
+      std::vector<float> loss, row_loss, lse, d, d2;
+      std::vector<int32_t> counts;
+      bool operator==(const Out& o) const {
+        return same_bits(loss, o.loss) && same_bits(row_loss, o.row_loss) && same_bits(lse, o.lse) &&
+               same_bits(d, o.d) && same_bits(d2, o.d2) && counts == o.counts;
+      }
+    };
+    const Out fast = same_for_every_thread_count<Out>([&] {
+      Out o{std::vector<float>(1), std::vector<float>(rows), std::vector<float>(rows), logits, {}, {}};
+      o.counts.resize(kCrossEntropyCounts);
+      // dlogits aliases the logits (as the ops layer does when it owns them).
+      cpu_fast::cross_entropy_forward(o.d.data(), targets.data(), weights.data(), rows, vocab, -100, reduction,
+                                      o.loss.data(), o.row_loss.data(), o.lse.data(), o.counts.data(), o.d.data(),
+                                      0.5f);
+      o.d2 = logits;
+      cpu_fast::cross_entropy_backward(o.d2.data(), targets.data(), weights.data(), o.lse.data(), o.counts.data(),
+                                       rows, vocab, -100, reduction, &dloss, o.d2.data());
+      return o;
+    });
+    EXPECT_EQ(fast.counts, ref_counts);
+    const auto close = [](float a, float b) {
+      if (std::isnan(b)) return std::isnan(a);
+      if (std::isinf(b)) return a == b;
+      return std::fabs(a - b) <= 1e-5f * std::max(1.0f, std::fabs(b));
+    };
+    EXPECT_PRED2(close, fast.loss[0], ref_loss[0]);  // NaN: the NaN and +Inf rows contribute
+    for (int64_t i = 0; i < rows; ++i) {
+      EXPECT_PRED2(close, fast.lse[i], ref_lse[i]) << "row " << i;
+      EXPECT_PRED2(close, fast.row_loss[i], ref_row_loss[i]) << "row " << i;
+    }
+    for (size_t e = 0; e < logits.size(); ++e) {
+      ASSERT_PRED2(close, fast.d[e], ref_d[e]) << "forward gradient element " << e;
+      ASSERT_PRED2(close, fast.d2[e], ref_d2[e]) << "backward gradient element " << e;
+    }
+  }
+  float loss, row_loss, lse;
+  int32_t counts[kCrossEntropyCounts], target = 0;
+  EXPECT_THROW(cpu_fast::cross_entropy_forward(&loss, &target, nullptr, 1, 0, -1, LossReduction::mean, &loss,
+                                               &row_loss, &lse, counts, nullptr, 1.0f),
+               std::invalid_argument);
 }
 
 TEST(CpuBackend, ParallelForCoversEveryItemOnceAtAnyThreadCount) {
