@@ -12,6 +12,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "engine/runtime/cpu_backend.h"
 #include "kernels/cpu_fast.h"
 #include "kernels/matmul.h"
 #include "kernels/softmax_math.h"
@@ -322,6 +323,10 @@ void scale_kept(T* values, const uint8_t* keep, T keep_scale, int64_t n) {
 
 }  // namespace
 
+// Both passes run the (b, h) pairs on the CPU pool. Every (b, h) is computed by the same calls
+// whichever thread runs it (its GEMMs are single panels or, nested in the pool, run inline), and the
+// bias gradient is summed over the batch afterwards in batch order, so the results have the same
+// bits for any thread count.
 template <class T, class Mask>
 void attention_forward_fast(const T* q, const T* k, const T* v, const Mask* key_mask, const T* bias,
                             const AttentionShape& shape, const AttentionDropout& dropout, T* out, T* probs) {
@@ -331,14 +336,14 @@ void attention_forward_fast(const T* q, const T* k, const T* v, const Mask* key_
   const double scale = attention_scale(D);
   const T keep_scale = static_cast<T>(detail::dropout_keep_scale(dropout.p));
   constexpr T kInf = std::numeric_limits<T>::infinity();
-  std::vector<uint8_t> keep_buffer(dropout.active() ? static_cast<size_t>(L * L) : 0);
-  std::vector<T> dropped_buffer(keep_buffer.size());  // P_drop of one (b, h)
-  uint8_t* const keep = keep_buffer.data();
-  T* const dropped = dropped_buffer.data();
-  for (int64_t b = 0; b < B; ++b) {
-    const Mask* mask_row = key_mask ? key_mask + b * L : nullptr;
-    for (int64_t h = 0; h < H; ++h) {
-      const int64_t bh = b * H + h;
+  runtime::cpu::parallel_for(B * H, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<uint8_t> keep_buffer(dropout.active() ? static_cast<size_t>(L * L) : 0);
+    std::vector<T> dropped_buffer(keep_buffer.size());  // P_drop of one (b, h)
+    uint8_t* const keep = keep_buffer.data();
+    T* const dropped = dropped_buffer.data();
+    for (int64_t bh = lo; bh < hi; ++bh) {
+      const int64_t b = bh / H, h = bh % H;
+      const Mask* mask_row = key_mask ? key_mask + b * L : nullptr;
       T* const P = probs + bh * L * L;  // (L, L): the scores, then in place their softmax
       // S (L, L) = scale * q_bh (L, D) . k_bh^T
       gemm<T, T>(false, true, L, L, D, scale, q + bh * L * D, D, k + bh * L * D, D, 0.0, P, L);
@@ -363,7 +368,7 @@ void attention_forward_fast(const T* q, const T* k, const T* v, const Mask* key_
       // out_bh (L, D) = P_drop (L, L) . v_bh (L, D)
       gemm<T, T>(false, false, L, D, L, 1.0, weights, L, v + bh * L * D, D, 0.0, out + bh * L * D, D);
     }
-  }
+  });
 }
 
 template <class T>
@@ -374,47 +379,52 @@ void attention_backward_fast(const T* q, const T* k, const T* v, const T* probs,
   const int64_t B = shape.batch, H = shape.heads, L = shape.seq_len, D = shape.head_dim;
   const double scale = attention_scale(D);
   const T keep_scale = static_cast<T>(detail::dropout_keep_scale(dropout.p));
-  // dbias summed over the batch in double, b in order, then rounded once.
-  std::vector<double> dbias_acc(dbias ? static_cast<size_t>(H * L * L) : 0, 0.0);
-  if (dbias && accumulate_dbias)
-    for (size_t e = 0; e < dbias_acc.size(); ++e) dbias_acc[e] = static_cast<double>(dbias[e]);
-  std::vector<T> ds_buffer(static_cast<size_t>(L * L));  // (L, L): dP_drop, then dS in place
-  std::vector<uint8_t> keep_buffer(dropout.active() ? static_cast<size_t>(L * L) : 0);
-  std::vector<T> dropped_buffer(dv ? keep_buffer.size() : 0);  // P_drop of one (b, h)
-  T* const ds = ds_buffer.data();
-  uint8_t* const keep = keep_buffer.data();
-  T* const dropped = dropped_buffer.data();
-  for (int64_t b = 0; B * H * L > 0 && b < B; ++b) {
-    for (int64_t h = 0; h < H; ++h) {
-      const int64_t bh = b * H + h;
-      const T* const P = probs + bh * L * L;
-      const T* const dout_bh = dout + bh * L * D;
-      // dP_drop (L, L) = dO_bh (L, D) . v_bh^T;  dP = dP_drop * keep / (1 - p)
-      gemm<T, T>(false, true, L, L, D, 1.0, dout_bh, D, v + bh * L * D, D, 0.0, ds, L);
-      if (dropout.active()) {
-        draw_keep_mask(dropout, static_cast<uint64_t>(bh * L * L), L * L, keep);
-        scale_kept(ds, keep, keep_scale, L * L);
-        if (dv) apply_keep(P, keep, keep_scale, L * L, dropped);
-      }
-      for (int64_t i = 0; i < L; ++i) {
-        T* const g = ds + i * L;  // the dP row, overwritten by the dS row
-        const T* const p = P + i * L;
-        const T dot_gp = lane_dot(g, p, L);
-        for (int64_t j = 0; j < L; ++j) g[j] = p[j] * (g[j] - dot_gp);
-        if (dbias) {
-          double* const acc = dbias_acc.data() + (h * L + i) * L;
-          for (int64_t j = 0; j < L; ++j) acc[j] += static_cast<double>(g[j]);
+  // With a bias gradient every (b, h) keeps its dS for the batch sum below.
+  std::vector<T> ds_all(dbias && B * H * L > 0 ? static_cast<size_t>(B * H * L * L) : 0);
+  if (B * H * L > 0) {
+    runtime::cpu::parallel_for(B * H, 1, [&](int64_t lo, int64_t hi) {
+      std::vector<T> ds_buffer(dbias ? 0 : static_cast<size_t>(L * L));  // (L, L): dP_drop, then dS in place
+      std::vector<uint8_t> keep_buffer(dropout.active() ? static_cast<size_t>(L * L) : 0);
+      std::vector<T> dropped_buffer(dv ? keep_buffer.size() : 0);  // P_drop of one (b, h)
+      uint8_t* const keep = keep_buffer.data();
+      T* const dropped = dropped_buffer.data();
+      for (int64_t bh = lo; bh < hi; ++bh) {
+        T* const ds = dbias ? ds_all.data() + bh * L * L : ds_buffer.data();
+        const T* const P = probs + bh * L * L;
+        const T* const dout_bh = dout + bh * L * D;
+        // dP_drop (L, L) = dO_bh (L, D) . v_bh^T;  dP = dP_drop * keep / (1 - p)
+        gemm<T, T>(false, true, L, L, D, 1.0, dout_bh, D, v + bh * L * D, D, 0.0, ds, L);
+        if (dropout.active()) {
+          draw_keep_mask(dropout, static_cast<uint64_t>(bh * L * L), L * L, keep);
+          scale_kept(ds, keep, keep_scale, L * L);
+          if (dv) apply_keep(P, keep, keep_scale, L * L, dropped);
         }
+        for (int64_t i = 0; i < L; ++i) {
+          T* const g = ds + i * L;  // the dP row, overwritten by the dS row
+          const T* const p = P + i * L;
+          const T dot_gp = lane_dot(g, p, L);
+          for (int64_t j = 0; j < L; ++j) g[j] = p[j] * (g[j] - dot_gp);
+        }
+        // dv_bh (L, D) = P_drop^T (L, L) . dO_bh;  dq_bh = scale dS . k_bh;  dk_bh = scale dS^T . q_bh
+        if (dv)
+          gemm<T, T>(true, false, L, D, L, 1.0, dropout.active() ? dropped : P, L, dout_bh, D, 0.0, dv + bh * L * D,
+                     D);
+        if (dq) gemm<T, T>(false, false, L, D, L, scale, ds, L, k + bh * L * D, D, 0.0, dq + bh * L * D, D);
+        if (dk) gemm<T, T>(true, false, L, D, L, scale, ds, L, q + bh * L * D, D, 0.0, dk + bh * L * D, D);
       }
-      // dv_bh (L, D) = P_drop^T (L, L) . dO_bh;  dq_bh = scale dS . k_bh;  dk_bh = scale dS^T . q_bh
-      if (dv)
-        gemm<T, T>(true, false, L, D, L, 1.0, dropout.active() ? dropped : P, L, dout_bh, D, 0.0, dv + bh * L * D, D);
-      if (dq) gemm<T, T>(false, false, L, D, L, scale, ds, L, k + bh * L * D, D, 0.0, dq + bh * L * D, D);
-      if (dk) gemm<T, T>(true, false, L, D, L, scale, ds, L, q + bh * L * D, D, 0.0, dk + bh * L * D, D);
-    }
+    });
   }
-  if (dbias)
-    for (size_t e = 0; e < dbias_acc.size(); ++e) dbias[e] = static_cast<T>(dbias_acc[e]);
+  if (!dbias) return;
+  // dbias (H, L, L) = sum over b of dS_bh, in double, b in order, rounded once; elements in parallel.
+  const int64_t plane = L * L;
+  runtime::cpu::parallel_for(H * plane, 4096, [&](int64_t lo, int64_t hi) {
+    for (int64_t e = lo; e < hi; ++e) {
+      const int64_t h = e / plane, ij = e % plane;
+      double acc = accumulate_dbias ? static_cast<double>(dbias[e]) : 0.0;
+      for (int64_t b = 0; b < B; ++b) acc += static_cast<double>(ds_all[static_cast<size_t>((b * H + h) * plane + ij)]);
+      dbias[e] = static_cast<T>(acc);
+    }
+  });
 }
 
 #define COCO_INSTANTIATE_ATTENTION_CPU(T)                                                                           \

@@ -1,10 +1,14 @@
 // CPU reference of the fused vocabulary cross-entropy (see kernels/cross_entropy.h for semantics).
 #include "kernels/cross_entropy.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <vector>
+
+#include "engine/runtime/cpu_backend.h"
 
 namespace coco::kernels::cpu {
 
@@ -92,31 +96,41 @@ void cross_entropy_forward(const T* logits, const int32_t* targets, const T* row
       ++invalid;
   }
   const T denom = mean_denominator<T>(reduction, contributing);
+  // Rows on the CPU pool (each row alone), then the loss and the count of correct rows added in row
+  // order: the same bits for any thread count.
+  std::vector<uint8_t> row_correct(static_cast<size_t>(rows), 0);
+  runtime::cpu::parallel_for(rows, std::max<int64_t>(1, 16384 / vocab), [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      const T* x = logits + i * vocab;
+      const int32_t t = targets[i];
+      const RowLogSumExp<T> stats = row_logsumexp(x, vocab);
+      const T lse = stats.lse;
+      row_lse[i] = lse;
+      const bool counted = contributes(t, ignore_index, vocab);
+      const T weight = row_weights ? row_weights[i] : T(1);
+      if (counted) {
+        // (max - x_t) + log(sum): exact cancellation when x_t is the maximum (as the CUDA kernel).
+        const T ce = std::isnan(lse) ? lse : static_cast<T>(static_cast<double>(stats.max - x[t]) + stats.log_sum);
+        row_loss[i] = ce;
+        row_correct[static_cast<size_t>(i)] = row_argmax(x, vocab) == t;
+      } else {
+        row_loss[i] = T(0);
+      }
+      if (dlogits) {
+        T* dx = dlogits + i * vocab;
+        if (counted)
+          write_row_gradient(x, vocab, t, lse, dlogits_scale * weight / denom, dx);
+        else
+          for (int64_t j = 0; j < vocab; ++j) dx[j] = T(0);
+      }
+    }
+  });
   double total = 0.0;
   for (int64_t i = 0; i < rows; ++i) {
-    const T* x = logits + i * vocab;
-    const int32_t t = targets[i];
-    const RowLogSumExp<T> stats = row_logsumexp(x, vocab);
-    const T lse = stats.lse;
-    row_lse[i] = lse;
-    const bool counted = contributes(t, ignore_index, vocab);
+    if (!contributes(targets[i], ignore_index, vocab)) continue;
     const T weight = row_weights ? row_weights[i] : T(1);
-    if (counted) {
-      // (max - x_t) + log(sum): exact cancellation when x_t is the maximum (as the CUDA kernel).
-      const T ce = std::isnan(lse) ? lse : static_cast<T>(static_cast<double>(stats.max - x[t]) + stats.log_sum);
-      row_loss[i] = ce;
-      total += static_cast<double>(weight) * static_cast<double>(ce);
-      if (row_argmax(x, vocab) == t) ++correct;
-    } else {
-      row_loss[i] = T(0);
-    }
-    if (dlogits) {
-      T* dx = dlogits + i * vocab;
-      if (counted)
-        write_row_gradient(x, vocab, t, lse, dlogits_scale * weight / denom, dx);
-      else
-        for (int64_t j = 0; j < vocab; ++j) dx[j] = T(0);
-    }
+    total += static_cast<double>(weight) * static_cast<double>(row_loss[i]);
+    correct += row_correct[static_cast<size_t>(i)];
   }
   *loss = contributing > 0 ? static_cast<T>(total / static_cast<double>(denom)) : T(0);
   counts[kCountCorrect] = correct;
@@ -130,17 +144,19 @@ void cross_entropy_backward(const T* logits, const int32_t* targets, const T* ro
                             LossReduction reduction, const T* dloss, T* dlogits) {
   check_sizes(rows, vocab, "kernels::cpu::cross_entropy_backward");
   const T denom = mean_denominator<T>(reduction, counts[kCountRows]);
-  for (int64_t i = 0; i < rows; ++i) {
-    const T* x = logits + i * vocab;
-    T* dx = dlogits + i * vocab;
-    const int32_t t = targets[i];
-    if (!contributes(t, ignore_index, vocab)) {
-      for (int64_t j = 0; j < vocab; ++j) dx[j] = T(0);
-      continue;
+  runtime::cpu::parallel_for(rows, std::max<int64_t>(1, 16384 / vocab), [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      const T* x = logits + i * vocab;
+      T* dx = dlogits + i * vocab;
+      const int32_t t = targets[i];
+      if (!contributes(t, ignore_index, vocab)) {
+        for (int64_t j = 0; j < vocab; ++j) dx[j] = T(0);
+        continue;
+      }
+      const T weight = row_weights ? row_weights[i] : T(1);
+      write_row_gradient(x, vocab, t, row_lse[i], *dloss * weight / denom, dx);
     }
-    const T weight = row_weights ? row_weights[i] : T(1);
-    write_row_gradient(x, vocab, t, row_lse[i], *dloss * weight / denom, dx);
-  }
+  });
 }
 
 #define COCO_INSTANTIATE_CE(T)                                                                                         \

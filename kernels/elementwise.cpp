@@ -4,12 +4,25 @@
 #include <stdexcept>
 #include <string>
 
+#include "engine/runtime/cpu_backend.h"
+
 namespace coco::kernels::cpu {
 namespace {
 
 void check_count(int64_t n, const char* op) {
   if (n < 0)
     throw std::invalid_argument(std::string("kernels::cpu::") + op + ": negative element count " + std::to_string(n));
+}
+
+// Element ranges on the CPU pool: every element is computed alone, so the bits do not depend on the
+// thread count (and an output may alias an input at the same index).
+constexpr int64_t kElementsPerRange = 16384;
+
+template <class Body>
+void for_elements(int64_t n, Body&& body) {
+  runtime::cpu::parallel_for(n, kElementsPerRange, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) body(i);
+  });
 }
 
 }  // namespace
@@ -19,13 +32,13 @@ void binary(BinaryOp op, const T* a, const T* b, T* out, int64_t n) {
   check_count(n, binary_op_name(op));
   switch (op) {
     case BinaryOp::add:
-      for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+      for_elements(n, [=](int64_t i) { out[i] = a[i] + b[i]; });
       return;
     case BinaryOp::sub:
-      for (int64_t i = 0; i < n; ++i) out[i] = a[i] - b[i];
+      for_elements(n, [=](int64_t i) { out[i] = a[i] - b[i]; });
       return;
     case BinaryOp::mul:
-      for (int64_t i = 0; i < n; ++i) out[i] = a[i] * b[i];
+      for_elements(n, [=](int64_t i) { out[i] = a[i] * b[i]; });
       return;
   }
   throw std::invalid_argument("kernels::cpu::binary: unknown op code " + std::to_string(static_cast<int>(op)));
@@ -35,30 +48,30 @@ template <class T>
 void scale(const T* x, double s, T* out, int64_t n) {
   check_count(n, "scale");
   const T factor = static_cast<T>(s);
-  for (int64_t i = 0; i < n; ++i) out[i] = factor * x[i];
+  for_elements(n, [=](int64_t i) { out[i] = factor * x[i]; });
 }
 
 template <class T>
 void add_scaled(const T* a, const T* b, double s, T* out, int64_t n) {
   check_count(n, "add_scaled");
   const T factor = static_cast<T>(s);
-  for (int64_t i = 0; i < n; ++i) out[i] = a[i] + factor * b[i];
+  for_elements(n, [=](int64_t i) { out[i] = a[i] + factor * b[i]; });
 }
 
 template <class T>
 void add_inplace(T* dst, const T* src, int64_t n) {
   check_count(n, "add_inplace");
-  for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
+  for_elements(n, [=](int64_t i) { dst[i] += src[i]; });
 }
 
 template <class T>
 void mul_backward(const T* dout, const T* a, const T* b, T* da, T* db, int64_t n) {
   check_count(n, "mul_backward");
-  for (int64_t i = 0; i < n; ++i) {
+  for_elements(n, [=](int64_t i) {
     const T g = dout[i], av = a[i], bv = b[i];  // read first: da or db may alias an input
     if (da) da[i] = g * bv;
     if (db) db[i] = g * av;
-  }
+  });
 }
 
 #define COCO_INSTANTIATE_ELEMENTWISE_CPU(T)                             \

@@ -1,9 +1,12 @@
 // CPU reference reductions (float and double), accumulated in double.
 #include "kernels/reduce.h"
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "engine/runtime/cpu_backend.h"
 
 namespace coco::kernels::cpu {
 namespace {
@@ -39,13 +42,19 @@ template <class T>
 void column_sum(const T* x, int64_t rows, int64_t cols, double beta, T* out) {
   check_nonnegative(rows, "row count", "column_sum");
   check_nonnegative(cols, "column count", "column_sum");
-  std::vector<double> totals(static_cast<size_t>(cols), 0.0);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) totals[static_cast<size_t>(c)] += static_cast<double>(x[r * cols + c]);
-  for (int64_t c = 0; c < cols; ++c) {
-    const double previous = beta == 0.0 ? 0.0 : beta * static_cast<double>(out[c]);
-    out[c] = static_cast<T>(previous + totals[static_cast<size_t>(c)]);
-  }
+  // Column ranges on the CPU pool; each column sums its rows in row order whichever thread runs it.
+  const int64_t min_columns = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, rows));
+  runtime::cpu::parallel_for(cols, min_columns, [&](int64_t lo, int64_t hi) {
+    std::vector<double> totals(static_cast<size_t>(hi - lo), 0.0);
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* row = x + r * cols;
+      for (int64_t c = lo; c < hi; ++c) totals[static_cast<size_t>(c - lo)] += static_cast<double>(row[c]);
+    }
+    for (int64_t c = lo; c < hi; ++c) {
+      const double previous = beta == 0.0 ? 0.0 : beta * static_cast<double>(out[c]);
+      out[c] = static_cast<T>(previous + totals[static_cast<size_t>(c - lo)]);
+    }
+  });
 }
 
 template <class T>

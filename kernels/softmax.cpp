@@ -77,17 +77,20 @@ void softmax_backward(const T* y, const T* dy, T* dx, int64_t rows, int64_t widt
 template <class T>
 void log_softmax_backward(const T* y, const T* dy, T* dx, int64_t rows, int64_t width) {
   check_dims(rows, width, "kernels::cpu::log_softmax_backward");
-  for (int64_t r = 0; r < rows; ++r) {
-    const T* yr = y + r * width;
-    const T* dyr = dy + r * width;
-    T* dxr = dx + r * width;
-    double sum = 0.0;
-    for (int64_t j = 0; j < width; ++j) sum += static_cast<double>(dyr[j]);
-    for (int64_t j = 0; j < width; ++j) {
-      const double yj = static_cast<double>(yr[j]);
-      dxr[j] = yj == -INFINITY ? T(0) : static_cast<T>(static_cast<double>(dyr[j]) - std::exp(yj) * sum);
-    }
-  }
+  runtime::cpu::parallel_for(
+      rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, width)), [&](int64_t lo, int64_t hi) {
+        for (int64_t r = lo; r < hi; ++r) {
+          const T* yr = y + r * width;
+          const T* dyr = dy + r * width;
+          T* dxr = dx + r * width;
+          double sum = 0.0;
+          for (int64_t j = 0; j < width; ++j) sum += static_cast<double>(dyr[j]);
+          for (int64_t j = 0; j < width; ++j) {
+            const double yj = static_cast<double>(yr[j]);
+            dxr[j] = yj == -INFINITY ? T(0) : static_cast<T>(static_cast<double>(dyr[j]) - std::exp(yj) * sum);
+          }
+        }
+      });
 }
 
 #define COCO_INSTANTIATE_SOFTMAX_CPU(T)                                        \

@@ -119,11 +119,16 @@ class Pool {
   }
 
   void run(int64_t ranges, void (*task)(void*, int64_t), void* context) {
-    if (on_worker) {  // a nested loop: run it inline
+    if (on_worker || in_job) {  // a nested loop: run it inline
       for (int64_t i = 0; i < ranges; ++i) task(context, i);
       return;
     }
     std::lock_guard<std::mutex> caller(caller_mutex_);  // one job at a time
+    // The caller runs range 0 itself: a parallel loop inside it must not take caller_mutex_ again.
+    struct InJob {
+      InJob() { in_job = true; }
+      ~InJob() { in_job = false; }
+    } in_job_scope;
     grow(static_cast<int>(ranges) - 1);
     task_.store(task, std::memory_order_relaxed);
     context_.store(context, std::memory_order_relaxed);
@@ -151,6 +156,7 @@ class Pool {
 
  private:
   static thread_local bool on_worker;
+  static thread_local bool in_job;  // this thread is the caller of a running job
 
   void grow(int workers) {
     while (static_cast<int>(workers_.size()) < workers) {
@@ -202,6 +208,7 @@ class Pool {
 };
 
 thread_local bool Pool::on_worker = false;
+thread_local bool Pool::in_job = false;
 
 }  // namespace
 

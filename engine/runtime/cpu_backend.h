@@ -25,6 +25,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace coco::runtime::cpu {
@@ -77,7 +78,9 @@ bool reselect_openblas_kernel(const std::string& core);
 
 namespace detail {
 // Runs task(context, i) for i in [0, ranges) on the pool, range 0 on the calling thread; returns
-// when all are done. ranges <= threads(). Runs everything inline when called from a pool worker.
+// when all are done. ranges <= threads(). Runs everything inline when called from inside a loop
+// that is already running on the pool (a worker's range or the caller's range 0), so nested
+// parallel loops neither deadlock nor oversubscribe.
 void run_ranges(int64_t ranges, void (*task)(void*, int64_t), void* context);
 }  // namespace detail
 
@@ -93,8 +96,9 @@ void parallel_for(int64_t n, int64_t min_items, Body&& body) {
     body(int64_t{0}, n);
     return;
   }
+  // remove_reference_t: Body is an lvalue reference type when the caller passes a named lambda.
   struct Context {
-    Body* body;
+    std::remove_reference_t<Body>* body;
     int64_t n, ranges;
   } context{&body, n, ranges};
   detail::run_ranges(

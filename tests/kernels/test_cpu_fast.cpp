@@ -224,6 +224,29 @@ TEST(CpuBackend, ParallelForCoversEveryItemOnceAtAnyThreadCount) {
   EXPECT_THROW(cpu_backend::set_threads(-1), std::invalid_argument);
 }
 
+TEST(CpuBackend, NestedParallelLoopsAndNamedBodies) {
+  // A parallel loop inside a parallel loop (a GEMM inside a per-head attention loop) runs inline on
+  // every thread, the caller's range 0 included: it used to take the pool's job lock twice and hang.
+  for (int threads : {1, 2, 3, 8}) {
+    cpu_backend::set_threads(threads);
+    constexpr int64_t kOuter = 7, kInner = 50;
+    std::vector<int> hits(static_cast<size_t>(kOuter * kInner), 0);
+    const auto inner_body = [&](int64_t outer) {
+      return [&hits, outer](int64_t lo, int64_t hi) {
+        for (int64_t i = lo; i < hi; ++i) ++hits[static_cast<size_t>(outer * kInner + i)];
+      };
+    };
+    cpu_backend::parallel_for(kOuter, 1, [&](int64_t lo, int64_t hi) {
+      for (int64_t o = lo; o < hi; ++o) {
+        auto body = inner_body(o);  // an lvalue body
+        cpu_backend::parallel_for(kInner, 1, body);
+      }
+    });
+    for (size_t i = 0; i < hits.size(); ++i) ASSERT_EQ(hits[i], 1) << "item " << i << " threads " << threads;
+  }
+  cpu_backend::set_threads(0);
+}
+
 TEST(CpuBackend, BlasRunsAKernelForThisCpusVectorUnits) {
   cpu_backend::configure();
   const cpu_backend::BlasInfo blas = cpu_backend::blas_info();
