@@ -193,10 +193,9 @@ Tensor CocoModel::generator_logits(const Tensor& rows) const {
   return ops::linear(h, generator_->embeddings().token, gen_bias_);  // tied: (M, d) x (V, d)^T
 }
 
-Outputs CocoModel::forward(const Tensor& input, uint64_t step, bool training) {
+Tensor CocoModel::device_tokens(const Tensor& input) const {
   check_rank("CocoModel::forward", input, 2);
   input.check_dtype(DType::i32, "CocoModel::forward");
-  const bool paper = config_.preset == Preset::paper;
   const int64_t batch = input.size(0), seq_len = input.size(1);
   if (seq_len > model_config_.max_positions)
     throw TensorError("CocoModel::forward: sequence length " + std::to_string(seq_len) +
@@ -214,9 +213,25 @@ Outputs CocoModel::forward(const Tensor& input, uint64_t step, bool training) {
       row[0] = config_.cls_id;
     }
   }
-  const Shape shape{batch, seq_len};
+  return Tensor::from_vector(host, Shape{batch, seq_len}, device_);
+}
+
+Outputs CocoModel::forward(const Tensor& input, rng::StepKey step, bool training) {
+  return forward_device_tokens(device_tokens(input), step, training);
+}
+
+Outputs CocoModel::forward_device_tokens(const Tensor& tokens, rng::StepKey step, bool training) {
+  check_rank("CocoModel::forward_device_tokens", tokens, 2);
+  tokens.check_dtype(DType::i32, "CocoModel::forward_device_tokens");
+  if (tokens.device() != device_)
+    throw TensorError("CocoModel::forward_device_tokens: tokens on " + std::string(device_name(tokens.device())) +
+                      ", expected the model's device " + device_name(device_));
+  if (tokens.size(1) > model_config_.max_positions)
+    throw TensorError("CocoModel::forward_device_tokens: sequence length " + std::to_string(tokens.size(1)) +
+                      " exceeds model.max_positions (" + std::to_string(model_config_.max_positions) + ")");
+  const bool paper = config_.preset == Preset::paper;
+  const int64_t batch = tokens.size(0), seq_len = tokens.size(1);
   Outputs out;
-  const Tensor tokens = Tensor::from_vector(host, shape, device_);
   const Tensor key_mask = ops::key_mask(tokens, config_.pad_id);
 
   kernels::MaskingConfig masking;

@@ -98,7 +98,18 @@ class CocoModel : public Module {
   // tokens (B, T) i32, right-padded with pad_id, best on the CPU: the ids are validated there and
   // uploaded once (a CUDA tensor is read back first). `step` keys every random decision. Shapes
   // depend on B, T and the config only (the masked positions have a fixed capacity).
-  Outputs forward(const Tensor& tokens, uint64_t step, bool training);
+  // `step` may be a counter in device memory (rng::StepKey::from_counter): see forward_device_tokens.
+  Outputs forward(const Tensor& tokens, rng::StepKey step, bool training);
+
+  // forward's two halves. device_tokens validates and prepares the ids on the host ([CLS] prepended
+  // when the objective asks) and uploads them; forward_device_tokens runs the model on ids that
+  // device_tokens produced, with no host read, upload or synchronisation, so that it can be captured in
+  // a CUDA graph: the graph reads its ids from the tensor of the capture (refill it with copy_from before
+  // a replay) and, with a step counter in device memory, draws the replayed step's masks, samples and
+  // dropout. Ids are not checked again. Once per new (B, T) it uploads a small table, so a capture
+  // comes after a warm-up forward of the same shape.
+  Tensor device_tokens(const Tensor& tokens) const;
+  Outputs forward_device_tokens(const Tensor& tokens, rng::StepKey step, bool training);
 
   const model::Encoder& generator() const { return *generator_; }
   const model::Encoder& discriminator() const { return *discriminator_; }

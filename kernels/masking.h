@@ -114,7 +114,7 @@ struct MaskKernelParams {
 // Validates `config` (ids >= 0, probabilities in [0, 1], a non-empty allowed vocabulary when random
 // tokens are on) and builds the streams of (seed, step) for the purposes in the table above. Throws
 // std::invalid_argument naming the offending key.
-MaskKernelParams make_mask_params(const MaskingConfig& config, uint64_t seed, uint64_t step);
+MaskKernelParams make_mask_params(const MaskingConfig& config, uint64_t seed, rng::StepKey step);
 
 // Maximum row length T of the selection and crop kernels (one block per row, keys in shared memory).
 inline constexpr int32_t kMaxMaskRowLength = 4096;

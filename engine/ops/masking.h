@@ -29,7 +29,7 @@ int64_t max_selected_per_row(const kernels::MaskingConfig& config, int64_t T);
 // tokens: (B, T) i32 on the CPU or CUDA (rows right-padded, [CLS] first). The shapes depend on B, T
 // and the config only: no synchronisation. Throws TensorError for a bad shape, dtype or device and
 // std::invalid_argument for a bad config.
-MaskedBatch select_mask(const Tensor& tokens, const kernels::MaskingConfig& config, uint64_t seed, uint64_t step);
+MaskedBatch select_mask(const Tensor& tokens, const kernels::MaskingConfig& config, uint64_t seed, rng::StepKey step);
 
 // (B, T) u8 key-padding mask of a token batch: 1 where the token is not pad_id.
 Tensor key_mask(const Tensor& tokens, int32_t pad_id);
@@ -43,7 +43,7 @@ struct CropView {
   Tensor length;  // (B) i32: non-pad length of each crop row (positions >= length are padding)
 };
 
-CropView crop_view(const Tensor& tokens, const kernels::MaskingConfig& config, uint64_t seed, uint64_t step);
+CropView crop_view(const Tensor& tokens, const kernels::MaskingConfig& config, uint64_t seed, rng::StepKey step);
 
 struct Corruption {
   Tensor tokens;    // (B, T) i32: original tokens with the samples at the selected positions
