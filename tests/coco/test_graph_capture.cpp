@@ -3,7 +3,8 @@
 // in device memory (rng::StepKey::from_counter) and the token ids from a fixed device buffer, replay
 // as steps s and s + 1 with new ids and give the same losses and gradients, bit for bit, as uncaptured
 // runs keyed by the step value. Capture would fail (cudaErrorStreamCaptureUnsupported) on any
-// synchronisation, synchronous copy or cudaMalloc inside the step.
+// synchronisation, synchronous copy or cudaMalloc inside the step; device-side validation goes to an
+// ops::DeviceChecks scope, as in training.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -15,6 +16,7 @@
 #include "engine/allocator.h"
 #include "engine/cuda_graph.h"
 #include "engine/device.h"
+#include "engine/ops/device_checks.h"
 #include "engine/runtime/counters.h"
 #include "engine/tape.h"
 #include "tests/common/tiny_configs.h"
@@ -109,6 +111,8 @@ TEST(GraphCapture, ReplayedForwardBackwardEqualsUncapturedStepsBitForBit) {
 
     Stream stream;
     StreamScope scope(stream.get());
+    // Validation (ids, gather indices, targets) counted on the device, read after the replays.
+    ops::DeviceChecks checks(Device::cuda);
     Tensor counter = Tensor::zeros(Shape{1}, DType::i64, Device::cuda);
     Tensor tokens = model.device_tokens(ids_a);
     set_counter(counter, 5);
@@ -123,9 +127,10 @@ TEST(GraphCapture, ReplayedForwardBackwardEqualsUncapturedStepsBitForBit) {
     graph.capture(stream.get(), [&] { captured = graph_step(model, tokens, counter); });
     EXPECT_EQ(CachingAllocator::instance().stats().backing_allocations, before.backing_allocations);
     // Nothing ran during the capture: the gradients are still zero.
-    for (const NamedParameter& p : model.named_parameters())
-      if (p.tensor.grad().defined())
-        for (double g : p.tensor.grad().to_f64()) ASSERT_EQ(g, 0.0) << p.name;
+    for (const NamedParameter& p : model.named_parameters()) {
+      if (!p.tensor.grad().defined()) continue;
+      for (double g : p.tensor.grad().to_f64()) ASSERT_EQ(g, 0.0) << p.name;
+    }
 
     runtime::StepProfile profile;
     graph.replay(stream.get());
@@ -142,6 +147,7 @@ TEST(GraphCapture, ReplayedForwardBackwardEqualsUncapturedStepsBitForBit) {
     graph.replay(stream.get());
     stream.synchronize();
     EXPECT_EQ(collect(captured, model), expected_6);
+    EXPECT_NO_THROW(checks.verify());
   }
 }
 
