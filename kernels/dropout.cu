@@ -1,9 +1,11 @@
-// CUDA dropout: one Philox block per element (rng.uniform(i)), grid-stride, f32 scaling.
+// CUDA dropout: one Philox block per element (rng.uniform(i)), grid-stride, f32 scaling; the apply
+// kernel reads and writes 128 bits at a time where the pointers allow (kernels/vector_access.cuh).
 #include <algorithm>
 
 #include "engine/runtime/launch.cuh"
 #include "kernels/cast_convert.h"
 #include "kernels/dropout.h"
+#include "kernels/vector_access.cuh"
 
 namespace coco::kernels::detail {
 namespace {
@@ -19,11 +21,13 @@ unsigned dropout_blocks(int64_t n) {
 template <class T>
 __global__ void dropout_apply_kernel(T* __restrict__ out, const T* __restrict__ x, int64_t n, float threshold,
                                      float keep_scale, rng::Stream rng, uint64_t index_offset) {
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
-    const bool dropped = rng.uniform(index_offset + static_cast<uint64_t>(i)) < threshold;
-    out[i] = convert_from_f32<T>(convert_element<float>(x[i]) * (dropped ? 0.0f : keep_scale));
-  }
+  map_elements(
+      n,
+      [&](int64_t i, T value) {
+        const bool dropped = rng.uniform(index_offset + static_cast<uint64_t>(i)) < threshold;
+        return convert_from_f32<T>(convert_element<float>(value) * (dropped ? 0.0f : keep_scale));
+      },
+      out, x);
 }
 
 // mask: (n)
@@ -46,8 +50,9 @@ void dropout_apply(T* out, const T* x, int64_t n, double p, const rng::Stream& r
   if (n == 0) return;
   // Rounded once on the host, so f32 results equal the CPU f32 path bit for bit.
   const float keep_scale = static_cast<float>(1.0 / (1.0 - p));
-  COCO_LAUNCH(detail::dropout_apply_kernel<T>, dim3(detail::dropout_blocks(n)), dim3(detail::kDropoutBlock), 0, stream,
-              out, x, n, threshold, keep_scale, rng, index_offset);
+  COCO_LAUNCH(detail::dropout_apply_kernel<T>,
+              dim3(detail::pack_grid<T>(n, detail::kDropoutBlock, detail::kMaxDropoutBlocks)),
+              dim3(detail::kDropoutBlock), 0, stream, out, x, n, threshold, keep_scale, rng, index_offset);
 }
 
 void dropout_mask(uint8_t* mask, int64_t n, double p, const rng::Stream& rng, uint64_t index_offset,

@@ -1,4 +1,5 @@
-// CUDA elementwise kernels. Memory-bound grid-stride loops; 16-bit values are widened to f32 for the
+// CUDA elementwise kernels. Memory-bound grid-stride loops with 128-bit accesses where the pointers
+// allow (kernels/vector_access.cuh); 16-bit values are widened to f32 for the
 // arithmetic (conversions from kernels/cast_convert.h, shared with the CPU casts) and rounded once.
 #include <algorithm>
 #include <stdexcept>
@@ -8,6 +9,7 @@
 #include "engine/runtime/launch.cuh"
 #include "kernels/cast_convert.h"
 #include "kernels/elementwise.h"
+#include "kernels/vector_access.cuh"
 
 namespace coco::kernels::detail {
 namespace {
@@ -16,65 +18,83 @@ constexpr int kBlock = 256;
 // Enough blocks to fill any current GPU several times over; larger inputs loop inside the kernel.
 constexpr int64_t kMaxBlocks = 8192;
 
-unsigned grid_for(int64_t n) { return static_cast<unsigned>(std::min<int64_t>(kMaxBlocks, (n + kBlock - 1) / kBlock)); }
+template <class T>
+unsigned grid_for(int64_t n) {
+  return pack_grid<T>(n, kBlock, kMaxBlocks);
+}
 
 // Arithmetic type: f64 for double, f32 for everything else.
 template <class T>
 using Acc = std::conditional_t<std::is_same_v<T, double>, double, float>;
 
-template <class A, class T>
-__device__ __forceinline__ A load(const T* p, int64_t i) {
-  return convert_element<A>(p[i]);
-}
-
 // a, b, out: (n)
 template <class T, BinaryOp Op>
 __global__ void binary_kernel(const T* a, const T* b, T* out, int64_t n) {
   using A = Acc<T>;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
-    const A x = load<A>(a, i), y = load<A>(b, i);
-    A r;
-    if constexpr (Op == BinaryOp::add)
-      r = x + y;
-    else if constexpr (Op == BinaryOp::sub)
-      r = x - y;
-    else
-      r = x * y;
-    out[i] = convert_element<T>(r);
-  }
+  map_elements(
+      n,
+      [](int64_t, T a_value, T b_value) {
+        const A x = convert_element<A>(a_value), y = convert_element<A>(b_value);
+        A r;
+        if constexpr (Op == BinaryOp::add)
+          r = x + y;
+        else if constexpr (Op == BinaryOp::sub)
+          r = x - y;
+        else
+          r = x * y;
+        return convert_element<T>(r);
+      },
+      out, a, b);
 }
 
 // out = a + s * b; a null `a` means out = s * b.  a, b, out: (n)
 template <class T>
 __global__ void axpy_kernel(const T* a, const T* b, Acc<T> s, T* out, int64_t n) {
   using A = Acc<T>;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
-    const A scaled = s * load<A>(b, i);
-    out[i] = convert_element<T>(a ? load<A>(a, i) + scaled : scaled);
-  }
+  if (a)
+    map_elements(
+        n,
+        [s](int64_t, T a_value, T b_value) {
+          return convert_element<T>(convert_element<A>(a_value) + s * convert_element<A>(b_value));
+        },
+        out, a, b);
+  else
+    map_elements(
+        n, [s](int64_t, T b_value) { return convert_element<T>(s * convert_element<A>(b_value)); }, out, b);
 }
 
 // dst += src.  dst, src: (n)
 template <class Dst, class Src>
 __global__ void add_inplace_kernel(Dst* dst, const Src* src, int64_t n) {
   using A = std::conditional_t<std::is_same_v<Dst, double> || std::is_same_v<Src, double>, double, float>;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
-    dst[i] = convert_element<Dst>(load<A>(dst, i) + load<A>(src, i));
+  map_elements(
+      n, [](int64_t, Dst d, Src v) { return convert_element<Dst>(convert_element<A>(d) + convert_element<A>(v)); }, dst,
+      static_cast<const Dst*>(dst), src);
 }
 
 // da = dout * b, db = dout * a (null outputs skipped).  all: (n)
 template <class T>
 __global__ void mul_backward_kernel(const T* dout, const T* a, const T* b, T* da, T* db, int64_t n) {
   using A = Acc<T>;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
-    const A g = load<A>(dout, i), av = load<A>(a, i), bv = load<A>(b, i);
-    if (da) da[i] = convert_element<T>(g * bv);
-    if (db) db[i] = convert_element<T>(g * av);
-  }
+  constexpr int N = kPackElements<T>;
+  for_each_pack<N>(n, packs_aligned<N>(dout, a, b, da, db), [&](auto width, int64_t first) {
+    constexpr int W = decltype(width)::value;
+    const Pack<T, W> g = load_pack<W>(dout + first);
+    if (da) {
+      const Pack<T, W> bv = load_pack<W>(b + first);
+      Pack<T, W> r;
+#pragma unroll
+      for (int k = 0; k < W; ++k) r.v[k] = convert_element<T>(convert_element<A>(g.v[k]) * convert_element<A>(bv.v[k]));
+      store_pack<W>(da + first, r);
+    }
+    if (db) {
+      const Pack<T, W> av = load_pack<W>(a + first);
+      Pack<T, W> r;
+#pragma unroll
+      for (int k = 0; k < W; ++k) r.v[k] = convert_element<T>(convert_element<A>(g.v[k]) * convert_element<A>(av.v[k]));
+      store_pack<W>(db + first, r);
+    }
+  });
 }
 
 bool check_count(int64_t n, const char* op) {
@@ -91,7 +111,7 @@ namespace coco::kernels::cuda {
 template <class T>
 void binary(BinaryOp op, const T* a, const T* b, T* out, int64_t n, cudaStream_t stream) {
   if (!detail::check_count(n, binary_op_name(op))) return;
-  const dim3 grid(detail::grid_for(n)), block(detail::kBlock);
+  const dim3 grid(detail::grid_for<T>(n)), block(detail::kBlock);
   switch (op) {
     case BinaryOp::add:
       COCO_LAUNCH((detail::binary_kernel<T, BinaryOp::add>), grid, block, 0, stream, a, b, out, n);
@@ -109,7 +129,7 @@ void binary(BinaryOp op, const T* a, const T* b, T* out, int64_t n, cudaStream_t
 template <class T>
 void scale(const T* x, double s, T* out, int64_t n, cudaStream_t stream) {
   if (!detail::check_count(n, "scale")) return;
-  COCO_LAUNCH(detail::axpy_kernel<T>, dim3(detail::grid_for(n)), dim3(detail::kBlock), 0, stream,
+  COCO_LAUNCH(detail::axpy_kernel<T>, dim3(detail::grid_for<T>(n)), dim3(detail::kBlock), 0, stream,
               static_cast<const T*>(nullptr), x, static_cast<detail::Acc<T>>(s), out, n);
 }
 
@@ -117,21 +137,21 @@ template <class T>
 void add_scaled(const T* a, const T* b, double s, T* out, int64_t n, cudaStream_t stream) {
   if (!detail::check_count(n, "add_scaled")) return;
   if (!a) throw std::invalid_argument("kernels::cuda::add_scaled: `a` is a null pointer");
-  COCO_LAUNCH(detail::axpy_kernel<T>, dim3(detail::grid_for(n)), dim3(detail::kBlock), 0, stream, a, b,
+  COCO_LAUNCH(detail::axpy_kernel<T>, dim3(detail::grid_for<T>(n)), dim3(detail::kBlock), 0, stream, a, b,
               static_cast<detail::Acc<T>>(s), out, n);
 }
 
 template <class Dst, class Src>
 void add_inplace(Dst* dst, const Src* src, int64_t n, cudaStream_t stream) {
   if (!detail::check_count(n, "add_inplace")) return;
-  COCO_LAUNCH((detail::add_inplace_kernel<Dst, Src>), dim3(detail::grid_for(n)), dim3(detail::kBlock), 0, stream, dst,
-              src, n);
+  COCO_LAUNCH((detail::add_inplace_kernel<Dst, Src>), dim3(detail::grid_for<Dst>(n)), dim3(detail::kBlock), 0, stream,
+              dst, src, n);
 }
 
 template <class T>
 void mul_backward(const T* dout, const T* a, const T* b, T* da, T* db, int64_t n, cudaStream_t stream) {
   if (!detail::check_count(n, "mul_backward") || (!da && !db)) return;
-  COCO_LAUNCH(detail::mul_backward_kernel<T>, dim3(detail::grid_for(n)), dim3(detail::kBlock), 0, stream, dout, a, b,
+  COCO_LAUNCH(detail::mul_backward_kernel<T>, dim3(detail::grid_for<T>(n)), dim3(detail::kBlock), 0, stream, dout, a, b,
               da, db, n);
 }
 

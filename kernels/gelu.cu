@@ -1,4 +1,5 @@
-// CUDA GELU: elementwise grid-stride kernels, f32 math for every storage type.
+// CUDA GELU: elementwise grid-stride kernels with 128-bit accesses where the pointers allow
+// (kernels/vector_access.cuh), f32 math for every storage type.
 #include <algorithm>
 #include <stdexcept>
 #include <string>
@@ -7,6 +8,7 @@
 #include "kernels/cast_convert.h"
 #include "kernels/gelu.h"
 #include "kernels/gelu_math.h"
+#include "kernels/vector_access.cuh"
 
 namespace coco::kernels::detail {
 namespace {
@@ -14,27 +16,34 @@ namespace {
 constexpr int kGeluBlock = 256;
 constexpr int64_t kMaxGeluBlocks = 8192;
 
+template <class T>
 unsigned gelu_blocks(int64_t n) {
-  return static_cast<unsigned>(std::min<int64_t>(kMaxGeluBlocks, (n + kGeluBlock - 1) / kGeluBlock));
+  return pack_grid<T>(n, kGeluBlock, kMaxGeluBlocks);
 }
 
 // x, out: (n)
 template <class T>
 __global__ void gelu_forward_kernel(T* __restrict__ out, const T* __restrict__ x, int64_t n,
                                     GeluApproximation approximation) {
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
-    out[i] = convert_from_f32<T>(gelu_value<float>(convert_element<float>(x[i]), approximation));
+  map_elements(
+      n,
+      [approximation](int64_t, T value) {
+        return convert_from_f32<T>(gelu_value<float>(convert_element<float>(value), approximation));
+      },
+      out, x);
 }
 
 // dx, dout, x: (n)
 template <class T>
 __global__ void gelu_backward_kernel(T* __restrict__ dx, const T* __restrict__ dout, const T* __restrict__ x, int64_t n,
                                      GeluApproximation approximation) {
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
-    dx[i] = convert_from_f32<T>(convert_element<float>(dout[i]) *
-                                gelu_derivative<float>(convert_element<float>(x[i]), approximation));
+  map_elements(
+      n,
+      [approximation](int64_t, T g, T value) {
+        return convert_from_f32<T>(convert_element<float>(g) *
+                                   gelu_derivative<float>(convert_element<float>(value), approximation));
+      },
+      dx, dout, x);
 }
 
 void check_gelu_args(const char* op, int64_t n, GeluApproximation approximation) {
@@ -53,15 +62,15 @@ template <class T>
 void gelu_forward(T* out, const T* x, int64_t n, GeluApproximation approximation, cudaStream_t stream) {
   detail::check_gelu_args("kernels::cuda::gelu_forward", n, approximation);
   if (n == 0) return;
-  COCO_LAUNCH(detail::gelu_forward_kernel<T>, dim3(detail::gelu_blocks(n)), dim3(detail::kGeluBlock), 0, stream, out, x,
-              n, approximation);
+  COCO_LAUNCH(detail::gelu_forward_kernel<T>, dim3(detail::gelu_blocks<T>(n)), dim3(detail::kGeluBlock), 0, stream, out,
+              x, n, approximation);
 }
 
 template <class T>
 void gelu_backward(T* dx, const T* dout, const T* x, int64_t n, GeluApproximation approximation, cudaStream_t stream) {
   detail::check_gelu_args("kernels::cuda::gelu_backward", n, approximation);
   if (n == 0) return;
-  COCO_LAUNCH(detail::gelu_backward_kernel<T>, dim3(detail::gelu_blocks(n)), dim3(detail::kGeluBlock), 0, stream, dx,
+  COCO_LAUNCH(detail::gelu_backward_kernel<T>, dim3(detail::gelu_blocks<T>(n)), dim3(detail::kGeluBlock), 0, stream, dx,
               dout, x, n, approximation);
 }
 

@@ -1,5 +1,6 @@
 // CUDA LayerNorm: one warp per row (statistics by warp butterfly reductions, so every lane holds the
-// same bitwise value), and a deterministic two-kernel column reduction for dgamma/dbeta.
+// same bitwise value) reading 128 bits per lane where the row allows, and a deterministic two-kernel
+// column reduction for dgamma/dbeta.
 #include <algorithm>
 #include <stdexcept>
 #include <string>
@@ -7,6 +8,7 @@
 #include "engine/runtime/launch.cuh"
 #include "kernels/cast_convert.h"
 #include "kernels/layernorm.h"
+#include "kernels/vector_access.cuh"
 
 namespace coco::kernels::detail {
 namespace {
@@ -29,6 +31,14 @@ __device__ __forceinline__ float warp_sum(float value) {
   return value;
 }
 
+// Lane `lane` of a row's warp owns the packs lane * N, (lane + 32) * N, ... of N = kPackElements<T>
+// elements and accumulates them in element order, whether it reads them 128 bits at a time (C % N == 0
+// and aligned pointers) or one by one, so the statistics do not depend on the pointers' alignment.
+template <class T, class Body>
+__device__ __forceinline__ void for_each_row_pack(int C, bool vector_ok, int lane, Body&& body) {
+  for_each_pack_of_worker<kPackElements<T>>(C, vector_ok, lane, 32, body);
+}
+
 // x, out, residual, sum: (rows, C); gamma, beta: (C); mean, rstd: (rows) or nullptr.
 // With residual != nullptr the row normalized is sum = x + residual, rounded to T and stored.
 template <class T>
@@ -36,35 +46,60 @@ __global__ void layernorm_forward_kernel(T* __restrict__ out, T* __restrict__ su
                                          float* __restrict__ rstd_out, const T* __restrict__ x,
                                          const T* __restrict__ residual, const T* __restrict__ gamma,
                                          const T* __restrict__ beta, int64_t rows, int C, float eps) {
+  constexpr int N = kPackElements<T>;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (row >= rows) return;  // whole warps only; the kernel has no block barrier
+  const bool vector_ok = C % N == 0 && packs_aligned<N>(out, sum, x, residual, gamma, beta);
   const T* input = x + row * C;
   float total = 0.0f;
   if (residual != nullptr) {
     const T* residual_row = residual + row * C;
     T* sum_row = sum + row * C;
-    for (int c = lane; c < C; c += 32) {
-      const T s = convert_from_f32<T>(load_f32(input + c) + load_f32(residual_row + c));
-      sum_row[c] = s;
-      total += convert_element<float>(s);
-    }
+    for_each_row_pack<T>(C, vector_ok, lane, [&](auto width, int64_t c) {
+      constexpr int W = decltype(width)::value;
+      const Pack<T, W> a = load_pack<W>(input + c), b = load_pack<W>(residual_row + c);
+      Pack<T, W> s;
+#pragma unroll
+      for (int k = 0; k < W; ++k) {
+        s.v[k] = convert_from_f32<T>(convert_element<float>(a.v[k]) + convert_element<float>(b.v[k]));
+        total += convert_element<float>(s.v[k]);
+      }
+      store_pack<W>(sum_row + c, s);
+    });
     input = sum_row;
   } else {
-    for (int c = lane; c < C; c += 32) total += load_f32(input + c);
+    for_each_row_pack<T>(C, vector_ok, lane, [&](auto width, int64_t c) {
+      constexpr int W = decltype(width)::value;
+      const Pack<T, W> v = load_pack<W>(input + c);
+#pragma unroll
+      for (int k = 0; k < W; ++k) total += convert_element<float>(v.v[k]);
+    });
   }
   const float mean = warp_sum(total) / static_cast<float>(C);
   float squares = 0.0f;
-  for (int c = lane; c < C; c += 32) {
-    const float d = load_f32(input + c) - mean;
-    squares += d * d;
-  }
+  for_each_row_pack<T>(C, vector_ok, lane, [&](auto width, int64_t c) {
+    constexpr int W = decltype(width)::value;
+    const Pack<T, W> v = load_pack<W>(input + c);
+#pragma unroll
+    for (int k = 0; k < W; ++k) {
+      const float d = convert_element<float>(v.v[k]) - mean;
+      squares += d * d;
+    }
+  });
   const float rstd = rsqrtf(warp_sum(squares) / static_cast<float>(C) + eps);
   T* out_row = out + row * C;
-  for (int c = lane; c < C; c += 32) {
-    const float xhat = (load_f32(input + c) - mean) * rstd;
-    out_row[c] = convert_from_f32<T>(xhat * load_f32(gamma + c) + load_f32(beta + c));
-  }
+  for_each_row_pack<T>(C, vector_ok, lane, [&](auto width, int64_t c) {
+    constexpr int W = decltype(width)::value;
+    const Pack<T, W> v = load_pack<W>(input + c), g = load_pack<W>(gamma + c), b = load_pack<W>(beta + c);
+    Pack<T, W> y;
+#pragma unroll
+    for (int k = 0; k < W; ++k) {
+      const float xhat = (convert_element<float>(v.v[k]) - mean) * rstd;
+      y.v[k] = convert_from_f32<T>(xhat * convert_element<float>(g.v[k]) + convert_element<float>(b.v[k]));
+    }
+    store_pack<W>(out_row + c, y);
+  });
   if (lane == 0) {
     if (mean_out != nullptr) mean_out[row] = mean;
     if (rstd_out != nullptr) rstd_out[row] = rstd;
@@ -77,28 +112,45 @@ __global__ void layernorm_backward_input_kernel(T* __restrict__ dx, const T* __r
                                                 const T* __restrict__ dx_extra, const T* __restrict__ x,
                                                 const T* __restrict__ gamma, const float* __restrict__ mean,
                                                 const float* __restrict__ rstd, int64_t rows, int C) {
+  constexpr int N = kPackElements<T>;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (row >= rows) return;
+  const bool vector_ok = C % N == 0 && packs_aligned<N>(dx, dout, dx_extra, x, gamma);
   const T* dout_row = dout + row * C;
   const T* x_row = x + row * C;
   const float row_mean = mean[row], row_rstd = rstd[row];
   float sum_g = 0.0f, sum_g_xhat = 0.0f;
-  for (int c = lane; c < C; c += 32) {
-    const float g = load_f32(dout_row + c) * load_f32(gamma + c);
-    sum_g += g;
-    sum_g_xhat += g * ((load_f32(x_row + c) - row_mean) * row_rstd);
-  }
+  for_each_row_pack<T>(C, vector_ok, lane, [&](auto width, int64_t c) {
+    constexpr int W = decltype(width)::value;
+    const Pack<T, W> d = load_pack<W>(dout_row + c), g = load_pack<W>(gamma + c), v = load_pack<W>(x_row + c);
+#pragma unroll
+    for (int k = 0; k < W; ++k) {
+      const float dg = convert_element<float>(d.v[k]) * convert_element<float>(g.v[k]);
+      sum_g += dg;
+      sum_g_xhat += dg * ((convert_element<float>(v.v[k]) - row_mean) * row_rstd);
+    }
+  });
   const float mean_g = warp_sum(sum_g) / static_cast<float>(C);
   const float mean_g_xhat = warp_sum(sum_g_xhat) / static_cast<float>(C);
   T* dx_row = dx + row * C;
-  for (int c = lane; c < C; c += 32) {
-    const float xhat = (load_f32(x_row + c) - row_mean) * row_rstd;
-    const float g = load_f32(dout_row + c) * load_f32(gamma + c);
-    float value = (g - mean_g - xhat * mean_g_xhat) * row_rstd;
-    if (dx_extra != nullptr) value += load_f32(dx_extra + row * C + c);
-    dx_row[c] = convert_from_f32<T>(value);
-  }
+  const T* extra_row = dx_extra != nullptr ? dx_extra + row * C : nullptr;
+  for_each_row_pack<T>(C, vector_ok, lane, [&](auto width, int64_t c) {
+    constexpr int W = decltype(width)::value;
+    const Pack<T, W> d = load_pack<W>(dout_row + c), g = load_pack<W>(gamma + c), v = load_pack<W>(x_row + c);
+    Pack<T, W> e{};
+    if (extra_row != nullptr) e = load_pack<W>(extra_row + c);
+    Pack<T, W> out;
+#pragma unroll
+    for (int k = 0; k < W; ++k) {
+      const float xhat = (convert_element<float>(v.v[k]) - row_mean) * row_rstd;
+      const float dg = convert_element<float>(d.v[k]) * convert_element<float>(g.v[k]);
+      float value = (dg - mean_g - xhat * mean_g_xhat) * row_rstd;
+      if (extra_row != nullptr) value += convert_element<float>(e.v[k]);
+      out.v[k] = convert_from_f32<T>(value);
+    }
+    store_pack<W>(dx_row + c, out);
+  });
 }
 
 // Per-chunk column sums: partial_gamma, partial_beta: (chunks, C) with

@@ -16,6 +16,7 @@
 #include "engine/runtime/launch.cuh"
 #include "kernels/cast_convert.h"
 #include "kernels/matmul.h"
+#include "kernels/vector_access.cuh"
 
 namespace coco::kernels::detail {
 namespace {
@@ -37,14 +38,36 @@ template <class T>
 __global__ void __launch_bounds__(kBlock)
     bias_activation_kernel(const T* in, const T* bias, Activation act, T* pre_out, T* y, int64_t rows, int64_t cols) {
   using A = Acc<T>;
-  const int64_t n = rows * cols;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
-    A pre = in ? convert_element<A>(in[i]) : A(0);
-    if (bias) pre += convert_element<A>(bias[i % cols]);
-    if (pre_out) pre_out[i] = convert_element<T>(pre);
-    y[i] = convert_element<T>(apply_activation<A>(act, pre));
-  }
+  constexpr int N = kPackElements<T>;
+  // Packs never straddle a row when cols is a multiple of the pack, so the bias pack is contiguous.
+  const bool vector_ok = cols % N == 0 && packs_aligned<N>(in, bias, pre_out, y);
+  for_each_pack<N>(rows * cols, vector_ok, [&](auto width, int64_t first) {
+    constexpr int W = decltype(width)::value;
+    A pre[W];
+    if (in) {
+      const Pack<T, W> x = load_pack<W>(in + first);
+#pragma unroll
+      for (int k = 0; k < W; ++k) pre[k] = convert_element<A>(x.v[k]);
+    } else {
+#pragma unroll
+      for (int k = 0; k < W; ++k) pre[k] = A(0);
+    }
+    if (bias) {
+      const Pack<T, W> b = load_pack<W>(bias + first % cols);
+#pragma unroll
+      for (int k = 0; k < W; ++k) pre[k] += convert_element<A>(b.v[k]);
+    }
+    if (pre_out) {
+      Pack<T, W> p;
+#pragma unroll
+      for (int k = 0; k < W; ++k) p.v[k] = convert_element<T>(pre[k]);
+      store_pack<W>(pre_out + first, p);
+    }
+    Pack<T, W> out;
+#pragma unroll
+    for (int k = 0; k < W; ++k) out.v[k] = convert_element<T>(apply_activation<A>(act, pre[k]));
+    store_pack<W>(y + first, out);
+  });
 }
 
 // dpre = dy * act'(pre). dpre may alias dy.  all: (n)
@@ -52,9 +75,12 @@ template <class T>
 __global__ void __launch_bounds__(kBlock)
     activation_backward_kernel(Activation act, const T* dy, const T* pre, T* dpre, int64_t n) {
   using A = Acc<T>;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
-    dpre[i] = convert_element<T>(convert_element<A>(dy[i]) * activation_derivative<A>(act, convert_element<A>(pre[i])));
+  map_elements(
+      n,
+      [act](int64_t, T g, T p) {
+        return convert_element<T>(convert_element<A>(g) * activation_derivative<A>(act, convert_element<A>(p)));
+      },
+      dpre, dy, pre);
 }
 
 template <class T>
@@ -62,8 +88,8 @@ void launch_bias_activation(const T* in, const T* bias, Activation act, T* pre_o
                             cudaStream_t stream) {
   const int64_t n = rows * cols;
   if (n == 0) return;
-  COCO_LAUNCH(bias_activation_kernel<T>, dim3(grid_for(n)), dim3(kBlock), 0, stream, in, bias, act, pre_out, y, rows,
-              cols);
+  COCO_LAUNCH(bias_activation_kernel<T>, dim3(pack_grid<T>(n, kBlock, kMaxBlocks)), dim3(kBlock), 0, stream, in, bias,
+              act, pre_out, y, rows, cols);
 }
 
 std::string gemm_description(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb,
@@ -412,8 +438,8 @@ void activation_backward(Activation act, const T* dy, const T* pre, T* dpre, int
   if (n < 0)
     throw std::invalid_argument("kernels::cuda::activation_backward: negative element count " + std::to_string(n));
   if (n == 0) return;
-  COCO_LAUNCH(detail::activation_backward_kernel<T>, dim3(detail::grid_for(n)), dim3(detail::kBlock), 0, stream, act,
-              dy, pre, dpre, n);
+  COCO_LAUNCH(detail::activation_backward_kernel<T>, dim3(detail::pack_grid<T>(n, detail::kBlock, detail::kMaxBlocks)),
+              dim3(detail::kBlock), 0, stream, act, dy, pre, dpre, n);
 }
 
 void release_gemm_resources() {

@@ -7,6 +7,7 @@
 #include <functional>
 #include <cstring>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -68,6 +69,52 @@ class GuardedDeviceBuffer {
  private:
   void* raw_ = nullptr;
   size_t count_ = 0;
+};
+
+// A device array of `count` elements that starts `offset` elements into a guarded allocation, so a
+// kernel sees a pointer misaligned for vector accesses (offset 1) or aligned (offset 0) -- tensor
+// views into packed buffers look like this. The skipped prefix holds a known pattern and must
+// survive the kernel, as must the guard bytes after the payload.
+template <class T>
+class OffsetDeviceView {
+ public:
+  static constexpr uint8_t kPrefixPattern = 0x5A;
+  OffsetDeviceView(size_t count, size_t offset) : buffer_(count + offset), count_(count), offset_(offset) {
+    COCO_CUDA_CHECK(cudaMemset(buffer_.data(), kPrefixPattern, offset * sizeof(T)));
+  }
+  OffsetDeviceView(const std::vector<T>& host, size_t offset) : OffsetDeviceView(host.size(), offset) { upload(host); }
+
+  T* data() { return buffer_.data() + offset_; }
+  const T* data() const { return buffer_.data() + offset_; }
+  size_t size() const { return count_; }
+
+  void upload(const std::vector<T>& host) {
+    if (host.size() != count_) throw std::invalid_argument("OffsetDeviceView::upload: size mismatch");
+    COCO_CUDA_CHECK(cudaMemcpy(data(), host.data(), count_ * sizeof(T), cudaMemcpyHostToDevice));
+  }
+  std::vector<T> download() const {
+    std::vector<T> host(count_);
+    COCO_CUDA_CHECK(cudaMemcpy(host.data(), data(), count_ * sizeof(T), cudaMemcpyDeviceToHost));
+    return host;
+  }
+  std::vector<uint8_t> download_bytes() const {
+    std::vector<uint8_t> host(count_ * sizeof(T));
+    COCO_CUDA_CHECK(cudaMemcpy(host.data(), data(), host.size(), cudaMemcpyDeviceToHost));
+    return host;
+  }
+  void poison(uint8_t byte = 0xFF) { COCO_CUDA_CHECK(cudaMemset(data(), byte, count_ * sizeof(T))); }
+  // The prefix before the view and the guard bytes after it are untouched.
+  bool surroundings_intact() const {
+    std::vector<uint8_t> prefix(offset_ * sizeof(T));
+    COCO_CUDA_CHECK(cudaMemcpy(prefix.data(), buffer_.data(), prefix.size(), cudaMemcpyDeviceToHost));
+    for (uint8_t b : prefix)
+      if (b != kPrefixPattern) return false;
+    return buffer_.guards_intact();
+  }
+
+ private:
+  GuardedDeviceBuffer<T> buffer_;
+  size_t count_, offset_;
 };
 
 template <class T>
