@@ -1,6 +1,7 @@
 // coco-bench driver: see bench.h. Usage:
 //   coco-bench [--config paper-base|seed-readme|all] [--filter SUBSTRING] [--repeats N] [--out FILE]
 //   coco-bench --cpu-step CONFIG [--threads N] ...   (bench/cpu_step.cpp)
+//   coco-bench --step CONFIG [--data DIR] ...        (bench/step_profile.cpp)
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -16,6 +17,7 @@
 #include "bench/bench.h"
 #include "bench/cpu_step.h"
 #include "bench/reference_rates.h"
+#include "bench/step_profile.h"
 #include "engine/device.h"
 #include "engine/runtime/check.h"
 
@@ -144,6 +146,8 @@ Timing time_case(const Case& c, int repeats, void* flush_buffer, size_t flush_by
 int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i)
     if (std::strcmp(argv[i], "--cpu-step") == 0) return coco::bench::cpu_step_main(argc, argv);
+  for (int i = 1; i < argc; ++i)
+    if (std::strcmp(argv[i], "--step") == 0) return coco::bench::step_profile_main(argc, argv);
   const Options options = parse(argc, argv);
   if (!cuda_available()) {
     std::fprintf(stderr, "coco-bench: no CUDA device available\n");

@@ -22,6 +22,7 @@
 #include "coco/model_report.h"
 #include "coco/objective.h"
 #include "coco/step_metrics.h"
+#include "coco/step_profile.h"
 #include "coco/progress.h"
 #include "coco/train_config.h"
 #include "coco/vocab_identity.h"
@@ -363,6 +364,7 @@ struct Trainer::Impl {
   // counted there (read with the logged records), so a step reads the device only for its sums and
   // the gradients' norm and finiteness.
   std::unique_ptr<objective::StepMetrics> step_metrics;
+  std::unique_ptr<train::StepProfiler> profiler;  // the step profile (coco/step_profile.h)
   std::unique_ptr<ops::DeviceChecks> device_checks;
   // Data parallelism (a launch by mpirun/srun): null for one process started without a launcher, which
   // then trains exactly as before. Rank 0 alone writes the run directory (config.json, metrics.jsonl,
@@ -690,7 +692,9 @@ struct Trainer::Impl {
     if (!step_metrics) {
       step_metrics = std::make_unique<objective::StepMetrics>(config.device);
       device_checks = std::make_unique<ops::DeviceChecks>(config.device);
+      profiler = std::make_unique<train::StepProfiler>(config.device == Device::cuda && writes_run_dir());
     }
+    profiler->begin(step + 1, (step + 1) % t.log_every == 0 || step + 1 == t.steps);
     StepStats stats;
     for (int64_t micro = 0; micro < t.grad_accum; ++micro) {
       const data::Batch batch = loader->next();
@@ -741,6 +745,7 @@ struct Trainer::Impl {
     optimizer->zero_grad();
     tokens_seen += stats.tokens;
     const int64_t completed = ++step;
+    if (profiler->end(nonfinite)) message(profiler->line());
     checkpoint::fault_point("after-step:" + std::to_string(completed));
 
     const auto now = std::chrono::steady_clock::now();
@@ -774,6 +779,8 @@ struct Trainer::Impl {
           .add("loss_scale", loss_scale);
       r.add_int("skipped", nonfinite ? 1 : 0).add_int("epoch", static_cast<int64_t>(epoch));
       if (comm) r.add_int("world_size", world_size());
+      if (profiler->take_pending())  // once, in the first step record after the measured step
+        for (const auto& [key, value] : profiler->fields()) r.add_int(key.c_str(), static_cast<int64_t>(value));
       record(r.str());
     }
     if (options.on_step && writes_run_dir()) options.on_step(report);

@@ -83,6 +83,15 @@ __global__ void __launch_bounds__(kBlock)
       dpre, dy, pre);
 }
 
+// sum += add, element-wise in the arithmetic type (the bias gradient into its accumulating buffer).
+template <class T>
+__global__ void __launch_bounds__(kBlock) accumulate_kernel(T* sum, const T* add, int64_t n) {
+  using A = Acc<T>;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
+    sum[i] = convert_element<T>(convert_element<A>(sum[i]) + convert_element<A>(add[i]));
+}
+
 template <class T>
 void launch_bias_activation(const T* in, const T* bias, Activation act, T* pre_out, T* y, int64_t rows, int64_t cols,
                             cudaStream_t stream) {
@@ -433,6 +442,46 @@ void linear_forward(const T* x, const T* W, const T* bias, Activation act, int64
                                       out, stream);
 }
 
+template <class In, class Out>
+bool linear_backward_weight(const In* dy, const In* x, int64_t rows, int64_t in, int64_t out, Out* dW, Out* db,
+                            Out* db_scratch, cudaStream_t stream) {
+  // dW (out, in) += dy^T (out, rows) . x (rows, in)
+  detail::check_gemm_arguments("kernels::cuda::linear_backward_weight", true, false, out, in, rows,
+                               std::max<int64_t>(1, out), std::max<int64_t>(1, in), std::max<int64_t>(1, in), 1, 0, 0,
+                               0);
+  const bool want_bias = db != nullptr && db_scratch != nullptr;
+  // The epilogue needs a product to ride on (cuBLASLt refuses k = 0 and empty matrices), and
+  // cuBLASLt has no epilogues for f64.
+  if (want_bias && rows > 0 && in > 0 && out > 0 && !std::is_same_v<In, double>) {
+    detail::LtGemm g;
+    g.trans_a = true;
+    g.M = out;
+    g.N = in;
+    g.K = rows;
+    g.A = dy;
+    g.lda = out;
+    g.B = x;
+    g.ldb = in;
+    g.C = dW;
+    g.ldc = in;
+    g.in_type = detail::cuda_type<In>();
+    g.out_type = detail::cuda_type<Out>();
+    g.beta = 1.0;
+    // cuBLASLt's "B" is dy (our A, transposed): BGRADB sums op(B) over k = rows, one value per
+    // column of its D (in, out), i.e. per output feature, in D's type.
+    g.epilogue = CUBLASLT_EPILOGUE_BGRADB;
+    g.bias = db_scratch;
+    if (detail::lt_matmul(g, stream)) {
+      COCO_LAUNCH(detail::accumulate_kernel<Out>, dim3(detail::grid_for(out)), dim3(detail::kBlock), 0, stream, db,
+                  static_cast<const Out*>(db_scratch), out);
+      return true;
+    }
+  }
+  detail::gpu_gemm<In, Out>(true, false, out, in, rows, 1.0, dy, std::max<int64_t>(1, out), 0, x,
+                            std::max<int64_t>(1, in), 0, 1.0, dW, std::max<int64_t>(1, in), 0, 1, stream);
+  return false;
+}
+
 template <class T>
 void activation_backward(Activation act, const T* dy, const T* pre, T* dpre, int64_t n, cudaStream_t stream) {
   if (n < 0)
@@ -456,7 +505,9 @@ void release_gemm_resources() {
                               double, Out*, int64_t, cudaStream_t);                                                  \
   template void gemm_strided_batched<In, Out>(bool, bool, int64_t, int64_t, int64_t, double, const In*, int64_t,     \
                                               int64_t, const In*, int64_t, int64_t, double, Out*, int64_t, int64_t,  \
-                                              int64_t, cudaStream_t);
+                                              int64_t, cudaStream_t);                                                \
+  template bool linear_backward_weight<In, Out>(const In*, const In*, int64_t, int64_t, int64_t, Out*, Out*, Out*,   \
+                                                cudaStream_t);
 COCO_INSTANTIATE_GEMM_CUDA(float, float)
 COCO_INSTANTIATE_GEMM_CUDA(double, double)
 COCO_INSTANTIATE_GEMM_CUDA(__nv_bfloat16, __nv_bfloat16)

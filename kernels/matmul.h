@@ -145,6 +145,18 @@ void linear_forward(const T* x, const T* W, const T* bias, Activation act, int64
 template <class T>
 void activation_backward(Activation act, const T* dy, const T* pre, T* dpre, int64_t n, cudaStream_t stream);
 
+// Linear backward, weight and bias gradients from one GEMM:
+//   dW (out, in) += dy^T . x        dy: (rows, out), x: (rows, in)
+//   db (out)     += column sums of dy   (when db and db_scratch are non-null)
+// The column sums come from cuBLASLt's BGRADB epilogue of the dW GEMM, written into db_scratch (out
+// elements of Out: cuBLASLt writes the bias gradient, it cannot accumulate) and added to db by one
+// kernel; a separate column-sum reduction is saved. Returns whether db was updated: false (dW still
+// updated) for f64, an empty product or no BGRADB algorithm, and the caller sums the columns
+// itself. Out is In, or f32 for bf16/f16 In (f32 gradient buffers); the same instantiations as gemm.
+template <class In, class Out>
+bool linear_backward_weight(const In* dy, const In* x, int64_t rows, int64_t in, int64_t out, Out* dW, Out* db,
+                            Out* db_scratch, cudaStream_t stream);
+
 // Releases the per-device cuBLASLt handles and workspaces. Optional: they are otherwise reclaimed
 // at process exit.
 void release_gemm_resources();

@@ -165,6 +165,34 @@ void accumulate_bias_grad(const Tensor& dpre, int64_t rows, int64_t out, const T
   });
 }
 
+// CUDA: dW (out, in) += dpre^T . x with db += column sums of dpre from the same GEMM's BGRADB
+// epilogue (one reduction launch fewer). Returns false, having done nothing, when the dtypes do
+// not fit that form (db's dtype must be dW's: cuBLASLt writes the bias gradient in D's type);
+// returns true with db still to do when cuBLASLt had no BGRADB algorithm (dW is done).
+bool weight_and_bias_grad(const Tensor& dpre, const Tensor& x, int64_t rows, int64_t in, int64_t out, const Tensor& dW,
+                          const Tensor& db, bool* bias_done) {
+  *bias_done = false;
+  if (!dpre.is_cuda() || db.dtype() != dW.dtype()) return false;
+  bool handled = false;
+  dispatch_float("linear backward (weight)", dpre, [&](auto tag) {
+    using In = typename decltype(tag)::type;
+    auto run = [&](auto out_tag) {
+      using Out = typename decltype(out_tag)::type;
+      Tensor scratch = detail::cuda_workspace(static_cast<size_t>(out) * sizeof(Out));
+      *bias_done = kernels::cuda::linear_backward_weight<In, Out>(dpre.data_as<In>(), x.data_as<In>(), rows, in, out,
+                                                                  dW.data_as<Out>(), db.data_as<Out>(),
+                                                                  static_cast<Out*>(scratch.data()), current_stream());
+      handled = true;
+    };
+    if (dW.dtype() == dpre.dtype()) {
+      run(std::type_identity<In>{});
+    } else if constexpr (is_16bit_v<In>) {
+      if (dW.dtype() == DType::f32) run(std::type_identity<float>{});
+    }
+  });
+  return handled;
+}
+
 }  // namespace
 
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
@@ -228,12 +256,17 @@ Tensor linear(const Tensor& x, const Tensor& W, const Tensor& bias, Activation a
                                   W, 0.0, dx);
                      ctx.accumulate(0, std::move(dx));
                    }
+                   bool bias_done = false;
                    if (ctx.needs_grad(1)) {  // dW (out, in) += dpre^T (out, rows) . x (rows, in)
                      const Tensor dW = ctx.grad_buffer(1);
-                     gemm_tensors("linear backward (weight)", true, false, {1, out_features, in_features, rows}, dpre,
-                                  x, 1.0, dW);
+                     // On CUDA the bias gradient rides on this GEMM (cuBLASLt's BGRADB epilogue).
+                     if (!ctx.needs_grad(2) || !weight_and_bias_grad(dpre, x, rows, in_features, out_features, dW,
+                                                                     ctx.grad_buffer(2), &bias_done))
+                       gemm_tensors("linear backward (weight)", true, false, {1, out_features, in_features, rows}, dpre,
+                                    x, 1.0, dW);
                    }
-                   if (ctx.needs_grad(2)) accumulate_bias_grad(dpre, rows, out_features, ctx.grad_buffer(2));
+                   if (ctx.needs_grad(2) && !bias_done)
+                     accumulate_bias_grad(dpre, rows, out_features, ctx.grad_buffer(2));
                  });
   }
   return y;

@@ -11,7 +11,8 @@
 // pointer less aligned than the algorithm was chosen for, an algorithm obtained for another
 // operation), CUBLAS_STATUS_NOT_SUPPORTED for what is valid but not implemented here (the shim
 // knows the column/row orders, f32/f64 compute, f32/f16/bf16/f64 data and the DEFAULT, BIAS, GELU,
-// GELU_BIAS, GELU_AUX and GELU_AUX_BIAS epilogues: everything the project uses), and
+// GELU_BIAS, GELU_AUX and GELU_AUX_BIAS epilogues with the backward forms DGELU, DGELU_BGRAD, BGRADA
+// and BGRADB; the ReLU family is NOT_SUPPORTED), and
 // CUBLAS_STATUS_NOT_INITIALIZED for a handle that cublasLtCreate did not make. On top of that a
 // matrix that would reach past the end of its cudaMalloc allocation fails the call with
 // CUBLAS_STATUS_EXECUTION_FAILED (on a GPU the kernel would fault), which turns a too-large leading
@@ -21,8 +22,14 @@
 // Arithmetic: op(A) . op(B) in the compute type (f32, or f64 for CUBLAS_COMPUTE_64F) by OpenBLAS
 // sgemm/dgemm, 16-bit operands widened exactly first; then alpha, beta * C, the bias and GELU (the
 // tanh approximation cuBLASLt documents) in the compute type, and one rounding to D's type (the aux
-// output rounds the GELU input to its type once). The work is submitted to the stream like a kernel:
-// during stream capture it becomes a graph node that cudaGraphLaunch replays.
+// output rounds the GELU input to its type once). The backward epilogues: DGELU multiplies the
+// product by the tanh-GELU derivative at the aux matrix (the saved GELU input); DGELU_BGRAD also
+// writes the row sums of that result (length m, D's rows) to the bias-gradient pointer; BGRADA writes
+// the sums of op(A) over k (length m), BGRADB those of op(B) over k (length n). The bias gradient is
+// always D's data type (cublasLt.h: "the same type as the output elements") and is written, not
+// accumulated. Whether alpha scales the BGRADA/BGRADB sums the documentation does not say: the shim
+// sums the operand as stored (the project calls them with alpha = 1 only). The work is submitted to the stream like a
+// kernel: during stream capture it becomes a graph node that cudaGraphLaunch replays.
 #if defined(COCO_CUDA_EMULATED) || defined(EMU_STANDALONE)
 
 #include <cblas.h>
@@ -393,6 +400,11 @@ struct Problem {
   bool device_scalars = false;
   uint32_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
   bool bias = false, gelu = false, aux = false;
+  // Backward epilogues: D *= gelu'(aux); the bias gradient's source and length.
+  enum class BiasGrad { none, from_d, from_a, from_b };
+  bool dgelu = false;
+  BiasGrad bias_grad = BiasGrad::none;
+  int64_t bias_length = 0;  // m or n: the bias (input or gradient) vector's elements per batch
   int32_t bias_type = 0, aux_type = 0;
   int64_t bias_batch_stride = 0, aux_ld = 0, aux_batch_stride = 0;
   uint64_t fingerprint = 0;
@@ -598,14 +610,45 @@ cublasStatus_t resolve(const Desc* desc, cublasLtMatrixLayout_t a_desc, cublasLt
     case CUBLASLT_EPILOGUE_GELU_AUX_BIAS:
       p->gelu = p->aux = p->bias = true;
       break;
-    default:
+    case CUBLASLT_EPILOGUE_DGELU:
+      p->dgelu = p->aux = true;
+      break;
+    case CUBLASLT_EPILOGUE_DGELU_BGRAD:
+      p->dgelu = p->aux = true;
+      p->bias_grad = Problem::BiasGrad::from_d;
+      break;
+    case CUBLASLT_EPILOGUE_BGRADA:
+      p->bias_grad = Problem::BiasGrad::from_a;
+      break;
+    case CUBLASLT_EPILOGUE_BGRADB:
+      p->bias_grad = Problem::BiasGrad::from_b;
+      break;
+    default:  // the ReLU family (RELU, RELU_AUX, RELU_BIAS, RELU_AUX_BIAS, DRELU, DRELU_BGRAD)
       return refuse(CUBLAS_STATUS_NOT_SUPPORTED, "epilogue " + std::to_string(desc->epilogue) +
                                                      " is not implemented by the emulated cuBLASLt (DEFAULT, BIAS, "
-                                                     "GELU, GELU_BIAS, GELU_AUX and GELU_AUX_BIAS are)");
+                                                     "GELU, GELU_BIAS, GELU_AUX, GELU_AUX_BIAS, DGELU, DGELU_BGRAD, "
+                                                     "BGRADA and BGRADB are)");
   }
+  // cublasLt.h: the bias vector has D's rows; BGRADB's gradient has D's columns.
+  p->bias_length = p->bias_grad == Problem::BiasGrad::from_b ? p->n : p->m;
   if (desc->epilogue != CUBLASLT_EPILOGUE_DEFAULT) {
     if (c64) return refuse(CUBLAS_STATUS_NOT_SUPPORTED, "epilogues with CUBLAS_COMPUTE_64F");
     if (p->d.row_order) return refuse(CUBLAS_STATUS_NOT_SUPPORTED, "epilogues need a COL-order D");
+  }
+  if (p->bias_grad != Problem::BiasGrad::none) {
+    // cublasLt.h: "Bias gradient vector elements are the same type as the output elements".
+    p->bias_type = desc->bias_type == kDefaultType ? p->d.type : desc->bias_type;
+    if (p->bias_type != p->d.type)
+      return refuse(CUBLAS_STATUS_NOT_SUPPORTED, std::string("bias gradient data type ") + type_name(p->bias_type) +
+                                                     " differs from D's " + type_name(p->d.type));
+    if (desc->bias_batch_stride < 0) return refuse(CUBLAS_STATUS_INVALID_VALUE, "negative bias batch stride");
+    // Every batch entry writes its own gradient vector: they must not overlap.
+    if (batch > 1 && desc->bias_batch_stride < p->bias_length)
+      return refuse(CUBLAS_STATUS_INVALID_VALUE, "BIAS_BATCH_STRIDE " + std::to_string(desc->bias_batch_stride) +
+                                                     " makes the " + std::to_string(batch) +
+                                                     " bias gradients overlap (each has " +
+                                                     std::to_string(p->bias_length) + " elements)");
+    p->bias_batch_stride = desc->bias_batch_stride;
   }
   if (p->bias) {
     p->bias_type = desc->bias_type == kDefaultType ? p->d.type : desc->bias_type;
@@ -629,7 +672,8 @@ cublasStatus_t resolve(const Desc* desc, cublasLtMatrixLayout_t a_desc, cublasLt
     if (desc->aux_batch_stride % 8 != 0 || desc->aux_batch_stride < 0)
       return refuse(CUBLAS_STATUS_INVALID_VALUE, "EPILOGUE_AUX_BATCH_STRIDE " + std::to_string(desc->aux_batch_stride) +
                                                      " must be a non-negative multiple of 8");
-    if (batch > 1 && desc->aux_batch_stride < desc->aux_ld * p->n)
+    // The forward epilogues write the aux matrices (DGELU only reads them): they must not overlap.
+    if (!p->dgelu && batch > 1 && desc->aux_batch_stride < desc->aux_ld * p->n)
       return refuse(CUBLAS_STATUS_INVALID_VALUE, "EPILOGUE_AUX_BATCH_STRIDE makes the aux matrices overlap");
     p->aux_ld = desc->aux_ld;
     p->aux_batch_stride = desc->aux_batch_stride;
@@ -706,6 +750,16 @@ float gelu_tanh(float x) {
   return 0.5f * x * (1.0f + tanhf(inner));
 }
 
+// Its derivative, for DGELU: 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2).
+float gelu_tanh_derivative(float x) {
+  const float sqrt_2_over_pi = 0.79788456080286535588f, cubic = 0.044715f;
+  const float t = tanhf(sqrt_2_over_pi * (x + cubic * x * x * x));
+  const float sech2 = 1.0f - t * t;
+  // For large |x| sech2 is exactly 0 while x^2 may overflow: skip the term rather than form 0 * inf.
+  const float slope = sech2 == 0.0f ? 0.0f : 0.5f * x * sech2 * sqrt_2_over_pi * (1.0f + 3.0f * cubic * x * x);
+  return 0.5f * (1.0f + t) + slope;
+}
+
 const char* byte_at(const void* base, int64_t elements, int32_t type) {
   return static_cast<const char*>(base) + elements * static_cast<int64_t>(element_bytes(type));
 }
@@ -717,6 +771,7 @@ struct Call {
   const void *alpha_device = nullptr, *beta_device = nullptr;  // device pointer mode: read at execution
   const void *A = nullptr, *B = nullptr, *C = nullptr, *bias = nullptr;
   void *D = nullptr, *aux = nullptr;
+  void* bias_grad = nullptr;  // the backward epilogues' output (the descriptor's BIAS_POINTER)
 };
 
 // op(X) of matrix `x` (one batch entry at `base`) as a dense column-major compute-type buffer
@@ -777,16 +832,40 @@ void run(const Call& call) {
     void* d = const_cast<char*>(byte_at(call.D, batch * p.d.batch_stride, p.d.type));
     const void* bias = p.bias ? byte_at(call.bias, batch * p.bias_batch_stride, p.bias_type) : nullptr;
     void* aux = p.aux ? const_cast<char*>(byte_at(call.aux, batch * p.aux_batch_stride, p.aux_type)) : nullptr;
+    // Bias gradient: sums in the compute type, one rounding to D's type at the end.
+    std::vector<Cmp> bias_grad(p.bias_grad == Problem::BiasGrad::none ? 0 : static_cast<size_t>(p.bias_length));
     for (int64_t j = 0; j < p.n; ++j)
       for (int64_t i = 0; i < p.m; ++i) {
         Cmp t = product[static_cast<size_t>(j * p.m + i)];
         // beta == 0 does not read C (NaN in C stays out), as in BLAS.
         if (c) t += static_cast<Cmp>(beta) * load<Cmp>(c, p.c.type, i * p.c.row_step() + j * p.c.col_step());
-        if (bias) t += load<Cmp>(bias, p.bias_type, i);
-        if (aux) store<Cmp>(aux, p.aux_type, j * p.aux_ld + i, t);
-        if (p.gelu) t = static_cast<Cmp>(gelu_tanh(static_cast<float>(t)));
+        if (p.dgelu) {  // aux holds the forward's GELU input
+          t *= static_cast<Cmp>(gelu_tanh_derivative(static_cast<float>(load<Cmp>(aux, p.aux_type, j * p.aux_ld + i))));
+        } else {
+          if (bias) t += load<Cmp>(bias, p.bias_type, i);
+          if (aux) store<Cmp>(aux, p.aux_type, j * p.aux_ld + i, t);
+          if (p.gelu) t = static_cast<Cmp>(gelu_tanh(static_cast<float>(t)));
+        }
+        if (p.bias_grad == Problem::BiasGrad::from_d) bias_grad[static_cast<size_t>(i)] += t;
         store<Cmp>(d, p.d.type, i * p.d.row_step() + j * p.d.col_step(), t);
       }
+    // BGRADA: sums of op(A) (m, k) over k; BGRADB: sums of op(B) (k, n) over k, as stored.
+    if (p.bias_grad == Problem::BiasGrad::from_a)
+      for (int64_t i = 0; i < p.m; ++i)
+        for (int64_t q = 0; q < p.k; ++q)
+          bias_grad[static_cast<size_t>(i)] +=
+              load<Cmp>(a, p.a.type,
+                        p.trans_a ? q * p.a.row_step() + i * p.a.col_step() : i * p.a.row_step() + q * p.a.col_step());
+    if (p.bias_grad == Problem::BiasGrad::from_b)
+      for (int64_t j = 0; j < p.n; ++j)
+        for (int64_t q = 0; q < p.k; ++q)
+          bias_grad[static_cast<size_t>(j)] +=
+              load<Cmp>(b, p.b.type,
+                        p.trans_b ? j * p.b.row_step() + q * p.b.col_step() : q * p.b.row_step() + j * p.b.col_step());
+    if (!bias_grad.empty()) {
+      void* out = const_cast<char*>(byte_at(call.bias_grad, batch * p.bias_batch_stride, p.bias_type));
+      for (int64_t e = 0; e < p.bias_length; ++e) store<Cmp>(out, p.bias_type, e, bias_grad[static_cast<size_t>(e)]);
+    }
   }
 }
 
@@ -819,7 +898,9 @@ cublasStatus_t heuristic(const Problem& p, const Desc& desc, const Preference& p
   algo->align_c = required_alignment(pref.align_c, p.c.type);
   algo->align_d = required_alignment(pref.align_d, p.d.type);
   // The bias and aux pointers in the descriptor tell the heuristic how they are aligned.
-  algo->align_bias = p.bias ? required_alignment(pointer_alignment(desc.bias), p.bias_type) : 1;
+  algo->align_bias = p.bias || p.bias_grad != Problem::BiasGrad::none
+                         ? required_alignment(pointer_alignment(desc.bias), p.bias_type)
+                         : 1;
   algo->align_aux = p.aux ? required_alignment(pointer_alignment(desc.aux), p.aux_type) : 1;
   algo->fingerprint = p.fingerprint;
   return CUBLAS_STATUS_SUCCESS;
@@ -1043,7 +1124,9 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t oper
   // In place (C == D) needs C and D laid out alike.
   if (C == D && (p.c.ld != p.d.ld || p.c.row_order != p.d.row_order || p.c.batch_stride != p.d.batch_stride))
     return refuse(CUBLAS_STATUS_INVALID_VALUE, "C == D (in place) but Cdesc and Ddesc differ");
-  if (p.bias && !desc->bias) return refuse(CUBLAS_STATUS_INVALID_VALUE, "the epilogue needs BIAS_POINTER");
+  const bool bias_grad = p.bias_grad != Problem::BiasGrad::none;
+  if ((p.bias || bias_grad) && !desc->bias)
+    return refuse(CUBLAS_STATUS_INVALID_VALUE, "the epilogue needs BIAS_POINTER");
   if (p.aux && !desc->aux) return refuse(CUBLAS_STATUS_INVALID_VALUE, "the epilogue needs EPILOGUE_AUX_POINTER");
   if (workspace_bytes > 0 && !workspace)
     return refuse(CUBLAS_STATUS_INVALID_VALUE, "workspaceSizeInBytes > 0 with a null workspace");
@@ -1071,7 +1154,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t oper
                   {B, algo.align_b, "B"},
                   {C, C ? algo.align_c : 1, "C"},
                   {D, algo.align_d, "D"},
-                  {p.bias ? desc->bias : nullptr, algo.align_bias, "bias"},
+                  {p.bias || bias_grad ? desc->bias : nullptr, algo.align_bias, "bias"},
                   {p.aux ? desc->aux : nullptr, algo.align_aux, "aux"}};
   for (const auto& x : pointers)
     if (!aligned(x.pointer, x.alignment))
@@ -1085,14 +1168,14 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t oper
     int64_t elements;
     int32_t type;
     const char* name;
-  } extents[] = {
-      {A, p.a.span(p.batch), p.a.type, "A"},
-      {B, p.b.span(p.batch), p.b.type, "B"},
-      {C, C && (p.device_scalars || call.beta != 0.0) ? p.c.span(p.batch) : 0, p.c.type, "C"},
-      {D, p.d.span(p.batch), p.d.type, "D"},
-      {p.bias ? desc->bias : nullptr, p.bias ? (p.batch - 1) * p.bias_batch_stride + p.m : 0, p.bias_type, "bias"},
-      {p.aux ? desc->aux : nullptr, p.aux ? (p.batch - 1) * p.aux_batch_stride + (p.n - 1) * p.aux_ld + p.m : 0,
-       p.aux_type, "aux"}};
+  } extents[] = {{A, p.a.span(p.batch), p.a.type, "A"},
+                 {B, p.b.span(p.batch), p.b.type, "B"},
+                 {C, C && (p.device_scalars || call.beta != 0.0) ? p.c.span(p.batch) : 0, p.c.type, "C"},
+                 {D, p.d.span(p.batch), p.d.type, "D"},
+                 {p.bias || bias_grad ? desc->bias : nullptr,
+                  p.bias || bias_grad ? (p.batch - 1) * p.bias_batch_stride + p.bias_length : 0, p.bias_type, "bias"},
+                 {p.aux ? desc->aux : nullptr,
+                  p.aux ? (p.batch - 1) * p.aux_batch_stride + (p.n - 1) * p.aux_ld + p.m : 0, p.aux_type, "aux"}};
   for (const auto& x : extents)
     if (x.elements > 0 && !range_ok(x.pointer, static_cast<size_t>(x.elements) * element_bytes(x.type)))
       return refuse(CUBLAS_STATUS_EXECUTION_FAILED,
@@ -1104,6 +1187,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t oper
   call.C = C;
   call.D = D;
   call.bias = p.bias ? desc->bias : nullptr;
+  call.bias_grad = bias_grad ? const_cast<void*>(desc->bias) : nullptr;
   call.aux = p.aux ? desc->aux : nullptr;
   const cudaError_t status = submit(stream, cudaGraphNodeTypeKernel, [call] {
     if (call.p.f64)

@@ -1,9 +1,9 @@
 // cuBLASLt through its own API: in `emulated` mode the runtime layer's CPU implementation
 // (engine/simt/emu_cublaslt.cpp). Results against an f64 reference for column and row orders,
 // transposes, batches, alpha/beta, in-place C == D, host and device scalars, and the BIAS / GELU /
-// GELU_AUX epilogues; then the refusals the documentation prescribes: attribute buffer sizes,
-// leading dimensions, shapes, batch strides, types, epilogue arguments, alignment promises, handles
-// and algorithms. A planted layout mistake (wrong leading dimension, wrong transpose, wrong batch
+// GELU_AUX epilogues and the backward ones (DGELU, DGELU_BGRAD, BGRADA, BGRADB); then the refusals the documentation
+// prescribes: attribute buffer sizes, leading dimensions, shapes, batch strides, types, epilogue arguments, alignment
+// promises, handles and algorithms. A planted layout mistake (wrong leading dimension, wrong transpose, wrong batch
 // stride) is refused or produces a result the reference comparison rejects.
 #include <cublasLt.h>
 #include <gtest/gtest.h>
@@ -260,6 +260,135 @@ TEST(CublasLt, BiasAndGeluEpilogues) {
   }
 }
 
+double gelu_tanh_derivative(double x) {
+  const double c = std::sqrt(2.0 / M_PI), t = std::tanh(c * (x + 0.044715 * x * x * x));
+  return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * c * (1.0 + 3.0 * 0.044715 * x * x);
+}
+
+// DGELU / DGELU_BGRAD with bf16 data: D = round(op(A) op(B) * gelu'(aux)), the bias gradient (D's
+// rows) = round(row sums of the unrounded D); DGELU leaves the bias pointer alone.
+TEST(CublasLt, GeluBackwardEpilogues) {
+  const int64_t m = 16, n = 7, k = 5, aux_ld = 24;
+  const std::vector<float> A = round_through<__nv_bfloat16>(random_floats(m * k, 11, -2.0f, 2.0f)),
+                           B = round_through<__nv_bfloat16>(random_floats(k * n, 12, -2.0f, 2.0f)),
+                           pre = round_through<__nv_bfloat16>(random_floats(aux_ld * n, 13, -3.0f, 3.0f));
+  std::vector<double> expected(m * n), expected_bias(m, 0.0);
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t i = 0; i < m; ++i) {
+      double sum = 0.0;
+      for (int64_t p = 0; p < k; ++p) sum += double(A[p * m + i]) * B[j * k + p];
+      expected[j * m + i] = sum * gelu_tanh_derivative(pre[j * aux_ld + i]);
+      expected_bias[i] += expected[j * m + i];
+    }
+  GuardedDeviceBuffer<__nv_bfloat16> dA(from_floats<__nv_bfloat16>(A)), dB(from_floats<__nv_bfloat16>(B)),
+      aux(from_floats<__nv_bfloat16>(pre)), D(m * n), bias_grad(m);
+  Handle handle;
+  Layout a(CUDA_R_16BF, m, k, m), b(CUDA_R_16BF, k, n, k), d(CUDA_R_16BF, m, n, m);
+  const float alpha = 1.0f, beta = 0.0f;
+  for (cublasLtEpilogue_t epilogue : {CUBLASLT_EPILOGUE_DGELU, CUBLASLT_EPILOGUE_DGELU_BGRAD}) {
+    Desc desc;
+    COCO_CUBLAS_CHECK(desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE, uint32_t(epilogue)));
+    COCO_CUBLAS_CHECK(desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, static_cast<void*>(aux.data())));
+    COCO_CUBLAS_CHECK(desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, int64_t{aux_ld}));
+    const bool bgrad = epilogue == CUBLASLT_EPILOGUE_DGELU_BGRAD;
+    if (bgrad) COCO_CUBLAS_CHECK(desc.set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, static_cast<void*>(bias_grad.data())));
+    D.poison();
+    bias_grad.poison();
+    COCO_CUBLAS_CHECK(cublasLtMatmul(handle.h, desc.d, &alpha, dA.data(), a.l, dB.data(), b.l, &beta, D.data(), d.l,
+                                     D.data(), d.l, nullptr, nullptr, 0, nullptr));
+    EXPECT_TRUE(matches_reference(expected, to_f64(D.download()), 2e-5, "D"));
+    if (bgrad) {
+      EXPECT_TRUE(matches_reference(expected_bias, to_f64(bias_grad.download()), 2e-5, "bias gradient"));
+    }
+    EXPECT_TRUE(aux.guards_intact() && bias_grad.guards_intact());
+  }
+}
+
+// BGRADB in the layout of a linear layer's weight gradient (row-major dW (out, in) += dy^T x is the
+// column-major D (in, out) = x (in, rows) . dy^T with dy stored (out, rows), TRANSB = T): the bias
+// gradient is the column sums of dy. Batched, with bf16 operands and an f32 D (the bias gradient
+// takes D's type), beta = 1. BGRADA likewise sums op(A) over k (D's rows).
+TEST(CublasLt, BiasGradientEpilogues) {
+  const int64_t in = 12, out = 9, rows = 20;
+  const int32_t batch = 2;
+  const int64_t stride_x = in * rows + 4, stride_dy = out * rows + 2, stride_d = in * out + 3, stride_bias = out + 5;
+  const std::vector<float> x = round_through<__nv_bfloat16>(random_floats(stride_x * batch, 21)),
+                           dy = round_through<__nv_bfloat16>(random_floats(stride_dy * batch, 22)),
+                           C = random_floats(stride_d * batch, 23);
+  std::vector<double> expected_d, expected_bias;
+  for (int32_t bt = 0; bt < batch; ++bt) {
+    for (int64_t j = 0; j < out; ++j)
+      for (int64_t i = 0; i < in; ++i) {
+        double sum = C[bt * stride_d + j * in + i];
+        for (int64_t r = 0; r < rows; ++r)
+          sum += double(x[bt * stride_x + r * in + i]) * dy[bt * stride_dy + r * out + j];
+        expected_d.push_back(sum);
+      }
+    for (int64_t j = 0; j < out; ++j) {
+      double sum = 0.0;
+      for (int64_t r = 0; r < rows; ++r) sum += dy[bt * stride_dy + r * out + j];
+      expected_bias.push_back(sum);
+    }
+  }
+  GuardedDeviceBuffer<__nv_bfloat16> dx(from_floats<__nv_bfloat16>(x)), ddy(from_floats<__nv_bfloat16>(dy));
+  GuardedDeviceBuffer<float> D(from_floats<float>(C)), bias_grad(stride_bias * batch);
+  bias_grad.poison();
+  Handle handle;
+  Desc desc;
+  COCO_CUBLAS_CHECK(desc.set(CUBLASLT_MATMUL_DESC_TRANSB, int32_t(CUBLAS_OP_T)));
+  COCO_CUBLAS_CHECK(desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE, uint32_t(CUBLASLT_EPILOGUE_BGRADB)));
+  COCO_CUBLAS_CHECK(desc.set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, static_cast<void*>(bias_grad.data())));
+  COCO_CUBLAS_CHECK(desc.set(CUBLASLT_MATMUL_DESC_BIAS_BATCH_STRIDE, int64_t{stride_bias}));
+  Layout a(CUDA_R_16BF, in, rows, in, batch, stride_x), b(CUDA_R_16BF, out, rows, out, batch, stride_dy),
+      d(CUDA_R_32F, in, out, in, batch, stride_d);
+  const float alpha = 1.0f, beta = 1.0f;
+  COCO_CUBLAS_CHECK(cublasLtMatmul(handle.h, desc.d, &alpha, dx.data(), a.l, ddy.data(), b.l, &beta, D.data(), d.l,
+                                   D.data(), d.l, nullptr, nullptr, 0, nullptr));
+  const std::vector<float> got_d = D.download(), got_bias = bias_grad.download();
+  std::vector<double> d_block, bias_block;
+  for (int32_t bt = 0; bt < batch; ++bt) {
+    for (int64_t e = 0; e < in * out; ++e) d_block.push_back(got_d[bt * stride_d + e]);
+    for (int64_t j = 0; j < out; ++j) bias_block.push_back(got_bias[bt * stride_bias + j]);
+  }
+  EXPECT_TRUE(matches_reference(expected_d, d_block, 1e-10, "D"));
+  EXPECT_TRUE(matches_reference(expected_bias, bias_block, 1e-12, "bias gradient (BGRADB)"));
+  EXPECT_TRUE(bias_grad.guards_intact());
+
+  // BGRADA: op(A) = A^T with A stored (k, m): the sums run along A's columns.
+  const int64_t m = 6, n = 4, k = 10;
+  const std::vector<float> A = random_floats(k * m, 24), B = random_floats(k * n, 25);
+  std::vector<double> expected_a(m, 0.0);
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t p = 0; p < k; ++p) expected_a[i] += A[i * k + p];
+  GuardedDeviceBuffer<float> dA(from_floats<float>(A)), dB(from_floats<float>(B)), D2(m * n), bias_a(m);
+  Desc desc_a;
+  COCO_CUBLAS_CHECK(desc_a.set(CUBLASLT_MATMUL_DESC_TRANSA, int32_t(CUBLAS_OP_T)));
+  COCO_CUBLAS_CHECK(desc_a.set(CUBLASLT_MATMUL_DESC_EPILOGUE, uint32_t(CUBLASLT_EPILOGUE_BGRADA)));
+  COCO_CUBLAS_CHECK(desc_a.set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, static_cast<void*>(bias_a.data())));
+  Layout la(CUDA_R_32F, k, m, k), lb(CUDA_R_32F, k, n, k), ld(CUDA_R_32F, m, n, m);
+  const float zero = 0.0f;
+  COCO_CUBLAS_CHECK(cublasLtMatmul(handle.h, desc_a.d, &alpha, dA.data(), la.l, dB.data(), lb.l, &zero, D2.data(), ld.l,
+                                   D2.data(), ld.l, nullptr, nullptr, 0, nullptr));
+  EXPECT_TRUE(matches_reference(expected_a, to_f64(bias_a.download()), 1e-12, "bias gradient (BGRADA)"));
+
+  // The planted mistake: TRANSB left at N for dy stored (out, rows) would need a (rows, out) dy
+  // laid out (rows x out); with the shapes made to fit (square dy), BGRADB then sums along the
+  // wrong dimension and the comparison rejects it.
+  const int64_t sq = 8;
+  const std::vector<float> ysq = random_floats(sq * sq, 26), xsq = random_floats(sq * sq, 27);
+  std::vector<double> column_sums(sq, 0.0);  // the intended gradient: sums over the rows of row-major dy
+  for (int64_t r = 0; r < sq; ++r)
+    for (int64_t j = 0; j < sq; ++j) column_sums[j] += ysq[r * sq + j];
+  GuardedDeviceBuffer<float> dysq(from_floats<float>(ysq)), dxsq(from_floats<float>(xsq)), Dsq(sq * sq), bsq(sq);
+  Desc wrong;
+  COCO_CUBLAS_CHECK(wrong.set(CUBLASLT_MATMUL_DESC_EPILOGUE, uint32_t(CUBLASLT_EPILOGUE_BGRADB)));
+  COCO_CUBLAS_CHECK(wrong.set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, static_cast<void*>(bsq.data())));
+  Layout square(CUDA_R_32F, sq, sq, sq);
+  COCO_CUBLAS_CHECK(cublasLtMatmul(handle.h, wrong.d, &alpha, dxsq.data(), square.l, dysq.data(), square.l, &zero,
+                                   Dsq.data(), square.l, Dsq.data(), square.l, nullptr, nullptr, 0, nullptr));
+  EXPECT_FALSE(matches_reference(column_sums, to_f64(bsq.download()), 1e-6, "BGRADB without TRANSB"));
+}
+
 TEST(CublasLt, AttributeBuffersAreChecked) {
   Desc desc;
   const int64_t wrong_size = 0;
@@ -425,6 +554,63 @@ TEST(CublasLt, EpilogueArgumentsAreChecked) {
     EXPECT_EQ(t.heuristic, CUBLAS_STATUS_INVALID_VALUE);
     EXPECT_REASON("divisible by 8");
   }
+  for (cublasLtEpilogue_t bgrad : {CUBLASLT_EPILOGUE_BGRADA, CUBLASLT_EPILOGUE_BGRADB}) {
+    Attempt t;  // a bias gradient with nowhere to go
+    COCO_CUBLAS_CHECK(t.desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE, uint32_t(bgrad)));
+    t.run();
+    EXPECT_EQ(t.heuristic, CUBLAS_STATUS_SUCCESS);
+    EXPECT_EQ(t.matmul, CUBLAS_STATUS_INVALID_VALUE);
+    EXPECT_REASON("BIAS_POINTER");
+  }
+  {  // DGELU without its aux input (the GELU input of the forward)
+    Attempt t;
+    COCO_CUBLAS_CHECK(t.desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE, uint32_t(CUBLASLT_EPILOGUE_DGELU)));
+    COCO_CUBLAS_CHECK(t.desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, int64_t{8}));
+    t.run();
+    EXPECT_EQ(t.matmul, CUBLAS_STATUS_INVALID_VALUE);
+    EXPECT_REASON("EPILOGUE_AUX_POINTER");
+  }
+  {  // DGELU_BGRAD with an aux leading dimension below D's rows, then not divisible by 8
+    GuardedDeviceBuffer<float> aux(16 * 6), bias(8);
+    for (int64_t aux_ld : {0, 12}) {
+      Attempt t;
+      COCO_CUBLAS_CHECK(t.desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE, uint32_t(CUBLASLT_EPILOGUE_DGELU_BGRAD)));
+      COCO_CUBLAS_CHECK(t.desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, static_cast<void*>(aux.data())));
+      COCO_CUBLAS_CHECK(t.desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, aux_ld));
+      COCO_CUBLAS_CHECK(t.desc.set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, static_cast<void*>(bias.data())));
+      t.run();
+      EXPECT_EQ(t.heuristic, CUBLAS_STATUS_INVALID_VALUE);
+      EXPECT_EQ(t.matmul, CUBLAS_STATUS_INVALID_VALUE);
+      EXPECT_REASON("EPILOGUE_AUX_LD");
+    }
+  }
+  {  // a bias gradient of another type than D (cublasLt.h: the output's type)
+    Attempt t;
+    GuardedDeviceBuffer<__nv_bfloat16> bias(8);
+    COCO_CUBLAS_CHECK(t.desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE, uint32_t(CUBLASLT_EPILOGUE_BGRADA)));
+    COCO_CUBLAS_CHECK(t.desc.set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, static_cast<void*>(bias.data())));
+    COCO_CUBLAS_CHECK(t.desc.set(CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, int32_t(CUDA_R_16BF)));
+    t.run();
+    EXPECT_EQ(t.heuristic, CUBLAS_STATUS_NOT_SUPPORTED);
+  }
+  {  // batched bias gradients that would overlap (stride below the 6 columns of D)
+    Handle handle;
+    Desc desc;
+    GuardedDeviceBuffer<float> A(2 * 32), B(2 * 24), D(2 * 48), bias(2 * 6);
+    COCO_CUBLAS_CHECK(desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE, uint32_t(CUBLASLT_EPILOGUE_BGRADB)));
+    COCO_CUBLAS_CHECK(desc.set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, static_cast<void*>(bias.data())));
+    COCO_CUBLAS_CHECK(desc.set(CUBLASLT_MATMUL_DESC_BIAS_BATCH_STRIDE, int64_t{5}));
+    Layout a(CUDA_R_32F, 8, 4, 8, 2, 32), b(CUDA_R_32F, 4, 6, 4, 2, 24), d(CUDA_R_32F, 8, 6, 8, 2, 48);
+    const float alpha = 1.0f, beta = 0.0f;
+    EXPECT_EQ(cublasLtMatmul(handle.h, desc.d, &alpha, A.data(), a.l, B.data(), b.l, &beta, D.data(), d.l, D.data(),
+                             d.l, nullptr, nullptr, 0, nullptr),
+              CUBLAS_STATUS_INVALID_VALUE);
+    EXPECT_REASON("overlap");
+    COCO_CUBLAS_CHECK(desc.set(CUBLASLT_MATMUL_DESC_BIAS_BATCH_STRIDE, int64_t{6}));
+    EXPECT_EQ(cublasLtMatmul(handle.h, desc.d, &alpha, A.data(), a.l, B.data(), b.l, &beta, D.data(), d.l, D.data(),
+                             d.l, nullptr, nullptr, 0, nullptr),
+              CUBLAS_STATUS_SUCCESS);
+  }
   {  // an epilogue value that does not exist
     Attempt t;
     COCO_CUBLAS_CHECK(t.desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE, uint32_t{3}));
@@ -462,11 +648,12 @@ TEST(CublasLt, UnimplementedConfigurationsAreNotSupported) {
     EXPECT_EQ(cublasLtMatmulAlgoGetHeuristic(handle.h, desc.d, a.l, b.l, d.l, d.l, pref.p, 1, &result, &found),
               CUBLAS_STATUS_NOT_SUPPORTED);
   }
-  {  // the GELU backward epilogue
-    Attempt t;
-    COCO_CUBLAS_CHECK(t.desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE, uint32_t(CUBLASLT_EPILOGUE_DGELU)));
+  for (cublasLtEpilogue_t relu : {CUBLASLT_EPILOGUE_DRELU, CUBLASLT_EPILOGUE_DRELU_BGRAD, CUBLASLT_EPILOGUE_RELU}) {
+    Attempt t;  // the ReLU family
+    COCO_CUBLAS_CHECK(t.desc.set(CUBLASLT_MATMUL_DESC_EPILOGUE, uint32_t(relu)));
     t.run();
     EXPECT_EQ(t.heuristic, CUBLAS_STATUS_NOT_SUPPORTED);
+    EXPECT_EQ(t.matmul, CUBLAS_STATUS_NOT_SUPPORTED);
   }
   {  // mixed A/B types, and a 16-bit output of f32 inputs
     Handle handle;

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/runtime/counters.h"
 #include "engine/simt/schedule_oracle.h"
 #include "kernels/matmul.h"
 #include "tests/common/kernel_check.h"
@@ -243,6 +244,60 @@ void check_linear(Activation act, bool with_bias) {
         ASSERT_TRUE(dy.guards_intact() && dpre.guards_intact()) << what;
       }
 }
+
+// cuda::linear_backward_weight: dW += dy^T x and db += column sums of dy from the same GEMM
+// (cuBLASLt's BGRADB epilogue into a scratch vector, then one add kernel), against the f64 reference
+// from non-zero starting dW and db. Rows 7 and 300 (the column-sum reduction this replaces needs two
+// launches beyond 128 rows); f64 has no epilogue: dW is updated and the call says db was not.
+template <class In, class Out>
+void check_linear_backward_weight() {
+  unsigned seed = 900;
+  for (int64_t rows : {int64_t{7}, int64_t{300}})
+    for (int64_t in : {int64_t{1}, int64_t{33}})
+      for (int64_t out : {int64_t{7}, int64_t{130}}) {
+        const std::vector<float> dy = random_rounded<In>(rows * out, seed += 3),
+                                 x = random_rounded<In>(rows * in, seed += 3),
+                                 W0 = random_rounded<Out>(out * in, seed += 3),
+                                 b0 = random_rounded<Out>(out, seed += 3);
+        std::vector<double> dW(W0.begin(), W0.end()), db(b0.begin(), b0.end());
+        reference_gemm(true, false, out, in, rows, 1.0, dy, out, x, in, 1.0, dW, in);
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t j = 0; j < out; ++j) db[j] += dy[r * out + j];
+        GuardedDeviceBuffer<In> d_dy(from_floats<In>(dy)), d_x(from_floats<In>(x));
+        GuardedDeviceBuffer<Out> d_dW(from_floats<Out>(W0)), d_db(from_floats<Out>(b0)), scratch(out);
+        scratch.poison();
+        const runtime::StepProfile profile;
+        const bool bias_done = kernels::cuda::linear_backward_weight<In, Out>(
+            d_dy.data(), d_x.data(), rows, in, out, d_dW.data(), d_db.data(), scratch.data(), nullptr);
+        const runtime::Counters calls = profile.elapsed();
+        const std::string what = "linear_backward_weight rows=" + std::to_string(rows) + " in=" + std::to_string(in) +
+                                 " out=" + std::to_string(out);
+        ASSERT_TRUE(matches_reference(dW, to_f64(d_dW.download()), threshold<Out>(), what + " dW"));
+        ASSERT_TRUE(d_dW.guards_intact() && d_db.guards_intact() && scratch.guards_intact()) << what;
+        if (std::is_same_v<In, double>) {
+          EXPECT_FALSE(bias_done) << what;
+          EXPECT_EQ(to_f64(d_db.download()), std::vector<double>(b0.begin(), b0.end())) << what << ": db touched";
+          continue;
+        }
+        ASSERT_TRUE(bias_done) << what;
+        ASSERT_TRUE(matches_reference(db, to_f64(d_db.download()), threshold<Out>(), what + " db"));
+        // One GEMM and one kernel, whatever the row count.
+        EXPECT_EQ(calls.gemm_calls, 1u) << what << ": " << calls.describe();
+        EXPECT_EQ(calls.kernel_launches, 1u) << what << ": " << calls.describe();
+      }
+  // Without db (or without scratch) the bias is left to the caller.
+  GuardedDeviceBuffer<In> d_dy(from_floats<In>(random_rounded<In>(4 * 3, 1))),
+      d_x(from_floats<In>(random_rounded<In>(4 * 2, 2)));
+  GuardedDeviceBuffer<Out> d_dW(from_floats<Out>(std::vector<float>(3 * 2, 0.0f)));
+  EXPECT_FALSE((kernels::cuda::linear_backward_weight<In, Out>(d_dy.data(), d_x.data(), 4, 2, 3, d_dW.data(), nullptr,
+                                                               nullptr, nullptr)));
+}
+
+TEST(LinearBackwardWeight, F32) { check_linear_backward_weight<float, float>(); }
+TEST(LinearBackwardWeight, Bf16) { check_linear_backward_weight<__nv_bfloat16, __nv_bfloat16>(); }
+TEST(LinearBackwardWeight, Bf16IntoF32) { check_linear_backward_weight<__nv_bfloat16, float>(); }
+TEST(LinearBackwardWeight, F16IntoF32) { check_linear_backward_weight<__half, float>(); }
+TEST(LinearBackwardWeight, F64) { check_linear_backward_weight<double, double>(); }
 
 class LinearKernel : public ::testing::TestWithParam<Activation> {};
 

@@ -179,13 +179,13 @@ struct RunResult {
   std::string out, err;  // captured stdout / stderr
 };
 
-// Runs `coco args...` with extra environment variables; stdout/stderr go to files in `scratch`.
-inline RunResult run_coco(const std::vector<std::string>& args, const fs::path& scratch,
-                          const std::map<std::string, std::string>& env = {}) {
+// Runs `binary args...` with extra environment variables; stdout/stderr go to files in `scratch`.
+inline RunResult run_program(const fs::path& program, const std::vector<std::string>& args, const fs::path& scratch,
+                             const std::map<std::string, std::string>& env = {}) {
   static int counter = 0;
   const std::string tag = std::to_string(::getpid()) + "-" + std::to_string(counter++);
   const fs::path out_path = scratch / ("stdout-" + tag), err_path = scratch / ("stderr-" + tag);
-  const std::string binary = coco_binary().string();
+  const std::string binary = program.string();
   const pid_t pid = ::fork();
   if (pid == 0) {
     const int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -210,7 +210,14 @@ inline RunResult run_coco(const std::vector<std::string>& args, const fs::path& 
   return r;
 }
 
-// metrics.jsonl records without the timing field, for exact comparison between runs.
+// Runs `coco args...` (see run_program).
+inline RunResult run_coco(const std::vector<std::string>& args, const fs::path& scratch,
+                          const std::map<std::string, std::string>& env = {}) {
+  return run_program(coco_binary(), args, scratch, env);
+}
+
+// metrics.jsonl records without the timing field and the step profile (coco/step_profile.h: measured
+// once per process, so a resumed run measures another step), for exact comparison between runs.
 inline std::vector<nlohmann::json> metrics_without_timing(const fs::path& run_dir) {
   std::vector<nlohmann::json> records;
   std::ifstream in(run_dir / "metrics.jsonl");
@@ -218,6 +225,10 @@ inline std::vector<nlohmann::json> metrics_without_timing(const fs::path& run_di
   while (std::getline(in, line)) {
     nlohmann::json j = nlohmann::json::parse(line);
     j.erase("tokens_per_s");
+    for (const char* key :
+         {"launches_per_step", "syncs_per_step", "d2h_copies_per_step", "h2d_bytes_per_step", "cuda_mallocs_per_step",
+          "kernels_per_step", "gemms_per_step", "collectives_per_step", "profile_step"})
+      j.erase(key);
     records.push_back(j);
   }
   return records;
