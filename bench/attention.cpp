@@ -201,6 +201,85 @@ std::vector<Case> attention_cases(const Shapes& s) {
       };
       cases.push_back(c);
     }
+    // What the model runs (ops::attention_relative): the relative-position table (32 buckets, max distance
+    // 128, as in COCO-LM base) applied inside the kernels, its gradient reduced from per-(key tile, b, h)
+    // partials. Checked against the reference over the dense bias gathered from the table on the CPU.
+    kernels::RelativePositionConfig config;
+    config.max_positions = static_cast<int>(std::max<int64_t>(T, 512));
+    const int K = config.num_buckets;
+    const auto layout = kernels::BiasTableLayout::buckets_by_heads;
+    const auto table_host = std::make_shared<std::vector<float>>(random_floats<bf16>(K * H, 86, -0.5f, 0.5f));
+    std::vector<int32_t> buckets(T * T);
+    kernels::cpu::relative_position_buckets(buckets.data(), T, config);
+    const auto gathered_host = std::make_shared<std::vector<float>>(n_bias);
+    kernels::cpu::relative_position_bias_forward<float>(table_host->data(), layout, buckets.data(),
+                                                        gathered_host->data(), H, T, K);
+    const auto bucket_index = std::make_shared<std::pair<std::vector<int32_t>, std::vector<int32_t>>>(
+        std::vector<int32_t>(K + 1), std::vector<int32_t>(T * T));
+    kernels::cpu::relative_position_bucket_index(buckets.data(), T, K, bucket_index->first.data(),
+                                                 bucket_index->second.data());
+    DeviceArray<bf16> table = device_from<bf16>(*table_host);
+    DeviceArray<float> dtable(K * H), partials(kernels::cuda::tc_relpos_partials_elements(shape)),
+        drel(H * (2 * T - 1));
+    auto table_reference_forward = [=] {
+      std::pair<std::vector<float>, std::vector<float>> result{std::vector<float>(ref_qkv),
+                                                               std::vector<float>(ref_scores)};
+      kernels::cpu::attention_forward<float, uint8_t>(q_host->data(), k_host->data(), v_host->data(),
+                                                      mask_host->data(), gathered_host->data(), ref_shape, dropout,
+                                                      result.first.data(), result.second.data());
+      return result;
+    };
+    const std::string table_text = shape_text + " mask+table p=0.1";
+    {
+      Case c = make_case("attention.forward", "coco-tc", table_text);
+      c.flops = forward_flops;
+      c.run = [=] {
+        kernels::cuda::tc_attention_relpos_forward<bf16, uint8_t>(q.get(), k.get(), v.get(), key_mask.get(),
+                                                                  table.get(), layout, config, shape, dropout,
+                                                                  out.get(), lse.get(), current_stream());
+      };
+      c.validate = [=, run = c.run] {
+        out.poison();
+        run();
+        return compare("out", table_reference_forward().first, head(download_floats(out), ref_qkv), kBf16Nmse);
+      };
+      cases.push_back(c);
+    }
+    {
+      Case c = make_case("attention.backward", "coco-tc", table_text);
+      c.flops = 2.5 * forward_flops;
+      DeviceArray<bf16> saved_out(n_qkv);
+      DeviceArray<float> saved_lse(B * H * T), delta(B * H * T);
+      kernels::cuda::tc_attention_relpos_forward<bf16, uint8_t>(q.get(), k.get(), v.get(), key_mask.get(), table.get(),
+                                                                layout, config, shape, dropout, saved_out.get(),
+                                                                saved_lse.get(), current_stream());
+      c.run = [=] {
+        kernels::cuda::tc_attention_relpos_backward<bf16, uint8_t>(
+            q.get(), k.get(), v.get(), saved_out.get(), dout.get(), saved_lse.get(), key_mask.get(), table.get(), layout,
+            config, shape, dropout, dq.get(), dk.get(), dv.get(), dtable.get(), false,
+            {delta.get(), partials.get(), drel.get()}, current_stream());
+      };
+      c.validate = [=, run = c.run] {
+        dq.poison();
+        dk.poison();
+        dv.poison();
+        dtable.poison();
+        run();
+        const std::vector<float> p = table_reference_forward().second;
+        std::vector<float> eq(ref_qkv), ek(ref_qkv), ev(ref_qkv), edbias(n_bias), edtable(K * H);
+        kernels::cpu::attention_backward<float>(q_host->data(), k_host->data(), v_host->data(), p.data(),
+                                                dout_host->data(), ref_shape, dropout, eq.data(), ek.data(), ev.data(),
+                                                edbias.data(), false);
+        kernels::cpu::relative_position_bias_backward<float>(edbias.data(), bucket_index->first.data(),
+                                                             bucket_index->second.data(), edtable.data(), layout, H, T,
+                                                             K, false);
+        return first_problem({compare("dq", eq, head(download_floats(dq), ref_qkv), kBf16GradNmse),
+                              compare("dk", ek, head(download_floats(dk), ref_qkv), kBf16GradNmse),
+                              compare("dv", ev, head(download_floats(dv), ref_qkv), kBf16GradNmse),
+                              ref_batch == B ? compare("dtable", edtable, dtable.download(), kBf16GradNmse) : ""});
+      };
+      cases.push_back(c);
+    }
   }
   return cases;
 }

@@ -51,6 +51,20 @@ __device__ __forceinline__ void load_tile_async(T* smem, const T* global, int64_
   }
 }
 
+// Double buffering: when there is a next tile, `prefetch` issues its cp.async loads into the other
+// buffer and they are committed as one group; then this thread waits for the group of the current tile
+// (all but the newest group). The caller's __syncthreads publishes the current tile to the CTA.
+template <class Prefetch>
+__device__ __forceinline__ void prefetch_next_and_wait(bool has_next, Prefetch&& prefetch) {
+  if (has_next) {
+    prefetch();
+    ptx::cp_async_commit();
+    ptx::cp_async_wait<1>();
+  } else {
+    ptx::cp_async_wait<0>();
+  }
+}
+
 // acc (16 x N) += A B^T: A = 16 rows of `a` (K contiguous), B^T = the N rows of `b` (K contiguous).
 template <class T, int K, int N = kTcRows>
 __device__ __forceinline__ void warp_mma_abt(float (&acc)[N / 8][4], const T* a, const T* b, int stride) {
@@ -163,15 +177,11 @@ __global__ void __launch_bounds__(kTcThreads)
   float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f};  // this lane's share of the sum
   for (int kt = 0; kt < key_tiles; ++kt) {
     const int buf = kt & 1;
-    if (kt + 1 < key_tiles) {  // prefetch the next K/V tile into the other buffer
+    prefetch_next_and_wait(kt + 1 < key_tiles, [&] {  // the next K/V tile into the other buffer
       const int64_t next = static_cast<int64_t>(kt + 1) * kTcRows;
       load_tile_async<T, D>(ks + (buf ^ 1) * kTcRows * S, k + base + next * D, seq_len - next, S);
       load_tile_async<T, D>(vs + (buf ^ 1) * kTcRows * S, v + base + next * D, seq_len - next, S);
-      ptx::cp_async_commit();
-      ptx::cp_async_wait<1>();
-    } else {
-      ptx::cp_async_wait<0>();
-    }
+    });
     __syncthreads();
     float s[kTcChunks][4] = {};
     warp_mma_abt<T, D>(s, qs + warp * 16 * S, ks + buf * kTcRows * S, S);
@@ -195,7 +205,9 @@ __global__ void __launch_bounds__(kTcThreads)
       tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
       tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
       const float new_max = fmaxf(row_max[r], tile_max[r]);
-      rescale[r] = new_max == -INFINITY ? 1.0f : expf(row_max[r] - new_max);
+      // An unchanged maximum keeps the sums as they are (exp(Inf - Inf) would poison a row whose one
+      // +Inf came in an earlier tile).
+      rescale[r] = row_max[r] == new_max ? 1.0f : expf(row_max[r] - new_max);
       row_max[r] = new_max;
       row_sum[r] *= rescale[r];
     }
@@ -204,8 +216,11 @@ __global__ void __launch_bounds__(kTcThreads)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int r = e >> 1;
+        // softmax_math.h's rules: NaN gives NaN (poisoning the sum), a +Inf score (then the maximum)
+        // counts 1 in the sum and its probability exp(Inf - Inf) is NaN; the finite scores of that row
+        // get exp(x - Inf) = 0. Two +Inf make the sum 2, turned into NaN at the end.
         float p = s[n][e] == -INFINITY ? 0.0f : expf(s[n][e] - row_max[r]);
-        row_sum[r] += p;
+        row_sum[r] += s[n][e] == INFINITY ? 1.0f : p;
         if (use_dropout) {
           const int64_t i = q0 + warp * 16 + g + r * 8, j = k0 + n * 8 + 2 * t + (e & 1);
           p = dropout_keeps(dropout.stream, static_cast<uint64_t>((bh * seq_len + i) * seq_len + j), dropout.p)
@@ -235,6 +250,8 @@ __global__ void __launch_bounds__(kTcThreads)
   for (int r = 0; r < 2; ++r) {
     const int64_t i = q0 + warp * 16 + g + r * 8;
     if (i >= seq_len) continue;
+    // The finite scores of a row whose maximum is +Inf add exactly 0: its sum counts the +Inf scores.
+    if (row_max[r] == INFINITY && row_sum[r] > 1.0f) row_sum[r] = NAN;
     const bool empty = row_sum[r] == 0.0f;
     const float inv = empty ? 0.0f : 1.0f / row_sum[r];
 #pragma unroll
@@ -247,9 +264,12 @@ __global__ void __launch_bounds__(kTcThreads)
   }
 }
 
-// delta[row] = dout[row, :] . out[row, :] in f32; one warp per row.
+// delta[row] = dout[row, :] . out[row, :] in f32; one warp per row. A row whose log-sum-exp is NaN or
+// +Inf holds a NaN probability, and the reference's delta = sum_j dP_j P_j is then NaN whatever dP is:
+// so is this one (its dS row becomes NaN, masked keys included, as there).
 template <class T>
-__global__ void tc_attention_delta_kernel(const T* out, const T* dout, float* delta, int64_t rows, int head_dim) {
+__global__ void tc_attention_delta_kernel(const T* out, const T* dout, const float* lse, float* delta, int64_t rows,
+                                          int head_dim) {
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kTcWarps + threadIdx.x / 32;
   if (row >= rows) return;
   const int lane = static_cast<int>(threadIdx.x % 32);
@@ -257,7 +277,8 @@ __global__ void tc_attention_delta_kernel(const T* out, const T* dout, float* de
   for (int d = lane; d < head_dim; d += 32)
     partial += to_float(dout[row * head_dim + d]) * to_float(out[row * head_dim + d]);
   const float total = warp_sum(partial);
-  if (lane == 0) delta[row] = total;
+  const float row_lse = lse[row];
+  if (lane == 0) delta[row] = row_lse != row_lse || row_lse == INFINITY ? NAN : total;
 }
 
 // Recomputed probability and score gradient of one element: p (pre-dropout), p_drop, dS.
@@ -270,14 +291,22 @@ __device__ __forceinline__ ElementGrads element_grads(float score, float dp_drop
                                                       float row_delta, const Mask* mask_row, const BiasArgs<T>& bias,
                                                       const float* rel_bias, const AttentionDropout& dropout,
                                                       float keep_scale) {
-  if (i >= seq_len || j >= seq_len || !key_attends(mask_row, j) || row_lse == -INFINITY) return {0.0f, 0.0f};
-  const float x = score * scale + bias_at(bias, rel_bias, h, i, j, seq_len);
-  const float p = expf(x - row_lse);
+  if (i >= seq_len || j >= seq_len) return {0.0f, 0.0f};
+  // P as the reference has it (softmax_math.h): 0 in an empty row and at masked keys, NaN everywhere in
+  // a row whose log-sum-exp is NaN; exp(x - lse) otherwise (NaN at a lone +Inf score, whose lse is +Inf).
+  float p;
+  if (row_lse == -INFINITY)
+    p = 0.0f;
+  else if (!key_attends(mask_row, j))
+    p = row_lse != row_lse ? row_lse : 0.0f;
+  else
+    p = expf(score * scale + bias_at(bias, rel_bias, h, i, j, seq_len) - row_lse);
   bool keep = true;
   if (dropout.active())
     keep = dropout_keeps(dropout.stream, static_cast<uint64_t>((bh * seq_len + i) * seq_len + j), dropout.p);
-  const float factor = dropout.active() ? (keep ? keep_scale : 0.0f) : 1.0f;
-  return {p * factor, p * (dp_drop * factor - row_delta)};
+  // Dropped elements are exactly 0 in P_drop and in dP (not 0 * NaN), as in the reference; dS is
+  // P (dP - delta) literally, so a non-finite delta reaches the masked keys' dS as it does there.
+  return {keep ? p * keep_scale : 0.0f, p * ((keep ? dp_drop * keep_scale : 0.0f) - row_delta)};
 }
 
 // dQ: grid (query tiles, B*H). K/V tiles double-buffered as in the forward.
@@ -317,15 +346,11 @@ __global__ void __launch_bounds__(kTcThreads)
   float dq_acc[D / 8][4] = {};
   for (int kt = 0; kt < key_tiles; ++kt) {
     const int buf = kt & 1;
-    if (kt + 1 < key_tiles) {
+    prefetch_next_and_wait(kt + 1 < key_tiles, [&] {  // the next K/V tile into the other buffer
       const int64_t next = static_cast<int64_t>(kt + 1) * kTcRows;
       load_tile_async<T, D>(ks + (buf ^ 1) * kTcRows * S, k + base + next * D, seq_len - next, S);
       load_tile_async<T, D>(vs + (buf ^ 1) * kTcRows * S, v + base + next * D, seq_len - next, S);
-      ptx::cp_async_commit();
-      ptx::cp_async_wait<1>();
-    } else {
-      ptx::cp_async_wait<0>();
-    }
+    });
     __syncthreads();
     float s[kTcChunks][4] = {}, dp[kTcChunks][4] = {};
     warp_mma_abt<T, D>(s, qs + warp * 16 * S, ks + buf * kTcRows * S, S);
@@ -362,26 +387,80 @@ __global__ void __launch_bounds__(kTcThreads)
   }
 }
 
-// dK, dV (and dbias): grid (key tiles, B*H), or (key tiles, H) walking the batch in order when dbias
-// is wanted. The warp's score block is transposed: rows are its 16 keys, columns a step of kDkdvQueries
-// queries (32: the dK and dV accumulators of 128-wide heads leave no registers for 64 columns).
+// dK, dV (and the bias gradient): grid (key tiles, B*H), or (key tiles, H) walking the batch in order
+// when the dense dbias is wanted. The warp's score block is transposed: rows are its 16 keys, columns a
+// step of kDkdvQueries queries (32: the dK and dV accumulators of 128-wide heads leave no registers for
+// 64 columns). The query-side tiles (Q, dO, lse, delta) are double-buffered: the next step's cp.async
+// loads are in flight while this step multiplies.
 constexpr int kDkdvQueries = 32;
 constexpr int kDkdvChunks = kDkdvQueries / 8;
+constexpr int kDiagonalStride = kDkdvQueries + 1;  // the (16 x 32) dS scratch of a warp, padded
+
+// Table mode: the per-warp dS scratch and diagonal sums (after the 2T - 1 relative biases).
+__host__ __device__ constexpr int64_t warp_diagonals(int64_t seq_len) { return seq_len + 15; }
+__host__ __device__ constexpr int64_t cta_diagonals(int64_t seq_len) { return seq_len + kTcRows - 1; }
+inline size_t table_grad_smem_bytes(int64_t seq_len) {
+  return (static_cast<size_t>(kTcWarps) * 16 * kDiagonalStride + static_cast<size_t>(kTcWarps) * warp_diagonals(seq_len)) *
+         sizeof(float);
+}
+
+// The relative-position gradient of one warp's 16 x 32 dS block, exactly: the block goes through shared
+// scratch, lane d sums diagonal (key - query) = d - 31 (and d + 1 on the second pass) in ascending key
+// order, adding it to the warp's running sum of that relative position (one owner per cell, a fixed
+// order: no atomics, deterministic). sums[r - (first key of the warp) + T - 1] holds r = j - i.
+__device__ __forceinline__ void add_warp_diagonals(const float (&ds)[kDkdvChunks][4], float* scratch, float* sums,
+                                                   int64_t key0, int64_t query0, int64_t seq_len) {
+  const int lane = static_cast<int>(threadIdx.x % 32), g = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int n = 0; n < kDkdvChunks; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) scratch[(g + (e >> 1) * 8) * kDiagonalStride + n * 8 + 2 * t + (e & 1)] = ds[n][e];
+  __syncwarp();
+  for (int d = lane - (kDkdvQueries - 1); d < 16; d += 32) {  // d = key - query within the block
+    float sum = 0.0f;
+    for (int key = d > 0 ? d : 0; key < 16 && key - d < kDkdvQueries; ++key) {
+      const int query = key - d;
+      if (key0 + key < seq_len && query0 + query < seq_len) sum += scratch[key * kDiagonalStride + query];
+    }
+    const int64_t slot = d + seq_len - 1 - query0;  // negative only for diagonals past the last query
+    if (slot >= 0) sums[slot] += sum;
+  }
+  __syncwarp();  // the scratch is rewritten by the next step
+}
+
+// Loads query step `qt` (Q, dO rows and their lse and delta) into one of the two query buffers.
+template <class T, int D>
+__device__ __forceinline__ void load_query_step(T* qs, T* dos, float* lse_s, float* delta_s, const T* q, const T* dout,
+                                                const float* lse, const float* delta, int64_t base, int64_t bh,
+                                                int64_t i0, int64_t seq_len) {
+  constexpr int S = smem_stride<D>();
+  load_tile_async<T, D, kDkdvQueries>(qs, q + base + i0 * D, seq_len - i0, S);
+  load_tile_async<T, D, kDkdvQueries>(dos, dout + base + i0 * D, seq_len - i0, S);
+  for (int r = static_cast<int>(threadIdx.x); r < kDkdvQueries; r += kTcThreads) {
+    const int64_t i = i0 + r;
+    lse_s[r] = i < seq_len ? lse[bh * seq_len + i] : -INFINITY;
+    delta_s[r] = i < seq_len ? delta[bh * seq_len + i] : 0.0f;
+  }
+}
 
 template <class T, class Mask, int D>
 __global__ void __launch_bounds__(kTcThreads)
     tc_attention_dkdv_kernel(const T* q, const T* k, const T* v, const T* dout, const float* lse, const float* delta,
                              const Mask* key_mask, BiasArgs<T> bias, T* dk, T* dv, float* dbias, bool accumulate_dbias,
-                             int64_t batch, int64_t heads, int64_t seq_len, float scale, AttentionDropout dropout,
-                             float keep_scale) {
+                             float* rel_partials, int64_t batch, int64_t heads, int64_t seq_len, float scale,
+                             AttentionDropout dropout, float keep_scale) {
   constexpr int S = smem_stride<D>();
+  constexpr int kQueryTile = kDkdvQueries * S;
   T* ks = dynamic_smem<T>();
   T* vs = ks + kTcRows * S;
-  T* qs = vs + kTcRows * S;
-  T* dos = qs + kDkdvQueries * S;
-  float* lse_s = reinterpret_cast<float*>(dos + kDkdvQueries * S);
-  float* delta_s = lse_s + kDkdvQueries;
-  float* rel_bias = delta_s + kDkdvQueries;
+  T* qs = vs + kTcRows * S;        // two buffers
+  T* dos = qs + 2 * kQueryTile;    // two buffers
+  float* lse_s = reinterpret_cast<float*>(dos + 2 * kQueryTile);  // two buffers
+  float* delta_s = lse_s + 2 * kDkdvQueries;                       // two buffers
+  float* rel_bias = delta_s + 2 * kDkdvQueries;
+  // Table mode: dS scratch and the running diagonal sums of each warp.
+  float* scratch = rel_bias + (bias.from_table() ? 2 * seq_len - 1 : 0);
+  float* warp_sums = scratch + kTcWarps * 16 * kDiagonalStride;
   const int64_t k0 = static_cast<int64_t>(blockIdx.x) * kTcRows;
   const int warp = static_cast<int>(threadIdx.x / 32), lane = static_cast<int>(threadIdx.x % 32);
   const int g = lane >> 2, t = lane & 3;
@@ -390,37 +469,44 @@ __global__ void __launch_bounds__(kTcThreads)
   const int64_t b_begin = dbias ? 0 : static_cast<int64_t>(blockIdx.y) / heads;
   const int64_t b_end = dbias ? batch : b_begin + 1;
   gather_relative_bias(bias, rel_bias, h, heads, seq_len);
+  if (rel_partials)
+    for (int64_t e = threadIdx.x; e < kTcWarps * warp_diagonals(seq_len); e += kTcThreads) warp_sums[e] = 0.0f;
+  float* my_sums = warp_sums + warp * warp_diagonals(seq_len);
   for (int64_t b = b_begin; b < b_end; ++b) {
     const int64_t bh = b * heads + h;
     const int64_t base = bh * seq_len * D;
     const Mask* mask_row = key_mask ? key_mask + b * seq_len : nullptr;
-    __syncthreads();  // the previous batch entry no longer reads the K/V tiles
+    __syncthreads();  // the previous batch entry no longer reads the K/V tiles or the query buffers
     load_tile_async<T, D>(ks, k + base + k0 * D, seq_len - k0, S);
     load_tile_async<T, D>(vs, v + base + k0 * D, seq_len - k0, S);
+    load_query_step<T, D>(qs, dos, lse_s, delta_s, q, dout, lse, delta, base, bh, 0, seq_len);
+    ptx::cp_async_commit();
     float dk_acc[D / 8][4] = {}, dv_acc[D / 8][4] = {};
     for (int qt = 0; qt < query_tiles; ++qt) {
+      const int buf = qt & 1;
       const int64_t i0 = static_cast<int64_t>(qt) * kDkdvQueries;
-      load_tile_async<T, D, kDkdvQueries>(qs, q + base + i0 * D, seq_len - i0, S);
-      load_tile_async<T, D, kDkdvQueries>(dos, dout + base + i0 * D, seq_len - i0, S);
-      ptx::cp_async_commit();
-      for (int r = static_cast<int>(threadIdx.x); r < kDkdvQueries; r += kTcThreads) {
-        const int64_t i = i0 + r;
-        lse_s[r] = i < seq_len ? lse[bh * seq_len + i] : -INFINITY;
-        delta_s[r] = i < seq_len ? delta[bh * seq_len + i] : 0.0f;
-      }
-      ptx::cp_async_wait<0>();
+      prefetch_next_and_wait(qt + 1 < query_tiles, [&] {
+        const int next = buf ^ 1;
+        load_query_step<T, D>(qs + next * kQueryTile, dos + next * kQueryTile, lse_s + next * kDkdvQueries,
+                              delta_s + next * kDkdvQueries, q, dout, lse, delta, base, bh, i0 + kDkdvQueries,
+                              seq_len);
+      });
       __syncthreads();
+      const T* q_tile = qs + buf * kQueryTile;
+      const T* do_tile = dos + buf * kQueryTile;
+      const float* lse_tile = lse_s + buf * kDkdvQueries;
+      const float* delta_tile = delta_s + buf * kDkdvQueries;
       float st[kDkdvChunks][4] = {}, dpt[kDkdvChunks][4] = {};
-      warp_mma_abt<T, D, kDkdvQueries>(st, ks + warp * 16 * S, qs, S);
-      warp_mma_abt<T, D, kDkdvQueries>(dpt, vs + warp * 16 * S, dos, S);
+      warp_mma_abt<T, D, kDkdvQueries>(st, ks + warp * 16 * S, q_tile, S);
+      warp_mma_abt<T, D, kDkdvQueries>(dpt, vs + warp * 16 * S, do_tile, S);
 #pragma unroll
       for (int n = 0; n < kDkdvChunks; ++n)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int column = n * 8 + 2 * t + (e & 1);
           const int64_t j = k0 + warp * 16 + g + (e >> 1) * 8, i = i0 + column;
-          const ElementGrads grads = element_grads(st[n][e], dpt[n][e], i, j, bh, h, seq_len, scale, lse_s[column],
-                                                   delta_s[column], mask_row, bias, rel_bias, dropout, keep_scale);
+          const ElementGrads grads = element_grads(st[n][e], dpt[n][e], i, j, bh, h, seq_len, scale, lse_tile[column],
+                                                   delta_tile[column], mask_row, bias, rel_bias, dropout, keep_scale);
           st[n][e] = grads.p_drop;
           dpt[n][e] = grads.ds;
           if (dbias && i < seq_len && j < seq_len) {
@@ -428,15 +514,17 @@ __global__ void __launch_bounds__(kTcThreads)
             *cell = (b == 0 && !accumulate_dbias) ? grads.ds : *cell + grads.ds;
           }
         }
+      if (rel_partials)
+        add_warp_diagonals(dpt, scratch + warp * 16 * kDiagonalStride, my_sums, k0 + warp * 16, i0, seq_len);
 #pragma unroll
       for (int kk = 0; kk < kDkdvQueries / 16; ++kk) {
         uint32_t fa[4];
         scores_to_a<T, kDkdvChunks>(st, kk, fa);
-        warp_mma_ab<T, D>(dv_acc, fa, dos, S, kk * 16);
+        warp_mma_ab<T, D>(dv_acc, fa, do_tile, S, kk * 16);
         scores_to_a<T, kDkdvChunks>(dpt, kk, fa);
-        warp_mma_ab<T, D>(dk_acc, fa, qs, S, kk * 16);
+        warp_mma_ab<T, D>(dk_acc, fa, q_tile, S, kk * 16);
       }
-      __syncthreads();  // qs, dos, lse_s and delta_s are refilled next
+      __syncthreads();  // this query buffer is refilled by the prefetch two steps on
     }
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
@@ -456,19 +544,39 @@ __global__ void __launch_bounds__(kTcThreads)
       }
     }
   }
+  if (!rel_partials) return;
+  // The CTA's partial of every relative position r = j - i in [k0 - (T - 1), k0 + 63]: the warps' sums
+  // added in warp order. Slot c holds r = k0 - (T - 1) + c; warp w's slot for it is c - 16 w.
+  __syncthreads();
+  float* out = rel_partials + (static_cast<int64_t>(blockIdx.y) * gridDim.x + blockIdx.x) * cta_diagonals(seq_len);
+  for (int64_t c = threadIdx.x; c < cta_diagonals(seq_len); c += kTcThreads) {
+    float sum = 0.0f;
+    for (int w = 0; w < kTcWarps; ++w) {
+      const int64_t slot = c - 16 * w;
+      if (slot >= 0 && slot < warp_diagonals(seq_len)) sum += warp_sums[w * warp_diagonals(seq_len) + slot];
+    }
+    out[c] = sum;
+  }
 }
 
-// dbias (H, T, T) -> drel (H, 2T - 1): drel[h, r + T - 1] = sum over i of dbias[h, i, i + r], one block
-// per (r, h) with a fixed tree (deterministic).
-__global__ void tc_relative_diagonal_sum_kernel(const float* dbias, float* drel, int64_t seq_len) {
-  __shared__ float scratch[2 * kWarpSize];
-  const int64_t r = static_cast<int64_t>(blockIdx.x) - (seq_len - 1), h = blockIdx.y;
-  const int64_t first = r < 0 ? -r : 0, last = r < 0 ? seq_len : seq_len - r;  // queries i in [first, last)
-  float partial = 0.0f;
-  for (int64_t i = first + threadIdx.x; i < last; i += blockDim.x)
-    partial += dbias[(h * seq_len + i) * seq_len + i + r];
-  const float total = block_sum(partial, scratch);
-  if (threadIdx.x == 0) drel[h * (2 * seq_len - 1) + blockIdx.x] = total;
+// rel_partials (B*H, key tiles, T + 63) -> drel (H, 2T - 1): drel[h, r + T - 1] sums, for batch row b
+// ascending and then key tile ascending, the partial of every CTA whose range holds r. One thread per
+// (h, r): a fixed order, deterministic.
+__global__ void tc_relative_partials_sum_kernel(const float* rel_partials, float* drel, int64_t batch, int64_t heads,
+                                                int64_t seq_len) {
+  const int64_t index = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t positions = 2 * seq_len - 1;
+  if (index >= heads * positions) return;
+  const int64_t h = index / positions, r = index % positions - (seq_len - 1);
+  const int64_t tiles = (seq_len + kTcRows - 1) / kTcRows;
+  float sum = 0.0f;
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t kt = 0; kt < tiles; ++kt) {
+      const int64_t slot = r - kt * kTcRows + seq_len - 1;  // r - (k0 - (T - 1))
+      if (slot >= 0 && slot < cta_diagonals(seq_len))
+        sum += rel_partials[((b * heads + h) * tiles + kt) * cta_diagonals(seq_len) + slot];
+    }
+  drel[index] = sum;
 }
 
 // drel (H, 2T - 1) -> dtable (buckets x heads per layout): thread k of block h sums the relative
@@ -495,8 +603,8 @@ constexpr size_t dq_smem_bytes(size_t element) {
   return 6 * kTcRows * smem_stride<D>() * element;
 }
 template <int D>
-constexpr size_t dkdv_smem_bytes(size_t element) {
-  return 2 * (kTcRows + kDkdvQueries) * smem_stride<D>() * element + 2 * kDkdvQueries * sizeof(float);
+constexpr size_t dkdv_smem_bytes(size_t element) {  // K, V; two buffers of Q, dO, lse and delta
+  return 2 * (kTcRows + 2 * kDkdvQueries) * smem_stride<D>() * element + 4 * kDkdvQueries * sizeof(float);
 }
 // The relative-position bias of every j - i, in table mode.
 template <class T>
@@ -541,7 +649,7 @@ template <class T, class Mask, int D>
 void launch_backward(const T* q, const T* k, const T* v, const T* dout, const float* lse, const float* delta,
                      const Mask* key_mask, const BiasArgs<T>& bias, const AttentionShape& shape,
                      const AttentionDropout& dropout, T* dq, T* dk, T* dv, float* dbias, bool accumulate_dbias,
-                     cudaStream_t stream, const char* op) {
+                     float* rel_partials, cudaStream_t stream, const char* op) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   const float keep_scale = dropout.active() ? dropout_keep_scale(dropout.p) : 1.0f;
   const unsigned tiles = ceil_div(shape.seq_len, kTcRows);
@@ -553,13 +661,14 @@ void launch_backward(const T* q, const T* k, const T* v, const T* dout, const fl
                 dim3(kTcThreads), smem, stream, q, k, v, dout, lse, delta, key_mask, bias, dq, shape.heads,
                 shape.seq_len, scale, dropout, keep_scale);
   }
-  if (dk || dv || dbias) {
-    const size_t smem = dkdv_smem_bytes<D>(sizeof(T)) + rel_bytes;
+  if (dk || dv || dbias || rel_partials) {
+    const size_t smem =
+        dkdv_smem_bytes<D>(sizeof(T)) + rel_bytes + (rel_partials ? table_grad_smem_bytes(shape.seq_len) : 0);
     allow_shared_bytes(tc_attention_dkdv_kernel<T, Mask, D>, smem, op);
     const unsigned rows = static_cast<unsigned>(dbias ? shape.heads : shape.batch * shape.heads);
     COCO_LAUNCH((tc_attention_dkdv_kernel<T, Mask, D>), dim3(tiles, rows), dim3(kTcThreads), smem, stream, q, k, v,
-                dout, lse, delta, key_mask, bias, dk, dv, dbias, accumulate_dbias, shape.batch, shape.heads,
-                shape.seq_len, scale, dropout, keep_scale);
+                dout, lse, delta, key_mask, bias, dk, dv, dbias, accumulate_dbias, rel_partials, shape.batch,
+                shape.heads, shape.seq_len, scale, dropout, keep_scale);
   }
 }
 
@@ -581,11 +690,13 @@ void forward(const T* q, const T* k, const T* v, const Mask* key_mask, const Bia
   }
 }
 
-// dq, dk, dv and dbias (H, T, T) f32 (overwritten unless accumulate_dbias).
+// dq, dk, dv and dbias (H, T, T) f32 (overwritten unless accumulate_dbias), or, in table mode, the
+// relative-position partials (B*H, key tiles, T + 63) f32.
 template <class T, class Mask>
 void backward(const T* q, const T* k, const T* v, const T* out, const T* dout, const float* lse, const Mask* key_mask,
               const BiasArgs<T>& bias, const AttentionShape& shape, const AttentionDropout& dropout, T* dq, T* dk,
-              T* dv, float* dbias, bool accumulate_dbias, float* delta_workspace, cudaStream_t stream, const char* op) {
+              T* dv, float* dbias, bool accumulate_dbias, float* rel_partials, float* delta_workspace,
+              cudaStream_t stream, const char* op) {
   check_tc_shape(shape, dropout, op);
   const int64_t L = shape.seq_len, batches = shape.batch * shape.heads;
   if (L == 0 || shape.heads == 0) return;
@@ -597,21 +708,21 @@ void backward(const T* q, const T* k, const T* v, const T* out, const T* dout, c
   }
   if (delta_workspace == nullptr) throw std::invalid_argument(std::string(op) + ": delta_workspace is required");
   const int64_t rows = batches * L;
-  COCO_LAUNCH(tc_attention_delta_kernel<T>, dim3(ceil_div(rows, kTcWarps)), dim3(kTcThreads), 0, stream, out, dout,
+  COCO_LAUNCH(tc_attention_delta_kernel<T>, dim3(ceil_div(rows, kTcWarps)), dim3(kTcThreads), 0, stream, out, dout, lse,
               delta_workspace, rows, static_cast<int>(shape.head_dim));
   switch (shape.head_dim) {
     case 16:
       return launch_backward<T, Mask, 16>(q, k, v, dout, lse, delta_workspace, key_mask, bias, shape, dropout, dq, dk,
-                                          dv, dbias, accumulate_dbias, stream, op);
+                                          dv, dbias, accumulate_dbias, rel_partials, stream, op);
     case 32:
       return launch_backward<T, Mask, 32>(q, k, v, dout, lse, delta_workspace, key_mask, bias, shape, dropout, dq, dk,
-                                          dv, dbias, accumulate_dbias, stream, op);
+                                          dv, dbias, accumulate_dbias, rel_partials, stream, op);
     case 64:
       return launch_backward<T, Mask, 64>(q, k, v, dout, lse, delta_workspace, key_mask, bias, shape, dropout, dq, dk,
-                                          dv, dbias, accumulate_dbias, stream, op);
+                                          dv, dbias, accumulate_dbias, rel_partials, stream, op);
     default:
       return launch_backward<T, Mask, 128>(q, k, v, dout, lse, delta_workspace, key_mask, bias, shape, dropout, dq, dk,
-                                           dv, dbias, accumulate_dbias, stream, op);
+                                           dv, dbias, accumulate_dbias, rel_partials, stream, op);
   }
 }
 
@@ -636,6 +747,12 @@ bool tc_attention_supports(const AttentionShape& shape) {
   return shape.head_dim == 16 || shape.head_dim == 32 || shape.head_dim == 64 || shape.head_dim == 128;
 }
 
+int64_t tc_relpos_partials_elements(const AttentionShape& shape) {
+  if (shape.seq_len <= 0) return 0;
+  return shape.batch * shape.heads * static_cast<int64_t>(ceil_div(shape.seq_len, detail::kTcRows)) *
+         detail::cta_diagonals(shape.seq_len);
+}
+
 template <class T, class Mask>
 void tc_attention_forward(const T* q, const T* k, const T* v, const Mask* key_mask, const T* bias,
                           const AttentionShape& shape, const AttentionDropout& dropout, T* out, float* lse,
@@ -653,7 +770,7 @@ void tc_attention_backward(const T* q, const T* k, const T* v, const T* out, con
   detail::BiasArgs<T> args;
   args.dense = bias;
   detail::backward(q, k, v, out, dout, lse, key_mask, args, shape, dropout, dq, dk, dv, dbias, accumulate_dbias,
-                   delta_workspace, stream, "kernels::cuda::tc_attention_backward");
+                   nullptr, delta_workspace, stream, "kernels::cuda::tc_attention_backward");
 }
 
 template <class T, class Mask>
@@ -676,15 +793,14 @@ void tc_attention_relpos_backward(const T* q, const T* k, const T* v, const T* o
   const char* op = "kernels::cuda::tc_attention_relpos_backward";
   if (shape.seq_len == 0 || shape.heads == 0) return detail::check_tc_shape(shape, dropout, op);
   const detail::BiasArgs<T> bias = detail::table_bias(table, layout, config, shape, op);
-  if (dtable && (workspace.dbias == nullptr || workspace.drel == nullptr))
-    throw std::invalid_argument(std::string(op) + ": the dbias and drel workspaces are required for dtable");
-  detail::backward(q, k, v, out, dout, lse, key_mask, bias, shape, dropout, dq, dk, dv,
-                   dtable ? workspace.dbias : nullptr, false, workspace.delta, stream, op);
+  if (dtable && (workspace.partials == nullptr || workspace.drel == nullptr))
+    throw std::invalid_argument(std::string(op) + ": the partials and drel workspaces are required for dtable");
+  detail::backward(q, k, v, out, dout, lse, key_mask, bias, shape, dropout, dq, dk, dv, nullptr, false,
+                   dtable ? workspace.partials : nullptr, workspace.delta, stream, op);
   if (!dtable) return;
-  const int64_t L = shape.seq_len;
-  COCO_LAUNCH(detail::tc_relative_diagonal_sum_kernel,
-              dim3(static_cast<unsigned>(2 * L - 1), static_cast<unsigned>(shape.heads)), dim3(detail::kTcThreads), 0,
-              stream, workspace.dbias, workspace.drel, L);
+  const int64_t L = shape.seq_len, positions = shape.heads * (2 * L - 1);
+  COCO_LAUNCH(detail::tc_relative_partials_sum_kernel, dim3(ceil_div(positions, detail::kTcThreads)),
+              dim3(detail::kTcThreads), 0, stream, workspace.partials, workspace.drel, shape.batch, shape.heads, L);
   COCO_LAUNCH(detail::tc_relative_table_grad_kernel, dim3(static_cast<unsigned>(shape.heads)), dim3(32), 0, stream,
               workspace.drel, dtable, layout, config, shape.heads, L, accumulate_dtable);
 }

@@ -7,14 +7,18 @@
 // memory with cp.async double buffering; S = Q K^T and O += P_drop V with mma.sync m16n8k16 (f32
 // accumulators); the online softmax stays in registers; the log-sum-exp of each row is saved.
 // Backward (deterministic, no atomics): delta_i = dO_i . O_i; a dK/dV kernel with a CTA per (64-key
-// tile, b, h) walking the query tiles; a dQ kernel with a CTA per (64-query tile, b, h) walking the key
-// tiles; both recompute P from Q, K and the saved log-sum-exp. With a bias gradient the dK/dV kernel
-// takes one CTA per (key tile, h) and walks the batch in order, so dbias[h, i, j] = sum_b dS[b, h, i, j]
-// is summed in batch order by the one CTA that owns (i, j).
+// tile, b, h) walking the query tiles (Q, dO double-buffered with cp.async); a dQ kernel with a CTA
+// per (64-query tile, b, h) walking the key tiles; both recompute P from Q, K and the saved log-sum-exp.
+// With a dense bias gradient the dK/dV kernel takes one CTA per (key tile, h) and walks the batch in
+// order, so dbias[h, i, j] = sum_b dS[b, h, i, j] is summed in batch order by the one CTA that owns
+// (i, j); the relative-position table's gradient keeps the (key tile, b, h) grid (see below).
 //
 // Differences from the reference that the NMSE tests bound: P is rounded to 16 bits before the P V and
-// dS products (as in every FlashAttention), and delta is taken from the 16-bit output. NaN and +Inf
-// scores do not follow kernels/softmax_math.h's rules exactly (finite inputs are what training sees).
+// dS products (as in every FlashAttention), and delta is taken from the 16-bit output. NaN and Inf
+// follow kernels/softmax_math.h's rules as the reference applies them: a NaN score or two +Inf make the
+// row's output, log-sum-exp and gradients NaN; one +Inf gives NaN where it is kept (0 where dropout
+// drops it) and lse +Inf; masked keys of a NaN row get NaN gradients as in the reference. (One case is
+// left: a NaN row all of whose probabilities dropout drops outputs NaN here, zeros there.)
 #pragma once
 #include <cstdint>
 
@@ -54,17 +58,21 @@ void tc_attention_relpos_forward(const T* q, const T* k, const T* v, const Mask*
                                  const AttentionShape& shape, const AttentionDropout& dropout, T* out, float* lse,
                                  cudaStream_t stream);
 
-// Device workspaces of the relative-position backward: delta (B, H, T) f32 always; dbias (H, T, T) f32
-// and drel (H, 2T - 1) f32 when dtable is wanted.
+// Device workspaces of the relative-position backward: delta (B, H, T) f32 always; when dtable is
+// wanted, partials (tc_relpos_partials_elements(shape) f32) and drel (H, 2T - 1) f32.
 struct TcRelposWorkspace {
   float* delta = nullptr;
-  float* dbias = nullptr;
+  float* partials = nullptr;
   float* drel = nullptr;
 };
+// B * H * ceil(T / 64) * (T + 63): one partial per (key tile, b, h) and relative position it covers.
+int64_t tc_relpos_partials_elements(const AttentionShape& shape);
 
-// dtable (layout as the table) f32, or null: the batch-ordered dS of every (h, i, j) (dK/dV kernel),
-// summed along each diagonal j - i with a fixed tree, then over the diagonals of each bucket in
-// ascending order: deterministic. Overwritten unless accumulate_dtable.
+// dtable (layout as the table) f32, or null. Deterministic, without atomics: each dK/dV CTA (key tile,
+// b, h) sums its dS along every diagonal j - i in a fixed order (per warp in shared memory, then the
+// warps in order) into its partials; one thread per (h, j - i) adds the partials over b and then the
+// key tiles in ascending order; the relative positions of each bucket are added in ascending order.
+// Overwritten unless accumulate_dtable.
 template <class T, class Mask>
 void tc_attention_relpos_backward(const T* q, const T* k, const T* v, const T* out, const T* dout, const float* lse,
                                   const Mask* key_mask, const T* table, BiasTableLayout layout,

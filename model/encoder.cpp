@@ -29,6 +29,11 @@ Tensor maybe_dropout(const Tensor& x, double p, const ForwardOptions& o, rng::Pu
 
 }  // namespace
 
+const Tensor& RelativeBias::dense() const {
+  if (table_.defined() && !dense_.defined()) dense_ = ops::relative_position_bias(table_, seq_len_, config_);
+  return dense_;
+}
+
 Attention::Attention(const EncoderConfig& config, Initializer& init, Device device) : config_(config) {
   qkv_ = register_module("qkv",
                          std::make_shared<Linear>(config.dim, 3 * config.inner_dim(), config.qkv_bias, init, device));
@@ -36,14 +41,17 @@ Attention::Attention(const EncoderConfig& config, Initializer& init, Device devi
       register_module("out", std::make_shared<Linear>(config.inner_dim(), config.dim, config.out_bias, init, device));
 }
 
-Tensor Attention::forward(const Tensor& x, const Tensor& key_mask, const Tensor& bias, const ForwardOptions& options,
-                          uint32_t layer) const {
+Tensor Attention::forward(const Tensor& x, const Tensor& key_mask, const RelativeBias& bias,
+                          const ForwardOptions& options, uint32_t layer) const {
   const Tensor qkv = qkv_->forward(x);                  // (B, T, 3 H Dh)
   auto [q, k, v] = ops::split_qkv(qkv, config_.heads);  // 3 x (B, H, T, Dh)
   const double p = options.training ? config_.dropout.attention : 0.0;
+  const rng::Stream stream = dropout_stream(options, rng::Purpose::dropout_attention, layer);
+  // (B, H, T, Dh): the table inside the tensor-core kernels, or the shared dense bias.
   const Tensor context =
-      ops::attention(q, k, v, key_mask, bias, p, dropout_stream(options, rng::Purpose::dropout_attention, layer),
-                     options.training);             // (B, H, T, Dh)
+      bias.defined() && ops::attention_uses_tensor_cores(q)
+          ? ops::attention_relative(q, k, v, key_mask, bias.table(), bias.config(), p, stream, options.training)
+          : ops::attention(q, k, v, key_mask, bias.dense(), p, stream, options.training);
   return out_->forward(ops::merge_heads(context));  // (B, T, d)
 }
 
@@ -65,8 +73,8 @@ EncoderLayer::EncoderLayer(const EncoderConfig& config, Initializer& init, Devic
   norm2_ = register_module("ff_norm", std::make_shared<LayerNorm>(config.dim, config.layer_norm_eps, init, device));
 }
 
-Tensor EncoderLayer::forward(const Tensor& x, const Tensor& key_mask, const Tensor& bias, const ForwardOptions& options,
-                             uint32_t layer) const {
+Tensor EncoderLayer::forward(const Tensor& x, const Tensor& key_mask, const RelativeBias& bias,
+                             const ForwardOptions& options, uint32_t layer) const {
   const double p = config_.dropout.residual;
   if (config_.pre_norm) {
     Tensor a = attn_->forward(norm1_->forward(x), key_mask, bias, options, layer);
@@ -125,11 +133,12 @@ Tensor Encoder::forward(const Tensor& ids, const Tensor& key_mask, const Forward
     x = ops::layernorm(x, embeddings_.norm_gamma, embeddings_.norm_beta, config_.layer_norm_eps);
   x = maybe_dropout(x, config_.dropout.embedding, options, rng::Purpose::dropout_embedding, 0);
   if (project_) x = project_->forward(x);  // (B, T, d)
-  Tensor bias;
+  RelativeBias bias;
   if (config_.relative_position)
-    bias = ops::relative_position_bias(relative_bias_table_, seq_len,
-                                       {static_cast<int>(config_.rel_buckets),
-                                        static_cast<int>(config_.rel_max_distance), static_cast<int>(max_positions_)});
+    bias = RelativeBias(relative_bias_table_,
+                        {static_cast<int>(config_.rel_buckets), static_cast<int>(config_.rel_max_distance),
+                         static_cast<int>(max_positions_)},
+                        seq_len);
   for (size_t i = 0; i < layers_.size(); ++i)
     x = layers_[i]->forward(x, key_mask, bias, options, static_cast<uint32_t>(i));
   if (final_norm_) x = final_norm_->forward(x);

@@ -16,6 +16,7 @@
 
 #include "engine/module.h"
 #include "engine/rng/philox.h"
+#include "kernels/relpos.h"
 #include "model/config.h"
 #include "model/layers.h"
 
@@ -37,11 +38,32 @@ struct SharedEmbeddings {
   Tensor norm_gamma, norm_beta;  // (E), defined when the embedding LayerNorm is on
 };
 
+// The relative-position bias of one forward pass, shared by the layers. Tensor-core attention (bf16/f16
+// on CUDA) applies the (buckets, H) table inside its kernels; every other path reads the dense (H, T, T)
+// bias, built on first use and then shared, so the table's gather and scatter happen once per pass.
+class RelativeBias {
+ public:
+  RelativeBias() = default;  // no bias
+  RelativeBias(Tensor table, const kernels::RelativePositionConfig& config, int64_t seq_len)
+      : table_(std::move(table)), config_(config), seq_len_(seq_len) {}
+  bool defined() const { return table_.defined(); }
+  const Tensor& table() const { return table_; }
+  const kernels::RelativePositionConfig& config() const { return config_; }
+  // (H, T, T) in the table's dtype; undefined when there is no table.
+  const Tensor& dense() const;
+
+ private:
+  Tensor table_;
+  kernels::RelativePositionConfig config_{};
+  int64_t seq_len_ = 0;
+  mutable Tensor dense_;
+};
+
 class Attention : public Module {
  public:
   Attention(const EncoderConfig& config, Initializer& init, Device device);
-  // x (B, T, d), key_mask (B, T), bias (H, T, T) or undefined -> (B, T, d)
-  Tensor forward(const Tensor& x, const Tensor& key_mask, const Tensor& bias, const ForwardOptions& options,
+  // x (B, T, d), key_mask (B, T), bias: the relative-position bias or none -> (B, T, d)
+  Tensor forward(const Tensor& x, const Tensor& key_mask, const RelativeBias& bias, const ForwardOptions& options,
                  uint32_t layer) const;
 
  private:
@@ -62,7 +84,7 @@ class FeedForward : public Module {
 class EncoderLayer : public Module {
  public:
   EncoderLayer(const EncoderConfig& config, Initializer& init, Device device);
-  Tensor forward(const Tensor& x, const Tensor& key_mask, const Tensor& bias, const ForwardOptions& options,
+  Tensor forward(const Tensor& x, const Tensor& key_mask, const RelativeBias& bias, const ForwardOptions& options,
                  uint32_t layer) const;
 
  private:

@@ -82,17 +82,20 @@ else
     python3 -m pip install -q --no-deps --break-system-packages "$cudnn_frontend" ||
     echo "setup: warning: could not install $cudnn_frontend; coco-bench will be built without the cuDNN attention baseline" >&2
 fi
-# cuobjdump (NVIDIA, PyPI nvidia-cuda-cuobjdump): scripts/cu_check.sh reads the SASS of the kernels
-# (128-bit global loads, tensor-core instructions) and their __launch_bounds__ with it. The toolkit
-# in /usr/local/cuda ships without it. Optional: without it cu_check.sh leaves those columns out.
-cuobjdump_package="nvidia-cuda-cuobjdump==13.5.37"
-installed=$(python3 -c "import importlib.metadata as m; print(m.version('nvidia-cuda-cuobjdump'))" 2>/dev/null || true)
-if [[ "$installed" == "${cuobjdump_package#*==}" ]]; then
-  echo "setup: PyPI package $cuobjdump_package present"
-else
-  echo "setup: installing PyPI package $cuobjdump_package"
-  python3 -m pip install -q "$cuobjdump_package" 2>/dev/null ||
-    python3 -m pip install -q --break-system-packages "$cuobjdump_package" ||
-    echo "setup: warning: could not install $cuobjdump_package; scripts/cu_check.sh will print no SASS figures" >&2
-fi
+# cuobjdump and nvdisasm (NVIDIA, PyPI nvidia-cuda-cuobjdump and nvidia-cuda-nvdisasm, installed into the
+# same nvidia/cu13/bin): scripts/cu_check.sh reads the SASS of the kernels (128-bit global loads,
+# tensor-core instructions) and their __launch_bounds__ with them; `cuobjdump -sass` runs nvdisasm
+# from its own folder and fails without it. The toolkit in /usr/local/cuda ships without either.
+# Optional: without them cu_check.sh leaves those columns out.
+for sass_package in "nvidia-cuda-cuobjdump==13.5.37" "nvidia-cuda-nvdisasm==13.5.37"; do
+  installed=$(python3 -c "import importlib.metadata as m; print(m.version('${sass_package%==*}'))" 2>/dev/null || true)
+  if [[ "$installed" == "${sass_package#*==}" ]]; then
+    echo "setup: PyPI package $sass_package present"
+  else
+    echo "setup: installing PyPI package $sass_package"
+    python3 -m pip install -q "$sass_package" 2>/dev/null ||
+      python3 -m pip install -q --break-system-packages "$sass_package" ||
+      echo "setup: warning: could not install $sass_package; scripts/cu_check.sh will print no SASS figures" >&2
+  fi
+done
 echo "setup: CUDA toolkit $("$CUDA_ROOT/bin/nvcc" --version | sed -n 's/.*release \([0-9.]*\).*/\1/p') at $CUDA_ROOT"

@@ -126,6 +126,12 @@ Tensor tensor_core_attention(const Tensor& q, const Tensor& k, const Tensor& v, 
 
 }  // namespace
 
+bool attention_uses_tensor_cores(const Tensor& q) {
+  check_defined(kOp, q, "q");
+  check_rank(kOp, q, 4);
+  return uses_tensor_cores(q, shape_of(q));
+}
+
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_mask, const Tensor& bias,
                  double dropout_p, const rng::Stream& stream, bool training) {
   check_arguments(q, k, v, key_mask, bias, dropout_p);
@@ -244,9 +250,9 @@ Tensor attention_relative(const Tensor& q, const Tensor& k, const Tensor& v, con
           const bool want_table = ctx.needs_grad(3);
           Tensor dtable = want_table ? Tensor::empty(table_used.shape(), DType::f32, q.device()) : Tensor();
           Tensor delta = Tensor::empty(Shape{shape.batch, shape.heads, shape.seq_len}, DType::f32, q.device());
-          Tensor dbias = want_table
-                             ? Tensor::empty(Shape{shape.heads, shape.seq_len, shape.seq_len}, DType::f32, q.device())
-                             : Tensor();
+          Tensor partials =
+              want_table ? Tensor::empty(Shape{kernels::cuda::tc_relpos_partials_elements(shape)}, DType::f32, q.device())
+                         : Tensor();
           Tensor drel =
               want_table ? Tensor::empty(Shape{shape.heads, 2 * shape.seq_len - 1}, DType::f32, q.device()) : Tensor();
           dispatch_float(kOp, q, [&](auto tag) {
@@ -259,7 +265,7 @@ Tensor attention_relative(const Tensor& q, const Tensor& k, const Tensor& v, con
                     q.data_as<T>(), k.data_as<T>(), v.data_as<T>(), out.data_as<T>(), dout.data_as<T>(),
                     lse.data_as<float>(), mask, table_used.data_as<T>(), kernels::BiasTableLayout::buckets_by_heads,
                     config, shape, dropout, ptr(dq), ptr(dk), ptr(dv), f32(dtable), false,
-                    {delta.data_as<float>(), f32(dbias), f32(drel)}, current_stream());
+                    {delta.data_as<float>(), f32(partials), f32(drel)}, current_stream());
               });
             }
           });

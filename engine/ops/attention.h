@@ -23,10 +23,17 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
 // The same with the relative-position bias given by its table: table (num_buckets, H) (the model's
 // nn.Embedding layout), bias[h, i, j] = table[bucket(j - i), h] (kernels/relpos.h, T <= max_positions).
 // bf16/f16 on CUDA with a tensor-core head dim applies the table inside the kernels (no (H, T, T) bias;
-// the table's gradient is reduced deterministically from the batch-ordered dS); anything else is
+// the table's gradient is reduced deterministically from per-(key tile, b, h) partials, no atomics);
+// anything else is
 // attention(q, k, v, key_mask, relative_position_bias(table, T, config), ...).
 Tensor attention_relative(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_mask,
                           const Tensor& table, const kernels::RelativePositionConfig& config, double dropout_p,
                           const rng::Stream& stream, bool training);
+
+// Whether attention / attention_relative run the tensor-core kernels for q of this shape, dtype and
+// device (bf16/f16 on CUDA with head dim 16, 32, 64 or 128): then attention_relative applies the table
+// inside the kernels, otherwise it builds the dense (H, T, T) bias, which callers with several layers
+// can build once and share through attention() instead.
+bool attention_uses_tensor_cores(const Tensor& q);
 
 }  // namespace coco::ops

@@ -16,6 +16,7 @@
 #include "kernels/attention.h"
 #include "kernels/attention_tc.h"
 #include "kernels/relpos.h"
+#include "kernels/softmax_math.h"
 #include "tests/common/attention_cases.h"
 #include "tests/common/kernel_check.h"
 
@@ -53,25 +54,25 @@ Results cpu_reference(const Case& c, const Inputs& in, const std::vector<Mask>& 
                                         dropout, out.data(), probs.data());
   coco::kernels::cpu::attention_backward(q.data(), k.data(), v.data(), probs.data(), dout.data(), s, dropout, dq.data(),
                                          dk.data(), dv.data(), c.bias ? dbias.data() : nullptr, false);
+  // lse = max + log(sum) with softmax_math.h's rules: -Inf for an empty row, NaN for a NaN score or two
+  // +Inf, +Inf for one +Inf.
   std::vector<double> lse(static_cast<size_t>(s.batch * s.heads * s.seq_len));
   const double scale = 1.0 / std::sqrt(static_cast<double>(s.head_dim));
   for (int64_t b = 0; b < s.batch; ++b)
     for (int64_t h = 0; h < s.heads; ++h)
       for (int64_t i = 0; i < s.seq_len; ++i) {
-        std::vector<double> scores;
+        coco::kernels::detail::SoftmaxStats<double> stats = coco::kernels::detail::softmax_stats_empty<double>();
         for (int64_t j = 0; j < s.seq_len; ++j) {
           if (!mask[static_cast<size_t>(b * s.seq_len + j)]) continue;
           double dot = 0.0;
           for (int64_t d = 0; d < s.head_dim; ++d)
             dot += q[static_cast<size_t>(((b * s.heads + h) * s.seq_len + i) * s.head_dim + d)] *
                    k[static_cast<size_t>(((b * s.heads + h) * s.seq_len + j) * s.head_dim + d)];
-          scores.push_back(dot * scale +
-                           (c.bias ? bias[static_cast<size_t>((h * s.seq_len + i) * s.seq_len + j)] : 0.0));
+          coco::kernels::detail::softmax_stats_add(
+              stats, dot * scale + (c.bias ? bias[static_cast<size_t>((h * s.seq_len + i) * s.seq_len + j)] : 0.0));
         }
-        double m = -INFINITY, sum = 0.0;
-        for (double x : scores) m = std::max(m, x);
-        for (double x : scores) sum += std::exp(x - m);
-        lse[static_cast<size_t>((b * s.heads + h) * s.seq_len + i)] = scores.empty() ? -INFINITY : m + std::log(sum);
+        lse[static_cast<size_t>((b * s.heads + h) * s.seq_len + i)] =
+            coco::kernels::detail::softmax_row_empty(stats) ? -INFINITY : stats.max + std::log(stats.sum);
       }
   return {out, lse, dq, dk, dv, dbias};
 }
@@ -181,6 +182,42 @@ TEST(TensorCoreAttention, FullyPaddedRowsGiveZerosAndMinusInfinityLse) {
     EXPECT_EQ(got.lse[r], -INFINITY) << r;
 }
 
+// NaN and Inf where kernels/softmax_math.h puts them (the reference's rules), planted through the bias
+// (shared by both batch rows) and q: a lone +Inf score that dropout keeps (its row's output NaN, lse
+// +Inf) or drops (output 0 there: the old kernel's poisoned row sum gave NaN), two +Inf and a NaN score
+// (the row NaN), a -Inf bias (probability 0), a +Inf in the first key tile of a row that goes on into a
+// second tile, and a NaN in q. Gradients: such rows make every dS of their row NaN, masked keys
+// included, so NaN reaches dK of the padded keys as in the reference. One and two key tiles.
+TEST(TensorCoreAttention, NanAndInfFollowTheReferenceSoftmax) {
+  for (const Case& c : {Case{{2, 1, 20, 16}, true, 0.3f, 6}, Case{{2, 1, 70, 16}, true, 0.3f, 9}}) {
+    const AttentionShape& s = c.shape;
+    Inputs in = attention_inputs<__nv_bfloat16>(c, 4200 + static_cast<unsigned>(s.seq_len));
+    const AttentionDropout dropout = attention_test_dropout(c.dropout_p);
+    const int64_t T = s.seq_len;
+    auto bias_at = [&](int64_t i, int64_t j) -> float& { return in.bias[static_cast<size_t>(i * T + j)]; };
+    // The first key of query row i that dropout drops (keeps, when `kept`) in batch row 0.
+    auto key_with = [&](int64_t i, bool kept) {
+      for (int64_t j = 0; j < std::min<int64_t>(T, 64); ++j)
+        if (coco::kernels::detail::dropout_keeps(dropout.stream, static_cast<uint64_t>(i * T + j), dropout.p) == kept)
+          return j;
+      return int64_t{0};
+    };
+    bias_at(1, key_with(1, true)) = INFINITY;
+    bias_at(2, key_with(2, false)) = INFINITY;
+    bias_at(4, 3) = INFINITY;
+    bias_at(4, 5) = INFINITY;
+    bias_at(5, 7) = NAN;
+    bias_at(6, 2) = -INFINITY;
+    bias_at(T - 1, key_with(T - 1, false)) = INFINITY;  // with T = 70 its row has a second key tile
+    in.q[static_cast<size_t>(((1 * s.heads) * T + 9) * s.head_dim + 3)] = NAN;
+    const std::vector<uint8_t> mask = attention_key_mask<uint8_t>(c);
+    const Results ref = cpu_reference(c, in, mask);
+    ASSERT_TRUE(std::isinf(ref.lse[1]) && std::isnan(ref.out[2 * s.head_dim]) == false);
+    expect_close(ref, tc_run<__nv_bfloat16, uint8_t>(c, in, mask), tc_threshold<__nv_bfloat16>(),
+                 "non-finite " + describe(c));
+  }
+}
+
 TEST(TensorCoreAttention, DbiasAccumulates) {
   const Case c{{2, 2, 24, 32}, true, 0.1f, 4};
   const Inputs in = attention_inputs<__nv_bfloat16>(c, 88);
@@ -191,6 +228,37 @@ TEST(TensorCoreAttention, DbiasAccumulates) {
   // The kernel adds each batch entry's dS to the running cell: (start + dS_0) + dS_1, vs start + (dS_0 + dS_1).
   for (size_t e = 0; e < start.size(); ++e)
     ASSERT_NEAR(accumulated.dbias[e], start[e] + fresh.dbias[e], 1e-6 * (1.0 + std::fabs(start[e]))) << e;
+}
+
+// Forward and backward with the table inside the kernels; Results::dbias holds dtable (layout buckets x heads).
+template <class T>
+Results tc_relpos_run(const Case& c, const Inputs& in, const std::vector<float>& table, const std::vector<uint8_t>& mask,
+                      const coco::kernels::RelativePositionConfig& config) {
+  const AttentionShape& s = c.shape;
+  const auto layout = coco::kernels::BiasTableLayout::buckets_by_heads;
+  const AttentionDropout dropout = attention_test_dropout(c.dropout_p);
+  const size_t n = static_cast<size_t>(s.qkv_elements()), rows = static_cast<size_t>(s.batch * s.heads * s.seq_len);
+  GuardedDeviceBuffer<T> q(from_floats<T>(in.q)), k(from_floats<T>(in.k)), v(from_floats<T>(in.v));
+  GuardedDeviceBuffer<T> dout(from_floats<T>(in.dout)), device_table(from_floats<T>(table));
+  GuardedDeviceBuffer<uint8_t> device_mask(mask);
+  GuardedDeviceBuffer<T> out(n), dq(n), dk(n), dv(n);
+  GuardedDeviceBuffer<float> lse(rows), delta(rows),
+      partials(static_cast<size_t>(coco::kernels::cuda::tc_relpos_partials_elements(s))),
+      drel(static_cast<size_t>(s.heads * (2 * s.seq_len - 1))), dtable(table.size());
+  for (auto* buffer : {&out, &dq, &dk, &dv}) buffer->poison();
+  for (auto* buffer : {&partials, &drel, &dtable}) buffer->poison();
+  coco::kernels::cuda::tc_attention_relpos_forward(q.data(), k.data(), v.data(), device_mask.data(),
+                                                   device_table.data(), layout, config, s, dropout, out.data(),
+                                                   lse.data(), nullptr);
+  coco::kernels::cuda::tc_attention_relpos_backward(q.data(), k.data(), v.data(), out.data(), dout.data(), lse.data(),
+                                                    device_mask.data(), device_table.data(), layout, config, s, dropout,
+                                                    dq.data(), dk.data(), dv.data(), dtable.data(), false,
+                                                    {delta.data(), partials.data(), drel.data()}, nullptr);
+  COCO_CUDA_CHECK(cudaDeviceSynchronize());
+  for (auto* buffer : {&out, &dq, &dk, &dv}) EXPECT_TRUE(buffer->guards_intact()) << describe(c);
+  EXPECT_TRUE(dtable.guards_intact() && drel.guards_intact() && partials.guards_intact()) << describe(c);
+  return {to_f64(out.download()), to_f64(lse.download()), to_f64(dq.download()),
+          to_f64(dk.download()),  to_f64(dv.download()),  to_f64(dtable.download())};
 }
 
 // The relative-position table applied inside the kernels (the case's bias flag makes the reference use
@@ -218,33 +286,15 @@ void check_relpos(const Case& c, const coco::kernels::RelativePositionConfig& co
   coco::kernels::cpu::relative_position_bias_backward(ref.dbias.data(), offsets.data(), positions.data(),
                                                       ref_dtable.data(), layout, s.heads, s.seq_len, K, false);
 
-  const AttentionDropout dropout = attention_test_dropout(c.dropout_p);
-  const size_t n = static_cast<size_t>(s.qkv_elements()), rows = static_cast<size_t>(s.batch * s.heads * s.seq_len);
-  GuardedDeviceBuffer<T> q(from_floats<T>(in.q)), k(from_floats<T>(in.k)), v(from_floats<T>(in.v));
-  GuardedDeviceBuffer<T> dout(from_floats<T>(in.dout)), device_table(from_floats<T>(table));
-  GuardedDeviceBuffer<uint8_t> device_mask(mask);
-  GuardedDeviceBuffer<T> out(n), dq(n), dk(n), dv(n);
-  GuardedDeviceBuffer<float> lse(rows), delta(rows), dbias(static_cast<size_t>(s.bias_elements())),
-      drel(static_cast<size_t>(s.heads * (2 * s.seq_len - 1))), dtable(table.size());
-  for (auto* buffer : {&out, &dq, &dk, &dv}) buffer->poison();
-  dtable.poison();
-  coco::kernels::cuda::tc_attention_relpos_forward(q.data(), k.data(), v.data(), device_mask.data(),
-                                                   device_table.data(), layout, config, s, dropout, out.data(),
-                                                   lse.data(), nullptr);
-  coco::kernels::cuda::tc_attention_relpos_backward(q.data(), k.data(), v.data(), out.data(), dout.data(), lse.data(),
-                                                    device_mask.data(), device_table.data(), layout, config, s, dropout,
-                                                    dq.data(), dk.data(), dv.data(), dtable.data(), false,
-                                                    {delta.data(), dbias.data(), drel.data()}, nullptr);
-  COCO_CUDA_CHECK(cudaDeviceSynchronize());
+  const Results got = tc_relpos_run<T>(c, in, table, mask, config);
   const std::string what = std::string("tc relpos ") + describe(c);
   const double threshold = tc_threshold<T>();
-  EXPECT_TRUE(close_to(ref.out, to_f64(out.download()), threshold, what + " out"));
-  EXPECT_TRUE(matches_reference(ref.lse, to_f64(lse.download()), 1e-10, what + " lse"));
-  EXPECT_TRUE(close_to(ref.dq, to_f64(dq.download()), threshold, what + " dq"));
-  EXPECT_TRUE(close_to(ref.dk, to_f64(dk.download()), threshold, what + " dk"));
-  EXPECT_TRUE(close_to(ref.dv, to_f64(dv.download()), threshold, what + " dv"));
-  EXPECT_TRUE(close_to(ref_dtable, to_f64(dtable.download()), threshold, what + " dtable"));
-  EXPECT_TRUE(dtable.guards_intact() && drel.guards_intact() && dbias.guards_intact());
+  EXPECT_TRUE(close_to(ref.out, got.out, threshold, what + " out"));
+  EXPECT_TRUE(matches_reference(ref.lse, got.lse, 1e-10, what + " lse"));
+  EXPECT_TRUE(close_to(ref.dq, got.dq, threshold, what + " dq"));
+  EXPECT_TRUE(close_to(ref.dk, got.dk, threshold, what + " dk"));
+  EXPECT_TRUE(close_to(ref.dv, got.dv, threshold, what + " dv"));
+  EXPECT_TRUE(close_to(ref_dtable, got.dbias, threshold, what + " dtable"));
 }
 
 TEST(TensorCoreAttention, RelativePositionTableInsideTheKernels) {
@@ -285,6 +335,29 @@ TEST(TensorCoreAttention, BitwiseInvariantUnderSchedules) {
     return emu::as_bytes(all);
   };
   const emu::OracleResult result = emu::check_schedule_invariance(run, 2);
+  EXPECT_TRUE(result.identical) << result.message;
+}
+#endif
+
+#if defined(COCO_CUDA_EMULATED)
+// The table's gradient (per-CTA diagonal sums in shared memory, partials reduced in a fixed order) and
+// the double-buffered dK/dV kernel: bitwise the same under every schedule.
+TEST(TensorCoreAttention, RelativeTableGradientBitwiseInvariantUnderSchedules) {
+  const Case c{{2, 1, 70, 16}, true, 0.1f, 5};
+  coco::kernels::RelativePositionConfig config;
+  config.num_buckets = 8;
+  config.max_distance = 16;
+  config.max_positions = 80;
+  const std::vector<float> table = coco::testing::round_through<__nv_bfloat16>(coco::testing::random_floats(8, 61));
+  const Inputs in = attention_inputs<__nv_bfloat16>(c, 62);
+  const std::vector<uint8_t> mask = attention_key_mask<uint8_t>(c);
+  auto run = [&] {
+    const Results r = tc_relpos_run<__nv_bfloat16>(c, in, table, mask, config);
+    std::vector<double> all;
+    for (const auto* part : {&r.out, &r.lse, &r.dq, &r.dk, &r.dv, &r.dbias}) all.insert(all.end(), part->begin(), part->end());
+    return emu::as_bytes(all);
+  };
+  const emu::OracleResult result = emu::check_schedule_invariance(run, 1);
   EXPECT_TRUE(result.identical) << result.message;
 }
 #endif

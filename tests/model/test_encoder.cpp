@@ -2,9 +2,13 @@
 // tiny encoder (pre-norm and post-norm, with padding, relative-position bias and dropout).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "engine/autograd_check.h"
 #include "engine/ops/elementwise.h"
+#include "engine/tape.h"
 #include "model/encoder.h"
+#include "tests/common/kernel_check.h"
 #include "tests/common/tiny_configs.h"
 
 namespace coco {
@@ -99,6 +103,57 @@ TEST_P(EncoderGradcheck, F64FiniteDifferences) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Presets, EncoderGradcheck, ::testing::Values("paper", "lucidrains"));
+
+// bf16 on CUDA (the emulator without a GPU), head dim 16: every layer's attention takes the
+// relative-position table inside the tensor-core kernels (no dense (H, T, T) bias op on the tape);
+// on the CPU in f32 one dense bias is built and shared by the layers. Same weights (bf16-exact),
+// same dropout masks: outputs and the table's gradient agree at bf16 tolerance.
+TEST(Encoder, Bf16CudaAppliesTheRelativeTableInsideTensorCoreAttention) {
+  auto setup = testing::tiny_setup("paper", /*dropout=*/true, /*vocab=*/24, /*dim=*/32);
+  const model::EncoderConfig& config = setup.model.discriminator;
+  ASSERT_EQ(config.dim / config.heads, 16);
+  const std::vector<int32_t> ids = {2, 5, 6, 7, 8, 9, 10, 0, 0, 2, 9, 10, 11, 12, 13, 14, 15, 16};
+  std::vector<double> keep;
+  for (int32_t id : ids)
+    for (int64_t c = 0; c < config.dim; ++c) keep.push_back(id != 0 ? 1.0 : 0.0);
+  struct Run {
+    std::vector<double> hidden, table_grad;
+    std::vector<std::string> ops;
+  };
+  auto run = [&](Device device, DType dtype) {
+    model::Initializer init(21, config.init, dtype);
+    model::Encoder encoder(config, 24, 16, 0, {}, init, device);
+    for (const auto& p : encoder.named_parameters()) {
+      Tensor weight = p.tensor;  // shares the parameter's storage
+      if (dtype == DType::f32) weight.copy_from(weight.to(DType::bf16).to(DType::f32));  // bf16-exact weights
+      if (dtype != DType::f32) weight.set_grad_dtype(DType::f32);
+    }
+    const Tensor tokens = ids_tensor(ids, 2, device), mask = mask_of(ids, 2).to(device);
+    const Tensor keep_mask = Tensor::from_vector(keep, Shape{2, 9, config.dim}).to(dtype).to(device);
+    Tape tape;
+    Tensor hidden;
+    {
+      Tape::Recording recording(tape);
+      hidden = ops::mul(encoder.forward(tokens, mask, {true, 7, 3, 1}), keep_mask);
+    }
+    Run r{hidden.to(Device::cpu).to_f64(), {}, tape.op_names()};
+    // A random upstream gradient (all ones would give ~0: the final LayerNorm's outputs sum to a constant).
+    const std::vector<float> seed = testing::round_through<__nv_bfloat16>(testing::random_floats(keep.size(), 23));
+    tape.backward(hidden, Tensor::from_vector(seed, hidden.shape()).to(dtype).to(device));
+    r.table_grad = encoder.parameter("relative_position_bias").grad().to(Device::cpu).to_f64();
+    return r;
+  };
+  const Run cpu = run(Device::cpu, DType::f32);
+  const Run gpu = run(Device::cuda, DType::bf16);
+  const auto count = [](const std::vector<std::string>& ops, const std::string& name) {
+    return std::count(ops.begin(), ops.end(), name);
+  };
+  EXPECT_EQ(count(cpu.ops, "relative_position_bias"), 1);  // shared by both layers
+  EXPECT_EQ(count(gpu.ops, "relative_position_bias"), 0);  // the table goes into the kernels
+  EXPECT_EQ(count(gpu.ops, "attention"), config.depth);
+  EXPECT_TRUE(testing::matches_reference(cpu.hidden, gpu.hidden, 1e-3, "hidden"));
+  EXPECT_TRUE(testing::matches_reference(cpu.table_grad, gpu.table_grad, 1e-3, "relative table gradient"));
+}
 
 }  // namespace
 }  // namespace coco
