@@ -1,4 +1,5 @@
-// CUDA embedding: row-per-block lookup with id clamping + error flag, and a deterministic backward
+// CUDA embedding: row-per-block lookup (16-byte packs where the row allows) with id clamping + error
+// flag, and a deterministic backward
 // (stable LSD radix sort of positions by token id, then one block per run of equal ids).
 #include <algorithm>
 #include <bit>
@@ -10,6 +11,7 @@
 #include "kernels/cast_convert.h"
 #include "kernels/embedding.h"
 #include "kernels/embedding_error.h"
+#include "kernels/vector_access.cuh"
 
 namespace coco::kernels::detail {
 namespace {
@@ -43,13 +45,23 @@ __global__ void embedding_forward_kernel(T* __restrict__ out, const int32_t* __r
   }
   const T* tok_row = tok + id * dim;
   T* out_row = out + row * dim;
-  if (pos != nullptr) {
-    const T* pos_row = pos + t * dim;
-    for (int e = threadIdx.x; e < dim; e += blockDim.x)
-      out_row[e] = convert_from_f32<T>(load_f32(tok_row + e) + load_f32(pos_row + e));
-  } else {
-    for (int e = threadIdx.x; e < dim; e += blockDim.x) out_row[e] = tok_row[e];
-  }
+  constexpr int N = kPackElements<T>;
+  const bool vector_ok = dim % N == 0 && packs_aligned<N>(out, tok, pos);
+  const T* pos_row = pos != nullptr ? pos + t * dim : nullptr;
+  for_each_pack_of_worker<N>(
+      dim, vector_ok, static_cast<int>(threadIdx.x), static_cast<int>(blockDim.x), [&](auto width, int64_t e) {
+        constexpr int W = decltype(width)::value;
+        if (pos_row != nullptr) {
+          const Pack<T, W> a = load_pack<W>(tok_row + e), b = load_pack<W>(pos_row + e);
+          Pack<T, W> sum;
+#pragma unroll
+          for (int k = 0; k < W; ++k)
+            sum.v[k] = convert_from_f32<T>(convert_element<float>(a.v[k]) + convert_element<float>(b.v[k]));
+          store_pack<W>(out_row + e, sum);
+        } else {
+          store_pack<W>(out_row + e, load_pack<W>(tok_row + e));
+        }
+      });
 }
 
 // dpos[t, e] += sum_b dout[b, t, e], b in order. dout: (batch, seq, dim); dpos: (>= seq, dim).
@@ -57,12 +69,23 @@ template <class T, class GradT>
 __global__ void embedding_position_grad_kernel(GradT* __restrict__ dpos, const T* __restrict__ dout, int64_t batch,
                                                int64_t seq, int64_t dim) {
   const int64_t n = seq * dim;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
-    float total = 0.0f;
-    for (int64_t b = 0; b < batch; ++b) total += load_f32(dout + b * n + i);
-    dpos[i] = convert_from_f32<GradT>(convert_element<float>(dpos[i]) + total);
-  }
+  constexpr int N = kPackElements<T, GradT>;
+  // Each batch's slice starts n elements after the previous one: aligned only when n % N == 0.
+  for_each_pack<N>(n, n % N == 0 && packs_aligned<N>(dpos, dout), [&](auto width, int64_t i) {
+    constexpr int W = decltype(width)::value;
+    float total[W];
+#pragma unroll
+    for (int k = 0; k < W; ++k) total[k] = 0.0f;
+    for (int64_t b = 0; b < batch; ++b) {
+      const Pack<T, W> g = load_pack<W>(dout + b * n + i);
+#pragma unroll
+      for (int k = 0; k < W; ++k) total[k] += convert_element<float>(g.v[k]);
+    }
+    Pack<GradT, W> d = load_pack<W>(dpos + i);
+#pragma unroll
+    for (int k = 0; k < W; ++k) d.v[k] = convert_from_f32<GradT>(convert_element<float>(d.v[k]) + total[k]);
+    store_pack<W>(dpos + i, d);
+  });
 }
 
 // keys[i] = ids[i] when it takes part in dtok (inside [0, vocab), not padding), else vocab (sorts
@@ -217,8 +240,11 @@ SortLayout sort_layout(const EmbeddingShape& shape) {
   return l;
 }
 
+// One thread per pack.
+template <class T, class GradT>
 unsigned position_grad_blocks(int64_t n) {
-  return static_cast<unsigned>(std::clamp<int64_t>((n + kPositionGradBlock - 1) / kPositionGradBlock, 1, 8192));
+  const int64_t packs = (n + kPackElements<T, GradT> - 1) / kPackElements<T, GradT>;
+  return static_cast<unsigned>(std::clamp<int64_t>((packs + kPositionGradBlock - 1) / kPositionGradBlock, 1, 8192));
 }
 
 }  // namespace
@@ -234,7 +260,9 @@ void embedding_forward(T* out, const int32_t* ids, const T* tok, const T* pos, c
     COCO_CUDA_CHECK(runtime::memset_async(bad_position, 0xFF, sizeof(uint32_t), stream));  // = kNoBadPosition
   const int64_t rows = shape.positions();
   if (rows == 0) return;
-  const unsigned threads = static_cast<unsigned>(std::clamp<int64_t>((shape.dim + 31) / 32 * 32, 32, 256));
+  // A warp-multiple of threads, one per 16-byte pack of a row, at most 256.
+  const int64_t packs = (shape.dim + detail::kPackElements<T> - 1) / detail::kPackElements<T>;
+  const unsigned threads = static_cast<unsigned>(std::clamp<int64_t>((packs + 31) / 32 * 32, 32, 256));
   COCO_LAUNCH(detail::embedding_forward_kernel<T>, dim3(static_cast<unsigned>(rows)), dim3(threads), 0, stream, out,
               ids, tok, pos, shape.seq, shape.vocab, static_cast<int>(shape.dim), bad_position);
 }
@@ -263,7 +291,7 @@ void embedding_backward(GradT* dtok, GradT* dpos, const T* dout, const int32_t* 
   if (shape.positions() == 0) return;
   if (dpos != nullptr) {
     const int64_t n = shape.seq * shape.dim;
-    COCO_LAUNCH((detail::embedding_position_grad_kernel<T, GradT>), dim3(detail::position_grad_blocks(n)),
+    COCO_LAUNCH((detail::embedding_position_grad_kernel<T, GradT>), dim3(detail::position_grad_blocks<T, GradT>(n)),
                 dim3(detail::kPositionGradBlock), 0, stream, dpos, dout, shape.batch, shape.seq, shape.dim);
   }
   if (dtok == nullptr) return;

@@ -1,14 +1,16 @@
 // CUDA softmax / log-softmax over the last dimension. Rows up to kSoftmaxWarpRowMaxWidth wide are
 // handled by one warp each (4 rows per 128-thread block); wider rows by one 512-thread block each.
-// Each thread walks its row with a stride of the group size (coalesced), folds the elements into
-// (max, sum) statistics in float (double for double rows), and the group merges them with a fixed tree; a second pass
-// over the row (hot in L1/L2) writes the outputs.
+// Each thread walks its row in 16-byte packs with a stride of the group size (coalesced; element by
+// element in the same order when the row is not 16-byte aligned), folds the elements into (max, sum)
+// statistics in float (double for double rows), and the group merges them with a fixed tree; a second
+// pass over the row (hot in L1/L2) writes the outputs.
 #include <stdexcept>
 #include <string>
 
 #include "engine/runtime/launch.cuh"
 #include "kernels/softmax.h"
 #include "kernels/softmax_reduce.cuh"
+#include "kernels/vector_access.cuh"
 
 namespace coco::kernels::detail {
 namespace {
@@ -20,35 +22,64 @@ constexpr size_t wide_row_scratch_bytes() {
   return 2 * kWarpSize * sizeof(AccumulatorOf<T>);
 }
 
-// Writes one row of outputs from its statistics; the group's threads split the row by stride.
-template <class T, bool Log>
-__device__ __forceinline__ void write_softmax_row(const T* xr, T* yr, int64_t width, int first, int stride,
-                                                  const SoftmaxStats<AccumulatorOf<T>>& st) {
+// A row is split among the group's `workers` threads in packs of N = kPackElements<T> elements: worker
+// w takes the packs w * N, (w + workers) * N, ... and folds them in element order, reading 128 bits at
+// a time when the row allows (width % N == 0, aligned pointers) and one element at a time otherwise,
+// with the same order either way (kernels/vector_access.cuh), so the results do not depend on the
+// pointers' alignment.
+template <class T>
+__device__ __forceinline__ bool row_packs_ok(int64_t width, const T* a, const T* b, const T* c = nullptr) {
+  constexpr int N = kPackElements<T>;
+  return width % N == 0 && packs_aligned<N>(a, b, c);
+}
+
+template <class T>
+__device__ __forceinline__ SoftmaxStats<AccumulatorOf<T>> softmax_row_stats(const T* xr, int64_t width, bool vector_ok,
+                                                                            int worker, int workers) {
   using Acc = AccumulatorOf<T>;
-  if constexpr (Log) {
-    const Acc log_sum = softmax_log(st.sum);
-    for (int64_t j = first; j < width; j += stride)
-      store_from(yr + j, log_softmax_value(load_as<Acc>(xr + j), st, log_sum));
-  } else {
-    const Acc inv_sum = Acc(1) / st.sum;
-    for (int64_t j = first; j < width; j += stride)
-      store_from(yr + j, softmax_value(load_as<Acc>(xr + j), st, inv_sum));
-  }
+  SoftmaxStats<Acc> st = softmax_stats_empty<Acc>();
+  for_each_pack_of_worker<kPackElements<T>>(width, vector_ok, worker, workers, [&](auto w, int64_t j) {
+    constexpr int W = decltype(w)::value;
+    const Pack<T, W> v = load_pack<W>(xr + j);
+#pragma unroll
+    for (int k = 0; k < W; ++k) softmax_stats_add(st, convert_element<Acc>(v.v[k]));
+  });
+  return st;
+}
+
+// Writes one row of outputs from its statistics.
+template <class T, bool Log>
+__device__ __forceinline__ void write_softmax_row(const T* xr, T* yr, int64_t width, bool vector_ok, int worker,
+                                                  int workers, const SoftmaxStats<AccumulatorOf<T>>& st) {
+  using Acc = AccumulatorOf<T>;
+  const Acc log_sum = Log ? softmax_log(st.sum) : Acc(0);
+  const Acc inv_sum = Log ? Acc(0) : Acc(1) / st.sum;
+  for_each_pack_of_worker<kPackElements<T>>(width, vector_ok, worker, workers, [&](auto w, int64_t j) {
+    constexpr int W = decltype(w)::value;
+    const Pack<T, W> v = load_pack<W>(xr + j);
+    Pack<T, W> out;
+#pragma unroll
+    for (int k = 0; k < W; ++k) {
+      if constexpr (Log)
+        out.v[k] = convert_element<T>(log_softmax_value(convert_element<Acc>(v.v[k]), st, log_sum));
+      else
+        out.v[k] = convert_element<T>(softmax_value(convert_element<Acc>(v.v[k]), st, inv_sum));
+    }
+    store_pack<W>(yr + j, out);
+  });
 }
 
 // x, y: (rows, width); one warp per row.
 template <class T, bool Log>
 __global__ void softmax_forward_warp_kernel(const T* x, T* y, int64_t rows, int64_t width) {
-  using Acc = AccumulatorOf<T>;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpRowsPerBlock + threadIdx.x / kWarpSize;
   if (row >= rows) return;  // whole warps leave together
   const int lane = static_cast<int>(threadIdx.x % kWarpSize);
   const T* xr = x + row * width;
   T* yr = y + row * width;
-  SoftmaxStats<Acc> st = softmax_stats_empty<Acc>();
-  for (int64_t j = lane; j < width; j += kWarpSize) softmax_stats_add(st, load_as<Acc>(xr + j));
-  st = warp_merge_stats(st);
-  write_softmax_row<T, Log>(xr, yr, width, lane, kWarpSize, st);
+  const bool vector_ok = row_packs_ok(width, x, y);
+  const auto st = warp_merge_stats(softmax_row_stats(xr, width, vector_ok, lane, kWarpSize));
+  write_softmax_row<T, Log>(xr, yr, width, vector_ok, lane, kWarpSize, st);
 }
 
 // x, y: (rows, width); one block per row.
@@ -59,43 +90,56 @@ __global__ void softmax_forward_block_kernel(const T* x, T* y, int64_t width) {
   const int64_t row = blockIdx.x;
   const T* xr = x + row * width;
   T* yr = y + row * width;
-  SoftmaxStats<Acc> st = softmax_stats_empty<Acc>();
-  for (int64_t j = threadIdx.x; j < width; j += blockDim.x) softmax_stats_add(st, load_as<Acc>(xr + j));
-  st = block_merge_stats(st, scratch);
-  write_softmax_row<T, Log>(xr, yr, width, static_cast<int>(threadIdx.x), static_cast<int>(blockDim.x), st);
+  const bool vector_ok = row_packs_ok(width, x, y);
+  const int worker = static_cast<int>(threadIdx.x), workers = static_cast<int>(blockDim.x);
+  const auto st = block_merge_stats(softmax_row_stats(xr, width, vector_ok, worker, workers), scratch);
+  write_softmax_row<T, Log>(xr, yr, width, vector_ok, worker, workers, st);
 }
 
 // Backward of one row given the row reduction `total`:
 //   softmax:     total = sum_j dy_j y_j, dx = y (dy - total)
 //   log-softmax: total = sum_j dy_j,     dx = dy - exp(y) total (0 where y = -Inf)
 template <class T, bool Log>
-__device__ __forceinline__ AccumulatorOf<T> backward_row_partial(const T* yr, const T* dyr, int64_t width, int first,
-                                                                 int stride) {
+__device__ __forceinline__ AccumulatorOf<T> backward_row_partial(const T* yr, const T* dyr, int64_t width,
+                                                                 bool vector_ok, int worker, int workers) {
   using Acc = AccumulatorOf<T>;
   Acc acc = Acc(0);
-  for (int64_t j = first; j < width; j += stride) {
-    if constexpr (Log)
-      acc += load_as<Acc>(dyr + j);
-    else
-      acc += load_as<Acc>(yr + j) * load_as<Acc>(dyr + j);
-  }
+  for_each_pack_of_worker<kPackElements<T>>(width, vector_ok, worker, workers, [&](auto w, int64_t j) {
+    constexpr int W = decltype(w)::value;
+    const Pack<T, W> dyv = load_pack<W>(dyr + j);
+    if constexpr (Log) {
+#pragma unroll
+      for (int k = 0; k < W; ++k) acc += convert_element<Acc>(dyv.v[k]);
+    } else {
+      const Pack<T, W> yv = load_pack<W>(yr + j);
+#pragma unroll
+      for (int k = 0; k < W; ++k) acc += convert_element<Acc>(yv.v[k]) * convert_element<Acc>(dyv.v[k]);
+    }
+  });
   return acc;
 }
 
 template <class T, bool Log>
-__device__ __forceinline__ void write_backward_row(const T* yr, const T* dyr, T* dxr, int64_t width, int first,
-                                                   int stride, AccumulatorOf<T> total) {
+__device__ __forceinline__ void write_backward_row(const T* yr, const T* dyr, T* dxr, int64_t width, bool vector_ok,
+                                                   int worker, int workers, AccumulatorOf<T> total) {
   using Acc = AccumulatorOf<T>;
-  for (int64_t j = first; j < width; j += stride) {
-    const Acc yj = load_as<Acc>(yr + j);
-    const Acc dyj = load_as<Acc>(dyr + j);
-    Acc dxj;
-    if constexpr (Log)
-      dxj = yj == -static_cast<Acc>(INFINITY) ? Acc(0) : dyj - softmax_exp(yj) * total;
-    else
-      dxj = yj * (dyj - total);
-    store_from(dxr + j, dxj);
-  }
+  for_each_pack_of_worker<kPackElements<T>>(width, vector_ok, worker, workers, [&](auto w, int64_t j) {
+    constexpr int W = decltype(w)::value;
+    const Pack<T, W> yv = load_pack<W>(yr + j), dyv = load_pack<W>(dyr + j);
+    Pack<T, W> out;
+#pragma unroll
+    for (int k = 0; k < W; ++k) {
+      const Acc yj = convert_element<Acc>(yv.v[k]);
+      const Acc dyj = convert_element<Acc>(dyv.v[k]);
+      Acc dxj;
+      if constexpr (Log)
+        dxj = yj == -static_cast<Acc>(INFINITY) ? Acc(0) : dyj - softmax_exp(yj) * total;
+      else
+        dxj = yj * (dyj - total);
+      out.v[k] = convert_element<T>(dxj);
+    }
+    store_pack<W>(dxr + j, out);
+  });
 }
 
 // y, dy, dx: (rows, width)
@@ -105,9 +149,10 @@ __global__ void softmax_backward_warp_kernel(const T* y, const T* dy, T* dx, int
   if (row >= rows) return;
   const int lane = static_cast<int>(threadIdx.x % kWarpSize);
   const int64_t offset = row * width;
+  const bool vector_ok = row_packs_ok(width, y, dy, dx);
   const AccumulatorOf<T> total =
-      warp_sum(backward_row_partial<T, Log>(y + offset, dy + offset, width, lane, kWarpSize));
-  write_backward_row<T, Log>(y + offset, dy + offset, dx + offset, width, lane, kWarpSize, total);
+      warp_sum(backward_row_partial<T, Log>(y + offset, dy + offset, width, vector_ok, lane, kWarpSize));
+  write_backward_row<T, Log>(y + offset, dy + offset, dx + offset, width, vector_ok, lane, kWarpSize, total);
 }
 
 template <class T, bool Log>
@@ -115,9 +160,11 @@ __global__ void softmax_backward_block_kernel(const T* y, const T* dy, T* dx, in
   using Acc = AccumulatorOf<T>;
   Acc* scratch = dynamic_smem<Acc>();
   const int64_t offset = static_cast<int64_t>(blockIdx.x) * width;
-  const int first = static_cast<int>(threadIdx.x), stride = static_cast<int>(blockDim.x);
-  const Acc total = block_sum(backward_row_partial<T, Log>(y + offset, dy + offset, width, first, stride), scratch);
-  write_backward_row<T, Log>(y + offset, dy + offset, dx + offset, width, first, stride, total);
+  const int worker = static_cast<int>(threadIdx.x), workers = static_cast<int>(blockDim.x);
+  const bool vector_ok = row_packs_ok(width, y, dy, dx);
+  const Acc total =
+      block_sum(backward_row_partial<T, Log>(y + offset, dy + offset, width, vector_ok, worker, workers), scratch);
+  write_backward_row<T, Log>(y + offset, dy + offset, dx + offset, width, vector_ok, worker, workers, total);
 }
 
 void check_dims(int64_t rows, int64_t width, const char* op) {

@@ -87,14 +87,15 @@ __device__ __forceinline__ void for_each_pack(int64_t n, bool vector_ok, Body&& 
 
 // One worker's share of a row of `length` elements split among `workers` (a warp's lanes, say): the
 // worker takes the packs first = worker * N, (worker + workers) * N, ... and calls
-// body(integral_constant<int, N>, first) when `vector_ok` (which requires length % N == 0), or else
-// body(integral_constant<int, 1>, i) for each element of those packs in order. Either way a worker
-// sees the same elements in the same order, so a sum it accumulates does not depend on the path.
+// body(integral_constant<int, N>, first) for each whole pack when `vector_ok` (the row's pointers are
+// pack-aligned), and body(integral_constant<int, 1>, i) for each element of the other packs (all of
+// them without `vector_ok`, else a partial last pack) in order. Either way a worker sees the same
+// elements in the same order, so a sum it accumulates does not depend on the path.
 template <int N, class Body>
 __device__ __forceinline__ void for_each_pack_of_worker(int64_t length, bool vector_ok, int worker, int workers,
                                                         Body&& body) {
   for (int64_t first = static_cast<int64_t>(worker) * N; first < length; first += static_cast<int64_t>(workers) * N) {
-    if (vector_ok) {
+    if (vector_ok && first + N <= length) {
       body(std::integral_constant<int, N>{}, first);
     } else {
       const int64_t end = first + N < length ? first + N : length;

@@ -1,9 +1,12 @@
-// 128-bit vector accesses (kernels/vector_access.cuh) in the memory-bound kernels: every kernel that
-// uses them runs on aligned buffers, on views one element into their allocation (misaligned for
-// 16-byte accesses, so the scalar fallback runs), and on mixes of the two, at sizes with ragged tails
-// and below one pack. Each result must match the CPU reference, be bitwise identical across the
-// alignments (the packed and scalar paths do the same arithmetic per element, in the same order for
-// LayerNorm's row sums), and leave the bytes before and after its view untouched.
+// 128-bit vector accesses (kernels/vector_access.cuh) in the memory-bound kernels (elementwise, cast,
+// fill, GELU, dropout, linear bias/activation, LayerNorm, softmax, head permutes, embedding): every
+// kernel that uses them runs on aligned buffers, on views one element into their allocation
+// (misaligned for 16-byte accesses, so the scalar fallback runs), and on mixes of the two, at sizes
+// with ragged tails and below one pack. Each result must match the CPU reference, be bitwise identical
+// across the alignments (the packed and scalar paths do the same arithmetic per element, in the same
+// order for the row reductions of LayerNorm and softmax), and leave the bytes before and after its
+// view untouched. The vocabulary cross-entropy (still element-wise) is held to the same checks, at
+// vocabularies whose rows are not all 16-byte aligned (as with BERT's 30522).
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -14,11 +17,15 @@
 #include "engine/runtime/dtype.h"
 #include "engine/rng/philox.h"
 #include "kernels/cast.h"
+#include "kernels/cross_entropy.h"
 #include "kernels/dropout.h"
 #include "kernels/elementwise.h"
+#include "kernels/embedding.h"
 #include "kernels/gelu.h"
 #include "kernels/layernorm.h"
 #include "kernels/matmul.h"
+#include "kernels/permute.h"
+#include "kernels/softmax.h"
 #include "tests/common/kernel_check.h"
 
 namespace {
@@ -317,6 +324,167 @@ TYPED_TEST(VectorAccess, LayerNormForwardAndInputBackward) {
       collect(r, d_y);
       return r;
     });
+  }
+}
+
+TYPED_TEST(VectorAccess, SoftmaxForwardAndBackward) {
+  using T = TypeParam;
+  // Warp rows that split into packs (64) or not (37), and a block row (> kSoftmaxWarpRowMaxWidth).
+  struct Shape {
+    int64_t rows, width;
+  };
+  for (const Shape s : {Shape{6, 64}, Shape{3, 37}, Shape{2, coco::kernels::kSoftmaxWarpRowMaxWidth + 40}}) {
+    const int64_t n = s.rows * s.width;
+    const std::vector<float> x = rounded_inputs<T>(n, 18, -4.0f, 4.0f), dy = rounded_inputs<T>(n, 19);
+    std::vector<float> y(n), log_y(n);
+    coco::kernels::cpu::softmax_forward(x.data(), y.data(), s.rows, s.width);
+    coco::kernels::cpu::log_softmax_forward(x.data(), log_y.data(), s.rows, s.width);
+    // The backward takes y as stored in T.
+    const std::vector<float> y_t = round_through<T>(y), log_y_t = round_through<T>(log_y);
+    std::vector<float> dx(n), log_dx(n);
+    coco::kernels::cpu::softmax_backward(y_t.data(), dy.data(), dx.data(), s.rows, s.width);
+    coco::kernels::cpu::log_softmax_backward(log_y_t.data(), dy.data(), log_dx.data(), s.rows, s.width);
+    const std::string what = "softmax rows=" + std::to_string(s.rows) + " width=" + std::to_string(s.width);
+    const double limit = std::is_same_v<T, float> ? 1e-10 : 3e-5;
+    check_all_offsets(what, {to_f64(y), to_f64(log_y), to_f64(dx), to_f64(log_dx)}, limit, [&](const Offsets& o) {
+      OffsetDeviceView<T> d_x(to_device_type<T>(x), o.in), d_dy(to_device_type<T>(dy), o.in),
+          d_y_in(to_device_type<T>(y_t), o.in), d_log_y_in(to_device_type<T>(log_y_t), o.in), d_y(n, o.out),
+          d_log_y(n, o.out), d_dx(n, o.out), d_log_dx(n, o.out);
+      for (auto* v : {&d_y, &d_log_y, &d_dx, &d_log_dx}) v->poison();
+      coco::kernels::cuda::softmax_forward(d_x.data(), d_y.data(), s.rows, s.width, nullptr);
+      coco::kernels::cuda::log_softmax_forward(d_x.data(), d_log_y.data(), s.rows, s.width, nullptr);
+      coco::kernels::cuda::softmax_backward(d_y_in.data(), d_dy.data(), d_dx.data(), s.rows, s.width, nullptr);
+      coco::kernels::cuda::log_softmax_backward(d_log_y_in.data(), d_dy.data(), d_log_dx.data(), s.rows, s.width,
+                                                nullptr);
+      Run r;
+      for (auto* v : {&d_y, &d_log_y, &d_dx, &d_log_dx}) collect(r, *v);
+      return r;
+    });
+  }
+}
+
+TYPED_TEST(VectorAccess, HeadPermutes) {
+  using T = TypeParam;
+  // head_dim 16 moves in packs; 6 does not (for every width here).
+  for (const int64_t head_dim : {16, 6}) {
+    const coco::kernels::HeadShape shape{2, 3, 2, head_dim};
+    const int64_t n = shape.numel();
+    const std::vector<float> qkv = rounded_inputs<T>(3 * n, 20), heads = rounded_inputs<T>(n, 21);
+    std::vector<float> q(n), k(n), v(n), merged(n);
+    coco::kernels::cpu::split_qkv(q.data(), k.data(), v.data(), qkv.data(), shape);
+    coco::kernels::cpu::merge_heads(merged.data(), heads.data(), shape);
+    std::vector<float> merged_qkv(3 * n);
+    coco::kernels::cpu::merge_qkv(merged_qkv.data(), q.data(), k.data(), v.data(), shape);
+    check_all_offsets(
+        "permute head_dim=" + std::to_string(head_dim),
+        {to_f64(q), to_f64(k), to_f64(v), to_f64(merged), to_f64(merged_qkv)}, 0.0, [&](const Offsets& o) {
+          OffsetDeviceView<T> d_qkv(to_device_type<T>(qkv), o.in), d_heads(to_device_type<T>(heads), o.in),
+              d_q(n, o.out), d_k(n, o.out), d_v(n, o.out), d_merged(n, o.out), d_merged_qkv(3 * n, o.out);
+          for (auto* view : {&d_q, &d_k, &d_v, &d_merged, &d_merged_qkv}) view->poison();
+          coco::kernels::cuda::split_qkv(d_q.data(), d_k.data(), d_v.data(), d_qkv.data(), shape, nullptr);
+          coco::kernels::cuda::merge_heads(d_merged.data(), d_heads.data(), shape, nullptr);
+          // merge_qkv reads the split heads back (at the output offset).
+          coco::kernels::cuda::merge_qkv(d_merged_qkv.data(), d_q.data(), d_k.data(), d_v.data(), shape, nullptr);
+          Run r;
+          for (auto* view : {&d_q, &d_k, &d_v, &d_merged, &d_merged_qkv}) collect(r, *view);
+          return r;
+        });
+  }
+}
+
+TYPED_TEST(VectorAccess, EmbeddingForwardAndPositionGradient) {
+  using T = TypeParam;
+  // dim 24 splits into packs of 4 and 8; dim 10 does not.
+  for (const int64_t dim : {24, 10}) {
+    const coco::kernels::EmbeddingShape shape{3, 5, 7, dim};
+    const std::vector<int32_t> ids = {0, 6, 3, 3, 1, 2, 5, 4, 0, 6, 1, 1, 2, 3, 4};
+    const std::vector<float> tok = rounded_inputs<T>(shape.vocab * dim, 22),
+                             pos = rounded_inputs<T>(shape.seq * dim, 23),
+                             dout = rounded_inputs<T>(shape.positions() * dim, 24),
+                             dpos_start = rounded_inputs<T>(shape.seq * dim, 25);
+    std::vector<float> with_pos(shape.positions() * dim), tok_only(with_pos.size());
+    coco::kernels::cpu::embedding_forward(with_pos.data(), ids.data(), tok.data(), pos.data(), shape);
+    coco::kernels::cpu::embedding_forward(tok_only.data(), ids.data(), tok.data(), static_cast<const float*>(nullptr),
+                                          shape);
+    std::vector<float> dpos = dpos_start;
+    coco::kernels::cpu::embedding_backward(static_cast<float*>(nullptr), dpos.data(), dout.data(), ids.data(), shape,
+                                           coco::kernels::kNoPaddingId);
+    check_all_offsets(
+        "embedding dim=" + std::to_string(dim), {to_f64(round_through<T>(with_pos)), to_f64(tok_only), to_f64(dpos)},
+        threshold<T>(), [&](const Offsets& o) {
+          coco::testing::GuardedDeviceBuffer<int32_t> d_ids(ids);
+          OffsetDeviceView<T> d_tok(to_device_type<T>(tok), o.in), d_pos(to_device_type<T>(pos), o.in),
+              d_dout(to_device_type<T>(dout), o.in), d_with_pos(with_pos.size(), o.out),
+              d_tok_only(with_pos.size(), o.out);
+          OffsetDeviceView<float> d_dpos(dpos_start, o.out);
+          d_with_pos.poison();
+          d_tok_only.poison();
+          coco::kernels::cuda::embedding_forward(d_with_pos.data(), d_ids.data(), d_tok.data(), d_pos.data(), shape,
+                                                 nullptr, nullptr);
+          coco::kernels::cuda::embedding_forward(d_tok_only.data(), d_ids.data(), d_tok.data(),
+                                                 static_cast<const T*>(nullptr), shape, nullptr, nullptr);
+          coco::kernels::cuda::embedding_backward<T, float>(nullptr, d_dpos.data(), d_dout.data(), d_ids.data(), shape,
+                                                            coco::kernels::kNoPaddingId, nullptr, nullptr);
+          Run r;
+          collect(r, d_with_pos);
+          collect(r, d_tok_only);
+          collect(r, d_dpos);
+          return r;
+        });
+  }
+}
+
+TYPED_TEST(VectorAccess, CrossEntropyForwardBackwardAndScale) {
+  using T = TypeParam;
+  using coco::kernels::LossReduction;
+  // vocab 64: every row aligned; 30 and 37: rows alternate (or cycle through) alignments and end in a
+  // partial pack, as with BERT's 30522.
+  for (const int64_t vocab : {64, 30, 37}) {
+    const int64_t rows = 6;
+    const std::vector<float> logits = rounded_inputs<T>(rows * vocab, 26, -5.0f, 5.0f);
+    const std::vector<int32_t> targets = {3, -100, 0, static_cast<int32_t>(vocab - 1), 7, 29};
+    std::vector<float> row_loss(rows), row_lse(rows), dlogits(logits.size()), backward(logits.size());
+    float loss = 0.0f;
+    const float dloss = 0.5f;
+    std::vector<int32_t> counts(coco::kernels::kCrossEntropyCounts);
+    coco::kernels::cpu::cross_entropy_forward(logits.data(), targets.data(), static_cast<const float*>(nullptr), rows,
+                                              vocab, -100, LossReduction::mean, &loss, row_loss.data(), row_lse.data(),
+                                              counts.data(), dlogits.data(), 1.0f);
+    coco::kernels::cpu::cross_entropy_backward(logits.data(), targets.data(), static_cast<const float*>(nullptr),
+                                               row_lse.data(), counts.data(), rows, vocab, -100, LossReduction::mean,
+                                               &dloss, backward.data());
+    std::vector<float> scaled(dlogits.size());
+    for (size_t i = 0; i < dlogits.size(); ++i) scaled[i] = dlogits[i] * 0.5f;
+    const double limit = std::is_same_v<T, float> ? 1e-10 : 3e-5;
+    check_all_offsets("cross_entropy vocab=" + std::to_string(vocab),
+                      {to_f64(row_loss), to_f64(row_lse), to_f64(dlogits), to_f64(backward), to_f64(scaled)}, limit,
+                      [&](const Offsets& o) {
+                        coco::testing::GuardedDeviceBuffer<int32_t> d_targets(targets), d_counts(counts.size());
+                        coco::testing::GuardedDeviceBuffer<float> d_loss(1), d_row_loss(rows), d_row_lse(rows),
+                            d_dloss(std::vector<float>{dloss}), d_half(std::vector<float>{0.5f});
+                        OffsetDeviceView<T> d_logits(to_device_type<T>(logits), o.in), d_dlogits(logits.size(), o.out),
+                            d_backward(logits.size(), o.out), d_scaled(logits.size(), o.out);
+                        for (auto* v : {&d_dlogits, &d_backward, &d_scaled}) v->poison();
+                        coco::kernels::cuda::cross_entropy_forward(d_logits.data(), d_targets.data(), nullptr, rows,
+                                                                   vocab, -100, LossReduction::mean, d_loss.data(),
+                                                                   d_row_loss.data(), d_row_lse.data(), d_counts.data(),
+                                                                   d_dlogits.data(), 1.0f, nullptr);
+                        coco::kernels::cuda::cross_entropy_backward(
+                            d_logits.data(), d_targets.data(), nullptr, d_row_lse.data(), d_counts.data(), rows, vocab,
+                            -100, LossReduction::mean, d_dloss.data(), d_backward.data(), nullptr);
+                        d_scaled.upload(d_dlogits.download());
+                        coco::kernels::cuda::scale_by_device_scalar(
+                            d_scaled.data(), static_cast<int64_t>(logits.size()), d_half.data(), nullptr);
+                        EXPECT_EQ(d_counts.download(), counts);
+                        Run r;
+                        r.outputs.push_back(to_f64(d_row_loss.download()));
+                        r.bytes.push_back(d_row_loss.download_bytes());
+                        r.outputs.push_back(to_f64(d_row_lse.download()));
+                        r.bytes.push_back(d_row_lse.download_bytes());
+                        for (auto* v : {&d_dlogits, &d_backward, &d_scaled}) collect(r, *v);
+                        r.intact = r.intact && d_logits.surroundings_intact();
+                        return r;
+                      });
   }
 }
 
