@@ -193,10 +193,9 @@ Tensor CocoModel::generator_logits(const Tensor& rows) const {
   return ops::linear(h, generator_->embeddings().token, gen_bias_);  // tied: (M, d) x (V, d)^T
 }
 
-Outputs CocoModel::forward(const Tensor& input, uint64_t step, bool training, uint64_t first_row) {
+Tensor CocoModel::device_tokens(const Tensor& input) const {
   check_rank("CocoModel::forward", input, 2);
   input.check_dtype(DType::i32, "CocoModel::forward");
-  const bool paper = config_.preset == Preset::paper;
   const int64_t batch = input.size(0), seq_len = input.size(1);
   if (seq_len > model_config_.max_positions)
     throw TensorError("CocoModel::forward: sequence length " + std::to_string(seq_len) +
@@ -215,14 +214,30 @@ Outputs CocoModel::forward(const Tensor& input, uint64_t step, bool training, ui
     }
   }
   const Shape shape{batch, seq_len};
-  Outputs out;
-  Tensor tokens;
-  if (device_ == Device::cuda) {
+  if (device_ == Device::cuda) {  // through a pinned slot: an asynchronous upload at a fixed address
     if (!token_upload_) token_upload_ = std::make_shared<PinnedUpload>(1);
-    tokens = token_upload_->upload(host.data(), shape, DType::i32);
-  } else {
-    tokens = Tensor::from_vector(host, shape, device_);
+    return token_upload_->upload(host.data(), shape, DType::i32);
   }
+  return Tensor::from_vector(host, shape, device_);
+}
+
+Outputs CocoModel::forward(const Tensor& input, rng::StepKey step, bool training, uint64_t first_row) {
+  return forward_device_tokens(device_tokens(input), step, training, first_row);
+}
+
+Outputs CocoModel::forward_device_tokens(const Tensor& tokens, rng::StepKey step, bool training,
+                                         uint64_t first_row) {
+  check_rank("CocoModel::forward_device_tokens", tokens, 2);
+  tokens.check_dtype(DType::i32, "CocoModel::forward_device_tokens");
+  if (tokens.device() != device_)
+    throw TensorError("CocoModel::forward_device_tokens: tokens on " + std::string(device_name(tokens.device())) +
+                      ", expected the model's device " + device_name(device_));
+  if (tokens.size(1) > model_config_.max_positions)
+    throw TensorError("CocoModel::forward_device_tokens: sequence length " + std::to_string(tokens.size(1)) +
+                      " exceeds model.max_positions (" + std::to_string(model_config_.max_positions) + ")");
+  const bool paper = config_.preset == Preset::paper;
+  const int64_t batch = tokens.size(0), seq_len = tokens.size(1);
+  Outputs out;
   const Tensor key_mask = ops::key_mask(tokens, config_.pad_id);
 
   kernels::MaskingConfig masking;

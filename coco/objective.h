@@ -102,7 +102,18 @@ class CocoModel : public Module {
   // `first_row`: the global row of tokens' row 0 when the batch is a share of a larger one (data
   // parallelism, gradient accumulation): masks, crops, samples and dropout are keyed by (step, global row,
   // position), so a row draws the same numbers however the global batch is split.
-  Outputs forward(const Tensor& tokens, uint64_t step, bool training, uint64_t first_row = 0);
+  // `step` may be a counter in device memory (rng::StepKey::from_counter): see forward_device_tokens.
+  Outputs forward(const Tensor& tokens, rng::StepKey step, bool training, uint64_t first_row = 0);
+
+  // forward's two halves. device_tokens validates and prepares the ids on the host ([CLS] prepended
+  // when the objective asks) and uploads them; forward_device_tokens runs the model on ids that
+  // device_tokens produced, with no host read, upload or synchronisation, so that it can be captured in
+  // a CUDA graph: the graph reads its ids from the tensor of the capture (refill it with copy_from before
+  // a replay) and, with a step counter in device memory, draws the replayed step's masks, samples and
+  // dropout. Ids are not checked again. Once per new (B, T) it uploads a small table, so a capture
+  // comes after a warm-up forward of the same shape.
+  Tensor device_tokens(const Tensor& tokens) const;
+  Outputs forward_device_tokens(const Tensor& tokens, rng::StepKey step, bool training, uint64_t first_row = 0);
 
   const model::Encoder& generator() const { return *generator_; }
   const model::Encoder& discriminator() const { return *discriminator_; }
@@ -136,7 +147,7 @@ class CocoModel : public Module {
   std::map<std::pair<int64_t, int64_t>, Tensor> cls_rows_;
   // CUDA: the token ids go up through one pinned staging slot (no synchronisation, and the same copy
   // every step); created by the first forward.
-  std::shared_ptr<PinnedUpload> token_upload_;
+  mutable std::shared_ptr<PinnedUpload> token_upload_;  // device_tokens uploads through it
 };
 
 }  // namespace coco::objective

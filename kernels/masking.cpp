@@ -32,7 +32,7 @@ uint64_t to_fixed_fraction(double p, const char* what) {
   return static_cast<uint64_t>(std::llround(p * 4294967296.0));
 }
 
-MaskKernelParams make_mask_params(const MaskingConfig& c, uint64_t seed, uint64_t step, uint64_t index_base) {
+MaskKernelParams make_mask_params(const MaskingConfig& c, uint64_t seed, rng::StepKey step, uint64_t index_base) {
   const auto require_id = [](int32_t id, const char* what) {
     if (id < 0)
       throw std::invalid_argument(std::string("masking: ") + what + " must be >= 0, got " + std::to_string(id));

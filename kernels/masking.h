@@ -117,7 +117,8 @@ struct MaskKernelParams {
 // tokens are on) and builds the streams of (seed, step) for the purposes in the table above, based at
 // `index_base` (first_row * T; 0 for a batch that starts at global row 0). Throws std::invalid_argument
 // naming the offending key.
-MaskKernelParams make_mask_params(const MaskingConfig& config, uint64_t seed, uint64_t step, uint64_t index_base = 0);
+MaskKernelParams make_mask_params(const MaskingConfig& config, uint64_t seed, rng::StepKey step,
+                                  uint64_t index_base = 0);
 
 // Maximum row length T of the selection and crop kernels (one block per row, keys in shared memory).
 inline constexpr int32_t kMaxMaskRowLength = 4096;

@@ -29,7 +29,7 @@ namespace coco::model {
 struct ForwardOptions {
   bool training = false;
   uint64_t seed = 0;
-  uint64_t step = 0;
+  rng::StepKey step = 0;  // a counter in device memory for a forward captured in a CUDA graph
   uint32_t instance = 0;
   uint64_t first_row = 0;
 };

@@ -33,7 +33,7 @@ int64_t max_selected_per_row(const kernels::MaskingConfig& config, int64_t T) {
   return kernels::fraction_ceil(kernels::to_fixed_fraction(config.mask_prob, "mask_prob"), static_cast<int32_t>(T));
 }
 
-MaskedBatch select_mask(const Tensor& tokens, const kernels::MaskingConfig& config, uint64_t seed, uint64_t step,
+MaskedBatch select_mask(const Tensor& tokens, const kernels::MaskingConfig& config, uint64_t seed, rng::StepKey step,
                         uint64_t first_row) {
   const char* op = "ops::select_mask";
   check_tokens(op, tokens);
@@ -109,7 +109,7 @@ Tensor count_nonzero(const Tensor& flags) {
   return count;
 }
 
-CropView crop_view(const Tensor& tokens, const kernels::MaskingConfig& config, uint64_t seed, uint64_t step,
+CropView crop_view(const Tensor& tokens, const kernels::MaskingConfig& config, uint64_t seed, rng::StepKey step,
                    uint64_t first_row) {
   const char* op = "ops::crop_view";
   check_tokens(op, tokens);

@@ -30,7 +30,7 @@ int64_t max_selected_per_row(const kernels::MaskingConfig& config, int64_t T);
 // and the config only: no synchronisation. Throws TensorError for a bad shape, dtype or device and
 // std::invalid_argument for a bad config. `first_row`: the global row of tokens' row 0 (a data-parallel
 // rank's rows of the global batch); every draw is keyed by the global row (kernels/masking.h).
-MaskedBatch select_mask(const Tensor& tokens, const kernels::MaskingConfig& config, uint64_t seed, uint64_t step,
+MaskedBatch select_mask(const Tensor& tokens, const kernels::MaskingConfig& config, uint64_t seed, rng::StepKey step,
                         uint64_t first_row = 0);
 
 // (B, T) u8 key-padding mask of a token batch: 1 where the token is not pad_id.
@@ -45,7 +45,7 @@ struct CropView {
   Tensor length;  // (B) i32: non-pad length of each crop row (positions >= length are padding)
 };
 
-CropView crop_view(const Tensor& tokens, const kernels::MaskingConfig& config, uint64_t seed, uint64_t step,
+CropView crop_view(const Tensor& tokens, const kernels::MaskingConfig& config, uint64_t seed, rng::StepKey step,
                    uint64_t first_row = 0);
 
 struct Corruption {

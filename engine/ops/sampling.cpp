@@ -10,7 +10,7 @@
 
 namespace coco::ops {
 
-Tensor sample_tokens(const Tensor& logits, Sampler sampler, float temperature, uint64_t seed, uint64_t step,
+Tensor sample_tokens(const Tensor& logits, Sampler sampler, float temperature, uint64_t seed, rng::StepKey step,
                      uint32_t instance, const Tensor& row_keys, uint64_t key_base) {
   const char* op = "ops::sample_tokens";
   check_defined(op, logits, "the logits");

@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 
+#include "engine/rng/philox.h"
 #include "engine/tensor.h"
 
 namespace coco::ops {
@@ -17,7 +18,7 @@ enum class Sampler : uint8_t { gumbel, multinomial };
 // e.g. the flat position of the token it replaces) or key_base + n without row_keys (kernels/sampling.h).
 // Throws TensorError for a bad shape/dtype and std::invalid_argument for a temperature that is not
 // finite and positive.
-Tensor sample_tokens(const Tensor& logits, Sampler sampler, float temperature, uint64_t seed, uint64_t step,
+Tensor sample_tokens(const Tensor& logits, Sampler sampler, float temperature, uint64_t seed, rng::StepKey step,
                      uint32_t instance = 0, const Tensor& row_keys = Tensor(), uint64_t key_base = 0);
 
 }  // namespace coco::ops

@@ -25,6 +25,12 @@
 // r0 * (elements per row), so every element is keyed by its global row and position: N ranks with B rows
 // each see the numbers one process with N B rows sees (the base is 0 unless set, which is the mapping above).
 //
+// Step source (CUDA graphs): a stream built from a StepKey that points at a counter in memory reads the
+// step from there at every draw instead of holding it, so a kernel captured once in a CUDA graph draws
+// the numbers of whatever step the counter holds when the graph is replayed. The counter must live
+// where the draws happen: device memory for CUDA kernels, host memory for the CPU backend. Both kinds
+// of stream give the same numbers for the same step.
+//
 // One scalar draw per index: u32/uniform/below take lane `lane` (default 0) of block(index); normal and
 // uniform_f64 use lanes 0 and 1. Lanes a draw does not use are simply discarded -- a Philox block is
 // ten 32x32->64 multiplies, cheaper than coordinating threads to share one.
@@ -115,18 +121,35 @@ COCO_HOST_DEVICE constexpr uint32_t purpose_code(Purpose p, uint32_t instance = 
   return (static_cast<uint32_t>(p) & 0xffu) | ((instance & 0xffu) << 8);
 }
 
+// The step a stream is keyed by: a value, or a counter in memory read at every draw (see "Step source"
+// above). Converts implicitly from a step value.
+struct StepKey {
+  uint64_t value = 0;                // the step when `counter` is null
+  const uint64_t* counter = nullptr;  // else the step is *counter at the time of each draw
+
+  COCO_HOST_DEVICE constexpr StepKey(uint64_t step = 0) : value(step) {}
+  // A key read from `step_counter` (never null: a null counter would silently mean step 0).
+  COCO_HOST_DEVICE static constexpr StepKey from_counter(const uint64_t* step_counter) {
+    StepKey key;
+    key.counter = step_counter;
+    return key;
+  }
+  COCO_HOST_DEVICE constexpr bool in_memory() const { return counter != nullptr; }
+};
+
 // A stream of random numbers for one (seed, step, purpose), with an index base (0 by default). A plain
-// 32-byte value; pass it to kernels by value.
+// value; pass it to kernels by value.
 class Stream {
  public:
-  COCO_HOST_DEVICE constexpr Stream() : Stream(0, 0, 0u) {}
+  COCO_HOST_DEVICE constexpr Stream() : Stream(0, StepKey(0), 0u) {}
   // `purpose` is the raw 16-bit code (see purpose_code); bits above 16 are dropped.
-  COCO_HOST_DEVICE constexpr Stream(uint64_t seed, uint64_t step, uint32_t purpose)
+  COCO_HOST_DEVICE constexpr Stream(uint64_t seed, StepKey step, uint32_t purpose)
       : key_{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32)},
         purpose_high_((purpose & 0xffffu) << 16),
-        step_lo_(static_cast<uint32_t>(step)),
-        step_hi_(static_cast<uint32_t>(step >> 32)) {}
-  COCO_HOST_DEVICE constexpr Stream(uint64_t seed, uint64_t step, Purpose purpose, uint32_t instance = 0)
+        step_lo_(static_cast<uint32_t>(step.value)),
+        step_hi_(static_cast<uint32_t>(step.value >> 32)),
+        step_counter_(step.counter) {}
+  COCO_HOST_DEVICE constexpr Stream(uint64_t seed, StepKey step, Purpose purpose, uint32_t instance = 0)
       : Stream(seed, step, purpose_code(purpose, instance)) {}
 
   // The same stream with index i moved to index base + i (bases add up).
@@ -137,9 +160,25 @@ class Stream {
   }
   COCO_HOST_DEVICE constexpr uint64_t index_base() const { return base_; }
 
+  // The step of the next draw (reads the counter of an in-memory key).
+  COCO_HOST_DEVICE constexpr uint64_t step() const {
+    return step_counter_ ? *step_counter_ : (static_cast<uint64_t>(step_hi_) << 32) | step_lo_;
+  }
+  // This stream with its step read now and held: for a loop of draws that need not read it again.
+  COCO_HOST_DEVICE constexpr Stream resolved() const {
+    Stream s = *this;
+    const uint64_t step_now = step();
+    s.step_lo_ = static_cast<uint32_t>(step_now);
+    s.step_hi_ = static_cast<uint32_t>(step_now >> 32);
+    s.step_counter_ = nullptr;
+    return s;
+  }
+
   COCO_HOST_DEVICE constexpr Word4 counter(uint64_t local_index) const {
     const uint64_t index = base_ + local_index;
-    return Word4{static_cast<uint32_t>(index), static_cast<uint32_t>(index >> 32) ^ purpose_high_, step_lo_, step_hi_};
+    const uint64_t step_now = step();
+    return Word4{static_cast<uint32_t>(index), static_cast<uint32_t>(index >> 32) ^ purpose_high_,
+                 static_cast<uint32_t>(step_now), static_cast<uint32_t>(step_now >> 32)};
   }
   COCO_HOST_DEVICE constexpr Key2 key() const { return key_; }
 
@@ -188,6 +227,7 @@ class Stream {
   uint32_t purpose_high_;
   uint32_t step_lo_, step_hi_;
   uint64_t base_ = 0;
+  const uint64_t* step_counter_ = nullptr;
 };
 
 }  // namespace coco::rng
