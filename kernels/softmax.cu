@@ -71,8 +71,7 @@ __device__ __forceinline__ void write_softmax_row(const T* xr, T* yr, int64_t wi
 
 // x, y: (rows, width); one warp per row.
 template <class T, bool Log>
-__global__ void __launch_bounds__(kWarpRowsPerBlock* kWarpSize)
-    softmax_forward_warp_kernel(const T* x, T* y, int64_t rows, int64_t width) {
+__global__ void softmax_forward_warp_kernel(const T* x, T* y, int64_t rows, int64_t width) {
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpRowsPerBlock + threadIdx.x / kWarpSize;
   if (row >= rows) return;  // whole warps leave together
   const int lane = static_cast<int>(threadIdx.x % kWarpSize);
@@ -85,7 +84,7 @@ __global__ void __launch_bounds__(kWarpRowsPerBlock* kWarpSize)
 
 // x, y: (rows, width); one block per row.
 template <class T, bool Log>
-__global__ void __launch_bounds__(kWideRowThreads) softmax_forward_block_kernel(const T* x, T* y, int64_t width) {
+__global__ void softmax_forward_block_kernel(const T* x, T* y, int64_t width) {
   using Acc = AccumulatorOf<T>;
   Acc* scratch = dynamic_smem<Acc>();
   const int64_t row = blockIdx.x;
@@ -145,8 +144,7 @@ __device__ __forceinline__ void write_backward_row(const T* yr, const T* dyr, T*
 
 // y, dy, dx: (rows, width)
 template <class T, bool Log>
-__global__ void __launch_bounds__(kWarpRowsPerBlock* kWarpSize)
-    softmax_backward_warp_kernel(const T* y, const T* dy, T* dx, int64_t rows, int64_t width) {
+__global__ void softmax_backward_warp_kernel(const T* y, const T* dy, T* dx, int64_t rows, int64_t width) {
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpRowsPerBlock + threadIdx.x / kWarpSize;
   if (row >= rows) return;
   const int lane = static_cast<int>(threadIdx.x % kWarpSize);
@@ -158,8 +156,7 @@ __global__ void __launch_bounds__(kWarpRowsPerBlock* kWarpSize)
 }
 
 template <class T, bool Log>
-__global__ void __launch_bounds__(kWideRowThreads)
-    softmax_backward_block_kernel(const T* y, const T* dy, T* dx, int64_t width) {
+__global__ void softmax_backward_block_kernel(const T* y, const T* dy, T* dx, int64_t width) {
   using Acc = AccumulatorOf<T>;
   Acc* scratch = dynamic_smem<Acc>();
   const int64_t offset = static_cast<int64_t>(blockIdx.x) * width;
