@@ -224,9 +224,9 @@ std::vector<Case> attention_cases(const Shapes& s) {
     auto table_reference_forward = [=] {
       std::pair<std::vector<float>, std::vector<float>> result{std::vector<float>(ref_qkv),
                                                                std::vector<float>(ref_scores)};
-      kernels::cpu::attention_forward<float, uint8_t>(q_host->data(), k_host->data(), v_host->data(),
-                                                      mask_host->data(), gathered_host->data(), ref_shape, dropout,
-                                                      result.first.data(), result.second.data());
+      kernels::cpu::attention_forward<float, uint8_t>(q_host->data(), k_host->data(), v_host->data(), mask_host->data(),
+                                                      gathered_host->data(), ref_shape, dropout, result.first.data(),
+                                                      result.second.data());
       return result;
     };
     const std::string table_text = shape_text + " mask+table p=0.1";
@@ -255,8 +255,8 @@ std::vector<Case> attention_cases(const Shapes& s) {
                                                                 saved_lse.get(), current_stream());
       c.run = [=] {
         kernels::cuda::tc_attention_relpos_backward<bf16, uint8_t>(
-            q.get(), k.get(), v.get(), saved_out.get(), dout.get(), saved_lse.get(), key_mask.get(), table.get(), layout,
-            config, shape, dropout, dq.get(), dk.get(), dv.get(), dtable.get(), false,
+            q.get(), k.get(), v.get(), saved_out.get(), dout.get(), saved_lse.get(), key_mask.get(), table.get(),
+            layout, config, shape, dropout, dq.get(), dk.get(), dv.get(), dtable.get(), false,
             {delta.get(), partials.get(), drel.get()}, current_stream());
       };
       c.validate = [=, run = c.run] {

@@ -304,7 +304,8 @@ std::vector<Encoding> TextEncoder::Impl::run(std::vector<Encoding> items, bool h
       NoGrad no_grad;
       const Tensor tokens = Tensor::from_vector(ids, shape, device);
       const Tensor key_mask = Tensor::from_vector(mask, shape, device);
-      const model::ForwardOptions forward{/*training=*/false, model->seed(), /*step=*/0, /*instance=*/0, /*first_row=*/0};
+      const model::ForwardOptions forward{/*training=*/false, model->seed(), /*step=*/0, /*instance=*/0,
+                                          /*first_row=*/0};
       Tensor states = model->discriminator().forward(tokens, key_mask, forward);
       if (states.dtype() != DType::f32) states = states.to(DType::f32);
       hidden = states.to(Device::cpu).to_vector<float>();

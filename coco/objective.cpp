@@ -225,8 +225,7 @@ Outputs CocoModel::forward(const Tensor& input, rng::StepKey step, bool training
   return forward_device_tokens(device_tokens(input), step, training, first_row);
 }
 
-Outputs CocoModel::forward_device_tokens(const Tensor& tokens, rng::StepKey step, bool training,
-                                         uint64_t first_row) {
+Outputs CocoModel::forward_device_tokens(const Tensor& tokens, rng::StepKey step, bool training, uint64_t first_row) {
   check_rank("CocoModel::forward_device_tokens", tokens, 2);
   tokens.check_dtype(DType::i32, "CocoModel::forward_device_tokens");
   if (tokens.device() != device_)

@@ -114,8 +114,8 @@ void StepRecordCopy::capture(const StepMetrics& metrics, const Tensor& state) {
                       "-byte step state and metric sums on " + device_name(device_));
   auto* bytes = static_cast<uint8_t*>(pinned_);
   if (device_ == Device::cuda) {
-    COCO_CUDA_CHECK(runtime::memcpy_async(bytes, metrics.sums().data(), kSumsBytes, cudaMemcpyDeviceToHost,
-                                          current_stream()));
+    COCO_CUDA_CHECK(
+        runtime::memcpy_async(bytes, metrics.sums().data(), kSumsBytes, cudaMemcpyDeviceToHost, current_stream()));
     COCO_CUDA_CHECK(runtime::memcpy_async(bytes + kSumsBytes, state.data(), sizeof(kernels::StepState),
                                           cudaMemcpyDeviceToHost, current_stream()));
     copied_->record(current_stream());

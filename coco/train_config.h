@@ -55,7 +55,7 @@ struct OptimConfig {
   // optim.zero: 1 shards the AdamW state and f32 masters over the data-parallel ranks (ZeRO stage 1,
   // engine/dist/zero.h); 0 (default) keeps a whole copy on every rank. f32 precision only.
   int64_t zero = 0;
-  double clip_norm = 1.0;           // 0 disables clipping
+  double clip_norm = 1.0;  // 0 disables clipping
 };
 
 struct LoopConfig {

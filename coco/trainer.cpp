@@ -423,10 +423,10 @@ struct Trainer::Impl {
   void open_step_control() {
     const auto& t = config.train;
     if (t.steps > optim::StepControl::kMaxSteps)
-      throw ConfigError(format("%s: key 'train.steps': expected at most %lld (the device-side training step keeps a "
-                               "learning-rate table of one entry per step), got %lld",
-                               source.c_str(), static_cast<long long>(optim::StepControl::kMaxSteps),
-                               static_cast<long long>(t.steps)));
+      throw ConfigError(format(
+          "%s: key 'train.steps': expected at most %lld (the device-side training step keeps a "
+          "learning-rate table of one entry per step), got %lld",
+          source.c_str(), static_cast<long long>(optim::StepControl::kMaxSteps), static_cast<long long>(t.steps)));
     optim::StepControlOptions o;
     o.lr.resize(static_cast<size_t>(t.steps));
     for (int64_t s = 0; s < t.steps; ++s) o.lr[static_cast<size_t>(s)] = train::learning_rate(config.optim, t.steps, s);
@@ -529,8 +529,7 @@ struct Trainer::Impl {
     const std::vector<dist::ZeroAdamW::ParamState> state = zero->gathered_state();
     if (!writes_run_dir()) return nullptr;
     auto whole = std::make_unique<optim::AdamW>(adam_params, adam_options);
-    for (size_t i = 0; i < state.size(); ++i)
-      whole->set_state(i, state[i].step, state[i].exp_avg, state[i].exp_avg_sq);
+    for (size_t i = 0; i < state.size(); ++i) whole->set_state(i, state[i].step, state[i].exp_avg, state[i].exp_avg_sq);
     return whole;
   }
 
@@ -543,10 +542,11 @@ struct Trainer::Impl {
       message(format("data parallel: %d ranks (%s), %zu gradient buckets, %zu of them all-reduced during backward",
                      world_size(), comm->backend(), grad_sync->bucket_count(), grad_sync->overlapped_buckets()));
     if (step == start_step && zero)
-      message(format("data parallel: %d ranks (%s), ZeRO-1: AdamW state and f32 masters sharded, %lld of %lld "
-                     "elements per rank",
-                     world_size(), comm->backend(), static_cast<long long>(zero->shard_size()),
-                     static_cast<long long>(zero->total_elements())));
+      message(
+          format("data parallel: %d ranks (%s), ZeRO-1: AdamW state and f32 masters sharded, %lld of %lld "
+                 "elements per rank",
+                 world_size(), comm->backend(), static_cast<long long>(zero->shard_size()),
+                 static_cast<long long>(zero->total_elements())));
     const std::vector<double> local = {stats.loss,
                                        stats.mlm,
                                        stats.rtd,
@@ -914,9 +914,8 @@ struct Trainer::Impl {
   // Metrics record, progress report, evaluation and checkpoint of the step just completed.
   // `known`: whether the host holds this step's losses (on the device-decided path only at the logging
   // cadence); `step_loss_scale`: the loss scale the step's backward used.
-  StepReport finish_step(const StepStats& stats, int64_t completed, double lr, double grad_norm,
-                         double step_loss_scale, bool nonfinite, bool known,
-                         std::chrono::steady_clock::time_point step_start) {
+  StepReport finish_step(const StepStats& stats, int64_t completed, double lr, double grad_norm, double step_loss_scale,
+                         bool nonfinite, bool known, std::chrono::steady_clock::time_point step_start) {
     const auto& t = config.train;
     const auto now = std::chrono::steady_clock::now();
     const double step_seconds = std::chrono::duration<double>(now - step_start).count();

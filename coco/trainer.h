@@ -8,11 +8,11 @@
 //   while (!trainer.done()) trainer.train_step();                       // or trainer.run()
 //
 // One optimizer step: for each of train.grad_accum micro-batches, a forward pass recorded on a fresh tape
-// (Philox keyed by the step and each row's index in the step's global batch) and backward of loss / grad_accum; then non-finite gradients skip
-// the step (counted; more than train.max_consecutive_skips in a row stop the run with a std::runtime_error naming
-// the last good checkpoint), else the global norm is clipped and AdamW applies the scheduled LR. The schedule of
-// the config applies inside train_step(): a metrics record every train.log_every steps (and for every skipped
-// step), an evaluation on the valid split every train.eval_every steps and at the end, a checkpoint every
+// (Philox keyed by the step and each row's index in the step's global batch) and backward of loss / grad_accum; then
+// non-finite gradients skip the step (counted; more than train.max_consecutive_skips in a row stop the run with a
+// std::runtime_error naming the last good checkpoint), else the global norm is clipped and AdamW applies the scheduled
+// LR. The schedule of the config applies inside train_step(): a metrics record every train.log_every steps (and for
+// every skipped step), an evaluation on the valid split every train.eval_every steps and at the end, a checkpoint every
 // train.checkpoint_every steps and at the end.
 //
 // On CUDA (issue #14) the skip, the clipping, the AdamW scalars and the f16 loss scale are decided on the device

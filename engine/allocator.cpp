@@ -83,9 +83,8 @@ void* CachingAllocator::allocate(size_t bytes, cudaStream_t stream) {
   auto& stats = state_->stats;
   stats.requests++;
   const auto active = state_->active_pool.find(stream);
-  const PoolId pool = active == state_->active_pool.end() || !state_->pool_bytes.count(active->second)
-                          ? State::kGeneral
-                          : active->second;
+  const PoolId pool = active == state_->active_pool.end() || !state_->pool_bytes.count(active->second) ? State::kGeneral
+                                                                                                       : active->second;
   void* pointer = state_->take_cached(pool, stream, rounded);
   const bool joins_pool = pool != State::kGeneral && !pointer;
   // A pool grows from the general cache before it asks the device.

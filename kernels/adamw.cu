@@ -140,13 +140,17 @@ __global__ void __launch_bounds__(kAdamWBlock)
 
 // descs: (num_tensors); state: (1) written by decide_step; grid: (total_chunks)
 __global__ void __launch_bounds__(kAdamWBlock)
-    adamw_multi_tensor_controlled_kernel(const AdamWTensorDesc* __restrict__ descs, int num_tensors,
-                                         AdamWConstants c, const StepState* __restrict__ state) {
+    adamw_multi_tensor_controlled_kernel(const AdamWTensorDesc* __restrict__ descs, int num_tensors, AdamWConstants c,
+                                         const StepState* __restrict__ state) {
   if (state->apply == 0) return;  // a skipped step: every block leaves its chunk alone
-  const AdamWScalarsF32 s{static_cast<float>(state->decay_factor), static_cast<float>(c.lerp_weight),
-                          static_cast<float>(c.beta2),             static_cast<float>(c.one_minus_beta2),
-                          static_cast<float>(state->step_size),    static_cast<float>(state->bias_correction2_sqrt),
-                          static_cast<float>(c.eps),               static_cast<float>(state->grad_scale)};
+  const AdamWScalarsF32 s{static_cast<float>(state->decay_factor),
+                          static_cast<float>(c.lerp_weight),
+                          static_cast<float>(c.beta2),
+                          static_cast<float>(c.one_minus_beta2),
+                          static_cast<float>(state->step_size),
+                          static_cast<float>(state->bias_correction2_sqrt),
+                          static_cast<float>(c.eps),
+                          static_cast<float>(state->grad_scale)};
   adamw_block(descs, num_tensors, s);
 }
 

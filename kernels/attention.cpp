@@ -407,8 +407,7 @@ void attention_backward_fast(const T* q, const T* k, const T* v, const T* probs,
         }
         // dv_bh (L, D) = P_drop^T (L, L) . dO_bh;  dq_bh = scale dS . k_bh;  dk_bh = scale dS^T . q_bh
         if (dv)
-          gemm<T, T>(true, false, L, D, L, 1.0, dropout.active() ? dropped : P, L, dout_bh, D, 0.0, dv + bh * L * D,
-                     D);
+          gemm<T, T>(true, false, L, D, L, 1.0, dropout.active() ? dropped : P, L, dout_bh, D, 0.0, dv + bh * L * D, D);
         if (dq) gemm<T, T>(false, false, L, D, L, scale, ds, L, k + bh * L * D, D, 0.0, dq + bh * L * D, D);
         if (dk) gemm<T, T>(true, false, L, D, L, scale, ds, L, q + bh * L * D, D, 0.0, dk + bh * L * D, D);
       }

@@ -413,7 +413,8 @@ constexpr int kDiagonalStride = kDkdvQueries + 1;  // the (16 x 32) dS scratch o
 __host__ __device__ constexpr int64_t warp_diagonals(int64_t seq_len) { return seq_len + 15; }
 __host__ __device__ constexpr int64_t cta_diagonals(int64_t seq_len) { return seq_len + kTcRows - 1; }
 inline size_t table_grad_smem_bytes(int64_t seq_len) {
-  return (static_cast<size_t>(kTcWarps) * 16 * kDiagonalStride + static_cast<size_t>(kTcWarps) * warp_diagonals(seq_len)) *
+  return (static_cast<size_t>(kTcWarps) * 16 * kDiagonalStride +
+          static_cast<size_t>(kTcWarps) * warp_diagonals(seq_len)) *
          sizeof(float);
 }
 
@@ -466,10 +467,10 @@ __global__ void __launch_bounds__(kTcThreads, (tc_min_blocks<TcKernel::dkdv, D>(
   constexpr int kQueryTile = kDkdvQueries * S;
   T* ks = dynamic_smem<T>();
   T* vs = ks + kTcRows * S;
-  T* qs = vs + kTcRows * S;        // two buffers
-  T* dos = qs + 2 * kQueryTile;    // two buffers
+  T* qs = vs + kTcRows * S;                                       // two buffers
+  T* dos = qs + 2 * kQueryTile;                                   // two buffers
   float* lse_s = reinterpret_cast<float*>(dos + 2 * kQueryTile);  // two buffers
-  float* delta_s = lse_s + 2 * kDkdvQueries;                       // two buffers
+  float* delta_s = lse_s + 2 * kDkdvQueries;                      // two buffers
   float* rel_bias = delta_s + 2 * kDkdvQueries;
   // Table mode: dS scratch and the running diagonal sums of each warp.
   float* scratch = rel_bias + (bias.from_table() ? 2 * seq_len - 1 : 0);
@@ -501,8 +502,7 @@ __global__ void __launch_bounds__(kTcThreads, (tc_min_blocks<TcKernel::dkdv, D>(
       prefetch_next_and_wait(qt + 1 < query_tiles, [&] {
         const int next = buf ^ 1;
         load_query_step<T, D>(qs + next * kQueryTile, dos + next * kQueryTile, lse_s + next * kDkdvQueries,
-                              delta_s + next * kDkdvQueries, q, dout, lse, delta, base, bh, i0 + kDkdvQueries,
-                              seq_len);
+                              delta_s + next * kDkdvQueries, q, dout, lse, delta, base, bh, i0 + kDkdvQueries, seq_len);
       });
       __syncthreads();
       const T* q_tile = qs + buf * kQueryTile;

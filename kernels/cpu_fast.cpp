@@ -402,8 +402,7 @@ COCO_CPU_CLONES CeRowStats ce_row_stats(const float* __restrict x, int64_t vocab
 }
 
 // dx[j] = scale * (exp(x[j] - lse) - [j == target]) for a row with finite values.
-COCO_CPU_CLONES void ce_row_gradient(const float* x, int64_t vocab, int32_t target, float lse, float scale,
-                                     float* dx) {
+COCO_CPU_CLONES void ce_row_gradient(const float* x, int64_t vocab, int32_t target, float lse, float scale, float* dx) {
   const bool has_target = target >= 0 && target < vocab;
   const float x_target = has_target ? x[target] : 0.0f;  // read first: dx may alias x
   for (int64_t j = 0; j < vocab; ++j) dx[j] = scale * exp_nonpositive_or_zero(x[j] - lse);
@@ -665,8 +664,7 @@ void cross_entropy_forward(const float* logits, const int32_t* targets, const fl
       const float weight = row_weights ? row_weights[i] : 1.0f;
       if (counted) {
         // (max - x_t) + log(sum): exact cancellation when x_t is the maximum (as the reference).
-        row_loss[i] =
-            std::isnan(lse) ? lse : static_cast<float>(static_cast<double>(stats.max - x[t]) + stats.log_sum);
+        row_loss[i] = std::isnan(lse) ? lse : static_cast<float>(static_cast<double>(stats.max - x[t]) + stats.log_sum);
         row_correct[static_cast<size_t>(i)] = ce_row_argmax(x, vocab) == t;
       } else {
         row_loss[i] = 0.0f;
@@ -693,9 +691,9 @@ void cross_entropy_forward(const float* logits, const int32_t* targets, const fl
   counts[kCountInvalid] = invalid;
 }
 
-void cross_entropy_backward(const float* logits, const int32_t* targets, const float* row_weights,
-                            const float* row_lse, const int32_t* counts, int64_t rows, int64_t vocab,
-                            int32_t ignore_index, LossReduction reduction, const float* dloss, float* dlogits) {
+void cross_entropy_backward(const float* logits, const int32_t* targets, const float* row_weights, const float* row_lse,
+                            const int32_t* counts, int64_t rows, int64_t vocab, int32_t ignore_index,
+                            LossReduction reduction, const float* dloss, float* dlogits) {
   ce_check("kernels::cpu_fast::cross_entropy_backward", rows, vocab);
   const int32_t contributing = counts[kCountRows];
   const float denom = reduction == LossReduction::mean ? static_cast<float>(contributing > 0 ? contributing : 1) : 1.0f;

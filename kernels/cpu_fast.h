@@ -60,9 +60,9 @@ void gelu_backward(float* dx, const float* dout, const float* x, int64_t n, Gelu
 void cross_entropy_forward(const float* logits, const int32_t* targets, const float* row_weights, int64_t rows,
                            int64_t vocab, int32_t ignore_index, LossReduction reduction, float* loss, float* row_loss,
                            float* row_lse, int32_t* counts, float* dlogits, float dlogits_scale);
-void cross_entropy_backward(const float* logits, const int32_t* targets, const float* row_weights,
-                            const float* row_lse, const int32_t* counts, int64_t rows, int64_t vocab,
-                            int32_t ignore_index, LossReduction reduction, const float* dloss, float* dlogits);
+void cross_entropy_backward(const float* logits, const int32_t* targets, const float* row_weights, const float* row_lse,
+                            const int32_t* counts, int64_t rows, int64_t vocab, int32_t ignore_index,
+                            LossReduction reduction, const float* dloss, float* dlogits);
 
 // Sum of squares of every element (f32, bf16, f16 or f64 tensors) in f64: each tensor in blocks of
 // kSumBlock elements, each block in 8 f64 lanes added in lane order, blocks and tensors in order.

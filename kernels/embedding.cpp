@@ -38,20 +38,20 @@ void embedding_backward(T* dtok, T* dpos, const T* dout, const int32_t* ids, con
   // Ranges of the embedding dimension on the CPU pool: every element still adds the positions in
   // order, so repeated ids accumulate with the same bits for any thread count.
   const int64_t positions = shape.batch * shape.seq;
-  runtime::cpu::parallel_for(E, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, positions)), [&](int64_t lo,
-                                                                                                     int64_t hi) {
-    for (int64_t b = 0; b < shape.batch; ++b)
-      for (int64_t t = 0; t < shape.seq; ++t) {
-        const int64_t position = b * shape.seq + t;
-        const T* dout_row = dout + position * E;
-        if (dpos != nullptr)
-          for (int64_t e = lo; e < hi; ++e) dpos[t * E + e] += dout_row[e];
-        const int32_t id = ids[position];
-        if (dtok == nullptr || id < 0 || id >= shape.vocab || id == padding_id) continue;
-        T* dtok_row = dtok + static_cast<int64_t>(id) * E;
-        for (int64_t e = lo; e < hi; ++e) dtok_row[e] += dout_row[e];
-      }
-  });
+  runtime::cpu::parallel_for(E, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, positions)),
+                             [&](int64_t lo, int64_t hi) {
+                               for (int64_t b = 0; b < shape.batch; ++b)
+                                 for (int64_t t = 0; t < shape.seq; ++t) {
+                                   const int64_t position = b * shape.seq + t;
+                                   const T* dout_row = dout + position * E;
+                                   if (dpos != nullptr)
+                                     for (int64_t e = lo; e < hi; ++e) dpos[t * E + e] += dout_row[e];
+                                   const int32_t id = ids[position];
+                                   if (dtok == nullptr || id < 0 || id >= shape.vocab || id == padding_id) continue;
+                                   T* dtok_row = dtok + static_cast<int64_t>(id) * E;
+                                   for (int64_t e = lo; e < hi; ++e) dtok_row[e] += dout_row[e];
+                                 }
+                             });
 }
 
 template void embedding_forward<float>(float*, const int32_t*, const float*, const float*, const EmbeddingShape&);

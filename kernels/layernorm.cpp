@@ -58,21 +58,21 @@ void layernorm_backward(T* dx, T* dgamma, T* dbeta, const T* dout, const T* dx_e
   // dgamma / dbeta accumulate over the rows in row order, column ranges on the CPU pool; dx is per
   // row (the CPU pool). Neither depends on the thread count.
   if (dgamma || dbeta) {
-    runtime::cpu::parallel_for(C, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, rows)), [&](int64_t lo,
-                                                                                                   int64_t hi) {
-      for (int64_t r = 0; r < rows; ++r) {
-        const T* dout_row = dout + r * C;
-        const T* x_row = x + r * C;
-        const double row_mean = static_cast<double>(mean[r]);
-        const double row_rstd = static_cast<double>(rstd[r]);
-        for (int64_t c = lo; c < hi; ++c) {
-          const double xhat = (static_cast<double>(x_row[c]) - row_mean) * row_rstd;
-          if (dgamma)
-            dgamma[c] = static_cast<T>(static_cast<double>(dgamma[c]) + static_cast<double>(dout_row[c]) * xhat);
-          if (dbeta) dbeta[c] = static_cast<T>(static_cast<double>(dbeta[c]) + static_cast<double>(dout_row[c]));
-        }
-      }
-    });
+    runtime::cpu::parallel_for(
+        C, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, rows)), [&](int64_t lo, int64_t hi) {
+          for (int64_t r = 0; r < rows; ++r) {
+            const T* dout_row = dout + r * C;
+            const T* x_row = x + r * C;
+            const double row_mean = static_cast<double>(mean[r]);
+            const double row_rstd = static_cast<double>(rstd[r]);
+            for (int64_t c = lo; c < hi; ++c) {
+              const double xhat = (static_cast<double>(x_row[c]) - row_mean) * row_rstd;
+              if (dgamma)
+                dgamma[c] = static_cast<T>(static_cast<double>(dgamma[c]) + static_cast<double>(dout_row[c]) * xhat);
+              if (dbeta) dbeta[c] = static_cast<T>(static_cast<double>(dbeta[c]) + static_cast<double>(dout_row[c]));
+            }
+          }
+        });
   }
   if (!dx) return;
   runtime::cpu::parallel_for(rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, C)), [&](int64_t lo, int64_t hi) {

@@ -50,7 +50,8 @@ void gumbel_sample(const L* logits, int64_t N, int64_t V, float temperature, con
   for (int64_t n = 0; n < N; ++n) {
     const L* x = logits + n * V;
     for (int64_t g = 0; g < groups; ++g) {
-      const rng::Word4 words = stream.block(sample_key(row_keys, n) * static_cast<uint64_t>(groups) + static_cast<uint64_t>(g));
+      const rng::Word4 words =
+          stream.block(sample_key(row_keys, n) * static_cast<uint64_t>(groups) + static_cast<uint64_t>(g));
       for (int lane = 0; lane < 4 && 4 * g + lane < V; ++lane) {
         const int64_t v = 4 * g + lane;
         scores[v] = load(x[v]) / temperature + detail::gumbel_noise(words.lane(lane));
@@ -117,12 +118,11 @@ void multinomial_sample(const L* logits, int64_t N, int64_t V, float temperature
   }
 }
 
-template void gumbel_sample<float>(const float*, int64_t, int64_t, float, const rng::Stream&, int32_t*,
-                                    const int32_t*);
+template void gumbel_sample<float>(const float*, int64_t, int64_t, float, const rng::Stream&, int32_t*, const int32_t*);
 template void gumbel_sample<__nv_bfloat16>(const __nv_bfloat16*, int64_t, int64_t, float, const rng::Stream&, int32_t*,
-                                    const int32_t*);
+                                           const int32_t*);
 template void multinomial_sample<float>(const float*, int64_t, int64_t, float, const rng::Stream&, int32_t*,
-                                    const int32_t*);
+                                        const int32_t*);
 template void multinomial_sample<__nv_bfloat16>(const __nv_bfloat16*, int64_t, int64_t, float, const rng::Stream&,
                                                 int32_t*, const int32_t*);
 

@@ -62,8 +62,8 @@ struct StepState {
   int32_t force_skip = 0;         // set by the host (a test hook) before a decision; the decision clears it
   int32_t apply = 0;              // out: 1 when the last decision applies the update
   // Out: the last decision.
-  double grad_norm = 0.0;   // unscaled global norm; NaN when skipped
-  double lr = 0.0;          // learning rate of the decided step
+  double grad_norm = 0.0;        // unscaled global norm; NaN when skipped
+  double lr = 0.0;               // learning rate of the decided step
   double step_loss_scale = 1.0;  // the loss scale the decided step's gradients carried
   double grad_scale = 1.0;       // clip factor / loss scale, multiplies every gradient
   double step_size = 0.0;        // lr / (1 - beta1^t)
@@ -75,10 +75,10 @@ struct StepState {
 
 // The inputs a decision reads, device pointers on CUDA (host pointers for the CPU reference).
 struct StepInputs {
-  const double* sum_sq = nullptr;    // (1) the gradients' sum of squares (still scaled by the loss scale)
+  const double* sum_sq = nullptr;      // (1) the gradients' sum of squares (still scaled by the loss scale)
   const int32_t* nonfinite = nullptr;  // (1) non-zero when a gradient element is NaN or Inf
-  const double* loss_sum = nullptr;  // (1) the step's loss sum, or nullptr: not checked
-  float* seed_out = nullptr;         // (1) receives state.backward_seed too, or nullptr
+  const double* loss_sum = nullptr;    // (1) the step's loss sum, or nullptr: not checked
+  float* seed_out = nullptr;           // (1) receives state.backward_seed too, or nullptr
 };
 
 // min(1, max_norm / (norm + 1e-6)); NaN for a non-finite norm (kernels::clip_factor without its check).

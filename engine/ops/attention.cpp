@@ -250,9 +250,9 @@ Tensor attention_relative(const Tensor& q, const Tensor& k, const Tensor& v, con
           const bool want_table = ctx.needs_grad(3);
           Tensor dtable = want_table ? Tensor::empty(table_used.shape(), DType::f32, q.device()) : Tensor();
           Tensor delta = Tensor::empty(Shape{shape.batch, shape.heads, shape.seq_len}, DType::f32, q.device());
-          Tensor partials =
-              want_table ? Tensor::empty(Shape{kernels::cuda::tc_relpos_partials_elements(shape)}, DType::f32, q.device())
-                         : Tensor();
+          Tensor partials = want_table ? Tensor::empty(Shape{kernels::cuda::tc_relpos_partials_elements(shape)},
+                                                       DType::f32, q.device())
+                                       : Tensor();
           Tensor drel =
               want_table ? Tensor::empty(Shape{shape.heads, 2 * shape.seq_len - 1}, DType::f32, q.device()) : Tensor();
           dispatch_float(kOp, q, [&](auto tag) {

@@ -288,7 +288,8 @@ void AdamW::step(const StepControl& control) {
 }
 
 void AdamW::sync_step_counts(int64_t applied) {
-  if (applied < 0) throw std::invalid_argument("optim::AdamW::sync_step_counts: negative count " + std::to_string(applied));
+  if (applied < 0)
+    throw std::invalid_argument("optim::AdamW::sync_step_counts: negative count " + std::to_string(applied));
   for (State& s : state_)
     if (s.controlled) s.step = applied;
 }

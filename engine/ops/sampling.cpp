@@ -31,8 +31,8 @@ Tensor sample_tokens(const Tensor& logits, Sampler sampler, float temperature, u
   // A Gumbel row takes ceil(V / 4) Philox blocks, a multinomial row one.
   const uint64_t blocks_per_row = sampler == Sampler::gumbel ? static_cast<uint64_t>((V + 3) / 4) : 1;
   const rng::Stream stream =
-      rng::Stream(seed, step, sampler == Sampler::gumbel ? rng::Purpose::gumbel_sample : rng::Purpose::multinomial_sample,
-                  instance)
+      rng::Stream(seed, step,
+                  sampler == Sampler::gumbel ? rng::Purpose::gumbel_sample : rng::Purpose::multinomial_sample, instance)
           .with_index_base(key_base * blocks_per_row);
   Tensor out = Tensor::empty(Shape{N}, DType::i32, input.device());
   int32_t* samples = out.data_as<int32_t>();
@@ -41,7 +41,8 @@ Tensor sample_tokens(const Tensor& logits, Sampler sampler, float temperature, u
     const cudaStream_t cuda_stream = current_stream();
     if (sampler == Sampler::gumbel) {
       if (bf16)
-        kernels::cuda::gumbel_sample(input.data_as<__nv_bfloat16>(), N, V, temperature, stream, samples, cuda_stream, keys);
+        kernels::cuda::gumbel_sample(input.data_as<__nv_bfloat16>(), N, V, temperature, stream, samples, cuda_stream,
+                                     keys);
       else
         kernels::cuda::gumbel_sample(input.data_as<float>(), N, V, temperature, stream, samples, cuda_stream, keys);
     } else {
@@ -49,7 +50,8 @@ Tensor sample_tokens(const Tensor& logits, Sampler sampler, float temperature, u
         kernels::cuda::multinomial_sample(input.data_as<__nv_bfloat16>(), N, V, temperature, stream, samples,
                                           cuda_stream, keys);
       else
-        kernels::cuda::multinomial_sample(input.data_as<float>(), N, V, temperature, stream, samples, cuda_stream, keys);
+        kernels::cuda::multinomial_sample(input.data_as<float>(), N, V, temperature, stream, samples, cuda_stream,
+                                          keys);
     }
   } else {
     if (sampler == Sampler::gumbel) {

@@ -101,7 +101,9 @@ void StepControl::decide(const std::vector<Tensor>& gradients, const Tensor& los
     if (!g.defined() || g.device() != device_ ||
         (g.dtype() != DType::f32 && g.dtype() != DType::bf16 && g.dtype() != DType::f16))
       throw TensorError(std::string(op) + ": gradient " + std::to_string(i) + " must be f32, bf16 or f16 on " +
-                        device_name(device_) + ", got " + (g.defined() ? g.shape().str() + " " + dtype_name(g.dtype()) + " on " + device_name(g.device()) : std::string("an undefined tensor")));
+                        device_name(device_) + ", got " +
+                        (g.defined() ? g.shape().str() + " " + dtype_name(g.dtype()) + " on " + device_name(g.device())
+                                     : std::string("an undefined tensor")));
     descs.push_back({g.data(), g.numel(), 0, g.dtype()});
   }
   if (loss_sum.defined() && (loss_sum.numel() != 1 || loss_sum.dtype() != DType::f64 || loss_sum.device() != device_))

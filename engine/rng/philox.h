@@ -124,7 +124,7 @@ COCO_HOST_DEVICE constexpr uint32_t purpose_code(Purpose p, uint32_t instance = 
 // The step a stream is keyed by: a value, or a counter in memory read at every draw (see "Step source"
 // above). Converts implicitly from a step value.
 struct StepKey {
-  uint64_t value = 0;                // the step when `counter` is null
+  uint64_t value = 0;                 // the step when `counter` is null
   const uint64_t* counter = nullptr;  // else the step is *counter at the time of each draw
 
   COCO_HOST_DEVICE constexpr StepKey(uint64_t step = 0) : value(step) {}

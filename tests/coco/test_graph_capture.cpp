@@ -86,8 +86,8 @@ objective::Outputs graph_step(CocoModel& model, const Tensor& tokens, const Tens
   objective::Outputs out;
   {
     Tape::Recording recording(tape);
-    out = model.forward_device_tokens(
-        tokens, rng::StepKey::from_counter(static_cast<const uint64_t*>(counter.data())), /*training=*/true);
+    out = model.forward_device_tokens(tokens, rng::StepKey::from_counter(static_cast<const uint64_t*>(counter.data())),
+                                      /*training=*/true);
   }
   tape.backward(out.loss);
   return out;

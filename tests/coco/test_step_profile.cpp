@@ -40,7 +40,7 @@ void train_step(objective::CocoModel& model, optim::AdamW& adamw, optim::StepCon
     out = model.forward(tokens, step, true);
   }
   tape.backward(out.loss);
-  metrics.add(out, tokens.size(0));  // the step's metric sums stay on the device
+  metrics.add(out, tokens.size(0));                       // the step's metric sums stay on the device
   control.decide(adamw.gradients(), metrics.loss_sum());  // skip, clip and the AdamW scalars, on the device
   adamw.step(control);
   adamw.zero_grad();

@@ -232,8 +232,8 @@ TEST(TensorCoreAttention, DbiasAccumulates) {
 
 // Forward and backward with the table inside the kernels; Results::dbias holds dtable (layout buckets x heads).
 template <class T>
-Results tc_relpos_run(const Case& c, const Inputs& in, const std::vector<float>& table, const std::vector<uint8_t>& mask,
-                      const coco::kernels::RelativePositionConfig& config) {
+Results tc_relpos_run(const Case& c, const Inputs& in, const std::vector<float>& table,
+                      const std::vector<uint8_t>& mask, const coco::kernels::RelativePositionConfig& config) {
   const AttentionShape& s = c.shape;
   const auto layout = coco::kernels::BiasTableLayout::buckets_by_heads;
   const AttentionDropout dropout = attention_test_dropout(c.dropout_p);
@@ -354,7 +354,8 @@ TEST(TensorCoreAttention, RelativeTableGradientBitwiseInvariantUnderSchedules) {
   auto run = [&] {
     const Results r = tc_relpos_run<__nv_bfloat16>(c, in, table, mask, config);
     std::vector<double> all;
-    for (const auto* part : {&r.out, &r.lse, &r.dq, &r.dk, &r.dv, &r.dbias}) all.insert(all.end(), part->begin(), part->end());
+    for (const auto* part : {&r.out, &r.lse, &r.dq, &r.dk, &r.dv, &r.dbias})
+      all.insert(all.end(), part->begin(), part->end());
     return emu::as_bytes(all);
   };
   const emu::OracleResult result = emu::check_schedule_invariance(run, 1);

@@ -230,8 +230,8 @@ TEST(CpuFast, CrossEntropyMatchesTheReference) {
                                       ref_loss.data(), ref_row_loss.data(), ref_lse.data(), ref_counts.data(),
                                       ref_d.data(), 0.5f);
     const float dloss = 0.5f;
-    cpu::cross_entropy_backward<float>(logits.data(), targets.data(), weights.data(), ref_lse.data(),
-                                       ref_counts.data(), rows, vocab, -100, reduction, &dloss, ref_d2.data());
+    cpu::cross_entropy_backward<float>(logits.data(), targets.data(), weights.data(), ref_lse.data(), ref_counts.data(),
+                                       rows, vocab, -100, reduction, &dloss, ref_d2.data());
     struct Out {
       std::vector<float> loss, row_loss, lse, d, d2;
       std::vector<int32_t> counts;
@@ -248,8 +248,8 @@ TEST(CpuFast, CrossEntropyMatchesTheReference) {
                                       o.loss.data(), o.row_loss.data(), o.lse.data(), o.counts.data(), o.d.data(),
                                       0.5f);
       o.d2 = logits;
-      cpu_fast::cross_entropy_backward(o.d2.data(), targets.data(), weights.data(), o.lse.data(), o.counts.data(),
-                                       rows, vocab, -100, reduction, &dloss, o.d2.data());
+      cpu_fast::cross_entropy_backward(o.d2.data(), targets.data(), weights.data(), o.lse.data(), o.counts.data(), rows,
+                                       vocab, -100, reduction, &dloss, o.d2.data());
       return o;
     });
     EXPECT_EQ(fast.counts, ref_counts);
@@ -270,8 +270,8 @@ TEST(CpuFast, CrossEntropyMatchesTheReference) {
   }
   float loss, row_loss, lse;
   int32_t counts[kCrossEntropyCounts], target = 0;
-  EXPECT_THROW(cpu_fast::cross_entropy_forward(&loss, &target, nullptr, 1, 0, -1, LossReduction::mean, &loss,
-                                               &row_loss, &lse, counts, nullptr, 1.0f),
+  EXPECT_THROW(cpu_fast::cross_entropy_forward(&loss, &target, nullptr, 1, 0, -1, LossReduction::mean, &loss, &row_loss,
+                                               &lse, counts, nullptr, 1.0f),
                std::invalid_argument);
 }
 

@@ -71,8 +71,8 @@ TEST(CpuParallel, AttentionFastPathForwardAndBackward) {
   const auto initial_dbias = random_floats(bias.size(), 0.1f, 6);
   expect_same_bits_at_every_thread_count("attention", [&] {
     std::vector<float> out(qkv), probs(scores), dq(qkv), dk(qkv), dv(qkv), dbias = initial_dbias;
-    cpu::attention_forward_fast<float, uint8_t>(q.data(), k.data(), v.data(), mask.data(), bias.data(), shape,
-                                                dropout, out.data(), probs.data());
+    cpu::attention_forward_fast<float, uint8_t>(q.data(), k.data(), v.data(), mask.data(), bias.data(), shape, dropout,
+                                                out.data(), probs.data());
     cpu::attention_backward_fast<float>(q.data(), k.data(), v.data(), probs.data(), dout.data(), shape, dropout,
                                         dq.data(), dk.data(), dv.data(), dbias.data(), true);
     return bytes_of(out, probs, dq, dk, dv, dbias);
@@ -108,8 +108,8 @@ TEST(CpuParallel, ColumnSumAndLayerNormParameterGradients) {
     cpu::column_sum<float>(x.data(), rows, C, 1.0, sums.data());
     cpu::layernorm_forward<float>(y.data(), mean.data(), rstd.data(), x.data(), gamma.data(), beta.data(), rows, C,
                                   1e-5);
-    cpu::layernorm_backward<float>(dx.data(), dgamma.data(), dbeta.data(), dout.data(), nullptr, x.data(),
-                                   gamma.data(), mean.data(), rstd.data(), rows, C);
+    cpu::layernorm_backward<float>(dx.data(), dgamma.data(), dbeta.data(), dout.data(), nullptr, x.data(), gamma.data(),
+                                   mean.data(), rstd.data(), rows, C);
     return bytes_of(sums, y, mean, rstd, dx, dgamma, dbeta);
   });
 }

@@ -65,9 +65,9 @@ struct StepCase {
 TEST(StepControlKernel, CudaMatchesTheCpuReferenceOverSkipsClipsAndScaleChanges) {
   const double inf = std::numeric_limits<double>::infinity(), nan = std::numeric_limits<double>::quiet_NaN();
   const std::vector<StepCase> cases = {
-      {4.0e10, 0, 3.5, 0},  {1.0e-3, 0, 2.0, 0}, {2.5e9, 1, 2.0, 0}, {7.0, 0, nan, 0},  {9.0, 0, 1.0, 1},
-      {3.0e8, 0, 1.5, 0},   {inf, 0, 1.5, 0},    {0.0, 0, 0.0, 0},   {1.0e12, 0, 4.0, 0}, {6.0, 0, inf, 0},
-      {2.0e4, 0, 1.25, 0},  {5.0e6, 0, 1.0, 0},
+      {4.0e10, 0, 3.5, 0}, {1.0e-3, 0, 2.0, 0}, {2.5e9, 1, 2.0, 0},  {7.0, 0, nan, 0},
+      {9.0, 0, 1.0, 1},    {3.0e8, 0, 1.5, 0},  {inf, 0, 1.5, 0},    {0.0, 0, 0.0, 0},
+      {1.0e12, 0, 4.0, 0}, {6.0, 0, inf, 0},    {2.0e4, 0, 1.25, 0}, {5.0e6, 0, 1.0, 0},
   };
   const int64_t steps = static_cast<int64_t>(cases.size());
   std::vector<double> tables(static_cast<size_t>(4 * steps));
@@ -110,8 +110,9 @@ TEST(StepControlKernel, CudaMatchesTheCpuReferenceOverSkipsClipsAndScaleChanges)
         GuardedDeviceBuffer<int32_t> device_flag(std::vector<int32_t>{c.nonfinite});
         GuardedDeviceBuffer<float> device_seed(std::vector<float>{-1.0f});
         if (c.force_skip) coco::kernels::cuda::force_skip(device_state.data(), nullptr);
-        coco::kernels::cuda::decide_step({device_sum.data(), device_flag.data(), device_loss.data(), device_seed.data()},
-                                         cuda_tables, settings, device_state.data(), nullptr);
+        coco::kernels::cuda::decide_step(
+            {device_sum.data(), device_flag.data(), device_loss.data(), device_seed.data()}, cuda_tables, settings,
+            device_state.data(), nullptr);
         const StepState cuda_state = device_state.download()[0];
         expect_same_state(cpu_state, cuda_state, static_cast<int>(s));
         EXPECT_EQ(device_seed.download()[0], seed);
@@ -205,8 +206,7 @@ TEST(StepControl, AppliesTheSameUpdatesAsTheHostDecidedStep) {
         set_gradients(controlled, s, scale, bad[s]);
         // The host-decided step, as the trainer took it.
         const coco::optim::GradientStats stats = coco::optim::gradient_stats(host.adamw->gradients(), 1.0 / scale);
-        if (!stats.nonfinite)
-          host.adamw->step(lr[s], coco::kernels::clip_factor(stats.norm, 1.0) / scale);
+        if (!stats.nonfinite) host.adamw->step(lr[s], coco::kernels::clip_factor(stats.norm, 1.0) / scale);
         if (f16_scaling) scaler.update(stats.nonfinite);
         seed_expected = (f16_scaling ? scaler.scale() : 1.0) / 2;
         // The device-decided one.

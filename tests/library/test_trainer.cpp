@@ -164,8 +164,8 @@ TEST_F(TrainerTest, FromJsonAndMisuse) {
 TEST_F(TrainerTest, ANonLoggingCudaStepReadsNothingBackAndResumesExactly) {
   const auto cuda_options = [](const fs::path& run, std::vector<nlohmann::json>* records) {
     TrainerOptions o = options_for(run, records);
-    o.overrides.insert(o.overrides.end(), {"runtime.device=cuda", "train.log_every=3", "train.eval_every=0",
-                                           "train.steps=6"});
+    o.overrides.insert(o.overrides.end(),
+                       {"runtime.device=cuda", "train.log_every=3", "train.eval_every=0", "train.steps=6"});
     return o;
   };
   std::vector<nlohmann::json> records;
@@ -188,7 +188,7 @@ TEST_F(TrainerTest, ANonLoggingCudaStepReadsNothingBackAndResumesExactly) {
   std::vector<nlohmann::json> training;
   for (const auto& r : records)
     if (!r.contains("split")) training.push_back(r);  // the final evaluation aside
-  ASSERT_EQ(training.size(), 2u);  // steps 3 and 6
+  ASSERT_EQ(training.size(), 2u);                     // steps 3 and 6
   EXPECT_EQ(training[0]["step"], 3);
   EXPECT_EQ(training[1]["step"], 6);
   EXPECT_EQ(training[1]["skipped"], 0);

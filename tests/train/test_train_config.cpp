@@ -221,7 +221,8 @@ TEST(TrainConfig, MixedPrecisionNeedsTheCudaDevice) {
 // ZeRO-1 shards f32 state only: a 16-bit precision with optim.zero = 1 is refused, naming both keys.
 TEST(TrainConfig, ZeroNeedsF32Precision) {
   EXPECT_EQ(error_of(testutil::tiny_paper_config("data"), {"optim.zero=1"}), "");
-  std::string e = error_of(testutil::tiny_paper_config("data"), {"optim.zero=1", "precision=bf16", "runtime.device=cuda"});
+  std::string e =
+      error_of(testutil::tiny_paper_config("data"), {"optim.zero=1", "precision=bf16", "runtime.device=cuda"});
   EXPECT_NE(e.find("'optim.zero'"), std::string::npos) << e;
   EXPECT_NE(e.find("precision \"bf16\""), std::string::npos) << e;
   e = error_of(testutil::tiny_paper_config("data"), {"optim.zero=2"});
