@@ -1,6 +1,7 @@
 // coco-bench --step: the step profile (coco/step_profile.h) of a `coco train` config: a Trainer in a
-// temporary run directory takes 4 steps (2 of warm-up, the measured steady step, then the step that
-// writes the record) on the config's data and the figures are printed, one `key value` per line.
+// temporary run directory takes 5 steps on the config's data -- 2 of warm-up, the measured steady step (the
+// third, or with runtime.cuda_graph the fourth: the first replay after the capture), and the step that writes
+// the record -- and the figures are printed, one `key value` per line.
 // The profile counts CUDA runtime calls, so a config that runs on the CPU is refused (exit 1).
 //
 //   coco-bench --step configs/demo.json [--data DIR] [--set key=value]...
@@ -24,7 +25,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-constexpr int kSteps = 4;
+constexpr int kSteps = 5;
 
 [[noreturn]] void usage_error(const std::string& message) {
   std::fprintf(stderr, "coco-bench: %s\n", message.c_str());
@@ -106,7 +107,8 @@ int step_profile_main(int argc, char** argv) {
     options.run_dir = run_dir.path / "run";
     options.overrides = o.overrides;
     if (!o.data.empty()) options.overrides.push_back("data.dir=" + o.data);
-    // 2 warm-up steps, the measured one, and the last, whose record carries the figures.
+    // 2 warm-up steps, the measured step (the 3rd, or the 4th after a capture) and the last, whose record
+    // carries the figures.
     options.overrides.push_back("train.steps=" + std::to_string(kSteps));
     // The learning-rate warm-up is shortened to fit (the counts do not depend on the rate).
     for (const char* key :
@@ -130,7 +132,7 @@ int step_profile_main(int argc, char** argv) {
     std::printf("%s\n", line.c_str());
     for (const char* key :
          {"launches_per_step", "syncs_per_step", "d2h_copies_per_step", "h2d_bytes_per_step", "cuda_mallocs_per_step",
-          "kernels_per_step", "gemms_per_step", "collectives_per_step", "profile_step"})
+          "kernels_per_step", "graph_launches_per_step", "gemms_per_step", "collectives_per_step", "profile_step"})
       std::printf("%s %s\n", key, figures.at(key).dump().c_str());
     return 0;
   } catch (const std::invalid_argument& e) {  // ConfigError, DataError

@@ -193,7 +193,7 @@ Tensor CocoModel::generator_logits(const Tensor& rows) const {
   return ops::linear(h, generator_->embeddings().token, gen_bias_);  // tied: (M, d) x (V, d)^T
 }
 
-Tensor CocoModel::device_tokens(const Tensor& input) const {
+Tensor CocoModel::device_tokens(const Tensor& input, PinnedUpload* upload) const {
   check_rank("CocoModel::forward", input, 2);
   input.check_dtype(DType::i32, "CocoModel::forward");
   const int64_t batch = input.size(0), seq_len = input.size(1);
@@ -215,8 +215,11 @@ Tensor CocoModel::device_tokens(const Tensor& input) const {
   }
   const Shape shape{batch, seq_len};
   if (device_ == Device::cuda) {  // through a pinned slot: an asynchronous upload at a fixed address
-    if (!token_upload_) token_upload_ = std::make_shared<PinnedUpload>(1);
-    return token_upload_->upload(host.data(), shape, DType::i32);
+    if (!upload) {
+      if (!token_upload_) token_upload_ = std::make_shared<PinnedUpload>(1);
+      upload = token_upload_.get();
+    }
+    return upload->upload(host.data(), shape, DType::i32);
   }
   return Tensor::from_vector(host, shape, device_);
 }

@@ -111,8 +111,9 @@ class CocoModel : public Module {
   // a CUDA graph: the graph reads its ids from the tensor of the capture (refill it with copy_from before
   // a replay) and, with a step counter in device memory, draws the replayed step's masks, samples and
   // dropout. Ids are not checked again. Once per new (B, T) it uploads a small table, so a capture
-  // comes after a warm-up forward of the same shape.
-  Tensor device_tokens(const Tensor& tokens) const;
+  // comes after a warm-up forward of the same shape. `upload`: the pinned ring to upload through on CUDA
+  // (a CUDA graph's fixed input buffers, coco/step_graph.h); null: the model's own one-slot ring.
+  Tensor device_tokens(const Tensor& tokens, PinnedUpload* upload = nullptr) const;
   Outputs forward_device_tokens(const Tensor& tokens, rng::StepKey step, bool training, uint64_t first_row = 0);
 
   const model::Encoder& generator() const { return *generator_; }

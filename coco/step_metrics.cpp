@@ -85,7 +85,8 @@ void StepMetrics::reset() { sums_.zero_(); }
 
 namespace {
 constexpr size_t kSumsBytes = sizeof(double) * StepMetrics::kSlots;
-constexpr size_t kRecordBytes = kSumsBytes + sizeof(kernels::StepState);
+constexpr size_t kRecordBytes =
+    kSumsBytes + sizeof(kernels::StepState) + sizeof(int32_t) * static_cast<size_t>(StepRecordCopy::kMaxChecks);
 }  // namespace
 
 StepRecordCopy::StepRecordCopy(Device device) : device_(device) {
@@ -107,22 +108,33 @@ StepRecordCopy::~StepRecordCopy() {
   }
 }
 
-void StepRecordCopy::capture(const StepMetrics& metrics, const Tensor& state) {
+void StepRecordCopy::capture(const StepMetrics& metrics, const Tensor& state, const Tensor& checks) {
   if (pending_) throw std::logic_error("StepRecordCopy::capture: the previous record has not been taken");
   if (state.nbytes() != sizeof(kernels::StepState) || state.device() != device_ || metrics.sums().device() != device_)
     throw TensorError("StepRecordCopy::capture: expected a " + std::to_string(sizeof(kernels::StepState)) +
                       "-byte step state and metric sums on " + device_name(device_));
+  if (checks.defined() && (checks.dtype() != DType::i32 || checks.numel() > kMaxChecks || checks.device() != device_))
+    throw TensorError("StepRecordCopy::capture: expected up to " + std::to_string(kMaxChecks) +
+                      " i32 check counts on " + device_name(device_) + ", got " + std::to_string(checks.numel()) + " " +
+                      dtype_name(checks.dtype()) + " on " + device_name(checks.device()));
+  const size_t check_bytes = checks.defined() ? checks.nbytes() : 0;
   auto* bytes = static_cast<uint8_t*>(pinned_);
+  constexpr size_t kChecksAt = kSumsBytes + sizeof(kernels::StepState);
   if (device_ == Device::cuda) {
     COCO_CUDA_CHECK(
         runtime::memcpy_async(bytes, metrics.sums().data(), kSumsBytes, cudaMemcpyDeviceToHost, current_stream()));
     COCO_CUDA_CHECK(runtime::memcpy_async(bytes + kSumsBytes, state.data(), sizeof(kernels::StepState),
                                           cudaMemcpyDeviceToHost, current_stream()));
+    if (check_bytes)
+      COCO_CUDA_CHECK(runtime::memcpy_async(bytes + kChecksAt, checks.data(), check_bytes, cudaMemcpyDeviceToHost,
+                                            current_stream()));
     copied_->record(current_stream());
   } else {
     std::memcpy(bytes, metrics.sums().data(), kSumsBytes);
     std::memcpy(bytes + kSumsBytes, state.data(), sizeof(kernels::StepState));
+    if (check_bytes) std::memcpy(bytes + kChecksAt, checks.data(), check_bytes);
   }
+  checks_ = checks.defined() ? checks.numel() : 0;
   pending_ = true;
 }
 
@@ -135,6 +147,10 @@ StepRecordCopy::Record StepRecordCopy::take() {
   std::memcpy(sums, pinned_, kSumsBytes);
   r.sums = StepMetrics::decode(sums);
   std::memcpy(&r.state, static_cast<const uint8_t*>(pinned_) + kSumsBytes, sizeof r.state);
+  r.checks.resize(static_cast<size_t>(checks_));
+  if (checks_)
+    std::memcpy(r.checks.data(), static_cast<const uint8_t*>(pinned_) + kSumsBytes + sizeof r.state,
+                sizeof(int32_t) * r.checks.size());
   return r;
 }
 

@@ -3,6 +3,7 @@
 // needs them (one device-to-host copy) and starts the next step from zero.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "coco/objective.h"
 #include "engine/device.h"
@@ -56,15 +57,19 @@ class StepRecordCopy {
   StepRecordCopy(const StepRecordCopy&) = delete;
   StepRecordCopy& operator=(const StepRecordCopy&) = delete;
 
-  // Queues the copies of `metrics`' sums and of `state` (sizeof(kernels::StepState) bytes on the
-  // device). Throws std::logic_error when a captured record has not been taken yet, TensorError for a
-  // state of another size or device.
-  void capture(const StepMetrics& metrics, const Tensor& state);
+  // Queues the copies of `metrics`' sums, of `state` (sizeof(kernels::StepState) bytes on the
+  // device) and, when defined, of `checks` (ops::DeviceChecks::counters(): the validation counts come
+  // with the record, so that a logging step waits once). Throws std::logic_error when a captured record
+  // has not been taken yet, TensorError for a state of another size, checks that are not up to kMaxChecks
+  // i32 values, or tensors on another device.
+  void capture(const StepMetrics& metrics, const Tensor& state, const Tensor& checks = Tensor());
   bool pending() const { return pending_; }
+  static constexpr int64_t kMaxChecks = 8;
 
   struct Record {
     StepSums sums;
     kernels::StepState state;
+    std::vector<int32_t> checks;  // the counts of `checks` (empty when none was given)
   };
   // The captured record (waits for its copies when they have not landed). std::logic_error when
   // nothing was captured.
@@ -72,9 +77,10 @@ class StepRecordCopy {
 
  private:
   Device device_;
-  void* pinned_ = nullptr;  // StepMetrics::kSlots doubles, then the StepState
+  void* pinned_ = nullptr;  // StepMetrics::kSlots doubles, the StepState, then up to kMaxChecks i32
   std::unique_ptr<Event> copied_;
   bool pending_ = false;
+  int64_t checks_ = 0;  // i32 counts copied with the pending record
 };
 
 }  // namespace coco::objective

@@ -34,15 +34,11 @@ bool StepProfiler::end(bool skipped) {
 std::vector<std::pair<std::string, uint64_t>> StepProfiler::fields() const {
   if (!measured_) return {};
   const runtime::Counters& c = window_->figures;
-  return {{"launches_per_step", c.launches()},
-          {"syncs_per_step", c.synchronizations()},
-          {"d2h_copies_per_step", c.d2h_copies},
-          {"h2d_bytes_per_step", c.h2d_bytes},
-          {"cuda_mallocs_per_step", c.device_mallocs},
-          {"kernels_per_step", c.kernel_launches},
-          {"gemms_per_step", c.gemm_calls},
-          {"collectives_per_step", c.collective_calls},
-          {"profile_step", static_cast<uint64_t>(step_)}};
+  return {{"launches_per_step", c.launches()},           {"syncs_per_step", c.synchronizations()},
+          {"d2h_copies_per_step", c.d2h_copies},         {"h2d_bytes_per_step", c.h2d_bytes},
+          {"cuda_mallocs_per_step", c.device_mallocs},   {"kernels_per_step", c.kernel_launches},
+          {"graph_launches_per_step", c.graph_launches}, {"gemms_per_step", c.gemm_calls},
+          {"collectives_per_step", c.collective_calls},  {"profile_step", static_cast<uint64_t>(step_)}};
 }
 
 std::string StepProfiler::line() const {

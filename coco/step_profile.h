@@ -10,7 +10,8 @@
 //   d2h_copies_per_step   device-to-host copies
 //   h2d_bytes_per_step    host-to-device bytes
 //   cuda_mallocs_per_step allocations that reached cudaMalloc (0 once the caching allocator is warm)
-//   kernels_per_step, gemms_per_step, collectives_per_step: the parts of launches_per_step
+//   kernels_per_step, graph_launches_per_step, gemms_per_step, collectives_per_step: the parts of
+//                         launches_per_step (a replayed CUDA graph, runtime.cuda_graph, counts one graph launch)
 //   profile_step          the step that was measured
 //
 // The counters are process-wide: in a data-parallel run every process counts its own (rank 0 reports).

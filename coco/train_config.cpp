@@ -231,6 +231,7 @@ TrainConfig parse_train_config(const nlohmann::json& root, const std::string& so
     ConfigObject runtime = r.get_object("runtime");
     c.device_setting = runtime.get_choice("device", c.device_setting, {"auto", "cuda", "cpu"});
     c.threads = runtime.get_int("threads", c.threads, 0, 4096);
+    if (runtime.has("cuda_graph")) c.cuda_graph = runtime.get_bool("cuda_graph", false);
     runtime.finish();
   }
   if (r.has("dist")) {
@@ -246,6 +247,10 @@ TrainConfig parse_train_config(const nlohmann::json& root, const std::string& so
     throw ConfigError(source + ": key 'precision': \"" + c.precision +
                       "\" (16-bit weights and activations) needs runtime.device = cuda; the CPU backend computes in "
                       "f32: expected \"f32\" on the cpu device");
+  if (c.cuda_graph.value_or(false) && c.device != Device::cuda)
+    throw ConfigError(source +
+                      ": key 'runtime.cuda_graph': true captures the training step as a CUDA graph, which needs "
+                      "runtime.device = cuda (the device resolved to cpu); expected false or no key on the cpu device");
 
   if (c.data.seq_len > c.model.max_positions)
     throw ConfigError(source + ": key 'data.seq_len': expected at most model.max_positions (" +
@@ -328,6 +333,7 @@ nlohmann::json train_config_to_json(const TrainConfig& c) {
   j["runtime"] = {{"device", c.device_setting}};
   // Only when set, so configs (and their hashes) from before the key existed stay as they were.
   if (c.threads != 0) j["runtime"]["threads"] = c.threads;
+  if (c.cuda_graph) j["runtime"]["cuda_graph"] = *c.cuda_graph;
   if (c.dist_bucket_mb != TrainConfig{}.dist_bucket_mb) j["dist"]["bucket_mb"] = c.dist_bucket_mb;
   if (c.dist_reduce_dtype != TrainConfig{}.dist_reduce_dtype) j["dist"]["reduce_dtype"] = c.dist_reduce_dtype;
   if (c.dist_timeout_s != TrainConfig{}.dist_timeout_s) j["dist"]["timeout_s"] = c.dist_timeout_s;

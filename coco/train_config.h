@@ -9,7 +9,9 @@
 //                 global_batch / (ranks x micro_batch) (apply_world_size),
 //   "precision"  "f32" | "bf16" | "f16",
 //   "runtime"    {"device": "cuda" | "cpu" | "auto", "threads": N (CPU backend; 0 or absent: every core the
-//                 process may use)},
+//                 process may use), "cuda_graph": true | false (capture the training step once as a CUDA graph
+//                 and replay it every step; absent: on for the cuda device without data parallelism, off on the
+//                 cpu; true where it cannot work -- the cpu device, a data-parallel launch -- is a ConfigError)},
 //   "dist"       {"bucket_mb": gradient bucket size in MiB (default 25), "reduce_dtype": "f32" | "bf16" (default
 //                 "f32"), "timeout_s": seconds a collective may take before the job is declared stuck (a dead or
 //                 hanging rank) and aborted on every rank (default 300)}: data parallelism under mpirun/srun
@@ -23,6 +25,7 @@
 // unk_id = -1 explicitly means "not used" (documents packed without [SEP]).
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -83,6 +86,9 @@ struct TrainConfig {
   std::string precision = "f32";
   std::string device_setting = "auto";
   int64_t threads = 0;  // runtime.threads: CPU backend threads (kernels and BLAS); 0 = the cores the process may use
+  // runtime.cuda_graph as written: absent (the default for the device and launch), true or false. The Trainer
+  // resolves it (coco/step_graph.h); true on the cpu device is refused here, under a data-parallel launch there.
+  std::optional<bool> cuda_graph;
   Device device = Device::cpu;            // `device_setting` resolved
   double dist_bucket_mb = 25;             // dist.bucket_mb
   std::string dist_reduce_dtype = "f32";  // dist.reduce_dtype

@@ -22,6 +22,7 @@
 #include "coco/model_report.h"
 #include "coco/objective.h"
 #include "coco/step_metrics.h"
+#include "coco/step_graph.h"
 #include "coco/step_profile.h"
 #include "coco/progress.h"
 #include "coco/train_config.h"
@@ -386,6 +387,13 @@ struct Trainer::Impl {
   // optim.zero = 1 under a launch: AdamW state and f32 masters sharded over the ranks (engine/dist/zero.h). Its
   // step stays host-decided (reduce-scatter, skip/clip from the global norm, apply, all-gather): zero_step().
   std::unique_ptr<dist::ZeroAdamW> zero;
+  // runtime.cuda_graph (coco/step_graph.h): the device-decided step captured once and replayed; while it lives
+  // every CUDA call of the Trainer runs on its stream (Trainer's methods enter work_stream()). Declared last so
+  // that it is destroyed first: it waits for its stream before the tensors the step used are freed.
+  std::unique_ptr<train::StepGraph> step_graph;
+  bool graph_has_clm = false, graph_has_cl = false;  // the captured step's outputs (for StepStats)
+  // The validation counts that came with this step's record (DeviceChecks::verify without a second wait).
+  std::optional<std::vector<int32_t>> record_checks;
 
   int rank() const { return comm ? comm->rank() : 0; }
 
@@ -455,6 +463,77 @@ struct Trainer::Impl {
     if (param_dtype == DType::f16)
       scaler.load_state({state.loss_scale, state.growth_tracker, state.hysteresis_left, state.scaler_skipped});
     optimizer->sync_step_counts(state.applied);
+  }
+
+  // ---- One CUDA graph per step (runtime.cuda_graph, coco/step_graph.h) --------------------------------------
+
+  void open_step_graph() {
+    if (!train::use_cuda_graph(config, comm != nullptr, source)) return;
+    if (!control) throw std::logic_error("Trainer: runtime.cuda_graph needs the device-decided step");
+    step_graph = std::make_unique<train::StepGraph>(config.train.grad_accum);
+    message(
+        format("runtime.cuda_graph: after %d warm-up steps the training step is captured as one CUDA graph and "
+               "replayed",
+               train::StepGraph::kWarmupSteps));
+  }
+
+  // The stream the Trainer's CUDA work goes to: the step graph's while graphs are on.
+  cudaStream_t work_stream() const { return step_graph ? step_graph->stream() : current_stream(); }
+
+  // The host part of a step under runtime.cuda_graph: each micro-batch's ids validated and uploaded to its fixed
+  // device buffer, the fault-injection hook, then the device work (device_step) run, captured or replayed.
+  void graphed_step(StepStats& stats) {
+    const auto& t = config.train;
+    for (int64_t micro = 0; micro < t.grad_accum; ++micro) {
+      const data::Batch batch = loader->next();
+      epoch = batch.epoch;
+      if (batch.rows != t.micro_batch)  // the data loader always fills a training micro-batch
+        throw std::logic_error(format("Trainer: a training micro-batch of %lld rows, expected train.micro_batch = %lld",
+                                      static_cast<long long>(batch.rows), static_cast<long long>(t.micro_batch)));
+      const Tensor tokens = Tensor::from_vector(batch.tokens, Shape{batch.rows, batch.seq_len}, Device::cpu);
+      step_graph->set_input(micro, model->device_tokens(tokens, &step_graph->uploads()));
+      ++stats.micro_batches;
+      stats.rows += batch.rows;
+      stats.tokens += batch.non_pad_tokens;
+    }
+    if (injected_nonfinite(step + 1)) control->force_skip();  // read by the decision inside the graph
+    step_graph->run([this] { device_step(); });
+    stats.has_clm = graph_has_clm;
+    stats.has_cl = graph_has_cl;
+  }
+
+  // The step's device work, as train_step's device-decided path issues it, with nothing that varies from
+  // step to step in a launch: the ids come from the graph's input buffers, the Philox step from the
+  // StepControl's counter (its value during the step: the steps taken before it), the f16 backward seed
+  // and every scalar of the decision and update from its state. The metric sums start from zero here
+  // (the previous step's record copy, if any, was queued before).
+  void device_step() {
+    const auto& t = config.train;
+    const rng::StepKey step_key =
+        rng::StepKey::from_counter(reinterpret_cast<const uint64_t*>(&control->device_state()->step));
+    step_metrics->reset();
+    for (int64_t micro = 0; micro < t.grad_accum; ++micro) {
+      objective::Outputs out;
+      Tensor scaled;
+      {
+        Tape::Recording recording(tape);
+        out =
+            model->forward_device_tokens(step_graph->input(micro), step_key, /*training=*/true, micro_first_row(micro));
+        if (param_dtype == DType::f16)
+          scaled = ops::mul(out.loss, control->backward_seed().view(out.loss.shape()));
+        else
+          scaled = t.grad_accum == 1 ? out.loss : ops::scale(out.loss, 1.0 / static_cast<double>(t.grad_accum));
+      }
+      tape.backward(scaled);
+      tape.clear();
+      step_metrics->add(out, t.micro_batch);
+      graph_has_clm = out.clm_loss.defined();
+      graph_has_cl = out.cl_loss.defined();
+    }
+    control->decide(optimizer->gradients(), step_metrics->loss_sum());
+    optimizer->step(*control);
+    if (param_dtype == DType::f16) refresh_working_copies();  // unchanged weights when skipped
+    optimizer->zero_grad();
   }
 
   // ---- Data parallelism (engine/dist) --------------------------------------------------------------
@@ -722,6 +801,7 @@ struct Trainer::Impl {
         valid_sequences ? format(", %llu valid", static_cast<unsigned long long>(valid_sequences->size())).c_str() : "",
         static_cast<long long>(t.steps), static_cast<long long>(rows_per_step)));
     if (!comm) open_step_control();
+    open_step_graph();
     open_loop();
   }
 
@@ -814,15 +894,20 @@ struct Trainer::Impl {
       throw std::logic_error(format("Trainer::train_step: the run is at step %lld of train.steps = %lld",
                                     static_cast<long long>(step), static_cast<long long>(t.steps)));
     const auto step_start = std::chrono::steady_clock::now();
+    record_checks.reset();
     const double loss_scale = param_dtype == DType::f16 ? scaler.scale() : 1.0;
     if (!step_metrics) {
       step_metrics = std::make_unique<objective::StepMetrics>(config.device);
       device_checks = std::make_unique<ops::DeviceChecks>(config.device);
-      profiler = std::make_unique<train::StepProfiler>(config.device == Device::cuda && writes_run_dir());
+      // Measured: the first steady step (with graphs, the first replay after the capture).
+      profiler = std::make_unique<train::StepProfiler>(config.device == Device::cuda && writes_run_dir(),
+                                                       step_graph ? train::StepGraph::kWarmupSteps + 1 : 2);
     }
     profiler->begin(step + 1, (step + 1) % t.log_every == 0 || step + 1 == t.steps);
     StepStats stats;
-    for (int64_t micro = 0; micro < t.grad_accum; ++micro) {
+    if (step_graph) graphed_step(stats);
+    const int64_t host_issued_micro_batches = step_graph ? 0 : t.grad_accum;  // else the graph ran them
+    for (int64_t micro = 0; micro < host_issued_micro_batches; ++micro) {
       const data::Batch batch = loader->next();
       epoch = batch.epoch;
       // Data parallel: the gradients of the last micro-batch start their buckets' all-reduce during its backward.
@@ -853,23 +938,27 @@ struct Trainer::Impl {
     bool known = true, nonfinite = false;
     double grad_norm = std::numeric_limits<double>::quiet_NaN(), step_loss_scale = loss_scale;
     if (control) {
-      if (injected_nonfinite(step + 1)) control->force_skip();
-      control->decide(optimizer->gradients(), step_metrics->loss_sum());
-      optimizer->step(*control);
-      if (param_dtype == DType::f16) refresh_working_copies();  // unchanged weights when skipped
-      optimizer->zero_grad();
+      if (!step_graph) {  // else all of this ran in the graph
+        if (injected_nonfinite(step + 1)) control->force_skip();
+        control->decide(optimizer->gradients(), step_metrics->loss_sum());
+        optimizer->step(*control);
+        if (param_dtype == DType::f16) refresh_working_copies();  // unchanged weights when skipped
+        optimizer->zero_grad();
+      }
       const int64_t completed = step + 1;
       known = config.device == Device::cpu || completed % t.log_every == 0 || completed == t.steps;
       if (known) {
-        record_copy->capture(*step_metrics, control->state());
-        step_metrics->reset();
-        const objective::StepRecordCopy::Record record = record_copy->take();
+        // With the validation counts: a logging step waits for the device once.
+        record_copy->capture(*step_metrics, control->state(), device_checks->counters());
+        if (!step_graph) step_metrics->reset();  // the graph resets the sums when it starts a step
+        objective::StepRecordCopy::Record record = record_copy->take();
+        record_checks = std::move(record.checks);
         stats.take(record.sums);
         mirror(record.state);
         nonfinite = record.state.apply == 0;
         grad_norm = record.state.grad_norm;
         step_loss_scale = record.state.step_loss_scale;
-      } else {
+      } else if (!step_graph) {
         step_metrics->reset();
       }
     } else {
@@ -938,7 +1027,11 @@ struct Trainer::Impl {
                            format_duration(report.eta_seconds).c_str(), nonfinite ? " | SKIPPED" : "");
     report.logged = completed % t.log_every == 0 || completed == t.steps || nonfinite;
     if (report.logged) {
-      device_checks->verify();  // a failed device-side validation stops the run here
+      // A failed device-side validation stops the run here (counts from the step's record when it came with one).
+      if (record_checks)
+        device_checks->verify(*record_checks);
+      else
+        device_checks->verify();
       JsonRecord r;
       r.add_int("step", completed);
       stats.put(r);
@@ -1001,6 +1094,7 @@ std::optional<fs::path> Trainer::last_checkpoint() const { return impl_->last_ch
 const nlohmann::json& Trainer::config() const { return impl_->resolved; }
 fs::path Trainer::run_dir() const { return impl_->run_dir; }
 StepReport Trainer::train_step() {
+  const StreamScope on_stream(impl_->work_stream());
   try {
     return impl_->train_step();
   } catch (const dist::CommError& error) {
@@ -1009,6 +1103,7 @@ StepReport Trainer::train_step() {
   }
 }
 fs::path Trainer::save() {
+  const StreamScope on_stream(impl_->work_stream());
   try {
     return impl_->save_now();
   } catch (const dist::CommError& error) {
@@ -1018,6 +1113,7 @@ fs::path Trainer::save() {
 }
 
 nlohmann::json Trainer::evaluate(int64_t batches) {
+  const StreamScope on_stream(impl_->work_stream());
   const StepStats stats = impl_->evaluate_now(batches);
   JsonRecord r;
   r.add_int("step", impl_->step).add_string("split", "valid");

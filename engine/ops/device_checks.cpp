@@ -1,5 +1,7 @@
 #include "engine/ops/device_checks.h"
 
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "engine/device.h"
@@ -55,8 +57,12 @@ void DeviceChecks::add_flag(Check check, const uint32_t* flag, uint32_t unset) {
     *counter(check) += *flag != unset ? 1 : 0;
 }
 
-void DeviceChecks::verify() {
-  const std::vector<int32_t> counts = counters_.to_vector<int32_t>();
+void DeviceChecks::verify() { verify(counters_.to_vector<int32_t>()); }
+
+void DeviceChecks::verify(const std::vector<int32_t>& counts) {
+  if (counts.size() != static_cast<size_t>(kChecks))
+    throw std::invalid_argument("DeviceChecks::verify: expected " + std::to_string(kChecks) + " counts, got " +
+                                std::to_string(counts.size()));
   std::string failures;
   for (int c = 0; c < kChecks; ++c)
     if (counts[static_cast<size_t>(c)] != 0)

@@ -15,6 +15,7 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "engine/tensor.h"
 
@@ -42,6 +43,13 @@ class DeviceChecks {
   // Reads the counters (one device-to-host copy), zeroes them and throws TensorError naming every
   // check that failed since the last verify().
   void verify();
+  // The same from counts the owner copied off the device itself (kChecks values of counters(), copied
+  // after the work they cover, e.g. with a training step's record, so that the step waits once): when a
+  // count is not zero, zeroes the counters (one memset) and throws as verify() does.
+  // std::invalid_argument for another number of counts.
+  void verify(const std::vector<int32_t>& counts);
+  // The (kChecks) i32 counters on the scope's device, for an asynchronous copy.
+  const Tensor& counters() const { return counters_; }
 
  private:
   Device device_;

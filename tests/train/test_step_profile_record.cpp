@@ -26,9 +26,9 @@ namespace fs = std::filesystem;
 // to the device.
 constexpr uint64_t kLaunchCeiling = 524, kSyncCeiling = 3, kD2hCeiling = 2;
 
-const char* const kProfileKeys[] = {"launches_per_step",  "syncs_per_step",        "d2h_copies_per_step",
-                                    "h2d_bytes_per_step", "cuda_mallocs_per_step", "kernels_per_step",
-                                    "gemms_per_step",     "collectives_per_step",  "profile_step"};
+const char* const kProfileKeys[] = {
+    "launches_per_step", "syncs_per_step", "d2h_copies_per_step",  "h2d_bytes_per_step", "cuda_mallocs_per_step",
+    "kernels_per_step",  "gemms_per_step", "collectives_per_step", "profile_step",       "graph_launches_per_step"};
 
 class StepProfileRecord : public ::testing::Test {
  protected:
@@ -41,6 +41,9 @@ class StepProfileRecord : public ::testing::Test {
   Run train(const std::string& device, const std::string& name) {
     nlohmann::json c = testutil::tiny_paper_config(dir_ / "data");
     c["runtime"]["device"] = device;
+    // The step as the host issues it, call by call (tests/train/test_cuda_graph_training.cpp profiles the
+    // replayed graph).
+    if (device == "cuda") c["runtime"]["cuda_graph"] = false;
     c["train"]["steps"] = 6;
     c["train"]["log_every"] = 5;
     c["train"]["eval_every"] = 0;
@@ -116,7 +119,10 @@ TEST_F(StepProfileRecord, BenchStepPrintsTheProfileAndRefusesACpuConfig) {
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   for (const char* key : kProfileKeys) EXPECT_NE(r.out.find(std::string(key) + " "), std::string::npos) << key;
   EXPECT_NE(r.out.find("cuda_mallocs_per_step 0\n"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("profile_step 3\n"), std::string::npos) << r.out;
+  // runtime.cuda_graph is on by default on cuda: the first replay after 2 warm-up steps and the capture.
+  EXPECT_NE(r.out.find("profile_step 4\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("graph_launches_per_step 1\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("kernels_per_step 0\n"), std::string::npos) << r.out;
 
   r = run_bench({"--step", (dir_ / "missing.json").string()}, dir_.path());
   EXPECT_EQ(r.exit_code, 2) << r.out << r.err;

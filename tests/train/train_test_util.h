@@ -227,7 +227,7 @@ inline std::vector<nlohmann::json> metrics_without_timing(const fs::path& run_di
     j.erase("tokens_per_s");
     for (const char* key :
          {"launches_per_step", "syncs_per_step", "d2h_copies_per_step", "h2d_bytes_per_step", "cuda_mallocs_per_step",
-          "kernels_per_step", "gemms_per_step", "collectives_per_step", "profile_step"})
+          "kernels_per_step", "graph_launches_per_step", "gemms_per_step", "collectives_per_step", "profile_step"})
       j.erase(key);
     records.push_back(j);
   }
