@@ -603,11 +603,24 @@ struct Trainer::Impl {
     return *latest.dir;
   }
 
+  // A collective that fails while the trainer opens (a peer dead or hanging at start-up: the configuration
+  // check, checkpoint agreement) ends the job like one in a step (abort_job): while the communicator still
+  // lives, or this rank's exit could wait on the missing peer in MPI's finalisation.
   Impl(train::TrainConfig parsed, std::string config_source, TrainerOptions trainer_options)
       : options(std::move(trainer_options)), source(std::move(config_source)), config(std::move(parsed)) {
+    try {
+      open();
+    } catch (const dist::CommError& error) {
+      if (comm) abort_job(error);
+      throw;
+    }
+  }
+
+  void open() {
     if (options.run_dir.empty()) throw std::invalid_argument("TrainerOptions::run_dir: expected the run directory");
     run_dir = options.run_dir;
     open_communicator();
+    checkpoint::fault_point("trainer:start");               // tests: a rank that hangs before the first collective
     train::apply_world_size(config, world_size(), source);  // train.global_batch -> grad_accum for this launch
     if (writes_run_dir()) {
       fs::create_directories(run_dir);
