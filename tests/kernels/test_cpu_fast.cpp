@@ -326,6 +326,30 @@ TEST(CpuBackend, BlasRunsAKernelForThisCpusVectorUnits) {
   }
 }
 
+TEST(CpuBackend, OpenBlasIdleWorkerThreadsAreStopped) {
+  cpu_backend::configure();
+  const cpu_backend::BlasInfo blas = cpu_backend::blas_info();
+  if (blas.kernel.empty() || blas.openmp) GTEST_SKIP() << "not a pthreads OpenBLAS: " << blas.library;
+  // Every BLAS call is single-threaded, so OpenBLAS's own workers would only spin after load.
+  EXPECT_FALSE(cpu_backend::blas_worker_threads_running());
+  // GEMMs still compute, on every thread count, and do not start the workers again.
+  const int64_t M = 64, N = 48, K = 40;
+  const std::vector<float> A = random_floats(M * K, 1.0f, 31), B = random_floats(K * N, 1.0f, 32);
+  for (int threads : {1, 2}) {
+    cpu_backend::set_threads(threads);
+    std::vector<float> C(M * N);
+    cpu::gemm<float, float>(false, false, M, N, K, 1.0, A.data(), K, B.data(), N, 0.0, C.data(), N);
+    for (int64_t i = 0; i < M; i += 7)
+      for (int64_t j = 0; j < N; j += 5) {
+        double expected = 0;
+        for (int64_t k = 0; k < K; ++k) expected += static_cast<double>(A[i * K + k]) * B[k * N + j];
+        EXPECT_NEAR(C[i * N + j], expected, 1e-4 * (1 + std::fabs(expected)));
+      }
+  }
+  cpu_backend::set_threads(0);
+  EXPECT_FALSE(cpu_backend::blas_worker_threads_running());
+}
+
 TEST(CpuBackend, OpenBlasKernelCanBeReselected) {
   cpu_backend::configure();
   const cpu_backend::BlasInfo before = cpu_backend::blas_info();
