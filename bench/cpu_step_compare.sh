@@ -5,6 +5,7 @@
 #   bench/cpu_step_compare.sh BEFORE_BIN AFTER_BIN [ROUNDS]         two coco-bench builds
 #   bench/cpu_step_compare.sh --pytorch PYTHON COCO_BENCH [ROUNDS]  coco-bench vs PyTorch eager and
 #       torch.compile (bench/pytorch_cpu_step.py; PYTHON has torch, coco-lm-pytorch 0.0.2, x-transformers 0.8.4)
+# SHAPES="large" / THREADS="2" (environment) restrict the runs, so a long comparison can be split in chunks.
 # Results: bench/results/DATE-cpu-step-CPU.txt.
 set -euo pipefail
 pytorch=""
@@ -27,10 +28,12 @@ large=("${demo[@]}" --set model.generator.dim=256 --set model.discriminator.dim=
 echo "# $(date -u +%FT%TZ) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores visible"
 echo "# load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 declare -A rates
-for shape in demo large; do
+shapes=(${SHAPES:-demo large})
+thread_counts=(${THREADS:-1 2})
+for shape in "${shapes[@]}"; do
   # The larger shape takes seconds per step: fewer steps per run.
   if [[ $shape == demo ]]; then args=("${demo[@]}"); warmup=2; steps=5; else args=("${large[@]}"); warmup=1; steps=3; fi
-  for threads in 1 2; do
+  for threads in "${thread_counts[@]}"; do
     for ((r = 1; r <= rounds; ++r)); do
       for who in "${contenders[@]}"; do
         case $who in
@@ -58,8 +61,8 @@ header="| shape | threads |"; rule="|---|---|"
 for who in "${contenders[@]}"; do header+=" $who tokens/s (median) |"; rule+="---|"; done
 header+=" runs |"; rule+="---|"
 echo "$header"; echo "$rule"
-for shape in demo large; do
-  for threads in 1 2; do
+for shape in "${shapes[@]}"; do
+  for threads in "${thread_counts[@]}"; do
     row="| $shape | $threads |"; runs=""
     for who in "${contenders[@]}"; do
       row+=" $(median <<<"${rates[$shape,$threads,$who]}") |"

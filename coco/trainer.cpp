@@ -383,9 +383,13 @@ struct Trainer::Impl {
   // then trains exactly as before. Rank 0 alone writes the run directory (config.json, metrics.jsonl,
   // checkpoints) and reports; every rank reads its rows of each global micro-batch.
   std::unique_ptr<dist::Communicator> comm;
-  std::unique_ptr<dist::GradSync> grad_sync;
-  // optim.zero = 1 under a launch: AdamW state and f32 masters sharded over the ranks (engine/dist/zero.h). Its
-  // step stays host-decided (reduce-scatter, skip/clip from the global norm, apply, all-gather): zero_step().
+  // What the backward of a step's last micro-batch drives (the tape hook that starts gradient buckets while
+  // backward runs): all_reduce_sync for plain data parallelism, zero for ZeRO-1; null for one process.
+  dist::BackwardSync* grad_sync = nullptr;
+  std::unique_ptr<dist::GradSync> all_reduce_sync;
+  // optim.zero = 1 under a launch: AdamW state and f32 masters sharded over the ranks (engine/dist/zero.h); its
+  // buckets are reduce-scattered into the shards during backward. Its step stays host-decided (the global
+  // norm, skip/clip, apply, all-gather): zero_step().
   std::unique_ptr<dist::ZeroAdamW> zero;
   // runtime.cuda_graph (coco/step_graph.h): the device-decided step captured once and replayed; while it lives
   // every CUDA call of the Trainer runs on its stream (Trainer's methods enter work_stream()). Declared last so
@@ -552,14 +556,17 @@ struct Trainer::Impl {
     comm = dist::make_communicator(config.device, launch, comm_options);
   }
 
+  size_t bucket_bytes() const { return static_cast<size_t>(config.dist_bucket_mb * double(1 << 20)); }
+
   void open_grad_sync() {
     if (!comm || config.optim.zero == 1) return;  // ZeRO-1's reduce-scatter is the gradient synchronisation
     std::vector<Tensor> trainable;
     for (const NamedParameter& p : params) trainable.push_back(p.tensor);
     dist::GradSyncOptions sync_options;
-    sync_options.bucket_bytes = static_cast<size_t>(config.dist_bucket_mb * double(1 << 20));
+    sync_options.bucket_bytes = bucket_bytes();
     sync_options.reduce_dtype = config.dist_reduce_dtype == "bf16" ? DType::bf16 : DType::f32;
-    grad_sync = std::make_unique<dist::GradSync>(*comm, trainable, sync_options);
+    all_reduce_sync = std::make_unique<dist::GradSync>(*comm, trainable, sync_options);
+    grad_sync = all_reduce_sync.get();
   }
 
   // The global row (within the step's global batch) of row 0 of this rank's micro-batch `micro`: the data
@@ -578,7 +585,7 @@ struct Trainer::Impl {
       message("note: optim.zero = 1 in one process: nothing to shard, the optimizer state stays whole");
       return;
     }
-    zero = std::make_unique<dist::ZeroAdamW>(*comm, params, adam_options);
+    zero = std::make_unique<dist::ZeroAdamW>(*comm, params, adam_options, bucket_bytes());
     if (zero->parameters().size() != optimizer->size())
       throw std::logic_error("ZeRO-1: the sharded optimizer and the trainer list different parameters");
     std::vector<dist::ZeroAdamW::ParamState> state(optimizer->size());
@@ -586,11 +593,12 @@ struct Trainer::Impl {
       state[i] = {optimizer->step_count(i), optimizer->exp_avg(i), optimizer->exp_avg_sq(i)};
     zero->load_state(state);
     optimizer.reset();
+    grad_sync = zero.get();  // its buckets' reduce-scatter starts from the backward hook
   }
 
-  // A ZeRO-1 step, decided on the host: the reduce-scatter's global norm (the same on every rank) and the
-  // ranks' averaged loss decide skip and clip alike everywhere; then each rank's AdamW updates its shard and
-  // the weights are all-gathered. Returns whether the step was skipped (non-finite); grad_norm otherwise.
+  // A ZeRO-1 step, decided on the host: the global norm of the reduce-scattered shards (the same on every
+  // rank) and the ranks' averaged loss decide skip and clip alike everywhere; then each rank's AdamW updates
+  // its shard and the weights are all-gathered. Returns whether the step was skipped (non-finite); grad_norm otherwise.
   bool zero_step(const StepStats& stats, double lr, double& grad_norm) {
     const double norm = zero->reduce_gradients();
     const bool nonfinite = !std::isfinite(stats.loss) || !std::isfinite(norm) || injected_nonfinite(step + 1);
@@ -612,20 +620,20 @@ struct Trainer::Impl {
     return whole;
   }
 
-  // After backward of the step's last micro-batch: the averaged gradients in place (ZeRO-1 reduce-scatters
-  // them in its step instead), and the step's statistics summed over the ranks (so rank 0 logs the global
-  // batch's losses and accuracies).
+  // After backward of the step's last micro-batch: the gradient buckets complete (averaged gradients in
+  // place; with ZeRO-1 each rank's averaged shard of them), and the step's statistics summed over the ranks
+  // (so rank 0 logs the global batch's losses and accuracies).
   void finish_data_parallel_step(StepStats& stats) {
     if (grad_sync) grad_sync->finish();
-    if (step == start_step && grad_sync)
+    if (step == start_step && all_reduce_sync)
       message(format("data parallel: %d ranks (%s), %zu gradient buckets, %zu of them all-reduced during backward",
                      world_size(), comm->backend(), grad_sync->bucket_count(), grad_sync->overlapped_buckets()));
     if (step == start_step && zero)
       message(
           format("data parallel: %d ranks (%s), ZeRO-1: AdamW state and f32 masters sharded, %lld of %lld "
-                 "elements per rank",
+                 "elements per rank; %zu gradient buckets, %zu of them reduce-scattered during backward",
                  world_size(), comm->backend(), static_cast<long long>(zero->shard_size()),
-                 static_cast<long long>(zero->total_elements())));
+                 static_cast<long long>(zero->total_elements()), zero->bucket_count(), zero->overlapped_buckets()));
     const std::vector<double> local = {stats.loss,
                                        stats.mlm,
                                        stats.rtd,
@@ -674,11 +682,24 @@ struct Trainer::Impl {
     return *latest.dir;
   }
 
+  // A collective that fails while the trainer opens (a peer dead or hanging at start-up: the configuration
+  // check, checkpoint agreement) ends the job like one in a step (abort_job): while the communicator still
+  // lives, or this rank's exit could wait on the missing peer in MPI's finalisation.
   Impl(train::TrainConfig parsed, std::string config_source, TrainerOptions trainer_options)
       : options(std::move(trainer_options)), source(std::move(config_source)), config(std::move(parsed)) {
+    try {
+      open();
+    } catch (const dist::CommError& error) {
+      if (comm) abort_job(error);
+      throw;
+    }
+  }
+
+  void open() {
     if (options.run_dir.empty()) throw std::invalid_argument("TrainerOptions::run_dir: expected the run directory");
     run_dir = options.run_dir;
     open_communicator();
+    checkpoint::fault_point("trainer:start");               // tests: a rank that hangs before the first collective
     train::apply_world_size(config, world_size(), source);  // train.global_batch -> grad_accum for this launch
     if (writes_run_dir()) {
       fs::create_directories(run_dir);

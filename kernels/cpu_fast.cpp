@@ -409,6 +409,83 @@ COCO_CPU_CLONES void ce_row_gradient(const float* x, int64_t vocab, int32_t targ
   if (has_target) dx[target] = scale * (exp_nonpositive_or_zero(x_target - lse) - 1.0f);
 }
 
+// ------------------------------------------------------------------------------ layer norm
+
+constexpr int kLnLanes = 16;
+constexpr int64_t kLnRowBlock = 32;  // rows per dgamma / dbeta partial
+
+// Sum of a[0, C) (optionally of a * b) in kLnLanes f32 lanes, the lanes added in order in double.
+COCO_INLINE double ln_lane_sum(const float* __restrict a, const float* __restrict b, int64_t C) {
+  float lanes[kLnLanes] = {};
+  int64_t c = 0;
+  for (; c + kLnLanes <= C; c += kLnLanes)
+    for (int l = 0; l < kLnLanes; ++l) lanes[l] += b ? a[c + l] * b[c + l] : a[c + l];
+  for (int l = 0; c < C; ++c, ++l) lanes[l] += b ? a[c] * b[c] : a[c];
+  double total = 0.0;
+  for (float lane : lanes) total += static_cast<double>(lane);
+  return total;
+}
+
+// One row: in = x (+ residual, written to sum); out = (in - mean) * rstd * gamma + beta.
+COCO_CPU_CLONES void ln_forward_row(float* __restrict out, float* __restrict sum, float* mean_out, float* rstd_out,
+                                    const float* __restrict x, const float* __restrict residual,
+                                    const float* __restrict gamma, const float* __restrict beta, int64_t C,
+                                    double eps) {
+  const float* in = x;
+  if (residual) {
+    for (int64_t c = 0; c < C; ++c) sum[c] = x[c] + residual[c];
+    in = sum;
+  }
+  const float mean = static_cast<float>(ln_lane_sum(in, nullptr, C) / static_cast<double>(C));
+  float lanes[kLnLanes] = {};
+  int64_t c = 0;
+  for (; c + kLnLanes <= C; c += kLnLanes)
+    for (int l = 0; l < kLnLanes; ++l) {
+      const float d = in[c + l] - mean;
+      lanes[l] += d * d;
+    }
+  for (int l = 0; c < C; ++c, ++l) {
+    const float d = in[c] - mean;
+    lanes[l] += d * d;
+  }
+  double squares = 0.0;
+  for (float lane : lanes) squares += static_cast<double>(lane);
+  const float rstd = static_cast<float>(1.0 / std::sqrt(squares / static_cast<double>(C) + eps));
+  for (int64_t k = 0; k < C; ++k) out[k] = (in[k] - mean) * rstd * gamma[k] + beta[k];
+  if (mean_out) *mean_out = mean;
+  if (rstd_out) *rstd_out = rstd;
+}
+
+// Rows [lo, hi): dx (if wanted) and, if wanted, the f64 column sums of dout * xhat and dout over
+// these rows (rows in order) into partial_g / partial_b. xhat_row: C floats of scratch.
+COCO_CPU_CLONES void ln_backward_rows(float* __restrict dx, double* __restrict partial_g, double* __restrict partial_b,
+                                      const float* __restrict dout, const float* __restrict dx_extra,
+                                      const float* __restrict x, const float* __restrict gamma,
+                                      const float* __restrict mean, const float* __restrict rstd, int64_t lo,
+                                      int64_t hi, int64_t C, float* __restrict xhat_row, float* __restrict g_row) {
+  for (int64_t r = lo; r < hi; ++r) {
+    const float* dout_r = dout + r * C;
+    const float* x_r = x + r * C;
+    const float m = mean[r], s = rstd[r];
+    for (int64_t c = 0; c < C; ++c) xhat_row[c] = (x_r[c] - m) * s;
+    if (partial_g)
+      for (int64_t c = 0; c < C; ++c) partial_g[c] += static_cast<double>(dout_r[c] * xhat_row[c]);
+    if (partial_b)
+      for (int64_t c = 0; c < C; ++c) partial_b[c] += static_cast<double>(dout_r[c]);
+    if (!dx) continue;
+    for (int64_t c = 0; c < C; ++c) g_row[c] = dout_r[c] * gamma[c];
+    const float mean_g = static_cast<float>(ln_lane_sum(g_row, nullptr, C) / static_cast<double>(C));
+    const float mean_g_xhat = static_cast<float>(ln_lane_sum(g_row, xhat_row, C) / static_cast<double>(C));
+    float* dx_r = dx + r * C;
+    if (dx_extra) {
+      const float* extra_r = dx_extra + r * C;
+      for (int64_t c = 0; c < C; ++c) dx_r[c] = (g_row[c] - mean_g - xhat_row[c] * mean_g_xhat) * s + extra_r[c];
+    } else {
+      for (int64_t c = 0; c < C; ++c) dx_r[c] = (g_row[c] - mean_g - xhat_row[c] * mean_g_xhat) * s;
+    }
+  }
+}
+
 // ------------------------------------------------------------------------------ reductions
 
 template <class T>
@@ -710,6 +787,47 @@ void cross_entropy_backward(const float* logits, const int32_t* targets, const f
       ce_gradient(x, vocab, t, row_lse[i], *dloss * weight / denom, dx);
     }
   });
+}
+
+void layernorm_forward(float* out, float* sum, float* mean, float* rstd, const float* x, const float* residual,
+                       const float* gamma, const float* beta, int64_t rows, int64_t C, double eps) {
+  if (rows <= 0 || C <= 0) return;
+  runtime::cpu::parallel_for(rows, std::max<int64_t>(1, 8192 / C), [&](int64_t lo, int64_t hi) {
+    for (int64_t r = lo; r < hi; ++r)
+      ln_forward_row(out + r * C, residual ? sum + r * C : nullptr, mean ? mean + r : nullptr,
+                     rstd ? rstd + r : nullptr, x + r * C, residual ? residual + r * C : nullptr, gamma, beta, C, eps);
+  });
+}
+
+void layernorm_backward(float* dx, float* dgamma, float* dbeta, const float* dout, const float* dx_extra,
+                        const float* x, const float* gamma, const float* mean, const float* rstd, int64_t rows,
+                        int64_t C) {
+  if (rows <= 0 || C <= 0) return;
+  // Blocks of kLnRowBlock rows: each its own dgamma / dbeta partial, so the column sums do not depend
+  // on which thread runs which block.
+  const int64_t blocks = (rows + kLnRowBlock - 1) / kLnRowBlock;
+  const size_t width = static_cast<size_t>(C);
+  std::vector<double> partial_g(dgamma ? static_cast<size_t>(blocks) * width : 0, 0.0);
+  std::vector<double> partial_b(dbeta ? static_cast<size_t>(blocks) * width : 0, 0.0);
+  runtime::cpu::parallel_for(blocks, std::max<int64_t>(1, 4096 / (kLnRowBlock * C)), [&](int64_t lo, int64_t hi) {
+    std::vector<float> scratch(2 * width);
+    for (int64_t b = lo; b < hi; ++b)
+      ln_backward_rows(dx, dgamma ? partial_g.data() + b * C : nullptr, dbeta ? partial_b.data() + b * C : nullptr,
+                       dout, dx_extra, x, gamma, mean, rstd, b * kLnRowBlock, std::min(rows, (b + 1) * kLnRowBlock), C,
+                       scratch.data(), scratch.data() + width);
+  });
+  const auto add_partials = [&](float* target, const std::vector<double>& partial) {
+    if (!target) return;
+    runtime::cpu::parallel_for(C, 64, [&](int64_t lo, int64_t hi) {
+      for (int64_t c = lo; c < hi; ++c) {
+        double total = 0.0;
+        for (int64_t b = 0; b < blocks; ++b) total += partial[static_cast<size_t>(b * C + c)];
+        target[c] = static_cast<float>(static_cast<double>(target[c]) + total);
+      }
+    });
+  };
+  add_partials(dgamma, partial_g);
+  add_partials(dbeta, partial_b);
 }
 
 double sum_of_squares(const std::vector<NormTensorDesc>& descs) {

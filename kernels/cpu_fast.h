@@ -64,6 +64,18 @@ void cross_entropy_backward(const float* logits, const int32_t* targets, const f
                             const int32_t* counts, int64_t rows, int64_t vocab, int32_t ignore_index,
                             LossReduction reduction, const float* dloss, float* dlogits);
 
+// cpu::layernorm_forward / residual_layernorm_forward / layernorm_backward for f32, same contracts
+// (residual null: plain LayerNorm; otherwise sum = x + residual is written and normalised). Rows on
+// the pool; each row's sums in 16 f32 lanes added in lane order in double, the element loops in f32
+// vectors (the reference works in double per element). dgamma / dbeta: f64 partials over fixed blocks
+// of rows, added in block order, then once into the buffers. No result depends on the thread count;
+// tests compare with the reference within 1e-5 relative.
+void layernorm_forward(float* out, float* sum, float* mean, float* rstd, const float* x, const float* residual,
+                       const float* gamma, const float* beta, int64_t rows, int64_t C, double eps);
+void layernorm_backward(float* dx, float* dgamma, float* dbeta, const float* dout, const float* dx_extra,
+                        const float* x, const float* gamma, const float* mean, const float* rstd, int64_t rows,
+                        int64_t C);
+
 // Sum of squares of every element (f32, bf16, f16 or f64 tensors) in f64: each tensor in blocks of
 // kSumBlock elements, each block in 8 f64 lanes added in lane order, blocks and tensors in order.
 // Non-finite elements make the result non-finite. Throws like cpu::sum_of_squares.

@@ -7,6 +7,17 @@
 //      tree combines them. Optionally a second sweep over the same row (still in L2) writes dlogits.
 //   3. reduce_row_losses_kernel (1 block): sum_i w_i * ce_i in a fixed order (deterministic).
 // Backward: one block per row, one read and one write of the row.
+//
+// Memory access (kernels/vector_access.cuh): the rows are long (the vocabulary) and the work per
+// logit small, so the sweeps move 16 bytes per thread per access where they can.
+//   - The statistics sweep gives thread t the packs of N = kPackElements<T> logits t, t + 256, ... in
+//     element order, read 128 bits at a time when the row starts on a pack boundary and element by
+//     element otherwise: the same order either way, so a row's statistics do not depend on where it
+//     sits in memory. (A vocabulary that is not a multiple of N leaves only some rows aligned, e.g.
+//     every 2nd f32 / 4th bf16 row of BERT's 30522.)
+//   - The gradient and zero writes are per element, so every row takes 128-bit accesses between its
+//     first and last pack boundary when logits and dlogits share the offset within a pack (always
+//     when they alias); the few elements outside go one by one.
 #include <algorithm>
 #include <climits>
 #include <cmath>
@@ -17,6 +28,7 @@
 #include "kernels/device_convert.cuh"
 #include "kernels/online_logsumexp.cuh"
 #include "kernels/cross_entropy.h"
+#include "kernels/vector_access.cuh"
 
 namespace coco::kernels::detail {
 namespace {
@@ -63,16 +75,48 @@ __device__ RowState block_reduce_row_state(RowState s, RowState* warp_states, Ro
 
 // dx[j] = scale * (exp(x[j] - lse) - [j == target]) for j < vocab; dx may alias x.
 template <class T>
-__device__ void write_row_gradient(const T* x, T* dx, int vocab, int target, float lse, float scale) {
-  for (int j = threadIdx.x; j < vocab; j += blockDim.x) {
-    const float p = expf(to_f32(x[j]) - lse);
-    dx[j] = from_f32<T>(scale * (p - (j == target ? 1.0f : 0.0f)));
-  }
+__device__ __forceinline__ void write_row_gradient(const T* x, T* dx, int vocab, int target, float lse, float scale) {
+  constexpr int N = kPackElements<T>;
+  for_each_aligned_pack_of_worker<N>(x, vocab, same_pack_offset<N>(x, dx), static_cast<int>(threadIdx.x),
+                                     static_cast<int>(blockDim.x), [&](auto width, int j) {
+                                       constexpr int W = decltype(width)::value;
+                                       const Pack<T, W> v = load_pack<W>(x + j);
+                                       Pack<T, W> g;
+#pragma unroll
+                                       for (int k = 0; k < W; ++k) {
+                                         const float p = expf(to_f32(v.v[k]) - lse);
+                                         g.v[k] = from_f32<T>(scale * (p - (j + k == target ? 1.0f : 0.0f)));
+                                       }
+                                       store_pack<W>(dx + j, g);
+                                     });
 }
 
 template <class T>
-__device__ void zero_row(T* dx, int vocab) {
-  for (int j = threadIdx.x; j < vocab; j += blockDim.x) dx[j] = from_f32<T>(0.0f);
+__device__ __forceinline__ void zero_row(T* dx, int vocab) {
+  constexpr int N = kPackElements<T>;
+  for_each_aligned_pack_of_worker<N>(dx, vocab, true, static_cast<int>(threadIdx.x), static_cast<int>(blockDim.x),
+                                     [&](auto width, int j) {
+                                       constexpr int W = decltype(width)::value;
+                                       Pack<T, W> z;
+#pragma unroll
+                                       for (int k = 0; k < W; ++k) z.v[k] = from_f32<T>(0.0f);
+                                       store_pack<W>(dx + j, z);
+                                     });
+}
+
+// The row's running statistics over this thread's packs (see the top of the file).
+template <class T>
+__device__ __forceinline__ RowState absorb_row(const T* x, int vocab) {
+  constexpr int N = kPackElements<T>;
+  RowState s = empty_row_state();
+  for_each_pack_of_worker<N>(vocab, pack_aligned<N>(x), static_cast<int>(threadIdx.x), static_cast<int>(blockDim.x),
+                             [&](auto width, int64_t j) {
+                               constexpr int W = decltype(width)::value;
+                               const Pack<T, W> v = load_pack<W>(x + j);
+#pragma unroll
+                               for (int k = 0; k < W; ++k) absorb(s, to_f32(v.v[k]), static_cast<int>(j) + k);
+                             });
+  return s;
 }
 
 __device__ __forceinline__ float mean_denominator(int reduction, const int32_t* counts) {
@@ -130,9 +174,7 @@ __global__ void __launch_bounds__(kRowThreads)
     // Read before the block reduction: with dlogits == logits other threads overwrite the row
     // right after it.
     const float target_logit = (counted && threadIdx.x == 0) ? to_f32(x[target]) : 0.0f;
-    RowState s = empty_row_state();
-    for (int j = threadIdx.x; j < vocab; j += blockDim.x) absorb(s, to_f32(x[j]), j);
-    s = block_reduce_row_state(s, warp_states, &row_state);
+    RowState s = block_reduce_row_state(absorb_row(x, vocab), warp_states, &row_state);
     const float lse = logsumexp_of(s);
     if (threadIdx.x == 0) {
       row_lse[row] = lse;
@@ -202,9 +244,8 @@ __global__ void __launch_bounds__(kReduceThreads)
 template <class T>
 __global__ void __launch_bounds__(kScaleThreads) scale_kernel(T* values, int64_t n, const float* __restrict__ scale) {
   const float s = *scale;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
-    values[i] = from_f32<T>(to_f32(values[i]) * s);
+  map_elements(
+      n, [s](int64_t, T v) { return from_f32<T>(to_f32(v) * s); }, values, static_cast<const T*>(values));
 }
 
 void check_sizes(int64_t rows, int64_t vocab, const char* op) {
@@ -258,8 +299,7 @@ template <class T>
 void scale_by_device_scalar(T* values, int64_t n, const float* scale, cudaStream_t stream) {
   if (n < 0) throw std::invalid_argument("kernels::cuda::scale_by_device_scalar: negative count " + std::to_string(n));
   if (n == 0) return;
-  const unsigned blocks = static_cast<unsigned>(
-      std::min<int64_t>(detail::kMaxScaleBlocks, (n + detail::kScaleThreads - 1) / detail::kScaleThreads));
+  const unsigned blocks = detail::pack_grid<T>(n, detail::kScaleThreads, detail::kMaxScaleBlocks);
   COCO_LAUNCH(detail::scale_kernel<T>, dim3(blocks), dim3(detail::kScaleThreads), 0, stream, values, n, scale);
 }
 

@@ -104,6 +104,35 @@ __device__ __forceinline__ void for_each_pack_of_worker(int64_t length, bool vec
   }
 }
 
+// One worker's share of a row of `length` elements at `row` split among `workers`, for work whose
+// per-element result does not depend on which worker does it or in what order (a gradient written
+// element by element, say). Unlike for_each_pack_of_worker, a row that starts part-way into a 16-byte
+// pack still gets 128-bit accesses: the elements before row's first pack boundary and after its last
+// whole pack go body(integral_constant<int, 1>, i) one by one, the whole packs between them
+// body(integral_constant<int, N>, first). `vector_ok` says that the other pointers the body indexes
+// with the same offsets are misaligned by as much as `row` (same_pack_offset); without it, every
+// element goes one by one. Indices are int: a row is shorter than 2^31 elements.
+template <int N, class T, class Body>
+__device__ __forceinline__ void for_each_aligned_pack_of_worker(const T* row, int length, bool vector_ok, int worker,
+                                                                int workers, Body&& body) {
+  const int into_pack = static_cast<int>(reinterpret_cast<uintptr_t>(row) / sizeof(T) % N);
+  const int head = vector_ok ? std::min(length, (N - into_pack) % N) : length;
+  const int packs = (length - head) / N;
+#pragma unroll 1
+  for (int i = worker; i < head; i += workers) body(std::integral_constant<int, 1>{}, i);
+#pragma unroll 1
+  for (int p = worker; p < packs; p += workers) body(std::integral_constant<int, N>{}, head + p * N);
+#pragma unroll 1
+  for (int i = head + packs * N + worker; i < length; i += workers) body(std::integral_constant<int, 1>{}, i);
+}
+
+// Whether a and b sit at the same offset within a 16-byte pack of W elements (then a row of a and the
+// same row of b reach their pack boundaries at the same element). Equal pointers always do.
+template <int W, class T>
+__device__ __forceinline__ bool same_pack_offset(const T* a, const T* b) {
+  return (reinterpret_cast<uintptr_t>(a) - reinterpret_cast<uintptr_t>(b)) % (sizeof(T) * W) == 0;
+}
+
 // One step of map_elements: W elements from `first`, inputs already loaded.
 template <int W, class F, class Out, class... In>
 __device__ __forceinline__ void map_loaded_pack(F& f, int64_t first, Out* out, const Pack<In, W>&... x) {

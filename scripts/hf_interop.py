@@ -2,7 +2,10 @@
 """Checks `coco export` folders with Hugging Face `transformers` and makes BERT / ELECTRA folders for
 `coco import` (tests/interop/test_hf_*.cpp drive it).
 
-  hf_interop.py probe                      exit 0 when torch, transformers, safetensors and numpy import, else 3
+  hf_interop.py probe                      exit 0 when torch, transformers, safetensors and numpy are installed,
+                                           else 3 (found without importing them: each test process probes, and
+                                           importing torch + transformers takes seconds; the commands below
+                                           import them and exit 3 when that fails)
   hf_interop.py forward DIR DUMP [DIR DUMP ...]
                                            DUMP (safetensors, written by the test from coco's own forward pass):
                                            input_ids, attention_mask (B, T), hidden (B, T, d) and optionally
@@ -219,10 +222,24 @@ def make_electra(out, vocab_dir):
     print(f"ElectraForPreTraining and ElectraForMaskedLM in {out}")
 
 
+def probe():
+    import importlib.metadata
+    import importlib.util
+
+    missing = [m for m in ("numpy", "safetensors", "torch", "transformers") if importlib.util.find_spec(m) is None]
+    if missing:
+        print(f"missing dependency: {', '.join(missing)}")
+        return MISSING_DEPENDENCY
+    print(", ".join(f"{m} {importlib.metadata.version(m)}" for m in ("torch", "transformers")))
+    return 0
+
+
 def main(argv):
     if len(argv) < 2:
         print(__doc__)
         return 2
+    if argv[1:] == ["probe"]:
+        return probe()
     try:
         import numpy  # noqa: F401
         import safetensors  # noqa: F401
@@ -235,9 +252,7 @@ def main(argv):
     import transformers
 
     transformers.logging.set_verbosity_error()
-    if command == "probe" and not args:
-        print(f"torch {torch.__version__}, transformers {transformers.__version__}")
-    elif command == "forward" and len(args) >= 2 and len(args) % 2 == 0:
+    if command == "forward" and len(args) >= 2 and len(args) % 2 == 0:
         for i in range(0, len(args), 2):
             forward(args[i], args[i + 1])
     elif command == "tokenizer" and len(args) >= 2 and len(args) % 2 == 0:

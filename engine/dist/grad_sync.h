@@ -21,12 +21,27 @@
 
 namespace coco::dist {
 
+// What a training loop drives around the backward of a step's last micro-batch: attach the hook to the
+// tape, run backward (buckets start from the hook while it runs), detach, finish. GradSync all-reduces
+// buckets (plain data parallelism); ZeroAdamW (engine/dist/zero.h) reduce-scatters them into its shards.
+class BackwardSync {
+ public:
+  virtual ~BackwardSync() = default;
+  virtual void attach(Tape& tape) = 0;
+  virtual void detach(Tape& tape) = 0;
+  // After backward: starts the buckets the hook did not, and waits for all of them.
+  virtual void finish() = 0;
+  virtual size_t bucket_count() const = 0;
+  // Buckets of the last step started from the hook while backward still had gradients to finish.
+  virtual size_t overlapped_buckets() const = 0;
+};
+
 struct GradSyncOptions {
   size_t bucket_bytes = size_t{25} << 20;  // PyTorch DDP's default bucket size
   DType reduce_dtype = DType::f32;         // f32 or bf16: the dtype the buckets are reduced in
 };
 
-class GradSync {
+class GradSync final : public BackwardSync {
  public:
   // `params`: the trainable tensors (requires_grad, on the communicator's device); repeats (tied
   // weights) are dropped. Throws CommError for a tensor that does not require grad or lives on another
@@ -34,21 +49,21 @@ class GradSync {
   GradSync(Communicator& comm, const std::vector<Tensor>& params, GradSyncOptions options = {});
 
   // Installs (detach: removes) the hook that starts buckets during `tape`'s backward.
-  void attach(Tape& tape);
-  void detach(Tape& tape);
+  void attach(Tape& tape) override;
+  void detach(Tape& tape) override;
 
   // After backward: buckets not started yet (parameters that no gradient reached count as zeros) are
   // started, all are waited for (wait(): later work on the caller's stream sees them), and every
   // parameter's .grad holds the average over the ranks (created, in its grad dtype, where backward
   // gave it none). Then the next step may begin.
-  void finish();
+  void finish() override;
 
-  size_t bucket_count() const { return buckets_.size(); }
+  size_t bucket_count() const override { return buckets_.size(); }
   // Bucket b's parameters, as indices into the deduplicated parameter list.
   const std::vector<size_t>& bucket(size_t b) const { return buckets_.at(b).params; }
   // Buckets of the last step whose all-reduce started from the hook, while backward still had
   // parameter gradients to finish (the overlap).
-  size_t overlapped_buckets() const { return overlapped_; }
+  size_t overlapped_buckets() const override { return overlapped_; }
   const std::vector<Tensor>& parameters() const { return params_; }
 
  private:

@@ -95,13 +95,13 @@ class MpiCommunicator final : public Communicator {
     wait();
     MPI_Request request;
     COCO_MPI_CHECK(MPI_Ibarrier(comm_, &request));
-    wait_with_deadline(&request, options_.timeout_s, rank_, size_, "barrier");
+    wait_with_deadline(&request, options_.timeout_s, rank_, size_, "barrier", comm_);
   }
 
   void wait() override {
     // In start order; a failure leaves the later requests to abort().
     for (Pending& p : pending_) {
-      wait_with_deadline(&p.request, options_.timeout_s, rank_, size_, p.call);
+      wait_with_deadline(&p.request, options_.timeout_s, rank_, size_, p.call, comm_);
       if (p.average_data) scale_host(p.average_data, p.average_count, p.dtype, 1.0 / size_);
     }
     pending_.clear();

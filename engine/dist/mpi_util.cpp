@@ -1,12 +1,15 @@
 #include "engine/dist/mpi_util.h"
 #if defined(COCO_HAVE_MPI)
 
+#include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "engine/runtime/cuda_api.h"
 
@@ -106,7 +109,50 @@ MPI_Op mpi_sum(DType dtype) {
   return MPI_SUM;
 }
 
-void wait_with_deadline(MPI_Request* request, double timeout_s, int rank, int world, const std::string& what) {
+double absent_ranks_grace(double timeout_s) { return std::min(10.0, std::max(2.0, timeout_s / 10)); }
+
+std::string absent_ranks(MPI_Comm comm, int rank, int world, double grace_s) {
+  constexpr int kTag = 0x7c0c;  // the "I time out too" word; collectives never match point-to-point tags
+  const int word = rank;
+  std::vector<MPI_Request> sends;
+  for (int r = 0; r < world; ++r) {
+    if (r == rank) continue;
+    MPI_Request request;
+    if (MPI_Isend(&word, 1, MPI_INT, r, kTag, comm, &request) == MPI_SUCCESS) sends.push_back(request);
+  }
+  std::vector<bool> heard(static_cast<size_t>(world), false);
+  heard[static_cast<size_t>(rank)] = true;
+  int answered = 1;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(grace_s);
+  while (answered < world && std::chrono::steady_clock::now() < until) {
+    int waiting = 0;
+    MPI_Status status;
+    if (MPI_Iprobe(MPI_ANY_SOURCE, kTag, comm, &waiting, &status) != MPI_SUCCESS) break;
+    if (!waiting) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      continue;
+    }
+    int from = -1;
+    if (MPI_Recv(&from, 1, MPI_INT, status.MPI_SOURCE, kTag, comm, MPI_STATUS_IGNORE) != MPI_SUCCESS) break;
+    if (!heard[static_cast<size_t>(status.MPI_SOURCE)]) ++answered;
+    heard[static_cast<size_t>(status.MPI_SOURCE)] = true;
+  }
+  for (MPI_Request& request : sends) MPI_Request_free(&request);
+  std::string absent;
+  int count = 0;
+  for (int r = 0; r < world; ++r)
+    if (!heard[static_cast<size_t>(r)]) absent += (count++ ? ", " : "") + std::to_string(r);
+  char grace[32];
+  std::snprintf(grace, sizeof grace, "%g", grace_s);
+  if (count == 0)
+    return std::string("every other rank timed out waiting too (a collective slower than the timeout, or ranks ") +
+           "calling different collectives)";
+  return std::string(count == 1 ? "rank " : "ranks ") + absent + " sent no word within " + grace +
+         " s after the deadline: dead, hanging or not at a collective";
+}
+
+void wait_with_deadline(MPI_Request* request, double timeout_s, int rank, int world, const std::string& what,
+                        MPI_Comm comm) {
   const auto start = std::chrono::steady_clock::now();
   const auto deadline = start + std::chrono::duration<double>(timeout_s);
   for (int polls = 0;; ++polls) {
@@ -115,8 +161,10 @@ void wait_with_deadline(MPI_Request* request, double timeout_s, int rank, int wo
     if (done) return;
     if (std::chrono::steady_clock::now() > deadline)
       throw CommError("rank " + std::to_string(rank) + " of " + std::to_string(world) + ": " + what +
-                      " did not complete within " + std::to_string(static_cast<int>(timeout_s)) +
-                      " s (a peer rank died or stopped calling collectives)");
+                      " did not complete within " + std::to_string(static_cast<int>(timeout_s)) + " s (" +
+                      (comm == MPI_COMM_NULL ? std::string("a peer rank died or stopped calling collectives")
+                                             : absent_ranks(comm, rank, world, absent_ranks_grace(timeout_s))) +
+                      ")");
     // Spin briefly for short collectives, then yield the core: ranks may share few cores.
     if (polls > 1000) std::this_thread::sleep_for(std::chrono::microseconds(polls > 10000 ? 1000 : 50));
   }
@@ -135,7 +183,7 @@ void check_same_call(MPI_Comm comm, double timeout_s, int rank, int world, const
   }
   MPI_Request request;
   COCO_MPI_CHECK(MPI_Iallreduce(both, low, 8, MPI_INT64_T, MPI_MIN, comm, &request));
-  wait_with_deadline(&request, timeout_s, rank, world, std::string("the argument check of ") + call);
+  wait_with_deadline(&request, timeout_s, rank, world, std::string("the argument check of ") + call, comm);
   for (int i = 0; i < 4; ++i)
     if (low[i] != -low[i + 4])
       throw DistConfigError("rank " + std::to_string(rank) + " of " + std::to_string(world) + ": " + call + " of " +

@@ -24,9 +24,21 @@ MPI_Datatype mpi_datatype(DType dtype);
 MPI_Op mpi_sum(DType dtype);
 
 // Waits for `request` to complete, driving MPI's progress, for at most `timeout_s` seconds; past that
-// throws CommError "rank R of W: <what> did not complete within T s (a peer rank died or stopped
-// calling collectives)".
-void wait_with_deadline(MPI_Request* request, double timeout_s, int rank, int world, const std::string& what);
+// throws CommError "rank R of W: <what> did not complete within T s (...)". With `comm` (the
+// communicator the request runs on), the message names the ranks that did not also time out
+// (absent_ranks), which are the dead or hanging ones.
+void wait_with_deadline(MPI_Request* request, double timeout_s, int rank, int world, const std::string& what,
+                        MPI_Comm comm = MPI_COMM_NULL);
+
+// After a collective's deadline on `comm`: every rank that times out sends each other rank a word
+// (point to point, a tag of its own, which no collective matches) and listens for up to `grace_s`
+// seconds; the ranks not heard from are the ones that died, hang or never reached a collective. Returns
+// the text for the error message: "rank 1 sent no word ..." or, when every rank answered, that they all
+// wait. The unanswered sends are freed (the job is aborted next).
+std::string absent_ranks(MPI_Comm comm, int rank, int world, double grace_s);
+// The grace period for a collective timeout of `timeout_s`: a tenth of it, between 2 and 10 s (the ranks
+// reach a collective up to a step apart, so they time out that far apart too).
+double absent_ranks_grace(double timeout_s);
 
 // Every rank's (kind, count, dtype, root) agree; otherwise every rank throws DistConfigError naming
 // its own values and the range over the ranks. A blocking small all-reduce on `comm`.

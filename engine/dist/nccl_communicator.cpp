@@ -58,7 +58,7 @@ class NcclCommunicator final : public Communicator {
     if (rank_ == 0) COCO_NCCL_CHECK(ncclGetUniqueId(&id));
     MPI_Request request;
     COCO_MPI_CHECK(MPI_Ibcast(&id, sizeof id, MPI_BYTE, 0, mpi_, &request));
-    wait_with_deadline(&request, options_.timeout_s, rank_, size_, "broadcast of the NCCL unique id");
+    wait_with_deadline(&request, options_.timeout_s, rank_, size_, "broadcast of the NCCL unique id", mpi_);
     watchdog_ = std::thread([this] { watch(); });
     try {
       ncclComm_t comm = nullptr;
@@ -124,7 +124,7 @@ class NcclCommunicator final : public Communicator {
     synchronize();
     MPI_Request request;
     COCO_MPI_CHECK(MPI_Ibarrier(mpi_, &request));
-    wait_with_deadline(&request, options_.timeout_s, rank_, size_, "barrier");
+    wait_with_deadline(&request, options_.timeout_s, rank_, size_, "barrier", mpi_);
   }
 
   void wait() override {
@@ -202,8 +202,9 @@ class NcclCommunicator final : public Communicator {
   }
   std::string timeout_message(const char* what) const {
     return "rank " + std::to_string(rank_) + " of " + std::to_string(size_) + ": " + what +
-           " did not complete within " + std::to_string(static_cast<int>(options_.timeout_s)) +
-           " s (a peer rank died or stopped calling collectives); the NCCL communicator was aborted";
+           " did not complete within " + std::to_string(static_cast<int>(options_.timeout_s)) + " s (" +
+           absent_ranks(mpi_, rank_, size_, absent_ranks_grace(options_.timeout_s)) +
+           "); the NCCL communicator was aborted";
   }
 
   void watch() {

@@ -2,69 +2,180 @@
 
 #include <algorithm>
 #include <cmath>
-#include <unordered_set>
 
 namespace coco::dist {
 
-ZeroAdamW::ZeroAdamW(Communicator& comm, const std::vector<NamedParameter>& params, optim::AdamWOptions options)
-    : comm_(comm) {
-  std::unordered_set<const AutogradMeta*> seen;
+ZeroAdamW::ZeroAdamW(Communicator& comm, const std::vector<NamedParameter>& params, optim::AdamWOptions options,
+                     size_t bucket_bytes)
+    : comm_(comm), options_(options), bucket_bytes_(bucket_bytes) {
+  if (bucket_bytes_ == 0) throw DistConfigError("ZeRO-1: bucket size 0 bytes");
   for (const NamedParameter& p : params) {
     if (!p.tensor.defined() || p.tensor.dtype() != DType::f32 || p.tensor.device() != comm.device() ||
         !p.tensor.requires_grad())
       throw TensorError("ZeRO-1: parameter '" + p.name + "' must be an f32 tensor that requires grad on " +
                         device_name(comm.device()));
-    if (!seen.insert(p.tensor.autograd_meta().get()).second) continue;  // tied
-    offsets_.push_back(total_);
+    const AutogradMeta* meta = p.tensor.autograd_meta().get();
+    if (index_of_.count(meta)) continue;  // tied
+    index_of_[meta] = params_.size();
     total_ += p.tensor.numel();
     params_.push_back(p);
   }
-  const int64_t world = comm.world_size();
-  shard_ = (total_ + world - 1) / world;
-  padded_ = shard_ * world;
-  const Device device = comm.device();
-  flat_grad_ = Tensor::zeros({padded_}, DType::f32, device);
-  grad_shard_ = Tensor::zeros({shard_}, DType::f32, device);
-  norm_buffer_ = Tensor::zeros({1}, DType::f64, device);
+  norm_buffer_ = Tensor::zeros({1}, DType::f64, comm.device());
+  std::vector<size_t> reverse(params_.size());
+  for (size_t i = 0; i < params_.size(); ++i) reverse[i] = params_.size() - 1 - i;
+  layout(reverse);
+}
 
-  // This rank's shard of the weights, and the pieces of parameters it covers.
+void ZeroAdamW::layout(const std::vector<size_t>& order) {
+  const int64_t world = comm_.world_size(), me = comm_.rank();
+  buckets_.clear();
+  bucket_of_.assign(params_.size(), 0);
+  offsets_.assign(params_.size(), 0);
+  // Buckets in `order`, each padded to W equal slices.
+  int64_t flat = 0, bytes = 0, in_bucket = 0;
+  for (size_t p : order) {
+    const int64_t n = params_[p].tensor.numel();
+    if (buckets_.empty() || (bytes > 0 && static_cast<size_t>(bytes + n * 4) > bucket_bytes_)) {
+      if (!buckets_.empty()) flat += buckets_.back().slice * world;
+      buckets_.emplace_back();
+      buckets_.back().flat_begin = flat;
+      bytes = in_bucket = 0;
+    }
+    Bucket& b = buckets_.back();
+    bucket_of_[p] = buckets_.size() - 1;
+    offsets_[p] = b.flat_begin + in_bucket;
+    b.params.push_back(p);
+    in_bucket += n;
+    bytes += n * 4;
+    b.slice = (in_bucket + world - 1) / world;
+  }
+  shard_ = 0;
+  for (Bucket& b : buckets_) {
+    b.shard_begin = shard_;
+    shard_ += b.slice;
+    b.pending = b.params.size();
+    b.started = false;
+  }
+  padded_ = buckets_.empty() ? 0 : buckets_.back().flat_begin + buckets_.back().slice * world;
+
+  const Device device = comm_.device();
+  flat_grad_ = Tensor::zeros({padded_}, DType::f32, device);  // the padding stays zero
+  grad_shard_ = Tensor::zeros({shard_}, DType::f32, device);
   flat_params_ = Tensor::zeros({padded_}, DType::f32, device);
   for (size_t i = 0; i < params_.size(); ++i) {
     const Tensor& t = params_[i].tensor;
     flat_params_.rows(offsets_[i], offsets_[i] + t.numel()).copy_from(t.view({t.numel()}));
   }
-  const int64_t begin = shard_begin(), end = begin + shard_;
-  master_shard_ = flat_params_.rows(begin, end).clone();
+  master_shard_ = Tensor::zeros({shard_}, DType::f32, device);
+  pieces_.clear();
   std::vector<optim::AdamWParam> pieces;
-  for (size_t i = 0; i < params_.size(); ++i) {
-    const int64_t a = std::max(begin, offsets_[i]), b = std::min(end, offsets_[i] + params_[i].tensor.numel());
-    if (a >= b) continue;
-    pieces_.push_back({i, a - offsets_[i], a - begin, b - a});
-    Tensor master = master_shard_.rows(a - begin, b - begin);
-    master.set_requires_grad(true);
-    master.autograd_meta()->grad = grad_shard_.rows(a - begin, b - begin);
-    piece_masters_.push_back(master);
-    optim::AdamWParam p;
-    p.name = params_[i].name + "[" + std::to_string(a - offsets_[i]) + ":" + std::to_string(b - offsets_[i]) + "]";
-    p.master = master;
-    p.weight_decay = params_[i].weight_decay;
-    pieces.push_back(std::move(p));
+  for (const Bucket& b : buckets_) {
+    const int64_t begin = b.flat_begin + me * b.slice, end = begin + b.slice;  // this rank's slice
+    shard_range(master_shard_, b).copy_from(flat_params_.rows(begin, end));
+    for (size_t i : b.params) {
+      const int64_t a = std::max(begin, offsets_[i]), z = std::min(end, offsets_[i] + params_[i].tensor.numel());
+      if (a >= z) continue;
+      const int64_t at = b.shard_begin + (a - begin);
+      pieces_.push_back({i, a - offsets_[i], at, z - a});
+      Tensor master = master_shard_.rows(at, at + (z - a));
+      master.set_requires_grad(true);
+      master.autograd_meta()->grad = grad_shard_.rows(at, at + (z - a));
+      optim::AdamWParam piece;
+      piece.name =
+          params_[i].name + "[" + std::to_string(a - offsets_[i]) + ":" + std::to_string(z - offsets_[i]) + "]";
+      piece.master = master;
+      piece.weight_decay = params_[i].weight_decay;
+      pieces.push_back(std::move(piece));
+    }
   }
-  if (!pieces.empty()) adamw_ = std::make_unique<optim::AdamW>(std::move(pieces), options);
+  adamw_ = pieces.empty() ? nullptr : std::make_unique<optim::AdamW>(std::move(pieces), options_);
+  final_.assign(params_.size(), false);
+  finals_this_step_ = 0;
 }
 
-void ZeroAdamW::flatten_gradients() {
-  for (size_t i = 0; i < params_.size(); ++i) {
-    const Tensor& t = params_[i].tensor;
-    Tensor slot = flat_grad_.rows(offsets_[i], offsets_[i] + t.numel());
-    const Tensor grad = t.grad();
-    if (!grad.defined()) {
-      slot.zero_();
-      continue;
-    }
-    const Tensor flat = grad.view({grad.numel()});
-    slot.copy_from(flat.dtype() == DType::f32 ? flat : flat.to(DType::f32));
+Tensor ZeroAdamW::bucket_range(const Tensor& flat, const Bucket& b) const {
+  return flat.rows(b.flat_begin, b.flat_begin + b.slice * comm_.world_size());
+}
+Tensor ZeroAdamW::shard_range(const Tensor& shard, const Bucket& b) const {
+  return shard.rows(b.shard_begin, b.shard_begin + b.slice);
+}
+
+void ZeroAdamW::attach(Tape& tape) {
+  if (!relayout_order_.empty()) {
+    // The state moves to the new layout through its whole-model form (once per run, a collective).
+    const std::vector<ParamState> state = gathered_state();
+    layout(relayout_order_);
+    load_state(state);
+    relayout_order_.clear();
   }
+  attached_ = true;
+  tape.set_leaf_grad_hook([this](AutogradMeta& leaf) { on_final(leaf); });
+}
+
+void ZeroAdamW::detach(Tape& tape) { tape.set_leaf_grad_hook(nullptr); }
+
+void ZeroAdamW::on_final(AutogradMeta& leaf) {
+  const auto it = index_of_.find(&leaf);
+  if (it == index_of_.end() || final_[it->second]) return;  // not a parameter (an input requiring grad)
+  const size_t p = it->second;
+  if (finals_this_step_ == 0) overlapped_ = 0;  // the first gradient of a step
+  final_[p] = true;
+  ++finals_this_step_;
+  if (!order_learned_) observed_order_.push_back(p);
+  stage(p);
+  Bucket& b = buckets_[bucket_of_[p]];
+  if (--b.pending == 0) {
+    if (finals_this_step_ < params_.size()) ++overlapped_;
+    start(b);
+  }
+}
+
+void ZeroAdamW::stage(size_t p) {
+  const Tensor& t = params_[p].tensor;
+  Tensor slot = flat_grad_.rows(offsets_[p], offsets_[p] + t.numel());
+  const Tensor grad = t.grad();
+  if (!grad.defined()) {
+    slot.zero_();
+    return;
+  }
+  const Tensor flat = grad.view({grad.numel()});
+  slot.copy_from(flat.dtype() == DType::f32 ? flat : flat.to(DType::f32));
+}
+
+void ZeroAdamW::start(Bucket& b) {
+  b.started = true;
+  comm_.reduce_scatter(bucket_range(flat_grad_, b), shard_range(grad_shard_, b), ReduceOp::average);
+}
+
+void ZeroAdamW::finish() {
+  if (!attached_) overlapped_ = 0;
+  // Parameters backward did not reach (or all of them, without the hook): their gradients (zeros where
+  // none) are staged now, and the buckets not started yet start in bucket order (the same on every rank).
+  for (size_t p = 0; p < params_.size(); ++p)
+    if (!final_[p]) {
+      final_[p] = true;
+      if (attached_ && !order_learned_) observed_order_.push_back(p);
+      stage(p);
+      --buckets_[bucket_of_[p]].pending;
+    }
+  for (Bucket& b : buckets_)
+    if (!b.started) start(b);
+  comm_.wait();
+  for (Bucket& b : buckets_) {
+    b.pending = b.params.size();
+    b.started = false;
+  }
+  final_.assign(params_.size(), false);
+  finals_this_step_ = 0;
+  reduced_ = true;
+  if (attached_ && !order_learned_) {
+    order_learned_ = true;
+    std::vector<size_t> reverse(params_.size());
+    for (size_t i = 0; i < params_.size(); ++i) reverse[i] = params_.size() - 1 - i;
+    if (observed_order_ != reverse) relayout_order_ = observed_order_;
+    observed_order_.clear();
+  }
+  attached_ = false;
 }
 
 ZeroAdamW::StepResult ZeroAdamW::step(double lr, double max_norm, double grad_scale) {
@@ -75,9 +186,8 @@ ZeroAdamW::StepResult ZeroAdamW::step(double lr, double max_norm, double grad_sc
 }
 
 double ZeroAdamW::reduce_gradients(double grad_scale) {
-  flatten_gradients();
-  comm_.reduce_scatter(flat_grad_, grad_shard_, ReduceOp::average);
-  comm_.wait();
+  if (!reduced_) finish();
+  reduced_ = false;
   // The global norm: the shards' squared norms summed over the ranks (a non-finite shard makes it non-finite
   // on every rank).
   const double shard_norm = optim::grad_norm({grad_shard_}, grad_scale);
@@ -89,7 +199,7 @@ double ZeroAdamW::reduce_gradients(double grad_scale) {
 
 void ZeroAdamW::apply(double lr, double grad_scale) {
   if (adamw_) adamw_->step(lr, grad_scale);
-  comm_.all_gather(master_shard_, flat_params_);
+  for (const Bucket& b : buckets_) comm_.all_gather(shard_range(master_shard_, b), bucket_range(flat_params_, b));
   comm_.wait();
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor& t = params_[i].tensor;
@@ -103,7 +213,7 @@ void ZeroAdamW::zero_grad() {
 
 Tensor ZeroAdamW::gather_flat(const Tensor& shard_values) {
   Tensor flat = Tensor::zeros({padded_}, DType::f32, comm_.device());
-  comm_.all_gather(shard_values, flat);
+  for (const Bucket& b : buckets_) comm_.all_gather(shard_range(shard_values, b), bucket_range(flat, b));
   comm_.wait();
   return flat;
 }
@@ -118,7 +228,7 @@ std::vector<ZeroAdamW::ParamState> ZeroAdamW::gathered_state() {
     sq_shard.rows(piece.shard_offset, piece.shard_offset + piece.size).copy_from(adamw_->exp_avg_sq(k));
     step = adamw_->step_count(k);
   }
-  // Every piece advances together; rank 0 always holds one (its shard starts the flat vector).
+  // Every piece advances together; rank 0 always holds one (its slice starts every bucket).
   Tensor steps = Tensor::full({1}, static_cast<double>(step), DType::f64, comm_.device());
   comm_.broadcast(steps, 0);
   const Tensor avg = gather_flat(avg_shard), sq = gather_flat(sq_shard);

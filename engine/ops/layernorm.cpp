@@ -2,11 +2,13 @@
 
 #include <cmath>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include "engine/ops/activation_dispatch.h"
 #include "engine/ops/elementwise.h"
 #include "engine/tape.h"
+#include "kernels/cpu_fast.h"
 #include "kernels/layernorm.h"
 
 namespace coco::ops {
@@ -79,7 +81,12 @@ ForwardResult run_forward(const char* op, const Tensor& x, const Tensor& residua
     } else if constexpr (detail::is_cpu_activation_v<T>) {
       T* mean = save_statistics ? r.mean.data_as<T>() : nullptr;
       T* rstd = save_statistics ? r.rstd.data_as<T>() : nullptr;
-      if (residual.defined())
+      if constexpr (std::is_same_v<T, float>)  // the f32 fast path (kernels/cpu_fast.h)
+        kernels::cpu_fast::layernorm_forward(
+            r.out.data_as<float>(), residual.defined() ? r.sum.data_as<float>() : nullptr, mean, rstd,
+            x.data_as<float>(), residual.defined() ? residual.data_as<float>() : nullptr, gamma.data_as<float>(),
+            beta.data_as<float>(), shape.rows, shape.C, eps);
+      else if (residual.defined())
         kernels::cpu::residual_layernorm_forward<T>(r.out.data_as<T>(), r.sum.data_as<T>(), mean, rstd, x.data_as<T>(),
                                                     residual.data_as<T>(), gamma.data_as<T>(), beta.data_as<T>(),
                                                     shape.rows, shape.C, eps);
@@ -143,10 +150,16 @@ Tensor run_backward(const char* op, const Tensor& dout, const Tensor& dsum, cons
         dgamma_target = Tensor::zeros(gamma.shape(), gamma.dtype(), gamma.device());
       if (dbeta_buffer.defined() && dbeta_buffer.dtype() != normalized.dtype())
         dbeta_target = Tensor::zeros(gamma.shape(), gamma.dtype(), gamma.device());
-      kernels::cpu::layernorm_backward<T>(dx_data, dgamma_target.defined() ? dgamma_target.data_as<T>() : nullptr,
-                                          dbeta_target.defined() ? dbeta_target.data_as<T>() : nullptr,
-                                          dout.data_as<T>(), dsum_data, normalized.data_as<T>(), gamma.data_as<T>(),
-                                          mean.data_as<T>(), rstd.data_as<T>(), shape.rows, shape.C);
+      T* dgamma_data = dgamma_target.defined() ? dgamma_target.data_as<T>() : nullptr;
+      T* dbeta_data = dbeta_target.defined() ? dbeta_target.data_as<T>() : nullptr;
+      if constexpr (std::is_same_v<T, float>)
+        kernels::cpu_fast::layernorm_backward(dx_data, dgamma_data, dbeta_data, dout.data_as<T>(), dsum_data,
+                                              normalized.data_as<T>(), gamma.data_as<T>(), mean.data_as<T>(),
+                                              rstd.data_as<T>(), shape.rows, shape.C);
+      else
+        kernels::cpu::layernorm_backward<T>(dx_data, dgamma_data, dbeta_data, dout.data_as<T>(), dsum_data,
+                                            normalized.data_as<T>(), gamma.data_as<T>(), mean.data_as<T>(),
+                                            rstd.data_as<T>(), shape.rows, shape.C);
     }
   });
   if (dgamma_buffer.defined() && !dgamma_target.same(dgamma_buffer)) add_inplace(dgamma_buffer, dgamma_target);

@@ -23,9 +23,11 @@ struct OpenBlasApi {
   char* (*get_config)() = nullptr;
   char* (*get_corename)() = nullptr;
   void (*set_num_threads)(int) = nullptr;
-  int (*get_parallel)() = nullptr;   // 0 sequential, 1 pthreads, 2 OpenMP
-  void (*dynamic_init)() = nullptr;  // DYNAMIC_ARCH: picks the kernel table (OPENBLAS_CORETYPE first)
-  void (*dynamic_quit)() = nullptr;  // DYNAMIC_ARCH: forgets it
+  int (*get_parallel)() = nullptr;     // 0 sequential, 1 pthreads, 2 OpenMP
+  void (*dynamic_init)() = nullptr;    // DYNAMIC_ARCH: picks the kernel table (OPENBLAS_CORETYPE first)
+  void (*dynamic_quit)() = nullptr;    // DYNAMIC_ARCH: forgets it
+  int (*thread_shutdown)() = nullptr;  // joins the pthreads build's worker threads (restarted on demand)
+  int* server_avail = nullptr;         // non-zero while those workers run
 };
 
 const OpenBlasApi& openblas() {
@@ -37,6 +39,8 @@ const OpenBlasApi& openblas() {
     a.get_parallel = reinterpret_cast<int (*)()>(dlsym(RTLD_DEFAULT, "openblas_get_parallel"));
     a.dynamic_init = reinterpret_cast<void (*)()>(dlsym(RTLD_DEFAULT, "gotoblas_dynamic_init"));
     a.dynamic_quit = reinterpret_cast<void (*)()>(dlsym(RTLD_DEFAULT, "gotoblas_dynamic_quit"));
+    a.thread_shutdown = reinterpret_cast<int (*)()>(dlsym(RTLD_DEFAULT, "blas_thread_shutdown_"));
+    a.server_avail = static_cast<int*>(dlsym(RTLD_DEFAULT, "blas_server_avail"));
     return a;
   }();
   return api;
@@ -82,6 +86,15 @@ int cgroup_quota_cores() {
 // CPU pool, which keeps GEMMs bitwise independent of the thread count and leaves one set of threads.
 void single_threaded_blas() {
   if (openblas().set_num_threads) openblas().set_num_threads(1);
+}
+
+// A pthreads OpenBLAS starts its worker threads when it loads, and each busy-waits (sched_yield) for
+// about 0.1 s before it sleeps: CPU time taken from the pool's threads on a small machine. The BLAS
+// runs single-threaded calls only (above), so the workers are never used: join them. OpenBLAS starts
+// them again by itself should a multi-threaded call come.
+void stop_idle_blas_threads() {
+  const OpenBlasApi& api = openblas();
+  if (api.thread_shutdown && api.get_parallel && api.get_parallel() == 1) api.thread_shutdown();
 }
 
 std::mutex configure_mutex;
@@ -234,6 +247,7 @@ void set_threads(int n) {
   if (n == 0) n = available_cores();
   thread_count.store(n);
   single_threaded_blas();
+  stop_idle_blas_threads();  // openblas_set_num_threads starts them again
 }
 
 int threads() {
@@ -326,6 +340,12 @@ void configure() {
     thread_count.store(available_cores());
     single_threaded_blas();
   }
+  stop_idle_blas_threads();
+}
+
+bool blas_worker_threads_running() {
+  const OpenBlasApi& api = openblas();
+  return api.server_avail && *api.server_avail != 0;
 }
 
 std::string report() {

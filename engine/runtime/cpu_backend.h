@@ -61,10 +61,15 @@ BlasInfo blas_info();
 // else 128.
 int cpu_vector_bits(const CpuFeatures& features);
 
-// Idempotent; the first call re-selects a generic OpenBLAS kernel (see above) and sets the thread
-// count to available_cores() unless set_threads was called before. Called by the engine's CPU
+// Idempotent; the first call re-selects a generic OpenBLAS kernel (see above), sets the thread
+// count to available_cores() unless set_threads was called before, and stops OpenBLAS's idle worker
+// threads. Called by the engine's CPU
 // entry points (the trainer, coco-bench); cheap after the first call.
 void configure();
+
+// Whether the BLAS's own worker threads are running (a pthreads OpenBLAS starts them at load time;
+// configure() stops them, since every BLAS call is single-threaded). false for other BLAS builds.
+bool blas_worker_threads_running();
 
 // One line for the start-up report: "CPU backend: 2 threads of 2 cores (AMD EPYC, AVX2, FMA); BLAS
 // OpenBLAS 0.3.21 (kernel Zen, by OpenBLAS's cpuid), OpenMP".

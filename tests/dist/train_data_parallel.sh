@@ -9,24 +9,13 @@
 # rank); a rank killed by SIGKILL ends the job, and --resume continues exactly (bit for bit on the same ranks).
 # usage: train_data_parallel.sh COCO MPIRUN... (MPIRUN: the mpirun command line up to the -np flag)
 set -euo pipefail
-coco=$1
-shift
-mpirun=("$@")
+source "$(dirname "$0")/train_common.sh"
+dist_train_setup "$@"
 ranks=${RANKS:-2}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
 
+make_prepared_data 1 300
 python3 - <<'PY'
-import json, os, random
-random.seed(1)
-words = ("the cat dog sat on mat ran fast slow big small red blue house tree river stone light dark sings "
-         "reads writes happy old young").split()
-with open("corpus.txt", "w") as f:
-    for _ in range(300):
-        for _ in range(1 + random.randrange(4)):
-            f.write(" ".join(random.choice(words) for _ in range(4 + random.randrange(9))) + " .\n")
-        f.write("\n")
+import json, os
 encoder = {"dim": 32, "depth": 1, "heads": 2, "ff_mult": 2, "norm": "post", "embedding_norm": True,
            "qkv_bias": True, "out_bias": True, "relative_position": {"buckets": 8, "max_distance": 16},
            "dropout": {"embedding": 0.1, "attention": 0.1, "residual": 0.1}, "init": "bert", "final_norm": False}
@@ -43,7 +32,6 @@ config = {
     "precision": "f32", "runtime": {"device": os.environ.get("DEVICE", "cpu")}}
 json.dump(config, open("tiny.json", "w"), indent=1)
 PY
-"$coco" prepare --out data --vocab-size 64 --valid-fraction 0.1 --threads 1 corpus.txt >/dev/null
 
 # The reference: one process, grad_accum = ranks.
 "$coco" train --config tiny.json --out one --set train.grad_accum=$ranks >one.log 2>&1

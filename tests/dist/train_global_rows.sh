@@ -14,23 +14,12 @@
 # exit 2 on every rank, naming the key and the values.
 # usage: train_global_rows.sh COCO MPIRUN... (MPIRUN: the mpirun command line up to the -np flag)
 set -euo pipefail
-coco=$1
-shift
-mpirun=("$@")
-work=$(mktemp -d)
-[[ -n "${KEEP:-}" ]] || trap 'rm -rf "$work"' EXIT; echo "work: $work"
-cd "$work"
+source "$(dirname "$0")/train_common.sh"
+dist_train_setup "$@"
 
+make_prepared_data 2 200
 python3 - <<'PY'
-import json, os, random
-random.seed(2)
-words = ("the cat dog sat on mat ran fast slow big small red blue house tree river stone light dark sings "
-         "reads writes happy old young").split()
-with open("corpus.txt", "w") as f:
-    for _ in range(200):
-        for _ in range(1 + random.randrange(4)):
-            f.write(" ".join(random.choice(words) for _ in range(4 + random.randrange(9))) + " .\n")
-        f.write("\n")
+import json, os
 encoder = {"dim": 32, "depth": 1, "heads": 2, "ff_mult": 2, "norm": "post", "embedding_norm": True,
            "qkv_bias": True, "out_bias": True, "relative_position": {"buckets": 8, "max_distance": 16},
            "dropout": {"embedding": 0.1, "attention": 0.1, "residual": 0.1, "activation": 0.1}, "init": "bert",
@@ -46,7 +35,6 @@ config = {
     "precision": "f32", "runtime": {"device": os.environ.get("DEVICE", "cpu"), "threads": 1}}
 json.dump(config, open("rows.json", "w"), indent=1)
 PY
-"$coco" prepare --out data --vocab-size 64 --valid-fraction 0.1 --threads 1 corpus.txt >/dev/null
 
 "$coco" train --config rows.json --out whole >whole.log 2>&1 || { cat whole.log; exit 1; }
 "${mpirun[@]}" 2 "$coco" train --config rows.json --out ranks --set train.global_batch=8 --set train.micro_batch=4 \

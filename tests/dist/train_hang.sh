@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # `coco train` with a rank that stops responding (COCO_FAULT_INJECT=hang@after-step:2 on rank 1): rank 0's next
-# collective times out after dist.timeout_s = 3 s, it names itself and the failed call, and aborts the job on
-# every rank (the hung one too): exit non-zero within the bound, never a hang.
+# collective times out after dist.timeout_s = 3 s, it names itself, the failed call and the rank that sent no
+# word after the deadline (rank 1), and aborts the job on every rank (the hung one too): exit non-zero within
+# the bound, never a hang. The same at start-up on 3 ranks (hang@trainer:start on rank 1, before the trainer's
+# first collective): ranks 0 and 2 time out in the configuration check, hear each other, name rank 1 and abort
+# through the same path.
 # usage: train_hang.sh COCO EXPECT_FAILURE MPIRUN... (MPIRUN: the mpirun command line up to the -np flag)
 set -euo pipefail
 coco=$1 expect=$2
@@ -28,6 +31,9 @@ json.dump(config, open("hang.json", "w"), indent=1)
 PY
 "$coco" prepare --out data --vocab-size 64 --threads 1 corpus.txt >/dev/null
 
-"$expect" 90 "error: rank 0 of 2: .* did not complete within 3 s .*; aborting the job on every rank" \
+"$expect" 90 "error: rank 0 of 2: .* did not complete within 3 s \(rank 1 sent no word .*\); aborting the job on every rank" \
   "${mpirun[@]}" 1 "$coco" train --config hang.json --out run : -np 1 -x COCO_FAULT_INJECT=hang@after-step:2 \
   "$coco" train --config hang.json --out run
+"$expect" 90 "error: rank [02] of 3: the argument check of all_gather did not complete within 3 s \(rank 1 sent no word .*\); aborting the job on every rank" \
+  "${mpirun[@]}" 1 "$coco" train --config hang.json --out start : -np 1 -x COCO_FAULT_INJECT=hang@trainer:start \
+  "$coco" train --config hang.json --out start : -np 1 "$coco" train --config hang.json --out start

@@ -2,7 +2,8 @@
 # `coco train` with optim.zero = 1 (ZeRO-1: AdamW state and f32 masters sharded over the ranks) on the cpu
 # backend (DEVICE=cuda: the cuda device over the NCCL shim): with train.global_batch 12 and micro_batch 2,
 #   - 2 ranks with ZeRO train what 2 ranks of plain data parallelism train: every metrics record agrees to a
-#     relative 1e-5 (measured: about 1e-7; the reduce-scatter sums the gradients in another order);
+#     relative 1e-5 (measured: about 1e-7; the reduce-scatter sums the gradients in another order), with
+#     1 KiB gradient buckets whose reduce-scatters start from the backward hook (the log says how many);
 #   - rank 0 writes the gathered optimizer state in the usual checkpoint format: a ZeRO run stopped after
 #     step 3 resumes on 1 process and, without ZeRO, on 3 ranks, and a plain run's checkpoint resumes on 3
 #     ranks with ZeRO, each continuing like the uninterrupted run.
@@ -52,8 +53,11 @@ run() {  # run NAME RANKS ARGS...: coco train on RANKS ranks (1: a plain process
 stop3=(-x COCO_FAULT_INJECT=sigint@after-step:3)
 
 run plain 2 --out plain
-run zero 2 --out zero --set optim.zero=1
+run zero 2 --out zero --set optim.zero=1 --set dist.bucket_mb=0.001
 grep -q "ZeRO-1: AdamW state and f32 masters sharded" zero.log || { cat zero.log; echo "FAIL: no ZeRO"; exit 1; }
+# 1 KiB buckets: several of them reduce-scattered from the backward hook, before backward ends.
+grep -Eq "gradient buckets, [1-9][0-9]* of them reduce-scattered during backward" zero.log ||
+  { cat zero.log; echo "FAIL: no reduce-scatter overlapped with backward"; exit 1; }
 # A ZeRO run stopped after step 3 (its checkpoint), resumed on 1 process and on 3 ranks without ZeRO.
 "${mpirun[@]}" 2 "${stop3[@]}" "$coco" train --config zero.json --out z1 --set optim.zero=1 >z1-stop.log 2>&1 || true
 grep -q "stopped by SIGINT after step 3" z1-stop.log || { cat z1-stop.log; echo "FAIL: no clean stop"; exit 1; }

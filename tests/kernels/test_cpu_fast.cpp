@@ -18,6 +18,7 @@
 #include "kernels/cross_entropy.h"
 #include "kernels/dropout.h"
 #include "kernels/gelu.h"
+#include "kernels/layernorm.h"
 #include "kernels/loss_scale.h"
 #include "kernels/matmul.h"
 #include "kernels/sampling.h"
@@ -209,6 +210,87 @@ TEST(CpuFast, GradientNormAndNonFiniteCheck) {
   EXPECT_THROW(cpu_fast::any_nonfinite(bad), std::invalid_argument);
 }
 
+// Relative closeness of the fast path to the f64-accumulating reference, element by element.
+void expect_close(const std::vector<float>& fast, const std::vector<float>& ref, double tolerance, const char* what) {
+  ASSERT_EQ(fast.size(), ref.size()) << what;
+  for (size_t i = 0; i < ref.size(); ++i)
+    ASSERT_NEAR(fast[i], ref[i], tolerance * (1.0 + std::fabs(ref[i]))) << what << " element " << i;
+}
+
+TEST(CpuFast, LayerNormMatchesTheReference) {
+  // C = 256 (the larger bench shape), 37 (ragged: not a multiple of the 16 lanes), 3; 70 rows span
+  // three dgamma blocks, the last one partial.
+  for (const int64_t C : {int64_t{256}, int64_t{37}, int64_t{3}}) {
+    constexpr int64_t rows = 70;
+    const size_t n = static_cast<size_t>(rows * C);
+    std::vector<float> x = random_floats(n, 2.0f, 41), residual = random_floats(n, 1.0f, 42);
+    for (size_t i = 0; i < n; ++i) x[i] += 3.0f;  // a mean well away from 0
+    const std::vector<float> gamma = random_floats(C, 1.0f, 43), beta = random_floats(C, 1.0f, 44);
+    const std::vector<float> dout = random_floats(n, 1.0f, 45), extra = random_floats(n, 1.0f, 46);
+    const std::vector<float> dgamma0 = random_floats(C, 1.0f, 47), dbeta0 = random_floats(C, 1.0f, 48);
+    for (const bool with_residual : {false, true}) {
+      std::vector<float> ref_out(n), ref_sum(n), ref_mean(rows), ref_rstd(rows);
+      if (with_residual)
+        cpu::residual_layernorm_forward<float>(ref_out.data(), ref_sum.data(), ref_mean.data(), ref_rstd.data(),
+                                               x.data(), residual.data(), gamma.data(), beta.data(), rows, C, 1e-5);
+      else
+        cpu::layernorm_forward<float>(ref_out.data(), ref_mean.data(), ref_rstd.data(), x.data(), gamma.data(),
+                                      beta.data(), rows, C, 1e-5);
+      const std::vector<float>& normalized = with_residual ? ref_sum : x;
+      std::vector<float> ref_dx(n), ref_dgamma = dgamma0, ref_dbeta = dbeta0;
+      cpu::layernorm_backward<float>(ref_dx.data(), ref_dgamma.data(), ref_dbeta.data(), dout.data(),
+                                     with_residual ? extra.data() : nullptr, normalized.data(), gamma.data(),
+                                     ref_mean.data(), ref_rstd.data(), rows, C);
+      struct Out {
+        std::vector<float> out, sum, mean, rstd, dx, dgamma, dbeta, dx_only;
+      };
+      const auto run = [&](int threads) {
+        cpu_backend::set_threads(threads);
+        Out o{std::vector<float>(n),
+              std::vector<float>(n, -1.0f),
+              std::vector<float>(rows),
+              std::vector<float>(rows),
+              std::vector<float>(n),
+              dgamma0,
+              dbeta0,
+              std::vector<float>(n)};
+        cpu_fast::layernorm_forward(o.out.data(), o.sum.data(), o.mean.data(), o.rstd.data(), x.data(),
+                                    with_residual ? residual.data() : nullptr, gamma.data(), beta.data(), rows, C,
+                                    1e-5);
+        // The backward on the reference's statistics, so each half is checked on its own.
+        cpu_fast::layernorm_backward(o.dx.data(), o.dgamma.data(), o.dbeta.data(), dout.data(),
+                                     with_residual ? extra.data() : nullptr, normalized.data(), gamma.data(),
+                                     ref_mean.data(), ref_rstd.data(), rows, C);
+        // dx alone (no parameter gradients wanted) is the same dx.
+        cpu_fast::layernorm_backward(o.dx_only.data(), nullptr, nullptr, dout.data(),
+                                     with_residual ? extra.data() : nullptr, normalized.data(), gamma.data(),
+                                     ref_mean.data(), ref_rstd.data(), rows, C);
+        return o;
+      };
+      const Out one = run(1);
+      SCOPED_TRACE("C " + std::to_string(C) + (with_residual ? ", residual" : ", plain"));
+      expect_close(one.out, ref_out, 1e-5, "out");
+      expect_close(one.mean, ref_mean, 1e-6, "mean");
+      expect_close(one.rstd, ref_rstd, 1e-5, "rstd");
+      if (with_residual) {
+        EXPECT_TRUE(same_bits(one.sum, ref_sum)) << "sum = x + residual exactly";
+      }
+      expect_close(one.dx, ref_dx, 1e-5, "dx");
+      expect_close(one.dgamma, ref_dgamma, 1e-5, "dgamma");
+      expect_close(one.dbeta, ref_dbeta, 1e-5, "dbeta");
+      EXPECT_TRUE(same_bits(one.dx_only, one.dx));
+      for (int threads : {2, 3}) {
+        const Out other = run(threads);
+        EXPECT_TRUE(same_bits(other.out, one.out) && same_bits(other.mean, one.mean) &&
+                    same_bits(other.rstd, one.rstd) && same_bits(other.dx, one.dx) &&
+                    same_bits(other.dgamma, one.dgamma) && same_bits(other.dbeta, one.dbeta))
+            << threads << " threads";
+      }
+    }
+  }
+  cpu_backend::set_threads(0);
+}
+
 TEST(CpuFast, CrossEntropyMatchesTheReference) {
   constexpr int64_t rows = 41, vocab = 1037;  // a ragged vocabulary (not a multiple of the 16 lanes)
   std::vector<float> logits = random_floats(rows * vocab, 4.0f, 21);
@@ -324,6 +406,30 @@ TEST(CpuBackend, BlasRunsAKernelForThisCpusVectorUnits) {
   if (cpu_bits >= 256) {
     EXPECT_GE(blas.kernel_vector_bits, 256) << blas.kernel << " on " << cpu_backend::cpu_model();
   }
+}
+
+TEST(CpuBackend, OpenBlasIdleWorkerThreadsAreStopped) {
+  cpu_backend::configure();
+  const cpu_backend::BlasInfo blas = cpu_backend::blas_info();
+  if (blas.kernel.empty() || blas.openmp) GTEST_SKIP() << "not a pthreads OpenBLAS: " << blas.library;
+  // Every BLAS call is single-threaded, so OpenBLAS's own workers would only spin after load.
+  EXPECT_FALSE(cpu_backend::blas_worker_threads_running());
+  // GEMMs still compute, on every thread count, and do not start the workers again.
+  const int64_t M = 64, N = 48, K = 40;
+  const std::vector<float> A = random_floats(M * K, 1.0f, 31), B = random_floats(K * N, 1.0f, 32);
+  for (int threads : {1, 2}) {
+    cpu_backend::set_threads(threads);
+    std::vector<float> C(M * N);
+    cpu::gemm<float, float>(false, false, M, N, K, 1.0, A.data(), K, B.data(), N, 0.0, C.data(), N);
+    for (int64_t i = 0; i < M; i += 7)
+      for (int64_t j = 0; j < N; j += 5) {
+        double expected = 0;
+        for (int64_t k = 0; k < K; ++k) expected += static_cast<double>(A[i * K + k]) * B[k * N + j];
+        EXPECT_NEAR(C[i * N + j], expected, 1e-4 * (1 + std::fabs(expected)));
+      }
+  }
+  cpu_backend::set_threads(0);
+  EXPECT_FALSE(cpu_backend::blas_worker_threads_running());
 }
 
 TEST(CpuBackend, OpenBlasKernelCanBeReselected) {
