@@ -890,6 +890,7 @@ struct Trainer::Impl {
   StepStats evaluate_now(int64_t batches) {
     if (!valid_sequences)
       throw data::DataError((meta.dir / "meta.json").string() + ": the data has no valid split to evaluate on");
+    if (step_graph) step_graph->other_work_ran();
     return evaluate_sequences(*model, *valid_sequences, config.train.micro_batch,
                               batches >= 0 ? batches : config.train.eval_batches,
                               config.objective.cl_weight > 0 ? 2 : 1);
