@@ -51,7 +51,7 @@ void GradSync::layout(const std::vector<size_t>& order) {
     b.buffer = Tensor::zeros({total}, options_.reduce_dtype, comm_.device());
     b.pending = b.params.size();
   }
-  final_.assign(params_.size(), false);
+  finals_.reset(params_.size());
 }
 
 void GradSync::attach(Tape& tape) {
@@ -61,16 +61,13 @@ void GradSync::detach(Tape& tape) { tape.set_leaf_grad_hook(nullptr); }
 
 void GradSync::on_final(AutogradMeta& leaf) {
   const auto it = index_of_.find(&leaf);
-  if (it == index_of_.end() || final_[it->second]) return;  // not a parameter (an input requiring grad)
+  if (it == index_of_.end()) return;  // not a parameter (an input requiring grad)
   const size_t p = it->second;
-  if (finals_this_step_ == 0) overlapped_ = 0;  // the first gradient of a step
-  final_[p] = true;
-  ++finals_this_step_;
-  if (!relaid_) observed_order_.push_back(p);
+  if (!finals_.mark(p, !relaid_)) return;
   stage(p);
   Bucket& b = buckets_[bucket_of_[p]];
   if (--b.pending == 0) {
-    if (finals_this_step_ < params_.size()) ++overlapped_;
+    finals_.bucket_started();
     start(b);
   }
 }
@@ -96,13 +93,10 @@ void GradSync::start(Bucket& b) {
 void GradSync::finish() {
   // Parameters backward did not reach: zeros, and their buckets start now, in bucket order (the
   // same on every rank).
-  for (size_t p = 0; p < params_.size(); ++p)
-    if (!final_[p]) {
-      final_[p] = true;
-      if (!relaid_) observed_order_.push_back(p);
-      stage(p);
-      --buckets_[bucket_of_[p]].pending;
-    }
+  finals_.mark_remaining(!relaid_, [this](size_t p) {
+    stage(p);
+    --buckets_[bucket_of_[p]].pending;
+  });
   for (Bucket& b : buckets_)
     if (!b.started) start(b);
   comm_.wait();
@@ -121,14 +115,11 @@ void GradSync::finish() {
     b.pending = b.params.size();
     b.started = false;
   }
-  final_.assign(params_.size(), false);
-  finals_this_step_ = 0;
+  finals_.reset(params_.size());
   if (!relaid_) {
     relaid_ = true;
-    std::vector<size_t> reverse(params_.size());
-    for (size_t i = 0; i < params_.size(); ++i) reverse[i] = params_.size() - 1 - i;
-    if (observed_order_ != reverse) layout(observed_order_);
-    observed_order_.clear();
+    const std::vector<size_t> order = finals_.take_order();
+    if (!order.empty()) layout(order);
   }
 }
 

@@ -21,6 +21,55 @@
 
 namespace coco::dist {
 
+// The per-step bookkeeping GradSync and ZeroAdamW share: which parameters' gradients are final, how many
+// buckets started from the backward hook while gradients were still to come, and the order in which the
+// gradients became final (recorded while a caller still learns it, to lay buckets out in that order).
+class FinalGradients {
+ public:
+  void reset(size_t params) {
+    final_.assign(params, false);
+    count_ = 0;
+  }
+  // From the hook: marks p final (false when it already was); the first of a step clears the overlap count.
+  bool mark(size_t p, bool record_order) {
+    if (final_[p]) return false;
+    if (count_ == 0) overlapped_ = 0;
+    final_[p] = true;
+    ++count_;
+    if (record_order) order_.push_back(p);
+    return true;
+  }
+  // A bucket started from the hook: it overlaps backward unless its gradient was the step's last.
+  void bucket_started() {
+    if (count_ < final_.size()) ++overlapped_;
+  }
+  // After backward: marks and hands to fn every parameter backward did not reach, in parameter order.
+  template <class Fn>
+  void mark_remaining(bool record_order, Fn&& fn) {
+    for (size_t p = 0; p < final_.size(); ++p)
+      if (!final_[p]) {
+        final_[p] = true;
+        if (record_order) order_.push_back(p);
+        fn(p);
+      }
+  }
+  void clear_overlapped() { overlapped_ = 0; }
+  size_t overlapped() const { return overlapped_; }
+  // The order recorded, cleared; empty when it was plain reverse parameter order (the layout's default).
+  std::vector<size_t> take_order() {
+    std::vector<size_t> order;
+    order.swap(order_);
+    for (size_t i = 0; i < order.size(); ++i)
+      if (order[i] != order.size() - 1 - i) return order;
+    return {};
+  }
+
+ private:
+  std::vector<bool> final_;
+  size_t count_ = 0, overlapped_ = 0;
+  std::vector<size_t> order_;
+};
+
 // What a training loop drives around the backward of a step's last micro-batch: attach the hook to the
 // tape, run backward (buckets start from the hook while it runs), detach, finish. GradSync all-reduces
 // buckets (plain data parallelism); ZeroAdamW (engine/dist/zero.h) reduce-scatters them into its shards.
@@ -63,7 +112,7 @@ class GradSync final : public BackwardSync {
   const std::vector<size_t>& bucket(size_t b) const { return buckets_.at(b).params; }
   // Buckets of the last step whose all-reduce started from the hook, while backward still had
   // parameter gradients to finish (the overlap).
-  size_t overlapped_buckets() const override { return overlapped_; }
+  size_t overlapped_buckets() const override { return finals_.overlapped(); }
   const std::vector<Tensor>& parameters() const { return params_; }
 
  private:
@@ -85,11 +134,8 @@ class GradSync final : public BackwardSync {
   std::unordered_map<const AutogradMeta*, size_t> index_of_;
   std::vector<Bucket> buckets_;
   std::vector<size_t> bucket_of_, slot_of_;  // per parameter: its bucket and position there
-  std::vector<bool> final_;
-  size_t finals_this_step_ = 0;
-  std::vector<size_t> observed_order_;
+  FinalGradients finals_;
   bool relaid_ = false;
-  size_t overlapped_ = 0;
 };
 
 }  // namespace coco::dist

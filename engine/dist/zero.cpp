@@ -89,8 +89,7 @@ void ZeroAdamW::layout(const std::vector<size_t>& order) {
     }
   }
   adamw_ = pieces.empty() ? nullptr : std::make_unique<optim::AdamW>(std::move(pieces), options_);
-  final_.assign(params_.size(), false);
-  finals_this_step_ = 0;
+  finals_.reset(params_.size());
 }
 
 Tensor ZeroAdamW::bucket_range(const Tensor& flat, const Bucket& b) const {
@@ -116,16 +115,13 @@ void ZeroAdamW::detach(Tape& tape) { tape.set_leaf_grad_hook(nullptr); }
 
 void ZeroAdamW::on_final(AutogradMeta& leaf) {
   const auto it = index_of_.find(&leaf);
-  if (it == index_of_.end() || final_[it->second]) return;  // not a parameter (an input requiring grad)
+  if (it == index_of_.end()) return;  // not a parameter (an input requiring grad)
   const size_t p = it->second;
-  if (finals_this_step_ == 0) overlapped_ = 0;  // the first gradient of a step
-  final_[p] = true;
-  ++finals_this_step_;
-  if (!order_learned_) observed_order_.push_back(p);
+  if (!finals_.mark(p, !order_learned_)) return;
   stage(p);
   Bucket& b = buckets_[bucket_of_[p]];
   if (--b.pending == 0) {
-    if (finals_this_step_ < params_.size()) ++overlapped_;
+    finals_.bucket_started();
     start(b);
   }
 }
@@ -148,16 +144,13 @@ void ZeroAdamW::start(Bucket& b) {
 }
 
 void ZeroAdamW::finish() {
-  if (!attached_) overlapped_ = 0;
+  if (!attached_) finals_.clear_overlapped();
   // Parameters backward did not reach (or all of them, without the hook): their gradients (zeros where
   // none) are staged now, and the buckets not started yet start in bucket order (the same on every rank).
-  for (size_t p = 0; p < params_.size(); ++p)
-    if (!final_[p]) {
-      final_[p] = true;
-      if (attached_ && !order_learned_) observed_order_.push_back(p);
-      stage(p);
-      --buckets_[bucket_of_[p]].pending;
-    }
+  finals_.mark_remaining(attached_ && !order_learned_, [this](size_t p) {
+    stage(p);
+    --buckets_[bucket_of_[p]].pending;
+  });
   for (Bucket& b : buckets_)
     if (!b.started) start(b);
   comm_.wait();
@@ -165,15 +158,11 @@ void ZeroAdamW::finish() {
     b.pending = b.params.size();
     b.started = false;
   }
-  final_.assign(params_.size(), false);
-  finals_this_step_ = 0;
+  finals_.reset(params_.size());
   reduced_ = true;
   if (attached_ && !order_learned_) {
     order_learned_ = true;
-    std::vector<size_t> reverse(params_.size());
-    for (size_t i = 0; i < params_.size(); ++i) reverse[i] = params_.size() - 1 - i;
-    if (observed_order_ != reverse) relayout_order_ = observed_order_;
-    observed_order_.clear();
+    relayout_order_ = finals_.take_order();  // empty: the layout already follows the order
   }
   attached_ = false;
 }

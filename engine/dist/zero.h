@@ -52,7 +52,7 @@ class ZeroAdamW final : public BackwardSync {
   void detach(Tape& tape) override;
   void finish() override;
   size_t bucket_count() const override { return buckets_.size(); }
-  size_t overlapped_buckets() const override { return overlapped_; }
+  size_t overlapped_buckets() const override { return finals_.overlapped(); }
 
   // step() in two halves, for a caller that decides between them (skip a non-finite step, clip):
   // reduce_gradients() completes the reduce-scatter (finish(), unless the hooked backward already did)
@@ -119,12 +119,11 @@ class ZeroAdamW final : public BackwardSync {
   Tensor norm_buffer_;                   // 1 element f64: the squared norm's all-reduce
 
   // The hook's state for the current step.
-  std::vector<bool> final_;
-  size_t finals_this_step_ = 0, overlapped_ = 0;
+  FinalGradients finals_;
   bool attached_ = false, reduced_ = false;
   // Order learning: the first hooked step records the order gradients became final; when it differs
   // from the layout's, the next attach() lays the buckets out again (the state moves along).
-  std::vector<size_t> observed_order_, relayout_order_;
+  std::vector<size_t> relayout_order_;
   bool order_learned_ = false;
 };
 
