@@ -372,11 +372,12 @@ struct Trainer::Impl {
   std::unique_ptr<objective::StepMetrics> step_metrics;
   std::unique_ptr<train::StepProfiler> profiler;  // the step profile (coco/step_profile.h)
   std::unique_ptr<ops::DeviceChecks> device_checks;
-  // Without data parallelism the step is decided on the device (optim::StepControl: skip, clip, the
-  // AdamW scalars, the f16 loss scale) and its record comes off the device only at the logging
-  // cadence (on the CPU, where reading costs nothing, every step). The host's counters
-  // (skipped_total, consecutive_skips, scaler, AdamW's step counts) mirror the device's: refreshed
-  // from each record taken and before each checkpoint. Data parallelism keeps the host-decided step.
+  // The step is decided on the device (optim::StepControl: skip, clip, the AdamW scalars, the f16 loss
+  // scale) and its record comes off the device only at the logging cadence (on the CPU, where reading
+  // costs nothing, every step). The host's counters (skipped_total, consecutive_skips, scaler, AdamW's
+  // step counts) mirror the device's: refreshed from each record taken and before each checkpoint. Plain
+  // data parallelism decides on the device too (synchronize_device_step: the decision's inputs are
+  // the same on every rank); ZeRO-1 keeps the host-decided step (zero_step), and then control is null.
   std::unique_ptr<optim::StepControl> control;
   std::unique_ptr<objective::StepRecordCopy> record_copy;
   // Data parallelism (a launch by mpirun/srun): null for one process started without a launcher, which
@@ -620,11 +621,8 @@ struct Trainer::Impl {
     return whole;
   }
 
-  // After backward of the step's last micro-batch: the gradient buckets complete (averaged gradients in
-  // place; with ZeRO-1 each rank's averaged shard of them), and the step's statistics summed over the ranks
-  // (so rank 0 logs the global batch's losses and accuracies).
-  void finish_data_parallel_step(StepStats& stats) {
-    if (grad_sync) grad_sync->finish();
+  // The first step's report of the gradient synchronisation (after its buckets finished).
+  void report_data_parallel_start() const {
     if (step == start_step && all_reduce_sync)
       message(format("data parallel: %d ranks (%s), %zu gradient buckets, %zu of them all-reduced during backward",
                      world_size(), comm->backend(), grad_sync->bucket_count(), grad_sync->overlapped_buckets()));
@@ -634,6 +632,48 @@ struct Trainer::Impl {
                  "elements per rank; %zu gradient buckets, %zu of them reduce-scattered during backward",
                  world_size(), comm->backend(), static_cast<long long>(zero->shard_size()),
                  static_cast<long long>(zero->total_elements()), zero->bucket_count(), zero->overlapped_buckets()));
+  }
+
+  // Plain data parallelism on the device-decided step, before the decision: the gradient buckets complete
+  // (averaged over the ranks in place; on cuda the communication stream is ordered by events, no host
+  // wait), then the step's metric sums are summed over the ranks on the device (one collective of
+  // StepMetrics::kSlots f64). So every rank's StepControl::decide sees the global loss sum (a non-finite
+  // loss on any rank skips the step on every rank) and the same averaged gradients: every rank takes the
+  // same decision (skip, clip factor, f16 loss scale) with no value read back, and the record, taken at the
+  // logging cadence, holds the global batch's sums. The host-side counts follow in agree_after_step.
+  void synchronize_device_step() {
+    grad_sync->finish();
+    report_data_parallel_start();
+    comm->all_reduce(step_metrics->sums(), dist::ReduceOp::sum);
+    comm->wait();
+  }
+
+  // Data parallelism, after every step: one exchange of host values (Communicator::sum_on_host: MPI on host
+  // memory, so it neither queues device work nor waits for the device). It agrees on the stop signal (a
+  // stop that reached any rank stops every rank after the same step) and, with `local_counts` (the
+  // device-decided step, whose sums the device already added over the ranks), makes the step's host counts
+  // global: rows and micro-batches are the same on every rank, so world x this rank's; non-pad tokens
+  // differ by rank and are summed here exactly, every step, so tokens_per_s and the tokens_seen of any
+  // checkpoint (which may fall between logging steps) are the global batch's. They ride on the message the
+  // stop agreement needs anyway; taking them from the device sums would need an upload per step and
+  // would be known only at the logging cadence. Returns whether the job stops.
+  bool agree_after_step(StepStats& stats, bool local_counts) {
+    int64_t values[2] = {options.stop_requested && options.stop_requested() ? 1 : 0, local_counts ? stats.tokens : 0};
+    comm->sum_on_host(values, 2);
+    if (local_counts) {
+      stats.tokens = values[1];
+      stats.rows *= world_size();
+      stats.micro_batches *= world_size();
+    }
+    return values[0] > 0;
+  }
+
+  // The host-decided data-parallel step (ZeRO-1), after backward of the step's last micro-batch: the
+  // gradient buckets complete (each rank's averaged shard of them), and the step's statistics summed over
+  // the ranks (so rank 0 logs the global batch's losses and accuracies).
+  void finish_data_parallel_step(StepStats& stats) {
+    if (grad_sync) grad_sync->finish();
+    report_data_parallel_start();
     const std::vector<double> local = {stats.loss,
                                        stats.mlm,
                                        stats.rtd,
@@ -669,10 +709,6 @@ struct Trainer::Impl {
     stats.clm_correct = count(13);
     stats.tokens = count(14);
   }
-
-  // True on every rank when `flag` is true on any (a stop signal that reached one rank stops all at the
-  // same step).
-  bool any_rank(bool flag) const { return dist::average_over_ranks(*comm, {flag ? 1.0 : 0.0})[0] > 0; }
 
   // Ranks other than 0 write no checkpoint: they wait until rank 0 has committed it and name it.
   fs::path checkpoint_written_by_rank_0() {
@@ -821,7 +857,7 @@ struct Trainer::Impl {
         static_cast<double>(t.steps * rows_per_step) / static_cast<double>(train_sequences->size()),
         valid_sequences ? format(", %llu valid", static_cast<unsigned long long>(valid_sequences->size())).c_str() : "",
         static_cast<long long>(t.steps), static_cast<long long>(rows_per_step)));
-    if (!comm) open_step_control();
+    if (!zero) open_step_control();  // ZeRO-1's step stays host-decided (zero_step)
     open_step_graph();
     open_loop();
   }
@@ -961,6 +997,7 @@ struct Trainer::Impl {
     double grad_norm = std::numeric_limits<double>::quiet_NaN(), step_loss_scale = loss_scale;
     if (control) {
       if (!step_graph) {  // else all of this ran in the graph
+        if (comm) synchronize_device_step();
         if (injected_nonfinite(step + 1)) control->force_skip();
         control->decide(optimizer->gradients(), step_metrics->loss_sum());
         optimizer->step(*control);
@@ -999,11 +1036,13 @@ struct Trainer::Impl {
       }
       if (param_dtype == DType::f16) scaler.update(nonfinite);
     }
-    tokens_seen += stats.tokens;
     const int64_t completed = ++step;
     if (profiler->end(nonfinite)) message(profiler->line());
     checkpoint::fault_point("after-step:" + std::to_string(completed));
-    return finish_step(stats, completed, lr, grad_norm, step_loss_scale, nonfinite, known, step_start);
+    std::optional<bool> stop;  // under a launch: agreed by every rank
+    if (comm) stop = agree_after_step(stats, /*local_counts=*/control != nullptr);
+    tokens_seen += stats.tokens;
+    return finish_step(stats, completed, lr, grad_norm, step_loss_scale, nonfinite, known, step_start, stop);
   }
 
   // The step of the whole optimizer (every rank holds all of it): skip on non-finite, clip, AdamW.
@@ -1024,9 +1063,11 @@ struct Trainer::Impl {
 
   // Metrics record, progress report, evaluation and checkpoint of the step just completed.
   // `known`: whether the host holds this step's losses (on the device-decided path only at the logging
-  // cadence); `step_loss_scale`: the loss scale the step's backward used.
+  // cadence); `step_loss_scale`: the loss scale the step's backward used; `agreed_stop`: the ranks' agreed stop
+  // signal under a launch (agree_after_step), else options.stop_requested is asked here.
   StepReport finish_step(const StepStats& stats, int64_t completed, double lr, double grad_norm, double step_loss_scale,
-                         bool nonfinite, bool known, std::chrono::steady_clock::time_point step_start) {
+                         bool nonfinite, bool known, std::chrono::steady_clock::time_point step_start,
+                         std::optional<bool> agreed_stop) {
     const auto& t = config.train;
     const auto now = std::chrono::steady_clock::now();
     const double step_seconds = std::chrono::duration<double>(now - step_start).count();
@@ -1080,8 +1121,7 @@ struct Trainer::Impl {
     if (valid_sequences && writes_run_dir() &&
         ((t.eval_every > 0 && completed % t.eval_every == 0) || completed == t.steps))
       scheduled_eval();  // every rank holds the same weights: rank 0 evaluates for all
-    bool stopping = options.stop_requested && options.stop_requested();
-    if (comm) stopping = any_rank(stopping);
+    const bool stopping = agreed_stop ? *agreed_stop : options.stop_requested && options.stop_requested();
     if ((t.checkpoint_every > 0 && completed % t.checkpoint_every == 0) || completed == t.steps || stopping)
       report.checkpoint = save_now();  // a skipped step left the weights untouched, so they are still good
     if (metrics && metrics->failed()) {

@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <limits>
+#include <vector>
 
 #include "engine/dist/communicator_internal.h"
 #include "engine/runtime/check.h"
@@ -47,6 +48,7 @@ class LocalCommunicator final : public Communicator {
     check_root(root, "broadcast");
     check_buffer(data, count, dtype, "broadcast");
   }
+  void sum_on_host(int64_t* values, size_t count) override { check_buffer(values, count, DType::i64, "sum_on_host"); }
   void barrier() override {}
   void wait() override {}
   void synchronize() override {
@@ -113,6 +115,18 @@ void Communicator::all_gather(const Tensor& send, const Tensor& recv) {
 void Communicator::broadcast(const Tensor& tensor, int root) {
   check_tensor(*this, tensor, "broadcast");
   broadcast(tensor.data(), static_cast<size_t>(tensor.numel()), tensor.dtype(), root);
+}
+
+void Communicator::sum_on_host(int64_t* values, size_t count) {
+  if (count == 0) return;
+  if (!values) throw CommError("sum_on_host: null buffer for " + std::to_string(count) + " values");
+  const Tensor buffer =
+      Tensor::from_vector(std::vector<int64_t>(values, values + count), {static_cast<int64_t>(count)}, Device::cpu)
+          .to(device());
+  all_reduce(buffer, ReduceOp::sum);
+  synchronize();
+  const std::vector<int64_t> sums = buffer.to(Device::cpu).to_vector<int64_t>();
+  std::memcpy(values, sums.data(), count * sizeof(int64_t));
 }
 
 bool built_with_mpi() {

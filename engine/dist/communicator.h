@@ -16,6 +16,7 @@
 // the rank; abort() then ends every rank of the job.
 #pragma once
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -68,6 +69,13 @@ class Communicator {
   virtual void wait() = 0;
   // wait(), and the host blocks until the results are in memory.
   virtual void synchronize() = 0;
+  // Blocking, on host memory: every rank ends with the sum over the ranks of its `count` values. A small
+  // exchange of host-side counters (a stop flag, token counts) that neither queues device work nor waits
+  // for the device (MPI on the host for the MPI and NCCL communicators), so that a step whose device work
+  // is still queued need not drain the queue to agree on them. Ordered with the collectives like one
+  // (every rank calls the same sequence). The default goes through all_reduce on the device and
+  // synchronize() (for communicators without a host path, e.g. test wrappers).
+  virtual void sum_on_host(int64_t* values, size_t count);
   // Ends the whole job with `exit_code` after a failure on this rank (MPI_Abort; ncclCommAbort
   // first), so that no other rank waits forever. Never returns.
   [[noreturn]] virtual void abort(int exit_code) = 0;

@@ -91,6 +91,10 @@ class MpiCommunicator final : public Communicator {
     pending_.push_back({request, "broadcast", nullptr, 0, dtype});
   }
 
+  void sum_on_host(int64_t* values, size_t count) override {
+    detail::sum_on_host(comm_, options_.timeout_s, rank_, size_, options_.check_arguments, values, count);
+  }
+
   void barrier() override {
     wait();
     MPI_Request request;

@@ -196,6 +196,18 @@ void check_same_call(MPI_Comm comm, double timeout_s, int rank, int world, const
                             "); every rank must run the same model and configuration");
 }
 
+void sum_on_host(MPI_Comm comm, double timeout_s, int rank, int world, bool check_arguments, int64_t* values,
+                 size_t count) {
+  if (count > 0 && !values) throw CommError("sum_on_host: null buffer for " + std::to_string(count) + " values");
+  if (check_arguments) check_same_call(comm, timeout_s, rank, world, "sum_on_host", count, DType::i64, 0);
+  if (count == 0) return;
+  if (count > static_cast<size_t>(INT32_MAX))
+    throw CommError("sum_on_host: " + std::to_string(count) + " values exceed MPI's int count");
+  MPI_Request request;
+  COCO_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, values, static_cast<int>(count), MPI_INT64_T, MPI_SUM, comm, &request));
+  wait_with_deadline(&request, timeout_s, rank, world, "sum_on_host", comm);
+}
+
 }  // namespace coco::dist::detail
 
 #endif  // COCO_HAVE_MPI

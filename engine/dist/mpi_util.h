@@ -45,6 +45,11 @@ double absent_ranks_grace(double timeout_s);
 void check_same_call(MPI_Comm comm, double timeout_s, int rank, int world, const char* call, size_t count, DType dtype,
                      int root);
 
+// Communicator::sum_on_host on `comm`: the argument check first (when `check_arguments`), then a blocking
+// MPI sum of `count` i64 values in host memory, waited for with the deadline.
+void sum_on_host(MPI_Comm comm, double timeout_s, int rank, int world, bool check_arguments, int64_t* values,
+                 size_t count);
+
 }  // namespace coco::dist::detail
 
 #define COCO_MPI_CHECK(call) ::coco::dist::detail::check_mpi((call), #call, __FILE__, __LINE__)

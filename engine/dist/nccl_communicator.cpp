@@ -17,6 +17,7 @@
 #include "engine/dist/mpi_util.h"
 #include "engine/runtime/check.h"
 #include "engine/runtime/check_nccl.h"
+#include "engine/runtime/counters.h"
 #include "engine/runtime/cuda_calls.h"
 
 namespace coco::dist::detail {
@@ -120,6 +121,12 @@ class NcclCommunicator final : public Communicator {
             [&] { COCO_NCCL_CHECK(ncclBroadcast(data, data, count, nccl_type(dtype), root, comm_, stream_)); });
   }
 
+  // On the host over MPI: no stream work, no wait for the device.
+  void sum_on_host(int64_t* values, size_t count) override {
+    if (aborted_.load()) throw CommError("rank " + std::to_string(rank_) + ": sum_on_host on an aborted communicator");
+    detail::sum_on_host(mpi_, options_.timeout_s, rank_, size_, options_.check_arguments, values, count);
+  }
+
   void barrier() override {
     synchronize();
     MPI_Request request;
@@ -171,6 +178,7 @@ class NcclCommunicator final : public Communicator {
     COCO_CUDA_CHECK(cudaEventRecord(ready_, current_stream()));
     COCO_CUDA_CHECK(cudaStreamWaitEvent(stream_, ready_, 0));
     guarded(call, issue);
+    runtime::count_library_call(runtime::LibraryCall::collective);  // the step profile's collectives_per_step
     pending_ = true;
   }
 

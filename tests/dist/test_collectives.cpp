@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "engine/dist/communicator.h"
+#include "engine/runtime/counters.h"
 #include "engine/tensor.h"
 
 namespace coco::dist {
@@ -160,6 +161,26 @@ TEST(Communicators, BackendsAndWorld) {
   // Average of integers is refused (NCCL would divide, MPI cannot average).
   std::vector<int32_t> ints(4, 1);
   EXPECT_THROW(cpu.all_reduce(ints.data(), ints.size(), DType::i32, ReduceOp::average), CommError);
+}
+
+// The host-side sum of small counters (the trainer's per-step stop flag and token count): exact i64 sums
+// on every rank, and on cuda no device work and no wait for the device (what the runtime counters see).
+TEST(Communicators, SumOnHostAddsHostValuesWithoutDeviceWork) {
+  for (Device device : {Device::cpu, Device::cuda}) {
+    Communicator& comm = comm_for(device);
+    const int r = comm.rank(), n = comm.world_size();
+    std::vector<int64_t> values = {r + 1, (int64_t{1} << 40) * r + 7, 0};
+    const runtime::StepProfile profile;
+    comm.sum_on_host(values.data(), values.size());
+    const runtime::Counters seen = profile.elapsed();
+    EXPECT_EQ(values[0], int64_t{n} * (n + 1) / 2) << device_name(device);
+    EXPECT_EQ(values[1], (int64_t{1} << 40) * (int64_t{n} * (n - 1) / 2) + 7 * n) << device_name(device);
+    EXPECT_EQ(values[2], 0) << device_name(device);
+    EXPECT_EQ(seen.launches(), 0u) << device_name(device) << ": " << seen.describe();
+    EXPECT_EQ(seen.synchronizations(), 0u) << device_name(device) << ": " << seen.describe();
+    comm.sum_on_host(nullptr, 0);  // nothing to add: still a call every rank makes
+    comm.barrier();
+  }
 }
 
 }  // namespace

@@ -6,7 +6,9 @@
 # ranks' gradients are summed, so not bit-exact), rank 0 alone writes metrics.jsonl with world_size,
 # and a run stopped after step 3 on N ranks resumes on one process at the same data position and
 # continues like the one-process run; a configuration that differs between ranks is refused (exit 2 on every
-# rank); a rank killed by SIGKILL ends the job, and --resume continues exactly (bit for bit on the same ranks).
+# rank); a rank killed by SIGKILL ends the job, and --resume continues exactly (bit for bit on the same ranks);
+# a run that logs every 4th step logs those steps' records unchanged, and on cuda its steady step (profiled at
+# step 3: the step decided on the device, nothing read back) has 0 syncs, 0 device-to-host copies, 0 cudaMalloc.
 # usage: train_data_parallel.sh COCO MPIRUN... (MPIRUN: the mpirun command line up to the -np flag)
 set -euo pipefail
 source "$(dirname "$0")/train_common.sh"
@@ -62,8 +64,12 @@ echo "killed rank: the job ended with exit $status in $((SECONDS - start)) s"
 "${mpirun[@]}" $ranks "$coco" train --config tiny.json --out killed --resume >killed-resumed.log 2>&1
 grep -q "resuming from .*step-00000003" killed-resumed.log || { cat killed-resumed.log; echo "FAIL: no resume"; exit 1; }
 
-# Small buckets (many all-reduces, each started from the backward hook) reduce the same sums: the same run.
-"${mpirun[@]}" $ranks "$coco" train --config tiny.json --out buckets --set dist.bucket_mb=0.01 >buckets.log 2>&1
+# Small buckets (many all-reduces, each started from the backward hook) reduce the same sums: the same run. It
+# also logs every 4th step only, so steps 1-3 and 5 are steady steps: on cuda the data-parallel step is decided on
+# the device and its record read at the logging cadence, so its step profile (measured at step 3) shows no
+# synchronisation, no device-to-host copy and no cudaMalloc, and the records of the logged steps are the same.
+"${mpirun[@]}" $ranks "$coco" train --config tiny.json --out buckets --set dist.bucket_mb=0.01 \
+  --set train.log_every=4 >buckets.log 2>&1
 grep -Eq "gradient buckets, [1-9][0-9]* of them all-reduced during backward" buckets.log ||
   { cat buckets.log; echo "FAIL: no bucket all-reduce overlapped with backward"; exit 1; }
 # bf16 reduction runs (its rounding changes the losses; checked finite and near below).
@@ -74,7 +80,7 @@ status=0
 [[ $status == 2 ]] && grep -q "dist.reduce_dtype" bad.log || { cat bad.log; echo "FAIL: dist.reduce_dtype=f16 accepted"; exit 1; }
 
 python3 - "$ranks" <<'PY'
-import json, sys
+import json, os, sys
 ranks = int(sys.argv[1])
 # The step profile (launches_per_step, ..., profile_step) is measured once per process and differs
 # with the rank count and on resume: it is not part of the run's results.
@@ -104,7 +110,21 @@ for a, b in zip(one, moved):
 killed = load("killed/metrics.jsonl")
 def timeless(records): return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in records]
 assert timeless(killed) == timeless(many), "a killed rank's run resumed on the same ranks differs from the uninterrupted one"
-assert timeless(load("buckets/metrics.jsonl")) == timeless(many), "dist.bucket_mb changed the run"
+buckets = timeless(load("buckets/metrics.jsonl"))
+logged = {(r["step"], r.get("split")) for r in buckets}
+assert logged == {(3, "valid"), (4, None), (6, None), (6, "valid")}, sorted(logged, key=str)
+assert buckets == [r for r in timeless(many) if (r["step"], r.get("split")) in logged], \
+    "dist.bucket_mb or train.log_every changed the run"
+if os.environ.get("DEVICE") == "cuda":
+    profile = [json.loads(line) for line in open("buckets/metrics.jsonl") if "profile_step" in line]
+    assert len(profile) == 1, profile
+    p = profile[0]
+    assert p["profile_step"] == 3 and p["step"] == 4, p
+    assert p["syncs_per_step"] == 0 and p["d2h_copies_per_step"] == 0 and p["cuda_mallocs_per_step"] == 0, p
+    # the gradient buckets and the metric sums, all on the device
+    assert p["collectives_per_step"] >= 2, p
+    print("data-parallel steady step (rank 0): " +
+          ", ".join(f"{k} {v}" for k, v in p.items() if k.endswith("_per_step")))
 for a, b in zip(many, load("bf16/metrics.jsonl")):
     assert b["loss"] is not None and abs(a["loss"] - b["loss"]) < 0.05 * abs(a["loss"]), ("bf16 reduction", a, b)
 print(f"{ranks} ranks == 1 process: {len(one)} records, worst relative difference {worst:.3g}")
