@@ -115,6 +115,11 @@ logged = {(r["step"], r.get("split")) for r in buckets}
 assert logged == {(3, "valid"), (4, None), (6, None), (6, "valid")}, sorted(logged, key=str)
 assert buckets == [r for r in timeless(many) if (r["step"], r.get("split")) in logged], \
     "dist.bucket_mb or train.log_every changed the run"
+# tokens_seen (summed over the ranks on the host every step) is exact in a checkpoint between logging steps.
+def tokens_seen(run, step):
+    return json.load(open(f"{run}/checkpoints/step-{step:08d}/trainer_state.json"))["tokens_seen"]
+assert tokens_seen("buckets", 3) == tokens_seen("many", 3) == tokens_seen("one", 3) > 0, \
+    (tokens_seen("buckets", 3), tokens_seen("many", 3), tokens_seen("one", 3))
 if os.environ.get("DEVICE") == "cuda":
     profile = [json.loads(line) for line in open("buckets/metrics.jsonl") if "profile_step" in line]
     assert len(profile) == 1, profile
