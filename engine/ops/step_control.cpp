@@ -78,7 +78,8 @@ StepControl::StepControl(Device device, StepControlOptions options, const AdamWO
   const kernels::StepState initial = initial_state();
   state_ = Tensor::from_host(&initial, Shape{static_cast<int64_t>(sizeof initial)}, DType::u8, device_);
   seed_ = Tensor::full(Shape{1}, static_cast<double>(initial.backward_seed), DType::f32, device_);
-  statistics_ = Tensor::zeros(Shape{16}, DType::u8, device_);
+  sum_sq_ = Tensor::zeros(Shape{1}, DType::f64, device_);
+  nonfinite_ = Tensor::zeros(Shape{1}, DType::i32, device_);
 }
 
 kernels::StepState StepControl::initial_state() const {
@@ -90,6 +91,11 @@ kernels::StepState StepControl::initial_state() const {
 }
 
 void StepControl::decide(const std::vector<Tensor>& gradients, const Tensor& loss_sum) {
+  decide(gradients, loss_sum, nullptr);
+}
+
+void StepControl::decide(const std::vector<Tensor>& gradients, const Tensor& loss_sum,
+                         const CombineStatistics& combine) {
   const char* op = "optim::StepControl::decide";
   if (steps_ >= settings_.table_steps)
     throw std::out_of_range(std::string(op) + ": step " + std::to_string(steps_) + " is beyond the schedule of " +
@@ -109,8 +115,8 @@ void StepControl::decide(const std::vector<Tensor>& gradients, const Tensor& los
   if (loss_sum.defined() && (loss_sum.numel() != 1 || loss_sum.dtype() != DType::f64 || loss_sum.device() != device_))
     throw TensorError(std::string(op) + ": the loss sum must be one f64 element on " + device_name(device_));
   const int64_t chunks = kernels::plan_norm_chunks(descs);
-  auto* sum_sq = static_cast<double*>(statistics_.data());
-  auto* flag = reinterpret_cast<int32_t*>(static_cast<uint8_t*>(statistics_.data()) + sizeof(double));
+  auto* sum_sq = sum_sq_.data_as<double>();
+  auto* flag = nonfinite_.data_as<int32_t>();
   kernels::StepInputs inputs;
   inputs.sum_sq = sum_sq;
   inputs.nonfinite = flag;
@@ -125,11 +131,13 @@ void StepControl::decide(const std::vector<Tensor>& gradients, const Tensor& los
     COCO_CUDA_CHECK(runtime::memset_async(flag, 0, sizeof(int32_t), current_stream()));
     kernels::cuda::mark_nonfinite(d, n, chunks, flag, current_stream());
     kernels::cuda::sum_of_squares(d, n, chunks, partials_.data_as<float>(), sum_sq, current_stream());
+    if (combine) combine(sum_sq_, nonfinite_);
     kernels::cuda::decide_step(inputs, tables_, settings_, static_cast<kernels::StepState*>(state_.data()),
                                current_stream());
   } else {
     *sum_sq = kernels::cpu::sum_of_squares(descs);
     *flag = kernels::cpu::any_nonfinite(descs) ? 1 : 0;
+    if (combine) combine(sum_sq_, nonfinite_);
     kernels::cpu::decide_step(inputs, tables_, settings_, *static_cast<kernels::StepState*>(state_.data()));
   }
   ++steps_;

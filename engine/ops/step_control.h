@@ -13,6 +13,7 @@
 // On the CPU the same decision runs at once (kernels::cpu::decide_step) on host memory.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <vector>
 
@@ -45,6 +46,15 @@ class StepControl {
   // defined, the step's loss sum `loss_sum` (a one-element f64 tensor on the device; a non-finite
   // sum skips the step). Throws std::out_of_range when the lr table is used up.
   void decide(const std::vector<Tensor>& gradients, const Tensor& loss_sum = Tensor());
+  // The gradients' statistics a decision reads, on this control's device: `sum_sq`, (1) f64, the sum of
+  // squares (still scaled by the loss scale), and `nonfinite`, (1) i32, non-zero when an element is NaN
+  // or Inf. A combine function may change them in place between their computation and the decision,
+  // queued on the current stream (no host read needed): a data-parallel caller whose `gradients` are
+  // this rank's shard of the averaged gradients (ZeRO-1) sums both over the ranks, so that every rank
+  // decides from the global norm and flag.
+  using CombineStatistics = std::function<void(const Tensor& sum_sq, const Tensor& nonfinite)>;
+  // decide() with `combine` run on the statistics before the decision.
+  void decide(const std::vector<Tensor>& gradients, const Tensor& loss_sum, const CombineStatistics& combine);
   // The next decision skips the step whatever the gradients (a test hook; one launch on CUDA).
   void force_skip();
 
@@ -78,7 +88,8 @@ class StepControl {
   Tensor table_storage_;  // (4 * table_steps) f64: lr, decay factor, bias corrections 1 and 2
   Tensor state_;          // (sizeof(StepState)) u8
   Tensor seed_;           // (1) f32
-  Tensor statistics_;     // (16) u8: f64 sum of squares, i32 non-finite flag
+  Tensor sum_sq_;         // (1) f64: the gradients' sum of squares
+  Tensor nonfinite_;      // (1) i32: the gradients' non-finite flag
   Tensor partials_;       // f32 per chunk of the gradients (grown when they need more)
   double initial_scale_ = 1.0;
   int64_t hysteresis_ = 2;

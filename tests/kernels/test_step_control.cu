@@ -152,7 +152,9 @@ Model make_model(Device device, bool bf16) {
     Tensor master = Tensor::from_vector(values, Shape{sizes[i]}, device);
     Tensor work = bf16 ? master.to(DType::bf16) : Tensor();
     if (bf16) work.set_requires_grad(true).set_grad_dtype(DType::f32);
-    params.push_back({"p" + std::to_string(i), master, work, Tensor(), i != 1});
+    std::string name = "p";  // (not "p" + to_string: GCC 12's -Wrestrict false positive once this is inlined)
+    name += std::to_string(i);
+    params.push_back({name, master, work, Tensor(), i != 1});
     m.masters.push_back(master);
     m.working.push_back(work);
   }
@@ -233,6 +235,49 @@ TEST(StepControl, AppliesTheSameUpdatesAsTheHostDecidedStep) {
       // A controlled parameter's count lives on the device: the host-decided step refuses it.
       EXPECT_THROW(controlled.adamw->step(1e-3), std::invalid_argument);
     }
+}
+
+// A decision from a part of the gradients whose statistics a combine function completes (what ZeRO-1 does
+// with the shard statistics of every rank, summed by an all-reduce) decides what the whole gradients decide:
+// the same skip and the norm to the rounding of the sum's order; a NaN in the other part skips the step.
+TEST(StepControl, CombinedStatisticsDecideLikeTheWholeGradients) {
+  for (const Device device : {Device::cpu, Device::cuda}) {
+    SCOPED_TRACE(coco::device_name(device));
+    Model m = make_model(device, false);
+    coco::optim::StepControlOptions options;
+    options.lr.assign(3, 1e-3);
+    options.clip_norm = 1.0;
+    coco::optim::StepControl whole(device, options, m.adamw->options());
+    coco::optim::StepControl part(device, options, m.adamw->options());
+    for (int s = 0; s < 3; ++s) {
+      const bool bad = s == 1;  // the NaN is in gradient 2: the other part
+      set_gradients(m, s, 1.0, bad);
+      const std::vector<Tensor> grads = m.adamw->gradients();
+      const std::vector<Tensor> mine(grads.begin(), grads.begin() + 2), other(grads.begin() + 2, grads.end());
+      const coco::optim::GradientStats other_stats = coco::optim::gradient_stats(other, 1.0);
+      int calls = 0;
+      part.decide(mine, Tensor(), [&](const Tensor& sum_sq, const Tensor& nonfinite) {
+        ++calls;
+        ASSERT_EQ(sum_sq.dtype(), DType::f64);
+        ASSERT_EQ(nonfinite.dtype(), DType::i32);
+        const double combined = sum_sq.to_vector<double>()[0] + other_stats.norm * other_stats.norm;
+        const int32_t flag = nonfinite.to_vector<int32_t>()[0] + (other_stats.nonfinite ? 1 : 0);
+        Tensor sum_sq_out = sum_sq, nonfinite_out = nonfinite;  // handles to the control's buffers
+        sum_sq_out.copy_from(Tensor::from_vector(std::vector<double>{combined}, Shape{1}, Device::cpu));
+        nonfinite_out.copy_from(Tensor::from_vector(std::vector<int32_t>{flag}, Shape{1}, Device::cpu));
+      });
+      whole.decide(grads);
+      EXPECT_EQ(calls, 1);
+      const StepState a = whole.read(), b = part.read();
+      EXPECT_EQ(a.apply, bad ? 0 : 1) << s;
+      EXPECT_EQ(b.apply, a.apply) << s;
+      EXPECT_EQ(b.skipped_total, a.skipped_total) << s;
+      if (!bad) {
+        EXPECT_NEAR(b.grad_norm, a.grad_norm, 1e-12 * a.grad_norm) << s;
+        EXPECT_NEAR(b.grad_scale, a.grad_scale, 1e-12 * a.grad_scale) << s;
+      }
+    }
+  }
 }
 
 TEST(StepControl, ASteadyStepOnCudaReadsNothingBack) {
