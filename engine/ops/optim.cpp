@@ -294,6 +294,10 @@ void AdamW::sync_step_counts(int64_t applied) {
     if (s.controlled) s.step = applied;
 }
 
+void AdamW::adopt_control_counts() {
+  for (State& s : state_) s.controlled = true;
+}
+
 void AdamW::zero_grad() {
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor source = grad_source(i);  // a handle: zero_grad acts on the shared tensor

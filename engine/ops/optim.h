@@ -73,6 +73,11 @@ class AdamW {
   // Sets the step count of every parameter updated by step(control) to `applied`, the control's
   // applied count (StepControl::read().applied): before the counts are saved.
   void sync_step_counts(int64_t applied);
+  // Hands every parameter's step count to the control, as a first step(control) would, without checking
+  // that the count is the one the control started from: for a state loaded (set_state) while a control
+  // already counts on the device, as ZeRO-1's re-layout of its shards does in the middle of a run.
+  // sync_step_counts gives the parameters their count again.
+  void adopt_control_counts();
 
   // Zeroes the gradients of every grad source (keeps the buffers).
   void zero_grad();

@@ -280,6 +280,26 @@ TEST(StepControl, CombinedStatisticsDecideLikeTheWholeGradients) {
   }
 }
 
+// A state loaded while the control counts (ZeRO-1's re-layout): its count is not the one the control started
+// from, so step(control) refuses it until adopt_control_counts() hands the count to the control.
+TEST(StepControl, AStateLoadedMidRunIsAdoptedByTheControl) {
+  Model m = make_model(Device::cpu, false);
+  coco::optim::StepControlOptions options;
+  options.lr.assign(3, 1e-3);
+  coco::optim::StepControl control(Device::cpu, options, m.adamw->options());
+  set_gradients(m, 0, 1.0, false);
+  control.decide(m.adamw->gradients());
+  m.adamw->step(control);
+  for (size_t i = 0; i < m.masters.size(); ++i)
+    m.adamw->set_state(i, 1, m.adamw->exp_avg(i).clone(), m.adamw->exp_avg_sq(i).clone());
+  control.decide(m.adamw->gradients());
+  EXPECT_THROW(m.adamw->step(control), std::invalid_argument);
+  m.adamw->adopt_control_counts();
+  m.adamw->step(control);
+  m.adamw->sync_step_counts(control.read().applied);
+  for (size_t i = 0; i < m.masters.size(); ++i) EXPECT_EQ(m.adamw->step_count(i), 2);
+}
+
 TEST(StepControl, ASteadyStepOnCudaReadsNothingBack) {
   Model m = make_model(Device::cuda, false);
   coco::optim::StepControlOptions options;
