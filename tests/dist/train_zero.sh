@@ -6,7 +6,8 @@
 #     1 KiB gradient buckets whose reduce-scatters start from the backward hook (the log says how many);
 #   - rank 0 writes the gathered optimizer state in the usual checkpoint format: a ZeRO run stopped after
 #     step 3 resumes on 1 process and, without ZeRO, on 3 ranks, and a plain run's checkpoint resumes on 3
-#     ranks with ZeRO, each continuing like the uninterrupted run.
+#     ranks with ZeRO, each continuing like the uninterrupted run;
+#   - with DEVICE=cuda, the same for bf16 and f16 (see the mixed-precision part at the end).
 # usage: train_zero.sh COCO MPIRUN... (MPIRUN: the mpirun command line up to the -np flag)
 set -euo pipefail
 coco=$1
@@ -102,7 +103,8 @@ PY
 #     trains what the uninterrupted plain run trains; resumed on 3 ranks with ZeRO it trains what 3 ranks of plain
 #     data parallelism resumed from the same checkpoint train (bf16 rounding differs between 2 and 3 ranks: the
 #     backward's seed is 1 / grad_accum);
-#   - f16 with its dynamic loss scale, non-finite gradients injected from step 4 on: both runs skip steps 4 and 5.
+#   - f16 with its dynamic loss scale and bf16 gradient reduction (dist.reduce_dtype), non-finite gradients injected
+#     from step 4 on: both runs skip steps 4 and 5.
 # Measured worst relative difference: about 5e-8.
 [[ ${DEVICE:-cpu} == cuda ]] || exit 0
 run plain-bf16 2 --out plain-bf16 --set precision=bf16
@@ -121,7 +123,8 @@ overflow=(-x COCO_FAULT_INJECT=nonfinite-from-step:4)
 for name in plain-f16 zero-f16; do
   zero_args=()
   [[ $name == zero-* ]] && zero_args=(--set optim.zero=1 --set dist.bucket_mb=0.001)
-  "${mpirun[@]}" 2 "${overflow[@]}" "$coco" train --config zero.json --out $name --set precision=f16 "${zero_args[@]}" \
+  "${mpirun[@]}" 2 "${overflow[@]}" "$coco" train --config zero.json --out $name --set precision=f16 \
+    --set dist.reduce_dtype=bf16 "${zero_args[@]}" \
     >$name.log 2>&1 || { cat $name.log; echo "FAIL: $name"; exit 1; }
 done
 for log in zb1-stop zero-f16; do
