@@ -577,10 +577,13 @@ struct Trainer::Impl {
     return static_cast<uint64_t>((micro * world_size() + rank()) * config.train.micro_batch);
   }
 
-  // ZeRO-1: the optimizer's whole state (loaded from a checkpoint, or fresh) moves into the shards, and the
-  // whole copy is freed. The weights must be final (loaded) here: the shards start from them. With mixed
-  // precision the shards take their f32 masters from the whole masters, which are freed too: the model keeps
-  // its 16-bit working copies, which each step's all-gather rewrites.
+  // optim.zero = 1 under a launch: the optimizer is built sharded (open_zero), never whole.
+  bool zero_sharded() const { return config.optim.zero == 1 && comm != nullptr; }
+
+  // ZeRO-1: the shards are built from the weights (final here: loaded from a checkpoint, or fresh), and a
+  // checkpoint's optimizer state is streamed into them one parameter at a time, so that no rank holds the
+  // whole optimizer state. With mixed precision the shards take their f32 masters from the whole masters, which
+  // are freed then: the model keeps its 16-bit working copies, which each step's all-gather rewrites.
   void open_zero() {
     if (config.optim.zero != 1) return;
     if (!comm) {
@@ -593,13 +596,17 @@ struct Trainer::Impl {
     std::vector<Tensor> whole_masters;
     for (const NamedParameter& m : masters) whole_masters.push_back(m.tensor);
     zero = std::make_unique<dist::ZeroAdamW>(*comm, params, whole_masters, adam_options, zero_options);
-    if (zero->parameters().size() != optimizer->size())
+    if (zero->parameters().size() != adam_params.size())
       throw std::logic_error("ZeRO-1: the sharded optimizer and the trainer list different parameters");
-    std::vector<dist::ZeroAdamW::ParamState> state(optimizer->size());
-    for (size_t i = 0; i < state.size(); ++i)
-      state[i] = {optimizer->step_count(i), optimizer->exp_avg(i), optimizer->exp_avg_sq(i), Tensor()};
-    zero->load_state(state);
-    optimizer.reset();
+    if (resume_dir) {
+      std::vector<std::pair<std::string, Shape>> names;
+      for (const NamedParameter& p : zero->parameters()) names.emplace_back(p.name, p.tensor.shape());
+      checkpoint::load_optimizer_state(
+          *resume_dir, names, saved_state.step - saved_state.skipped_steps,
+          [this](size_t i, int64_t count, const Tensor& exp_avg, const Tensor& exp_avg_sq) {
+            zero->load_param_state(i, count, exp_avg, exp_avg_sq);
+          });
+    }
     if (param_dtype != DType::f32) {  // f32: the masters are the model's own tensors
       whole_masters.clear();
       for (NamedParameter& m : masters) m.tensor = Tensor();
@@ -805,13 +812,13 @@ struct Trainer::Impl {
     adam.beta2 = config.optim.beta2;
     adam.eps = config.optim.eps;
     adam.weight_decay = config.optim.weight_decay;
-    optimizer = std::make_unique<optim::AdamW>(adam_params, adam);
+    if (!zero_sharded()) optimizer = std::make_unique<optim::AdamW>(adam_params, adam);  // else open_zero's shards
     open_grad_sync();
 
     if (resume_dir) {
       checkpoint::load_weights(*resume_dir, masters);
       refresh_working_copies();
-      checkpoint::load_optimizer(*resume_dir, *optimizer, saved_state.step - saved_state.skipped_steps);
+      if (optimizer) checkpoint::load_optimizer(*resume_dir, *optimizer, saved_state.step - saved_state.skipped_steps);
       try {
         start_step = saved_state.step;
         cursor = saved_state.cursor;

@@ -303,16 +303,28 @@ void ZeroAdamW::load_state(const std::vector<ParamState>& state) {
       if (!state[i].master.defined() || state[i].master.shape() != params_[i].tensor.shape())
         throw TensorError("ZeRO-1: the master of '" + params_[i].name + "' in the state does not match the parameter " +
                           params_[i].tensor.shape().str());
+  for (size_t i = 0; i < params_.size(); ++i) load_param_state(i, state[i].step, state[i].exp_avg, state[i].exp_avg_sq);
+  if (masters) load_masters([&](size_t i) { return state[i].master; });
+}
+
+void ZeroAdamW::load_param_state(size_t param, int64_t step, const Tensor& exp_avg, const Tensor& exp_avg_sq) {
+  if (param >= params_.size())
+    throw TensorError("ZeRO-1: optimizer state for parameter " + std::to_string(param) + ", the model has " +
+                      std::to_string(params_.size()));
+  const Tensor& t = params_[param].tensor;
+  if (!exp_avg.defined() || !exp_avg_sq.defined() || exp_avg.shape() != t.shape() || exp_avg_sq.shape() != t.shape())
+    throw TensorError("ZeRO-1: optimizer state of '" + params_[param].name + "' has shape " +
+                      (exp_avg.defined() ? exp_avg.shape().str() : std::string("(none)")) + ", the parameter " +
+                      t.shape().str());
   for (size_t k = 0; k < pieces_.size(); ++k) {
     const Piece& piece = pieces_[k];
-    const ParamState& s = state[piece.param];
+    if (piece.param != param) continue;
     const auto slice = [&](const Tensor& whole) {
       const Tensor flat = whole.view({whole.numel()});
       return flat.rows(piece.param_offset, piece.param_offset + piece.size);
     };
-    adamw_->set_state(k, s.step, slice(s.exp_avg), slice(s.exp_avg_sq));
+    adamw_->set_state(k, step, slice(exp_avg), slice(exp_avg_sq));
   }
-  if (masters) load_masters([&](size_t i) { return state[i].master; });
 }
 
 }  // namespace coco::dist

@@ -109,6 +109,10 @@ class ZeroAdamW final : public BackwardSync {
   // shard (of the masters too, when given; the parameters, the working copies, are left as they are).
   // Shapes must match parameters(); throws TensorError otherwise.
   void load_state(const std::vector<ParamState>& state);
+  // One parameter's moments and step count (index into parameters(); whole tensors of its shape, any
+  // dtype/device): this rank keeps its shard. Not a collective: a caller may stream a checkpoint through it
+  // one parameter at a time.
+  void load_param_state(size_t param, int64_t step, const Tensor& exp_avg, const Tensor& exp_avg_sq);
 
  private:
   struct Bucket {
