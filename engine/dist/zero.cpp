@@ -237,8 +237,8 @@ optim::GradientStats ZeroAdamW::reduce_gradients(double grad_scale) {
   // The shards' squared norms and non-finite flags summed over the ranks: one all-reduce, the same result
   // on every rank (so every rank skips, clips and updates its loss scaler alike).
   const optim::GradientStats shard = optim::gradient_stats({grad_shard_});
-  const std::vector<double> local = {shard.norm * shard.norm, shard.nonfinite ? 1.0 : 0.0};
-  stats_buffer_.copy_from(Tensor::from_vector(local, Shape{2}, Device::cpu).to(comm_.device()));
+  stats_buffer_.rows(0, 1).fill_(shard.norm * shard.norm);
+  stats_buffer_.rows(1, 2).fill_(shard.nonfinite ? 1.0 : 0.0);
   comm_.all_reduce(stats_buffer_, ReduceOp::sum);
   comm_.synchronize();
   const std::vector<double> global = stats_buffer_.to_vector<double>();

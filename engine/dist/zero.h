@@ -61,7 +61,6 @@ class ZeroAdamW final : public BackwardSync {
     double grad_norm;    // global L2 norm of the averaged gradients, times grad_scale
     double clip_factor;  // min(1, max_norm / (norm + 1e-6)), 1 without clipping (max_norm <= 0)
   };
-  DType working_dtype() const { return working_dtype_; }
   // After backward: one update of every parameter at `lr`, gradients multiplied by grad_scale and the
   // clipping factor. Parameters without a gradient count as zero gradients. Throws
   // TensorError/std::invalid_argument like optim::AdamW.
@@ -92,7 +91,8 @@ class ZeroAdamW final : public BackwardSync {
   // over the ranks are the global ones.
   const Tensor& gradient_shard() const { return grad_shard_; }
 
-  int64_t total_elements() const { return total_; }  // unpadded
+  DType working_dtype() const { return working_dtype_; }  // the parameters' dtype
+  int64_t total_elements() const { return total_; }       // unpadded
   int64_t shard_size() const { return shard_; }
   const std::vector<NamedParameter>& parameters() const { return params_; }
 
