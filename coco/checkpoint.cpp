@@ -464,7 +464,10 @@ void load_weights(const fs::path& checkpoint_dir, const std::vector<NamedParamet
   }
 }
 
-void load_optimizer(const fs::path& checkpoint_dir, optim::AdamW& optimizer, int64_t max_step_count) {
+void load_optimizer_state(
+    const fs::path& checkpoint_dir, const std::vector<std::pair<std::string, Shape>>& parameters,
+    int64_t max_step_count,
+    const std::function<void(size_t, int64_t, const Tensor& exp_avg, const Tensor& exp_avg_sq)>& load) {
   const auto reader = safetensors::Reader::open((checkpoint_dir / "optimizer.safetensors").string());
   nlohmann::json counts;
   try {
@@ -472,11 +475,11 @@ void load_optimizer(const fs::path& checkpoint_dir, optim::AdamW& optimizer, int
   } catch (const std::exception&) {
     throw CheckpointError(reader.label() + ": missing or invalid \"step_counts\" metadata");
   }
-  if (reader.tensors().size() != 2 * optimizer.size())
+  if (reader.tensors().size() != 2 * parameters.size())
     throw CheckpointError(reader.label() + ": holds " + std::to_string(reader.tensors().size()) +
-                          " tensors, the optimizer has " + std::to_string(2 * optimizer.size()));
-  for (size_t i = 0; i < optimizer.size(); ++i) {
-    const std::string& name = optimizer.param(i).name;
+                          " tensors, the optimizer has " + std::to_string(2 * parameters.size()));
+  for (size_t i = 0; i < parameters.size(); ++i) {
+    const auto& [name, shape] = parameters[i];
     if (!counts.is_object() || !counts.contains(name) || !counts[name].is_number_integer())
       throw CheckpointError(reader.label() + ": no step count for '" + name + "'");
     const int64_t count = counts[name].get<int64_t>();
@@ -484,12 +487,22 @@ void load_optimizer(const fs::path& checkpoint_dir, optim::AdamW& optimizer, int
       throw CheckpointError(reader.label() + ": step count " + counts[name].dump() + " of '" + name +
                             "' is outside [0, " + std::to_string(max_step_count) +
                             "] (the checkpoint's step less its skipped steps)");
-    Tensor exp_avg = Tensor::zeros(optimizer.exp_avg(i).shape(), DType::f32, Device::cpu);
-    Tensor exp_avg_sq = Tensor::zeros(optimizer.exp_avg_sq(i).shape(), DType::f32, Device::cpu);
+    Tensor exp_avg = Tensor::zeros(shape, DType::f32, Device::cpu);
+    Tensor exp_avg_sq = Tensor::zeros(shape, DType::f32, Device::cpu);
     copy_into(reader, name + ".exp_avg", exp_avg);
     copy_into(reader, name + ".exp_avg_sq", exp_avg_sq);
-    optimizer.set_state(i, count, exp_avg, exp_avg_sq);
+    load(i, count, exp_avg, exp_avg_sq);
   }
+}
+
+void load_optimizer(const fs::path& checkpoint_dir, optim::AdamW& optimizer, int64_t max_step_count) {
+  std::vector<std::pair<std::string, Shape>> parameters;
+  for (size_t i = 0; i < optimizer.size(); ++i)
+    parameters.emplace_back(optimizer.param(i).name, optimizer.exp_avg(i).shape());
+  load_optimizer_state(checkpoint_dir, parameters, max_step_count,
+                       [&](size_t i, int64_t count, const Tensor& exp_avg, const Tensor& exp_avg_sq) {
+                         optimizer.set_state(i, count, exp_avg, exp_avg_sq);
+                       });
 }
 
 }  // namespace coco::checkpoint

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <climits>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <utility>
@@ -120,5 +121,12 @@ void load_weights(const std::filesystem::path& checkpoint_dir, const std::vector
 // Also checks each step count is in [0, max_step_count] (the checkpoint's step less its skipped steps).
 void load_optimizer(const std::filesystem::path& checkpoint_dir, optim::AdamW& optimizer,
                     int64_t max_step_count = INT64_MAX);
+// The same checks and reads, one parameter at a time, without an optimizer to load into: for each of
+// `parameters` (name and shape of the master) in order, `load(i, step_count, exp_avg, exp_avg_sq)` receives
+// its state as f32 CPU tensors (only one parameter's state is held at a time: ZeRO-1 keeps its shard of it).
+void load_optimizer_state(
+    const std::filesystem::path& checkpoint_dir, const std::vector<std::pair<std::string, Shape>>& parameters,
+    int64_t max_step_count,
+    const std::function<void(size_t, int64_t, const Tensor& exp_avg, const Tensor& exp_avg_sq)>& load);
 
 }  // namespace coco::checkpoint

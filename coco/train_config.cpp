@@ -261,11 +261,6 @@ TrainConfig parse_train_config(const nlohmann::json& root, const std::string& so
   if (c.objective.preset == objective::Preset::paper && c.objective.sep_id < 0)
     throw ConfigError(source +
                       ": key 'objective.sep_id': the paper preset packs documents with [SEP]; expected a token id");
-  if (c.optim.zero != 0 && c.precision != "f32")
-    throw ConfigError(source + ": key 'optim.zero': ZeRO-1 shards f32 weights and optimizer state; precision \"" +
-                      c.precision +
-                      "\" (16-bit working copies of f32 masters) is not sharded yet: expected optim.zero = 0 or "
-                      "precision \"f32\"");
   objective::validate_objective_config(c.objective, c.model, c.train.micro_batch, source);
   return c;
 }

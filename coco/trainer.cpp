@@ -578,47 +578,83 @@ struct Trainer::Impl {
     return static_cast<uint64_t>((micro * world_size() + rank()) * config.train.micro_batch);
   }
 
-  // ZeRO-1: the optimizer's whole state (loaded from a checkpoint, or fresh) moves into the shards, and the
-  // whole copy is freed. The weights must be final (loaded) here: the shards start from them.
+  // optim.zero = 1 under a launch: the optimizer is built sharded (open_zero), never whole.
+  bool zero_sharded() const { return config.optim.zero == 1 && comm != nullptr; }
+
+  // ZeRO-1: the shards are built from the weights (final here: loaded from a checkpoint, or fresh), and a
+  // checkpoint's optimizer state is streamed into them one parameter at a time, so that no rank holds the
+  // whole optimizer state. With mixed precision the shards take their f32 masters from the whole masters, which
+  // are freed then: the model keeps its 16-bit working copies, which each step's all-gather rewrites.
   void open_zero() {
     if (config.optim.zero != 1) return;
     if (!comm) {
       message("note: optim.zero = 1 in one process: nothing to shard, the optimizer state stays whole");
       return;
     }
-    zero = std::make_unique<dist::ZeroAdamW>(*comm, params, adam_options, bucket_bytes());
-    if (zero->parameters().size() != optimizer->size())
+    dist::ZeroOptions zero_options;
+    zero_options.bucket_bytes = bucket_bytes();
+    zero_options.reduce_dtype = config.dist_reduce_dtype == "bf16" ? DType::bf16 : DType::f32;
+    std::vector<Tensor> whole_masters;
+    for (const NamedParameter& m : masters) whole_masters.push_back(m.tensor);
+    zero = std::make_unique<dist::ZeroAdamW>(*comm, params, whole_masters, adam_options, zero_options);
+    if (zero->parameters().size() != adam_params.size())
       throw std::logic_error("ZeRO-1: the sharded optimizer and the trainer list different parameters");
-    std::vector<dist::ZeroAdamW::ParamState> state(optimizer->size());
-    for (size_t i = 0; i < state.size(); ++i)
-      state[i] = {optimizer->step_count(i), optimizer->exp_avg(i), optimizer->exp_avg_sq(i)};
-    zero->load_state(state);
-    optimizer.reset();
+    if (resume_dir) {
+      std::vector<std::pair<std::string, Shape>> names;
+      for (const NamedParameter& p : zero->parameters()) names.emplace_back(p.name, p.tensor.shape());
+      checkpoint::load_optimizer_state(
+          *resume_dir, names, saved_state.step - saved_state.skipped_steps,
+          [this](size_t i, int64_t count, const Tensor& exp_avg, const Tensor& exp_avg_sq) {
+            zero->load_param_state(i, count, exp_avg, exp_avg_sq);
+          });
+    }
+    if (param_dtype != DType::f32) {  // f32: the masters are the model's own tensors
+      whole_masters.clear();
+      for (NamedParameter& m : masters) m.tensor = Tensor();
+      for (optim::AdamWParam& p : adam_params) p.master = Tensor();
+    }
     grad_sync = zero.get();  // its buckets' reduce-scatter starts from the backward hook
   }
 
-  // A ZeRO-1 step, decided on the host: the global norm of the reduce-scattered shards (the same on every
-  // rank) and the ranks' averaged loss decide skip and clip alike everywhere; then each rank's AdamW updates
-  // its shard and the weights are all-gathered. Returns whether the step was skipped (non-finite); grad_norm otherwise.
+  // A ZeRO-1 step, decided on the host: the global norm and non-finite flag of the reduce-scattered shards (the
+  // same on every rank) and the ranks' averaged loss decide skip and clip alike everywhere (and so the f16 loss
+  // scaler's update, which train_step makes); then each rank's AdamW updates its shard and the working copies
+  // are all-gathered. The loss scale (f16) is undone inside the norm and the update, as plain_step does.
+  // Returns whether the step was skipped (non-finite); grad_norm otherwise.
   bool zero_step(const StepStats& stats, double lr, double& grad_norm) {
-    const double norm = zero->reduce_gradients();
-    const bool nonfinite = !std::isfinite(stats.loss) || !std::isfinite(norm) || injected_nonfinite(step + 1);
+    const double loss_scale = param_dtype == DType::f16 ? scaler.scale() : 1.0;
+    const optim::GradientStats gradient = zero->reduce_gradients(1.0 / loss_scale);
+    const bool nonfinite = !std::isfinite(stats.loss) || gradient.nonfinite || injected_nonfinite(step + 1);
     if (!nonfinite) {
-      grad_norm = norm;
-      zero->apply(lr, config.optim.clip_norm > 0 ? kernels::clip_factor(norm, config.optim.clip_norm) : 1.0);
+      grad_norm = gradient.norm;
+      const double factor = config.optim.clip_norm > 0 ? kernels::clip_factor(grad_norm, config.optim.clip_norm) : 1.0;
+      zero->apply(lr, factor / loss_scale);
     }
     zero->zero_grad();
     return nonfinite;
   }
 
-  // The optimizer state a checkpoint stores: the whole optimizer, or with ZeRO-1 the shards gathered (a
-  // collective: every rank calls it) into a whole AdamW on rank 0 (null elsewhere).
-  std::unique_ptr<optim::AdamW> gathered_optimizer() {
+  // What a checkpoint stores with ZeRO-1: the shards gathered (a collective: every rank calls it) into the
+  // whole f32 masters and a whole AdamW over them, on rank 0 (empty elsewhere): the format of the
+  // single-process run of the same precision.
+  struct GatheredZero {
+    std::vector<NamedParameter> masters;
+    std::unique_ptr<optim::AdamW> optimizer;
+  };
+  GatheredZero gathered_zero() {
     const std::vector<dist::ZeroAdamW::ParamState> state = zero->gathered_state();
-    if (!writes_run_dir()) return nullptr;
-    auto whole = std::make_unique<optim::AdamW>(adam_params, adam_options);
-    for (size_t i = 0; i < state.size(); ++i) whole->set_state(i, state[i].step, state[i].exp_avg, state[i].exp_avg_sq);
-    return whole;
+    GatheredZero out;
+    if (!writes_run_dir()) return out;
+    std::vector<optim::AdamWParam> whole;
+    for (size_t i = 0; i < state.size(); ++i) {
+      const NamedParameter& p = zero->parameters()[i];
+      out.masters.push_back({p.name, state[i].master, p.weight_decay});
+      whole.push_back({p.name, state[i].master, Tensor(), Tensor(), p.weight_decay});
+    }
+    out.optimizer = std::make_unique<optim::AdamW>(std::move(whole), adam_options);
+    for (size_t i = 0; i < state.size(); ++i)
+      out.optimizer->set_state(i, state[i].step, state[i].exp_avg, state[i].exp_avg_sq);
+    return out;
   }
 
   // The first step's report of the gradient synchronisation (after its buckets finished).
@@ -812,13 +848,13 @@ struct Trainer::Impl {
     adam.beta2 = config.optim.beta2;
     adam.eps = config.optim.eps;
     adam.weight_decay = config.optim.weight_decay;
-    optimizer = std::make_unique<optim::AdamW>(adam_params, adam);
+    if (!zero_sharded()) optimizer = std::make_unique<optim::AdamW>(adam_params, adam);  // else open_zero's shards
     open_grad_sync();
 
     if (resume_dir) {
       checkpoint::load_weights(*resume_dir, masters);
       refresh_working_copies();
-      checkpoint::load_optimizer(*resume_dir, *optimizer, saved_state.step - saved_state.skipped_steps);
+      if (optimizer) checkpoint::load_optimizer(*resume_dir, *optimizer, saved_state.step - saved_state.skipped_steps);
       try {
         start_step = saved_state.step;
         cursor = saved_state.cursor;
@@ -909,11 +945,12 @@ struct Trainer::Impl {
     s["run_id"] = run_id;
     s["vocab"] = data::vocab_identity_to_json({meta.vocab_hash, meta.vocab_size});
     if (comm) s["world_size"] = world_size();
-    const std::unique_ptr<optim::AdamW> whole_state = zero ? gathered_optimizer() : nullptr;  // every rank
+    const GatheredZero gathered = zero ? gathered_zero() : GatheredZero{};  // every rank
     if (comm && !writes_run_dir()) {
       last_checkpoint = checkpoint_written_by_rank_0();
     } else {
-      checkpoint::CheckpointData data{masters, whole_state ? whole_state.get() : optimizer.get(), s, resolved,
+      checkpoint::CheckpointData data{gathered.optimizer ? gathered.masters : masters,
+                                      gathered.optimizer ? gathered.optimizer.get() : optimizer.get(), s, resolved,
                                       tokenizer_files};
       last_checkpoint = checkpoint::write_checkpoint(run_dir, completed, data, t.keep_checkpoints);
       if (comm) comm->barrier();

@@ -1,25 +1,35 @@
 // ZeRO stage 1: AdamW whose f32 masters and moments are sharded across the ranks, with the gradients'
 // reduce-scatter overlapped with backward.
 //
-// Layout: the parameters are grouped into buckets of about `bucket_bytes`, in the order backward
-// finishes their gradients (the reverse of registration order at first; after the first hooked step,
-// the order observed then, like GradSync), and laid end to end in one flat f32 vector, each bucket
+// Layout: the parameters are grouped into buckets of about `bucket_bytes` (of the reduce dtype), in the
+// order backward finishes their gradients (the reverse of registration order at first; after the first
+// hooked step, the order observed then, like GradSync), and laid end to end in one flat vector, each bucket
 // padded to a multiple of the world size W. Rank r owns the r-th of the W equal slices of every bucket;
 // its shard is those slices end to end. So a bucket's reduce-scatter (average over ranks) writes each
 // rank's slice of the bucket's gradient straight into its shard, and can start from the tape hook as
 // soon as the bucket's last gradient is final, while backward continues (attach/detach/finish, the
 // BackwardSync interface the trainer drives for GradSync too). A step then computes the global gradient
-// norm from the shards' squared norms (one all-reduce of a scalar), runs the existing fused AdamW
+// norm and non-finite flag from the shards' (one all-reduce of two scalars), runs the existing fused AdamW
 // (engine/ops/optim.h) on the shard (one AdamW tensor per piece of a parameter in the shard, so
 // per-parameter weight decay is kept), and all-gathers the updated slices back, bucket by bucket, into
-// the parameters. Memory for the optimizer state is 1 / W of plain data parallelism's; the result
-// equals it up to the reduction order.
+// the parameters. Memory for the optimizer state and masters is 1 / W of plain data parallelism's; the
+// result equals it up to the reduction order.
 //
-// Parameters are f32 tensors that require grad, on the communicator's device (the mixed-precision
-// master/working split of the single-process trainer is not sharded yet). Repeated tensors (tied
-// weights) are one parameter.
+// Mixed precision: the parameters may be the 16-bit working copies a mixed-precision forward uses (bf16,
+// or f16 with dynamic loss scaling), with the f32 masters' values given separately at construction. Each
+// rank then keeps the f32 masters of its shard only (and the caller may free its whole copies); the shard's
+// AdamW updates them and writes the shard's working copies (bf16: rounded by the AdamW kernel in the same
+// pass, as the single-process step does; f16: converted after the update, as refresh_working_copies does),
+// and the all-gather moves the 16-bit working copies: half the bytes of f32. Gradients (any of f32, bf16,
+// f16, as the backward accumulates them) are reduce-scattered in ZeroOptions::reduce_dtype (f32 or bf16).
+// A loss scale is undone inside the norm and the update through grad_scale (1 / scale), as in
+// optim::AdamW::step.
+//
+// Repeated tensors (tied weights) are one parameter.
 #pragma once
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <unordered_map>
 #include <vector>
 
@@ -30,10 +40,22 @@
 
 namespace coco::dist {
 
+struct ZeroOptions {
+  size_t bucket_bytes = size_t{25} << 20;  // bytes of the reduce dtype per gradient bucket
+  DType reduce_dtype = DType::f32;         // f32 or bf16: the dtype the gradients are reduce-scattered in
+};
+
 class ZeroAdamW final : public BackwardSync {
  public:
+  // f32 parameters that require grad on the communicator's device, their own masters.
   ZeroAdamW(Communicator& comm, const std::vector<NamedParameter>& params, optim::AdamWOptions options = {},
             size_t bucket_bytes = size_t{25} << 20);
+  // Mixed precision: `params` are working copies, all of one dtype (f32, bf16 or f16), that require grad on
+  // the communicator's device; `masters[i]` holds the f32 value of params[i] (same shape; any device; only
+  // this rank's shard of it is copied). Throws TensorError for a parameter or master that does not fit,
+  // DistConfigError for a reduce dtype other than f32/bf16 or a bucket size of 0 bytes.
+  ZeroAdamW(Communicator& comm, const std::vector<NamedParameter>& params, const std::vector<Tensor>& masters,
+            optim::AdamWOptions options, ZeroOptions zero_options);
 
   struct StepResult {
     double grad_norm;    // global L2 norm of the averaged gradients, times grad_scale
@@ -54,16 +76,23 @@ class ZeroAdamW final : public BackwardSync {
   size_t bucket_count() const override { return buckets_.size(); }
   size_t overlapped_buckets() const override { return finals_.overlapped(); }
 
-  // step() in two halves, for a caller that decides between them (skip a non-finite step, clip):
-  // reduce_gradients() completes the reduce-scatter (finish(), unless the hooked backward already did)
-  // and returns the global L2 norm of the averaged gradients times grad_scale (the same on every rank;
-  // not finite when any gradient is not finite); apply() then runs AdamW on the shard with the gradients
-  // multiplied by grad_scale and all-gathers the weights. A step that is skipped calls only
+  // step() in two halves, for a caller that decides between them (skip a non-finite step, clip, the
+  // loss scaler's update): reduce_gradients() completes the reduce-scatter (finish(), unless the hooked
+  // backward already did) and returns the global L2 norm of the averaged gradients times grad_scale and
+  // whether any element of any rank's shard is NaN or +-Inf (both the same on every rank, from one
+  // all-reduce); apply() then runs AdamW on the shard with the gradients multiplied by grad_scale, writes
+  // the shard's working copies and all-gathers the weights. A step that is skipped calls only
   // reduce_gradients() (and zero_grad()).
-  double reduce_gradients(double grad_scale = 1.0);
+  optim::GradientStats reduce_gradients(double grad_scale = 1.0);
   void apply(double lr, double grad_scale = 1.0);
 
-  int64_t total_elements() const { return total_; }  // unpadded
+  // For a step decided on the device (optim::StepControl) instead: after finish(), this rank's shard of the
+  // averaged gradients (reduce dtype; its padding is zero), whose squared norm and non-finite flag summed
+  // over the ranks are the global ones.
+  const Tensor& gradient_shard() const { return grad_shard_; }
+
+  DType working_dtype() const { return working_dtype_; }  // the parameters' dtype
+  int64_t total_elements() const { return total_; }       // unpadded
   int64_t shard_size() const { return shard_; }
   const std::vector<NamedParameter>& parameters() const { return params_; }
 
@@ -73,11 +102,17 @@ class ZeroAdamW final : public BackwardSync {
   struct ParamState {
     int64_t step = 0;
     Tensor exp_avg, exp_avg_sq;
+    Tensor master;  // the f32 master value (gathered_state fills it; load_state loads it when defined)
   };
   std::vector<ParamState> gathered_state();
   // Loads a whole-model state (as gathered_state returns, from any world size): each rank keeps its
-  // shard. Shapes must match parameters(); throws TensorError otherwise.
+  // shard (of the masters too, when given; the parameters, the working copies, are left as they are).
+  // Shapes must match parameters(); throws TensorError otherwise.
   void load_state(const std::vector<ParamState>& state);
+  // One parameter's moments and step count (index into parameters(); whole tensors of its shape, any
+  // dtype/device): this rank keeps its shard. Not a collective: a caller may stream a checkpoint through it
+  // one parameter at a time.
+  void load_param_state(size_t param, int64_t step, const Tensor& exp_avg, const Tensor& exp_avg_sq);
 
  private:
   struct Bucket {
@@ -94,9 +129,14 @@ class ZeroAdamW final : public BackwardSync {
     int64_t shard_offset;  // where the piece sits in the shard
     int64_t size;
   };
-  // Lays the buckets out in `order` (parameter indices), rebuilds the buffers, the shard of masters from
-  // the parameters' current values, and a fresh AdamW over the shard's pieces.
+  // Lays the buckets out in `order` (parameter indices), rebuilds the buffers and a fresh AdamW over the
+  // shard's pieces (the masters' shard zero: load_masters fills it).
   void layout(const std::vector<size_t>& order);
+  // Copies each piece of the shard from whole(param) (the parameter's f32 master value, any dtype/device).
+  void load_masters(const std::function<Tensor(size_t)>& whole);
+  // After the shard's update: its working copies from its masters where AdamW did not write them (f16),
+  // then the all-gather of the working copies into the parameters.
+  void publish();
   void on_final(AutogradMeta& leaf);
   void stage(size_t param);  // copies the parameter's gradient into the flat gradient
   void start(Bucket& bucket);
@@ -104,19 +144,25 @@ class ZeroAdamW final : public BackwardSync {
   Tensor shard_range(const Tensor& shard, const Bucket& b) const;
   Tensor gather_flat(const Tensor& shard_values);  // shard (S) -> whole flat vector, bucket by bucket
 
+  void init(const std::vector<NamedParameter>& params, const std::vector<Tensor>* masters);
+
   Communicator& comm_;
   optim::AdamWOptions options_;
   size_t bucket_bytes_;
+  DType reduce_dtype_ = DType::f32;
+  DType working_dtype_ = DType::f32;
   std::vector<NamedParameter> params_;
   std::unordered_map<const AutogradMeta*, size_t> index_of_;
   std::vector<Bucket> buckets_;
   std::vector<size_t> bucket_of_;  // per parameter
   std::vector<int64_t> offsets_;   // each parameter's start in the flat vector
   int64_t total_ = 0, padded_ = 0, shard_ = 0;
-  Tensor flat_grad_, grad_shard_, master_shard_, flat_params_;
+  // flat_grad_/grad_shard_: reduce dtype; master_shard_: f32; working_shard_/flat_params_: the working dtype
+  // (working_shard_ is master_shard_ itself for f32 parameters).
+  Tensor flat_grad_, grad_shard_, master_shard_, working_shard_, flat_params_;
   std::vector<Piece> pieces_;
   std::unique_ptr<optim::AdamW> adamw_;  // null when this rank's shard is all padding
-  Tensor norm_buffer_;                   // 1 element f64: the squared norm's all-reduce
+  Tensor stats_buffer_;                  // 2 elements f64: the squared norm and non-finite count's all-reduce
 
   // The hook's state for the current step.
   FinalGradients finals_;

@@ -16,6 +16,7 @@
 #include "engine/dist/zero.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/linear.h"
+#include "kernels/gradnorm.h"
 #include "engine/tape.h"
 #include "tests/dist/dist_test_util.h"
 
@@ -220,6 +221,206 @@ TEST_P(ZeroTest, HookedReduceScatterOverlapsBackward) {
     expect_close(state[i].exp_avg, ref_adamw.exp_avg(i), 1e-6, "exp_avg " + ref_params[i].name);
     expect_close(state[i].exp_avg_sq, ref_adamw.exp_avg_sq(i), 1e-7, "exp_avg_sq " + ref_params[i].name);
   }
+}
+
+// ---- Mixed precision ------------------------------------------------------------------------------------
+// The parameters are 16-bit working copies (f32 gradient buffers) of f32 masters. The reference is plain data
+// parallelism's mixed-precision step, the same on every rank: the ranks' gradients averaged, then one
+// process's AdamW over the whole masters with their working copies (bf16 written by the AdamW kernel, f16
+// converted after the step, as the trainer's refresh_working_copies does), the loss scale undone in the norm
+// and the update, the step skipped when the averaged gradients are not finite, a GradScaler fed the flag.
+
+struct MixedParams {
+  std::vector<Tensor> masters, working;  // w1 (6, 8), b1 (6), w2 (8, 6), unused (5)
+  std::vector<NamedParameter> named;     // with a tied repeat of w1
+  std::vector<Tensor> named_masters;     // parallel to named
+};
+
+MixedParams mixed_params(DType dtype, Device device) {
+  MixedParams m;
+  const std::vector<std::pair<const char*, Shape>> shapes = {
+      {"w1", {6, 8}}, {"b1", {6}}, {"w2", {8, 6}}, {"unused", {5}}};
+  for (size_t k = 0; k < shapes.size(); ++k) {
+    m.masters.push_back(values(shapes[k].second, static_cast<int>(k + 1), device));
+    Tensor w = m.masters.back().to(dtype).set_requires_grad().set_name(shapes[k].first);
+    w.set_grad_dtype(DType::f32);
+    m.working.push_back(w);
+    m.named.push_back({shapes[k].first, w, k != 1});
+    m.named_masters.push_back(m.masters.back());
+  }
+  m.named.push_back({"w1_tied", m.working[0], true});
+  m.named_masters.push_back(m.masters[0]);
+  return m;
+}
+
+// Rank r's f32 gradient of parameter k at `step`, times `scale`. `coarse`: multiples of 1/16 below 2 in
+// magnitude, so that a sum over 3 ranks is exact in bf16 (a bf16 reduction then rounds only the average,
+// relative to its value, and never turns a near-cancelling sum around).
+Tensor rank_gradient(const Shape& shape, int step, int rank, size_t k, double scale, Device device,
+                     bool coarse = false) {
+  std::vector<double> v = values(shape, 1000 * step + 10 * rank + static_cast<int>(k), Device::cpu).to_f64();
+  std::vector<float> f(v.size());
+  for (size_t i = 0; i < v.size(); ++i) {
+    const double g = v[i] * 0.3 * static_cast<double>(k + 1);
+    f[i] = static_cast<float>((coarse ? std::round(g * 16) / 16 : g) * scale);
+  }
+  return Tensor::from_vector(f, shape, device);
+}
+
+struct MixedCase {
+  DType working;
+  DType reduce;
+  double master_tolerance;  // absolute, masters after each step
+};
+
+// Equality with plain data parallelism's mixed-precision step over 5 steps with clipping active, bucketed
+// (64 bytes) and padded shards; for f16 a dynamic loss scale whose search runs (growth every 2 good steps,
+// backoff on the first overflow) and one step where one rank's gradient holds +Inf: every rank finds the
+// step non-finite, skips it, and the scale follows the reference's exactly. Then the gathered state (f32
+// masters and moments) resumes a fresh ZeroAdamW over fresh working copies exactly.
+TEST_P(ZeroTest, MixedPrecisionEqualsDataParallel) {
+  const Device device = GetParam();
+  Communicator& comm = comm_for(device);
+  const int n = comm.world_size(), me = comm.rank();
+  for (const MixedCase c : {MixedCase{DType::bf16, DType::f32, 2e-6}, MixedCase{DType::f16, DType::f32, 2e-6},
+                            MixedCase{DType::bf16, DType::bf16, 2e-3}}) {
+    const std::string label = std::string(dtype_name(c.working)) + " working copies, " + dtype_name(c.reduce) +
+                              " reduce-scatter on " + device_name(device);
+    SCOPED_TRACE(label);
+    const bool f16 = c.working == DType::f16, coarse = c.reduce == DType::bf16;
+    MixedParams ref = mixed_params(c.working, device), mine = mixed_params(c.working, device);
+    std::vector<optim::AdamWParam> ref_params;
+    for (size_t k = 0; k < 4; ++k)
+      ref_params.push_back({ref.named[k].name, ref.masters[k], f16 ? Tensor() : ref.working[k], ref.working[k],
+                            ref.named[k].weight_decay});
+    optim::AdamW ref_adamw(ref_params);
+    optim::GradScalerOptions scaler_options;
+    scaler_options.initial_scale = 1024;
+    scaler_options.growth_interval = 2;
+    scaler_options.hysteresis = 1;
+    optim::GradScaler ref_scaler(scaler_options), my_scaler(scaler_options);
+
+    ZeroOptions options;
+    options.bucket_bytes = 64;
+    options.reduce_dtype = c.reduce;
+    ZeroAdamW zero(comm, mine.named, mine.named_masters, {}, options);
+    ASSERT_EQ(zero.parameters().size(), 4u);
+    EXPECT_EQ(zero.working_dtype(), c.working);
+    EXPECT_GE(zero.bucket_count(), 3u);
+    mine.masters.clear();  // the optimizer keeps its shard of them only
+    mine.named_masters.clear();
+
+    const int overflow_step = f16 ? 2 : -1;
+    std::vector<double> scales;
+    for (int step = 0; step < 5; ++step) {
+      const double scale = f16 ? my_scaler.scale() : 1.0;
+      ASSERT_EQ(scale, f16 ? ref_scaler.scale() : 1.0);
+      scales.push_back(scale);
+      // The reference's averaged gradients.
+      for (size_t k = 0; k < 4; ++k) {
+        const Shape shape = ref.working[k].shape();
+        std::vector<double> mean(static_cast<size_t>(shape.numel()), 0.0);
+        for (int r = 0; r < n; ++r) {
+          const std::vector<double> gv = rank_gradient(shape, step, r, k, scale, device, coarse).to_f64();
+          for (size_t i = 0; i < mean.size(); ++i) mean[i] += gv[i] / n;
+        }
+        if (step == overflow_step && k == 2) mean[5] = INFINITY;
+        std::vector<float> f(mean.begin(), mean.end());
+        ref.working[k].autograd_meta()->grad = Tensor::from_vector(f, shape, device);
+        Tensor mine_grad = rank_gradient(shape, step, me, k, scale, device, coarse);
+        if (step == overflow_step && k == 2 && me == n - 1) {
+          std::vector<float> g = mine_grad.to(Device::cpu).to_vector<float>();
+          g[5] = INFINITY;
+          mine_grad = Tensor::from_vector(g, shape, device);
+        }
+        mine.working[k].autograd_meta()->grad = mine_grad;
+      }
+      const optim::GradientStats want = optim::gradient_stats(ref_adamw.gradients(), 1.0 / scale);
+      const bool ref_apply = f16 ? ref_scaler.update(want.nonfinite) : !want.nonfinite;
+      if (ref_apply) {
+        const double factor = kernels::clip_factor(want.norm, kMaxNorm);
+        ref_adamw.step(kLr, factor / scale);
+        if (f16)
+          for (size_t k = 0; k < 4; ++k) ref.working[k].copy_from(ref.masters[k].to(DType::f16));
+      }
+      ref_adamw.zero_grad();
+
+      const optim::GradientStats got = zero.reduce_gradients(1.0 / scale);
+      ASSERT_EQ(got.nonfinite, step == overflow_step) << "step " << step;
+      ASSERT_EQ(got.nonfinite, want.nonfinite) << "step " << step;
+      const bool apply = f16 ? my_scaler.update(got.nonfinite) : !got.nonfinite;
+      if (apply) {
+        EXPECT_NEAR(got.norm, want.norm, (c.reduce == DType::bf16 ? 1e-2 : 1e-6) * want.norm) << "step " << step;
+        const double factor = kernels::clip_factor(got.norm, kMaxNorm);
+        EXPECT_LT(factor, 1.0) << "clipping should be active";
+        zero.apply(kLr, factor / scale);
+      }
+      zero.zero_grad();
+
+      const std::vector<ZeroAdamW::ParamState> state = zero.gathered_state();
+      for (size_t k = 0; k < 4; ++k) {
+        const std::string what = ref.named[k].name + " after step " + std::to_string(step);
+        expect_close(state[k].master, ref.masters[k], c.master_tolerance, "master " + what);
+        // The working copies are this optimizer's masters rounded, bit for bit, and so the reference's to
+        // within one rounding step where the masters differ by the reduction order.
+        expect_close(mine.working[k], state[k].master.to(c.working), 0.0, "working copy " + what);
+        expect_close(mine.working[k], ref.working[k], f16 ? 2e-3 : (c.reduce == DType::bf16 ? 2e-2 : 8e-3),
+                     "working copy vs reference " + what);
+        EXPECT_EQ(state[k].step, ref_adamw.step_count(k)) << what;
+      }
+    }
+    if (f16) {
+      EXPECT_EQ(scales, (std::vector<double>{1024, 1024, 2048, 1024, 1024}));
+      EXPECT_EQ(my_scaler.scale(), 2048);
+      EXPECT_EQ(my_scaler.skipped_steps(), 1);
+      EXPECT_EQ(ref_scaler.state().skipped_steps, 1);
+    }
+
+    // Resume: fresh working copies and a fresh optimizer from the gathered state (masters and moments).
+    const std::vector<ZeroAdamW::ParamState> state = zero.gathered_state();
+    MixedParams resumed = mixed_params(c.working, device);
+    std::vector<Tensor> resumed_masters;
+    for (size_t k = 0; k < resumed.named.size(); ++k) {
+      const size_t whole = k < 4 ? k : 0;
+      resumed.named[k].tensor.copy_from(mine.working[whole]);
+      resumed_masters.push_back(state[whole].master);
+    }
+    ZeroAdamW restarted(comm, resumed.named, resumed_masters, {}, options);
+    restarted.load_state(state);
+    for (size_t k = 0; k < 4; ++k) {
+      const Tensor g = rank_gradient(mine.working[k].shape(), 7, me, k, 1.0, device);
+      mine.working[k].autograd_meta()->grad = g.clone();
+      resumed.working[k].autograd_meta()->grad = g.clone();
+    }
+    zero.step(kLr, kMaxNorm);
+    restarted.step(kLr, kMaxNorm);
+    const std::vector<ZeroAdamW::ParamState> after = zero.gathered_state(), again = restarted.gathered_state();
+    for (size_t k = 0; k < 4; ++k) {
+      expect_close(resumed.working[k], mine.working[k], 0.0, "working copy after resume " + ref.named[k].name);
+      expect_close(again[k].master, after[k].master, 0.0, "master after resume " + ref.named[k].name);
+    }
+  }
+}
+
+// Parameters that do not fit the mixed-precision constructor are refused by name.
+TEST_P(ZeroTest, MixedPrecisionRefusesMismatches) {
+  const Device device = GetParam();
+  Communicator& comm = comm_for(device);
+  MixedParams m = mixed_params(DType::bf16, device);
+  std::vector<Tensor> short_masters(m.named_masters.begin(), m.named_masters.end() - 1);
+  EXPECT_THROW(ZeroAdamW(comm, m.named, short_masters, {}, {}), TensorError);
+  std::vector<Tensor> wrong = m.named_masters;
+  wrong[1] = wrong[1].to(DType::bf16);
+  try {
+    ZeroAdamW zero(comm, m.named, wrong, {}, {});
+    ADD_FAILURE() << "a bf16 master was accepted";
+  } catch (const TensorError& e) {
+    EXPECT_NE(std::string(e.what()).find("'b1'"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(ZeroAdamW(comm, m.named), TensorError);  // 16-bit parameters without masters
+  ZeroOptions f16_reduce;
+  f16_reduce.reduce_dtype = DType::f16;
+  EXPECT_THROW(ZeroAdamW(comm, m.named, m.named_masters, {}, f16_reduce), DistConfigError);
 }
 
 INSTANTIATE_TEST_SUITE_P(Dist, ZeroTest, testing::Values(Device::cpu, Device::cuda),
