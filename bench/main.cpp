@@ -2,6 +2,8 @@
 //   coco-bench [--config paper-base|seed-readme|all] [--filter SUBSTRING] [--repeats N] [--out FILE]
 //   coco-bench --cpu-step CONFIG [--threads N] ...   (bench/cpu_step.cpp)
 //   coco-bench --step CONFIG [--data DIR] ...        (bench/step_profile.cpp)
+// Compiled with COCO_BENCH_KERNELS_ONLY (the emulated build's coco-bench-kernels, which CI's sanitizer
+// step runs) it has the kernel cases alone: no --cpu-step / --step, so it links no more than coco_engine.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -15,9 +17,11 @@
 #include <vector>
 
 #include "bench/bench.h"
-#include "bench/cpu_step.h"
 #include "bench/reference_rates.h"
+#if !defined(COCO_BENCH_KERNELS_ONLY)
+#include "bench/cpu_step.h"
 #include "bench/step_profile.h"
+#endif
 #include "engine/device.h"
 #include "engine/runtime/check.h"
 
@@ -144,10 +148,12 @@ Timing time_case(const Case& c, int repeats, void* flush_buffer, size_t flush_by
 }  // namespace
 
 int main(int argc, char** argv) {
+#if !defined(COCO_BENCH_KERNELS_ONLY)
   for (int i = 1; i < argc; ++i)
     if (std::strcmp(argv[i], "--cpu-step") == 0) return coco::bench::cpu_step_main(argc, argv);
   for (int i = 1; i < argc; ++i)
     if (std::strcmp(argv[i], "--step") == 0) return coco::bench::step_profile_main(argc, argv);
+#endif
   const Options options = parse(argc, argv);
   if (!cuda_available()) {
     std::fprintf(stderr, "coco-bench: no CUDA device available\n");

@@ -15,15 +15,21 @@
 //    the same as without this fast path;
 //  * misuse (divergent __syncthreads, warp-sync deadlocks, shuffles from lanes outside the mask) is
 //    diagnosed naming the kernel, block and thread; a crash (SIGSEGV, fiber stack overflow, an ASan
-//    report) prints the emulated kernel, block and thread too. Run-time knobs (schedules, poison,
-//    strictness, OS threads) and counters: emu_control.h; the bitwise schedule oracle for kernel
-//    tests: schedule_oracle.h.
+//    report) prints the emulated kernel, block and thread too;
+//  * every load and store of kernel code, the atomics and the emulated PTX copies check that their
+//    address is aligned to the access, as a GPU does: a misaligned one ends its thread, no further
+//    block starts, the launch returns cudaErrorMisalignedAddress, and the first such access is
+//    reported (kernel, block, thread, address, access, source line).
+// Run-time knobs (schedules, poison, strictness, OS threads) and counters: emu_control.h; the bitwise
+// schedule oracle for kernel tests: schedule_oracle.h.
 //
-// Differences from a GPU worth knowing: __activemask() returns all non-exited lanes of the warp (not
-// the converged subset); threads never run concurrently inside a block, so intra-block spin-waits on
-// another thread hang; __expf/rsqrtf/__fdividef are exact here and approximate on the GPU; there is
-// no grid-wide sync, cluster, TMA/wgmma or inline PTX other than the instructions of
-// engine/runtime/ptx.cuh (mma.sync m16n8k16, ldmatrix, cp.async), emulated in engine/simt/emu_ptx.h.
+// Differences from a GPU worth knowing: after a misaligned access the other threads of its block run
+// to their end, and the error is not sticky (later launches work); __activemask() returns all
+// non-exited lanes of the warp (not the converged subset); threads never run concurrently inside a
+// block, so intra-block spin-waits on another thread hang; __expf/rsqrtf/__fdividef are exact here and
+// approximate on the GPU; there is no grid-wide sync, cluster, TMA/wgmma or inline PTX other than the
+// instructions of engine/runtime/ptx.cuh (mma.sync m16n8k16, ldmatrix, cp.async), emulated in
+// engine/simt/emu_ptx.h.
 #pragma once
 #if defined(__CUDACC__)
 #error "engine/simt/cuda_emu.h is for host compilers; nvcc uses the real CUDA device code"
@@ -146,6 +152,29 @@ void report_misuse(const char* what, const std::source_location& where);
 // Changes at every block start of the calling OS thread: per-thread state kept outside the fibers
 // (pending cp.async copies) is discarded when it belongs to an earlier block.
 uint64_t block_epoch();
+
+// A global or shared memory access by kernel code at `address` that is not aligned to `alignment`
+// bytes, which a GPU faults on ("misaligned address"). Called by the checks of the atomics and the
+// emulated PTX instructions, and for every other load and store by the alignment instrumentation of
+// kernel sources (`-fsanitize=alignment`, engine/simt/emu_scheduler.cpp). The first misaligned
+// access of a launch is reported with the kernel, block, thread, address, access and source line
+// (stderr and emu::last_diagnostic()); the launch then fails with cudaErrorMisalignedAddress.
+[[gnu::cold]] void misaligned_access(const void* address, size_t alignment, const char* access, const char* file,
+                                     unsigned line);
+// Ends the calling emulated thread where it is, as a fault does on a GPU (the access is not made:
+// x86 would fault on some of them too, e.g. an aligned SSE move). Its block runs to its end without
+// it; no further block of the launch starts.
+[[noreturn, gnu::cold]] void stop_thread();
+// Whether the calling OS thread is running an emulated thread of a launch.
+bool in_kernel();
+template <class T>
+inline T* checked_atomic_address(T* address, const char* intrinsic, const std::source_location& where) {
+  if (reinterpret_cast<uintptr_t>(address) % sizeof(T) != 0) [[unlikely]] {
+    misaligned_access(address, sizeof(T), intrinsic, where.file_name(), where.line());
+    stop_thread();
+  }
+  return address;
+}
 
 void poison_static_shared(void* address, size_t bytes);
 void register_extern_shared(unsigned char* (*storage)());

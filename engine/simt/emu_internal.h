@@ -29,6 +29,10 @@ const char* error_name(cudaError_t status);
 // with bytes > 0.
 bool range_ok(const void* address, size_t bytes);
 
+// The first error of the kernels that graph launches on this OS thread ran since the last call
+// (cudaErrorMisalignedAddress after a misaligned access), and resets it; cudaSuccess if none.
+cudaError_t take_graph_kernel_status();
+
 // ------------------------------------------------------------------------------------------------
 // Streams and stream capture (emu_streams.cpp).
 

@@ -14,7 +14,8 @@
 
 // ------------------------------------------------------------------------------------------------
 // Atomics: real atomics, since blocks run concurrently on several OS threads. CUDA's atomics are
-// relaxed; so are these.
+// relaxed; so are these. Each checks that its address is aligned to the word it updates (a GPU
+// faults otherwise: engine/simt/cuda_emu.h, misaligned_access).
 namespace emu::detail {
 
 template <class T>
@@ -23,10 +24,10 @@ using atomic_word_t =
 
 // Compare-and-swap loop applying `op(old, value)`; returns the old value.
 template <class T, class Op>
-inline T atomic_update(T* address, T value, Op op) {
+inline T atomic_update(T* address, T value, Op op, const char* intrinsic, const std::source_location& where) {
   static_assert(sizeof(T) == 2 || sizeof(T) == 4 || sizeof(T) == 8, "atomic word size");
   using Word = atomic_word_t<T>;
-  Word* word = reinterpret_cast<Word*>(address);
+  Word* word = reinterpret_cast<Word*>(checked_atomic_address(address, intrinsic, where));
   Word expected = __atomic_load_n(word, __ATOMIC_RELAXED), desired;
   T old;
   do {
@@ -39,69 +40,93 @@ inline T atomic_update(T* address, T value, Op op) {
 
 }  // namespace emu::detail
 
-#define EMU_INTEGER_ATOMICS(T)                                                                               \
-  inline T atomicAdd(T* address, T value) { return __atomic_fetch_add(address, value, __ATOMIC_RELAXED); }   \
-  inline T atomicAnd(T* address, T value) { return __atomic_fetch_and(address, value, __ATOMIC_RELAXED); }   \
-  inline T atomicOr(T* address, T value) { return __atomic_fetch_or(address, value, __ATOMIC_RELAXED); }     \
-  inline T atomicXor(T* address, T value) { return __atomic_fetch_xor(address, value, __ATOMIC_RELAXED); }   \
-  inline T atomicExch(T* address, T value) { return __atomic_exchange_n(address, value, __ATOMIC_RELAXED); } \
-  inline T atomicMax(T* address, T value) {                                                                  \
-    return ::emu::detail::atomic_update(address, value, [](T a, T b) { return a > b ? a : b; });             \
-  }                                                                                                          \
-  inline T atomicMin(T* address, T value) {                                                                  \
-    return ::emu::detail::atomic_update(address, value, [](T a, T b) { return a < b ? a : b; });             \
-  }                                                                                                          \
-  inline T atomicCAS(T* address, T compare, T value) {                                                       \
-    __atomic_compare_exchange_n(address, &compare, value, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);        \
-    return compare;                                                                                          \
+#define EMU_ATOMIC_WHERE std::source_location where = std::source_location::current()
+#define EMU_ATOMIC_ADDRESS(name) ::emu::detail::checked_atomic_address(address, name, where)
+#define EMU_ATOMIC_UPDATE(T, name, expression) \
+  ::emu::detail::atomic_update(                \
+      address, value, [](T a, T b) { return expression; }, name, where)
+#define EMU_INTEGER_ATOMICS(T)                                                                             \
+  inline T atomicAdd(T* address, T value, EMU_ATOMIC_WHERE) {                                              \
+    return __atomic_fetch_add(EMU_ATOMIC_ADDRESS("atomicAdd"), value, __ATOMIC_RELAXED);                   \
+  }                                                                                                        \
+  inline T atomicAnd(T* address, T value, EMU_ATOMIC_WHERE) {                                              \
+    return __atomic_fetch_and(EMU_ATOMIC_ADDRESS("atomicAnd"), value, __ATOMIC_RELAXED);                   \
+  }                                                                                                        \
+  inline T atomicOr(T* address, T value, EMU_ATOMIC_WHERE) {                                               \
+    return __atomic_fetch_or(EMU_ATOMIC_ADDRESS("atomicOr"), value, __ATOMIC_RELAXED);                     \
+  }                                                                                                        \
+  inline T atomicXor(T* address, T value, EMU_ATOMIC_WHERE) {                                              \
+    return __atomic_fetch_xor(EMU_ATOMIC_ADDRESS("atomicXor"), value, __ATOMIC_RELAXED);                   \
+  }                                                                                                        \
+  inline T atomicExch(T* address, T value, EMU_ATOMIC_WHERE) {                                             \
+    return __atomic_exchange_n(EMU_ATOMIC_ADDRESS("atomicExch"), value, __ATOMIC_RELAXED);                 \
+  }                                                                                                        \
+  inline T atomicMax(T* address, T value, EMU_ATOMIC_WHERE) {                                              \
+    return EMU_ATOMIC_UPDATE(T, "atomicMax", a > b ? a : b);                                               \
+  }                                                                                                        \
+  inline T atomicMin(T* address, T value, EMU_ATOMIC_WHERE) {                                              \
+    return EMU_ATOMIC_UPDATE(T, "atomicMin", a < b ? a : b);                                               \
+  }                                                                                                        \
+  inline T atomicCAS(T* address, T compare, T value, EMU_ATOMIC_WHERE) {                                   \
+    __atomic_compare_exchange_n(EMU_ATOMIC_ADDRESS("atomicCAS"), &compare, value, false, __ATOMIC_RELAXED, \
+                                __ATOMIC_RELAXED);                                                         \
+    return compare;                                                                                        \
   }
 EMU_INTEGER_ATOMICS(int)
 EMU_INTEGER_ATOMICS(unsigned int)
 EMU_INTEGER_ATOMICS(unsigned long long)
 #undef EMU_INTEGER_ATOMICS
-inline int atomicSub(int* address, int value) { return __atomic_fetch_sub(address, value, __ATOMIC_RELAXED); }
-inline unsigned atomicSub(unsigned* address, unsigned value) {
-  return __atomic_fetch_sub(address, value, __ATOMIC_RELAXED);
+inline int atomicSub(int* address, int value, EMU_ATOMIC_WHERE) {
+  return __atomic_fetch_sub(EMU_ATOMIC_ADDRESS("atomicSub"), value, __ATOMIC_RELAXED);
 }
-inline long long atomicMax(long long* address, long long value) {
-  return ::emu::detail::atomic_update(address, value, [](long long a, long long b) { return a > b ? a : b; });
+inline unsigned atomicSub(unsigned* address, unsigned value, EMU_ATOMIC_WHERE) {
+  return __atomic_fetch_sub(EMU_ATOMIC_ADDRESS("atomicSub"), value, __ATOMIC_RELAXED);
 }
-inline long long atomicMin(long long* address, long long value) {
-  return ::emu::detail::atomic_update(address, value, [](long long a, long long b) { return a < b ? a : b; });
+inline long long atomicMax(long long* address, long long value, EMU_ATOMIC_WHERE) {
+  return EMU_ATOMIC_UPDATE(long long, "atomicMax", a > b ? a : b);
 }
-inline unsigned short atomicCAS(unsigned short* address, unsigned short compare, unsigned short value) {
-  __atomic_compare_exchange_n(address, &compare, value, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+inline long long atomicMin(long long* address, long long value, EMU_ATOMIC_WHERE) {
+  return EMU_ATOMIC_UPDATE(long long, "atomicMin", a < b ? a : b);
+}
+inline unsigned short atomicCAS(unsigned short* address, unsigned short compare, unsigned short value,
+                                EMU_ATOMIC_WHERE) {
+  __atomic_compare_exchange_n(EMU_ATOMIC_ADDRESS("atomicCAS"), &compare, value, false, __ATOMIC_RELAXED,
+                              __ATOMIC_RELAXED);
   return compare;
 }
 // ((old >= limit) ? 0 : old + 1) and (((old == 0) || (old > limit)) ? limit : old - 1)
-inline unsigned atomicInc(unsigned* address, unsigned limit) {
-  return ::emu::detail::atomic_update(address, limit, [](unsigned old, unsigned l) { return old >= l ? 0u : old + 1; });
+inline unsigned atomicInc(unsigned* address, unsigned limit, EMU_ATOMIC_WHERE) {
+  return ::emu::detail::atomic_update(
+      address, limit, [](unsigned old, unsigned l) { return old >= l ? 0u : old + 1; }, "atomicInc", where);
 }
-inline unsigned atomicDec(unsigned* address, unsigned limit) {
-  return ::emu::detail::atomic_update(address, limit,
-                                      [](unsigned old, unsigned l) { return old == 0 || old > l ? l : old - 1; });
+inline unsigned atomicDec(unsigned* address, unsigned limit, EMU_ATOMIC_WHERE) {
+  return ::emu::detail::atomic_update(
+      address, limit, [](unsigned old, unsigned l) { return old == 0 || old > l ? l : old - 1; }, "atomicDec", where);
 }
-inline float atomicAdd(float* address, float value) {
-  return ::emu::detail::atomic_update(address, value, [](float a, float b) { return a + b; });
+inline float atomicAdd(float* address, float value, EMU_ATOMIC_WHERE) {
+  return EMU_ATOMIC_UPDATE(float, "atomicAdd", a + b);
 }
-inline double atomicAdd(double* address, double value) {
-  return ::emu::detail::atomic_update(address, value, [](double a, double b) { return a + b; });
+inline double atomicAdd(double* address, double value, EMU_ATOMIC_WHERE) {
+  return EMU_ATOMIC_UPDATE(double, "atomicAdd", a + b);
 }
-inline float atomicExch(float* address, float value) {
-  return ::emu::detail::atomic_update(address, value, [](float, float b) { return b; });
+inline float atomicExch(float* address, float value, EMU_ATOMIC_WHERE) {
+  return EMU_ATOMIC_UPDATE(float, "atomicExch", ((void)a, b));
 }
-inline __half atomicAdd(__half* address, __half value) {
-  return ::emu::detail::atomic_update(address, value, [](__half a, __half b) { return __hadd(a, b); });
+inline __half atomicAdd(__half* address, __half value, EMU_ATOMIC_WHERE) {
+  return EMU_ATOMIC_UPDATE(__half, "atomicAdd", __hadd(a, b));
 }
-inline __half2 atomicAdd(__half2* address, __half2 value) {
-  return ::emu::detail::atomic_update(address, value, [](__half2 a, __half2 b) { return __hadd2(a, b); });
+inline __half2 atomicAdd(__half2* address, __half2 value, EMU_ATOMIC_WHERE) {
+  return EMU_ATOMIC_UPDATE(__half2, "atomicAdd", __hadd2(a, b));
 }
-inline __nv_bfloat16 atomicAdd(__nv_bfloat16* address, __nv_bfloat16 value) {
-  return ::emu::detail::atomic_update(address, value, [](__nv_bfloat16 a, __nv_bfloat16 b) { return __hadd(a, b); });
+inline __nv_bfloat16 atomicAdd(__nv_bfloat16* address, __nv_bfloat16 value, EMU_ATOMIC_WHERE) {
+  return EMU_ATOMIC_UPDATE(__nv_bfloat16, "atomicAdd", __hadd(a, b));
 }
-inline __nv_bfloat162 atomicAdd(__nv_bfloat162* address, __nv_bfloat162 value) {
-  return ::emu::detail::atomic_update(address, value, [](__nv_bfloat162 a, __nv_bfloat162 b) { return __hadd2(a, b); });
+inline __nv_bfloat162 atomicAdd(__nv_bfloat162* address, __nv_bfloat162 value, EMU_ATOMIC_WHERE) {
+  return EMU_ATOMIC_UPDATE(__nv_bfloat162, "atomicAdd", __hadd2(a, b));
 }
+#undef EMU_ATOMIC_UPDATE
+#undef EMU_ATOMIC_ADDRESS
+#undef EMU_ATOMIC_WHERE
 // Scoped variants: every scope is the whole (host) memory system here.
 #define EMU_SCOPED_ATOMIC(name)                             \
   template <class... A>                                     \

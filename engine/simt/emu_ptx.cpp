@@ -190,10 +190,9 @@ void ldmatrix(unsigned matrices, bool transpose, uint32_t* out, const void* row_
   record.out = result;
   const unsigned lane = calling_thread(record.instruction, where).lane;
   if (lane < 8 * matrices && reinterpret_cast<uintptr_t>(row_address) % 16 != 0) {
-    const std::string what = std::string(record.instruction) + ": row address " +
-                             std::to_string(reinterpret_cast<uintptr_t>(row_address)) + " of lane " +
-                             std::to_string(lane) + " is not 16-byte aligned";
-    detail::report_misuse(what.c_str(), where);
+    // A GPU faults; here the warp goes on with the row rounded down to its 16-byte boundary.
+    const std::string what = std::string(record.instruction) + " (row address of lane " + std::to_string(lane) + ")";
+    detail::misaligned_access(row_address, 16, what.c_str(), where.file_name(), where.line());
     record.row_address = reinterpret_cast<const void*>(reinterpret_cast<uintptr_t>(row_address) & ~uintptr_t{15});
   }
   detail::warp_collective(&record, where);
@@ -211,12 +210,13 @@ void cp_async(bool cache_global, void* shared_dst, const void* global_src, unsig
     detail::report_misuse(what.c_str(), where);
     return;
   }
-  if (reinterpret_cast<uintptr_t>(shared_dst) % bytes || reinterpret_cast<uintptr_t>(global_src) % bytes) {
-    const std::string what = std::string(name) + ": addresses must be aligned to cp-size " + std::to_string(bytes) +
-                             " (shared " + std::to_string(reinterpret_cast<uintptr_t>(shared_dst) % bytes) +
-                             " bytes off, global " + std::to_string(reinterpret_cast<uintptr_t>(global_src) % bytes) +
-                             " bytes off)";
-    detail::report_misuse(what.c_str(), where);
+  // Both addresses must be aligned to cp-size; a GPU faults, here the copy is dropped.
+  const bool shared_misaligned = reinterpret_cast<uintptr_t>(shared_dst) % bytes != 0;
+  if (shared_misaligned || reinterpret_cast<uintptr_t>(global_src) % bytes != 0) {
+    const std::string what = std::to_string(bytes) + "-byte " + name + " (" +
+                             (shared_misaligned ? "shared destination" : "global source") + ")";
+    detail::misaligned_access(shared_misaligned ? shared_dst : global_src, bytes, what.c_str(), where.file_name(),
+                              where.line());
     return;
   }
   queue_of_calling_thread(where).uncommitted.push_back({shared_dst, global_src, bytes, src_bytes});

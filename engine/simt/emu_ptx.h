@@ -5,9 +5,10 @@
 // mma and ldmatrix are warp-collective (emu::detail::warp_collective): the lanes' operands are
 // gathered, the instruction runs once for the warp with the per-lane fragment layouts of the PTX ISA,
 // and each lane gets exactly the registers the hardware would give it, so a kernel that mixes up a
-// lane mapping computes the wrong matrix here as on the GPU. A call by fewer than 32 lanes, a
-// misaligned ldmatrix row or cp.async address, or cp-size not allowed for the variant is diagnosed
-// with the kernel, block, thread and warp.
+// lane mapping computes the wrong matrix here as on the GPU. A call by fewer than 32 lanes or a
+// cp-size not allowed for the variant is diagnosed with the kernel, block, thread and warp; a
+// misaligned ldmatrix row or cp.async address fails the launch with cudaErrorMisalignedAddress, as
+// a GPU does (emu::detail::misaligned_access).
 //
 // Numerics of the emulated mma: bf16/f16 operands are exact in float and so are their products; the
 // 16 products and the f32 accumulator are summed in double and rounded once to f32 (round to nearest

@@ -231,7 +231,8 @@ struct LaunchState {
   unsigned long long blocks = 0;
   unsigned threads_per_block = 0;
   std::atomic<unsigned long long> next_block{0};
-  std::vector<unsigned long long> block_order;  // random schedule only
+  std::vector<unsigned long long> block_order;   // random schedule only
+  std::atomic<uint64_t> misaligned_accesses{0};  // reports of misaligned_access; the first is printed
 };
 
 struct SplitMix64 {
@@ -708,6 +709,9 @@ Lane* claim_next_unstarted(Worker& w) {
   return nullptr;
 }
 
+// Thrown by stop_thread() out of a faulting emulated thread's code; caught below its kernel call.
+struct ThreadStopped {};
+
 [[noreturn]] void runner_main(Runner* runner) {
   Worker& w = *t_worker;
 #if defined(EMU_ASAN)
@@ -715,7 +719,11 @@ Lane* claim_next_unstarted(Worker& w) {
 #endif
   for (;;) {
     const LaunchRequest& request = *w.launch->request;
-    request.thunk(request.closure);
+    try {
+      request.thunk(request.closure);
+    } catch (const ThreadStopped&) {
+      // the thread faulted (stop_thread): it ends here, as if it had returned
+    }
     finish_lane(w, *runner->lane);
     if (w.launch->cfg.fast_path) {
       if (Lane* next = claim_next_unstarted(w)) {
@@ -1105,6 +1113,8 @@ void run_blocks(LaunchState& launch) {
 
   uint64_t blocks_run = 0;
   for (;;) {
+    // After a fault (a misaligned access) no further block starts, as on a GPU.
+    if (launch.misaligned_accesses.load(std::memory_order_relaxed) != 0) break;
     const unsigned long long k = launch.next_block.fetch_add(1, std::memory_order_relaxed);
     if (k >= launch.blocks) break;
     const unsigned long long b = launch.cfg.schedule == Schedule::Reverse ? launch.blocks - 1 - k
@@ -1217,8 +1227,13 @@ cudaError_t validate(const LaunchRequest& r) {
 // ------------------------------------------------------------------------------------------------
 // Entry points declared in cuda_emu.h.
 namespace {
-// Runs a validated launch to completion.
-void run_grid(const LaunchRequest& request) {
+// The status of the kernels that the graph launches of this OS thread ran since the last
+// take_graph_kernel_status (graph nodes run their kernels through run_grid, not launch_grid).
+thread_local cudaError_t t_graph_kernel_status = cudaSuccess;
+
+// Runs a validated launch to completion: cudaErrorMisalignedAddress if a thread made a misaligned
+// access (reported by misaligned_access), else cudaSuccess.
+cudaError_t run_grid(const LaunchRequest& request) {
   install_crash_reporting();
 
   std::lock_guard<std::mutex> lock(launch_mutex());
@@ -1239,8 +1254,20 @@ void run_grid(const LaunchRequest& request) {
   const int workers = static_cast<int>(std::min(launch.blocks, wanted));
   pool().run([&launch](int) { run_blocks(launch); }, workers);
   ++stats().launches;
+  const uint64_t misaligned = launch.misaligned_accesses.load(std::memory_order_relaxed);
+  if (misaligned == 0) return cudaSuccess;
+  if (misaligned > 1)
+    std::fprintf(stderr, "[cuda_emu] %llu misaligned accesses in this launch of %s; the first is reported above\n",
+                 static_cast<unsigned long long>(misaligned), kernel_display_name(request).c_str());
+  return cudaErrorMisalignedAddress;
 }
 }  // namespace
+
+cudaError_t take_graph_kernel_status() {
+  const cudaError_t status = t_graph_kernel_status;
+  t_graph_kernel_status = cudaSuccess;
+  return status;
+}
 
 cudaError_t launch_grid(const LaunchRequest& request) {
   if (t_thread) fatal("a kernel launched another kernel (dynamic parallelism is not emulated)");
@@ -1256,10 +1283,11 @@ cudaError_t launch_grid(const LaunchRequest& request) {
     std::shared_ptr<void> closure(request.clone(request.closure), request.destroy);
     LaunchRequest replay = request;
     replay.closure = closure.get();
-    return record_error(record_node(request.stream, cudaGraphNodeTypeKernel, [replay, closure] { run_grid(replay); }));
+    return record_error(record_node(request.stream, cudaGraphNodeTypeKernel, [replay, closure] {
+      if (const cudaError_t status = run_grid(replay); status != cudaSuccess) t_graph_kernel_status = status;
+    }));
   }
-  run_grid(request);
-  return cudaSuccess;
+  return record_error(run_grid(request));
 }
 
 // Cold paths out of line: they keep the synchronisation functions' frames (and cache footprint) small.
@@ -1342,6 +1370,30 @@ void report_misuse(const char* what, const std::source_location& where) {
   complain(*t_worker, &lane, format("%s at %s (warp %u)", what, where_string(where).c_str(), lane.warp()));
 }
 
+bool in_kernel() { return current_lane() && t_worker && t_worker->launch; }
+
+void stop_thread() {
+  lane_in_kernel("stop_thread()");
+  throw ThreadStopped{};
+}
+
+void misaligned_access(const void* address, size_t alignment, const char* access, const char* file, unsigned line) {
+  const Lane& lane = lane_in_kernel(access);
+  LaunchState& launch = *t_worker->launch;
+  if (launch.misaligned_accesses.fetch_add(1, std::memory_order_relaxed) != 0) return;
+  const char* slash = std::strrchr(file, '/');
+  const std::string message =
+      context_string(*t_worker, &lane) +
+      format(
+          ": misaligned address %p: %s needs %zu-byte alignment (the address is %zu bytes past a multiple of "
+          "%zu) at %s:%u; the launch fails with cudaErrorMisalignedAddress, as on a GPU",
+          address, access, alignment, static_cast<size_t>(reinterpret_cast<uintptr_t>(address) % alignment), alignment,
+          slash ? slash + 1 : file, line);
+  record_diagnostic(message);
+  std::fprintf(stderr, "[cuda_emu] error: %s\n", message.c_str());
+  std::fflush(stderr);
+}
+
 uint64_t block_epoch() {
   lane_in_kernel("block_epoch()");
   return t_worker->block_epoch;
@@ -1379,5 +1431,58 @@ void trap(const char* what, const std::source_location& where) {
 
 }  // namespace detail
 }  // namespace emu
+
+// ------------------------------------------------------------------------------------------------
+// Alignment of every load and store of kernel code. Kernel sources are compiled with
+// -fsanitize=alignment (CMakeLists.txt, coco_cuda_sources): before each access through a pointer or
+// reference the compiler checks the address against the alignment of the accessed type (16 for
+// float4 and the 16-byte packs of kernels/vector_access.cuh, 4 for float, ...) and calls this handler
+// when it fails. The layout of its arguments is the UBSan runtime ABI that GCC and Clang share.
+// Inside a kernel it is a GPU fault (emu::detail::misaligned_access); anything else (host code of a
+// kernel source, or the null and object-size checks of a -DCOCO_SANITIZE=ON build) goes on to the
+// UBSan runtime when one is linked (this definition takes precedence over the runtime's), and is
+// fatal otherwise.
+namespace {
+struct UbsanSourceLocation {
+  const char* file;
+  uint32_t line, column;
+};
+struct UbsanTypeDescriptor {
+  uint16_t kind, info;
+  char name[1];
+};
+struct UbsanTypeMismatchData {
+  UbsanSourceLocation location;
+  const UbsanTypeDescriptor* type;
+  unsigned char log_alignment;
+  unsigned char check_kind;
+};
+using UbsanTypeMismatchHandler = void (*)(UbsanTypeMismatchData*, uintptr_t);
+
+// UBSan's TypeCheckKind, as a phrase for the diagnostic.
+const char* type_check_phrase(unsigned char kind) {
+  static const char* const phrases[] = {
+      "load of", "store to", "reference binding to", "member access within", "member call on", "constructor call on"};
+  return kind < sizeof phrases / sizeof phrases[0] ? phrases[kind] : "access to";
+}
+}  // namespace
+
+extern "C" void __ubsan_handle_type_mismatch_v1(UbsanTypeMismatchData* data, uintptr_t pointer) {
+  const uintptr_t alignment = uintptr_t{1} << data->log_alignment;
+  const bool misaligned = pointer != 0 && (pointer & (alignment - 1)) != 0;
+  if (misaligned && emu::detail::in_kernel()) {
+    const std::string what = std::string(type_check_phrase(data->check_kind)) + " " + data->type->name;
+    emu::detail::misaligned_access(reinterpret_cast<const void*>(pointer), alignment, what.c_str(), data->location.file,
+                                   data->location.line);
+    emu::detail::stop_thread();
+  }
+  static const auto runtime =
+      reinterpret_cast<UbsanTypeMismatchHandler>(dlsym(RTLD_NEXT, "__ubsan_handle_type_mismatch_v1"));
+  if (runtime) return runtime(data, pointer);
+  std::fprintf(stderr, "[cuda_emu] error: %s %s at address %p (alignment %zu) in host code at %s:%u\n",
+               type_check_phrase(data->check_kind), data->type->name, reinterpret_cast<const void*>(pointer),
+               static_cast<size_t>(alignment), data->location.file, data->location.line);
+  std::abort();
+}
 
 #endif  // COCO_CUDA_EMULATED || EMU_STANDALONE

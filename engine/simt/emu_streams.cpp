@@ -735,10 +735,13 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t graphExec, cudaStream_t stream) {
     if (!st.execs.count(exec)) return record_error(cudaErrorInvalidValue);
     work = exec->work;  // shared: the executable graph may be destroyed while this launch runs
   }
-  // Launched into a capture, the whole graph becomes one (child graph) node.
-  return record_error(submit(stream, cudaGraphNodeTypeGraph, [work = std::move(work)] {
+  // Launched into a capture, the whole graph becomes one (child graph) node. A kernel of the graph
+  // that faults fails the launch, as the next synchronisation would report it on a GPU.
+  take_graph_kernel_status();
+  const cudaError_t status = submit(stream, cudaGraphNodeTypeGraph, [work = std::move(work)] {
     for (const std::function<void()>& w : *work) w();
-  }));
+  });
+  return record_error(status != cudaSuccess ? status : take_graph_kernel_status());
 }
 
 cudaError_t cudaGraphUpload(cudaGraphExec_t graphExec, cudaStream_t stream) {

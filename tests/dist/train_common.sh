@@ -2,9 +2,12 @@
 #   dist_train_setup COCO MPIRUN...  sets `coco` (the binary) and `mpirun` (an array: the mpirun command line up
 #                                    to the -np flag), makes the scratch directory `work` (removed on exit unless
 #                                    KEEP is set) and changes into it
-#   make_prepared_data SEED DOCS     writes corpus.txt (DOCS documents of 1-4 random sentences over a small
-#                                    vocabulary, random.seed(SEED)) and prepares it into data/ (64 tokens, 10%
-#                                    validation)
+#   make_corpus SEED DOCS [SENTENCES [WORDS]]
+#                                    writes corpus.txt: DOCS documents of 1 to SENTENCES (default 4) random
+#                                    sentences of 4-12 words over the first WORDS (default all 25) words of a
+#                                    small vocabulary, random.seed(SEED)
+#   prepare_data [ARGS...]           prepares corpus.txt into data/ (64 tokens, one thread, plus ARGS)
+#   make_prepared_data SEED DOCS     make_corpus SEED DOCS, then prepare_data with 10% validation
 
 dist_train_setup() {
   coco=$1
@@ -16,17 +19,26 @@ dist_train_setup() {
   cd "$work"
 }
 
-make_prepared_data() {
-  python3 - "$1" "$2" <<'PY'
+make_corpus() {
+  python3 - "$1" "$2" "${3:-4}" "${4:-25}" <<'PY'
 import random, sys
-random.seed(int(sys.argv[1]))
+seed, docs, sentences, vocabulary = map(int, sys.argv[1:])
+random.seed(seed)
 words = ("the cat dog sat on mat ran fast slow big small red blue house tree river stone light dark sings "
-         "reads writes happy old young").split()
+         "reads writes happy old young").split()[:vocabulary]
 with open("corpus.txt", "w") as f:
-    for _ in range(int(sys.argv[2])):
-        for _ in range(1 + random.randrange(4)):
+    for _ in range(docs):
+        for _ in range(1 + random.randrange(sentences) if sentences > 1 else 1):
             f.write(" ".join(random.choice(words) for _ in range(4 + random.randrange(9))) + " .\n")
         f.write("\n")
 PY
-  "$coco" prepare --out data --vocab-size 64 --valid-fraction 0.1 --threads 1 corpus.txt >/dev/null
+}
+
+prepare_data() {
+  "$coco" prepare --out data --vocab-size 64 --threads 1 "$@" corpus.txt >/dev/null
+}
+
+make_prepared_data() {
+  make_corpus "$1" "$2"
+  prepare_data --valid-fraction 0.1
 }

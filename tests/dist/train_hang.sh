@@ -7,20 +7,14 @@
 # through the same path.
 # usage: train_hang.sh COCO EXPECT_FAILURE MPIRUN... (MPIRUN: the mpirun command line up to the -np flag)
 set -euo pipefail
-coco=$1 expect=$2
-shift 2
-mpirun=("$@")
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
+source "$(dirname "$0")/train_common.sh"
+expect=$2
+dist_train_setup "$1" "${@:3}"
 
+make_corpus 4 60 1 16
+prepare_data
 python3 - <<'PY'
-import json, random
-random.seed(4)
-words = "the cat dog sat on mat ran fast slow big small red blue house tree river".split()
-with open("corpus.txt", "w") as f:
-    for _ in range(60):
-        f.write(" ".join(random.choice(words) for _ in range(4 + random.randrange(9))) + " .\n\n")
+import json
 encoder = {"dim": 16, "depth": 1, "heads": 2, "ff_mult": 2}
 config = {"model": {"max_positions": 16, "generator": encoder, "discriminator": encoder},
           "objective": {"preset": "lucidrains", "sep_id": -1},
@@ -29,7 +23,6 @@ config = {"model": {"max_positions": 16, "generator": encoder, "discriminator": 
           "dist": {"timeout_s": 3}, "runtime": {"device": "cpu", "threads": 1}}
 json.dump(config, open("hang.json", "w"), indent=1)
 PY
-"$coco" prepare --out data --vocab-size 64 --threads 1 corpus.txt >/dev/null
 
 "$expect" 90 "error: rank 0 of 2: .* did not complete within 3 s \(rank 1 sent no word .*\); aborting the job on every rank" \
   "${mpirun[@]}" 1 "$coco" train --config hang.json --out run : -np 1 -x COCO_FAULT_INJECT=hang@after-step:2 \

@@ -10,23 +10,12 @@
 #   - with DEVICE=cuda, the same for bf16 and f16 (see the mixed-precision part at the end).
 # usage: train_zero.sh COCO MPIRUN... (MPIRUN: the mpirun command line up to the -np flag)
 set -euo pipefail
-coco=$1
-shift
-mpirun=("$@")
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
+source "$(dirname "$0")/train_common.sh"
+dist_train_setup "$@"
 
+make_prepared_data 3 200
 python3 - <<'PY'
-import json, os, random
-random.seed(3)
-words = ("the cat dog sat on mat ran fast slow big small red blue house tree river stone light dark sings "
-         "reads writes happy old young").split()
-with open("corpus.txt", "w") as f:
-    for _ in range(200):
-        for _ in range(1 + random.randrange(4)):
-            f.write(" ".join(random.choice(words) for _ in range(4 + random.randrange(9))) + " .\n")
-        f.write("\n")
+import json, os
 encoder = {"dim": 32, "depth": 1, "heads": 2, "ff_mult": 2, "norm": "post", "embedding_norm": True,
            "qkv_bias": True, "out_bias": True, "relative_position": {"buckets": 8, "max_distance": 16},
            "dropout": {"embedding": 0.1, "attention": 0.1, "residual": 0.1}, "init": "bert", "final_norm": False}
@@ -42,7 +31,6 @@ config = {
     "precision": "f32", "runtime": {"device": os.environ.get("DEVICE", "cpu"), "threads": 1}}
 json.dump(config, open("zero.json", "w"), indent=1)
 PY
-"$coco" prepare --out data --vocab-size 64 --valid-fraction 0.1 --threads 1 corpus.txt >/dev/null
 
 run() {  # run NAME RANKS ARGS...: coco train on RANKS ranks (1: a plain process), output in NAME.log
   local name=$1 ranks=$2

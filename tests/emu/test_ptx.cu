@@ -138,7 +138,7 @@ __global__ void divergent_mma_kernel(float* out) {
   out[threadIdx.x] = acc[0];
 }
 
-// cp.async of 16 bytes from an address 4 bytes past a 16-byte boundary (misuse).
+// cp.async of 16 bytes from an address 4 bytes past a multiple of 16 (a GPU faults).
 __global__ void misaligned_cp_async_kernel(const int* src, int* out) {
   __shared__ __align__(16) int s[8];
   if (threadIdx.x == 0) {
@@ -148,7 +148,7 @@ __global__ void misaligned_cp_async_kernel(const int* src, int* out) {
   }
 }
 
-// Lane 3's ldmatrix row address is 8 bytes off (misuse).
+// Lane 3's ldmatrix row address is 8 bytes off (a GPU faults).
 __global__ void misaligned_ldmatrix_kernel(uint32_t* out) {
   __shared__ __align__(16) uint16_t tile[8 * 16];
   for (int e = static_cast<int>(threadIdx.x); e < 8 * 16; e += 32) tile[e] = static_cast<uint16_t>(e);
@@ -384,18 +384,20 @@ TEST(PtxMisuse, PartialWarpMmaAbortsInStrictMode) {
       "kernel partial_mma_kernel block \\(0,0,0\\) thread \\(0,0,0\\): mma.sync.aligned");
 }
 
-TEST(PtxMisuse, MisalignedLdmatrixRowIsDiagnosed) {
-  emu::ScopedConfig scope;
-  scope->strict = false;
+TEST(PtxMisuse, MisalignedLdmatrixRowFailsTheLaunch) {
   GuardedDeviceBuffer<uint32_t> out(32);
-  const uint64_t warnings = emu::stats().warnings;
-  COCO_LAUNCH(misaligned_ldmatrix_kernel, dim3(1), dim3(32), 0, nullptr, out.data());
-  EXPECT_EQ(emu::stats().warnings - warnings, 1u);
+  EXPECT_EQ(coco::launch_named("misaligned_ldmatrix_kernel", misaligned_ldmatrix_kernel, dim3(1), dim3(32), 0, nullptr,
+                               out.data()),
+            cudaErrorMisalignedAddress);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorMisalignedAddress);
   const std::string message = emu::last_diagnostic();
-  EXPECT_NE(message.find("thread (3,0,0): ldmatrix.sync.aligned.m8n8.x1.shared.b16: row address"), std::string::npos)
+  EXPECT_NE(message.find("kernel misaligned_ldmatrix_kernel block (0,0,0) thread (3,0,0): misaligned address"),
+            std::string::npos)
       << message;
-  EXPECT_NE(message.find("not 16-byte aligned"), std::string::npos) << message;
-  EXPECT_NE(message.find("(warp 0)"), std::string::npos) << message;
+  EXPECT_NE(message.find("ldmatrix.sync.aligned.m8n8.x1.shared.b16 (row address of lane 3) needs 16-byte alignment "
+                         "(the address is 8 bytes past a multiple of 16) at test_ptx.cu:"),
+            std::string::npos)
+      << message;
 }
 
 TEST(PtxMisuse, DivergentCallSitesAreDiagnosed) {
@@ -413,16 +415,16 @@ TEST(PtxMisuse, DivergentCallSitesAreDiagnosed) {
   EXPECT_NE(message.find("must be the same instruction for every lane"), std::string::npos) << message;
 }
 
-TEST(PtxMisuse, MisalignedCpAsyncIsDiagnosed) {
-  emu::ScopedConfig scope;
-  scope->strict = false;
+TEST(PtxMisuse, MisalignedCpAsyncFailsTheLaunch) {
   GuardedDeviceBuffer<int> src(8), out(1);
-  const uint64_t warnings = emu::stats().warnings;
-  COCO_LAUNCH(misaligned_cp_async_kernel, dim3(1), dim3(32), 0, nullptr, src.data(), out.data());
-  EXPECT_EQ(emu::stats().warnings - warnings, 1u);
-  EXPECT_NE(emu::last_diagnostic().find("cp.async.cg.shared.global: addresses must be aligned to cp-size 16"),
+  EXPECT_EQ(coco::launch(misaligned_cp_async_kernel, dim3(1), dim3(32), 0, nullptr, src.data(), out.data()),
+            cudaErrorMisalignedAddress);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorMisalignedAddress);
+  const std::string message = emu::last_diagnostic();
+  EXPECT_NE(message.find("16-byte cp.async.cg.shared.global (global source) needs 16-byte alignment (the address is "
+                         "4 bytes past a multiple of 16)"),
             std::string::npos)
-      << emu::last_diagnostic();
+      << message;
 }
 
 #endif  // COCO_CUDA_EMULATED
