@@ -377,7 +377,7 @@ struct Trainer::Impl {
   // costs nothing, every step). The host's counters (skipped_total, consecutive_skips, scaler, AdamW's
   // step counts) mirror the device's: refreshed from each record taken and before each checkpoint. Plain
   // data parallelism decides on the device too (synchronize_device_step: the decision's inputs are
-  // the same on every rank); ZeRO-1 keeps the host-decided step (zero_step), and then control is null.
+  // the same on every rank), and so does ZeRO-1 (zero_device_step).
   std::unique_ptr<optim::StepControl> control;
   std::unique_ptr<objective::StepRecordCopy> record_copy;
   // Data parallelism (a launch by mpirun/srun): null for one process started without a launcher, which
@@ -389,8 +389,8 @@ struct Trainer::Impl {
   dist::BackwardSync* grad_sync = nullptr;
   std::unique_ptr<dist::GradSync> all_reduce_sync;
   // optim.zero = 1 under a launch: AdamW state and f32 masters sharded over the ranks (engine/dist/zero.h); its
-  // buckets are reduce-scattered into the shards during backward. Its step stays host-decided (the global
-  // norm, skip/clip, apply, all-gather): zero_step().
+  // buckets are reduce-scattered into the shards during backward. Its step is decided on the device too:
+  // zero_device_step().
   std::unique_ptr<dist::ZeroAdamW> zero;
   // runtime.cuda_graph (coco/step_graph.h): the device-decided step captured once and replayed; while it lives
   // every CUDA call of the Trainer runs on its stream (Trainer's methods enter work_stream()). Declared last so
@@ -446,7 +446,7 @@ struct Trainer::Impl {
     o.clip_norm = config.optim.clip_norm;
     o.grad_accum = t.grad_accum;
     if (param_dtype == DType::f16) o.loss_scaler = scaler.options();
-    control = std::make_unique<optim::StepControl>(config.device, std::move(o), optimizer->options());
+    control = std::make_unique<optim::StepControl>(config.device, std::move(o), adam_options);
     kernels::StepState state = control->initial_state();
     state.step = step;
     state.applied = step - skipped_total;  // AdamW's step count: the updates applied
@@ -467,7 +467,8 @@ struct Trainer::Impl {
     consecutive_skips = state.consecutive_skips;
     if (param_dtype == DType::f16)
       scaler.load_state({state.loss_scale, state.growth_tracker, state.hysteresis_left, state.scaler_skipped});
-    optimizer->sync_step_counts(state.applied);
+    if (optimizer) optimizer->sync_step_counts(state.applied);
+    if (zero) zero->sync_step_counts(state.applied);  // its shard's counts (a checkpoint gathers them)
   }
 
   // ---- One CUDA graph per step (runtime.cuda_graph, coco/step_graph.h) --------------------------------------
@@ -616,22 +617,20 @@ struct Trainer::Impl {
     grad_sync = zero.get();  // its buckets' reduce-scatter starts from the backward hook
   }
 
-  // A ZeRO-1 step, decided on the host: the global norm and non-finite flag of the reduce-scattered shards (the
-  // same on every rank) and the ranks' averaged loss decide skip and clip alike everywhere (and so the f16 loss
-  // scaler's update, which train_step makes); then each rank's AdamW updates its shard and the working copies
-  // are all-gathered. The loss scale (f16) is undone inside the norm and the update, as plain_step does.
-  // Returns whether the step was skipped (non-finite); grad_norm otherwise.
-  bool zero_step(const StepStats& stats, double lr, double& grad_norm) {
-    const double loss_scale = param_dtype == DType::f16 ? scaler.scale() : 1.0;
-    const optim::GradientStats gradient = zero->reduce_gradients(1.0 / loss_scale);
-    const bool nonfinite = !std::isfinite(stats.loss) || gradient.nonfinite || injected_nonfinite(step + 1);
-    if (!nonfinite) {
-      grad_norm = gradient.norm;
-      const double factor = config.optim.clip_norm > 0 ? kernels::clip_factor(grad_norm, config.optim.clip_norm) : 1.0;
-      zero->apply(lr, factor / loss_scale);
-    }
+  // ZeRO-1 on the device-decided step, after synchronize_device_step: the decision reads the global norm and
+  // non-finite flag of the averaged gradients, from each rank's gradient shard summed over the ranks on the
+  // device (StepControl::decide's combine: two one-element all-reduces between the shard's statistics and the
+  // decision), so every rank decides alike; then each rank's AdamW updates its shard with the decision's scalars
+  // (a skipped step leaves it alone) and the working copies are all-gathered. Nothing comes back to the host.
+  void zero_device_step() {
+    control->decide({zero->gradient_shard()}, step_metrics->loss_sum(),
+                    [this](const Tensor& sum_sq, const Tensor& nonfinite) {
+                      comm->all_reduce(sum_sq, dist::ReduceOp::sum);
+                      comm->all_reduce(nonfinite, dist::ReduceOp::sum);
+                      comm->wait();
+                    });
+    zero->apply(*control);
     zero->zero_grad();
-    return nonfinite;
   }
 
   // What a checkpoint stores with ZeRO-1: the shards gathered (a collective: every rank calls it) into the
@@ -686,64 +685,19 @@ struct Trainer::Impl {
 
   // Data parallelism, after every step: one exchange of host values (Communicator::sum_on_host: MPI on host
   // memory, so it neither queues device work nor waits for the device). It agrees on the stop signal (a
-  // stop that reached any rank stops every rank after the same step) and, with `local_counts` (the
-  // device-decided step, whose sums the device already added over the ranks), makes the step's host counts
-  // global: rows and micro-batches are the same on every rank, so world x this rank's; non-pad tokens
-  // differ by rank and are summed here exactly, every step, so tokens_per_s and the tokens_seen of any
-  // checkpoint (which may fall between logging steps) are the global batch's. They ride on the message the
-  // stop agreement needs anyway; taking them from the device sums would need an upload per step and
-  // would be known only at the logging cadence. Returns whether the job stops.
-  bool agree_after_step(StepStats& stats, bool local_counts) {
-    int64_t values[2] = {options.stop_requested && options.stop_requested() ? 1 : 0, local_counts ? stats.tokens : 0};
+  // stop that reached any rank stops every rank after the same step) and makes the step's host counts
+  // global (the device already added its sums over the ranks): rows and micro-batches are the same on every rank, so
+  // world x this rank's; non-pad tokens differ by rank and are summed here exactly, every step, so tokens_per_s and the
+  // tokens_seen of any checkpoint (which may fall between logging steps) are the global batch's. They ride on the
+  // message the stop agreement needs anyway; taking them from the device sums would need an upload per step and would
+  // be known only at the logging cadence. Returns whether the job stops.
+  bool agree_after_step(StepStats& stats) {
+    int64_t values[2] = {options.stop_requested && options.stop_requested() ? 1 : 0, stats.tokens};
     comm->sum_on_host(values, 2);
-    if (local_counts) {
-      stats.tokens = values[1];
-      stats.rows *= world_size();
-      stats.micro_batches *= world_size();
-    }
+    stats.tokens = values[1];
+    stats.rows *= world_size();
+    stats.micro_batches *= world_size();
     return values[0] > 0;
-  }
-
-  // The host-decided data-parallel step (ZeRO-1), after backward of the step's last micro-batch: the
-  // gradient buckets complete (each rank's averaged shard of them), and the step's statistics summed over
-  // the ranks (so rank 0 logs the global batch's losses and accuracies).
-  void finish_data_parallel_step(StepStats& stats) {
-    if (grad_sync) grad_sync->finish();
-    report_data_parallel_start();
-    const std::vector<double> local = {stats.loss,
-                                       stats.mlm,
-                                       stats.rtd,
-                                       stats.clm,
-                                       stats.cl,
-                                       static_cast<double>(stats.micro_batches),
-                                       static_cast<double>(stats.rows),
-                                       static_cast<double>(stats.masked),
-                                       static_cast<double>(stats.mlm_correct),
-                                       static_cast<double>(stats.rtd_correct),
-                                       static_cast<double>(stats.rtd_count),
-                                       static_cast<double>(stats.cl_correct),
-                                       static_cast<double>(stats.cl_count),
-                                       static_cast<double>(stats.clm_correct),
-                                       static_cast<double>(stats.tokens)};
-    const std::vector<double> mean = dist::average_over_ranks(*comm, local);
-    const double world = static_cast<double>(world_size());
-    auto sum = [&](size_t i) { return mean[i] * world; };
-    auto count = [&](size_t i) { return static_cast<int64_t>(std::llround(mean[i] * world)); };
-    stats.loss = sum(0);
-    stats.mlm = sum(1);
-    stats.rtd = sum(2);
-    stats.clm = sum(3);
-    stats.cl = sum(4);
-    stats.micro_batches = count(5);
-    stats.rows = count(6);
-    stats.masked = count(7);
-    stats.mlm_correct = count(8);
-    stats.rtd_correct = count(9);
-    stats.rtd_count = count(10);
-    stats.cl_correct = count(11);
-    stats.cl_count = count(12);
-    stats.clm_correct = count(13);
-    stats.tokens = count(14);
   }
 
   // Ranks other than 0 write no checkpoint: they wait until rank 0 has committed it and name it.
@@ -893,7 +847,7 @@ struct Trainer::Impl {
         static_cast<double>(t.steps * rows_per_step) / static_cast<double>(train_sequences->size()),
         valid_sequences ? format(", %llu valid", static_cast<unsigned long long>(valid_sequences->size())).c_str() : "",
         static_cast<long long>(t.steps), static_cast<long long>(rows_per_step)));
-    if (!zero) open_step_control();  // ZeRO-1's step stays host-decided (zero_step)
+    open_step_control();
     open_step_graph();
     open_loop();
   }
@@ -1014,7 +968,7 @@ struct Trainer::Impl {
         Tape::Recording recording(tape);
         out = model->forward(tokens, static_cast<uint64_t>(step), /*training=*/true, micro_first_row(micro));
         const double factor = loss_scale / static_cast<double>(t.grad_accum);
-        if (control && param_dtype == DType::f16)  // the scale the device decided: no host value
+        if (param_dtype == DType::f16)  // the scale the device decided: no host value
           scaled = ops::mul(out.loss, control->backward_seed().view(out.loss.shape()));
         else
           scaled = factor == 1.0 ? out.loss : ops::scale(out.loss, factor);
@@ -1028,74 +982,45 @@ struct Trainer::Impl {
       stats.tokens += batch.non_pad_tokens;
     }
     const double lr = train::learning_rate(config.optim, t.steps, step);
-    // What the host knows of the step: everything on the host-decided path; on the device-decided
-    // one only when its record was read (the logging cadence, every step on the CPU).
-    bool known = true, nonfinite = false;
-    double grad_norm = std::numeric_limits<double>::quiet_NaN(), step_loss_scale = loss_scale;
-    if (control) {
-      if (!step_graph) {  // else all of this ran in the graph
-        if (comm) synchronize_device_step();
-        if (injected_nonfinite(step + 1)) control->force_skip();
+    // The step is decided on the device (with data parallelism every rank alike); the host knows its outcome
+    // only when its record is read: at the logging cadence (every step on the CPU).
+    if (!step_graph) {  // else all of this ran in the graph
+      if (comm) synchronize_device_step();
+      if (injected_nonfinite(step + 1)) control->force_skip();
+      if (zero) {
+        zero_device_step();
+      } else {
         control->decide(optimizer->gradients(), step_metrics->loss_sum());
         optimizer->step(*control);
         if (param_dtype == DType::f16) refresh_working_copies();  // unchanged weights when skipped
         optimizer->zero_grad();
       }
-      const int64_t completed = step + 1;
-      known = config.device == Device::cpu || completed % t.log_every == 0 || completed == t.steps;
-      if (known) {
-        // With the validation counts: a logging step waits for the device once.
-        record_copy->capture(*step_metrics, control->state(), device_checks->counters());
-        if (!step_graph) step_metrics->reset();  // the graph resets the sums when it starts a step
-        objective::StepRecordCopy::Record record = record_copy->take();
-        record_checks = std::move(record.checks);
-        stats.take(record.sums);
-        mirror(record.state);
-        nonfinite = record.state.apply == 0;
-        grad_norm = record.state.grad_norm;
-        step_loss_scale = record.state.step_loss_scale;
-      } else if (!step_graph) {
-        step_metrics->reset();
-      }
-    } else {
-      stats.take(step_metrics->read());
-      step_metrics->reset();
-      if (comm) finish_data_parallel_step(stats);
-      nonfinite = zero ? zero_step(stats, lr, grad_norm) : plain_step(stats, lr, loss_scale, grad_norm);
-      if (nonfinite) {
-        ++skipped_total;
-        // f16 overflows while the loss scale is still above its floor are the scaler's normal search,
-        // not a failing run.
-        const bool scaler_searching = param_dtype == DType::f16 && loss_scale > scaler.options().min_scale;
-        if (!scaler_searching) ++consecutive_skips;
-      } else {
-        consecutive_skips = 0;
-      }
-      if (param_dtype == DType::f16) scaler.update(nonfinite);
     }
-    const int64_t completed = ++step;
+    const int64_t completed = step + 1;
+    const bool known = config.device == Device::cpu || completed % t.log_every == 0 || completed == t.steps;
+    bool nonfinite = false;
+    double grad_norm = std::numeric_limits<double>::quiet_NaN(), step_loss_scale = loss_scale;
+    if (known) {
+      // With the validation counts: a logging step waits for the device once.
+      record_copy->capture(*step_metrics, control->state(), device_checks->counters());
+      if (!step_graph) step_metrics->reset();  // the graph resets the sums when it starts a step
+      objective::StepRecordCopy::Record record = record_copy->take();
+      record_checks = std::move(record.checks);
+      stats.take(record.sums);
+      mirror(record.state);
+      nonfinite = record.state.apply == 0;
+      grad_norm = record.state.grad_norm;
+      step_loss_scale = record.state.step_loss_scale;
+    } else if (!step_graph) {
+      step_metrics->reset();
+    }
+    step = completed;
     if (profiler->end(nonfinite)) message(profiler->line());
     checkpoint::fault_point("after-step:" + std::to_string(completed));
     std::optional<bool> stop;  // under a launch: agreed by every rank
-    if (comm) stop = agree_after_step(stats, /*local_counts=*/control != nullptr);
+    if (comm) stop = agree_after_step(stats);
     tokens_seen += stats.tokens;
     return finish_step(stats, completed, lr, grad_norm, step_loss_scale, nonfinite, known, step_start, stop);
-  }
-
-  // The step of the whole optimizer (every rank holds all of it): skip on non-finite, clip, AdamW.
-  bool plain_step(const StepStats& stats, double lr, double loss_scale, double& grad_norm) {
-    const std::vector<Tensor> grads = optimizer->gradients();
-    // Gradients carry the loss scale: unscale inside the norm and the update.
-    const optim::GradientStats gradient = optim::gradient_stats(grads, 1.0 / loss_scale);
-    const bool nonfinite = !std::isfinite(stats.loss) || gradient.nonfinite || injected_nonfinite(step + 1);
-    if (!nonfinite) {
-      grad_norm = gradient.norm;
-      const double factor = config.optim.clip_norm > 0 ? kernels::clip_factor(grad_norm, config.optim.clip_norm) : 1.0;
-      optimizer->step(lr, factor / loss_scale);
-      if (param_dtype == DType::f16) refresh_working_copies();
-    }
-    optimizer->zero_grad();
-    return nonfinite;
   }
 
   // Metrics record, progress report, evaluation and checkpoint of the step just completed.

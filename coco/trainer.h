@@ -19,7 +19,7 @@
 // and a step's losses, norm and skip flag come off the device only at the logging cadence: a step between
 // records reports NaN for its loss and grad_norm and an empty summary, and a skipped step is seen at the next
 // record (which then stops the run if the skips in a row exceed train.max_consecutive_skips). On the CPU every
-// step is read, as before. Data-parallel runs keep the host-decided step.
+// step is read, as before. Data-parallel runs (plain and ZeRO-1) decide on the device too, every rank alike.
 //
 // RUN_DIR/config.json is the resolved configuration; RUN_DIR/metrics.jsonl gets one JSON object per logged step
 //   {"step", "loss", "mlm_loss", "rtd_loss", ["clm_loss",] "cl_loss", "mlm_acc", "rtd_acc", "cl_acc", ["clm_acc",]

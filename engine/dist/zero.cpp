@@ -162,6 +162,9 @@ void ZeroAdamW::attach(Tape& tape) {
     const std::vector<ParamState> state = gathered_state();
     layout(relayout_order_);
     load_state(state);
+    // Under a StepControl the counts gathered are not current (they live on the device until synced): the
+    // new shard's AdamW goes on counting there.
+    if (controlled_ && adamw_) adamw_->adopt_control_counts();
     relayout_order_.clear();
   }
   attached_ = true;
@@ -244,6 +247,17 @@ optim::GradientStats ZeroAdamW::reduce_gradients(double grad_scale) {
   const std::vector<double> global = stats_buffer_.to_vector<double>();
   const double norm = std::sqrt(global[0]) * std::fabs(grad_scale);
   return {norm, global[1] > 0 || !std::isfinite(norm)};
+}
+
+void ZeroAdamW::apply(const optim::StepControl& control) {
+  reduced_ = false;  // finish() reduced this step's gradients, and the decision used them
+  if (adamw_) adamw_->step(control);
+  controlled_ = true;
+  publish();
+}
+
+void ZeroAdamW::sync_step_counts(int64_t applied) {
+  if (adamw_) adamw_->sync_step_counts(applied);
 }
 
 void ZeroAdamW::apply(double lr, double grad_scale) {

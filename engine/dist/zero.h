@@ -90,6 +90,13 @@ class ZeroAdamW final : public BackwardSync {
   // averaged gradients (reduce dtype; its padding is zero), whose squared norm and non-finite flag summed
   // over the ranks are the global ones.
   const Tensor& gradient_shard() const { return grad_shard_; }
+  // The device-decided step, after `control` decided from gradient_shard()'s statistics summed over the ranks
+  // (StepControl::decide's combine: the same decision on every rank): AdamW on the shard with the scalars the
+  // decision left on the device (a skipped step leaves the shard alone), the working copies written and
+  // all-gathered. No value comes back to the host. From then on the shard's step counts live on the device:
+  // sync_step_counts(StepControl::read().applied) before gathered_state() saves them.
+  void apply(const optim::StepControl& control);
+  void sync_step_counts(int64_t applied);
 
   DType working_dtype() const { return working_dtype_; }  // the parameters' dtype
   int64_t total_elements() const { return total_; }       // unpadded
@@ -162,6 +169,7 @@ class ZeroAdamW final : public BackwardSync {
   Tensor flat_grad_, grad_shard_, master_shard_, working_shard_, flat_params_;
   std::vector<Piece> pieces_;
   std::unique_ptr<optim::AdamW> adamw_;  // null when this rank's shard is all padding
+  bool controlled_ = false;              // apply(control) ran: the shard's step counts are the control's
   Tensor stats_buffer_;                  // 2 elements f64: the squared norm and non-finite count's all-reduce
 
   // The hook's state for the current step.

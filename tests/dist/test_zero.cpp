@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "engine/dist/zero.h"
+#include "engine/ops/step_control.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/linear.h"
 #include "kernels/gradnorm.h"
@@ -421,6 +422,84 @@ TEST_P(ZeroTest, MixedPrecisionRefusesMismatches) {
   ZeroOptions f16_reduce;
   f16_reduce.reduce_dtype = DType::f16;
   EXPECT_THROW(ZeroAdamW(comm, m.named, m.named_masters, {}, f16_reduce), DistConfigError);
+}
+
+// The device-decided step (optim::StepControl) on ZeRO-1: each rank decides from its gradient shard's statistics
+// summed over the ranks on the device (StepControl::decide's combine), and ZeroAdamW::apply(control) updates the
+// shard with the decision's scalars. Every step equals one process's controlled AdamW on the whole batch: the same
+// skip (step 2 is forced to skip), clip factor and weights, across the re-layout of the second step and after the
+// step counts were synced and the state gathered (a checkpoint) before that re-layout; the counts gathered at
+// the end are the control's applied count.
+TEST_P(ZeroTest, DeviceDecidedStepEqualsTheWholeControlledStep) {
+  const Device device = GetParam();
+  Communicator& comm = comm_for(device);
+  const int n = comm.world_size(), me = comm.rank();
+  const Tensor x = values({kGlobalRows, 8}, 7, device);
+  const int64_t rows = kGlobalRows / n;
+  optim::StepControlOptions control_options;
+  control_options.lr.assign(4, kLr);
+  control_options.clip_norm = kMaxNorm;
+
+  Model reference(device);
+  std::vector<NamedParameter> ref_params = reference.named();
+  ref_params.erase(ref_params.begin() + 3);  // the tied repeat
+  optim::AdamW ref_adamw(ref_params);
+  optim::StepControl ref_control(device, control_options, ref_adamw.options());
+
+  Model model(device);
+  ZeroAdamW zero(comm, model.named(), {}, /*bucket_bytes=*/64);
+  optim::StepControl control(device, control_options, ref_adamw.options());
+  const auto combine = [&comm](const Tensor& sum_sq, const Tensor& nonfinite) {
+    comm.all_reduce(sum_sq, ReduceOp::sum);
+    comm.all_reduce(nonfinite, ReduceOp::sum);
+    comm.wait();
+  };
+  for (int step = 0; step < 4; ++step) {
+    reference.backward(x);
+    reference.unused.autograd_meta()->grad = Tensor::zeros({5}, DType::f32, device);
+    if (step == 2) ref_control.force_skip();
+    ref_control.decide(ref_adamw.gradients());
+    ref_adamw.step(ref_control);
+
+    for (Tensor t : {model.w1, model.b1, model.w2, model.unused}) t.clear_grad();
+    Tape tape;
+    zero.attach(tape);  // the second step lays the buckets out again here
+    {
+      Tape::Recording recording(tape);
+      tape.backward(model.loss(x.rows(me * rows, (me + 1) * rows)));
+    }
+    zero.detach(tape);
+    zero.finish();
+    if (step == 2) control.force_skip();
+    control.decide({zero.gradient_shard()}, Tensor(), combine);
+    zero.apply(control);
+
+    const kernels::StepState want = ref_control.read(), got = control.read();
+    EXPECT_EQ(got.apply, step == 2 ? 0 : 1) << "step " << step;
+    EXPECT_EQ(got.apply, want.apply) << "step " << step;
+    EXPECT_EQ(got.applied, want.applied) << "step " << step;
+    if (want.apply) {
+      EXPECT_NEAR(got.grad_norm, want.grad_norm, 1e-6 * want.grad_norm) << "step " << step;
+      EXPECT_LT(got.grad_scale, 1.0) << "clipping should be active";
+    }
+    expect_close(model.w1, reference.w1, 2e-6, "w1 after step " + std::to_string(step));
+    expect_close(model.b1, reference.b1, 2e-6, "b1 after step " + std::to_string(step));
+    expect_close(model.w2, reference.w2, 2e-6, "w2 after step " + std::to_string(step));
+    expect_close(model.unused, reference.unused, 2e-6, "unused after step " + std::to_string(step));
+    if (step == 0) {  // a checkpoint: the counts synced, the state gathered (a collective)
+      zero.sync_step_counts(got.applied);
+      for (const ZeroAdamW::ParamState& s : zero.gathered_state()) EXPECT_EQ(s.step, 1);
+    }
+  }
+  zero.sync_step_counts(control.read().applied);
+  ref_adamw.sync_step_counts(ref_control.read().applied);
+  const std::vector<ZeroAdamW::ParamState> state = zero.gathered_state();
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(state[i].step, 3);
+    EXPECT_EQ(state[i].step, ref_adamw.step_count(i));
+    expect_close(state[i].exp_avg, ref_adamw.exp_avg(i), 1e-6, "exp_avg " + ref_params[i].name);
+    expect_close(state[i].exp_avg_sq, ref_adamw.exp_avg_sq(i), 1e-7, "exp_avg_sq " + ref_params[i].name);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Dist, ZeroTest, testing::Values(Device::cpu, Device::cuda),

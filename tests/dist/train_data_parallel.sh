@@ -8,7 +8,8 @@
 # continues like the one-process run; a configuration that differs between ranks is refused (exit 2 on every
 # rank); a rank killed by SIGKILL ends the job, and --resume continues exactly (bit for bit on the same ranks);
 # a run that logs every 4th step logs those steps' records unchanged, and on cuda its steady step (profiled at
-# step 3: the step decided on the device, nothing read back) has 0 syncs, 0 device-to-host copies, 0 cudaMalloc.
+# step 3: the step decided on the device, nothing read back) has 0 syncs, 0 device-to-host copies, 0 cudaMalloc,
+# with plain data parallelism and with ZeRO-1 (whose records equal plain data parallelism's within 1e-5).
 # usage: train_data_parallel.sh COCO MPIRUN... (MPIRUN: the mpirun command line up to the -np flag)
 set -euo pipefail
 source "$(dirname "$0")/train_common.sh"
@@ -72,6 +73,13 @@ grep -q "resuming from .*step-00000003" killed-resumed.log || { cat killed-resum
   --set train.log_every=4 >buckets.log 2>&1
 grep -Eq "gradient buckets, [1-9][0-9]* of them all-reduced during backward" buckets.log ||
   { cat buckets.log; echo "FAIL: no bucket all-reduce overlapped with backward"; exit 1; }
+# ZeRO-1 on cuda, logging every 4th step: its step is decided on the device too (the shards' statistics summed over
+# the ranks on the device), so its steady step reads nothing back either; its records equal plain data parallelism's
+# to the reduction order.
+if [[ "${DEVICE:-cpu}" == cuda ]]; then
+  "${mpirun[@]}" $ranks "$coco" train --config tiny.json --out zero --set optim.zero=1 --set train.log_every=4 \
+    >zero.log 2>&1
+fi
 # bf16 reduction runs (its rounding changes the losses; checked finite and near below).
 "${mpirun[@]}" $ranks "$coco" train --config tiny.json --out bf16 --set dist.reduce_dtype=bf16 >bf16.log 2>&1
 # A bad dist key is a config error (exit 2) naming it.
@@ -129,6 +137,15 @@ if os.environ.get("DEVICE") == "cuda":
     # the gradient buckets and the metric sums, all on the device
     assert p["collectives_per_step"] >= 2, p
     print("data-parallel steady step (rank 0): " +
+          ", ".join(f"{k} {v}" for k, v in p.items() if k.endswith("_per_step")))
+    zero_records = load("zero/metrics.jsonl")
+    assert {(r["step"], r.get("split")) for r in zero_records} == logged, zero_records
+    for a, b in zip([r for r in many if (r["step"], r.get("split")) in logged], zero_records):
+        compare(a, b, "ZeRO-1")
+    p = [json.loads(line) for line in open("zero/metrics.jsonl") if "profile_step" in line][0]
+    assert p["profile_step"] == 3 and p["syncs_per_step"] == 0 and p["d2h_copies_per_step"] == 0, p
+    assert p["cuda_mallocs_per_step"] == 0, p
+    print("ZeRO-1 steady step (rank 0): " +
           ", ".join(f"{k} {v}" for k, v in p.items() if k.endswith("_per_step")))
 for a, b in zip(many, load("bf16/metrics.jsonl")):
     assert b["loss"] is not None and abs(a["loss"] - b["loss"]) < 0.05 * abs(a["loss"]), ("bf16 reduction", a, b)
