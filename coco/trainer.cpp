@@ -40,7 +40,6 @@
 #include "engine/ops/step_control.h"
 #include "engine/runtime/cpu_backend.h"
 #include "engine/tape.h"
-#include "kernels/gradnorm.h"
 
 namespace coco {
 
