@@ -10,11 +10,11 @@ namespace coco::train {
 
 bool use_cuda_graph(const TrainConfig& config, bool data_parallel, const std::string& source) {
   if (config.device != Device::cuda) return false;  // an explicit true was refused by parse_train_config
-  if (data_parallel && config.cuda_graph.value_or(false))
+  if (data_parallel && config.optim.zero == 1 && config.cuda_graph.value_or(false))
     throw ConfigError(source +
-                      ": key 'runtime.cuda_graph': true cannot be honoured in a data-parallel launch (its gradient "
-                      "collectives run outside a CUDA graph); expected false or no key when training on more than "
-                      "one rank");
+                      ": key 'runtime.cuda_graph': true cannot be honoured with optim.zero = 1 in a data-parallel "
+                      "launch (the ZeRO-1 step is not captured); expected false or no key, or optim.zero = 0");
+  // Data parallel: opt-in (the step's collectives are captured with it).
   return config.cuda_graph.value_or(!data_parallel);
 }
 

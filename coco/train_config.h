@@ -87,7 +87,7 @@ struct TrainConfig {
   std::string device_setting = "auto";
   int64_t threads = 0;  // runtime.threads: CPU backend threads (kernels and BLAS); 0 = the cores the process may use
   // runtime.cuda_graph as written: absent (the default for the device and launch), true or false. The Trainer
-  // resolves it (coco/step_graph.h); true on the cpu device is refused here, under a data-parallel launch there.
+  // resolves it (coco/step_graph.h); true on the cpu device is refused here, with ZeRO-1 under a launch there.
   std::optional<bool> cuda_graph;
   Device device = Device::cpu;            // `device_setting` resolved
   double dist_bucket_mb = 25;             // dist.bucket_mb

@@ -529,12 +529,17 @@ struct Trainer::Impl {
         else
           scaled = t.grad_accum == 1 ? out.loss : ops::scale(out.loss, 1.0 / static_cast<double>(t.grad_accum));
       }
+      // Data parallel: the last micro-batch's backward starts the gradient buckets' collectives (captured too).
+      const bool sync_in_backward = grad_sync && micro + 1 == t.grad_accum;
+      if (sync_in_backward) grad_sync->attach(tape);
       tape.backward(scaled);
+      if (sync_in_backward) grad_sync->detach(tape);
       tape.clear();
       step_metrics->add(out, t.micro_batch);
       graph_has_clm = out.clm_loss.defined();
       graph_has_cl = out.cl_loss.defined();
     }
+    if (comm) synchronize_device_step();
     control->decide(optimizer->gradients(), step_metrics->loss_sum());
     optimizer->step(*control);
     if (param_dtype == DType::f16) refresh_working_copies();  // unchanged weights when skipped
@@ -1079,9 +1084,13 @@ struct Trainer::Impl {
           static_cast<long long>(t.max_consecutive_skips),
           last_checkpoint ? last_checkpoint->c_str() : "(none: no checkpoint was written yet)"));
 
-    if (valid_sequences && writes_run_dir() &&
-        ((t.eval_every > 0 && completed % t.eval_every == 0) || completed == t.steps))
-      scheduled_eval();  // every rank holds the same weights: rank 0 evaluates for all
+    if (valid_sequences && ((t.eval_every > 0 && completed % t.eval_every == 0) || completed == t.steps)) {
+      if (writes_run_dir())
+        scheduled_eval();  // every rank holds the same weights: rank 0 evaluates for all
+      else if (step_graph)
+        step_graph->other_work_ran();  // as rank 0's evaluation does: every rank captures the same step (the
+                                       // captured collectives' host-side argument checks run only at the capture)
+    }
     const bool stopping = agreed_stop ? *agreed_stop : options.stop_requested && options.stop_requested();
     if ((t.checkpoint_every > 0 && completed % t.checkpoint_every == 0) || completed == t.steps || stopping)
       report.checkpoint = save_now();  // a skipped step left the weights untouched, so they are still good

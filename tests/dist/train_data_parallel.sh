@@ -80,6 +80,13 @@ if [[ "${DEVICE:-cpu}" == cuda ]]; then
   "${mpirun[@]}" $ranks "$coco" train --config tiny.json --out zero --set optim.zero=1 --set train.log_every=4 \
     >zero.log 2>&1
 fi
+# runtime.cuda_graph in a data-parallel launch (cuda): the step with its collectives captured once and replayed
+# logs the records of the uncaptured run, bit for bit.
+if [[ "${DEVICE:-cpu}" == cuda ]]; then
+  "${mpirun[@]}" $ranks "$coco" train --config tiny.json --out graph --set runtime.cuda_graph=true \
+    --set train.log_every=4 >graph.log 2>&1
+  grep -q "captured as one CUDA graph" graph.log || { cat graph.log; echo "FAIL: no CUDA graph"; exit 1; }
+fi
 # bf16 reduction runs (its rounding changes the losses; checked finite and near below).
 "${mpirun[@]}" $ranks "$coco" train --config tiny.json --out bf16 --set dist.reduce_dtype=bf16 >bf16.log 2>&1
 # A bad dist key is a config error (exit 2) naming it.
@@ -137,6 +144,12 @@ if os.environ.get("DEVICE") == "cuda":
     # the gradient buckets and the metric sums, all on the device
     assert p["collectives_per_step"] >= 2, p
     print("data-parallel steady step (rank 0): " +
+          ", ".join(f"{k} {v}" for k, v in p.items() if k.endswith("_per_step")))
+    assert timeless(load("graph/metrics.jsonl")) == buckets, "runtime.cuda_graph changed the data-parallel run"
+    p = [json.loads(line) for line in open("graph/metrics.jsonl") if "profile_step" in line][0]
+    assert p["graph_launches_per_step"] == 1 and p["syncs_per_step"] == 0 and p["d2h_copies_per_step"] == 0, p
+    assert p["cuda_mallocs_per_step"] == 0, p
+    print("data-parallel replayed step (rank 0): " +
           ", ".join(f"{k} {v}" for k, v in p.items() if k.endswith("_per_step")))
     zero_records = load("zero/metrics.jsonl")
     assert {(r["step"], r.get("split")) for r in zero_records} == logged, zero_records

@@ -183,19 +183,23 @@ TEST_F(CudaGraphTraining, TheKeyIsRefusedWhereTheGraphCannotWork) {
   c["runtime"]["cuda_graph"] = "yes";
   EXPECT_THROW((void)train::parse_train_config(c, "cfg.json"), ConfigError);
 
-  // Resolution: absent means on for cuda without data parallelism; true under a launch is refused.
+  // Resolution: absent means on for cuda without data parallelism; true under a launch is honoured, except with
+  // ZeRO-1.
   c = config(true);
   c["runtime"].erase("cuda_graph");
   const train::TrainConfig parsed = train::parse_train_config(c, "cfg.json");
   EXPECT_TRUE(train::use_cuda_graph(parsed, /*data_parallel=*/false, "cfg.json"));
   EXPECT_FALSE(train::use_cuda_graph(parsed, /*data_parallel=*/true, "cfg.json"));
   c["runtime"]["cuda_graph"] = true;
+  EXPECT_TRUE(train::use_cuda_graph(train::parse_train_config(c, "cfg.json"), /*data_parallel=*/true, "cfg.json"));
+  c["optim"]["zero"] = 1;
   try {
     (void)train::use_cuda_graph(train::parse_train_config(c, "cfg.json"), /*data_parallel=*/true, "cfg.json");
-    FAIL() << "runtime.cuda_graph = true in a data-parallel launch was accepted";
+    FAIL() << "runtime.cuda_graph = true with ZeRO-1 in a data-parallel launch was accepted";
   } catch (const ConfigError& e) {
     EXPECT_NE(std::string(e.what()).find("key 'runtime.cuda_graph'"), std::string::npos) << e.what();
   }
+  c["optim"].erase("zero");
   c["runtime"]["device"] = "cpu";
   c["runtime"].erase("cuda_graph");
   EXPECT_FALSE(train::use_cuda_graph(train::parse_train_config(c, "cfg.json"), false, "cfg.json"));
