@@ -921,7 +921,12 @@ struct Trainer::Impl {
   StepStats evaluate_now(int64_t batches) {
     if (!valid_sequences)
       throw data::DataError((meta.dir / "meta.json").string() + ": the data has no valid split to evaluate on");
-    if (step_graph) step_graph->other_work_ran();
+    // One more uncaptured step before the capture (StepGraph::other_work_ran). Under a launch every rank must
+    // capture the same step (the captured collectives' host-side argument checks run only at the capture), so
+    // there only the scheduled evaluation delays it, on every rank (finish_step); an evaluation that some ranks
+    // run on their own does not (the capture then fails with an error naming runtime.cuda_graph if it needed a
+    // new block, instead of the ranks' collectives going out of step).
+    if (step_graph && !comm) step_graph->other_work_ran();
     return evaluate_sequences(*model, *valid_sequences, config.train.micro_batch,
                               batches >= 0 ? batches : config.train.eval_batches,
                               config.objective.cl_weight > 0 ? 2 : 1);
@@ -1085,11 +1090,8 @@ struct Trainer::Impl {
           last_checkpoint ? last_checkpoint->c_str() : "(none: no checkpoint was written yet)"));
 
     if (valid_sequences && ((t.eval_every > 0 && completed % t.eval_every == 0) || completed == t.steps)) {
-      if (writes_run_dir())
-        scheduled_eval();  // every rank holds the same weights: rank 0 evaluates for all
-      else if (step_graph)
-        step_graph->other_work_ran();  // as rank 0's evaluation does: every rank captures the same step (the
-                                       // captured collectives' host-side argument checks run only at the capture)
+      if (comm && step_graph) step_graph->other_work_ran();  // on every rank alike (see evaluate_now)
+      if (writes_run_dir()) scheduled_eval();                // every rank holds the same weights: rank 0 evaluates
     }
     const bool stopping = agreed_stop ? *agreed_stop : options.stop_requested && options.stop_requested();
     if ((t.checkpoint_every > 0 && completed % t.checkpoint_every == 0) || completed == t.steps || stopping)
