@@ -12,7 +12,9 @@
 //                                               static __shared__ arrays registered with
 //                                               COCO_POISON_SHARED) when a block starts
 //   EMU_STRICT   = 1 | 0          misuse (divergent __syncthreads, warp-sync deadlock, shuffles from
-//                                 lanes outside the mask, ...) aborts (1, default) or warns (0)
+//                                 lanes outside the mask, ...) aborts (1, default) or warns (0); a
+//                                 misaligned access is not misuse but a fault, which fails the launch
+//                                 with cudaErrorMisalignedAddress either way
 //   EMU_THREADS  = n              OS threads that run blocks (0 or unset: hardware concurrency)
 //   EMU_STACK_KB = n              stack of each emulated thread (default 64)
 //   EMU_FAST_PATH = 1 | 0         consecutive threads of a pass share one fiber without switching
