@@ -443,7 +443,7 @@ struct Trainer::Impl {
     o.lr.resize(static_cast<size_t>(t.steps));
     for (int64_t s = 0; s < t.steps; ++s) o.lr[static_cast<size_t>(s)] = train::learning_rate(config.optim, t.steps, s);
     o.clip_norm = config.optim.clip_norm;
-    o.grad_accum = t.grad_accum;
+    o.grad_accum = global_micro_batches();  // the f16 backward seed: loss_scale / this
     if (param_dtype == DType::f16) o.loss_scaler = scaler.options();
     control = std::make_unique<optim::StepControl>(config.device, std::move(o), adam_options);
     kernels::StepState state = control->initial_state();
@@ -527,7 +527,9 @@ struct Trainer::Impl {
         if (param_dtype == DType::f16)
           scaled = ops::mul(out.loss, control->backward_seed().view(out.loss.shape()));
         else
-          scaled = t.grad_accum == 1 ? out.loss : ops::scale(out.loss, 1.0 / static_cast<double>(t.grad_accum));
+          scaled = global_micro_batches() == 1
+                       ? out.loss
+                       : ops::scale(out.loss, 1.0 / static_cast<double>(global_micro_batches()));
       }
       // Data parallel: the last micro-batch's backward starts the gradient buckets' collectives (captured too).
       const bool sync_in_backward = grad_sync && micro + 1 == t.grad_accum;
@@ -551,8 +553,15 @@ struct Trainer::Impl {
   // or with the same global batch in larger micro-batches: at micro-batch k of a step, rank r reads the
   // rows of the global micro-batch index k N + r (the data loader's rank layout) and keys its masks,
   // samples and dropout by the global row (micro_first_row), so each row sees the tokens and random
-  // numbers it sees in the one-process run. Gradients are the average over the ranks of each rank's mean
-  // over its micro-batches: the mean over all N g micro-batches.
+  // numbers it sees in the one-process run. Each micro-batch's backward is seeded with
+  // loss_scale / (N g) (global_micro_batches) and the ranks' gradients are summed (GradSync's all-reduce,
+  // ZeRO-1's reduce-scatter): the mean over all N g micro-batches, each back-propagated exactly as the
+  // one-process run back-propagates it (the same 16-bit roundings, the same f16 overflows), so the two differ
+  // only by the order of the reduction. (An average over ranks of a 1 / g seed would back-propagate N times
+  // the magnitude and round differently in bf16/f16.)
+
+  // The micro-batches whose gradients make one step, over all ranks: the backward seed's divisor.
+  int64_t global_micro_batches() const { return config.train.grad_accum * world_size(); }
 
   void open_communicator() {
     const dist::LaunchInfo launch = dist::detect_launch();
@@ -622,7 +631,7 @@ struct Trainer::Impl {
   }
 
   // ZeRO-1 on the device-decided step, after synchronize_device_step: the decision reads the global norm and
-  // non-finite flag of the averaged gradients, from each rank's gradient shard summed over the ranks on the
+  // non-finite flag of the step's gradients, from each rank's gradient shard summed over the ranks on the
   // device (StepControl::decide's combine: two one-element all-reduces between the shard's statistics and the
   // decision), so every rank decides alike; then each rank's AdamW updates its shard with the decision's scalars
   // (a skipped step leaves it alone) and the working copies are all-gathered. Nothing comes back to the host.
@@ -674,10 +683,10 @@ struct Trainer::Impl {
   }
 
   // Plain data parallelism on the device-decided step, before the decision: the gradient buckets complete
-  // (averaged over the ranks in place; on cuda the communication stream is ordered by events, no host
+  // (summed over the ranks in place; on cuda the communication stream is ordered by events, no host
   // wait), then the step's metric sums are summed over the ranks on the device (one collective of
   // StepMetrics::kSlots f64). So every rank's StepControl::decide sees the global loss sum (a non-finite
-  // loss on any rank skips the step on every rank) and the same averaged gradients: every rank takes the
+  // loss on any rank skips the step on every rank) and the same summed gradients: every rank takes the
   // same decision (skip, clip factor, f16 loss scale) with no value read back, and the record, taken at the
   // logging cadence, holds the global batch's sums. The host-side counts follow in agree_after_step.
   void synchronize_device_step() {
@@ -976,7 +985,7 @@ struct Trainer::Impl {
       {
         Tape::Recording recording(tape);
         out = model->forward(tokens, static_cast<uint64_t>(step), /*training=*/true, micro_first_row(micro));
-        const double factor = loss_scale / static_cast<double>(t.grad_accum);
+        const double factor = loss_scale / static_cast<double>(global_micro_batches());
         if (param_dtype == DType::f16)  // the scale the device decided: no host value
           scaled = ops::mul(out.loss, control->backward_seed().view(out.loss.shape()));
         else

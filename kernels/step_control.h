@@ -33,7 +33,7 @@ namespace coco::kernels {
 // Fixed for a run: passed by value to every launch.
 struct StepControlSettings {
   double clip_norm = 0.0;     // <= 0: no clipping
-  double seed_divisor = 1.0;  // the backward seed is loss_scale / seed_divisor (train.grad_accum)
+  double seed_divisor = 1.0;  // the backward seed is loss_scale / seed_divisor (train.grad_accum x world size)
   int32_t dynamic_scale = 0;  // 1: f16 dynamic loss scaling (optim::GradScaler's rules)
   double growth_factor = 2.0, backoff_factor = 0.5, min_scale = 1.0;
   int64_t growth_interval = 1000, hysteresis = 2;

@@ -87,7 +87,7 @@ void GradSync::stage(size_t p) {
 
 void GradSync::start(Bucket& b) {
   b.started = true;
-  comm_.all_reduce(b.buffer, ReduceOp::average);
+  comm_.all_reduce(b.buffer, ReduceOp::sum);
 }
 
 void GradSync::finish() {

@@ -2,8 +2,14 @@
 // grouped into buckets of about `bucket_bytes`, in the reverse of the order the forward uses the
 // parameters (the order backward finishes them). A hook on the tape (Tape::set_leaf_grad_hook) sees
 // each parameter's gradient become final, copies it into its bucket's flat buffer, and when the
-// bucket's last gradient is in, starts the bucket's all-reduce (average over ranks) on the
-// communicator while backward goes on; finish() waits and writes the averaged gradients back.
+// bucket's last gradient is in, starts the bucket's all-reduce (sum over ranks) on the
+// communicator while backward goes on; finish() waits and writes the summed gradients back.
+//
+// Summed, not averaged: the caller seeds each micro-batch's backward with 1 / (its micro-batches per step
+// x world size), the share of the step's global micro-batches, as one process that runs all of them seeds
+// with 1 / their number. So N ranks with grad_accum g back-propagate exactly what one process with grad_accum
+// N g does (the same magnitudes in f16/bf16 and under a loss scale), and the sum over ranks is the mean over
+// the global micro-batches, up to the order of the reduction.
 //
 // The first step lays the buckets out in reverse registration order and records the order in which
 // the gradients actually became final; if that differs, the buckets are laid out again from it for
@@ -103,7 +109,7 @@ class GradSync final : public BackwardSync {
 
   // After backward: buckets not started yet (parameters that no gradient reached count as zeros) are
   // started, all are waited for (wait(): later work on the caller's stream sees them), and every
-  // parameter's .grad holds the average over the ranks (created, in its grad dtype, where backward
+  // parameter's .grad holds the sum over the ranks (created, in its grad dtype, where backward
   // gave it none). Then the next step may begin.
   void finish() override;
 

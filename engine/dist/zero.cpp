@@ -200,7 +200,7 @@ void ZeroAdamW::stage(size_t p) {
 
 void ZeroAdamW::start(Bucket& b) {
   b.started = true;
-  comm_.reduce_scatter(bucket_range(flat_grad_, b), shard_range(grad_shard_, b), ReduceOp::average);
+  comm_.reduce_scatter(bucket_range(flat_grad_, b), shard_range(grad_shard_, b), ReduceOp::sum);
 }
 
 void ZeroAdamW::finish() {

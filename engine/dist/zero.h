@@ -5,7 +5,7 @@
 // order backward finishes their gradients (the reverse of registration order at first; after the first
 // hooked step, the order observed then, like GradSync), and laid end to end in one flat vector, each bucket
 // padded to a multiple of the world size W. Rank r owns the r-th of the W equal slices of every bucket;
-// its shard is those slices end to end. So a bucket's reduce-scatter (average over ranks) writes each
+// its shard is those slices end to end. So a bucket's reduce-scatter (sum over ranks) writes each
 // rank's slice of the bucket's gradient straight into its shard, and can start from the tape hook as
 // soon as the bucket's last gradient is final, while backward continues (attach/detach/finish, the
 // BackwardSync interface the trainer drives for GradSync too). A step then computes the global gradient
@@ -24,6 +24,9 @@
 // f16, as the backward accumulates them) are reduce-scattered in ZeroOptions::reduce_dtype (f32 or bf16).
 // A loss scale is undone inside the norm and the update through grad_scale (1 / scale), as in
 // optim::AdamW::step.
+//
+// The gradients are summed over the ranks, not averaged (as in GradSync, engine/dist/grad_sync.h): the caller
+// seeds each rank's backward with its share of the step's global micro-batches, so the sum is their mean.
 //
 // Repeated tensors (tied weights) are one parameter.
 #pragma once
@@ -58,7 +61,7 @@ class ZeroAdamW final : public BackwardSync {
             optim::AdamWOptions options, ZeroOptions zero_options);
 
   struct StepResult {
-    double grad_norm;    // global L2 norm of the averaged gradients, times grad_scale
+    double grad_norm;    // global L2 norm of the summed gradients, times grad_scale
     double clip_factor;  // min(1, max_norm / (norm + 1e-6)), 1 without clipping (max_norm <= 0)
   };
   // After backward: one update of every parameter at `lr`, gradients multiplied by grad_scale and the
@@ -78,7 +81,7 @@ class ZeroAdamW final : public BackwardSync {
 
   // step() in two halves, for a caller that decides between them (skip a non-finite step, clip, the
   // loss scaler's update): reduce_gradients() completes the reduce-scatter (finish(), unless the hooked
-  // backward already did) and returns the global L2 norm of the averaged gradients times grad_scale and
+  // backward already did) and returns the global L2 norm of the summed gradients times grad_scale and
   // whether any element of any rank's shard is NaN or +-Inf (both the same on every rank, from one
   // all-reduce); apply() then runs AdamW on the shard with the gradients multiplied by grad_scale, writes
   // the shard's working copies and all-gathers the weights. A step that is skipped calls only
@@ -87,7 +90,7 @@ class ZeroAdamW final : public BackwardSync {
   void apply(double lr, double grad_scale = 1.0);
 
   // For a step decided on the device (optim::StepControl) instead: after finish(), this rank's shard of the
-  // averaged gradients (reduce dtype; its padding is zero), whose squared norm and non-finite flag summed
+  // summed gradients (reduce dtype; its padding is zero), whose squared norm and non-finite flag summed
   // over the ranks are the global ones.
   const Tensor& gradient_shard() const { return grad_shard_; }
   // The device-decided step, after `control` decided from gradient_shard()'s statistics summed over the ranks

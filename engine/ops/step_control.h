@@ -27,7 +27,9 @@ struct StepControlOptions {
   // The learning rate of every step the run may take: step s uses lr[s]; a step beyond is refused.
   std::vector<double> lr;
   double clip_norm = 0.0;  // <= 0: no clipping
-  int64_t grad_accum = 1;  // the backward seed is loss_scale / grad_accum
+  // The backward seed is loss_scale / grad_accum: the number of micro-batches whose gradients make one step,
+  // over every rank with data parallelism (train.grad_accum x world size; the gradients are summed over ranks).
+  int64_t grad_accum = 1;
   // f16 dynamic loss scaling with these options; none: the loss scale stays 1.
   std::optional<GradScalerOptions> loss_scaler;
 };
@@ -50,7 +52,7 @@ class StepControl {
   // squares (still scaled by the loss scale), and `nonfinite`, (1) i32, non-zero when an element is NaN
   // or Inf. A combine function may change them in place between their computation and the decision,
   // queued on the current stream (no host read needed): a data-parallel caller whose `gradients` are
-  // this rank's shard of the averaged gradients (ZeRO-1) sums both over the ranks, so that every rank
+  // this rank's shard of the summed gradients (ZeRO-1) sums both over the ranks, so that every rank
   // decides from the global norm and flag.
   using CombineStatistics = std::function<void(const Tensor& sum_sq, const Tensor& nonfinite)>;
   // decide() with `combine` run on the statistics before the decision.
@@ -66,7 +68,7 @@ class StepControl {
   // The state on the device (sizeof(StepState) bytes, u8): for asynchronous copies.
   const Tensor& state() const { return state_; }
   const kernels::StepState* device_state() const { return static_cast<const kernels::StepState*>(state_.data()); }
-  // The backward seed loss_scale / grad_accum as a (1) f32 tensor on the device, updated by each
+  // The backward seed loss_scale / options.grad_accum as a (1) f32 tensor on the device, updated by each
   // decision: multiply the loss by it so that the seed is never a host value.
   const Tensor& backward_seed() const { return seed_; }
   // A fresh state: step 0, no update applied, the scaler's initial scale.

@@ -1,5 +1,6 @@
-// Gradient buckets under mpirun: each rank back-propagates its shard of a global batch; after
-// GradSync::finish every rank holds the gradient of the whole batch, as one process computes it,
+// Gradient buckets under mpirun: each rank back-propagates its shard of a global batch, its loss seeded
+// with 1 / world size (its share of the batch, as the trainer seeds it); after GradSync::finish (a sum over
+// the ranks) every rank holds the gradient of the whole batch, as one process computes it,
 // on the MPI path (cpu) and the NCCL path (cuda). A tied weight is synchronised once, a parameter
 // backward never reaches gets zeros, and with small buckets the first all-reduces start while
 // backward still runs.
@@ -36,7 +37,7 @@ void expect_close(const Tensor& got, const Tensor& want, double rel, const char*
 
 class GradSyncTest : public testing::TestWithParam<std::tuple<Device, DType>> {};
 
-TEST_P(GradSyncTest, ShardsAverageToTheWholeBatch) {
+TEST_P(GradSyncTest, ShardsSumToTheWholeBatch) {
   const auto [device, reduce_dtype] = GetParam();
   Communicator& comm = comm_for(device);
   const int n = comm.world_size(), me = comm.rank();
@@ -64,7 +65,7 @@ TEST_P(GradSyncTest, ShardsAverageToTheWholeBatch) {
     sync.attach(tape);
     {
       Tape::Recording recording(tape);
-      tape.backward(model.loss(x.rows(me * rows, (me + 1) * rows)));
+      tape.backward(ops::scale(model.loss(x.rows(me * rows, (me + 1) * rows)), 1.0 / n));
     }
     sync.finish();
     sync.detach(tape);
