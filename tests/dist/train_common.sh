@@ -9,6 +9,9 @@
 #   prepare_data [ARGS...]           prepares corpus.txt into data/ (64 tokens, one thread, plus ARGS)
 #   make_prepared_data SEED DOCS     make_corpus SEED DOCS, then prepare_data with 10% validation
 
+# tests/dist/records.py (load and compare metrics.jsonl records) for the scripts' python checks.
+export PYTHONPATH="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)${PYTHONPATH:+:$PYTHONPATH}"
+
 dist_train_setup() {
   coco=$1
   shift

@@ -109,27 +109,15 @@ status=0
 
 python3 - "$ranks" <<'PY'
 import json, os, sys
+import records
+from records import load  # without the step profile, measured once per process (not a result of the run)
 ranks = int(sys.argv[1])
-# The step profile (launches_per_step, ..., profile_step) is measured once per process and differs
-# with the rank count and on resume: it is not part of the run's results.
-def load(path):
-    return [{k: v for k, v in json.loads(line).items() if not (k.endswith("_per_step") or k == "profile_step")}
-            for line in open(path)]
 one, many, moved = load("one/metrics.jsonl"), load("many/metrics.jsonl"), load("moved/metrics.jsonl")
 assert len(one) == 8 and len(many) == 8 and len(moved) == 8, (len(one), len(many), len(moved))
 worst = 0.0
-def compare(a, b, what):
+def compare(a, b, what):  # one record pair, every result to a relative 1e-5
     global worst
-    assert a.keys() - {"world_size"} == b.keys() - {"world_size"}, (what, a.keys(), b.keys())
-    for key in a:
-        if key in ("tokens_per_s", "world_size"): continue
-        x, y = a[key], b[key]
-        if isinstance(x, float) or isinstance(y, float):
-            rel = abs(x - y) / max(abs(x), 1e-12)
-            worst = max(worst, rel)
-            assert rel < 1e-5, f"{what} step {a['step']} {key}: {x} vs {y} (relative {rel:.3g})"
-        else:
-            assert x == y, f"{what} step {a['step']} {key}: {x} vs {y}"
+    worst = max(worst, records.compare([a], [b], what))
 for a, b in zip(one, many):
     compare(a, b, f"{ranks} ranks")
     assert b["world_size"] == ranks and "world_size" not in a, (a, b)
