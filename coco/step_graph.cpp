@@ -14,8 +14,9 @@ bool use_cuda_graph(const TrainConfig& config, bool data_parallel, const std::st
     throw ConfigError(source +
                       ": key 'runtime.cuda_graph': true cannot be honoured with optim.zero = 1 in a data-parallel "
                       "launch (the ZeRO-1 step is not captured); expected false or no key, or optim.zero = 0");
-  // Data parallel: opt-in (the step's collectives are captured with it).
-  return config.cuda_graph.value_or(!data_parallel);
+  // Data parallel: on by default for plain data parallelism (the step's collectives are captured with it); the
+  // ZeRO-1 step is not captured.
+  return config.cuda_graph.value_or(!(data_parallel && config.optim.zero == 1));
 }
 
 StepGraph::StepGraph(int64_t micro_batches) : uploads_(static_cast<int>(micro_batches)) {

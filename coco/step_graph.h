@@ -31,10 +31,11 @@
 
 namespace coco::train {
 
-// runtime.cuda_graph resolved: as written, else on for the cuda device without data parallelism (the step's
-// shapes are static: every training micro-batch is train.micro_batch x data.seq_len). Under a data-parallel launch
-// it is opt-in: true captures the gradient buckets' and metric sums' collectives with the step (NCCL calls on the
-// communication stream, joined to the capture by events); true with optim.zero = 1 is a ConfigError naming the key.
+// runtime.cuda_graph resolved: as written, else on for the cuda device (the step's shapes are static: every
+// training micro-batch is train.micro_batch x data.seq_len), in one process and under a plain data-parallel launch,
+// where the gradient buckets' and metric sums' collectives are captured with the step (NCCL calls on the
+// communication stream, joined to the capture by events); off with optim.zero = 1 under a launch (the ZeRO-1 step
+// is not captured), where true is a ConfigError naming the key.
 // True on the cpu device was refused when the config was parsed.
 bool use_cuda_graph(const TrainConfig& config, bool data_parallel, const std::string& source);
 

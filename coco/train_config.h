@@ -10,8 +10,9 @@
 //   "precision"  "f32" | "bf16" | "f16",
 //   "runtime"    {"device": "cuda" | "cpu" | "auto", "threads": N (CPU backend; 0 or absent: every core the
 //                 process may use), "cuda_graph": true | false (capture the training step once as a CUDA graph
-//                 and replay it every step; absent: on for the cuda device without data parallelism, off on the
-//                 cpu; true where it cannot work -- the cpu device, a data-parallel launch -- is a ConfigError)},
+//                 and replay it every step; absent: on for the cuda device (off with optim.zero = 1 in a
+//                 data-parallel launch), off on the cpu; true where it cannot work -- the cpu device, ZeRO-1 in a
+//                 launch -- is a ConfigError)},
 //   "dist"       {"bucket_mb": gradient bucket size in MiB (default 25), "reduce_dtype": "f32" | "bf16" (default
 //                 "f32"), "timeout_s": seconds a collective may take before the job is declared stuck (a dead or
 //                 hanging rank) and aborted on every rank (default 300)}: data parallelism under mpirun/srun
