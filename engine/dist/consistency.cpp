@@ -45,13 +45,4 @@ void require_same_on_all_ranks(Communicator& comm, const std::string& what, cons
                           " from rank 0 (every rank must be started with the same configuration)");
 }
 
-std::vector<double> average_over_ranks(Communicator& comm, const std::vector<double>& values) {
-  if (values.empty()) return {};
-  const Tensor buffer =
-      Tensor::from_vector(values, {static_cast<int64_t>(values.size())}, Device::cpu).to(comm.device());
-  comm.all_reduce(buffer, ReduceOp::average);
-  comm.synchronize();
-  return buffer.to(Device::cpu).to_vector<double>();
-}
-
 }  // namespace coco::dist

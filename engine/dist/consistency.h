@@ -3,9 +3,9 @@
 //     [r G / W, (r + 1) G / W) and masks, samples and dropout keyed by the global row index give the
 //     same run for any world size; a world size that does not divide the global batch is refused;
 //   * require_same_on_all_ranks: the configuration (or any bytes) is identical on every rank, else
-//     every rank refuses it naming the ranks that differ;
-//   * average_over_ranks: host values (losses, metrics) averaged over the ranks, for rank 0's log.
-// All are collectives except rank_rows: every rank calls them in the same order.
+//     every rank refuses it naming the ranks that differ.
+// (The step's metrics are summed over the ranks on the device, and host counts through
+// Communicator::sum_on_host.) All are collectives except rank_rows: every rank calls them in the same order.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -29,6 +29,5 @@ RowRange rank_rows(int64_t global_rows, int world_size, int rank);
 void require_same_on_all_ranks(Communicator& comm, const std::string& what, const std::string& bytes);
 
 // The mean over the ranks of each value (f64, exact for equal values).
-std::vector<double> average_over_ranks(Communicator& comm, const std::vector<double>& values);
 
 }  // namespace coco::dist

@@ -45,15 +45,6 @@ TEST_P(Consistency, SameConfigurationPassesADifferentOneIsRefusedEverywhere) {
   }
 }
 
-TEST_P(Consistency, AverageOverRanks) {
-  Communicator& comm = comm_for(GetParam());
-  const int n = comm.world_size();
-  const std::vector<double> mean = average_over_ranks(comm, {static_cast<double>(comm.rank()), 2.5});
-  ASSERT_EQ(mean.size(), 2u);
-  EXPECT_DOUBLE_EQ(mean[0], (n - 1) / 2.0);
-  EXPECT_DOUBLE_EQ(mean[1], 2.5);
-}
-
 INSTANTIATE_TEST_SUITE_P(Dist, Consistency, testing::Values(Device::cpu, Device::cuda),
                          [](const testing::TestParamInfo<Device>& info) { return device_name(info.param); });
 
