@@ -114,6 +114,9 @@ void fault_point(const std::string& point) {
     ::raise(SIGINT);
   } else if (w == "sigterm@" + point) {
     ::raise(SIGTERM);
+  } else if (w == "throw@" + point) {
+    // A failure on this rank alone (an exception where the others go on): the data-parallel tests.
+    throw std::runtime_error("COCO_FAULT_INJECT: a failure injected at " + point);
   } else if (w == "hang@" + point) {
     // A rank that stops responding (a stuck device, a deadlocked thread): the others' collectives time out.
     for (;;) ::pause();

@@ -38,8 +38,10 @@ std::string checkpoint_name(int64_t step);  // "step-00000042"
 // Test hook for the reliability tests: when the environment variable COCO_FAULT_INJECT equals `point`,
 // the process kills itself with SIGKILL right here (an unannounced crash at a chosen moment); with
 // "sigint@<point>" / "sigterm@<point>" it sends itself that signal instead, and with "hang@<point>" it stops
-// there for ever (a rank that stops responding: the data-parallel tests). Points: "after-step:N" and
-// "checkpoint:{after-model,before-rename,before-latest,after-latest}:N" (N = the step).
+// there for ever (a rank that stops responding: the data-parallel tests); with "throw@<point>" it throws a
+// std::runtime_error there (a failure on one rank). Points: "after-step:N",
+// "checkpoint:{after-model,before-rename,before-latest,after-latest}:N" (N = the step), "trainer:start" and
+// "step-graph:capture" (inside the captured step, runtime.cuda_graph).
 void fault_point(const std::string& point);
 
 // An exclusive lock on a run directory: flock(2) on RUN/.lock, which the kernel releases when the process

@@ -2,21 +2,17 @@
 
 #include <stdexcept>
 
+#include "engine/allocator.h"
 #include "engine/config.h"
 #include "engine/runtime/check.h"
 #include "engine/runtime/cuda_calls.h"
 
 namespace coco::train {
 
-bool use_cuda_graph(const TrainConfig& config, bool data_parallel, const std::string& source) {
+bool use_cuda_graph(const TrainConfig& config) {
   if (config.device != Device::cuda) return false;  // an explicit true was refused by parse_train_config
-  if (data_parallel && config.optim.zero == 1 && config.cuda_graph.value_or(false))
-    throw ConfigError(source +
-                      ": key 'runtime.cuda_graph': true cannot be honoured with optim.zero = 1 in a data-parallel "
-                      "launch (the ZeRO-1 step is not captured); expected false or no key, or optim.zero = 0");
-  // Data parallel: on by default for plain data parallelism (the step's collectives are captured with it); the
-  // ZeRO-1 step is not captured.
-  return config.cuda_graph.value_or(!(data_parallel && config.optim.zero == 1));
+  // On by default: the step's shapes are static, and under a launch its collectives are captured with it.
+  return config.cuda_graph.value_or(true);
 }
 
 StepGraph::StepGraph(int64_t micro_batches) : uploads_(static_cast<int>(micro_batches)) {
@@ -46,9 +42,13 @@ const Tensor& StepGraph::input(int64_t micro) const { return inputs_.at(static_c
 
 void StepGraph::run(const std::function<void()>& work) {
   switch (next_phase()) {
-    case Phase::warm_up:
+    case Phase::warm_up: {
+      const size_t in_use_before = CachingAllocator::instance().stats().bytes_in_use;
       work();
+      settled_ = CachingAllocator::instance().stats().bytes_in_use == in_use_before;
+      ++warm_ups_;
       break;
+    }
     case Phase::capture:
       try {
         graph_.capture(stream_.get(), work);
@@ -57,13 +57,13 @@ void StepGraph::run(const std::function<void()>& work) {
                                              "runtime.cuda_graph to false to train without the graph): ") +
                                  e.what());
       }
+      captured_ = true;
       graph_.replay(stream_.get());
       break;
     case Phase::replay:
       graph_.replay(stream_.get());
       break;
   }
-  ++runs_;
 }
 
 }  // namespace coco::train

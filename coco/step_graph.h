@@ -11,12 +11,19 @@
 //   per step:  for micro: graph.set_input(micro, model.device_tokens(ids, &graph.uploads()));
 //              graph.run([&] { the step's device work, reading graph.input(micro) });
 //
-// run() runs the work uncaptured the first kWarmupSteps times, captures it the next time (from the graph's
-// private pool, so no cudaMalloc) and replays it then and at every later call. Two warm-up steps, because the
-// first step is not yet steady: lazily built tables and descriptors appear in it, and its backward adopts
-// each parameter's first gradient as the gradient buffer, where every later backward accumulates into the
-// buffer through a temporary, so a later step holds more blocks at once; after the second step the caching
-// allocator holds every block a step needs.
+// run() runs the work uncaptured (warm-up) until the step is steady, captures it the next time (from the graph's
+// private pool, so no cudaMalloc) and replays it then and at every later call. The capture must find every block the
+// step needs in the caching allocator's cache, so the step before it must be one that leaves the device memory as it
+// found it: a warm-up step is "settled" when the bytes in use after it equal those before it (every block it took
+// went back to the cache, and nothing it kept took a block the next step will want). The first step never is
+// (lazily built tables and descriptors appear in it, and its backward adopts each parameter's first gradient as the
+// gradient buffer), and a step that changes what it keeps is not either: ZeRO-1's first step lays its buckets out
+// again in the order backward produced them, so its second step uploads the new shard's descriptors (measured:
+// capturing the step after that one needed a new 1536-byte block). So at least kWarmupSteps warm-up steps run, then
+// more until one is settled, at most kMaxWarmupSteps (then the capture is tried anyway, and a block it lacks is an
+// error naming runtime.cuda_graph). Under a data-parallel launch every rank must capture the same step (the
+// captured collectives' argument checks run at the capture): the trainer agrees the verdict between the ranks
+// (set_settled) before the next step.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -32,17 +39,17 @@
 namespace coco::train {
 
 // runtime.cuda_graph resolved: as written, else on for the cuda device (the step's shapes are static: every
-// training micro-batch is train.micro_batch x data.seq_len), in one process and under a plain data-parallel launch,
-// where the gradient buckets' and metric sums' collectives are captured with the step (NCCL calls on the
-// communication stream, joined to the capture by events); off with optim.zero = 1 under a launch (the ZeRO-1 step
-// is not captured), where true is a ConfigError naming the key.
-// True on the cpu device was refused when the config was parsed.
-bool use_cuda_graph(const TrainConfig& config, bool data_parallel, const std::string& source);
+// training micro-batch is train.micro_batch x data.seq_len), in one process and under a data-parallel launch
+// (plain or ZeRO-1), where the step's collectives (the gradient buckets' all-reduce or reduce-scatter, the metric
+// sums, ZeRO-1's statistics and all-gather) are captured with it (NCCL calls on the communication stream, joined
+// to the capture by events). True on the cpu device was refused when the config was parsed.
+bool use_cuda_graph(const TrainConfig& config);
 
 class StepGraph {
  public:
   enum class Phase { warm_up, capture, replay };
-  static constexpr int kWarmupSteps = 2;
+  static constexpr int kWarmupSteps = 2;     // at least
+  static constexpr int kMaxWarmupSteps = 8;  // then the capture is tried even when no warm-up step settled
 
   // `micro_batches`: train.grad_accum (one upload slot and input buffer each). Waits for the work queued so far
   // on the device (the construction of the model and optimizer) so that the step's stream starts after it.
@@ -62,19 +69,27 @@ class StepGraph {
   void set_input(int64_t micro, const Tensor& tokens);
   const Tensor& input(int64_t micro) const;
 
-  // Runs the step's device work: the warm-up, the capture (then its replay), or a replay (next_phase()). A failed
-  // capture throws std::runtime_error naming runtime.cuda_graph and the call the capture refused.
+  // Runs the step's device work: a warm-up (measuring whether it settled), the capture (then its replay), or a
+  // replay (next_phase()). A failed capture throws std::runtime_error naming runtime.cuda_graph and the call the
+  // capture refused.
   void run(const std::function<void()>& work);
   Phase next_phase() const {
-    return runs_ < kWarmupSteps ? Phase::warm_up : runs_ == kWarmupSteps ? Phase::capture : Phase::replay;
+    if (captured_) return Phase::replay;
+    return warm_ups_ >= kWarmupSteps && (settled_ || warm_ups_ >= kMaxWarmupSteps) ? Phase::capture : Phase::warm_up;
   }
-  // Other device work (an evaluation) ran between steps before the capture: its blocks changed what the
-  // caching allocator holds, so one more uncaptured step runs before the capture (the step captured must
-  // find every block it needs in the cache; measured: an evaluation right before the capture made it need
-  // a new 512-byte block). No effect once the step is captured.
-  void other_work_ran() {
-    if (runs_ >= kWarmupSteps - 1 && runs_ <= kWarmupSteps) runs_ = kWarmupSteps - 1;
+  // Whether the last warm-up step left the device memory as it found it (this process's measurement, or the
+  // verdict set_settled() gave).
+  bool settled() const { return settled_; }
+  // The verdict of all ranks (settled on every rank), under a launch, before the next run().
+  void set_settled(bool settled) {
+    if (!captured_) settled_ = settled;
   }
+  // Other device work (an evaluation, a checkpoint's gathering) ran between steps before the capture: its blocks
+  // changed what the caching allocator holds, so one more warm-up step runs before the capture (measured: an
+  // evaluation right before the capture made it need a new 512-byte block). No effect once the step is captured.
+  void other_work_ran() { set_settled(false); }
+  int64_t warm_up_steps() const { return warm_ups_; }  // the uncaptured runs so far
+  bool captured() const { return captured_; }
   // Nodes of the captured graph (0 before the capture).
   size_t nodes() const { return graph_.nodes(); }
 
@@ -83,7 +98,8 @@ class StepGraph {
   PinnedUpload uploads_;
   std::vector<Tensor> inputs_;
   CudaGraph graph_;  // destroyed first: its private pool goes back to the cache before the buffers it used
-  int64_t runs_ = 0;
+  int64_t warm_ups_ = 0;
+  bool settled_ = false, captured_ = false;
 };
 
 }  // namespace coco::train

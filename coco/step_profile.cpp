@@ -14,9 +14,9 @@ StepProfiler::StepProfiler(bool enabled, int64_t warmup_steps)
 
 StepProfiler::~StepProfiler() = default;
 
-void StepProfiler::begin(int64_t step, bool logs) {
+void StepProfiler::begin(int64_t step, bool logs, bool steady) {
   ++steps_seen_;
-  active_ = enabled_ && !measured_ && !logs && steps_seen_ > warmup_;
+  active_ = enabled_ && !measured_ && !logs && steady && steps_seen_ > warmup_;
   if (!active_) return;
   step_ = step;
   window_->profile.restart();

@@ -1,8 +1,9 @@
 // The step profile of `coco train` (issue #14): the runtime layer's counters (engine/runtime/counters.h) over
 // one steady training step on a CUDA device, the first one after `warmup_steps` steps of this process that
-// writes no metrics record and is not skipped (a logging step reads the metrics back, which a steady step
-// does not; a skipped step takes another path). The figures go once into the next step record of
-// metrics.jsonl and into one line of the start-up messages (docs/metrics.md):
+// writes no metrics record, is not skipped and is steady (a logging step reads the metrics back, which a steady
+// step does not; a skipped step takes another path; with runtime.cuda_graph only a replay of the captured step
+// is). The figures go once into the next step record of metrics.jsonl and into one line of the start-up messages
+// (docs/metrics.md):
 //
 //   launches_per_step     kernel launches + graph launches + library calls (GEMMs, collectives) + copies
 //                         + memsets: the device work the host queued one call at a time
@@ -32,8 +33,9 @@ class StepProfiler {
   StepProfiler(const StepProfiler&) = delete;
   StepProfiler& operator=(const StepProfiler&) = delete;
 
-  // Before the step that will be number `step` (1-based); `logs`: it will write a metrics record.
-  void begin(int64_t step, bool logs);
+  // Before the step that will be number `step` (1-based); `logs`: it will write a metrics record; `steady`: the
+  // step is one the run repeats (with a CUDA graph: a replay), so it may be the one measured.
+  void begin(int64_t step, bool logs, bool steady = true);
   // After the step's work (optimizer and scaler included), before its metrics record, evaluation and
   // checkpoint. `skipped`: the step was skipped (non-finite) and is not measured. True when this step
   // was just measured.

@@ -10,9 +10,8 @@
 //   "precision"  "f32" | "bf16" | "f16",
 //   "runtime"    {"device": "cuda" | "cpu" | "auto", "threads": N (CPU backend; 0 or absent: every core the
 //                 process may use), "cuda_graph": true | false (capture the training step once as a CUDA graph
-//                 and replay it every step; absent: on for the cuda device (off with optim.zero = 1 in a
-//                 data-parallel launch), off on the cpu; true where it cannot work -- the cpu device, ZeRO-1 in a
-//                 launch -- is a ConfigError)},
+//                 and replay it every step; absent: on for the cuda device, off on the cpu; true on the cpu
+//                 device is a ConfigError)},
 //   "dist"       {"bucket_mb": gradient bucket size in MiB (default 25), "reduce_dtype": "f32" | "bf16" (default
 //                 "f32"), "timeout_s": seconds a collective may take before the job is declared stuck (a dead or
 //                 hanging rank) and aborted on every rank (default 300)}: data parallelism under mpirun/srun
@@ -88,7 +87,7 @@ struct TrainConfig {
   std::string device_setting = "auto";
   int64_t threads = 0;  // runtime.threads: CPU backend threads (kernels and BLAS); 0 = the cores the process may use
   // runtime.cuda_graph as written: absent (the default for the device and launch), true or false. The Trainer
-  // resolves it (coco/step_graph.h); true on the cpu device is refused here, with ZeRO-1 under a launch there.
+  // resolves it (coco/step_graph.h); true on the cpu device is refused here.
   std::optional<bool> cuda_graph;
   Device device = Device::cpu;            // `device_setting` resolved
   double dist_bucket_mb = 25;             // dist.bucket_mb

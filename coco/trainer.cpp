@@ -22,6 +22,7 @@
 #include "coco/model_report.h"
 #include "coco/objective.h"
 #include "coco/step_metrics.h"
+#include "coco/exit_code.h"
 #include "coco/step_graph.h"
 #include "coco/step_profile.h"
 #include "coco/progress.h"
@@ -401,18 +402,22 @@ struct Trainer::Impl {
 
   int rank() const { return comm ? comm->rank() : 0; }
 
-  // A collective failed (a peer died or hangs past dist.timeout_s, an MPI/NCCL error): the job cannot go on.
-  // Say which rank saw it and end every rank (MPI_Abort; ncclCommAbort first), exit code 1, so that no rank
-  // waits in a collective for ever. The last committed checkpoint is where --resume continues.
-  [[noreturn]] void abort_job(const dist::CommError& error) const {
+  // Under a launch, a failure on this rank in a step (with its scheduled evaluation) or a checkpoint (a collective that
+  // failed: a peer died or hangs past dist.timeout_s, an MPI/NCCL error; or anything else this rank threw: a CUDA
+  // error, a failed graph capture, damaged data) leaves the other ranks in, or on their way to, a collective this rank
+  // will not join: the job cannot go on. Say which rank saw what and end every rank at once (MPI_Abort; ncclCommAbort
+  // first) with the exit code the failure means (coco/exit_code.h: 2 for bad input, else 1), so that no rank waits in a
+  // collective until dist.timeout_s. The last committed checkpoint is where --resume continues.
+  [[noreturn]] void abort_job(const std::exception& error) const {
     std::string what = error.what();
     const std::string prefix = format("rank %d of %d: ", rank(), world_size());
     if (what.rfind(prefix, 0) == 0) what.erase(0, prefix.size());  // the communicator's messages name the rank
     std::fflush(stdout);
     std::fprintf(stderr, "error: %s%s; aborting the job on every rank\n", prefix.c_str(), what.c_str());
     std::fflush(stderr);
-    comm->abort(1);
-    std::_Exit(1);  // not reached: abort() ends the process (the attribute does not travel through the virtual call)
+    const int code = exit_code_for(error);
+    comm->abort(code);
+    std::_Exit(code);  // not reached: abort() ends the process (the attribute does not travel through the virtual call)
   }
   int world_size() const { return comm ? comm->world_size() : 1; }
   bool writes_run_dir() const { return rank() == 0; }
@@ -473,12 +478,12 @@ struct Trainer::Impl {
   // ---- One CUDA graph per step (runtime.cuda_graph, coco/step_graph.h) --------------------------------------
 
   void open_step_graph() {
-    if (!train::use_cuda_graph(config, comm != nullptr, source)) return;
+    if (!train::use_cuda_graph(config)) return;
     if (!control) throw std::logic_error("Trainer: runtime.cuda_graph needs the device-decided step");
     step_graph = std::make_unique<train::StepGraph>(config.train.grad_accum);
     message(
-        format("runtime.cuda_graph: after %d warm-up steps the training step is captured as one CUDA graph and "
-               "replayed",
+        format("runtime.cuda_graph: the training step is captured as one CUDA graph once it is steady (after "
+               "at least %d warm-up steps) and replayed",
                train::StepGraph::kWarmupSteps));
   }
 
@@ -502,9 +507,28 @@ struct Trainer::Impl {
       stats.tokens += batch.non_pad_tokens;
     }
     if (injected_nonfinite(step + 1)) control->force_skip();  // read by the decision inside the graph
+    if (comm) agree_capture();
+    const bool captures = step_graph->next_phase() == train::StepGraph::Phase::capture;
     step_graph->run([this] { device_step(); });
+    if (captures)
+      message(format("runtime.cuda_graph: step %lld captured as one CUDA graph of %zu nodes after %lld warm-up steps%s",
+                     static_cast<long long>(step + 1), step_graph->nodes(),
+                     static_cast<long long>(step_graph->warm_up_steps()),
+                     step_graph->settled() ? "" : " (none of them settled: the capture was tried anyway)"));
     stats.has_clm = graph_has_clm;
     stats.has_cl = graph_has_cl;
+  }
+
+  // Under a launch every rank must capture the same step (the captured collectives' argument checks run at the
+  // capture): once the warm-up could end, the ranks agree before each step whether the last one settled on all of
+  // them, and no other work disturbed the cache since (an evaluation, a checkpoint: StepGraph::other_work_ran), with
+  // one exchange of a host value that does not wait for the device. Only during the warm-up (at most
+  // StepGraph::kMaxWarmupSteps steps), so a replayed step has no exchange more.
+  void agree_capture() {
+    if (step_graph->captured() || step_graph->warm_up_steps() < train::StepGraph::kWarmupSteps) return;
+    int64_t unsettled = step_graph->settled() ? 0 : 1;
+    comm->sum_on_host(&unsettled, 1);
+    step_graph->set_settled(unsettled == 0);
   }
 
   // The step's device work, as train_step's device-decided path issues it, with nothing that varies from
@@ -541,7 +565,12 @@ struct Trainer::Impl {
       graph_has_clm = out.clm_loss.defined();
       graph_has_cl = out.cl_loss.defined();
     }
+    if (step_graph->next_phase() == train::StepGraph::Phase::capture) checkpoint::fault_point("step-graph:capture");
     if (comm) synchronize_device_step();
+    if (zero) {
+      zero_device_step();
+      return;
+    }
     control->decide(optimizer->gradients(), step_metrics->loss_sum());
     optimizer->step(*control);
     if (param_dtype == DType::f16) refresh_working_copies();  // unchanged weights when skipped
@@ -884,6 +913,7 @@ struct Trainer::Impl {
   }
 
   fs::path save_now() {
+    if (step_graph) step_graph->other_work_ran();  // its gathering and copies changed the cache (one more warm-up)
     const auto& t = config.train;
     if (!loader) open_loop();
     if (control) mirror(control->read());  // the counters and step counts the checkpoint holds
@@ -930,12 +960,9 @@ struct Trainer::Impl {
   StepStats evaluate_now(int64_t batches) {
     if (!valid_sequences)
       throw data::DataError((meta.dir / "meta.json").string() + ": the data has no valid split to evaluate on");
-    // One more uncaptured step before the capture (StepGraph::other_work_ran). Under a launch every rank must
-    // capture the same step (the captured collectives' host-side argument checks run only at the capture), so
-    // there only the scheduled evaluation delays it, on every rank (finish_step); an evaluation that some ranks
-    // run on their own does not (the capture then fails with an error naming runtime.cuda_graph if it needed a
-    // new block, instead of the ranks' collectives going out of step).
-    if (step_graph && !comm) step_graph->other_work_ran();
+    // One more uncaptured step before the capture (StepGraph::other_work_ran; under a launch the ranks agree on it
+    // before the capture, agree_capture, so an evaluation on some ranks only delays it on all).
+    if (step_graph) step_graph->other_work_ran();
     return evaluate_sequences(*model, *valid_sequences, config.train.micro_batch,
                               batches >= 0 ? batches : config.train.eval_batches,
                               config.objective.cl_weight > 0 ? 2 : 1);
@@ -970,7 +997,9 @@ struct Trainer::Impl {
       profiler = std::make_unique<train::StepProfiler>(config.device == Device::cuda && writes_run_dir(),
                                                        step_graph ? train::StepGraph::kWarmupSteps + 1 : 2);
     }
-    profiler->begin(step + 1, (step + 1) % t.log_every == 0 || step + 1 == t.steps);
+    // With graphs only a replay is measured (the steady step the run repeats).
+    profiler->begin(step + 1, (step + 1) % t.log_every == 0 || step + 1 == t.steps,
+                    !step_graph || step_graph->next_phase() == train::StepGraph::Phase::replay);
     StepStats stats;
     if (step_graph) graphed_step(stats);
     const int64_t host_issued_micro_batches = step_graph ? 0 : t.grad_accum;  // else the graph ran them
@@ -1099,8 +1128,7 @@ struct Trainer::Impl {
           last_checkpoint ? last_checkpoint->c_str() : "(none: no checkpoint was written yet)"));
 
     if (valid_sequences && ((t.eval_every > 0 && completed % t.eval_every == 0) || completed == t.steps)) {
-      if (comm && step_graph) step_graph->other_work_ran();  // on every rank alike (see evaluate_now)
-      if (writes_run_dir()) scheduled_eval();                // every rank holds the same weights: rank 0 evaluates
+      if (writes_run_dir()) scheduled_eval();  // every rank holds the same weights: rank 0 evaluates
     }
     const bool stopping = agreed_stop ? *agreed_stop : options.stop_requested && options.stop_requested();
     if ((t.checkpoint_every > 0 && completed % t.checkpoint_every == 0) || completed == t.steps || stopping)
@@ -1140,8 +1168,8 @@ StepReport Trainer::train_step() {
   const StreamScope on_stream(impl_->work_stream());
   try {
     return impl_->train_step();
-  } catch (const dist::CommError& error) {
-    if (impl_->comm) impl_->abort_job(error);
+  } catch (const std::exception& error) {
+    if (impl_->comm) impl_->abort_job(error);  // under a launch: the job ends on every rank
     throw;
   }
 }
@@ -1149,7 +1177,7 @@ fs::path Trainer::save() {
   const StreamScope on_stream(impl_->work_stream());
   try {
     return impl_->save_now();
-  } catch (const dist::CommError& error) {
+  } catch (const std::exception& error) {
     if (impl_->comm) impl_->abort_job(error);
     throw;
   }
@@ -1157,7 +1185,7 @@ fs::path Trainer::save() {
 
 nlohmann::json Trainer::evaluate(int64_t batches) {
   const StreamScope on_stream(impl_->work_stream());
-  const StepStats stats = impl_->evaluate_now(batches);
+  const StepStats stats = impl_->evaluate_now(batches);  // no collective: a failure is this rank's to handle
   JsonRecord r;
   r.add_int("step", impl_->step).add_string("split", "valid");
   stats.put(r);

@@ -31,7 +31,10 @@
 // metrics.jsonl back to the records of steps up to it. The run directory is locked while the Trainer lives.
 //
 // Errors: ConfigError / DataError (std::invalid_argument; `coco` exits 2) name the file, key and expected value;
-// std::runtime_error (exit 1) for failures while training.
+// std::runtime_error (exit 1) for failures while training. Under a data-parallel launch (mpirun, srun) a failure on
+// one rank inside train_step() or save() does not come back as an exception: the other ranks are in, or on their
+// way to, a collective this rank will not join, so the Trainer prints "error: rank R of N: ...; aborting the job on
+// every rank" and ends the whole job at once (MPI_Abort) with the exit code of coco/exit_code.h.
 #pragma once
 #include <cstdint>
 #include <filesystem>

@@ -43,10 +43,13 @@ void CudaGraph::capture(cudaStream_t stream, const std::function<void()>& work) 
   if (!failure.empty() || ended != cudaSuccess) {
     (void)cudaGetLastError();
     if (graph) (void)cudaGraphDestroy(graph);
+    // The hint only where the capture itself refused a call (else the work failed on its own).
     throw CudaError("CudaGraph::capture: " + (failure.empty() ? std::string() : failure + "; ") +
                     "cudaStreamEndCapture: " + cudaGetErrorString(ended) +
-                    " (a call inside the captured work is not allowed in a capture: a synchronisation, a "
-                    "synchronous copy, a cudaMalloc or a read of a device value)");
+                    (ended == cudaSuccess ? std::string()
+                                          : " (a call inside the captured work is not allowed in a capture: a "
+                                            "synchronisation, a synchronous copy, a cudaMalloc or a read of a "
+                                            "device value)"));
   }
   try {
     COCO_CUDA_CHECK(cudaGraphGetNodes(graph, nullptr, &nodes_));

@@ -156,17 +156,20 @@ Tensor ZeroAdamW::shard_range(const Tensor& shard, const Bucket& b) const {
   return shard.rows(b.shard_begin, b.shard_begin + b.slice);
 }
 
+void ZeroAdamW::relayout_if_learned() {
+  if (relayout_order_.empty()) return;
+  // The state moves to the new layout through its whole-model form (once per run, a collective).
+  const std::vector<ParamState> state = gathered_state();
+  layout(relayout_order_);
+  load_state(state);
+  // Under a StepControl the counts gathered are not current (they live on the device until synced): the
+  // new shard's AdamW goes on counting there.
+  if (controlled_ && adamw_) adamw_->adopt_control_counts();
+  relayout_order_.clear();
+}
+
 void ZeroAdamW::attach(Tape& tape) {
-  if (!relayout_order_.empty()) {
-    // The state moves to the new layout through its whole-model form (once per run, a collective).
-    const std::vector<ParamState> state = gathered_state();
-    layout(relayout_order_);
-    load_state(state);
-    // Under a StepControl the counts gathered are not current (they live on the device until synced): the
-    // new shard's AdamW goes on counting there.
-    if (controlled_ && adamw_) adamw_->adopt_control_counts();
-    relayout_order_.clear();
-  }
+  relayout_if_learned();  // a first step that only reduced its gradients (skipped), or apply() not called
   attached_ = true;
   tape.set_leaf_grad_hook([this](AutogradMeta& leaf) { on_final(leaf); });
 }
@@ -254,6 +257,7 @@ void ZeroAdamW::apply(const optim::StepControl& control) {
   if (adamw_) adamw_->step(control);
   controlled_ = true;
   publish();
+  relayout_if_learned();
 }
 
 void ZeroAdamW::sync_step_counts(int64_t applied) {
@@ -263,6 +267,7 @@ void ZeroAdamW::sync_step_counts(int64_t applied) {
 void ZeroAdamW::apply(double lr, double grad_scale) {
   if (adamw_) adamw_->step(lr, grad_scale);
   publish();
+  relayout_if_learned();
 }
 
 void ZeroAdamW::zero_grad() {

@@ -139,6 +139,12 @@ class ZeroAdamW final : public BackwardSync {
     int64_t shard_offset;  // where the piece sits in the shard
     int64_t size;
   };
+  // After the first hooked step: when backward finished the gradients in another order than the layout's, the
+  // buckets are laid out again in that order and the state moves along (a collective, once per run). Runs at the
+  // end of that step's update (apply), so the second step is already in the final layout and every step from
+  // then on allocates nothing new (what a CUDA graph capture of the step needs), or at the next attach() when
+  // the step was skipped on the host path (reduce_gradients() without apply()).
+  void relayout_if_learned();
   // Lays the buckets out in `order` (parameter indices), rebuilds the buffers and a fresh AdamW over the
   // shard's pieces (the masters' shard zero: load_masters fills it).
   void layout(const std::vector<size_t>& order);
@@ -179,7 +185,7 @@ class ZeroAdamW final : public BackwardSync {
   FinalGradients finals_;
   bool attached_ = false, reduced_ = false;
   // Order learning: the first hooked step records the order gradients became final; when it differs
-  // from the layout's, the next attach() lays the buckets out again (the state moves along).
+  // from the layout's, relayout_if_learned() lays the buckets out again (the state moves along).
   std::vector<size_t> relayout_order_;
   bool order_learned_ = false;
 };

@@ -163,7 +163,7 @@ class LoggingCommunicator final : public Communicator {
 
 // With the hook on the tape and small buckets, the buckets' reduce-scatters are issued while backward still
 // runs (before the backward of the tape's first node, a marker the test records ahead of the model), one per
-// bucket, and the result still equals one process's AdamW on the whole batch, also after the second step has
+// bucket, and the result still equals one process's AdamW on the whole batch, also after the first step's update has
 // laid the buckets out again in the order backward finished the gradients (the state moving along).
 TEST_P(ZeroTest, HookedReduceScatterOverlapsBackward) {
   const Device device = GetParam();
@@ -191,8 +191,9 @@ TEST_P(ZeroTest, HookedReduceScatterOverlapsBackward) {
 
     for (Tensor t : {model.w1, model.b1, model.w2, model.unused}) t.clear_grad();
     Tape tape;
-    zero.attach(tape);  // the second step lays the buckets out again here
     log.clear();
+    zero.attach(tape);  // the first step's update laid the buckets out again already: no collective here
+    EXPECT_TRUE(log.empty()) << "step " << step << ": attach() issued " << log.front();
     {
       Tape::Recording recording(tape);
       Tensor input = x.rows(me * rows, (me + 1) * rows).clone();
@@ -211,7 +212,17 @@ TEST_P(ZeroTest, HookedReduceScatterOverlapsBackward) {
     EXPECT_GE(zero.overlapped_buckets(), 1u) << "step " << step;
     EXPECT_EQ(zero.overlapped_buckets(), static_cast<size_t>(before)) << "step " << step;
 
+    log.clear();
+    log.clear();
     const ZeroAdamW::StepResult result = zero.step(kLr, kMaxNorm);
+    // The first step's update ends by laying the buckets out in the order its backward finished the gradients
+    // (the state gathered, one broadcast of the step count), so that every later step is the same (what a CUDA
+    // graph capture of the step needs); later steps do not.
+    EXPECT_EQ(std::count(log.begin(), log.end(), std::string("broadcast")), step == 0 ? 1 : 0) << "step " << step;
+    // The first step's update ends by laying the buckets out in the order its backward finished the gradients
+    // (the state gathered, one broadcast of the step count), so that every later step is the same (what a CUDA
+    // graph capture of the step needs); later steps do not.
+    EXPECT_EQ(std::count(log.begin(), log.end(), std::string("broadcast")), step == 0 ? 1 : 0) << "step " << step;
     EXPECT_NEAR(result.grad_norm, clip.norm, 1e-6 * clip.norm) << "step " << step;
     expect_close(model.w1, reference.w1, 2e-6, "w1 after step " + std::to_string(step));
     expect_close(model.b1, reference.b1, 2e-6, "b1 after step " + std::to_string(step));

@@ -9,7 +9,9 @@
 # rank); a rank killed by SIGKILL ends the job, and --resume continues exactly (bit for bit on the same ranks);
 # a run that logs every 4th step logs those steps' records unchanged, and on cuda its steady step (profiled at
 # step 3: the step decided on the device, nothing read back) has 0 syncs, 0 device-to-host copies, 0 cudaMalloc,
-# with plain data parallelism and with ZeRO-1 (whose records equal plain data parallelism's within 1e-5); on cuda in
+# with plain data parallelism and with ZeRO-1 (whose records equal plain data parallelism's within 1e-5), and
+# captured as one CUDA graph (both) its records are the uncaptured run's bit for bit and a replayed step is one
+# graph launch; a failure on one rank (an exception) ends the job on every rank at once; on cuda in
 # f16, N ranks take the same loss scales and skipped steps as one process with grad_accum N, and every record agrees
 # within 1e-5 (measured: 2.7e-6).
 # usage: train_data_parallel.sh COCO MPIRUN... (MPIRUN: the mpirun command line up to the -np flag)
@@ -75,13 +77,33 @@ grep -q "resuming from .*step-00000003" killed-resumed.log || { cat killed-resum
   --set train.log_every=4 --set runtime.cuda_graph=false >buckets.log 2>&1
 grep -Eq "gradient buckets, [1-9][0-9]* of them all-reduced during backward" buckets.log ||
   { cat buckets.log; echo "FAIL: no bucket all-reduce overlapped with backward"; exit 1; }
-# ZeRO-1 on cuda, logging every 4th step: its step is decided on the device too (the shards' statistics summed over
-# the ranks on the device), so its steady step reads nothing back either; its records equal plain data parallelism's
-# to the reduction order.
+# ZeRO-1 on cuda, logging every 4th step, uncaptured: its step is decided on the device too (the shards' statistics
+# summed over the ranks on the device), so its steady step reads nothing back either; its records equal plain data
+# parallelism's to the reduction order. Then captured (runtime.cuda_graph, on by default), without the evaluation and
+# the step-3 checkpoint (each makes the capture wait one more step, and the step after the capture must log nothing
+# to be profiled): its step records are the uncaptured run's, bit for bit, and its replayed step is one graph launch.
 if [[ "${DEVICE:-cpu}" == cuda ]]; then
   "${mpirun[@]}" $ranks "$coco" train --config tiny.json --out zero --set optim.zero=1 --set train.log_every=4 \
-    >zero.log 2>&1
+    --set runtime.cuda_graph=false >zero.log 2>&1
+  "${mpirun[@]}" $ranks "$coco" train --config tiny.json --out zero-graph --set optim.zero=1 --set train.log_every=4 \
+    --set train.eval_every=0 --set train.checkpoint_every=0 >zero-graph.log 2>&1
+  grep -q "captured as one CUDA graph" zero-graph.log || { cat zero-graph.log; echo "FAIL: no CUDA graph (ZeRO-1)"; exit 1; }
 fi
+# A failure on one rank alone (an exception, not a crash: on cuda the capture of the step fails there) ends the job on
+# every rank at once, with the failing rank's error, instead of leaving the others in a collective until
+# dist.timeout_s (100 s here).
+status=0
+start=$SECONDS
+fault=throw@after-step:2
+[[ "${DEVICE:-cpu}" == cuda ]] && fault=throw@step-graph:capture
+timeout 200 "${mpirun[@]}" 1 "$coco" train --config tiny.json --out failed --set dist.timeout_s=100 : \
+  -np $((ranks - 1)) -x COCO_FAULT_INJECT=$fault "$coco" train --config tiny.json --out failed \
+  --set dist.timeout_s=100 >failed.log 2>&1 || status=$?
+elapsed=$((SECONDS - start))
+[[ $status != 0 && $status != 124 && $elapsed -lt 60 ]] &&
+  grep -q "error: rank 1 of $ranks: .*COCO_FAULT_INJECT: a failure injected at ${fault#throw@}.*; aborting the job on every rank" failed.log ||
+  { cat failed.log; echo "FAIL: a failure on rank 1 ($fault): exit $status after $elapsed s"; exit 1; }
+echo "a failure on rank 1 ($fault): the job ended with exit $status in $elapsed s"
 # runtime.cuda_graph in a data-parallel launch (cuda; on by default for plain data parallelism, so the runs above
 # without the key are graphed too): the step with its collectives captured once and replayed logs the records of
 # the uncaptured run (buckets, runtime.cuda_graph=false), bit for bit.
@@ -160,6 +182,16 @@ if os.environ.get("DEVICE") == "cuda":
     assert p["profile_step"] == 3 and p["syncs_per_step"] == 0 and p["d2h_copies_per_step"] == 0, p
     assert p["cuda_mallocs_per_step"] == 0, p
     print("ZeRO-1 steady step (rank 0): " +
+          ", ".join(f"{k} {v}" for k, v in p.items() if k.endswith("_per_step")))
+    zero_graph = timeless(load("zero-graph/metrics.jsonl"))
+    graph_logged = {(r["step"], r.get("split")) for r in zero_graph}
+    assert graph_logged == {(4, None), (6, None), (6, "valid")}, sorted(graph_logged, key=str)
+    assert zero_graph == [r for r in timeless(zero_records) if (r["step"], r.get("split")) in graph_logged], \
+        "runtime.cuda_graph changed the ZeRO-1 run"
+    p = [json.loads(line) for line in open("zero-graph/metrics.jsonl") if "profile_step" in line][0]
+    assert p["graph_launches_per_step"] == 1 and p["syncs_per_step"] == 0 and p["d2h_copies_per_step"] == 0, p
+    assert p["cuda_mallocs_per_step"] == 0 and p["collectives_per_step"] == 0, p
+    print("ZeRO-1 replayed step (rank 0): " +
           ", ".join(f"{k} {v}" for k, v in p.items() if k.endswith("_per_step")))
     one_f16, many_f16 = load("one-f16/metrics.jsonl"), load("many-f16/metrics.jsonl")
     assert len(one_f16) == len(many_f16) == 8, (len(one_f16), len(many_f16))

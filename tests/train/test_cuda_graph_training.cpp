@@ -5,11 +5,14 @@
 // replayed non-logging step is one graph launch plus the ids' uploads: no kernel launch, no synchronisation, no
 // device-to-host copy, no cudaMalloc; a replayed logging step waits for the device once (the record's copy,
 // validation counts included). The key is validated where it cannot work. Capture-illegal calls inside a capture
-// are covered by tests/engine/test_cuda_graph.cpp and tests/emu/test_graphs.cu.
+// are covered by tests/engine/test_cuda_graph.cpp and tests/emu/test_graphs.cu. StepGraph's warm-up lasts until a step
+// leaves the device memory as it found it (a step that keeps new blocks is not settled), and a disturbance between
+// steps (an evaluation, a checkpoint) makes one more warm-up step.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdio>
+#include <stdexcept>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -20,6 +23,8 @@
 #include "coco/train_config.h"
 #include "coco/trainer.h"
 #include "engine/config.h"
+#include "engine/device.h"
+#include "engine/tensor.h"
 #include "engine/runtime/counters.h"
 #include "tests/train/train_test_util.h"
 
@@ -183,30 +188,81 @@ TEST_F(CudaGraphTraining, TheKeyIsRefusedWhereTheGraphCannotWork) {
   c["runtime"]["cuda_graph"] = "yes";
   EXPECT_THROW((void)train::parse_train_config(c, "cfg.json"), ConfigError);
 
-  // Resolution: absent means on for cuda without data parallelism; true under a launch is honoured, except with
-  // ZeRO-1.
+  // Resolution: absent means on for cuda (one process, plain data parallelism and ZeRO-1 alike: use_cuda_graph
+  // does not depend on the launch), as written otherwise, off on the cpu.
   c = config(true);
   c["runtime"].erase("cuda_graph");
-  const train::TrainConfig parsed = train::parse_train_config(c, "cfg.json");
-  EXPECT_TRUE(train::use_cuda_graph(parsed, /*data_parallel=*/false, "cfg.json"));
-  EXPECT_TRUE(train::use_cuda_graph(parsed, /*data_parallel=*/true, "cfg.json"));  // plain data parallelism
-  c["runtime"]["cuda_graph"] = true;
-  EXPECT_TRUE(train::use_cuda_graph(train::parse_train_config(c, "cfg.json"), /*data_parallel=*/true, "cfg.json"));
+  EXPECT_TRUE(train::use_cuda_graph(train::parse_train_config(c, "cfg.json")));
   c["optim"]["zero"] = 1;
-  try {
-    (void)train::use_cuda_graph(train::parse_train_config(c, "cfg.json"), /*data_parallel=*/true, "cfg.json");
-    FAIL() << "runtime.cuda_graph = true with ZeRO-1 in a data-parallel launch was accepted";
-  } catch (const ConfigError& e) {
-    EXPECT_NE(std::string(e.what()).find("key 'runtime.cuda_graph'"), std::string::npos) << e.what();
-  }
-  c["runtime"].erase("cuda_graph");  // ZeRO-1 in a launch without the key: not captured, no error
-  EXPECT_FALSE(train::use_cuda_graph(train::parse_train_config(c, "cfg.json"), /*data_parallel=*/true, "cfg.json"));
+  EXPECT_TRUE(train::use_cuda_graph(train::parse_train_config(c, "cfg.json")));
+  c["runtime"]["cuda_graph"] = false;
+  EXPECT_FALSE(train::use_cuda_graph(train::parse_train_config(c, "cfg.json")));
+  c["runtime"]["cuda_graph"] = true;
+  EXPECT_TRUE(train::use_cuda_graph(train::parse_train_config(c, "cfg.json")));
   c["optim"].erase("zero");
   c["runtime"]["device"] = "cpu";
   c["runtime"].erase("cuda_graph");
-  EXPECT_FALSE(train::use_cuda_graph(train::parse_train_config(c, "cfg.json"), false, "cfg.json"));
+  EXPECT_FALSE(train::use_cuda_graph(train::parse_train_config(c, "cfg.json")));
   // The resolved configuration keeps the key only when it was written.
   EXPECT_FALSE(train::train_config_to_json(train::parse_train_config(c, "cfg.json"))["runtime"].contains("cuda_graph"));
+}
+
+// The warm-up of StepGraph (no Trainer): a step that keeps new device blocks (a persistent tensor, as ZeRO-1's new
+// layout's descriptors in its second step) is not settled, so the capture waits for a step that keeps nothing; other
+// work between steps makes one more warm-up; a step that never settles is captured after kMaxWarmupSteps anyway, and
+// that capture fails naming runtime.cuda_graph when the step needs a new block.
+TEST(StepGraphWarmUp, CapturesOnlyAfterAStepThatKeptNoNewBlock) {
+  using Phase = train::StepGraph::Phase;
+  train::StepGraph graph(1);
+  const StreamScope on_stream(graph.stream());
+  std::vector<Tensor> kept;
+  int64_t runs = 0;
+  const auto step = [&] {
+    Tensor scratch = Tensor::zeros({256}, DType::f32, Device::cuda);  // freed at the end: back to the cache
+    scratch.fill_(1.0);
+    if (runs < 3) kept.push_back(Tensor::zeros({1000 + 512 * runs}, DType::f32, Device::cuda));
+  };
+  std::vector<Phase> phases;
+  for (int i = 0; i < 7; ++i) {
+    phases.push_back(graph.next_phase());
+    if (i == 4) {
+      EXPECT_FALSE(graph.settled());  // other_work_ran
+    }
+    if (i == 5) {
+      EXPECT_TRUE(graph.settled());
+    }
+    graph.run(step);
+    ++runs;
+    if (i == 3) graph.other_work_ran();  // run 4 settled, but something ran after it: one more warm-up
+  }
+  const std::vector<Phase> want = {Phase::warm_up, Phase::warm_up, Phase::warm_up, Phase::warm_up,
+                                   Phase::warm_up, Phase::capture, Phase::replay};
+  EXPECT_EQ(phases, want);
+  EXPECT_EQ(graph.warm_up_steps(), 5);
+  EXPECT_TRUE(graph.captured());
+  EXPECT_GT(graph.nodes(), 0u);
+}
+
+TEST(StepGraphWarmUp, AStepThatNeverSettlesIsCapturedAfterTheLimitAndFailsNamingTheKey) {
+  train::StepGraph graph(1);
+  const StreamScope on_stream(graph.stream());
+  std::vector<Tensor> kept;
+  int64_t runs = 0;
+  const auto step = [&] { kept.push_back(Tensor::zeros({4096 + 512 * runs++}, DType::f32, Device::cuda)); };
+  for (int i = 0; i < train::StepGraph::kMaxWarmupSteps; ++i) {
+    EXPECT_EQ(graph.next_phase(), train::StepGraph::Phase::warm_up) << i;
+    graph.run(step);
+    EXPECT_FALSE(graph.settled()) << i;
+  }
+  EXPECT_EQ(graph.next_phase(), train::StepGraph::Phase::capture);
+  try {
+    graph.run(step);
+    FAIL() << "a capture that needs a new block succeeded";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("runtime.cuda_graph: capturing the training step failed"), std::string::npos)
+        << e.what();
+    EXPECT_NE(std::string(e.what()).find("a new block"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

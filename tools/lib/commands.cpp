@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "coco/data_loader.h"
+#include "coco/exit_code.h"
 #include "coco/prepare.h"
 #include "coco/shards.h"
 #include "coco/utf8.h"
@@ -39,15 +40,6 @@ const char* kTopHelp =
     "exit codes: 0 success, 2 bad usage, configuration or data, 1 runtime failure.\n";
 
 }  // namespace
-
-int exit_code_for(const std::exception& error) {
-  if (dynamic_cast<const TensorError*>(&error)) return 1;            // an engine failure, not the user's input
-  if (dynamic_cast<const std::invalid_argument*>(&error)) return 2;  // UsageError, ConfigError, DataError, bad options
-  if (dynamic_cast<const text::ShardError*>(&error) || dynamic_cast<const text::Utf8Error*>(&error) ||
-      dynamic_cast<const text::TokenizerError*>(&error) || dynamic_cast<const safetensors::FormatError*>(&error))
-    return 2;  // damaged or malformed input files
-  return 1;
-}
 
 int command_prepare(const std::vector<std::string>& args) {
   ArgParser p("coco prepare",

@@ -1,5 +1,5 @@
 // The `coco` subcommands behind tools/coco.cpp. Each takes the arguments after the subcommand name and
-// returns the exit code; errors are exceptions that main() maps to exit codes (exit_code_for).
+// returns the exit code; errors are exceptions that run_cli maps to exit codes (coco/exit_code.h).
 #pragma once
 #include <exception>
 #include <string>
@@ -19,8 +19,5 @@ int command_encode(const std::vector<std::string>& args);  // tools/lib/encode_c
 // 0 success, 2 bad usage / configuration / data (the message names the file, key and expected value),
 // 1 runtime failure.
 int run_cli(const std::vector<std::string>& args);
-
-// 2 for usage, configuration and data errors, 1 for everything else.
-int exit_code_for(const std::exception& error);
 
 }  // namespace coco::tools
