@@ -40,6 +40,14 @@ void StepGraph::set_input(int64_t micro, const Tensor& tokens) {
 
 const Tensor& StepGraph::input(int64_t micro) const { return inputs_.at(static_cast<size_t>(micro)); }
 
+StepGraph::OtherWork::OtherWork(StepGraph* graph) : graph_(graph && !graph->captured() ? graph : nullptr) {
+  if (graph_) in_use_before_ = CachingAllocator::instance().stats().bytes_in_use;
+}
+
+StepGraph::OtherWork::~OtherWork() {
+  if (graph_ && CachingAllocator::instance().stats().bytes_in_use != in_use_before_) graph_->other_work_ran();
+}
+
 void StepGraph::run(const std::function<void()>& work) {
   switch (next_phase()) {
     case Phase::warm_up: {

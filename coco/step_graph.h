@@ -20,10 +20,12 @@
 // gradient buffer), and a step that changes what it keeps is not either: ZeRO-1's first step lays its buckets out
 // again in the order backward produced them, so its second step uploads the new shard's descriptors (measured:
 // capturing the step after that one needed a new 1536-byte block). So at least kWarmupSteps warm-up steps run, then
-// more until one is settled, at most kMaxWarmupSteps (then the capture is tried anyway, and a block it lacks is an
-// error naming runtime.cuda_graph). Under a data-parallel launch every rank must capture the same step (the
-// captured collectives' argument checks run at the capture): the trainer agrees the verdict between the ranks
-// (set_settled) before the next step.
+// more until one is settled; other work between steps (an evaluation, a checkpoint) that keeps device memory it
+// did not hold before unsettles it again (OtherWork; measured: an evaluation right before the capture made it need
+// a new 512-byte block). A step that never settles (it keeps new memory every time) is never captured: it trains
+// uncaptured, as with runtime.cuda_graph false, and the trainer says so after kMaxWarmupSteps. Under a
+// data-parallel launch every rank must capture the same step (the captured collectives' argument checks run at the
+// capture): the trainer agrees the verdict between the ranks (set_settled) before the next step.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -49,7 +51,7 @@ class StepGraph {
  public:
   enum class Phase { warm_up, capture, replay };
   static constexpr int kWarmupSteps = 2;     // at least
-  static constexpr int kMaxWarmupSteps = 8;  // then the capture is tried even when no warm-up step settled
+  static constexpr int kMaxWarmupSteps = 8;  // a step not settled by then is reported (it stays uncaptured)
 
   // `micro_batches`: train.grad_accum (one upload slot and input buffer each). Waits for the work queued so far
   // on the device (the construction of the model and optimizer) so that the step's stream starts after it.
@@ -75,7 +77,7 @@ class StepGraph {
   void run(const std::function<void()>& work);
   Phase next_phase() const {
     if (captured_) return Phase::replay;
-    return warm_ups_ >= kWarmupSteps && (settled_ || warm_ups_ >= kMaxWarmupSteps) ? Phase::capture : Phase::warm_up;
+    return warm_ups_ >= kWarmupSteps && settled_ ? Phase::capture : Phase::warm_up;
   }
   // Whether the last warm-up step left the device memory as it found it (this process's measurement, or the
   // verdict set_settled() gave).
@@ -84,10 +86,23 @@ class StepGraph {
   void set_settled(bool settled) {
     if (!captured_) settled_ = settled;
   }
-  // Other device work (an evaluation, a checkpoint's gathering) ran between steps before the capture: its blocks
-  // changed what the caching allocator holds, so one more warm-up step runs before the capture (measured: an
-  // evaluation right before the capture made it need a new 512-byte block). No effect once the step is captured.
+  // Other device work ran between steps before the capture and changed what the caching allocator holds: one more
+  // warm-up step runs before the capture. No effect once the step is captured.
   void other_work_ran() { set_settled(false); }
+  // Other device work between steps (an evaluation, a checkpoint's gathering), for its lifetime: when it ends with
+  // more or less device memory in use than it began with (a lazily built table of its first run), other_work_ran().
+  // Work that only takes blocks from the cache and gives them back leaves the cache as the step needs it.
+  class OtherWork {
+   public:
+    explicit OtherWork(StepGraph* graph);  // null: no graph, nothing to do
+    ~OtherWork();
+    OtherWork(const OtherWork&) = delete;
+    OtherWork& operator=(const OtherWork&) = delete;
+
+   private:
+    StepGraph* graph_;
+    size_t in_use_before_ = 0;
+  };
   int64_t warm_up_steps() const { return warm_ups_; }  // the uncaptured runs so far
   bool captured() const { return captured_; }
   // Nodes of the captured graph (0 before the capture).

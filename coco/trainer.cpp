@@ -511,10 +511,16 @@ struct Trainer::Impl {
     const bool captures = step_graph->next_phase() == train::StepGraph::Phase::capture;
     step_graph->run([this] { device_step(); });
     if (captures)
-      message(format("runtime.cuda_graph: step %lld captured as one CUDA graph of %zu nodes after %lld warm-up steps%s",
+      message(format("runtime.cuda_graph: step %lld captured as one CUDA graph of %zu nodes after %lld warm-up steps",
                      static_cast<long long>(step + 1), step_graph->nodes(),
-                     static_cast<long long>(step_graph->warm_up_steps()),
-                     step_graph->settled() ? "" : " (none of them settled: the capture was tried anyway)"));
+                     static_cast<long long>(step_graph->warm_up_steps())));
+    else if (!step_graph->captured() && !step_graph->settled() &&
+             step_graph->warm_up_steps() == train::StepGraph::kMaxWarmupSteps)
+      message(
+          format("warning: runtime.cuda_graph: the training step kept new device memory in each of its first %d "
+                 "steps (or other work between steps did), so it is not captured yet: it runs uncaptured until a "
+                 "step leaves the device memory as it found it",
+                 train::StepGraph::kMaxWarmupSteps));
     stats.has_clm = graph_has_clm;
     stats.has_cl = graph_has_cl;
   }
@@ -913,7 +919,7 @@ struct Trainer::Impl {
   }
 
   fs::path save_now() {
-    if (step_graph) step_graph->other_work_ran();  // its gathering and copies changed the cache (one more warm-up)
+    const train::StepGraph::OtherWork other_work(step_graph.get());  // before the capture: did it keep memory?
     const auto& t = config.train;
     if (!loader) open_loop();
     if (control) mirror(control->read());  // the counters and step counts the checkpoint holds
@@ -960,9 +966,9 @@ struct Trainer::Impl {
   StepStats evaluate_now(int64_t batches) {
     if (!valid_sequences)
       throw data::DataError((meta.dir / "meta.json").string() + ": the data has no valid split to evaluate on");
-    // One more uncaptured step before the capture (StepGraph::other_work_ran; under a launch the ranks agree on it
-    // before the capture, agree_capture, so an evaluation on some ranks only delays it on all).
-    if (step_graph) step_graph->other_work_ran();
+    // Before the capture: one more warm-up step if the evaluation kept device memory (StepGraph::OtherWork; under a
+    // launch the ranks agree on it before the capture, agree_capture, so an evaluation on some ranks delays it on all).
+    const train::StepGraph::OtherWork other_work(step_graph.get());
     return evaluate_sequences(*model, *valid_sequences, config.train.micro_batch,
                               batches >= 0 ? batches : config.train.eval_batches,
                               config.objective.cl_weight > 0 ? 2 : 1);
