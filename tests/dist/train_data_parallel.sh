@@ -88,6 +88,12 @@ if [[ "${DEVICE:-cpu}" == cuda ]]; then
   "${mpirun[@]}" $ranks "$coco" train --config tiny.json --out zero-graph --set optim.zero=1 --set train.log_every=4 \
     --set train.eval_every=0 --set train.checkpoint_every=0 >zero-graph.log 2>&1
   grep -q "captured as one CUDA graph" zero-graph.log || { cat zero-graph.log; echo "FAIL: no CUDA graph (ZeRO-1)"; exit 1; }
+  # With the step-3 evaluation before the capture, on rank 0 only: it may keep device memory there (measured: it
+  # does, and the capture waits from step 4 to 5), and the ranks agree on the step to capture, else their captured
+  # and uncaptured collectives would go out of step (dist.timeout_s bounds a hang). Logging every step.
+  "${mpirun[@]}" $ranks "$coco" train --config tiny.json --out zero-eval --set optim.zero=1 \
+    --set train.checkpoint_every=0 --set dist.timeout_s=60 >zero-eval.log 2>&1
+  grep -q "captured as one CUDA graph" zero-eval.log || { cat zero-eval.log; echo "FAIL: no CUDA graph (ZeRO-1)"; exit 1; }
 fi
 # A failure on one rank alone (an exception, not a crash: on cuda the capture of the step fails there) ends the job on
 # every rank at once, with the failing rank's error, instead of leaving the others in a collective until
@@ -188,6 +194,8 @@ if os.environ.get("DEVICE") == "cuda":
     assert graph_logged == {(4, None), (6, None), (6, "valid")}, sorted(graph_logged, key=str)
     assert zero_graph == [r for r in timeless(zero_records) if (r["step"], r.get("split")) in graph_logged], \
         "runtime.cuda_graph changed the ZeRO-1 run"
+    zero_eval = [r for r in timeless(load("zero-eval/metrics.jsonl")) if (r["step"], r.get("split")) in logged]
+    assert zero_eval == timeless(zero_records), "runtime.cuda_graph after an evaluation changed the ZeRO-1 run"
     p = [json.loads(line) for line in open("zero-graph/metrics.jsonl") if "profile_step" in line][0]
     assert p["graph_launches_per_step"] == 1 and p["syncs_per_step"] == 0 and p["d2h_copies_per_step"] == 0, p
     assert p["cuda_mallocs_per_step"] == 0 and p["collectives_per_step"] == 0, p
