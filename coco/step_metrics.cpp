@@ -101,7 +101,7 @@ StepRecordCopy::StepRecordCopy(Device device) : device_(device) {
 
 StepRecordCopy::~StepRecordCopy() {
   if (device_ == Device::cuda) {
-    if (copied_ && !copied_->query()) (void)runtime::event_synchronize(copied_->get());
+    if (copied_) copied_->wait_if_pending();
     (void)runtime::host_free(pinned_);
   } else {
     std::free(pinned_);

@@ -38,6 +38,9 @@ bool Event::query() const {
   COCO_CUDA_CHECK(status);
   return true;
 }
+void Event::wait_if_pending() const noexcept {
+  if (cudaEventQuery(event_) == cudaErrorNotReady) (void)runtime::event_synchronize(event_);
+}
 float Event::elapsed_ms_since(const Event& start) const {
   float ms = 0.0f;
   COCO_CUDA_CHECK(cudaEventElapsedTime(&ms, start.event_, event_));

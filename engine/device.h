@@ -53,6 +53,10 @@ class Event {
   // True when the work before the last record() has completed (or the event was never recorded);
   // never waits.
   bool query() const;
+  // For destructors: waits for the work before the last record() if it has not completed, and never throws (after a
+  // kernel fault every CUDA call fails, "sticky", and a destructor can only let the error reach the caller through
+  // the calls that follow).
+  void wait_if_pending() const noexcept;
   // Milliseconds between `start` and this event (both recorded and complete).
   float elapsed_ms_since(const Event& start) const;
   cudaEvent_t get() const { return event_; }

@@ -17,7 +17,7 @@ PinnedUpload::PinnedUpload(int slots) {
 PinnedUpload::~PinnedUpload() {
   for (Slot& slot : slots_) {
     // The device may still be reading the pinned bytes: wait before giving them back.
-    if (slot.copied && !slot.copied->query()) (void)runtime::event_synchronize(slot.copied->get());
+    if (slot.copied) slot.copied->wait_if_pending();
     if (slot.pinned) (void)runtime::host_free(slot.pinned);
   }
 }

@@ -19,12 +19,13 @@
 //  * every load and store of kernel code, the atomics and the emulated PTX copies check that their
 //    address is aligned to the access, as a GPU does: a misaligned one ends its thread, no further
 //    block starts, the launch returns cudaErrorMisalignedAddress, and the first such access is
-//    reported (kernel, block, thread, address, access, source line).
+//    reported (kernel, block, thread, address, access, source line); as on a GPU the error is sticky:
+//    every later call that does device work fails with it (emu::clear_sticky_error, for tests).
 // Run-time knobs (schedules, poison, strictness, OS threads) and counters: emu_control.h; the bitwise
 // schedule oracle for kernel tests: schedule_oracle.h.
 //
 // Differences from a GPU worth knowing: after a misaligned access the other threads of its block run
-// to their end, and the error is not sticky (later launches work); __activemask() returns all
+// to their end; __activemask() returns all
 // non-exited lanes of the warp (not the converged subset); threads never run concurrently inside a
 // block, so intra-block spin-waits on another thread hang; __expf/rsqrtf/__fdividef are exact here and
 // approximate on the GPU; there is no grid-wide sync, cluster, TMA/wgmma or inline PTX other than the

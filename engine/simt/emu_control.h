@@ -98,6 +98,11 @@ Stats& stats();
 // "matrix A: leading dimension 7 < 33 (rows of a COL-order 33 x 7 matrix)"; "" if it never did.
 std::string cublaslt_last_error();
 
+// A kernel fault (cudaErrorMisalignedAddress) is sticky, as on a GPU, whose context it leaves unusable: every later
+// call that does device work fails with it, and cudaGetLastError returns it without clearing it. A GPU process must
+// exit; tests that provoke a fault on purpose start over with this (the emulated memory and objects are intact).
+void clear_sticky_error();
+
 // The message of the most recent misuse diagnostic ("" if none), e.g.
 // "kernel softmax_kernel block (3,0,0) thread (5,0,0): __syncthreads() reached at different call sites ...".
 std::string last_diagnostic();

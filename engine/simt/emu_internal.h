@@ -11,10 +11,29 @@ namespace emu::detail {
 
 // The calling host thread's last error (cudaGetLastError / cudaPeekAtLastError).
 cudaError_t& last_error();
-// Records `status` as the last error when it is one; returns it.
+// The process's sticky error: cudaSuccess, or the kernel fault (cudaErrorMisalignedAddress) that corrupted the
+// emulated context. As on a GPU, from then on every call that does device work -- allocations and frees,
+// copies, memsets, launches, synchronisations, streams, events, captures and graph launches -- fails with it, and
+// cudaGetLastError returns it without clearing it (emu::clear_sticky_error() starts over, for tests).
+cudaError_t sticky_error();
+void set_sticky_error(cudaError_t status);
+// A kernel fault, which leaves a GPU's context unusable.
+inline bool is_sticky(cudaError_t status) {
+  return status == cudaErrorMisalignedAddress || status == cudaErrorIllegalAddress ||
+         status == cudaErrorIllegalInstruction || status == cudaErrorLaunchFailure;
+}
+// Records `status` as the last error when it is one (and as the sticky error when it is a kernel fault);
+// returns it.
 inline cudaError_t record_error(cudaError_t status) {
   if (status != cudaSuccess) last_error() = status;
+  if (is_sticky(status)) set_sticky_error(status);
   return status;
+}
+// The sticky error, recorded as the last error, or cudaSuccess: the first statement of a call that does device work.
+inline cudaError_t sticky_failure() {
+  const cudaError_t sticky = sticky_error();
+  if (sticky != cudaSuccess) last_error() = sticky;
+  return sticky;
 }
 
 // Dynamic shared memory a kernel may use: 48 KB unless raised with cudaFuncSetAttribute(kernel,

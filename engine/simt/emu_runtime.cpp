@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -25,6 +26,7 @@
 #include <unordered_set>
 
 #include "engine/simt/cuda_emu.h"
+#include "engine/simt/emu_control.h"
 #include "engine/simt/emu_internal.h"
 
 namespace emu::detail {
@@ -153,6 +155,7 @@ bool range_ok(const void* address, size_t bytes) {
 namespace {
 
 cudaError_t allocate(void** out, size_t bytes, Memory kind) {
+  if (const cudaError_t sticky = emu::detail::sticky_failure(); sticky != cudaSuccess) return sticky;  // a kernel fault
   if (!out) return record_error(cudaErrorInvalidValue);
   *out = nullptr;
   if (bytes == 0) return cudaSuccess;
@@ -197,7 +200,7 @@ cudaError_t release(void* p, Memory kind) {
   } else {
     ++s.host_frees;
   }
-  return cudaSuccess;
+  return emu::detail::sticky_failure();  // released, but a kernel fault stays reported
 }
 
 bool valid_kind(cudaMemcpyKind kind) {
@@ -213,6 +216,7 @@ cudaError_t check_copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind 
 }
 
 cudaError_t copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+  if (const cudaError_t sticky = emu::detail::sticky_failure(); sticky != cudaSuccess) return sticky;  // a kernel fault
   if (const cudaError_t status = check_synchronous_call(); status != cudaSuccess) return record_error(status);
   if (const cudaError_t status = check_copy(dst, src, bytes, kind); status != cudaSuccess) return status;
   if (bytes) std::memmove(dst, src, bytes);
@@ -220,6 +224,7 @@ cudaError_t copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) 
 }
 
 cudaError_t copy_async(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream) {
+  if (const cudaError_t sticky = emu::detail::sticky_failure(); sticky != cudaSuccess) return sticky;  // a kernel fault
   if (const cudaError_t status = check_copy(dst, src, bytes, kind); status != cudaSuccess) {
     invalidate_capture_of(stream);
     return status;
@@ -293,6 +298,28 @@ cudaError_t& last_error() {
   return error;
 }
 
+namespace {
+std::atomic<int> g_sticky_error{cudaSuccess};  // per process, as a CUDA context is
+}  // namespace
+
+cudaError_t sticky_error() { return static_cast<cudaError_t>(g_sticky_error.load(std::memory_order_acquire)); }
+
+void set_sticky_error(cudaError_t status) {
+  int expected = cudaSuccess;  // the first fault stays
+  g_sticky_error.compare_exchange_strong(expected, status, std::memory_order_acq_rel);
+}
+
+}  // namespace emu::detail
+
+namespace emu {
+void clear_sticky_error() {
+  detail::g_sticky_error.store(cudaSuccess, std::memory_order_release);
+  detail::last_error() = cudaSuccess;
+}
+}  // namespace emu
+
+namespace emu::detail {
+
 size_t max_dynamic_shared_bytes(const void* kernel) {
   FunctionAttributes& table = function_attributes();
   std::lock_guard<std::mutex> lock(table.mutex);
@@ -321,11 +348,15 @@ extern "C" {
 // ------------------------------------------------------------------------------------------------
 // Errors
 cudaError_t cudaGetLastError(void) {
+  if (const cudaError_t sticky = emu::detail::sticky_failure(); sticky != cudaSuccess) return sticky;  // not cleared
   const cudaError_t status = emu::detail::last_error();
   emu::detail::last_error() = cudaSuccess;
   return status;
 }
-cudaError_t cudaPeekAtLastError(void) { return emu::detail::last_error(); }
+cudaError_t cudaPeekAtLastError(void) {
+  if (const cudaError_t sticky = emu::detail::sticky_failure(); sticky != cudaSuccess) return sticky;
+  return emu::detail::last_error();
+}
 const char* cudaGetErrorName(cudaError_t error) { return emu::detail::error_name(error); }
 const char* cudaGetErrorString(cudaError_t error) {
   switch (error) {
@@ -509,6 +540,7 @@ cudaError_t cudaDeviceGetAttribute(int* value, enum cudaDeviceAttr attr, int dev
   return cudaSuccess;
 }
 cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
+  if (const cudaError_t sticky = emu::detail::sticky_failure(); sticky != cudaSuccess) return sticky;  // a kernel fault
   if (!free_bytes || !total_bytes) return record_error(cudaErrorInvalidValue);
   *total_bytes = emu::detail::total_memory_bytes();
   const size_t available = emu::detail::meminfo_bytes("MemAvailable");
@@ -623,6 +655,7 @@ void copy_2d(void* dst, size_t dpitch, const void* src, size_t spitch, size_t wi
 
 cudaError_t cudaMemcpy2D(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height,
                          enum cudaMemcpyKind kind) {
+  if (const cudaError_t sticky = emu::detail::sticky_failure(); sticky != cudaSuccess) return sticky;  // a kernel fault
   if (const cudaError_t status = emu::detail::check_synchronous_call(); status != cudaSuccess)
     return record_error(status);
   if (const cudaError_t status = check_copy_2d(dst, dpitch, src, spitch, width, height, kind); status != cudaSuccess)
@@ -632,6 +665,7 @@ cudaError_t cudaMemcpy2D(void* dst, size_t dpitch, const void* src, size_t spitc
 }
 cudaError_t cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height,
                               enum cudaMemcpyKind kind, cudaStream_t stream) {
+  if (const cudaError_t sticky = emu::detail::sticky_failure(); sticky != cudaSuccess) return sticky;  // a kernel fault
   if (const cudaError_t status = check_copy_2d(dst, dpitch, src, spitch, width, height, kind); status != cudaSuccess) {
     emu::detail::invalidate_capture_of(stream);
     return status;
@@ -660,6 +694,7 @@ cudaError_t cudaGetSymbolAddress(void** devPtr, const void* symbol) {
   return cudaSuccess;
 }
 cudaError_t cudaMemset(void* devPtr, int value, size_t count) {
+  if (const cudaError_t sticky = emu::detail::sticky_failure(); sticky != cudaSuccess) return sticky;  // a kernel fault
   if (const cudaError_t status = emu::detail::check_synchronous_call(); status != cudaSuccess)
     return record_error(status);
   if (const cudaError_t status = emu::detail::check_fill(devPtr, count); status != cudaSuccess) return status;
@@ -667,6 +702,7 @@ cudaError_t cudaMemset(void* devPtr, int value, size_t count) {
   return cudaSuccess;
 }
 cudaError_t cudaMemsetAsync(void* devPtr, int value, size_t count, cudaStream_t stream) {
+  if (const cudaError_t sticky = emu::detail::sticky_failure(); sticky != cudaSuccess) return sticky;  // a kernel fault
   if (const cudaError_t status = emu::detail::check_fill(devPtr, count); status != cudaSuccess) {
     emu::detail::invalidate_capture_of(stream);
     return status;

@@ -230,6 +230,7 @@ std::unordered_set<const Node*> ancestors(const std::vector<Node*>& tail) {
 
 // cudaEventQuery / cudaEventSynchronize: an event last recorded in a capture has no completion.
 cudaError_t completed(cudaEvent_t event) {
+  if (const cudaError_t sticky = emu::detail::sticky_failure(); sticky != cudaSuccess) return sticky;  // a kernel fault
   State& st = state();
   std::lock_guard<std::mutex> lock(st.mutex);
   EmuEvent* e = find_event(st, event);
@@ -268,6 +269,7 @@ Graph* find_graph(State& st, cudaGraph_t graph, bool include_capturing) {
 }  // namespace
 
 cudaError_t stream_work(cudaStream_t stream, bool* capturing) {
+  if (const cudaError_t sticky = emu::detail::sticky_failure(); sticky != cudaSuccess) return sticky;  // a kernel fault
   State& st = state();
   if (g_live_captures.load(std::memory_order_relaxed) == 0 &&
       (stream == nullptr || stream == cudaStreamLegacy || stream == cudaStreamPerThread)) {
@@ -329,6 +331,7 @@ using emu::detail::record_error;
 extern "C" {
 
 cudaError_t cudaDeviceSynchronize(void) {
+  if (const cudaError_t sticky = emu::detail::sticky_failure(); sticky != cudaSuccess) return sticky;  // a kernel fault
   using namespace emu::detail;
   if (g_live_captures.load(std::memory_order_relaxed) == 0) return cudaSuccess;
   State& st = state();
@@ -342,6 +345,7 @@ cudaError_t cudaDeviceSynchronize(void) {
 // Streams
 cudaError_t cudaStreamCreate(cudaStream_t* pStream) { return cudaStreamCreateWithFlags(pStream, cudaStreamDefault); }
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* pStream, unsigned int flags) {
+  if (const cudaError_t sticky = emu::detail::sticky_failure(); sticky != cudaSuccess) return sticky;  // a kernel fault
   using namespace emu::detail;
   if (!pStream || (flags & ~cudaStreamNonBlocking)) return record_error(cudaErrorInvalidValue);
   auto* stream = new EmuStream();
@@ -369,9 +373,10 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
   }
   st.streams.erase(s);
   delete s;
-  return cudaSuccess;
+  return emu::detail::sticky_failure();  // released, but a kernel fault stays reported
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+  if (const cudaError_t sticky = emu::detail::sticky_failure(); sticky != cudaSuccess) return sticky;  // a kernel fault
   using namespace emu::detail;
   if (g_live_captures.load(std::memory_order_relaxed) == 0 &&
       (stream == nullptr || stream == cudaStreamLegacy || stream == cudaStreamPerThread))
@@ -404,6 +409,7 @@ cudaError_t cudaStreamGetFlags(cudaStream_t stream, unsigned int* flags) {
 // Events: host timestamps taken when recorded (all earlier work has completed by then).
 cudaError_t cudaEventCreate(cudaEvent_t* event) { return cudaEventCreateWithFlags(event, cudaEventDefault); }
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int flags) {
+  if (const cudaError_t sticky = emu::detail::sticky_failure(); sticky != cudaSuccess) return sticky;  // a kernel fault
   using namespace emu::detail;
   if (!event || (flags & ~(cudaEventBlockingSync | cudaEventDisableTiming | cudaEventInterprocess)))
     return record_error(cudaErrorInvalidValue);
@@ -416,6 +422,7 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int flags) {
   return cudaSuccess;
 }
 cudaError_t cudaEventRecordWithFlags(cudaEvent_t event, cudaStream_t stream, unsigned int flags) {
+  if (const cudaError_t sticky = emu::detail::sticky_failure(); sticky != cudaSuccess) return sticky;  // a kernel fault
   using namespace emu::detail;
   if (flags & ~cudaEventRecordExternal) return record_error(cudaErrorInvalidValue);
   State& st = state();
@@ -455,6 +462,7 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
 }
 
 cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int flags) {
+  if (const cudaError_t sticky = emu::detail::sticky_failure(); sticky != cudaSuccess) return sticky;  // a kernel fault
   using namespace emu::detail;
   if (flags & ~cudaEventWaitExternal) return record_error(cudaErrorInvalidValue);
   State& st = state();
@@ -501,6 +509,7 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned
 cudaError_t cudaEventSynchronize(cudaEvent_t event) { return emu::detail::completed(event); }
 cudaError_t cudaEventQuery(cudaEvent_t event) { return emu::detail::completed(event); }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  if (const cudaError_t sticky = emu::detail::sticky_failure(); sticky != cudaSuccess) return sticky;  // a kernel fault
   using namespace emu::detail;
   if (!ms) return record_error(cudaErrorInvalidValue);
   State& st = state();
@@ -523,7 +532,7 @@ cudaError_t cudaEventDestroy(cudaEvent_t event) {
   if (e->capture) std::erase(e->capture->events, e);
   st.events.erase(e);
   delete e;
-  return cudaSuccess;
+  return emu::detail::sticky_failure();  // released, but a kernel fault stays reported
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -537,6 +546,7 @@ cudaError_t cudaThreadExchangeStreamCaptureMode(enum cudaStreamCaptureMode* mode
 }
 
 cudaError_t cudaStreamBeginCapture(cudaStream_t stream, enum cudaStreamCaptureMode mode) {
+  if (const cudaError_t sticky = emu::detail::sticky_failure(); sticky != cudaSuccess) return sticky;  // a kernel fault
   using namespace emu::detail;
   if (mode != cudaStreamCaptureModeGlobal && mode != cudaStreamCaptureModeThreadLocal &&
       mode != cudaStreamCaptureModeRelaxed)
@@ -647,6 +657,7 @@ cudaError_t cudaStreamGetCaptureInfo(cudaStream_t stream, enum cudaStreamCapture
 // ------------------------------------------------------------------------------------------------
 // Graphs
 cudaError_t cudaGraphCreate(cudaGraph_t* pGraph, unsigned int flags) {
+  if (const cudaError_t sticky = emu::detail::sticky_failure(); sticky != cudaSuccess) return sticky;  // a kernel fault
   using namespace emu::detail;
   if (!pGraph || flags != 0) return record_error(cudaErrorInvalidValue);
   State& st = state();
@@ -665,7 +676,7 @@ cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
   if (!g) return record_error(cudaErrorInvalidValue);
   st.graphs.erase(g);
   drop_graph(st, std::unique_ptr<Graph>(g));
-  return cudaSuccess;
+  return emu::detail::sticky_failure();  // released, but a kernel fault stays reported
 }
 
 cudaError_t cudaGraphGetNodes(cudaGraph_t graph, cudaGraphNode_t* nodes, size_t* numNodes) {
@@ -706,6 +717,7 @@ cudaError_t cudaGraphNodeGetDependencies(cudaGraphNode_t node, cudaGraphNode_t* 
 }
 
 cudaError_t cudaGraphInstantiate(cudaGraphExec_t* pGraphExec, cudaGraph_t graph, unsigned long long flags) {
+  if (const cudaError_t sticky = emu::detail::sticky_failure(); sticky != cudaSuccess) return sticky;  // a kernel fault
   using namespace emu::detail;
   constexpr unsigned long long known = cudaGraphInstantiateFlagAutoFreeOnLaunch | cudaGraphInstantiateFlagUpload |
                                        cudaGraphInstantiateFlagDeviceLaunch | cudaGraphInstantiateFlagUseNodePriority;
@@ -726,6 +738,7 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t* pGraphExec, cudaGraph_t graph,
 }
 
 cudaError_t cudaGraphLaunch(cudaGraphExec_t graphExec, cudaStream_t stream) {
+  if (const cudaError_t sticky = emu::detail::sticky_failure(); sticky != cudaSuccess) return sticky;  // a kernel fault
   using namespace emu::detail;
   std::shared_ptr<const std::vector<std::function<void()>>> work;
   {
@@ -745,6 +758,7 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t graphExec, cudaStream_t stream) {
 }
 
 cudaError_t cudaGraphUpload(cudaGraphExec_t graphExec, cudaStream_t stream) {
+  if (const cudaError_t sticky = emu::detail::sticky_failure(); sticky != cudaSuccess) return sticky;  // a kernel fault
   using namespace emu::detail;
   State& st = state();
   std::lock_guard<std::mutex> lock(st.mutex);
@@ -761,7 +775,7 @@ cudaError_t cudaGraphExecDestroy(cudaGraphExec_t graphExec) {
   auto* exec = reinterpret_cast<Exec*>(graphExec);
   if (!st.execs.erase(exec)) return record_error(cudaErrorInvalidValue);
   delete exec;
-  return cudaSuccess;
+  return emu::detail::sticky_failure();  // released, but a kernel fault stays reported
 }
 
 }  // extern "C"

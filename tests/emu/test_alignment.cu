@@ -3,8 +3,9 @@
 // load from a view that is not 16-byte aligned. Every load and store of kernel code (scalar, vector,
 // kernels/vector_access.cuh packs, shared memory), the atomics, and kernels replayed by a graph:
 // the launch fails with cudaErrorMisalignedAddress and the report names the kernel, block, thread,
-// address, access and source line; the same accesses aligned pass. Emulated mode only: on a GPU the
-// faults would leave the context unusable.
+// address, access and source line; the same accesses aligned pass. As on a GPU, whose context a fault leaves
+// unusable, the error is sticky: every later call that does device work fails with it until the test starts over
+// (emu::clear_sticky_error). Emulated mode only.
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -79,7 +80,13 @@ std::vector<float> iota_floats(int n) {
 
 #define EXPECT_CONTAINS(text, part) EXPECT_NE((text).find(part), std::string::npos) << (text)
 
-TEST(Alignment, MisalignedFloat4LoadFailsTheLaunchAndNamesTheAccess) {
+// Every test provokes a fault on purpose: it starts over after each one it checked, and at its end.
+class Alignment : public ::testing::Test {
+ protected:
+  void TearDown() override { emu::clear_sticky_error(); }
+};
+
+TEST_F(Alignment, MisalignedFloat4LoadFailsTheLaunchAndNamesTheAccess) {
   GuardedDeviceBuffer<float> in(iota_floats(40)), out(8);
   EXPECT_EQ(coco::launch_named("float4_load_kernel", float4_load_kernel, dim3(1), dim3(1), 0, nullptr, in.data(), 1,
                                out.data()),
@@ -91,6 +98,7 @@ TEST(Alignment, MisalignedFloat4LoadFailsTheLaunchAndNamesTheAccess) {
   EXPECT_CONTAINS(message,
                   "needs 16-byte alignment (the address is 4 bytes past a multiple of 16) at "
                   "test_alignment.cu:");
+  emu::clear_sticky_error();
   // Through the launch helper the failure is a CudaError naming the error and the launch.
   try {
     COCO_LAUNCH(float4_load_kernel, dim3(2), dim3(8), 0, nullptr, in.data(), 2, out.data());
@@ -103,13 +111,32 @@ TEST(Alignment, MisalignedFloat4LoadFailsTheLaunchAndNamesTheAccess) {
   EXPECT_CONTAINS(emu::last_diagnostic(), "the address is 8 bytes past a multiple of 16");
 }
 
-TEST(Alignment, AlignedFloat4LoadsPassAndTheErrorIsNotSticky) {
+TEST_F(Alignment, TheErrorIsStickyAndAlignedFloat4LoadsPass) {
   GuardedDeviceBuffer<float> in(iota_floats(40)), out(8);
   EXPECT_EQ(coco::launch(float4_load_kernel, dim3(1), dim3(8), 0, nullptr, in.data(), 3, out.data()),
             cudaErrorMisalignedAddress);
-  // Unlike a GPU, whose context a fault leaves unusable, the emulator carries on: later aligned
-  // launches (offsets 0 and 4 floats: 16-byte boundaries) succeed.
+  // As on a GPU, whose context the fault leaves unusable, every later call that does device work fails with it
+  // (an aligned launch, a copy, an allocation, a synchronisation, a stream), and cudaGetLastError keeps returning it.
   EXPECT_EQ(cudaGetLastError(), cudaErrorMisalignedAddress);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorMisalignedAddress);
+  EXPECT_EQ(coco::launch(float4_load_kernel, dim3(1), dim3(8), 0, nullptr, in.data(), 0, out.data()),
+            cudaErrorMisalignedAddress);
+  float host[8] = {};
+  EXPECT_EQ(cudaMemcpy(host, out.data(), sizeof host, cudaMemcpyDeviceToHost), cudaErrorMisalignedAddress);
+  void* more = nullptr;
+  EXPECT_EQ(cudaMalloc(&more, 256), cudaErrorMisalignedAddress);
+  EXPECT_EQ(more, nullptr);
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaErrorMisalignedAddress);
+  cudaStream_t stream = nullptr;
+  EXPECT_EQ(cudaStreamCreate(&stream), cudaErrorMisalignedAddress);
+  EXPECT_EQ(cudaMemset(out.data(), 0, sizeof host), cudaErrorMisalignedAddress);
+  // Queries that do no device work still answer.
+  int devices = 0;
+  EXPECT_EQ(cudaGetDeviceCount(&devices), cudaSuccess);
+  EXPECT_STREQ(cudaGetErrorName(cudaErrorMisalignedAddress), "cudaErrorMisalignedAddress");
+  // The emulator lets a test start over (a GPU process would have to exit): aligned launches (offsets 0 and 4
+  // floats: 16-byte boundaries) then succeed.
+  emu::clear_sticky_error();
   EXPECT_EQ(cudaGetLastError(), cudaSuccess);
   for (int offset : {0, 4}) {
     COCO_LAUNCH(float4_load_kernel, dim3(1), dim3(8), 0, nullptr, in.data(), offset, out.data());
@@ -123,7 +150,7 @@ TEST(Alignment, AlignedFloat4LoadsPassAndTheErrorIsNotSticky) {
   EXPECT_TRUE(in.guards_intact() && out.guards_intact());
 }
 
-TEST(Alignment, VectorAccessPacksAreChecked) {
+TEST_F(Alignment, VectorAccessPacksAreChecked) {
   GuardedDeviceBuffer<float> in(iota_floats(36)), out(32);
   EXPECT_EQ(
       coco::launch_named("pack_copy_kernel", pack_copy_kernel, dim3(1), dim3(8), 0, nullptr, in.data(), 2, out.data()),
@@ -132,12 +159,13 @@ TEST(Alignment, VectorAccessPacksAreChecked) {
   EXPECT_CONTAINS(message, "kernel pack_copy_kernel block (0,0,0) thread (");
   EXPECT_CONTAINS(message, "reference binding to 'const struct Pack'");
   EXPECT_CONTAINS(message, "vector_access.cuh:");
+  emu::clear_sticky_error();
   COCO_LAUNCH(pack_copy_kernel, dim3(1), dim3(8), 0, nullptr, in.data(), 4, out.data());
   const std::vector<float> copied = out.download();
   for (int i = 0; i < 32; ++i) EXPECT_EQ(copied[i], static_cast<float>(i + 4)) << i;
 }
 
-TEST(Alignment, ScalarLoadsAndStoresAreChecked) {
+TEST_F(Alignment, ScalarLoadsAndStoresAreChecked) {
   GuardedDeviceBuffer<char> in(16), out(16);
   EXPECT_EQ(coco::launch_named("scalar_access_kernel", scalar_access_kernel, dim3(1), dim3(1), 0, nullptr, in.data(), 2,
                                out.data(), 0),
@@ -145,28 +173,31 @@ TEST(Alignment, ScalarLoadsAndStoresAreChecked) {
   EXPECT_CONTAINS(emu::last_diagnostic(), "misaligned address " + pointer_text(in.data() + 2) +
                                               ": load of 'const float' needs 4-byte alignment (the address is 2 "
                                               "bytes past a multiple of 4)");
+  emu::clear_sticky_error();
   EXPECT_EQ(coco::launch_named("scalar_access_kernel", scalar_access_kernel, dim3(1), dim3(1), 0, nullptr, in.data(), 4,
                                out.data(), 4),
             cudaErrorMisalignedAddress);
   EXPECT_CONTAINS(emu::last_diagnostic(),
                   "misaligned address " + pointer_text(out.data() + 4) + ": store to 'double' needs 8-byte alignment");
   EXPECT_EQ(cudaGetLastError(), cudaErrorMisalignedAddress);
+  emu::clear_sticky_error();
   COCO_LAUNCH(scalar_access_kernel, dim3(1), dim3(1), 0, nullptr, in.data(), 4, out.data(), 8);
   EXPECT_EQ(cudaGetLastError(), cudaSuccess);
 }
 
-TEST(Alignment, SharedMemoryAccessesAreChecked) {
+TEST_F(Alignment, SharedMemoryAccessesAreChecked) {
   GuardedDeviceBuffer<float> out(1);
   EXPECT_EQ(coco::launch_named("shared_float4_kernel", shared_float4_kernel, dim3(1), dim3(16), 16 * sizeof(float),
                                nullptr, 1, out.data()),
             cudaErrorMisalignedAddress);
   EXPECT_CONTAINS(emu::last_diagnostic(), "kernel shared_float4_kernel block (0,0,0) thread (0,0,0): misaligned");
   EXPECT_CONTAINS(emu::last_diagnostic(), "'const struct float4' needs 16-byte alignment");
+  emu::clear_sticky_error();
   COCO_LAUNCH(shared_float4_kernel, dim3(1), dim3(16), 16 * sizeof(float), nullptr, 8, out.data());
   EXPECT_EQ(out.download()[0], 8.0f + 9.0f + 10.0f + 11.0f);
 }
 
-TEST(Alignment, AtomicsAreChecked) {
+TEST_F(Alignment, AtomicsAreChecked) {
   GuardedDeviceBuffer<char> bytes(16);
   EXPECT_EQ(coco::launch_named("atomic_add_kernel", atomic_add_kernel, dim3(2), dim3(4), 0, nullptr, bytes.data(), 6),
             cudaErrorMisalignedAddress);
@@ -174,6 +205,7 @@ TEST(Alignment, AtomicsAreChecked) {
                                               ": atomicAdd needs 4-byte alignment (the address is 2 bytes past a "
                                               "multiple of 4) at test_alignment.cu:");
   EXPECT_EQ(cudaGetLastError(), cudaErrorMisalignedAddress);
+  emu::clear_sticky_error();
   COCO_LAUNCH(atomic_add_kernel, dim3(2), dim3(4), 0, nullptr, bytes.data(), 12);
   const std::vector<char> raw = bytes.download();
   float sum;
@@ -181,7 +213,7 @@ TEST(Alignment, AtomicsAreChecked) {
   EXPECT_EQ(sum, 8.0f);
 }
 
-TEST(Alignment, AGraphWithAMisalignedKernelFailsItsLaunch) {
+TEST_F(Alignment, AGraphWithAMisalignedKernelFailsItsLaunch) {
   GuardedDeviceBuffer<float> in(iota_floats(40)), out(8);
   cudaStream_t stream = nullptr;
   COCO_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
@@ -197,6 +229,9 @@ TEST(Alignment, AGraphWithAMisalignedKernelFailsItsLaunch) {
     EXPECT_EQ(cudaGetLastError(), offset == 1 ? cudaErrorMisalignedAddress : cudaSuccess) << offset;
     if (offset == 1) {
       EXPECT_CONTAINS(emu::last_diagnostic(), "kernel float4_load_kernel block (0,0,0) thread (");
+      // Sticky: the graph's next launch fails too, until the test starts over.
+      EXPECT_EQ(cudaGraphLaunch(exec, stream), cudaErrorMisalignedAddress);
+      emu::clear_sticky_error();
     }
     COCO_CUDA_CHECK(cudaGraphExecDestroy(exec));
     COCO_CUDA_CHECK(cudaGraphDestroy(graph));
