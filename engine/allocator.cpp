@@ -101,6 +101,13 @@ void* CachingAllocator::allocate(size_t bytes, cudaStream_t stream) {
                       "(run the captured work once before the capture so that the cache holds its blocks): " +
                       cudaGetErrorString(status));
     }
+    if (status != cudaSuccess && status != cudaErrorMemoryAllocation) {
+      // Not a lack of memory: an earlier kernel fault ("sticky": every later call fails with it) or a broken
+      // device. Freeing the cache would not help and would fail the same way.
+      (void)cudaGetLastError();
+      throw CudaError("CachingAllocator: cudaMalloc of " + std::to_string(rounded) +
+                      " bytes failed: " + cudaGetErrorName(status) + " (" + cudaGetErrorString(status) + ")");
+    }
     if (status != cudaSuccess) {
       (void)cudaGetLastError();
       state_->release_cached_locked();

@@ -2,9 +2,9 @@
 // call that does device work fails with it (the emulator does the same, engine/simt/emu_control.h). The engine must
 // then report it and unwind: the next checked call throws a CudaError naming it, and destroying what a training run
 // holds -- tensors (their blocks go back to the caching allocator), a stream, events, a pinned upload ring with a
-// copy in flight, a captured CUDA graph -- neither throws nor terminates the process (a destructor that checked
-// its CUDA calls would call std::terminate: Event::wait_if_pending). Emulated mode only: on a GPU the process could
-// not go on to the next test.
+// copy in flight, a captured CUDA graph -- neither throws nor terminates the process; a GEMM fails too (a destructor
+// that checked its CUDA calls would call std::terminate: Event::wait_if_pending). Emulated mode only: on a GPU the
+// process could not go on to the next test.
 #include <gtest/gtest.h>
 
 #include <functional>
@@ -17,6 +17,7 @@
 #include "engine/runtime/check.h"
 #include "engine/runtime/launch.cuh"
 #include "engine/tensor.h"
+#include "kernels/matmul.h"
 #if defined(COCO_CUDA_EMULATED)
 #include "engine/simt/emu_control.h"
 #endif
@@ -51,6 +52,14 @@ TEST(StickyFault, TheEngineReportsAKernelFaultAndUnwindsWithoutThrowingFromDestr
   graph.replay(stream.get());
   recorded.record(stream.get());
   EXPECT_EQ(weights.to_vector<float>()[63], 2.0f);
+  Tensor product = Tensor::zeros({8, 8}, DType::f32, Device::cuda);
+  const auto gemm = [&] {  // product = weights (8 x 8) . weights
+    const float* w = static_cast<const float*>(weights.data());
+    kernels::cuda::gemm<float, float>(false, false, 8, 8, 8, 1.0, w, 8, w, 8, 0.0, static_cast<float*>(product.data()),
+                                      8, stream.get());
+  };
+  gemm();
+  EXPECT_EQ(product.to_vector<float>()[0], 8 * 2.0f * 2.0f);
 
   Tensor bytes = Tensor::zeros({16}, DType::u8, Device::cuda);
   EXPECT_EQ(launch(sticky_fault_test::misaligned_store_kernel, dim3(1), dim3(1), 0, stream.get(),
@@ -70,6 +79,16 @@ TEST(StickyFault, TheEngineReportsAKernelFaultAndUnwindsWithoutThrowingFromDestr
   expect_fault([&] { (void)weights.to_vector<float>(); }, "to_vector");
   expect_fault([&] { recorded.synchronize(); }, "event synchronize");
   expect_fault([&] { (void)uploads.upload(ids.data(), Shape{2, 3}, DType::i32); }, "upload");
+  // An allocation the cache cannot serve reaches cudaMalloc, which fails with the fault: reported as such, not as
+  // "out of device memory" (the cache is not freed for it).
+  expect_fault([] { (void)Tensor::zeros({1 << 20}, DType::f32, Device::cuda); }, "a new block");
+  // The vendor libraries' calls fail too: the GEMM (cuBLASLt) that ran before the fault.
+  try {
+    gemm();
+    ADD_FAILURE() << "a GEMM succeeded after the fault";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("CUBLAS_STATUS_EXECUTION_FAILED"), std::string::npos) << e.what();
+  }
   // Leaving the scope destroys the graph, the tensors, the upload ring (its slots' events pending or not), the
   // events and the stream: none of them throws, so the test ends normally.
 }
