@@ -18,6 +18,9 @@
 //   EMU_THREADS  = n              OS threads that run blocks (0 or unset: hardware concurrency)
 //   EMU_STACK_KB = n              stack of each emulated thread (default 64)
 //   EMU_FAST_PATH = 1 | 0         consecutive threads of a pass share one fiber without switching
+//   EMU_FAULT_AT_LAUNCH = n       fault injection for tests: the kernel that would be launch number n (1-based, as
+//                                 Stats::launches counts them, kernels of graph replays included) does not run and
+//                                 fails as a misaligned access would (cudaErrorMisalignedAddress, sticky); 0: never
 #pragma once
 #include <atomic>
 #include <cstddef>
@@ -36,6 +39,7 @@ struct Config {
   int threads = 0;  // OS threads for blocks; 0 = std::thread::hardware_concurrency()
   size_t stack_bytes = 64 * 1024;
   bool fast_path = true;
+  uint64_t fault_at_launch = 0;  // EMU_FAULT_AT_LAUNCH (0: no injected fault)
 
   static constexpr int kPoisonOff = -1;
 };

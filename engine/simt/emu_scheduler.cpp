@@ -130,6 +130,8 @@ Config config_from_environment() {
   if (const char* s = std::getenv("EMU_STACK_KB"); s && *s)
     c.stack_bytes = static_cast<size_t>(parse_long("EMU_STACK_KB", s, 16, 1 << 20)) * 1024;
   if (const char* s = std::getenv("EMU_FAST_PATH"); s && *s) c.fast_path = parse_long("EMU_FAST_PATH", s, 0, 1) != 0;
+  if (const char* s = std::getenv("EMU_FAULT_AT_LAUNCH"); s && *s)
+    c.fault_at_launch = static_cast<uint64_t>(parse_long("EMU_FAULT_AT_LAUNCH", s, 0, 0x7FFFFFFFL));
   return c;
 }
 
@@ -1240,6 +1242,19 @@ cudaError_t run_grid(const LaunchRequest& request) {
   LaunchState launch;
   launch.request = &request;
   launch.cfg = config();
+  if (launch.cfg.fault_at_launch != 0 && stats().launches.load() + 1 == launch.cfg.fault_at_launch) {
+    // EMU_FAULT_AT_LAUNCH: this kernel does not run and fails as a misaligned access would (a test of what a
+    // kernel fault does to the code around it). Counted as a launch, so the fault happens once.
+    ++stats().launches;
+    const std::string message = format(
+        "kernel %s: injected fault at launch %llu (EMU_FAULT_AT_LAUNCH): the launch fails "
+        "with cudaErrorMisalignedAddress, as a misaligned access would",
+        kernel_display_name(request).c_str(), static_cast<unsigned long long>(launch.cfg.fault_at_launch));
+    record_diagnostic(message);
+    std::fprintf(stderr, "[cuda_emu] error: %s\n", message.c_str());
+    std::fflush(stderr);
+    return cudaErrorMisalignedAddress;
+  }
   const dim3 g = request.grid, b = request.block;
   launch.blocks = static_cast<unsigned long long>(g.x) * g.y * g.z;
   launch.threads_per_block = b.x * b.y * b.z;

@@ -110,6 +110,21 @@ elapsed=$((SECONDS - start))
   grep -q "error: rank 1 of $ranks: .*COCO_FAULT_INJECT: a failure injected at ${fault#throw@}.*; aborting the job on every rank" failed.log ||
   { cat failed.log; echo "FAIL: a failure on rank 1 ($fault): exit $status after $elapsed s"; exit 1; }
 echo "a failure on rank 1 ($fault): the job ended with exit $status in $elapsed s"
+# cuda: a kernel fault on rank 1 (the emulator's EMU_FAULT_AT_LAUNCH: a kernel of its 2nd or 3rd step fails as a
+# misaligned access would, sticky as on a GPU) ends the job the same way, naming the fault.
+if [[ "${DEVICE:-cpu}" == cuda ]]; then
+  status=0
+  start=$SECONDS
+  timeout 200 "${mpirun[@]}" 1 "$coco" train --config tiny.json --out faulted --set dist.timeout_s=100 : \
+    -np $((ranks - 1)) -x EMU_FAULT_AT_LAUNCH=500 "$coco" train --config tiny.json --out faulted \
+    --set dist.timeout_s=100 >faulted.log 2>&1 || status=$?
+  elapsed=$((SECONDS - start))
+  [[ $status != 0 && $status != 124 && $elapsed -lt 60 ]] &&
+    grep -q "error: rank 1 of $ranks: .*misaligned address.*; aborting the job on every rank" faulted.log &&
+    ! grep -q "terminate called" faulted.log ||
+    { cat faulted.log; echo "FAIL: a kernel fault on rank 1: exit $status after $elapsed s"; exit 1; }
+  echo "a kernel fault on rank 1: the job ended with exit $status in $elapsed s"
+fi
 # runtime.cuda_graph in a data-parallel launch (cuda; on by default for plain data parallelism, so the runs above
 # without the key are graphed too): the step with its collectives captured once and replayed logs the records of
 # the uncaptured run (buckets, runtime.cuda_graph=false), bit for bit.
