@@ -2,12 +2,15 @@
 // as a misaligned access would, and the error is sticky, as on a GPU): Trainer::train_step throws a CudaError naming
 // it -- from an uncaptured step and from a replayed CUDA graph -- and destroying the Trainer afterwards (its step
 // graph, upload ring, record copy, tensors, streams) throws nothing, so `coco train` prints the error and exits 1
-// instead of ending in std::terminate. The last checkpoint before the fault is intact. Emulated mode only: a GPU
+// instead of ending in std::terminate. A checkpoint asked for after the fault fails the same way and leaves nothing
+// behind: the last one before the fault stays the latest, intact. Emulated mode only: a GPU
 // process cannot go on after a fault.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -65,8 +68,15 @@ TEST_P(KernelFault, TheStepThrowsTheFaultAndTheTrainerUnwindsCleanly) {
       }
     }
     EXPECT_NE(emu::last_diagnostic().find("injected fault"), std::string::npos) << emu::last_diagnostic();
-    // Sticky: the next step fails as well.
+    // Sticky: the next step fails as well, and so does a checkpoint (its weights cannot be read), which leaves
+    // nothing behind: the last committed checkpoint stays the latest.
     EXPECT_THROW(trainer.train_step(), CudaError);
+    EXPECT_THROW(trainer.save(), CudaError);
+    std::vector<std::string> entries;
+    for (const auto& entry : fs::directory_iterator(*dir_ / name / "checkpoints"))
+      entries.push_back(entry.path().filename().string());
+    std::sort(entries.begin(), entries.end());
+    EXPECT_EQ(entries, (std::vector<std::string>{"latest", "step-00000004"}));
   }  // the Trainer is destroyed here, after the fault: nothing may throw (std::terminate would end the test binary)
   const fs::path checkpoint = *dir_ / name / "checkpoints" / "step-00000004";
   EXPECT_TRUE(fs::exists(checkpoint / "trainer_state.json")) << checkpoint;
