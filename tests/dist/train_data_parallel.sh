@@ -120,7 +120,7 @@ if [[ "${DEVICE:-cpu}" == cuda ]]; then
     --set dist.timeout_s=100 >faulted.log 2>&1 || status=$?
   elapsed=$((SECONDS - start))
   [[ $status != 0 && $status != 124 && $elapsed -lt 60 ]] &&
-    grep -q "error: rank 1 of $ranks: .*misaligned address.*; aborting the job on every rank" faulted.log &&
+    grep -Eq "error: rank [1-9][0-9]* of $ranks: .*misaligned address.*; aborting the job on every rank" faulted.log &&
     ! grep -q "terminate called" faulted.log ||
     { cat faulted.log; echo "FAIL: a kernel fault on rank 1: exit $status after $elapsed s"; exit 1; }
   echo "a kernel fault on rank 1: the job ended with exit $status in $elapsed s"
