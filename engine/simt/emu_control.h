@@ -106,6 +106,14 @@ std::string cublaslt_last_error();
 // call that does device work fails with it, and cudaGetLastError returns it without clearing it. A GPU process must
 // exit; tests that provoke a fault on purpose start over with this (the emulated memory and objects are intact).
 void clear_sticky_error();
+// clear_sticky_error() when the scope ends: a test that provokes a fault declares one first.
+class StickyErrorScope {
+ public:
+  StickyErrorScope() = default;
+  ~StickyErrorScope() { clear_sticky_error(); }
+  StickyErrorScope(const StickyErrorScope&) = delete;
+  StickyErrorScope& operator=(const StickyErrorScope&) = delete;
+};
 
 // The message of the most recent misuse diagnostic ("" if none), e.g.
 // "kernel softmax_kernel block (3,0,0) thread (5,0,0): __syncthreads() reached at different call sites ...".

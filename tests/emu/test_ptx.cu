@@ -385,12 +385,8 @@ TEST(PtxMisuse, PartialWarpMmaAbortsInStrictMode) {
 }
 
 // A kernel fault is sticky (engine/simt/emu_control.h): the two tests below start over at their end.
-struct StartOverAfterTheFault {
-  ~StartOverAfterTheFault() { emu::clear_sticky_error(); }
-};
-
 TEST(PtxMisuse, MisalignedLdmatrixRowFailsTheLaunch) {
-  const StartOverAfterTheFault start_over;
+  const emu::StickyErrorScope start_over;
   GuardedDeviceBuffer<uint32_t> out(32);
   EXPECT_EQ(coco::launch_named("misaligned_ldmatrix_kernel", misaligned_ldmatrix_kernel, dim3(1), dim3(32), 0, nullptr,
                                out.data()),
@@ -422,7 +418,7 @@ TEST(PtxMisuse, DivergentCallSitesAreDiagnosed) {
 }
 
 TEST(PtxMisuse, MisalignedCpAsyncFailsTheLaunch) {
-  const StartOverAfterTheFault start_over;
+  const emu::StickyErrorScope start_over;
   GuardedDeviceBuffer<int> src(8), out(1);
   EXPECT_EQ(coco::launch(misaligned_cp_async_kernel, dim3(1), dim3(32), 0, nullptr, src.data(), out.data()),
             cudaErrorMisalignedAddress);

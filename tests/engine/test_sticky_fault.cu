@@ -34,12 +34,8 @@ namespace {
 
 using namespace coco;
 
-struct StartOverAtTheEnd {
-  ~StartOverAtTheEnd() { emu::clear_sticky_error(); }
-};
-
 TEST(StickyFault, TheEngineReportsAKernelFaultAndUnwindsWithoutThrowingFromDestructors) {
-  const StartOverAtTheEnd start_over;  // destroyed last: after everything below
+  const emu::StickyErrorScope start_over;  // destroyed last: after everything below
   Stream stream;
   const StreamScope on_stream(stream.get());
   Event recorded;
