@@ -440,9 +440,9 @@ TEST_P(ZeroTest, MixedPrecisionRefusesMismatches) {
 // The device-decided step (optim::StepControl) on ZeRO-1: each rank decides from its gradient shard's statistics
 // summed over the ranks on the device (StepControl::decide's combine), and ZeroAdamW::apply(control) updates the
 // shard with the decision's scalars. Every step equals one process's controlled AdamW on the whole batch: the same
-// skip (step 2 is forced to skip), clip factor and weights, across the re-layout of the second step and after the
-// step counts were synced and the state gathered (a checkpoint) before that re-layout; the counts gathered at
-// the end are the control's applied count.
+// skip (step 2 is forced to skip), clip factor and weights, across the re-layout at the end of the first step's
+// update and after the step counts were synced and the state gathered (a checkpoint) on the new layout; the counts
+// gathered at the end are the control's applied count.
 TEST_P(ZeroTest, DeviceDecidedStepEqualsTheWholeControlledStep) {
   const Device device = GetParam();
   Communicator& comm = comm_for(device);
@@ -476,7 +476,7 @@ TEST_P(ZeroTest, DeviceDecidedStepEqualsTheWholeControlledStep) {
 
     for (Tensor t : {model.w1, model.b1, model.w2, model.unused}) t.clear_grad();
     Tape tape;
-    zero.attach(tape);  // the second step lays the buckets out again here
+    zero.attach(tape);  // the first step's apply() laid the buckets out again
     {
       Tape::Recording recording(tape);
       tape.backward(ops::scale(model.loss(x.rows(me * rows, (me + 1) * rows)), 1.0 / n));

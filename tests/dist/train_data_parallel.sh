@@ -95,35 +95,30 @@ if [[ "${DEVICE:-cpu}" == cuda ]]; then
     --set train.checkpoint_every=0 --set dist.timeout_s=60 >zero-eval.log 2>&1
   grep -q "captured as one CUDA graph" zero-eval.log || { cat zero-eval.log; echo "FAIL: no CUDA graph (ZeRO-1)"; exit 1; }
 fi
-# A failure on some ranks only (every rank but 0; an exception, not a crash: on cuda the capture of the step fails
-# there) ends the job on every rank at once, with a failing rank's error, instead of leaving rank 0 in a collective
-# until dist.timeout_s (100 s here).
-status=0
-start=$SECONDS
-fault=throw@after-step:2
-[[ "${DEVICE:-cpu}" == cuda ]] && fault=throw@step-graph:capture
-timeout 200 "${mpirun[@]}" 1 "$coco" train --config tiny.json --out failed --set dist.timeout_s=100 : \
-  -np $((ranks - 1)) -x COCO_FAULT_INJECT=$fault "$coco" train --config tiny.json --out failed \
-  --set dist.timeout_s=100 >failed.log 2>&1 || status=$?
-elapsed=$((SECONDS - start))
-[[ $status != 0 && $status != 124 && $elapsed -lt 60 ]] &&
-  grep -Eq "error: rank [1-9][0-9]* of $ranks: .*COCO_FAULT_INJECT: a failure injected at ${fault#throw@}.*; aborting the job on every rank" failed.log ||
-  { cat failed.log; echo "FAIL: a failure on ranks 1-$((ranks - 1)) ($fault): exit $status after $elapsed s"; exit 1; }
-echo "a failure on ranks 1-$((ranks - 1)) ($fault): the job ended with exit $status in $elapsed s"
-# cuda: a kernel fault on rank 1 (the emulator's EMU_FAULT_AT_LAUNCH: a kernel of its 2nd or 3rd step fails as a
-# misaligned access would, sticky as on a GPU) ends the job the same way, naming the fault.
-if [[ "${DEVICE:-cpu}" == cuda ]]; then
-  status=0
-  start=$SECONDS
-  timeout 200 "${mpirun[@]}" 1 "$coco" train --config tiny.json --out faulted --set dist.timeout_s=100 : \
-    -np $((ranks - 1)) -x EMU_FAULT_AT_LAUNCH=500 "$coco" train --config tiny.json --out faulted \
-    --set dist.timeout_s=100 >faulted.log 2>&1 || status=$?
-  elapsed=$((SECONDS - start))
+# A failure on some ranks only (every rank but 0) ends the job on every rank at once, with a failing rank's error,
+# instead of leaving rank 0 in a collective until dist.timeout_s (100 s here) or ending in std::terminate.
+# failing_ranks_end_the_job NAME VAR=VALUE ERROR: ranks 1.. run with VAR=VALUE; the job must end non-zero within 60 s
+# with a failing rank's error matching the regular expression ERROR.
+failing_ranks_end_the_job() {
+  local name=$1 fault=$2 error=$3 status=0 start=$SECONDS
+  timeout 200 "${mpirun[@]}" 1 "$coco" train --config tiny.json --out "$name" --set dist.timeout_s=100 : \
+    -np $((ranks - 1)) -x "$fault" "$coco" train --config tiny.json --out "$name" \
+    --set dist.timeout_s=100 >"$name.log" 2>&1 || status=$?
+  local elapsed=$((SECONDS - start))
   [[ $status != 0 && $status != 124 && $elapsed -lt 60 ]] &&
-    grep -Eq "error: rank [1-9][0-9]* of $ranks: .*misaligned address.*; aborting the job on every rank" faulted.log &&
-    ! grep -q "terminate called" faulted.log ||
-    { cat faulted.log; echo "FAIL: a kernel fault on rank 1: exit $status after $elapsed s"; exit 1; }
-  echo "a kernel fault on rank 1: the job ended with exit $status in $elapsed s"
+    grep -Eq "error: rank [1-9][0-9]* of $ranks: .*$error.*; aborting the job on every rank" "$name.log" &&
+    ! grep -q "terminate called" "$name.log" ||
+    { cat "$name.log"; echo "FAIL: $fault on ranks 1-$((ranks - 1)): exit $status after $elapsed s"; exit 1; }
+  echo "$fault on ranks 1-$((ranks - 1)): the job ended with exit $status in $elapsed s"
+}
+# An exception, not a crash (on cuda the capture of the step fails there).
+point=after-step:2
+[[ "${DEVICE:-cpu}" == cuda ]] && point=step-graph:capture
+failing_ranks_end_the_job failed COCO_FAULT_INJECT=throw@$point "COCO_FAULT_INJECT: a failure injected at $point"
+# cuda: a kernel fault (the emulator's EMU_FAULT_AT_LAUNCH: a kernel of the 2nd or 3rd step fails as a misaligned
+# access would, sticky as on a GPU), naming the fault.
+if [[ "${DEVICE:-cpu}" == cuda ]]; then
+  failing_ranks_end_the_job faulted EMU_FAULT_AT_LAUNCH=500 "misaligned address"
 fi
 # runtime.cuda_graph in a data-parallel launch (cuda; on by default for plain data parallelism, so the runs above
 # without the key are graphed too): the step with its collectives captured once and replayed logs the records of
